@@ -1,0 +1,92 @@
+"""The `tristage` command line."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+import typer
+
+from .. import __version__
+from ..errors import EXIT_FAILED, TristageError
+from .common import err_console, state
+
+app = typer.Typer(
+    name="tristage",
+    help=(
+        "Development -> Preview -> Production, on your own machine: git-push deploys, "
+        "per-environment variables and databases, webhooks, promote and instant rollback."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each command group lives in its own module and registers itself here.
+COMMAND_MODULES = ["project", "deploys", "env", "db", "hooks", "quickstart"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tristage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    home: Path | None = typer.Option(
+        None, "--home", envvar="TRISTAGE_HOME", help="Platform home (state, repos, backups)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    state.debug = debug
+    state.home = home
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+
+def run() -> None:
+    """Console entry: errors become one readable line on stderr and an exit code."""
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except TristageError as exc:
+        if state.debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        if exc.hint:
+            err_console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: Typer's own click exceptions
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # an unexpected bug: still one line unless --debug
+        if state.debug:
+            traceback.print_exc()
+        else:
+            err_console.print(
+                f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                markup=False,
+                soft_wrap=True,
+            )
+        sys.exit(EXIT_FAILED)
+    finally:
+        if state.api is not None:
+            state.api.close()

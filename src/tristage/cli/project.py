@@ -1,0 +1,108 @@
+"""Project commands: init, resolve, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import typer
+from rich.table import Table
+
+from ..domain.branches import resolve as resolve_branch
+from ..errors import EXIT_FAILED
+from .common import console, current_project, err_console, get_api, print_json
+
+
+class PresetName(StrEnum):
+    simple = "simple"
+    professional = "professional"
+
+
+def init(
+    preset: PresetName = typer.Option(
+        PresetName.professional,
+        "--preset",
+        "-p",
+        help="simple: preview shares development's instances; professional: separate staging.",
+    ),
+    name: str | None = typer.Option(None, "--name", "-n", help="Project name (a host label)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing tristage.toml."),
+    directory: Path = typer.Option(Path("."), "--dir", help="The git working copy."),
+) -> None:
+    """Write a commented tristage.toml for a preset in this git working copy."""
+    api = get_api()
+    chosen: Literal["simple", "professional"] = (
+        "simple" if preset is PresetName.simple else "professional"
+    )
+    result = api.init_project(directory, chosen, name, force)
+    console.print(
+        f"[green]wrote[/] {result.path} (preset {result.preset}, project {result.project})"
+    )
+    post = getattr(api.deploys, "after_init", None) if _has_deploys() else None
+    if post is not None:
+        for line in post(result.project, directory.resolve()):
+            console.print(line, markup=False)
+    console.print("\nnext:")
+    console.print("  tristage up                 # control plane, router, scheduler")
+    console.print("  tristage env set NAME --env development [--secret]")
+    console.print("  git push tristage main      # deploy production")
+
+
+def _has_deploys() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("tristage.services.deploys") is not None
+
+
+def resolve(
+    branch: str = typer.Argument(..., help="A git branch name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the match as JSON."),
+) -> None:
+    """Print the environment a branch deploys to (first matching rule wins)."""
+    ref = current_project()
+    match = resolve_branch(ref.config, branch)
+    if match is None:
+        if as_json:
+            print_json({"branch": branch, "environment": None})
+        err_console.print(f"branch {branch!r} matches no environment", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        print_json(
+            {
+                "branch": branch,
+                "environment": match.environment,
+                "pattern": match.pattern,
+                "rule": match.rule_index,
+                "tier": ref.config.environments[match.environment].tier.value,
+            }
+        )
+    else:
+        typer.echo(match.environment)
+
+
+def audit(
+    env: str | None = typer.Option(None, "--env", "-e", help="Only this environment."),
+    action: str | None = typer.Option(None, "--action", help="Filter, e.g. 'env.*'."),
+    limit: int = typer.Option(50, "--limit", "-n"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the audit log: who changed what, when, where."""
+    ref = current_project()
+    events = get_api().audit.events(project=ref.name, environment=env, action=action, limit=limit)
+    if as_json:
+        print_json([e.as_json() for e in events])
+        return
+    table = Table("when", "actor", "action", "env", "target", "details", box=None)
+    for e in events:
+        when = dt.datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
+        details = " ".join(f"{k}={v}" for k, v in e.details.items())
+        table.add_row(when, e.actor, e.action, e.environment or "", e.target or "", details)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(resolve)
+    app.command()(audit)

@@ -1,0 +1,12 @@
+"""The state store: projects, deployments, aliases, variables, audit events and more.
+
+`Store` is the small interface every service uses; `SqliteStore` is the embedded
+implementation (WAL, one writer at a time, concurrent readers). A PostgreSQL
+implementation for a multi-machine control plane implements the same protocol:
+SQL is written in the portable subset (``?`` placeholders are translated).
+"""
+
+from .base import Row, Store
+from .sqlite import SqliteStore, open_store
+
+__all__ = ["Row", "SqliteStore", "Store", "open_store"]

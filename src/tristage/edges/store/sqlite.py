@@ -1,0 +1,188 @@
+"""The embedded SQLite state store (WAL; writes serialize, readers never block)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .base import Params, Row
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+def _row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class SqliteStore:
+    """One connection per thread; `transaction()` takes the write lock up front."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate(self)
+
+    # -- connections ---------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = _row_factory
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    # -- protocol ------------------------------------------------------
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(self._conn().execute(sql, params).fetchall())
+
+    def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._conn().execute(sql, params).fetchone()
+        return row
+
+    def iterate(self, sql: str, params: Params = ()) -> Iterator[Row]:
+        cur = self._conn().execute(sql, params)
+        while True:
+            rows = cur.fetchmany(500)
+            if not rows:
+                return
+            yield from rows
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        with self.transaction():
+            return self._conn().execute(sql, params).rowcount
+
+    def insert(self, sql: str, params: Params = ()) -> int:
+        with self.transaction():
+            rowid = self._conn().execute(sql, params).lastrowid
+            return int(rowid or 0)
+
+    def executescript(self, sql: str) -> None:
+        self._conn().executescript(sql)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn = self._conn()
+        depth: int = self._local.depth
+        if depth:
+            self._local.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.depth = depth
+            return
+        _begin_immediate(conn)
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------
+# Versioned schema migrations: `schema/NNNN_area.sql`, applied in name order,
+# each once, each in its own transaction.
+
+
+def migration_files() -> list[tuple[str, str]]:
+    schema = resources.files(__package__).joinpath("schema")
+    out = []
+    for entry in schema.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def migrate(store: SqliteStore) -> list[str]:
+    conn = store._conn()
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (id TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    applied = {r["id"] for r in store.query("SELECT id FROM schema_migrations")}
+    done: list[str] = []
+    for mid, sql in migration_files():
+        if mid in applied:
+            continue
+        _begin_immediate(conn)
+        try:
+            if store.query_one("SELECT 1 FROM schema_migrations WHERE id=?", (mid,)):
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)", (mid, time.time())
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done.append(mid)
+    return done
+
+
+def _statements(sql: str) -> list[str]:
+    parts: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                parts.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        parts.append(buf.strip())
+    return parts
+
+
+def open_store(home: Path) -> SqliteStore:
+    return SqliteStore(home / "state.db")

@@ -1,0 +1,13 @@
+"""The data service (its area fills it in)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+
+class DataService:
+    def __init__(self, api: Tristage) -> None:
+        self.api = api
