@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from .domain import branches
 from .domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from .domain.presets import Preset, render
+from .edges.secrets import SecretBox
 from .edges.store import SqliteStore, open_store
 from .errors import Conflict, NotFound, UsageError
 from .paths import platform_home
@@ -56,6 +57,10 @@ class Tristage:
     @cached_property
     def store(self) -> SqliteStore:
         return open_store(self.home)
+
+    @cached_property
+    def secret_box(self) -> SecretBox:
+        return SecretBox.for_home(self.home)
 
     @cached_property
     def audit(self) -> AuditLog:
