@@ -1,0 +1,57 @@
+"""The routing table: which host goes to which deployment, swapped atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a host's requests go.
+
+    `upstream` is the loopback address of the running release; None means the
+    environment has nothing running (the router answers 503).
+    """
+
+    project: str
+    environment: str
+    deployment: str | None
+    upstream: tuple[str, int] | None
+
+
+def normalize_host(host: str) -> str:
+    """`MyApp.localhost:8080` -> `myapp.localhost`; IPv6 literals keep their brackets."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[: end + 1] if end != -1 else h
+    colon = h.rfind(":")
+    if colon != -1:
+        h = h[:colon]
+    return h.rstrip(".")
+
+
+class RouteTable:
+    """Host -> Route. `replace` swaps the whole table in one reference assignment,
+    so a request sees either the old table or the new one, never a mix."""
+
+    def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
+        self._routes: Mapping[str, Route] = MappingProxyType({})
+        if routes:
+            self.replace(routes)
+
+    def replace(self, routes: Mapping[str, Route]) -> None:
+        table = {normalize_host(host): route for host, route in routes.items()}
+        self._routes = MappingProxyType(table)
+
+    def lookup(self, host: str) -> Route | None:
+        return self._routes.get(normalize_host(host))
+
+    def snapshot(self) -> Mapping[str, Route]:
+        """The current table (read-only)."""
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)

@@ -1,0 +1,524 @@
+"""The embedded router over real loopback sockets: real upstream servers, real HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tristage.edges.router import Route, Router, RouteTable
+from tristage.edges.router.headers import end_to_end, upstream_request_headers
+from tristage.edges.router.server import bind_socket
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+
+
+class Upstream:
+    """A real uvicorn server on a free loopback port, in the test's loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.client_ports: list[int] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.server: uvicorn.Server | None = None
+        self.port = 0
+
+    def gate(self, key: str) -> asyncio.Event:
+        return self.gates.setdefault(key, asyncio.Event())
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    async def start(self) -> Upstream:
+        sock = bind_socket("127.0.0.1", 0)
+        config = uvicorn.Config(
+            self.app,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self.server, self.port = server, sock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.force_exit = True
+            await self.server.shutdown()
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        self.client_ports.append(scope["client"][1])
+        path = scope["path"]
+        status, body, extra = 200, b"", []
+        if path == "/count":
+            # Count the request body; signal after the first chunk arrives.
+            total, chunks = 0, 0
+            while True:
+                msg = await receive()
+                total += len(msg.get("body", b""))
+                chunks += 1
+                self.gate("first-chunk").set()
+                if not msg.get("more_body"):
+                    break
+            body = json.dumps({"bytes": total, "chunks": chunks}).encode()
+        elif path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+            await self.gate("client-saw-first").wait()
+            for i in range(3):
+                await send({"type": "http.response.body", "body": b"%d;" % i, "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+            return
+        elif path == "/slow":
+            await self.gate("release").wait()
+            body = self.name.encode()
+        elif path == "/headers":
+            body = json.dumps(
+                {k.decode(): v.decode() for k, v in scope["headers"]}, sort_keys=True
+            ).encode()
+        elif path == "/teapot":
+            status, body = 418, b"short and stout"
+        elif path.startswith("/echo-path"):
+            body = scope["raw_path"] + b"?" + scope["query_string"]
+        else:
+            body = self.name.encode()
+            extra = [(b"x-upstream", self.name.encode())]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class Stack:
+    def __init__(self, router: Router, port: int, ups: list[Upstream]) -> None:
+        self.router, self.port, self.ups = router, port, ups
+        self.base = f"http://127.0.0.1:{port}"
+
+
+def route(up: Upstream | None, dep: str | None = "dep-a", env: str = "production") -> Route:
+    return Route("myapp", env, dep, up.addr if up else None)
+
+
+async def stack(
+    n_upstreams: int = 1, internal_app: Any = None
+) -> tuple[Router, RouteTable, list[Upstream], str]:
+    ups = [await Upstream(name).start() for name in "AB"[:n_upstreams]]
+    table = RouteTable()
+    table.replace({"myapp.localhost": route(ups[0])})
+    router = Router(table, internal_app=internal_app)
+    port = await router.start(host="127.0.0.1", port=0)
+    return router, table, ups, f"http://127.0.0.1:{port}"
+
+
+async def teardown(router: Router, ups: list[Upstream]) -> None:
+    await router.stop()
+    for u in ups:
+        await u.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def test_route_table_lookup_strips_port_and_case() -> None:
+    t = RouteTable()
+    r = Route("p", "production", "d1", ("127.0.0.1", 1))
+    t.replace({"MyApp.Localhost": r})
+    assert t.lookup("myapp.localhost") is r
+    assert t.lookup("MYAPP.localhost:8080") is r
+    assert t.lookup("myapp.localhost.") is r
+    assert t.lookup("other.localhost") is None
+    assert t.lookup("") is None
+
+
+def test_routes_by_host_with_and_without_port() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack(2)
+        try:
+            table.replace(
+                {
+                    "myapp.localhost": route(ups[0]),
+                    "preview.myapp.localhost": route(ups[1], "dep-b", "preview"),
+                }
+            )
+            port = base.rsplit(":", 1)[1]
+            async with httpx.AsyncClient() as c:
+                for host, want in [
+                    ("myapp.localhost", "A"),
+                    (f"MyApp.localhost:{port}", "A"),
+                    ("preview.myapp.localhost", "B"),
+                    (f"preview.myapp.localhost:{port}", "B"),
+                ]:
+                    r = await c.get(base + "/", headers={"host": host})
+                    assert r.status_code == 200, host
+                    assert r.text == want, host
+                    assert r.headers["x-upstream"] == want
+                r = await c.get(
+                    base + "/echo-path/a%20b/%2F",
+                    params={"q": "1 2"},
+                    headers={"host": "myapp.localhost"},
+                )
+                assert r.text == "/echo-path/a%20b/%2F?q=1+2"
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_unknown_host_gets_plain_404_naming_the_host() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            async with httpx.AsyncClient() as c:
+                r = await c.get(base + "/x", headers={"host": "nope.localhost:8080"})
+                assert r.status_code == 404
+                assert r.headers["content-type"].startswith("text/html")
+                assert "nope.localhost" in r.text
+                assert "myapp" not in r.text  # other hosts are not listed
+                r = await c.get(base + "/", headers={"host": "<script>.localhost"})
+                assert r.status_code == 404
+                assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_503_when_route_has_no_upstream_and_502_when_upstream_down() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack()
+        try:
+            dead = ("127.0.0.1", free_port())
+            table.replace(
+                {
+                    "idle.myapp.localhost": Route("myapp", "preview", None, None),
+                    "down.myapp.localhost": Route("myapp", "production", "dep-down", dead),
+                }
+            )
+            async with httpx.AsyncClient() as c:
+                r = await c.get(base + "/", headers={"host": "idle.myapp.localhost"})
+                assert r.status_code == 503
+                assert "idle.myapp.localhost" in r.text
+                r = await c.get(base + "/", headers={"host": "down.myapp.localhost"})
+                assert r.status_code == 502
+                assert "down.myapp.localhost" in r.text
+                assert str(dead[1]) not in r.text  # the upstream address stays private
+            assert router.inflight(dead) == 0
+            s = router.stats()["dep-down"]
+            assert (s.requests, s.status_5xx, s.upstream_errors) == (1, 1, 1)
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+# --- headers ------------------------------------------------------------------------------
+
+
+def test_hop_by_hop_headers_are_dropped() -> None:
+    h = [
+        (b"Connection", b"keep-alive, X-Private-Hop"),
+        (b"X-Private-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Upgrade", b"h2c"),
+        (b"Content-Type", b"text/plain"),
+    ]
+    assert end_to_end(h) == [(b"Content-Type", b"text/plain")]
+    out = upstream_request_headers(
+        [(b"host", b"myapp.localhost"), (b"x-forwarded-for", b"6.6.6.6")], "127.0.0.1", "http"
+    )
+    assert (b"x-forwarded-for", b"127.0.0.1") in out
+    assert (b"x-forwarded-for", b"6.6.6.6") not in out  # the edge does not trust client claims
+
+
+def test_forwarded_headers_reach_the_upstream() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            port = base.rsplit(":", 1)[1]
+            async with httpx.AsyncClient() as c:
+                r = await c.get(
+                    base + "/headers",
+                    headers={
+                        "host": f"myapp.localhost:{port}",
+                        "connection": "keep-alive, x-drop-me",
+                        "x-drop-me": "1",
+                        "x-keep-me": "2",
+                    },
+                )
+            seen = r.json()
+            assert seen["x-forwarded-for"] == "127.0.0.1"
+            assert seen["x-forwarded-proto"] == "http"
+            assert seen["x-forwarded-host"] == f"myapp.localhost:{port}"
+            assert seen["host"] == f"myapp.localhost:{port}"
+            assert seen["x-keep-me"] == "2"
+            assert "x-drop-me" not in seen
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def test_large_request_body_is_streamed_not_buffered() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        up = ups[0]
+        try:
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b"x" * MB
+                # The upstream must see the first chunk before the client sends the rest:
+                # a router that buffered the whole body would deadlock here.
+                await asyncio.wait_for(up.gate("first-chunk").wait(), 10)
+                for _ in range(19):
+                    yield b"y" * MB
+
+            async with httpx.AsyncClient(timeout=20) as c:
+                r = await c.post(
+                    base + "/count", content=body(), headers={"host": "myapp.localhost"}
+                )
+                assert r.status_code == 200
+                assert r.json()["bytes"] == 20 * MB
+                assert r.json()["chunks"] > 1
+                # Same with a Content-Length instead of chunked encoding.
+                up.gates.clear()
+                r = await c.post(
+                    base + "/count",
+                    content=body(),
+                    headers={"host": "myapp.localhost", "content-length": str(20 * MB)},
+                )
+                assert r.json()["bytes"] == 20 * MB
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_response_is_streamed_incrementally() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        up = ups[0]
+        try:
+            async with httpx.AsyncClient(timeout=10) as c:
+                req = c.build_request("GET", base + "/stream", headers={"host": "myapp.localhost"})
+                resp = await c.send(req, stream=True)
+                got = b""
+                it = resp.aiter_raw()
+                # The first piece arrives while the upstream is still holding the rest.
+                while not got.startswith(b"first;"):
+                    got += await asyncio.wait_for(it.__anext__(), 5)
+                up.gate("client-saw-first").set()
+                async for chunk in it:
+                    got += chunk
+                await resp.aclose()
+            assert got == b"first;0;1;2;end"
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+# --- connections and swaps ----------------------------------------------------------------
+
+
+def test_upstream_connections_are_kept_alive_and_reused() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            async with httpx.AsyncClient() as c:
+                for _ in range(20):
+                    r = await c.get(base + "/", headers={"host": "myapp.localhost"})
+                    assert r.status_code == 200
+            assert len(ups[0].client_ports) == 20
+            assert len(set(ups[0].client_ports)) == 1
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_atomic_swap_under_load_loses_nothing_and_drains_old_upstream() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack(2)
+        a, b = ups
+        routes = [{"myapp.localhost": route(a, "dep-a")}, {"myapp.localhost": route(b, "dep-b")}]
+        try:
+            async with httpx.AsyncClient(timeout=10) as c:
+                hdr = {"host": "myapp.localhost"}
+                # A slow request starts on A ...
+                slow = asyncio.create_task(c.get(base + "/slow", headers=hdr))
+                while router.inflight(a.addr) == 0:
+                    await asyncio.sleep(0.005)
+                # ... the table flips to B; new requests go to B at once.
+                table.replace(routes[1])
+                assert (await c.get(base + "/", headers=hdr)).text == "B"
+                assert router.inflight(a.addr) == 1
+                assert not slow.done()
+                a.gate("release").set()
+                r = await slow
+                assert r.status_code == 200 and r.text == "A"
+                assert router.inflight(a.addr) == 0
+
+                # Continuous load while the table flips back and forth.
+                stop = asyncio.Event()
+                results: list[tuple[int, str]] = []
+                failures: list[BaseException] = []
+
+                async def worker() -> None:
+                    while not stop.is_set():
+                        try:
+                            resp = await c.get(base + "/", headers=hdr)
+                            results.append((resp.status_code, resp.text))
+                        except httpx.HTTPError as e:
+                            failures.append(e)
+
+                workers = [asyncio.create_task(worker()) for _ in range(8)]
+                for i in range(40):
+                    table.replace(routes[i % 2])
+                    await asyncio.sleep(0.005)
+                stop.set()
+                await asyncio.gather(*workers)
+            assert failures == []
+            assert len(results) > 40
+            assert {s for s, _ in results} == {200}
+            assert {t for _, t in results} == {"A", "B"}
+            stats = router.stats()
+            assert stats["dep-a"].requests + stats["dep-b"].requests == len(results) + 2
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+# --- internal app and stats ---------------------------------------------------------------
+
+
+def test_internal_paths_go_to_internal_app_with_route_in_scope() -> None:
+    seen: list[Route] = []
+
+    async def internal(scope: Scope, receive: Receive, send: Send) -> None:
+        r = scope["tristage.route"]
+        seen.append(r)
+        body = f"{r.project}/{r.environment}{scope['path']}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> None:
+        router, table, ups, base = await stack(internal_app=internal)
+        try:
+            table.replace(
+                {
+                    "myapp.localhost": route(ups[0]),
+                    "preview.myapp.localhost": Route("myapp", "preview", None, None),
+                }
+            )
+            async with httpx.AsyncClient() as c:
+                r = await c.post(
+                    base + "/.tristage/webhooks/stripe",
+                    headers={"host": "myapp.localhost"},
+                    content=b"{}",
+                )
+                assert r.text == "myapp/production/.tristage/webhooks/stripe"
+                # Works even when the environment has nothing running.
+                r = await c.post(
+                    base + "/.tristage/webhooks/clerk", headers={"host": "preview.myapp.localhost"}
+                )
+                assert r.text == "myapp/preview/.tristage/webhooks/clerk"
+                r = await c.get(base + "/.tristage/x", headers={"host": "unknown.localhost"})
+                assert r.status_code == 404
+            assert [s.environment for s in seen] == ["production", "preview"]
+            assert ups[0].client_ports == []  # nothing reached the release
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_internal_paths_404_without_internal_app() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            async with httpx.AsyncClient() as c:
+                r = await c.get(base + "/.tristage/webhooks/x", headers={"host": "myapp.localhost"})
+            assert r.status_code == 404
+            assert ups[0].client_ports == []
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_stats_count_per_deployment() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            async with httpx.AsyncClient() as c:
+                for _ in range(5):
+                    await c.get(base + "/", headers={"host": "myapp.localhost"})
+                for _ in range(2):
+                    await c.get(base + "/teapot", headers={"host": "myapp.localhost"})
+                await c.get(base + "/", headers={"host": "unknown.localhost"})
+            s = router.stats()["dep-a"]
+            assert s.requests == 7
+            assert (s.status_2xx, s.status_3xx, s.status_4xx, s.status_5xx) == (5, 0, 2, 0)
+            assert s.upstream_errors == 0
+            assert s.p50_ms is not None and s.p99_ms is not None
+            assert 0 < s.p50_ms <= s.p99_ms
+            assert s.last_request_at is not None
+            assert list(router.stats()) == ["dep-a"]
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_start_on_busy_port_fails_and_stop_is_idempotent() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            port = int(base.rsplit(":", 1)[1])
+            other = Router(RouteTable())
+            with pytest.raises(OSError):
+                await other.start(host="127.0.0.1", port=port)
+            await other.stop()
+        finally:
+            await teardown(router, ups)
+            await router.stop()
+
+    run(main())
