@@ -1,22 +1,988 @@
-"""The webhook gateway per environment (contract; the webhooks area fills it in)."""
+"""The webhook gateway per environment: verify, store durably, forward with retries,
+dead-letter, replay.
+
+Ingest verifies a request with the provider's scheme and writes it to the state store
+before the provider gets its 2xx. Writes go through one writer thread that commits
+concurrent requests together (group commit), so the event loop never blocks on the
+database and requests never contend for SQLite's write lock inside the process.
+
+The forwarder claims due deliveries of environments that have a live release, posts
+them with the original body and signature headers plus `X-Tristage-Delivery`, and
+records every attempt. A failed attempt is retried on the source's schedule (with
+jitter) and the delivery is dead-lettered after the last one. A claim is a lease
+(`next_attempt_at` moved past the request timeout), so a crash mid-send only delays
+the delivery.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import json
+import logging
+import os
+import queue
+import random
+import secrets as pysecrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import httpx
+
+from ..domain import webhooks as dom
+from ..domain.config import WebhookSource
+from ..edges import webhook_verify as wv
+from ..edges.store import Row, Store
+from ..errors import NotFound, TristageError, UsageError
 
 if TYPE_CHECKING:
     from ..api import Tristage
 
+log = logging.getLogger("tristage.webhooks")
+
 # (project, environment) -> base URL of the live release, e.g. "http://127.0.0.1:41234"
 UpstreamLookup = Callable[[str, str], str | None]
+
+ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
+RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
+DEFAULT_PORT = 8080
+DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
+T = TypeVar("T")
+
+
+class SecretMissing(TristageError):
+    """The environment has no value for the source's secret variable."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    project: str
+    environment: str
+    source: str
+    config: WebhookSource
+    secrets: tuple[str, ...]  # empty: the secret variable is not set
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: int
+    body: dict[str, Any]
+    delivery_id: str | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    project: str
+    environment: str
+    source: str
+    kind: str
+    message_id: str
+    event_type: str | None
+    received_at: float
+    status: str
+    tries: int
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: float | None
+    duplicates: int
+    size: int
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float
+    url: str
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeliveryDetail:
+    delivery: Delivery
+    attempts: list[Attempt]
+    headers: dict[str, str]
+    body: bytes
+
+    def as_json(self, with_body: bool = False) -> dict[str, Any]:
+        out = {**self.delivery.as_json(), "attempts": [a.as_json() for a in self.attempts]}
+        out["headers"] = self.headers
+        if with_body:
+            out["body"] = self.body.decode("utf-8", "replace")
+        return out
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    environment: str
+    source: str
+    kind: str
+    path: str
+    secret_var: str
+    secret_set: bool
+    urls: list[str]
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SendTestResult:
+    url: str
+    status: int
+    message_id: str
+    event_type: str
+    response: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Claimed:
+    id: str
+    project: str
+    environment: str
+    source: str
+    kind: dom.Kind
+    message_id: str
+    received_at: float
+    headers: dict[str, str]
+    body: bytes
+    tries: int
+    url: str
+    schedule: list[float]
+
+
+# ---------------------------------------------------------------------------
+# The writer thread: one connection, concurrent requests committed together
+
+
+class _Job(Generic[T]):
+    __slots__ = ("fn", "fut", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[Store], T],
+        fut: asyncio.Future[T] | None,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.fn = fn
+        self.fut = fut
+        self.loop = loop
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
+
+
+class BatchWriter:
+    """Runs store writes on one thread; jobs queued together share one transaction.
+
+    A job's future resolves only after its transaction committed. If a batch fails,
+    its jobs are retried one by one so one bad job fails alone.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._q: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="tristage-webhook-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    async def run(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._ensure()
+        self._q.put(_Job(fn, fut, loop))
+        return await fut
+
+    def submit(self, fn: Callable[[Store], object]) -> None:
+        """Fire and forget (counters)."""
+        self._ensure()
+        self._q.put(_Job(fn, None, None))
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        results: list[Any] = []
+        try:
+            with self.store.transaction():
+                for job in batch:
+                    results.append(job.fn(self.store))
+        except BaseException:
+            if len(batch) == 1:
+                self._finish(batch[0], None, _current_exc())
+                return
+            for job in batch:
+                try:
+                    with self.store.transaction():
+                        value = job.fn(self.store)
+                except BaseException as exc:
+                    self._finish(job, None, exc)
+                else:
+                    self._finish(job, value, None)
+            return
+        for job, value in zip(batch, results, strict=True):
+            self._finish(job, value, None)
+
+    @staticmethod
+    def _finish(job: _Job[Any], value: Any, exc: BaseException | None) -> None:
+        if exc is not None and job.fut is None:
+            log.error("webhook store write failed: %s", exc)
+        if job.fut is None or job.loop is None:
+            return
+        try:
+            job.loop.call_soon_threadsafe(_resolve, job.fut, value, exc)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _current_exc() -> BaseException:
+    import sys
+
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    return exc
+
+
+# ---------------------------------------------------------------------------
 
 
 class WebhookService:
     def __init__(self, api: Tristage) -> None:
         self.api = api
+        self.writer = BatchWriter(api.store)
+        self._endpoints: dict[tuple[str, str, str], tuple[float, Endpoint]] = {}
+        self._wake: asyncio.Event | None = None
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
+        self._rng = random.Random()
 
-    async def run_forwarder(self, stop: asyncio.Event, upstream: UpstreamLookup) -> None:
+    def close(self) -> None:
+        self.writer.stop()
+
+    # -- configuration -----------------------------------------------------
+    def source_config(self, project: str, environment: str, source: str) -> WebhookSource:
+        cfg = self.api.config_for(project)
+        env = cfg.env(environment)
+        try:
+            return env.webhooks[source]
+        except KeyError:
+            declared = ", ".join(env.webhooks) or "none"
+            raise NotFound(
+                f"no webhook source {source!r} in environment {environment!r} of {project}",
+                f"declared sources: {declared}; add [environments.{environment}.webhooks."
+                f"{source}] to tristage.toml",
+            ) from None
+
+    def secret_value(self, project: str, environment: str, var: str) -> str | None:
+        """The signing secret from the environment's variables (never logged)."""
+        value = self.api.variables.runtime_env(project, environment, None).get(var)
+        return value or None
+
+    def endpoint(self, project: str, environment: str, source: str) -> Endpoint:
+        """A source's configuration and secrets (cached for ENDPOINT_TTL seconds)."""
+        key = (project, environment, source)
+        now = time.monotonic()
+        hit = self._endpoints.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        config = self.source_config(project, environment, source)
+        value = self.secret_value(project, environment, config.secret_var)
+        ep = Endpoint(project, environment, source, config, tuple(wv.split_secrets(value or "")))
+        self._endpoints[key] = (now + ENDPOINT_TTL, ep)
+        return ep
+
+    async def endpoint_async(self, project: str, environment: str, source: str) -> Endpoint:
+        hit = self._endpoints.get((project, environment, source))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return await asyncio.to_thread(self.endpoint, project, environment, source)
+
+    # -- ingest ------------------------------------------------------------
+    async def ingest(
+        self,
+        ep: Endpoint,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        remote: str | None = None,
+    ) -> IngestResult:
+        """Verify and durably store one delivery; the result is the HTTP answer."""
+        if not ep.secrets:
+            var = ep.config.secret_var
+            return self.reject(
+                ep,
+                503,
+                "no_secret",
+                f"the secret variable {var} is not set in environment {ep.environment}; "
+                f"set it with 'tristage env set {var} --env {ep.environment} --secret'",
+                remote,
+                len(body),
+            )
+        if len(body) > ep.config.max_body_bytes:
+            return self.too_large(ep, remote, len(body))
+        kind: dom.Kind = ep.config.kind
+        try:
+            verified = wv.verify(kind, ep.secrets, headers, body)
+        except wv.VerificationError as exc:
+            return self.reject(ep, exc.status, exc.reason, exc.message, remote, len(body))
+        except wv.SecretFormatError as exc:
+            return self.reject(
+                ep,
+                503,
+                "bad_secret",
+                f"{exc}: check {ep.config.secret_var} in environment {ep.environment}",
+                remote,
+                len(body),
+            )
+        lower = {k.lower(): v for k, v in headers.items()}
+        keep = {
+            h: lower[h]
+            for h in (*dom.SIGNATURE_HEADERS[kind], *dom.PASSTHROUGH_HEADERS)
+            if h in lower
+        }
+        row = (
+            "whd_" + pysecrets.token_hex(8),
+            ep.project,
+            ep.environment,
+            ep.source,
+            kind,
+            verified.message_id,
+            verified.event_type,
+            time.time(),
+            json.dumps(keep, separators=(",", ":")),
+            body,
+            len(body),
+            ep.config.path,
+        )
+        delivery_id, duplicate = await self.writer.run(lambda s: _insert_delivery(s, row))
+        if not duplicate:
+            self.notify()
+        return IngestResult(
+            200,
+            {"ok": True, "delivery": delivery_id, "duplicate": duplicate},
+            delivery_id,
+            duplicate,
+        )
+
+    def too_large(self, ep: Endpoint, remote: str | None, size: int) -> IngestResult:
+        return self.reject(
+            ep,
+            413,
+            "too_large",
+            f"the body is larger than {ep.config.max_body_bytes} bytes "
+            f"(max_body_bytes of webhook source {ep.source})",
+            remote,
+            size,
+        )
+
+    def reject(
+        self,
+        ep: Endpoint,
+        status: int,
+        reason: str,
+        message: str,
+        remote: str | None,
+        size: int,
+    ) -> IngestResult:
+        """Count and log a refused request (never its body) and build the answer."""
+        level = logging.ERROR if status >= 500 else logging.WARNING
+        log.log(
+            level,
+            "webhook refused: project=%s env=%s source=%s status=%d reason=%s bytes=%d "
+            "remote=%s: %s",
+            ep.project,
+            ep.environment,
+            ep.source,
+            status,
+            reason,
+            size,
+            remote or "-",
+            message,
+        )
+        key = (ep.project, ep.environment, ep.source, reason, time.time())
+        self.writer.submit(lambda s: _count_rejection(s, key))
+        return IngestResult(status, {"ok": False, "error": reason, "message": message})
+
+    def notify(self) -> None:
+        """Wake the forwarder now (a fresh delivery) instead of at its next poll."""
+        loop, ev = self._wake_loop, self._wake
+        if loop is None or ev is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            ev.set()
+        else:
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:
+                pass
+
+    def rejections(self, project: str) -> dict[tuple[str, str], dict[str, int]]:
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for r in self.api.store.query(
+            "SELECT environment, source, reason, count FROM webhook_rejections WHERE project=?",
+            (project,),
+        ):
+            out.setdefault((r["environment"], r["source"]), {})[r["reason"]] = r["count"]
+        return out
+
+    # -- forwarding --------------------------------------------------------
+    async def run_forwarder(
+        self,
+        stop: asyncio.Event,
+        upstream: UpstreamLookup,
+        *,
+        poll_interval: float = 1.0,
+        concurrency: int = 16,
+        timeout: float = 15.0,
+    ) -> None:
         """Forward stored deliveries to live releases until `stop` is set."""
-        await stop.wait()
+        loop = asyncio.get_running_loop()
+        self._wake = wake = asyncio.Event()
+        self._wake_loop = loop
+        inflight: set[asyncio.Task[None]] = set()
+        lease = timeout + 5.0
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+                while not stop.is_set():
+                    wake.clear()
+                    room = concurrency - len(inflight)
+                    claimed: list[_Claimed] = []
+                    next_due: float | None = None
+                    if room > 0:
+                        try:
+                            claimed, next_due = await self._claim_round(upstream, room, lease)
+                        except Exception as exc:  # the store is busy or gone: retry later
+                            log.error("webhook forwarder: claiming failed: %s", exc)
+                    for item in claimed:
+                        task = asyncio.create_task(self._send(client, item, wake))
+                        inflight.add(task)
+                        task.add_done_callback(inflight.discard)
+                    if claimed and len(claimed) == room:
+                        continue  # more may be due
+                    delay = poll_interval
+                    if next_due is not None:
+                        delay = min(delay, max(0.0, next_due - time.time()))
+                    if delay <= 0 and room > 0 and not claimed:
+                        delay = 0.01
+                    waiter = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait(
+                        {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiter.cancel()
+                if inflight:
+                    await asyncio.wait(inflight, timeout=timeout + 1)
+        finally:
+            stopper.cancel()
+            if self._wake is wake:
+                self._wake = None
+                self._wake_loop = None
+
+    async def _claim_round(
+        self, upstream: UpstreamLookup, room: int, lease: float
+    ) -> tuple[list[_Claimed], float | None]:
+        now = time.time()
+        pairs = await asyncio.to_thread(self._waiting_pairs)
+        live: dict[tuple[str, str], str] = {}
+        next_due: float | None = None
+        for project, environment, due in pairs:
+            base = await asyncio.to_thread(upstream, project, environment)
+            if not base:
+                continue  # no live release: wait without spending attempts
+            live[(project, environment)] = base
+            if due > now and (next_due is None or due < next_due):
+                next_due = due
+        due_pairs = {(p, e): live[(p, e)] for p, e, d in pairs if (p, e) in live and d <= now}
+        if not due_pairs:
+            return [], next_due
+        claimed = await self.writer.run(lambda s: self._claim(s, due_pairs, now, room, lease))
+        return claimed, next_due
+
+    def _waiting_pairs(self) -> list[tuple[str, str, float]]:
+        rows = self.api.store.query(
+            "SELECT project, environment, MIN(next_attempt_at) AS due FROM webhook_deliveries"
+            " WHERE status IN ('pending', 'failed') GROUP BY project, environment"
+        )
+        return [(r["project"], r["environment"], float(r["due"] or 0)) for r in rows]
+
+    def _claim(
+        self,
+        store: Store,
+        pairs: dict[tuple[str, str], str],
+        now: float,
+        room: int,
+        lease: float,
+    ) -> list[_Claimed]:
+        out: list[_Claimed] = []
+        for (project, environment), base in pairs.items():
+            if len(out) >= room:
+                break
+            rows = store.query(
+                "SELECT id, source, kind, message_id, received_at, headers, body, tries, path"
+                " FROM webhook_deliveries WHERE status IN ('pending', 'failed')"
+                " AND project=? AND environment=? AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?",
+                (project, environment, now, room - len(out)),
+            )
+            for r in rows:
+                store.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at=? WHERE id=?",
+                    (now + lease, r["id"]),
+                )
+                path, schedule = r["path"], None
+                try:
+                    cfg = self.source_config(project, environment, r["source"])
+                    path, schedule = cfg.path, cfg.retry_schedule
+                except TristageError:
+                    pass  # the source was removed from tristage.toml: keep its last path
+                if schedule is None:
+                    schedule = DEFAULT_SCHEDULE
+                out.append(
+                    _Claimed(
+                        id=r["id"],
+                        project=project,
+                        environment=environment,
+                        source=r["source"],
+                        kind=r["kind"],
+                        message_id=r["message_id"],
+                        received_at=r["received_at"],
+                        headers=json.loads(r["headers"]),
+                        body=bytes(r["body"]),
+                        tries=r["tries"],
+                        url=dom.forward_url(base, path),
+                        schedule=list(schedule),
+                    )
+                )
+        return out
+
+    async def _send(self, client: httpx.AsyncClient, item: _Claimed, wake: asyncio.Event) -> None:
+        try:
+            headers = dict(item.headers)
+            if time.time() - item.received_at > RESIGN_AFTER:
+                headers.update(await self._fresh_signature(item))
+            headers["x-tristage-delivery"] = item.id
+            headers["x-tristage-attempt"] = str(item.tries + 1)
+            started = time.time()
+            t0 = time.perf_counter()
+            try:
+                resp = await client.post(item.url, content=item.body, headers=headers)
+                error = None
+                if not 200 <= resp.status_code < 300:
+                    snippet = resp.text[:200].strip()
+                    error = f"HTTP {resp.status_code}" + (f": {snippet}" if snippet else "")
+                outcome = dom.Outcome(resp.status_code, error)
+            except httpx.TimeoutException:
+                outcome = dom.Outcome(None, f"timeout after {client.timeout.read}s")
+            except httpx.HTTPError as exc:
+                outcome = dom.Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+            duration = (time.perf_counter() - t0) * 1000
+            now = time.time()
+            tr = dom.after_attempt(item.tries, outcome, item.schedule, now, self._rng.random())
+            await self.writer.run(
+                lambda s: _record_attempt(s, item, started, duration, outcome, tr)
+            )
+            if tr.status == dom.DeliveryStatus.dead:
+                log.warning(
+                    "webhook dead-lettered: %s (%s/%s/%s) after %d attempts: %s",
+                    item.id,
+                    item.project,
+                    item.environment,
+                    item.source,
+                    tr.tries,
+                    outcome.error,
+                )
+        except Exception as exc:  # never lose the forwarder to one delivery
+            log.error("webhook forwarder: delivery %s: %s", item.id, exc)
+        finally:
+            wake.set()
+
+    async def _fresh_signature(self, item: _Claimed) -> dict[str, str]:
+        """A late retry carries a fresh signature (same id, same body) made with the
+        environment's secret, so the app's own 5-minute check accepts it."""
+        try:
+            ep = await self.endpoint_async(item.project, item.environment, item.source)
+        except TristageError:
+            return {}
+        if not ep.secrets or ep.config.kind != item.kind:
+            return {}
+        return wv.sign(item.kind, ep.secrets[0], item.message_id, int(time.time()), item.body)
+
+    # -- listing, show, replay ----------------------------------------------
+    def deliveries(
+        self,
+        project: str,
+        *,
+        environment: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        clauses = ["project = ?"]
+        params: list[Any] = [project]
+        if environment is not None:
+            self.api.config_for(project).env(environment)  # a clear error for a typo
+            clauses.append("environment = ?")
+            params.append(environment)
+        if status is not None:
+            if status not in dom.DeliveryStatus.__members__:
+                raise UsageError(
+                    f"unknown delivery status {status!r}",
+                    f"use one of {', '.join(dom.DeliveryStatus.__members__)}",
+                )
+            clauses.append("status = ?")
+            params.append(status)
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        rows = self.api.store.query(
+            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
+            " ORDER BY received_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_delivery(r) for r in rows]
+
+    def counts(self, project: str, environment: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE project=?"
+        params: list[Any] = [project]
+        if environment is not None:
+            sql += " AND environment=?"
+            params.append(environment)
+        rows = self.api.store.query(sql + " GROUP BY status", params)
+        return {r["status"]: r["n"] for r in rows}
+
+    def show(self, delivery_id: str) -> DeliveryDetail:
+        row = self.api.store.query_one(
+            f"SELECT {_COLUMNS}, headers, body FROM webhook_deliveries WHERE id=?",
+            (delivery_id,),
+        )
+        if row is None:
+            raise NotFound(
+                f"no webhook delivery {delivery_id!r}", "list them with 'tristage hooks deliveries'"
+            )
+        attempts = [
+            Attempt(r["at"], r["url"], r["status_code"], r["duration_ms"], r["error"])
+            for r in self.api.store.query(
+                "SELECT at, url, status_code, duration_ms, error FROM webhook_attempts"
+                " WHERE delivery_id=? ORDER BY id",
+                (delivery_id,),
+            )
+        ]
+        return DeliveryDetail(_delivery(row), attempts, json.loads(row["headers"]), row["body"])
+
+    def replay(self, delivery_id: str) -> Delivery:
+        """Queue a delivery again (any status) with a fresh retry schedule."""
+        detail = self.show(delivery_id)
+        d = detail.delivery
+        tr = dom.requeue(time.time())
+        self.api.store.execute(
+            "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=? WHERE id=?",
+            (tr.status.value, tr.tries, tr.next_attempt_at, delivery_id),
+        )
+        self.api.audit.record(
+            "webhook.replay",
+            project=d.project,
+            environment=d.environment,
+            target=delivery_id,
+            details={"source": d.source, "previous_status": d.status},
+        )
+        self.notify()
+        return self.show(delivery_id).delivery
+
+    def replay_dead(self, project: str, environment: str) -> list[str]:
+        self.api.config_for(project).env(environment)
+        tr = dom.requeue(time.time())
+        with self.api.store.transaction():
+            ids = [
+                r["id"]
+                for r in self.api.store.query(
+                    "SELECT id FROM webhook_deliveries WHERE project=? AND environment=?"
+                    " AND status='dead' ORDER BY received_at",
+                    (project, environment),
+                )
+            ]
+            self.api.store.execute(
+                "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=?"
+                " WHERE project=? AND environment=? AND status='dead'",
+                (tr.status.value, tr.tries, tr.next_attempt_at, project, environment),
+            )
+        if ids:
+            self.api.audit.record(
+                "webhook.replay",
+                project=project,
+                environment=environment,
+                target="dead",
+                details={"count": len(ids)},
+            )
+            self.notify()
+        return ids
+
+    # -- URLs and send-test ---------------------------------------------------
+    def router_address(self) -> tuple[str, int]:
+        """Where the router listens: the running control plane's address, else
+        `$TRISTAGE_PORT` or 8080 on the loopback."""
+        info = None
+        lookup = getattr(self.api.deploys, "controlplane", None)
+        if lookup is not None:
+            try:
+                info = lookup()
+            except Exception:
+                info = None
+        if info is not None:
+            host = str(getattr(info, "router_host", "127.0.0.1"))
+            if host in ("", "0.0.0.0", "::"):
+                host = "127.0.0.1"
+            return host, int(info.router_port)
+        try:
+            port = int(os.environ.get("TRISTAGE_PORT", DEFAULT_PORT))
+        except ValueError:
+            port = DEFAULT_PORT
+        return "127.0.0.1", port
+
+    def router_port(self) -> int:
+        return self.router_address()[1]
+
+    def urls(self, project: str, port: int | None = None) -> list[SourceInfo]:
+        cfg = self.api.config_for(project)
+        port = port or self.router_port()
+        rejected = self.rejections(project)
+        out: list[SourceInfo] = []
+        for env_name, env in cfg.environments.items():
+            for name, src in env.webhooks.items():
+                try:
+                    secret_set = bool(self.secret_value(project, env_name, src.secret_var))
+                except TristageError:
+                    secret_set = False
+                out.append(
+                    SourceInfo(
+                        environment=env_name,
+                        source=name,
+                        kind=src.kind,
+                        path=src.path,
+                        secret_var=src.secret_var,
+                        secret_set=secret_set,
+                        urls=dom.ingest_urls(
+                            project, env_name, name, env_name == cfg.production, port
+                        ),
+                        rejected=rejected.get((env_name, name), {}),
+                    )
+                )
+        return out
+
+    def send_test(
+        self,
+        project: str,
+        environment: str,
+        source: str,
+        event_type: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> SendTestResult:
+        """Build a realistic sample event, sign it with the environment's secret and
+        POST it through the ingest URL (the router, or `base_url`)."""
+        config = self.source_config(project, environment, source)
+        value = self.secret_value(project, environment, config.secret_var)
+        if not value:
+            raise SecretMissing(
+                f"the secret variable {config.secret_var} is not set in environment {environment}",
+                f"set it with 'tristage env set {config.secret_var} --env {environment} "
+                "--secret' (the value from the provider's dashboard)",
+            )
+        now = time.time()
+        msg_id, event = dom.sample_event(config.kind, event_type, now, random.Random())
+        body = json.dumps(event, separators=(",", ":")).encode()
+        secret = wv.split_secrets(value)[-1]
+        try:
+            headers = wv.sign(config.kind, secret, msg_id, int(now), body)
+        except Exception as exc:
+            raise UsageError(
+                f"{config.secret_var} is not a valid {config.kind} signing secret: {exc}",
+                "copy the signing secret from the provider's dashboard (whsec_...)",
+            ) from None
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = "tristage-send-test"
+        path = dom.ingest_path(source)
+        if base_url:
+            url = base_url.rstrip("/") + path
+        else:
+            address, port = self.router_address()
+            cfg = self.api.config_for(project)
+            host = dom.ingest_hosts(project, environment, environment == cfg.production)[0]
+            headers["host"] = f"{host}:{port}"
+            url = f"http://{address}:{port}{path}"
+        try:
+            resp = httpx.post(url, content=body, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise TristageError(
+                f"could not reach the ingest URL {url}: {exc}",
+                "is the control plane running? start it with 'tristage up'",
+            ) from None
+        try:
+            answer: Any = resp.json()
+        except ValueError:
+            answer = {"text": resp.text[:300]}
+        self.api.audit.record(
+            "webhook.send_test",
+            project=project,
+            environment=environment,
+            target=source,
+            details={"event_type": event_type, "status": resp.status_code, "message_id": msg_id},
+        )
+        return SendTestResult(
+            url, resp.status_code, msg_id, event_type, answer if isinstance(answer, dict) else {}
+        )
+
+
+# ---------------------------------------------------------------------------
+# Store operations (run on the writer thread inside its transaction)
+
+_COLUMNS = (
+    "id, project, environment, source, kind, message_id, event_type, received_at, status,"
+    " tries, attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
+    " delivered_at, duplicates, size, path"
+)
+
+
+def _delivery(r: Row) -> Delivery:
+    return Delivery(
+        id=r["id"],
+        project=r["project"],
+        environment=r["environment"],
+        source=r["source"],
+        kind=r["kind"],
+        message_id=r["message_id"],
+        event_type=r["event_type"],
+        received_at=r["received_at"],
+        status=r["status"],
+        tries=r["tries"],
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        last_attempt_at=r["last_attempt_at"],
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        delivered_at=r["delivered_at"],
+        duplicates=r["duplicates"],
+        size=r["size"],
+        path=r["path"],
+    )
+
+
+def _insert_delivery(store: Store, row: tuple[Any, ...]) -> tuple[str, bool]:
+    changed = store.execute(
+        "INSERT OR IGNORE INTO webhook_deliveries (id, project, environment, source, kind,"
+        " message_id, event_type, received_at, headers, body, size, path, status,"
+        " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)",
+        (*row, row[7]),
+    )
+    if changed:
+        return str(row[0]), False
+    project, environment, source, message_id = row[1], row[2], row[3], row[5]
+    store.execute(
+        "UPDATE webhook_deliveries SET duplicates = duplicates + 1 WHERE project=?"
+        " AND environment=? AND source=? AND message_id=?",
+        (project, environment, source, message_id),
+    )
+    existing = store.query_one(
+        "SELECT id FROM webhook_deliveries WHERE project=? AND environment=? AND source=?"
+        " AND message_id=?",
+        (project, environment, source, message_id),
+    )
+    assert existing is not None
+    return str(existing["id"]), True
+
+
+def _count_rejection(store: Store, key: tuple[str, str, str, str, float]) -> None:
+    store.execute(
+        "INSERT INTO webhook_rejections (project, environment, source, reason, count, last_at)"
+        " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (project, environment, source, reason)"
+        " DO UPDATE SET count = count + 1, last_at = excluded.last_at",
+        key,
+    )
+
+
+def _record_attempt(
+    store: Store,
+    item: _Claimed,
+    started: float,
+    duration_ms: float,
+    outcome: dom.Outcome,
+    tr: dom.Transition,
+) -> None:
+    store.execute(
+        "INSERT INTO webhook_attempts (delivery_id, at, url, status_code, duration_ms, error)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (item.id, started, item.url, outcome.status_code, duration_ms, outcome.error),
+    )
+    delivered_at = started if tr.status == dom.DeliveryStatus.delivered else None
+    store.execute(
+        "UPDATE webhook_deliveries SET status=?, tries=?, attempts = attempts + 1,"
+        " next_attempt_at=?, last_attempt_at=?, last_status=?, last_error=?,"
+        " delivered_at=COALESCE(?, delivered_at) WHERE id=?",
+        (
+            tr.status.value,
+            tr.tries,
+            tr.next_attempt_at,
+            started,
+            outcome.status_code,
+            outcome.error,
+            delivered_at,
+            item.id,
+        ),
+    )

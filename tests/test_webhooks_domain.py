@@ -1,0 +1,124 @@
+"""The pure webhook domain: retry schedule with jitter, state machine, URLs, samples."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tristage.domain import webhooks as dom
+
+SVIX_LIKE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    st.floats(min_value=0, max_value=1, allow_nan=False),
+)
+def test_jitter_stays_within_twenty_percent(delay: float, u: float) -> None:
+    got = dom.jittered(delay, u)
+    assert delay * (1 - dom.JITTER) - 1e-9 <= got <= delay * (1 + dom.JITTER) + 1e-9
+
+
+def test_jitter_refuses_a_draw_outside_unit_interval() -> None:
+    with pytest.raises(ValueError):
+        dom.jittered(5.0, 1.5)
+
+
+def test_retry_delay_follows_the_schedule_then_stops() -> None:
+    assert dom.retry_delay(SVIX_LIKE, 1, 0.5) == pytest.approx(5.0)
+    assert dom.retry_delay(SVIX_LIKE, 2, 0.5) == pytest.approx(300.0)
+    assert dom.retry_delay(SVIX_LIKE, 7, 0.5) == pytest.approx(36000.0)
+    assert dom.retry_delay(SVIX_LIKE, 8, 0.5) is None
+    with pytest.raises(ValueError):
+        dom.retry_delay(SVIX_LIKE, 0, 0.5)
+
+
+def test_state_machine_success_failure_and_dead_letter() -> None:
+    ok = dom.after_attempt(0, dom.Outcome(204), [1.0], 100.0, 0.5)
+    assert ok == dom.Transition(dom.DeliveryStatus.delivered, 1, None)
+
+    failed = dom.after_attempt(0, dom.Outcome(500, "HTTP 500"), [1.0, 2.0], 100.0, 0.5)
+    assert failed.status is dom.DeliveryStatus.failed
+    assert failed.tries == 1 and failed.next_attempt_at == pytest.approx(101.0)
+
+    refused = dom.after_attempt(1, dom.Outcome(None, "refused"), [1.0, 2.0], 100.0, 0.5)
+    assert refused.status is dom.DeliveryStatus.failed
+    assert refused.next_attempt_at == pytest.approx(102.0)
+
+    dead = dom.after_attempt(2, dom.Outcome(None, "refused"), [1.0, 2.0], 100.0, 0.5)
+    assert dead == dom.Transition(dom.DeliveryStatus.dead, 3, None)
+    assert dom.max_attempts([1.0, 2.0]) == 3
+
+
+@given(st.lists(st.integers(min_value=100, max_value=599), min_size=1, max_size=12))
+def test_any_sequence_of_answers_ends_delivered_or_dead_within_the_schedule(
+    codes: list[int],
+) -> None:
+    schedule = [1.0, 2.0, 4.0]
+    tries, now = 0, 0.0
+    status = dom.DeliveryStatus.pending
+    for code in codes:
+        tr = dom.after_attempt(tries, dom.Outcome(code), schedule, now, 0.3)
+        tries, status = tr.tries, tr.status
+        if not status.waiting:
+            break
+        assert tr.next_attempt_at is not None and tr.next_attempt_at > now
+        now = tr.next_attempt_at
+    assert tries <= dom.max_attempts(schedule)
+    if any(200 <= c < 300 for c in codes[: dom.max_attempts(schedule)]):
+        assert status is dom.DeliveryStatus.delivered
+    elif len(codes) >= dom.max_attempts(schedule):
+        assert status is dom.DeliveryStatus.dead
+
+
+def test_requeue_starts_over() -> None:
+    tr = dom.requeue(50.0)
+    assert tr == dom.Transition(dom.DeliveryStatus.pending, 0, 50.0)
+
+
+def test_ingest_urls_per_environment_and_production_bare_host() -> None:
+    assert dom.ingest_urls("shop", "preview", "clerk", production=False) == [
+        "http://preview.shop.localhost:8080/.tristage/webhooks/clerk"
+    ]
+    assert dom.ingest_urls("shop", "production", "stripe", production=True, port=9000) == [
+        "http://production.shop.localhost:9000/.tristage/webhooks/stripe",
+        "http://shop.localhost:9000/.tristage/webhooks/stripe",
+    ]
+    assert dom.forward_url("http://127.0.0.1:5000/", "/clerk") == "http://127.0.0.1:5000/clerk"
+
+
+@pytest.mark.parametrize("event_type", dom.CLERK_EVENTS)
+def test_clerk_samples_have_the_shape_clerk_sends(event_type: str) -> None:
+    msg_id, event = dom.sample_event("clerk", event_type, 1_700_000_000.0, random.Random(1))
+    assert msg_id.startswith("msg_")
+    assert event["type"] == event_type and event["object"] == "event"
+    assert event["timestamp"] == 1_700_000_000_000
+    data = event["data"]
+    if event_type == "user.deleted":
+        assert data["deleted"] is True and data["id"].startswith("user_")
+    elif event_type.startswith("user."):
+        assert data["object"] == "user"
+        assert data["email_addresses"][0]["id"] == data["primary_email_address_id"]
+    else:
+        assert data["object"] == "commerce_payment_attempt"
+    json.dumps(event)  # serializable
+
+
+@pytest.mark.parametrize("event_type", [*dom.STRIPE_EVENTS, "customer.created"])
+def test_stripe_samples_are_events_with_ids(event_type: str) -> None:
+    msg_id, event = dom.sample_event("stripe", event_type, 1_700_000_000.0, random.Random(2))
+    assert msg_id == event["id"] and msg_id.startswith("evt_")
+    assert event["object"] == "event" and event["type"] == event_type
+    assert "object" in event["data"]["object"]
+
+
+def test_standard_sample_and_distinct_ids() -> None:
+    rng = random.Random(3)
+    a = dom.sample_event("standard", "invoice.paid", 0.0, rng)
+    b = dom.sample_event("standard", "invoice.paid", 0.0, rng)
+    assert a[0] != b[0]
+    assert a[1]["type"] == "invoice.paid" and a[1]["timestamp"] == "1970-01-01T00:00:00Z"
