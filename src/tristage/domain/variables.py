@@ -1,0 +1,209 @@
+"""Variables of a project: scopes, resolution and the defaults for new variables.
+
+Pure. A stored variable (`Entry`) lives in one scope: one environment, optionally
+narrowed to one branch, or `SHARED` (every environment). Resolution for a
+deployment of `environment` from `branch` picks, for each name:
+
+    branch-specific value  >  environment value  >  value shared by all environments
+
+An environment that `shares` another (the `simple` preset's preview) resolves the
+owner's values: `config.owner(environment)` is the scope that is read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .config import VAR_RE, PipelineConfig
+
+SHARED = "*"  # the scope of a value shared by every environment
+MASK = "****"
+
+Source = Literal["branch", "environment", "shared"]
+
+# Names that hold a secret unless said otherwise (`--no-secret`).
+_SECRET_NAME = re.compile(
+    r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_KEY|DEPLOY_KEY|_KEY$|^DATABASE_URL$|_DSN$)"
+)
+# Values that are secrets whatever their name (provider key formats).
+_SECRET_VALUE = re.compile(r"^(sk_(live|test)_|rk_(live|test)_|whsec_|(prod|preview|dev):[^|]+\|)")
+_PUBLIC_PREFIXES = ("NEXT_PUBLIC_", "VITE_", "PUBLIC_", "EXPO_PUBLIC_")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored variable, its value in the clear (the service decrypts secrets)."""
+
+    name: str
+    scope: str  # an environment name, or SHARED
+    branch: str | None
+    value: str
+    secret: bool
+    build: bool
+    set_at: float  # when the value last changed (rotation)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The value a deployment receives, and where it comes from."""
+
+    name: str
+    value: str
+    secret: bool
+    build: bool
+    set_at: float
+    source: Source
+    scope: str
+    branch: str | None
+
+    @property
+    def origin(self) -> str:
+        return scope_label(self.scope, self.branch)
+
+
+def scope_label(scope: str, branch: str | None) -> str:
+    base = "all environments" if scope == SHARED else scope
+    return f"{base} (branch {branch})" if branch else base
+
+
+def valid_name(name: str) -> bool:
+    return bool(VAR_RE.match(name))
+
+
+def default_build(name: str) -> bool:
+    """`NEXT_PUBLIC_*` (and other bundler-public prefixes) are inlined at build time."""
+    return name.startswith(_PUBLIC_PREFIXES)
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether a variable is a secret when `--secret/--no-secret` is not given."""
+    if _SECRET_VALUE.match(value):
+        return True
+    if name.startswith(_PUBLIC_PREFIXES):
+        return False
+    return bool(_SECRET_NAME.search(name))
+
+
+def shown(value: str, secret: bool, reveal: bool = False) -> str:
+    return value if reveal or not secret else MASK
+
+
+def resolve(
+    config: PipelineConfig,
+    entries: Iterable[Entry],
+    environment: str,
+    branch: str | None = None,
+) -> dict[str, Resolved]:
+    """The variables a deployment of `environment` (built from `branch`) receives."""
+    owner = config.owner(environment)
+    rank: dict[str, tuple[int, Entry]] = {}
+    for e in entries:
+        if e.scope == owner and e.branch is not None:
+            if branch is None or e.branch != branch:
+                continue
+            level = 2
+        elif e.scope == owner:
+            level = 1
+        elif e.scope == SHARED and e.branch is None:
+            level = 0
+        else:
+            continue
+        best = rank.get(e.name)
+        if best is None or level > best[0]:
+            rank[e.name] = (level, e)
+    sources: dict[int, Source] = {2: "branch", 1: "environment", 0: "shared"}
+    return {
+        name: Resolved(
+            name=e.name,
+            value=e.value,
+            secret=e.secret,
+            build=e.build,
+            set_at=e.set_at,
+            source=sources[level],
+            scope=e.scope,
+            branch=e.branch,
+        )
+        for name, (level, e) in sorted(rank.items())
+    }
+
+
+def resolve_all(
+    config: PipelineConfig,
+    entries: Iterable[Entry],
+    branches: dict[str, str | None] | None = None,
+) -> dict[str, dict[str, Resolved]]:
+    """Resolution for every declared environment (`branches` narrows some to a branch)."""
+    items = list(entries)
+    return {
+        env: resolve(config, items, env, (branches or {}).get(env)) for env in config.environments
+    }
+
+
+# ---------------------------------------------------------------------------
+# Redaction: secret values out of logs and messages
+
+MIN_REDACT = 6  # shorter values are not redacted: they would shred ordinary log text
+
+
+def redaction_targets(value: str) -> set[str]:
+    """The strings to hide for one secret: the value, each line of a multi-line value,
+    and the password of a URL (``postgresql://user:PASSWORD@host/db``)."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    out = {value}
+    if "\n" in value:
+        out.update(line.strip() for line in value.splitlines())
+    if "://" in value and "@" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            out.update({password, unquote(password), quote(unquote(password), safe="")})
+    return {s for s in out if len(s) >= MIN_REDACT}
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        alts: list[str] = []
+        for ch in sorted(k for k in node if k):
+            child = node[ch]
+            chain = ch
+            while len(child) == 1 and "" not in child:  # compress single-child chains
+                (nxt,) = child
+                chain += nxt
+                child = child[nxt]
+            alts.append(re.escape(chain) + pattern(child))
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:
+            return f"(?:{body})?"
+        return body
+
+    return pattern(trie)
+
+
+def compile_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """One compiled pattern (a trie, longest match first) replacing every secret with ****."""
+    words: set[str] = set()
+    for s in secrets:
+        words |= redaction_targets(s)
+    if not words:
+        return lambda text: text
+    regex = re.compile(_trie_pattern(words))
+
+    def redact(text: str) -> str:
+        return regex.sub(MASK, text)
+
+    return redact
