@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import pages
 from .headers import end_to_end, upstream_request_headers
-from .routes import Route, RouteTable
+from .routes import RouteTable
 from .stats import StatsRecorder
+from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 
 INTERNAL_PREFIX = "/.tristage/"
 
@@ -39,15 +39,6 @@ async def _page(send: Send, status: int, body: bytes) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-length":
-            return value.strip() != b"0"
-        if name == b"transfer-encoding":
-            return True
-    return False
 
 
 class Inflight:
@@ -77,25 +68,13 @@ class ProxyApp:
         internal_app: ASGIApp | None,
         stats: StatsRecorder,
         inflight: Inflight,
-        client_factory: Callable[[], httpx.AsyncClient],
+        pool: UpstreamPool,
     ) -> None:
         self.table = table
         self.internal_app = internal_app
         self.stats = stats
         self.inflight = inflight
-        self._client_factory = client_factory
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self.pool = pool
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,12 +91,17 @@ class ProxyApp:
                 return
             await self.internal_app({**scope, "tristage.route": route}, receive, send)
             return
-        if route.upstream is None:
+        upstream = route.upstream
+        if upstream is None:
             if route.deployment is not None:
                 self.stats.record(route.deployment, 503, None)
             await _page(send, 503, pages.no_upstream(host))
             return
-        await self._proxy(scope, receive, send, host, route, route.upstream)
+        self.inflight.enter(upstream)
+        try:
+            await self._proxy(scope, receive, send, host, route.deployment, upstream)
+        finally:
+            self.inflight.leave(upstream)
 
     async def _proxy(
         self,
@@ -125,60 +109,77 @@ class ProxyApp:
         receive: Receive,
         send: Send,
         host: str,
-        route: Route,
+        dep: str | None,
         upstream: tuple[str, int],
     ) -> None:
         started = time.perf_counter()
-        dep = route.deployment
-        client_addr = scope.get("client")
-        headers = upstream_request_headers(
-            scope["headers"], client_addr[0] if client_addr else "", scope.get("scheme", "http")
-        )
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        qs: bytes = scope.get("query_string", b"")
-        url = httpx.URL(
-            scheme="http",
-            host=upstream[0],
-            port=upstream[1],
-            raw_path=raw_path + (b"?" + qs if qs else b""),
-        )
-        content: AsyncIterator[bytes] | None = None
-        if _has_body(scope["headers"]):
-            content = _request_body(receive)
-        self.inflight.enter(upstream)
+        method: str = scope["method"]
+        head, framing = _request_head(scope)
+        conn: UpstreamConnection | None = None
         try:
-            request = self.client.build_request(
-                scope["method"], url, headers=headers, content=content
+            conn = await self.pool.acquire(upstream)
+            try:
+                status, headers = await self._exchange(conn, head, method, framing, receive)
+            except UpstreamClosed:
+                # A reused keep-alive connection the upstream had just closed: replay a
+                # bodiless request once on a fresh connection.
+                if not (conn.reused and not conn.any_bytes and framing is None):
+                    raise
+                conn.close()
+                conn = await self.pool.connect(upstream)
+                status, headers = await self._exchange(conn, head, method, framing, receive)
+        except (TimeoutError, OSError):
+            if conn is not None:
+                conn.close()
+            if dep is not None:
+                self.stats.record_error(dep, 502)
+            await _page(send, 502, pages.bad_gateway(host))
+            return
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if dep is not None:
+            self.stats.record(dep, status, time.perf_counter() - started)
+        try:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": end_to_end(headers)}
             )
-            try:
-                response = await self.client.send(request, stream=True)
-            except (httpx.TransportError, OSError):
-                if dep is not None:
-                    self.stats.record_error(dep, 502)
-                await _page(send, 502, pages.bad_gateway(host))
-                return
-            try:
-                status = response.status_code
-                if dep is not None:
-                    self.stats.record(dep, status, time.perf_counter() - started)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": end_to_end(response.headers.raw),
-                    }
-                )
-                if scope["method"] == "HEAD":
-                    await send({"type": "http.response.body", "body": b""})
-                    return
-                await self._relay_body(response, receive, send, dep)
-            finally:
-                await response.aclose()
+            whole = conn.take_buffered()
+            if whole is not None:
+                await send({"type": "http.response.body", "body": whole})
+            else:
+                await self._relay_body(conn, headers, receive, send, dep)
         finally:
-            self.inflight.leave(upstream)
+            self.pool.release(upstream, conn)
+
+    @staticmethod
+    async def _exchange(
+        conn: UpstreamConnection,
+        head: bytes,
+        method: str,
+        framing: bytes | None,
+        receive: Receive,
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        conn.begin(head, head_only=method == "HEAD")
+        if framing is not None:
+            chunked = framing == b"chunked"
+            async for chunk in _request_body(receive):
+                if chunked:
+                    await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                else:
+                    await conn.write(chunk)
+            if chunked:
+                await conn.write(b"0\r\n\r\n")
+        return await conn.response_head()
 
     async def _relay_body(
-        self, response: httpx.Response, receive: Receive, send: Send, dep: str | None
+        self,
+        conn: UpstreamConnection,
+        headers: list[tuple[bytes, bytes]],
+        receive: Receive,
+        send: Send,
+        dep: str | None,
     ) -> None:
         """Copy the upstream body to the client chunk by chunk.
 
@@ -186,23 +187,53 @@ class ProxyApp:
         away, so an endless stream does not keep the upstream busy.
         """
         watcher: asyncio.Task[Any] | None = None
-        if "content-length" not in response.headers:
+        if not any(n.lower() == b"content-length" for n, _ in headers):
             watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in conn.body():
                 if watcher is not None and watcher.done():
+                    conn.close()
                     return
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except (httpx.TransportError, OSError):
-            # Headers already went out: all we can do is close the client connection.
+        except UpstreamClosed:
+            # Headers already went out: all we can do is cut the client connection short.
             if dep is not None:
                 self.stats.count_error(dep)
             raise
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
+    """The request line and headers for the upstream, and how the body is framed:
+    None (no body), b"chunked", or b"length"."""
+    client = scope.get("client")
+    raw: list[tuple[bytes, bytes]] = scope["headers"]
+    framing: bytes | None = None
+    for name, value in raw:
+        if name == b"transfer-encoding":
+            framing = b"chunked"
+            break
+        if name == b"content-length" and value.strip() != b"0":
+            framing = b"length"
+    headers = upstream_request_headers(
+        raw, client[0] if client else "", scope.get("scheme", "http")
+    )
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    qs: bytes = scope.get("query_string", b"")
+    if qs:
+        target += b"?" + qs
+    lines = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        if name == b"expect" or (framing == b"chunked" and name == b"content-length"):
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if framing == b"chunked":
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), framing
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:

@@ -6,20 +6,22 @@ import asyncio
 import logging
 import socket
 
-import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
+from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it every response pays a delayed-ACK stall.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -58,22 +60,11 @@ class Router:
         self._connect_timeout = connect_timeout
         self._pool_size = pool_size
         self._graceful_timeout = graceful_timeout
-        self._app = ProxyApp(table, internal_app, self._stats, self._inflight, self._new_client)
+        self._pool = UpstreamPool(connect_timeout=connect_timeout, max_idle=pool_size)
+        self._app = ProxyApp(table, internal_app, self._stats, self._inflight, self._pool)
         self._server: uvicorn.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=self._connect_timeout),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=self._pool_size,
-                keepalive_expiry=30.0,
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
 
     @property
     def port(self) -> int | None:
@@ -116,7 +107,7 @@ class Router:
         if ticker is not None:
             await ticker
         await server.shutdown(sockets=[self._sock] if self._sock else None)
-        await self._app.aclose()
+        self._pool.close()
         self._server = self._ticker = self._sock = None
 
     def inflight(self, upstream: tuple[str, int]) -> int:

@@ -1,0 +1,248 @@
+"""A lean pooled HTTP/1.1 client for the upstreams: asyncio protocols + httptools.
+
+One `UpstreamConnection` carries one request at a time; `UpstreamPool` keeps
+idle keep-alive connections per upstream address (LIFO, so the warmest one is
+reused). Bodies stream both ways with flow control: the response side pauses
+reading from the upstream when the client is slower than `HIGH_WATER`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import cast
+
+import httptools
+
+HIGH_WATER = 256 * 1024
+IDLE_EXPIRY = 1.5  # seconds; below common upstream keep-alive timeouts (gunicorn 2 s, uvicorn 5 s)
+
+
+class UpstreamClosed(ConnectionError):
+    """The upstream closed the connection before the response was complete."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.any_bytes = False
+        self.framed = False  # response had Content-Length or Transfer-Encoding
+        self.head_only = False
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.read_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.any_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self.error = UpstreamClosed(f"invalid response from upstream: {e}")
+            self._close_transport()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.complete and not self.framed and not self.error:
+            self.complete = True  # body delimited by the connection closing
+        elif not self.complete and self.error is None:
+            self.error = UpstreamClosed("upstream closed the connection")
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(UpstreamClosed("upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-length" or lname == b"transfer-encoding":
+            self.framed = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            return  # interim response (103 Early Hints...): wait for the final one
+        self.status = status
+        self.headers_done = True
+        if self.head_only or status in (204, 304):
+            self.framed = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if not self.headers_done:
+            self.headers = []  # end of an interim response
+            return
+        self.keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
+        self.complete = True
+
+    # -- used by the proxy ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def begin(self, head: bytes, head_only: bool) -> None:
+        self._reset()
+        self.head_only = head_only
+        if self.transport is None:
+            raise UpstreamClosed("upstream connection not open")
+        self.transport.write(head)
+
+    async def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamClosed("upstream closed the connection")
+        self.transport.write(data)
+        if self._write_paused:
+            self._drain = self.loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    async def response_head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise UpstreamClosed("upstream closed the connection")
+            await self._wait()
+        if self.head_only:
+            self.complete = True
+        return self.status, self.headers
+
+    def take_buffered(self) -> bytes | None:
+        """The whole body if it already arrived (the common small-response case)."""
+        if self.complete and self.error is None:
+            body = b"".join(self.chunks)
+            self.chunks.clear()
+            self.buffered = 0
+            return body
+        return None
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.buffered -= len(chunk)
+                if self.read_paused and self.buffered <= HIGH_WATER // 4:
+                    self.read_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                yield chunk
+                continue
+            if self.complete:
+                return
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and not self.closed
+            and self.error is None
+            and not self.head_only
+            and self.keep_alive
+        )
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._close_transport()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per upstream address."""
+
+    def __init__(self, *, connect_timeout: float = 5.0, max_idle: int = 256) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+
+    async def acquire(self, addr: tuple[str, int]) -> UpstreamConnection:
+        idle = self._idle.get(addr)
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < IDLE_EXPIRY:
+                    conn.reused = True
+                    return conn
+                conn.close()
+        return await self.connect(addr)
+
+    async def connect(self, addr: tuple[str, int]) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        _transport, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(loop), addr[0], addr[1]),
+            self.connect_timeout,
+        )
+        return conn
+
+    def release(self, addr: tuple[str, int], conn: UpstreamConnection) -> None:
+        if not conn.reusable:
+            conn.close()
+            return
+        idle = self._idle.setdefault(addr, [])
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
