@@ -1,9 +1,268 @@
-"""Command group (filled in by its area)."""
+"""Deploy commands: up, deploy, deployments, status, promote, rollback, redeploy, logs."""
 
 from __future__ import annotations
 
+import sys
+import time
+
 import typer
+from rich.table import Table
+
+from ..domain.deployments import Deployment, Status
+from ..errors import EXIT_FAILED
+from .common import age, console, current_project, err_console, get_api, print_json
+
+STATUS_STYLE = {
+    "ready": "green",
+    "error": "red",
+    "crashed": "red",
+    "canceled": "dim",
+    "queued": "yellow",
+    "building": "yellow",
+    "starting": "yellow",
+}
+
+
+def up(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the router listens on."),
+    port: int = typer.Option(8080, "--port", "-p", help="Router port (0 picks a free one)."),
+) -> None:
+    """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler."""
+    from ..services.controlplane import run_foreground
+
+    api = get_api()
+    console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")
+    run_foreground(api, host, port, log=lambda line: console.print(line, markup=False))
+
+
+def _follow(dep: Deployment) -> int:
+    """Print the build log until the deployment settles; return an exit code."""
+    api = get_api()
+    svc = api.deploys
+    if svc.controlplane() is None:
+        console.print(
+            "the control plane is not running: the deployment starts when 'tristage up' runs",
+            markup=False,
+        )
+        return 0
+    for line in svc.follow(dep.id):
+        console.print(line, markup=False, soft_wrap=True)
+    final = svc.get(dep.id)
+    if final.status == Status.ready:
+        console.print(
+            f"{final.environment}: {svc.environment_url(final.project, final.environment)}"
+            f"  (deployment {svc.deployment_url(final)})",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 0
+    console.print(f"deployment {final.id} {final.status.value}: {final.reason or ''}", markup=False)
+    return EXIT_FAILED
+
+
+def receive(project: str = typer.Option(..., "--project")) -> None:
+    """(git hook) Enqueue a deployment per pushed branch and follow it."""
+    api = get_api()
+    lines = sys.stdin.read().splitlines()
+    rc = 0
+    for branch, dep, note in api.deploys.receive(project, lines):
+        if dep is None:
+            console.print(f"tristage: {branch}: {note}", markup=False)
+            continue
+        if dep.status == Status.error:
+            console.print(f"tristage: {branch}: deploy refused: {dep.reason}", markup=False)
+            rc = EXIT_FAILED
+            continue
+        console.print(
+            f"tristage: {branch} -> {dep.environment}: deployment {dep.id} queued", markup=False
+        )
+        for warning in filter(None, note.splitlines()):
+            console.print(f"tristage: warning: {warning}", markup=False)
+        rc = max(rc, _follow(dep))
+    raise typer.Exit(rc)
+
+
+def deploy(
+    branch: str | None = typer.Option(None, "--branch", "-b", help="Default: the current one."),
+    commit: str | None = typer.Option(None, "--commit", "-c", help="Default: the branch's tip."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Queue it and return."),
+) -> None:
+    """Deploy a commit of this working copy (no push needed)."""
+    ref = current_project()
+    assert ref.root is not None
+    dep, warnings = get_api().deploys.deploy(ref.name, ref.root, branch, commit)
+    for w in warnings:
+        err_console.print(f"warning: {w}", markup=False)
+    if dep.status == Status.error:
+        err_console.print(f"deploy refused: {dep.reason}", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"{dep.branch} -> {dep.environment}: deployment {dep.id} queued", markup=False)
+    if not no_wait:
+        raise typer.Exit(_follow(dep))
+
+
+def deployments(
+    env: str | None = typer.Option(None, "--env", "-e", help="Only this environment."),
+    limit: int = typer.Option(30, "--limit", "-n"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List deployments: newest first, with status, age, URL and which one is live."""
+    ref = current_project()
+    svc = get_api().deploys
+    deps = svc.list_deployments(ref.name, env, limit)
+    al = svc.aliases(ref.name)
+    live = {row["routed"] for row in al.values() if row.get("routed")}
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": d.id,
+                    "environment": d.environment,
+                    "branch": d.branch,
+                    "commit": d.commit,
+                    "message": d.message,
+                    "trigger": d.trigger,
+                    "source": d.source,
+                    "status": d.status.value,
+                    "reason": d.reason,
+                    "created_at": d.created_at,
+                    "ready_at": d.ready_at,
+                    "url": svc.deployment_url(d),
+                    "live": d.id in live,
+                }
+                for d in deps
+            ]
+        )
+        return
+    table = Table("id", "env", "branch", "commit", "status", "age", "url", "", box=None)
+    now = time.time()
+    for d in deps:
+        style = STATUS_STYLE.get(d.status.value, "")
+        commit = f"{d.commit[:7]} {d.message[:40]}"
+        table.add_row(
+            d.id,
+            d.environment,
+            d.branch,
+            commit,
+            f"[{style}]{d.status.value}[/]",
+            age(now - d.created_at),
+            svc.deployment_url(d),
+            "[bold green]live[/]" if d.id in live else "",
+        )
+    console.print(table)
+    for d in deps[:10]:
+        if d.status in (Status.error, Status.crashed) and d.reason:
+            console.print(f"[red]{d.id}[/]: {d.reason}", soft_wrap=True, highlight=False)
+
+
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each environment: its live deployment, URL and health."""
+    ref = current_project()
+    svc = get_api().deploys
+    rows = svc.status(ref.name)
+    cp = svc.controlplane()
+    if as_json:
+        print_json({"control_plane": cp is not None, "environments": rows})
+        return
+    if cp is None:
+        err_console.print("the control plane is not running ('tristage up')", markup=False)
+    table = Table("environment", "tier", "live", "branch", "commit", "url", "health", box=None)
+    for r in rows:
+        health = r["health"]
+        style = "green" if health == "healthy" else "red" if health != "no deployment" else "dim"
+        live = r["deployment"] or "-"
+        if r["pending"]:
+            live += f" (-> {r['pending']})"
+        table.add_row(
+            r["environment"],
+            r["tier"],
+            live,
+            r["branch"] or "",
+            r["commit"] or "",
+            r["url"],
+            f"[{style}]{health}[/]",
+        )
+    console.print(table)
+
+
+def _report_switch(sw: object) -> None:
+    from ..services.deploys import Switch
+
+    assert isinstance(sw, Switch)
+    console.print(sw.message, markup=False)
+    svc = get_api().deploys
+    url = svc.environment_url(sw.deployment.project, sw.environment)
+    if sw.routed:
+        console.print(
+            f"{sw.environment} serves {sw.deployment.id}: {url} ({sw.elapsed * 1000:.0f} ms)"
+        )
+    elif svc.controlplane() is None:
+        console.print(
+            "the control plane is not running: the switch happens when 'tristage up' runs"
+        )
+    else:
+        dep = svc.get(sw.deployment.id)
+        err_console.print(
+            f"{sw.environment} still serves its previous deployment: {dep.id} is {dep.status.value}"
+            + (f" ({dep.reason})" if dep.reason else ""),
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+
+
+def promote(
+    deployment: str = typer.Argument(..., help="A ready deployment id."),
+    timeout: float = typer.Option(600, "--timeout", help="Seconds to wait for the switch."),
+) -> None:
+    """Move production to a ready deployment (rebuilds only if build-time variables differ)."""
+    ref = current_project()
+    _report_switch(get_api().deploys.promote(ref.name, deployment, wait=timeout))
+
+
+def rollback(
+    to: str | None = typer.Option(None, "--to", help="A previous production deployment."),
+    timeout: float = typer.Option(120, "--timeout"),
+) -> None:
+    """Return production to the previous production deployment (instant when warm)."""
+    ref = current_project()
+    _report_switch(get_api().deploys.rollback(ref.name, to, wait=timeout))
+
+
+def redeploy(
+    deployment: str = typer.Argument(...),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+) -> None:
+    """Build the same commit again for the same environment (e.g. after variables changed)."""
+    ref = current_project()
+    dep = get_api().deploys.redeploy(ref.name, deployment)
+    console.print(f"deployment {dep.id} queued (redeploy of {deployment})", markup=False)
+    if not no_wait:
+        raise typer.Exit(_follow(dep))
+
+
+def logs(
+    deployment: str = typer.Argument(...),
+    build: bool = typer.Option(False, "--build", help="The build log instead of runtime logs."),
+    follow: bool = typer.Option(False, "--follow", "-f"),
+) -> None:
+    """Print a deployment's runtime (or build) log; --follow keeps printing."""
+    ref = current_project()
+    svc = get_api().deploys
+    svc.get(deployment, ref.name)
+    try:
+        for line in svc.tail(deployment, build, follow):
+            typer.echo(line)
+    except KeyboardInterrupt:
+        pass
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    app.command()(up)
+    app.command()(deploy)
+    app.command()(deployments)
+    app.command()(status)
+    app.command()(promote)
+    app.command()(rollback)
+    app.command()(redeploy)
+    app.command()(logs)
+    app.command(hidden=True)(receive)

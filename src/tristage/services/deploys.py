@@ -1,13 +1,481 @@
-"""The deploys service (its area fills it in)."""
+"""Deploys: deployments, aliases, promote and rollback, as intents in the state store.
+
+Every command here writes the desired state and nudges the running control plane
+(`tristage up`, see `controlplane.py`), which carries it out: builds queued
+deployments, starts and health-checks releases, and switches the router. When the
+control plane is down the intent is kept and carried out when it comes up.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..domain import aliases as alias_domain
+from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
+from ..edges import git
+from ..edges.runtime import Process, alive, proc_start
+from ..errors import Conflict, NotFound, TristageError, UsageError
 
 if TYPE_CHECKING:
     from ..api import Tristage
+
+CONTROL_FILE = "controlplane.json"
+
+
+@dataclass(frozen=True)
+class ControlPlaneInfo:
+    pid: int
+    proc_start: str
+    control_port: int
+    router_host: str
+    router_port: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The outcome of promote / rollback."""
+
+    deployment: Deployment
+    environment: str
+    rebuilt: bool
+    routed: bool  # True when the router already serves it
+    elapsed: float
+    message: str
 
 
 class DeployService:
     def __init__(self, api: Tristage) -> None:
         self.api = api
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.api.home
+
+    def bare_repo(self, project: str) -> Path:
+        return self.home / "repos" / f"{project}.git"
+
+    def artifact_dir(self, project: str, deployment: str) -> Path:
+        return self.home / "artifacts" / project / deployment
+
+    def log_path(self, project: str, deployment: str, build: bool) -> Path:
+        kind = "build" if build else "runtime"
+        return self.home / "logs" / project / f"{deployment}.{kind}.log"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    # -- git ---------------------------------------------------------------
+    def setup_git(self, project: str, root: Path) -> list[str]:
+        bare = self.bare_repo(project)
+        created = git.ensure_bare(bare, self.home, project)
+        what = git.ensure_remote(root, str(bare))
+        lines = []
+        if created:
+            lines.append(f"created the hosted repository {bare}")
+        if what != "unchanged":
+            lines.append(f"git remote '{git.REMOTE}' {what}: {bare}")
+        return lines
+
+    def after_init(self, project: str, root: Path) -> list[str]:
+        return self.setup_git(project, root)
+
+    # -- control plane -----------------------------------------------------
+    def controlplane(self) -> ControlPlaneInfo | None:
+        """The running control plane, or None (a stale file after kill -9 is ignored)."""
+        try:
+            data = json.loads((self.home / CONTROL_FILE).read_text())
+            info = ControlPlaneInfo(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        if not alive(Process(info.pid, info.pid, info.proc_start)):
+            return None
+        return info
+
+    def nudge(self) -> bool:
+        info = self.controlplane()
+        if info is None:
+            return False
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"wake", ("127.0.0.1", info.control_port))
+        return True
+
+    def router_port(self) -> int | None:
+        info = self.controlplane()
+        return info.router_port if info else None
+
+    # -- urls --------------------------------------------------------------
+    def _port_for_urls(self) -> int:
+        info = self.controlplane()
+        if info is not None:
+            return info.router_port
+        return int(os.environ.get("TRISTAGE_PORT", "8080"))
+
+    def environment_url(self, project: str, environment: str) -> str:
+        cfg = self.api.config_for(project)
+        host = alias_domain.environment_host(project, environment, cfg.production)
+        return alias_domain.url(host, self._port_for_urls())
+
+    def deployment_url(self, dep: Deployment) -> str:
+        host = alias_domain.deployment_host(dep.project, dep.id)
+        return alias_domain.url(host, self._port_for_urls())
+
+    # -- reading -----------------------------------------------------------
+    def get(self, deployment: str, project: str | None = None) -> Deployment:
+        row = self.api.store.query_one("SELECT * FROM deployments WHERE id=?", (deployment,))
+        if row is None or (project is not None and row["project"] != project):
+            raise NotFound(
+                f"no deployment {deployment!r}" + (f" in project {project}" if project else ""),
+                "list them with 'tristage deployments'",
+            )
+        return Deployment.from_row(row)
+
+    def list_deployments(
+        self, project: str, environment: str | None = None, limit: int = 50
+    ) -> list[Deployment]:
+        sql = "SELECT * FROM deployments WHERE project=?"
+        params: list[Any] = [project]
+        if environment is not None:
+            self.api.config_for(project).env(environment)
+            sql += " AND environment=?"
+            params.append(environment)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [Deployment.from_row(r) for r in self.api.store.query(sql, params)]
+
+    def aliases(self, project: str) -> dict[str, dict[str, Any]]:
+        rows = self.api.store.query("SELECT * FROM aliases WHERE project=?", (project,))
+        return {r["environment"]: r for r in rows}
+
+    def live(self, project: str, environment: str) -> str | None:
+        row = self.api.store.query_one(
+            "SELECT routed FROM aliases WHERE project=? AND environment=?", (project, environment)
+        )
+        return row["routed"] if row else None
+
+    def live_upstream(self, project: str, environment: str) -> str | None:
+        """`http://127.0.0.1:PORT` of the release the environment serves, or None."""
+        row = self.api.store.query_one(
+            "SELECT r.pid, r.proc_start, r.port, r.status FROM aliases a"
+            " JOIN releases r ON r.deployment = a.routed"
+            " WHERE a.project=? AND a.environment=?",
+            (project, environment),
+        )
+        if row is None or row["status"] != "healthy":
+            return None
+        if not alive(Process(row["pid"], row["pid"], row["proc_start"])):
+            return None
+        return f"http://127.0.0.1:{row['port']}"
+
+    def release(self, deployment: str) -> dict[str, Any] | None:
+        row = self.api.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
+        if row is None or proc_start(row["pid"]) != row["proc_start"]:
+            return None
+        return row
+
+    def status(self, project: str) -> list[dict[str, Any]]:
+        """Each environment: its live deployment, URL and health."""
+        cfg = self.api.config_for(project)
+        al = self.aliases(project)
+        out = []
+        for env, ecfg in cfg.environments.items():
+            row = al.get(env) or {}
+            routed = row.get("routed")
+            desired = row.get("desired")
+            dep = self.get(routed) if routed else None
+            rel = self.release(routed) if routed else None
+            if dep is None:
+                health = "no deployment"
+            elif dep.status == Status.crashed:
+                health = "crashed"
+            elif rel is None:
+                health = "down"
+            else:
+                health = "healthy" if rel["status"] == "healthy" else str(rel["status"])
+            out.append(
+                {
+                    "environment": env,
+                    "tier": ecfg.tier.value,
+                    "deployment": routed,
+                    "pending": desired if desired and desired != routed else None,
+                    "branch": dep.branch if dep else None,
+                    "commit": dep.commit[:7] if dep else None,
+                    "url": self.environment_url(project, env),
+                    "health": health,
+                    "since": row.get("routed_at"),
+                }
+            )
+        return out
+
+    # -- creating deployments ----------------------------------------------
+    def create(
+        self,
+        project: str,
+        branch: str,
+        commit: str,
+        trigger: str,
+        environment: str | None = None,
+        source: str | None = None,
+    ) -> tuple[Deployment, list[str]]:
+        """Record a queued deployment (or an `error` one if a rule refuses it)."""
+        cfg = self.api.config_for(project)
+        env = environment or self.api.resolve_branch(cfg, branch).environment
+        bare = self.bare_repo(project)
+        message = git.commit_message(bare, commit) if bare.exists() else ""
+        dep_id = new_id()
+        status, reason = Status.queued, None
+        warnings: list[str] = []
+        try:
+            warnings = list(self.api.variables.enforce(project, env))
+        except TristageError as exc:
+            status, reason = Status.error, str(exc)
+        now = time.time()
+        with self.api.store.transaction():
+            seq_row = self.api.store.query_one(
+                "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM deployments"
+            )
+            seq = int(seq_row["n"]) if seq_row else 1
+            self.api.store.execute(
+                "INSERT INTO deployments (id, seq, project, environment, branch, commit_sha,"
+                " message, trigger, source, status, reason, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dep_id, seq, project, env, branch, commit, message, trigger, source,
+                 status.value, reason, now, now),
+            )  # fmt: skip
+            self.api.audit.record(
+                "deploy.create",
+                project=project,
+                environment=env,
+                target=dep_id,
+                details={"branch": branch, "commit": commit, "trigger": trigger,
+                         "source": source, "status": status.value},
+            )  # fmt: skip
+        if bare.exists():
+            git.keep_ref(bare, dep_id, commit)
+        self.nudge()
+        return self.get(dep_id), warnings
+
+    def receive(self, project: str, lines: list[str]) -> list[tuple[str, Deployment | None, str]]:
+        """The push hook: one deployment per pushed branch (deletions are skipped)."""
+        out: list[tuple[str, Deployment | None, str]] = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            _old, new, ref = parts
+            if not ref.startswith("refs/heads/"):
+                continue
+            branch = ref.removeprefix("refs/heads/")
+            if new == git.ZERO:
+                out.append((branch, None, "branch deleted: nothing to deploy"))
+                continue
+            try:
+                dep, warnings = self.create(project, branch, new, "push")
+            except TristageError as exc:
+                out.append((branch, None, str(exc)))
+                continue
+            out.append((branch, dep, "\n".join(warnings)))
+        return out
+
+    def deploy(
+        self, project: str, root: Path, branch: str | None = None, commit: str | None = None
+    ) -> tuple[Deployment, list[str]]:
+        """Deploy a commit of the working copy without a push."""
+        self.setup_git(project, root)
+        branch = branch or git.current_branch(root)
+        sha = git.rev_parse(root, commit or branch)
+        git.push_commit(root, self.bare_repo(project), sha, f"wc-{sha[:12]}")
+        return self.create(project, branch, sha, "deploy")
+
+    def redeploy(self, project: str, deployment: str) -> Deployment:
+        old = self.get(deployment, project)
+        dep, _ = self.create(project, old.branch, old.commit, "redeploy", old.environment)
+        return dep
+
+    # -- promote and rollback ----------------------------------------------
+    def _set_desired(self, project: str, environment: str, deployment: str) -> None:
+        now = time.time()
+        with self.api.store.transaction():
+            self.api.store.execute(
+                "INSERT INTO aliases (project, environment, desired, desired_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (project, environment) DO UPDATE SET desired=excluded.desired,"
+                " desired_at=excluded.desired_at",
+                (project, environment, deployment, now),
+            )
+
+    def promote(self, project: str, deployment: str, wait: float = 60.0) -> Switch:
+        """Move production to `deployment` (reusing its artifact unless build variables differ)."""
+        started = time.monotonic()
+        cfg = self.api.config_for(project)
+        prod = cfg.production
+        if prod is None:
+            raise UsageError("this project has no production environment", "declare one")
+        dep = self.get(deployment, project)
+        if dep.status != Status.ready:
+            raise Conflict(
+                f"deployment {dep.id} is {dep.status.value}, not ready",
+                "promote a ready deployment (see 'tristage deployments')",
+            )
+        if dep.environment == prod:
+            self._set_desired(project, prod, dep.id)
+            self.api.audit.record(
+                "deploy.promote", project=project, environment=prod, target=dep.id
+            )
+            self.nudge()
+            routed = self.wait_routed(project, prod, dep.id, wait)
+            return Switch(dep, prod, False, routed, time.monotonic() - started,
+                          f"production -> {dep.id}")  # fmt: skip
+        prod_hash = self.api.variables.build_hash(project, prod, dep.branch)
+        rebuilt = dep.build_hash != prod_hash
+        new, _ = self.create(
+            project, dep.branch, dep.commit, "promote", prod, source=None if rebuilt else dep.id
+        )
+        if new.status == Status.error:
+            raise Conflict(f"promote refused: {new.reason}")
+        self.api.audit.record(
+            "deploy.promote",
+            project=project,
+            environment=prod,
+            target=new.id,
+            details={"from": dep.id, "rebuilt": rebuilt},
+        )
+        msg = (
+            f"build-time variables differ from production's: rebuilding {dep.id} as {new.id}"
+            if rebuilt
+            else f"reusing the artifact of {dep.id} as production deployment {new.id}"
+        )
+        routed = self.wait_routed(project, prod, new.id, wait)
+        return Switch(self.get(new.id), prod, rebuilt, routed, time.monotonic() - started, msg)
+
+    def rollback(self, project: str, to: str | None = None, wait: float = 60.0) -> Switch:
+        started = time.monotonic()
+        cfg = self.api.config_for(project)
+        prod = cfg.production
+        if prod is None:
+            raise UsageError("this project has no production environment")
+        current = self.live(project, prod)
+        if to is not None:
+            dep = self.get(to, project)
+            if dep.environment != prod:
+                raise Conflict(
+                    f"{dep.id} is a {dep.environment} deployment",
+                    f"use 'tristage promote {dep.id}' to move it to production",
+                )
+            if dep.status != Status.ready:
+                raise Conflict(f"deployment {dep.id} is {dep.status.value}, not ready")
+            target = dep.id
+        else:
+            history = [
+                r["deployment"]
+                for r in self.api.store.query(
+                    "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
+                    " ORDER BY id",
+                    (project, prod),
+                )
+            ]
+            usable = {
+                r["id"]
+                for r in self.api.store.query(
+                    "SELECT id FROM deployments WHERE project=? AND environment=? AND status=?",
+                    (project, prod, Status.ready.value),
+                )
+            }
+            found = rollback_target(history, current, usable)
+            if found is None:
+                raise NotFound(
+                    "no previous production deployment to roll back to",
+                    "see 'tristage deployments --env " + prod + "'",
+                )
+            target = found
+        self._set_desired(project, prod, target)
+        self.api.audit.record(
+            "deploy.rollback",
+            project=project,
+            environment=prod,
+            target=target,
+            details={"from": current},
+        )
+        self.nudge()
+        routed = self.wait_routed(project, prod, target, wait)
+        return Switch(self.get(target), prod, False, routed, time.monotonic() - started,
+                      f"production -> {target} (was {current})")  # fmt: skip
+
+    def wait_routed(self, project: str, environment: str, deployment: str, timeout: float) -> bool:
+        """Wait until the router serves `deployment` (False if the control plane is down)."""
+        if self.controlplane() is None:
+            return False
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while time.monotonic() < deadline:
+            row = self.api.store.query_one(
+                "SELECT a.routed, d.status FROM deployments d LEFT JOIN aliases a"
+                " ON a.project=d.project AND a.environment=? WHERE d.id=?",
+                (environment, deployment),
+            )
+            if row and row["routed"] == deployment:
+                return True
+            if row and row["status"] in (Status.error.value, Status.crashed.value,
+                                         Status.canceled.value):  # fmt: skip
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return False
+
+    # -- following -----------------------------------------------------------
+    def follow(self, deployment: str, timeout: float = 900.0) -> Iterator[str]:
+        """Build log lines as they are written, then status changes, until it settles."""
+        dep = self.get(deployment)
+        path = self.log_path(dep.project, dep.id, build=True)
+        deadline = time.monotonic() + timeout
+        pos = 0
+        last_status: Status | None = None
+        while True:
+            if path.exists():
+                with path.open("r", encoding="utf-8", errors="replace") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    # only whole lines
+                    cut = chunk.rfind("\n") + 1
+                    yield from chunk[:cut].splitlines()
+                    pos += len(chunk[:cut].encode())
+            dep = self.get(deployment)
+            if dep.status != last_status:
+                last_status = dep.status
+            if dep.status not in ACTIVE:
+                if dep.status != Status.ready:
+                    return
+                live = self.live(dep.project, dep.environment)
+                desired = self.aliases(dep.project).get(dep.environment, {}).get("desired")
+                if live == dep.id or desired != dep.id or self.controlplane() is None:
+                    return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+    def tail(self, deployment: str, build: bool, follow: bool) -> Iterator[str]:
+        dep = self.get(deployment)
+        if build and follow:
+            yield from self.follow(deployment)
+            return
+        path = self.log_path(dep.project, dep.id, build=build)
+        pos = 0
+        while True:
+            if path.exists():
+                with path.open("r", encoding="utf-8", errors="replace") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    cut = chunk.rfind("\n") + 1
+                    yield from chunk[:cut].splitlines()
+                    pos += len(chunk[:cut].encode())
+            if not follow:
+                return
+            time.sleep(0.2)

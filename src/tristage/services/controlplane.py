@@ -1,0 +1,835 @@
+"""The control plane (`tristage up`): reconciles the state store with the machine.
+
+One asyncio loop hosts:
+
+- the **router** (its route table is recomputed from the aliases on every change);
+- the **deploy worker**: claims queued deployments, builds them in a thread
+  (one build at a time), runs the migration, starts the release and
+  health-checks it; only then is the deployment `ready` and its environment's
+  alias moved to it;
+- the **supervisor**: restarts crashed releases with backoff, marks a crash
+  loop `crashed`, drains and stops releases nothing points at any more, and keeps
+  the last N production releases warm for instant rollback;
+- a **nudge socket** (UDP on loopback, port in `controlplane.json`): commands
+  write their intent to the store and send a datagram so it is acted on at once;
+- the backup scheduler and the webhook forwarder of the other services.
+
+State lives in the store, never only in memory: after a `kill -9` a new control
+plane re-adopts live releases (pid + kernel start time), restarts dead ones,
+marks interrupted builds `error`, and serves the same aliases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..domain import aliases as alias_domain
+from ..domain.config import FILE_NAME, ProcessSettings, parse_config
+from ..domain.deployments import Deployment, Status, warm_set
+from ..edges import git
+from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
+from ..edges.router import Route, Router, RouteTable
+from ..edges.runtime import Process, alive, free_port, proc_start, spawn, stop
+from ..errors import TristageError
+from .deploys import CONTROL_FILE
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+LOOPBACK = "127.0.0.1"
+BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE")
+
+
+def _floats(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    if not text:
+        return default
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Supervisor timings (environment overrides: TRISTAGE_RESTART_BACKOFF="0.5,1,2",
+    TRISTAGE_CRASH_LIMIT, TRISTAGE_CRASH_WINDOW)."""
+
+    restart_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    crash_limit: int = 5
+    crash_window: float = 120.0
+    tick: float = 1.0
+    stop_grace: float = 5.0
+    builds: int = 1
+
+    @classmethod
+    def from_env(cls) -> Tuning:
+        env = os.environ
+        return cls(
+            restart_backoff=_floats(env.get("TRISTAGE_RESTART_BACKOFF"), cls.restart_backoff),
+            crash_limit=int(env.get("TRISTAGE_CRASH_LIMIT", cls.crash_limit)),
+            crash_window=float(env.get("TRISTAGE_CRASH_WINDOW", cls.crash_window)),
+        )
+
+
+class StartFailed(TristageError):
+    pass
+
+
+@dataclass
+class Release:
+    dep: Deployment
+    proc: Process
+    port: int
+    popen: subprocess.Popen[bytes] | None
+    status: str = "starting"  # starting healthy restarting draining stopped
+    crashes: list[float] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def upstream(self) -> tuple[str, int]:
+        return (LOOPBACK, self.port)
+
+    def exited(self) -> bool:
+        if self.popen is not None and self.popen.poll() is not None:
+            return True
+        return not alive(self.proc)
+
+    def exit_code(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        api: Tristage,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        tuning: Tuning | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.svc = api.deploys
+        self.host = host
+        self.port = port
+        self.tuning = tuning or Tuning.from_env()
+        self._log = log or (lambda line: print(line, flush=True))
+        self.table = RouteTable()
+        self.router: Router | None = None
+        self.releases: dict[str, Release] = {}
+        self.bringing_up: set[str] = set()
+        self.pipelines: dict[str, asyncio.Task[None]] = {}
+        self.contexts: dict[str, BuildContext] = {}
+        self.failed_starts: dict[str, float] = {}
+        self.retiring: set[str] = set()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.build_slots = asyncio.Semaphore(self.tuning.builds)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._settings: dict[str, ProcessSettings] = {}
+
+    def log(self, msg: str) -> None:
+        self._log(f"{time.strftime('%H:%M:%S')} {msg}")
+
+    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report)
+        return task
+
+    def _report(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log(f"internal error in {task.get_name()}: {type(exc).__name__}: {exc}")
+
+    # -- lifecycle -------------------------------------------------------------
+    async def run(
+        self, stop_event: asyncio.Event, on_ready: Callable[[int], None] | None = None
+    ) -> None:
+        from ..http.internal import build_internal_app
+
+        other = self.svc.controlplane()
+        if other is not None and other.pid != os.getpid():
+            raise TristageError(
+                f"a control plane is already running (pid {other.pid}, port {other.router_port})",
+                "stop it first, or use its router",
+            )
+        self.recover()
+        self.router = Router(self.table, internal_app=build_internal_app(self.api))
+        self.update_routes()
+        bound = await self.router.start(self.host, self.port)
+        self.port = bound
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Nudge(self.wake), local_addr=(LOOPBACK, 0)
+        )
+        self._transport = transport
+        control_port = transport.get_extra_info("sockname")[1]
+        self._write_control_file(control_port)
+        self.log(f"router listening on http://{self.host}:{bound}")
+        if on_ready is not None:
+            on_ready(bound)
+        main = self._spawn_task(self._main_loop(stop_event), "reconcile")
+        self._spawn_task(self._scheduler(stop_event), "scheduler")
+        self._spawn_task(
+            self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
+        )
+        try:
+            await stop_event.wait()
+        finally:
+            await self.shutdown(main)
+
+    async def shutdown(self, main: asyncio.Task[Any] | None = None) -> None:
+        self.stopping = True
+        self.log("stopping")
+        if main is not None:
+            main.cancel()
+        for ctx in list(self.contexts.values()):
+            ctx.cancel()
+        for dep_id, task in list(self.pipelines.items()):
+            task.cancel()
+            self._set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
+        if self.router is not None:
+            await self.router.stop()
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(stop, r.proc, self.tuning.stop_grace)
+                for r in self.releases.values()
+            ),
+            return_exceptions=True,
+        )
+        for r in self.releases.values():
+            if r.popen is not None:
+                r.popen.poll()
+        self.api.store.execute("DELETE FROM releases")
+        self.releases.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.api.home / CONTROL_FILE).unlink()
+        self.log("stopped")
+
+    def _write_control_file(self, control_port: int) -> None:
+        info = {
+            "pid": os.getpid(),
+            "proc_start": proc_start(os.getpid()) or "?",
+            "control_port": control_port,
+            "router_host": self.host,
+            "router_port": self.port,
+            "started_at": time.time(),
+        }
+        path = self.api.home / CONTROL_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+    def recover(self) -> None:
+        """After a crash: interrupted builds -> error; live releases re-adopted."""
+        store = self.api.store
+        for row in store.query(
+            "SELECT id FROM deployments WHERE status IN (?, ?)",
+            (Status.building.value, Status.starting.value),
+        ):
+            self._set_status(row["id"], Status.error, "interrupted: the control plane stopped")
+        for row in store.query("SELECT * FROM releases"):
+            proc = Process(row["pid"], row["pgid"], row["proc_start"])
+            dep_row = store.query_one("SELECT * FROM deployments WHERE id=?", (row["deployment"],))
+            if dep_row is None or not alive(proc):
+                store.execute("DELETE FROM releases WHERE deployment=?", (row["deployment"],))
+                continue
+            dep = Deployment.from_row(dep_row)
+            if dep.status != Status.ready:
+                self._spawn_stop(proc)
+                store.execute("DELETE FROM releases WHERE deployment=?", (dep.id,))
+                continue
+            rel = Release(dep, proc, row["port"], None, status="healthy")
+            self.releases[dep.id] = rel
+            self.log(f"{dep.id} re-adopted (pid {proc.pid}, port {rel.port})")
+            rel.task = self._spawn_task(self._supervise(rel), f"supervise-{dep.id}")
+
+    def _spawn_stop(self, proc: Process) -> None:
+        stop(proc, 0.5)
+
+    # -- main loop ---------------------------------------------------------------
+    async def _main_loop(self, stop_event: asyncio.Event) -> None:
+        while not stop_event.is_set():
+            self.wake.clear()
+            try:
+                self.claim_queued()
+                self.reconcile()
+            except Exception as exc:  # keep serving whatever happens
+                self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.tuning.tick)
+
+    async def _scheduler(self, stop_event: asyncio.Event) -> None:
+        while not stop_event.is_set():
+            try:
+                ids = await asyncio.to_thread(
+                    self.api.data.run_due_backups, dt.datetime.now(dt.UTC)
+                )
+                for backup in ids:
+                    self.log(f"backup {backup} done")
+            except Exception as exc:
+                self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), 30.0)
+
+    def claim_queued(self) -> None:
+        store = self.api.store
+        while len(self.pipelines) < 8:
+            with store.transaction():
+                row = store.query_one(
+                    "SELECT * FROM deployments WHERE status=? ORDER BY seq LIMIT 1",
+                    (Status.queued.value,),
+                )
+                if row is None:
+                    return
+                store.execute(
+                    "UPDATE deployments SET status=?, updated_at=? WHERE id=?",
+                    (Status.building.value, time.time(), row["id"]),
+                )
+            dep = Deployment.from_row({**row, "status": Status.building.value})
+            self.pipelines[dep.id] = self._spawn_task(self._pipeline(dep), f"deploy-{dep.id}")
+
+    # -- the deploy pipeline -------------------------------------------------------
+    async def _pipeline(self, dep: Deployment) -> None:
+        log = BuildLog(
+            self.svc.log_path(dep.project, dep.id, build=True),
+            self.api.variables.redactor(dep.project),
+        )
+        self.log(
+            f"{dep.id} {dep.project}/{dep.environment} {dep.branch}@{dep.commit[:7]}: building"
+        )
+        try:
+            async with self.build_slots:
+                artifact, web, build_hash = await asyncio.to_thread(self._build, dep, log)
+            self.api.store.execute(
+                "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, updated_at=?"
+                " WHERE id=?",
+                (Status.starting.value, artifact, web, build_hash, time.time(), dep.id),
+            )
+            dep = self.svc.get(dep.id)
+            await asyncio.to_thread(self._migrate, dep, log)
+            log.line("> starting the release")
+            started = time.monotonic()
+            rel = await self._start_release(dep, log)
+            log.line(f"  healthy in {time.monotonic() - started:.2f}s on port {rel.port}")
+        except asyncio.CancelledError:
+            log.line("canceled: the control plane stopped")
+            raise
+        except (TristageError, OSError) as exc:
+            reason = str(exc)
+            log.line(f"error: {reason}")
+            self._set_status(dep.id, Status.error, reason)
+            self.log(f"{dep.id} error: {reason}")
+            return
+        finally:
+            self.pipelines.pop(dep.id, None)
+            self.contexts.pop(dep.id, None)
+        now = time.time()
+        with self.api.store.transaction():
+            self.api.store.execute(
+                "UPDATE deployments SET status=?, ready_at=?, updated_at=? WHERE id=?",
+                (Status.ready.value, now, now, dep.id),
+            )
+            current = self.api.store.query_one(
+                "SELECT d.seq FROM aliases a JOIN deployments d ON d.id = a.desired"
+                " WHERE a.project=? AND a.environment=?",
+                (dep.project, dep.environment),
+            )
+            seq = self.api.store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
+            if current is None or (seq is not None and seq["seq"] > current["seq"]):
+                self.api.store.execute(
+                    "INSERT INTO aliases (project, environment, desired, desired_at)"
+                    " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"
+                    " desired=excluded.desired, desired_at=excluded.desired_at",
+                    (dep.project, dep.environment, dep.id, now),
+                )
+            self.api.audit.record(
+                "deploy.ready", project=dep.project, environment=dep.environment, target=dep.id
+            )
+        rel.dep = self.svc.get(dep.id)
+        self.reconcile()
+        url = self.svc.environment_url(dep.project, dep.environment)
+        log.line(f"ready: {url}")
+        log.close()
+        self.log(f"{dep.id} ready: {url}")
+
+    def _settings_for(self, dep: Deployment) -> ProcessSettings:
+        cached = self._settings.get(dep.id)
+        if cached is not None:
+            return cached
+        cfg = self.api.config_for(dep.project)
+        if dep.artifact and (Path(dep.artifact) / FILE_NAME).is_file():
+            text = (Path(dep.artifact) / FILE_NAME).read_text(encoding="utf-8")
+            cfg = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
+        settings = (
+            cfg.settings(dep.environment)
+            if dep.environment in cfg.environments
+            else (self.api.config_for(dep.project).settings(dep.environment))
+        )
+        self._settings[dep.id] = settings
+        return settings
+
+    def _base_env(self, extra_path: tuple[str, ...] = ()) -> dict[str, str]:
+        env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["PATH"] = ":".join([*extra_path, path])
+        return env
+
+    def _build(self, dep: Deployment, log: BuildLog) -> tuple[str, str, str]:
+        log.line(
+            f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
+            f"for {dep.environment}"
+        )
+        for warning in self.api.variables.enforce(dep.project, dep.environment):
+            log.line(f"warning: {warning}")
+        build_hash = self.api.variables.build_hash(dep.project, dep.environment, dep.branch)
+        if dep.source:
+            src = self.svc.get(dep.source)
+            if not src.artifact or not src.web:
+                raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
+            log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
+            return src.artifact, src.web, src.build_hash or build_hash
+        artifact = self.svc.artifact_dir(dep.project, dep.id)
+        if artifact.exists():
+            shutil.rmtree(artifact)
+        shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
+        log.line(f"> git archive {dep.commit[:12]}")
+        git.archive(self.svc.bare_repo(dep.project), dep.commit, artifact)
+        dep = Deployment.from_row({**_row(dep), "artifact": str(artifact)})
+        settings = self._settings_for(dep)
+        env = {
+            **self._base_env(),
+            **self.api.variables.build_env(dep.project, dep.environment, dep.branch),
+            "CI": "1",
+            "TRISTAGE_ENV": dep.environment,
+            "TRISTAGE_DEPLOYMENT": dep.id,
+            "TRISTAGE_GIT_BRANCH": dep.branch,
+            "TRISTAGE_GIT_COMMIT": dep.commit,
+        }
+        ctx = BuildContext(artifact=artifact, env=env, log=log, cache=self.svc.cache_dir)
+        self.contexts[dep.id] = ctx
+        started = time.monotonic()
+        result = build(ctx, settings.web, settings.build)
+        log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
+        assert result.web is not None
+        return str(artifact), result.web, build_hash
+
+    def _path_prefix(self, dep: Deployment) -> tuple[str, ...]:
+        out = []
+        if dep.artifact:
+            for sub in (".venv/bin", "node_modules/.bin"):
+                p = Path(dep.artifact) / sub
+                if p.is_dir():
+                    out.append(str(p))
+        return tuple(out)
+
+    def _runtime_env(self, dep: Deployment, port: int) -> dict[str, str]:
+        env = {
+            **self._base_env(self._path_prefix(dep)),
+            **self.api.variables.runtime_env(dep.project, dep.environment, dep.branch),
+            "DATABASE_URL": self.api.data.database_url(dep.project, dep.environment),
+            "PORT": str(port),
+            "TRISTAGE_ENV": dep.environment,
+            "TRISTAGE_DEPLOYMENT": dep.id,
+            "TRISTAGE_GIT_BRANCH": dep.branch,
+            "TRISTAGE_GIT_COMMIT": dep.commit,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
+            env["VIRTUAL_ENV"] = str(Path(dep.artifact) / ".venv")
+        return env
+
+    def _migrate(self, dep: Deployment, log: BuildLog) -> None:
+        settings = self._settings_for(dep)
+        if not settings.migrate or not dep.artifact:
+            return
+        snapshot = self.api.data.snapshot_before_migration(dep.project, dep.environment, dep.id)
+        if snapshot:
+            self.api.store.execute(
+                "UPDATE deployments SET snapshot=? WHERE id=?", (snapshot, dep.id)
+            )
+            log.line(f"> snapshot {snapshot} taken before the migration")
+        env = self._runtime_env(dep, 0)
+        env.pop("PORT")
+        ctx = BuildContext(artifact=Path(dep.artifact), env=env, log=log, cache=self.svc.cache_dir)
+        self.contexts[dep.id] = ctx
+        try:
+            ctx.step(f"migrate: {settings.migrate}", [settings.migrate], shell=True)
+        except BuildFailed as exc:
+            restore = (
+                f"; the data is unchanged or restorable with "
+                f"'tristage db restore {dep.environment} {snapshot}' (snapshot {snapshot})"
+                if snapshot
+                else ""
+            )
+            raise BuildFailed(
+                f"migration failed: {exc.message}{restore}",
+                f"the previous deployment keeps serving; see 'tristage logs {dep.id} --build'",
+            ) from None
+
+    # -- releases ---------------------------------------------------------------
+    async def _start_release(
+        self, dep: Deployment, log: BuildLog | None = None, port: int | None = None
+    ) -> Release:
+        settings = self._settings_for(dep)
+        if not dep.artifact or not dep.web or not Path(dep.artifact).is_dir():
+            raise StartFailed(f"deployment {dep.id} has no artifact", "redeploy it")
+        port = port or free_port()
+        proc, popen = spawn(
+            dep.web,
+            Path(dep.artifact),
+            self._runtime_env(dep, port),
+            self.svc.log_path(dep.project, dep.id, build=False),
+            dep.project,
+            self.api.home,
+        )
+        rel = Release(dep, proc, port, popen)
+        self._save_release(rel)
+        ok, why = await self._health(rel, settings)
+        if not ok:
+            await asyncio.to_thread(stop, proc, 1.0)
+            popen.poll()
+            self.api.store.execute("DELETE FROM releases WHERE deployment=?", (dep.id,))
+            raise StartFailed(why, f"see 'tristage logs {dep.id}'")
+        rel.status = "healthy"
+        old = self.releases.get(dep.id)
+        self.releases[dep.id] = rel
+        self._save_release(rel)
+        if old is None or old.task is None or old.task.done():
+            rel.task = self._spawn_task(self._supervise(rel), f"supervise-{dep.id}")
+        return rel
+
+    def _save_release(self, rel: Release, restarts: int = 0) -> None:
+        self.api.store.execute(
+            "INSERT INTO releases (deployment, pid, pgid, proc_start, port, status, restarts,"
+            " started_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (deployment) DO UPDATE SET"
+            " pid=excluded.pid, pgid=excluded.pgid, proc_start=excluded.proc_start,"
+            " port=excluded.port, status=excluded.status, restarts=excluded.restarts",
+            (rel.dep.id, rel.proc.pid, rel.proc.pgid, rel.proc.proc_start, rel.port, rel.status,
+             len(rel.crashes), time.time()),
+        )  # fmt: skip
+
+    async def _health(self, rel: Release, settings: ProcessSettings) -> tuple[bool, str]:
+        path = settings.health_path or "/"
+        timeout = settings.health_timeout or 30.0
+        url = f"http://{LOOPBACK}:{rel.port}{path}"
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        delay = 0.02
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if rel.exited():
+                    code = rel.exit_code()
+                    return False, (
+                        f"the web process exited (code {code}) before answering its health check"
+                    )
+                try:
+                    resp = await client.get(url)
+                    if resp.status_code < 400:
+                        return True, ""
+                    last = f"HTTP {resp.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+        return (
+            False,
+            f"health check GET {path} did not answer 2xx/3xx within {timeout:g}s (last: {last})",
+        )
+
+    async def _supervise(self, rel: Release) -> None:
+        tuning = self.tuning
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            current = self.releases.get(rel.dep.id)
+            if current is None or rel.status in ("draining", "stopped"):
+                return
+            if current is not rel:
+                rel = current
+            if not rel.exited():
+                continue
+            code = rel.exit_code()
+            now = time.time()
+            rel.crashes = [t for t in rel.crashes if now - t < tuning.crash_window] + [now]
+            if len(rel.crashes) >= tuning.crash_limit:
+                reason = (
+                    f"crash loop: the web process exited {len(rel.crashes)} times within "
+                    f"{tuning.crash_window:g}s (last exit code {code})"
+                )
+                self.releases.pop(rel.dep.id, None)
+                self.api.store.execute("DELETE FROM releases WHERE deployment=?", (rel.dep.id,))
+                self._set_status(rel.dep.id, Status.crashed, reason)
+                self.log(f"{rel.dep.id} crashed: {reason}")
+                self.reconcile()
+                return
+            backoff = tuning.restart_backoff[
+                min(len(rel.crashes) - 1, len(tuning.restart_backoff) - 1)
+            ]
+            self.log(f"{rel.dep.id} exited (code {code}); restarting in {backoff:g}s")
+            rel.status = "restarting"
+            await asyncio.sleep(backoff)
+            if self.stopping or self.releases.get(rel.dep.id) is not rel:
+                return
+            settings = self._settings_for(rel.dep)
+            proc, popen = spawn(
+                rel.dep.web or "",
+                Path(rel.dep.artifact or "."),
+                self._runtime_env(rel.dep, rel.port),
+                self.svc.log_path(rel.dep.project, rel.dep.id, build=False),
+                rel.dep.project,
+                self.api.home,
+            )
+            rel.proc, rel.popen = proc, popen
+            self._save_release(rel)
+            ok, why = await self._health(rel, settings)
+            if ok:
+                rel.status = "healthy"
+                self._save_release(rel)
+                self.log(f"{rel.dep.id} restarted (pid {proc.pid})")
+            else:
+                self.log(f"{rel.dep.id} restart failed: {why}")
+                await asyncio.to_thread(stop, proc, 1.0)
+
+    async def _bring_up(self, dep: Deployment) -> None:
+        try:
+            await self._start_release(dep)
+            self.log(f"{dep.id} started (port {self.releases[dep.id].port})")
+        except TristageError as exc:
+            self.failed_starts[dep.id] = time.monotonic()
+            self.log(f"{dep.id} could not start: {exc}")
+        finally:
+            self.bringing_up.discard(dep.id)
+        self.wake.set()
+
+    async def _retire(self, rel: Release, drain: float) -> None:
+        """Let requests in flight finish on the old release, then stop it."""
+        dep_id = rel.dep.id
+        rel.status = "draining"
+        self._save_release(rel)
+        deadline = time.monotonic() + drain
+        await asyncio.sleep(min(0.2, drain))
+        try:
+            while (
+                time.monotonic() < deadline and self.router and self.router.inflight(rel.upstream)
+            ):
+                await asyncio.sleep(0.05)
+            if dep_id in self._wanted:
+                rel.status = "healthy"
+                self._save_release(rel)
+                return
+            self.releases.pop(dep_id, None)
+            await asyncio.to_thread(stop, rel.proc, self.tuning.stop_grace)
+            if rel.popen is not None:
+                rel.popen.poll()
+            self.api.store.execute("DELETE FROM releases WHERE deployment=?", (dep_id,))
+            self.log(f"{dep_id} stopped (drained)")
+        finally:
+            self.retiring.discard(dep_id)
+
+    # -- reconcile ---------------------------------------------------------------
+    _wanted: set[str] = set()
+
+    def reconcile(self) -> None:
+        """Switch aliases whose target is healthy, start what should run, stop the rest."""
+        if self.stopping:
+            return
+        store = self.api.store
+        switched: list[dict[str, Any]] = []
+        wanted: set[str] = set()
+        ready = {
+            r["id"]: r
+            for r in store.query("SELECT * FROM deployments WHERE status=?", (Status.ready.value,))
+        }
+        for row in store.query("SELECT * FROM aliases"):
+            desired, routed = row["desired"], row["routed"]
+            if routed:
+                wanted.add(routed)
+            if desired and desired != routed and desired in ready:
+                wanted.add(desired)
+                rel = self.releases.get(desired)
+                if rel is not None and rel.status == "healthy":
+                    switched.append(row)
+        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+            try:
+                cfg = self.api.config_for(project)
+            except TristageError:
+                continue
+            prod = cfg.production
+            for row in store.query(
+                "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
+                " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
+                " AND trigger != ? GROUP BY branch)",
+                (project, Status.ready.value, "promote", project, Status.ready.value, "promote"),
+            ):
+                wanted.add(row["id"])
+            if prod and cfg.app.keep_warm:
+                history = [
+                    r["deployment"]
+                    for r in store.query(
+                        "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
+                        " ORDER BY id DESC LIMIT 200",
+                        (project, prod),
+                    )
+                ][::-1]
+                current = next(
+                    (r["routed"] for r in store.query(
+                        "SELECT routed FROM aliases WHERE project=? AND environment=?",
+                        (project, prod))), None,
+                )  # fmt: skip
+                wanted.update(warm_set(history, current, cfg.app.keep_warm, set(ready)))
+        wanted &= set(ready)
+        self._wanted = wanted | set(self.pipelines)
+        now = time.time()
+        # 1. swap the router first, then record what it serves
+        pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
+        self.update_routes(pending)
+        for row in switched:
+            with store.transaction():
+                store.execute(
+                    "UPDATE aliases SET routed=?, routed_at=? WHERE project=? AND environment=?",
+                    (row["desired"], now, row["project"], row["environment"]),
+                )
+                store.execute(
+                    "INSERT INTO alias_history (project, environment, deployment, at)"
+                    " VALUES (?,?,?,?)",
+                    (row["project"], row["environment"], row["desired"], now),
+                )
+                self.api.audit.record(
+                    "alias.switch",
+                    project=row["project"],
+                    environment=row["environment"],
+                    target=row["desired"],
+                    details={"from": row["routed"]},
+                )
+            self.log(
+                f"{row['project']}/{row['environment']} now serves {row['desired']}"
+                f" (was {row['routed'] or 'nothing'})"
+            )
+        # 2. start what should run
+        for dep_id in wanted:
+            if dep_id in self.releases or dep_id in self.bringing_up or dep_id in self.pipelines:
+                continue
+            failed = self.failed_starts.get(dep_id)
+            if failed is not None and time.monotonic() - failed < 30:
+                continue
+            self.bringing_up.add(dep_id)
+            dep = Deployment.from_row(ready[dep_id])
+            self._spawn_task(self._bring_up(dep), f"start-{dep_id}")
+        # 3. drain and stop what nothing points at
+        for dep_id, rel in list(self.releases.items()):
+            if dep_id in self._wanted or dep_id in self.retiring or rel.status != "healthy":
+                continue
+            self.retiring.add(dep_id)
+            drain = self.api.config_for(rel.dep.project).app.drain_seconds
+            self._spawn_task(self._retire(rel, drain), f"retire-{dep_id}")
+
+    def update_routes(self, pending: dict[tuple[str, str], str] | None = None) -> None:
+        store = self.api.store
+        table: dict[str, Route] = {}
+        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+            try:
+                cfg = self.api.config_for(project)
+            except TristageError:
+                continue
+            live: dict[str, str | None] = {
+                r["environment"]: r["routed"]
+                for r in store.query("SELECT * FROM aliases WHERE project=?", (project,))
+            }
+            for (p, env), dep_id in (pending or {}).items():
+                if p == project:
+                    live[env] = dep_id
+            deps = [
+                alias_domain.DeploymentRef(r["id"], r["environment"], r["branch"])
+                for r in store.query(
+                    "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
+                    " ORDER BY seq DESC LIMIT 200",
+                    (project, Status.ready.value),
+                )
+            ]
+            branch_latest: dict[str, alias_domain.DeploymentRef] = {}
+            for r in store.query(
+                "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
+                " AND trigger != 'promote' ORDER BY seq",
+                (project, Status.ready.value),
+            ):
+                branch_latest[r["branch"]] = alias_domain.DeploymentRef(
+                    r["id"], r["environment"], r["branch"]
+                )
+            hosts = alias_domain.host_table(
+                project, cfg.production, list(cfg.environments), live, branch_latest, deps
+            )
+            for host, target in hosts.items():
+                rel = self.releases.get(target.deployment) if target.deployment else None
+                upstream = rel.upstream if rel is not None and rel.status != "draining" else None
+                table[host] = Route(project, target.environment, target.deployment, upstream)
+        self.table.replace(table)
+
+    # -- store helpers -------------------------------------------------------------
+    def _set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+        row = self.api.store.query_one(
+            "SELECT project, environment FROM deployments WHERE id=?", (dep_id,)
+        )
+        self.api.store.execute(
+            "UPDATE deployments SET status=?, reason=?, updated_at=? WHERE id=?",
+            (status.value, reason, time.time(), dep_id),
+        )
+        if row is not None:
+            self.api.audit.record(
+                f"deploy.{status.value}",
+                project=row["project"],
+                environment=row["environment"],
+                target=dep_id,
+                details={"reason": reason} if reason else {},
+            )
+
+
+def _row(dep: Deployment) -> dict[str, Any]:
+    return {
+        "id": dep.id, "project": dep.project, "environment": dep.environment,
+        "branch": dep.branch, "commit_sha": dep.commit, "message": dep.message,
+        "trigger": dep.trigger, "source": dep.source, "status": dep.status.value,
+        "reason": dep.reason, "build_hash": dep.build_hash, "artifact": dep.artifact,
+        "web": dep.web, "snapshot": dep.snapshot, "created_at": dep.created_at,
+        "updated_at": dep.updated_at, "ready_at": dep.ready_at,
+    }  # fmt: skip
+
+
+class _Nudge(asyncio.DatagramProtocol):
+    def __init__(self, wake: asyncio.Event) -> None:
+        self.wake = wake
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.wake.set()
+
+
+def run_foreground(
+    api: Tristage, host: str, port: int, log: Callable[[str], None] | None = None
+) -> None:
+    """`tristage up`: run until SIGINT/SIGTERM, then stop children and exit cleanly."""
+    import signal
+
+    async def main() -> None:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
+        await ControlPlane(api, host, port, log=log).run(stop_event)
+
+    asyncio.run(main())
