@@ -85,11 +85,12 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 TABLES = ("users", "payment_attempts", "webhook_events")
 
+# version and time only: every column keeps a safe default under clone sanitization
 _LEDGER = {
-    "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
-        version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)""",
-    "postgres": """CREATE TABLE IF NOT EXISTS schema_migrations (
-        version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)""",
+    "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
 }
 
 
@@ -132,8 +133,8 @@ def migrate(conn: Connection) -> list[Migration]:
             for statement in statements:
                 conn.execute(statement)
             conn.execute(
-                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.description, utcnow()),
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (migration.version, utcnow()),
             )
             applied.append(migration)
     if conn.engine == "sqlite":

@@ -191,8 +191,7 @@ def serve(settings: Settings) -> int:
         settings.database.describe(),
         "on" if settings.webhook_key else "off (CLERK_WEBHOOK_SECRET not set)",
     )
-    while not stop.wait(0.5):
-        pass
+    stop.wait()  # a signal interrupts the wait and runs on_signal
     server.shutdown()  # no new connections
     server.drain()  # idle keep-alive connections end now
     server.server_close()  # waits for requests in flight
