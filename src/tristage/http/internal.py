@@ -105,9 +105,7 @@ def build_internal_app(api: Tristage) -> ASGIApp:
         try:
             ep = await service.endpoint_async(route.project, route.environment, source)
         except TristageError as exc:
-            await _respond(
-                send, 404, {"ok": False, "error": "unknown_source", "message": exc.message}
-            )
+            await _respond(send, 404, {"ok": False, "error": "unknown_source", "message": str(exc)})
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")

@@ -859,12 +859,16 @@ class WebhookService:
         headers["content-type"] = "application/json"
         headers["user-agent"] = "tristage-send-test"
         path = dom.ingest_path(source)
+        cfg = self.api.config_for(project)
+        host = dom.ingest_hosts(project, environment, environment == cfg.production)[0]
         if base_url:
             url = base_url.rstrip("/") + path
+            target = httpx.URL(url)
+            if _is_address(target.host):
+                # the router itself, addressed by IP: route by the environment's host
+                headers["host"] = f"{host}:{target.port or 80}"
         else:
             address, port = self.router_address()
-            cfg = self.api.config_for(project)
-            host = dom.ingest_hosts(project, environment, environment == cfg.production)[0]
             headers["host"] = f"{host}:{port}"
             url = f"http://{address}:{port}{path}"
         try:
@@ -898,6 +902,18 @@ _COLUMNS = (
     " tries, attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
     " delivered_at, duplicates, size, path"
 )
+
+
+def _is_address(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _delivery(r: Row) -> Delivery:
