@@ -99,6 +99,23 @@ class Upstream:
                 await send({"type": "http.response.body", "body": b"%d;" % i, "more_body": True})
             await send({"type": "http.response.body", "body": b"end"})
             return
+        elif path == "/endless":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            gone = asyncio.ensure_future(until_disconnect())
+            while not gone.done():
+                await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+                await asyncio.sleep(0.01)
+            self.gate("endless-ended").set()
+            return
+        elif path == "/no-content":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         elif path == "/slow":
             await self.gate("release").wait()
             body = self.name.encode()
@@ -529,5 +546,109 @@ def test_start_on_busy_port_fails_and_stop_is_idempotent() -> None:
         finally:
             await teardown(router, ups)
             await router.stop()
+
+    run(main())
+
+
+# --- edge cases ---------------------------------------------------------------------------
+
+
+def test_head_and_204_responses_do_not_hang() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                hdr = {"host": "myapp.localhost"}
+                r = await c.head(base + "/", headers=hdr)
+                assert r.status_code == 200 and r.headers["content-length"] == "1"
+                r = await c.get(base + "/no-content", headers=hdr)
+                assert r.status_code == 204 and r.content == b""
+                r = await c.get(base + "/", headers=hdr)
+                assert r.text == "A"
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_client_leaving_an_endless_stream_releases_the_upstream() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        up = ups[0]
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                req = c.build_request("GET", base + "/endless", headers={"host": "myapp.localhost"})
+                resp = await c.send(req, stream=True)
+                async for chunk in resp.aiter_raw():
+                    assert chunk.startswith(b"tick")
+                    break
+                assert router.inflight(up.addr) == 1
+                await resp.aclose()  # drops the client connection mid-stream
+            await asyncio.wait_for(up.gate("endless-ended").wait(), 5)
+            while router.inflight(up.addr):
+                await asyncio.sleep(0.01)
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+async def _close_after_each_response(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A keep-alive-claiming upstream that closes the connection right after answering."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    await asyncio.sleep(0)
+    writer.close()
+
+
+def test_upstream_closing_idle_connections_causes_no_failures() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_close_after_each_response, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()[:2]
+        table = RouteTable({"myapp.localhost": Route("myapp", "production", "d", addr)})
+        router = Router(table)
+        port = await router.start(host="127.0.0.1", port=0)
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                for _ in range(50):
+                    r = await c.get(
+                        f"http://127.0.0.1:{port}/", headers={"host": "myapp.localhost"}
+                    )
+                    assert (r.status_code, r.text) == (200, "ok")
+            assert router.stats()["d"].upstream_errors == 0
+        finally:
+            await router.stop()
+            server.close()
+
+    run(main())
+
+
+async def _die_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    await writer.drain()
+    writer.close()
+
+
+def test_upstream_dying_mid_body_cuts_the_client_and_counts_an_error() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_die_mid_body, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()[:2]
+        table = RouteTable({"myapp.localhost": Route("myapp", "production", "d", addr)})
+        router = Router(table)
+        port = await router.start(host="127.0.0.1", port=0)
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                with pytest.raises(httpx.HTTPError):
+                    await c.get(f"http://127.0.0.1:{port}/", headers={"host": "myapp.localhost"})
+            s = router.stats()["d"]
+            assert (s.requests, s.upstream_errors) == (1, 1)
+            assert router.inflight(addr) == 0
+        finally:
+            await router.stop()
+            server.close()
 
     run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,8 @@ from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 
 INTERNAL_PREFIX = "/.tristage/"
+
+log = logging.getLogger(__name__)
 
 
 def _host_of(scope: Scope) -> str:
@@ -196,11 +199,12 @@ class ProxyApp:
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except UpstreamClosed:
-            # Headers already went out: all we can do is cut the client connection short.
+        except UpstreamClosed as e:
+            # Headers already went out: all we can do is cut the client connection short
+            # (returning without finishing the response makes the server close it).
             if dep is not None:
                 self.stats.count_error(dep)
-            raise
+            log.warning("upstream of deployment %s failed mid-response: %s", dep, e)
         finally:
             if watcher is not None:
                 watcher.cancel()
