@@ -1,9 +1,259 @@
-"""Command group (filled in by its area)."""
+"""Data commands: export, import, backup, backups, prune, restore, drill, clone, url."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..edges.snapshot_io import Progress as ProgressFn
+from ..errors import EXIT_FAILED, UsageError
+from .common import console, current_project, err_console, get_api, print_json
+
+db_app = typer.Typer(
+    name="db",
+    help="The data store of each environment: export, import, backups, restore, clone.",
+    no_args_is_help=True,
+)
+
+
+class Format(StrEnum):
+    dir = "dir"
+    zip = "zip"
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[ProgressFn | None]:
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    bars: dict[str, object] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+
+        def report(table: str, done: int, total: int | None) -> None:
+            task = bars.get(table)
+            if task is None:
+                task = bars[table] = progress.add_task(table, total=total)
+            progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
+
+        yield report
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@db_app.command("export")
+def export(
+    env: str = typer.Argument(..., help="The environment whose data to export."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Directory or .zip path."),
+    fmt: Format = typer.Option(Format.dir, "--format", help="dir or zip."),
+    table: list[str] = typer.Option([], "--table", "-t", help="Only this table (repeatable)."),
+) -> None:
+    """Export a snapshot: one JSONL file per table plus a manifest with checksums."""
+    ref = current_project()
+    chosen: Literal["dir", "zip"] = "zip" if fmt is Format.zip else "dir"
+    with _progress() as progress:
+        result = get_api().data.export(ref.name, env, output, chosen, table, progress)
+    m = result.manifest
+    console.print(
+        f"[green]exported[/] {len(m.tables)} table(s), {m.total_rows} row(s) to {result.path}"
+    )
+
+
+@db_app.command("import")
+def import_(
+    env: str = typer.Argument(..., help="The environment to import into."),
+    snapshot: Path = typer.Argument(..., help="A snapshot directory or ZIP (or a Convex ZIP)."),
+    table: list[str] = typer.Option([], "--table", "-t", help="Only this table (repeatable)."),
+    replace_all: bool = typer.Option(False, "--replace-all", help="Replace the tables' rows."),
+    append: bool = typer.Option(False, "--append", help="Add to the tables' rows."),
+) -> None:
+    """Import a snapshot in one transaction: every row or none."""
+    if replace_all and append:
+        raise UsageError("--replace-all and --append exclude each other", "choose one")
+    ref = current_project()
+    mode: Literal["replace", "append"] | None = (
+        "replace" if replace_all else "append" if append else None
+    )
+    with _progress() as progress:
+        result = get_api().data.import_snapshot(ref.name, env, snapshot, table, mode, progress)
+    for name, n in result.rows.items():
+        console.print(f"  {name}: {n} row(s)")
+    console.print(f"[green]imported[/] {sum(result.rows.values())} row(s) into {env}")
+
+
+@db_app.command("backup")
+def backup(
+    env: str = typer.Argument(..., help="The environment to back up."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Take a compressed (optionally encrypted) backup, listed once complete."""
+    ref = current_project()
+    with _progress(not as_json) as progress:
+        info = get_api().data.backup(ref.name, env, progress=progress)
+    if as_json:
+        print_json(info.as_json())
+        return
+    console.print(
+        f"[green]backup[/] {info.id}: {info.tables} table(s), {info.rows} row(s), "
+        f"{_size(info.size)}{' encrypted' if info.encrypted else ''}"
+    )
+
+
+@db_app.command("backups")
+def backups(
+    env: str = typer.Argument(..., help="The environment."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the complete backups of an environment, newest first."""
+    ref = current_project()
+    items = get_api().data.backups(ref.name, env)
+    if as_json:
+        print_json([b.as_json() for b in items])
+        return
+    if not items:
+        console.print(f"no backups of {env} yet (tristage db backup {env})")
+        return
+    t = Table("id", "when", "kind", "tables", "rows", "size", "note", box=None)
+    for b in items:
+        kind = b.kind + (" (encrypted)" if b.encrypted else "")
+        t.add_row(
+            b.id,
+            _when(b.created_at),
+            kind,
+            str(b.tables),
+            str(b.rows),
+            _size(b.size),
+            b.note or "",
+        )
+    console.print(t)
+
+
+@db_app.command("prune")
+def prune(
+    env: str = typer.Argument(..., help="The environment."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Apply the retention policy (daily/weekly/monthly counts): what is kept and why."""
+    ref = current_project()
+    result = get_api().data.prune(ref.name, env, dry_run)
+    if as_json:
+        print_json(result.as_json())
+        return
+    for bid, reasons in result.keep.items():
+        console.print(f"keep   {bid}  ({', '.join(reasons)})", markup=False)
+    verb = "would delete" if dry_run else "deleted"
+    for bid in result.delete:
+        console.print(f"{verb} {bid}", markup=False)
+    console.print(f"{len(result.keep)} kept, {len(result.delete)} {verb}")
+
+
+@db_app.command("restore")
+def restore(
+    env: str = typer.Argument(..., help="The environment to restore."),
+    backup_id: str = typer.Argument(..., metavar="BACKUP", help="A backup id (db backups ENV)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
+) -> None:
+    """Verify a backup, take a safety backup, then restore all-or-nothing."""
+    ref = current_project()
+    with _progress() as progress:
+        result = get_api().data.restore(ref.name, env, backup_id, yes, progress)
+    console.print(
+        f"[green]restored[/] {env} from {result.backup}: {sum(result.rows.values())} row(s) "
+        f"in {len(result.rows)} table(s); safety backup {result.safety_backup}"
+    )
+
+
+@db_app.command("drill")
+def drill(
+    env: str = typer.Argument(..., help="The environment whose latest backup to drill."),
+    backup_id: str | None = typer.Option(None, "--backup", help="Drill this backup instead."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Restore the latest backup into a scratch store and compare counts and checksums."""
+    ref = current_project()
+    report = get_api().data.drill(ref.name, env, backup_id)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        t = Table("table", "rows (backup)", "rows (restored)", "checksum", box=None)
+        for c in report.checks:
+            t.add_row(
+                c.table,
+                str(c.expected_rows),
+                str(c.actual_rows),
+                "match" if c.checksum_ok else "DIFFERS",
+            )
+        console.print(t)
+        for p in report.problems:
+            console.print(f"problem: {p}", markup=False)
+        verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+        console.print(
+            f"{verdict} drill of {report.environment} backup {report.backup} "
+            f"in {report.seconds:.1f}s"
+        )
+    if not report.passed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@db_app.command("clone")
+def clone(
+    source: str = typer.Argument(..., metavar="FROM"),
+    target: str = typer.Argument(..., metavar="TO"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Replace the target's data."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Copy FROM's data into TO; from production it is sanitized (fails closed)."""
+    ref = current_project()
+    with _progress(not as_json) as progress:
+        report = get_api().data.clone(ref.name, source, target, yes, progress)
+    if as_json:
+        print_json(report.as_json())
+        return
+    for name, n in report.rows.items():
+        cols = report.transformed.get(name, [])
+        note = f"  sanitized: {', '.join(cols)}" if cols else ""
+        console.print(f"  {name}: {n} row(s){note}", markup=False)
+    how = "sanitized clone" if report.sanitized else "clone"
+    console.print(
+        f"[green]{how}[/] {report.source} -> {report.target}: "
+        f"{sum(report.rows.values())} row(s) in {report.seconds:.1f}s"
+        + (f"; safety backup {report.safety_backup}" if report.safety_backup else "")
+    )
+
+
+@db_app.command("url")
+def url(env: str = typer.Argument(..., help="The environment.")) -> None:
+    """Print the DATABASE_URL the environment's app receives."""
+    ref = current_project()
+    typer.echo(get_api().data.database_url(ref.name, env))
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,144 @@
+"""Where backups are kept: a small protocol and a local-directory implementation.
+
+Publishing is atomic: a backup is written under a temporary name, flushed to disk,
+then renamed into place. Only published objects are listed, so a backup killed
+half-way never shows up (its temporary file is swept by `sweep`). An S3-compatible
+target is a second implementation of the same protocol (multipart upload, then a
+final object whose name is listed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from ..errors import NotFound, UsageError
+
+SUFFIX = ".tsbackup.zip"
+TMP_PREFIX = ".partial-"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    name: str  # the backup id
+    size: int
+    modified: float
+
+
+class BackupTarget(Protocol):
+    def describe(self) -> str: ...
+
+    def create(self, name: str) -> AbstractContextManager[IO[bytes]]:
+        """Write a backup; it is published only if the block exits without error."""
+        ...
+
+    def list(self) -> list[StoredBackup]: ...
+
+    def open(self, name: str) -> IO[bytes]:
+        """A seekable binary file of a published backup."""
+        ...
+
+    def local_path(self, name: str) -> Path | None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def sweep(self, older_than: float) -> int:
+        """Remove partial writes older than `older_than` seconds; returns how many."""
+        ...
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or ".." in name:
+        raise UsageError(f"{name!r} is not a backup id", "list them with 'tristage db backups ENV'")
+    return name
+
+
+class LocalDirectoryTarget:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / (check_name(name) + SUFFIX)
+
+    @contextmanager
+    def create(self, name: str) -> Iterator[IO[bytes]]:
+        final = self._path(name)
+        if final.exists():
+            raise UsageError(f"backup {name} already exists")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
+        f = open(tmp, "xb")  # noqa: SIM115 - closed on every path below
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def list(self) -> list[StoredBackup]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if p.name.startswith(TMP_PREFIX) or not p.name.endswith(SUFFIX):
+                continue
+            st = p.stat()
+            out.append(StoredBackup(p.name[: -len(SUFFIX)], st.st_size, st.st_mtime))
+        return sorted(out, key=lambda b: b.name)
+
+    def open(self, name: str) -> IO[bytes]:
+        path = self._path(name)
+        if not path.is_file():
+            raise NotFound(
+                f"no backup {name} in {self.root}", "list them with 'tristage db backups ENV'"
+            )
+        return open(path, "rb")
+
+    def local_path(self, name: str) -> Path | None:
+        path = self._path(name)
+        return path if path.is_file() else None
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+        _fsync_dir(self.root)
+
+    def sweep(self, older_than: float) -> int:
+        if not self.root.is_dir():
+            return 0
+        n = 0
+        cutoff = time.time() - older_than
+        for p in self.root.glob(f"{TMP_PREFIX}*"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

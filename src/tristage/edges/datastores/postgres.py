@@ -1,0 +1,349 @@
+"""PostgreSQL data stores (psycopg 3): one database per environment on a server.
+
+Reads run in one REPEATABLE READ, READ ONLY transaction through server-side cursors
+(constant memory); writes run in one transaction and load rows with COPY in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql as pgsql
+
+from ...domain.snapshot import Column, ForeignKey, JsonValue, Table
+from .base import BATCH_ROWS, DataStoreError, LoadError, SourcedRow, batched, quote
+
+ENGINE = "postgres"
+SCHEMA = "public"
+
+KIND_TYPES = {
+    "integer": "bigint",
+    "real": "double precision",
+    "numeric": "numeric",
+    "boolean": "boolean",
+    "text": "text",
+    "blob": "bytea",
+    "json": "jsonb",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "date": "date",
+    "time": "time",
+    "interval": "interval",
+    "uuid": "uuid",
+}
+
+_TYPNAME_KIND = {
+    "int2": "integer",
+    "int4": "integer",
+    "int8": "integer",
+    "float4": "real",
+    "float8": "real",
+    "numeric": "numeric",
+    "bool": "boolean",
+    "text": "text",
+    "varchar": "text",
+    "bpchar": "text",
+    "name": "text",
+    "citext": "text",
+    "bytea": "blob",
+    "json": "json",
+    "jsonb": "json",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "date": "date",
+    "time": "time",
+    "timetz": "time",
+    "interval": "interval",
+    "uuid": "uuid",
+}
+
+
+def with_database(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def database_of(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def _connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        safe = _redact(url)
+        raise DataStoreError(
+            f"cannot connect to PostgreSQL at {safe}: {str(exc).strip().splitlines()[0]}",
+            "check the server is running and environments.<env>.database.url",
+        ) from None
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = re.sub(r":[^@/]*@", ":****@", parts.netloc)
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def ensure_database(server_url: str, dbname: str) -> str:
+    """Create `dbname` on the server if it does not exist; returns its URL."""
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+    return with_database(server_url, dbname)
+
+
+def drop_database(server_url: str, dbname: str) -> None:
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(dbname))
+        )
+
+
+def _dump(v: Any) -> Any:
+    if isinstance(v, JsonValue):
+        return v.dumps()
+    return v
+
+
+def _dump_json(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, JsonValue):
+        return v.dumps()
+    return json.dumps(v, default=str)
+
+
+def _dump_bool(v: Any) -> Any:
+    return bool(v) if isinstance(v, int) else v
+
+
+class PostgresDataStore:
+    engine = ENGINE
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextmanager
+    def read(self) -> Iterator[_Session]:
+        with _connect(self.url) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield _Session(conn)
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[_Session]:
+        conn = _connect(self.url)
+        try:
+            with conn.transaction():
+                yield _Session(conn)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        pass
+
+
+class _Session:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    # -- reading ---------------------------------------------------------
+    def tables(self) -> list[Table]:
+        rows = self.conn.execute(
+            "SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid=c.relnamespace"
+            " WHERE n.nspname=%s AND c.relkind IN ('r','p') AND NOT c.relispartition"
+            " ORDER BY c.relname",
+            (SCHEMA,),
+        ).fetchall()
+        return [self._table(oid, name) for oid, name in rows]
+
+    def _table(self, oid: int, name: str) -> Table:
+        cols = []
+        for attname, typ, notnull, default, ident, typname, typcat in self.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+            " pg_get_expr(d.adbin, d.adrelid), a.attidentity, t.typname, t.typcategory"
+            " FROM pg_attribute a JOIN pg_type t ON t.oid=a.atttypid"
+            " LEFT JOIN pg_attrdef d ON d.adrelid=a.attrelid AND d.adnum=a.attnum"
+            " WHERE a.attrelid=%s AND a.attnum>0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (oid,),
+        ).fetchall():
+            identity = ident in ("a", "d") or bool(default and default.startswith("nextval("))
+            kind = _TYPNAME_KIND.get(typname, "array" if typcat == "A" else "other")
+            cols.append(
+                Column(
+                    name=attname,
+                    type=typ,
+                    kind=kind,
+                    nullable=not notnull,
+                    default=None if identity else default,
+                    identity=identity,
+                )
+            )
+        pk: tuple[str, ...] = ()
+        fks: list[ForeignKey] = []
+        extra: list[str] = []
+        for contype, conname, ccols, ref_table, ref_cols, condef in self.conn.execute(
+            "SELECT con.contype, con.conname,"
+            " array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n,o)"
+            "  JOIN pg_attribute a ON a.attrelid=con.conrelid AND a.attnum=k.n ORDER BY k.o),"
+            " fc.relname::text,"
+            " array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n,o)"
+            "  JOIN pg_attribute a ON a.attrelid=con.confrelid AND a.attnum=k.n ORDER BY k.o),"
+            " pg_get_constraintdef(con.oid)"
+            " FROM pg_constraint con LEFT JOIN pg_class fc ON fc.oid=con.confrelid"
+            " WHERE con.conrelid=%s AND con.contype IN ('p','f','u','c') ORDER BY con.conname",
+            (oid,),
+        ).fetchall():
+            if contype == "p":
+                pk = tuple(ccols)
+            elif contype == "f":
+                fks.append(ForeignKey(tuple(ccols), ref_table, tuple(ref_cols)))
+            else:
+                extra.append(f"ALTER TABLE {quote(name)} ADD CONSTRAINT {quote(conname)} {condef}")
+        for (indexdef,) in self.conn.execute(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " WHERE i.indrelid=%s AND NOT EXISTS"
+            " (SELECT 1 FROM pg_constraint c WHERE c.conindid=i.indexrelid AND c.conrelid=%s)"
+            " ORDER BY i.indexrelid",
+            (oid, oid),
+        ).fetchall():
+            extra.append(indexdef)
+        return Table(name, tuple(cols), pk, tuple(fks), None, tuple(extra))
+
+    def count(self, table: str) -> int:
+        row = self.conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()
+        return int(row[0]) if row else 0
+
+    def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
+        cols = ", ".join(quote(c) for c in table.column_names)
+        order = ", ".join(quote(c) for c in table.primary_key) or f"{quote(table.name)}::text"
+        name = "ts_" + secrets.token_hex(6)
+        # JSON values are wrapped so a JSON string is never mistaken for plain text
+        json_idx = [i for i, c in enumerate(table.columns) if c.kind == "json"]
+        with self.conn.cursor(name=name) as cur:
+            cur.itersize = BATCH_ROWS
+            cur.execute(f"SELECT {cols} FROM {quote(table.name)} ORDER BY {order}")
+            while True:
+                batch = cur.fetchmany(BATCH_ROWS)
+                if not batch:
+                    return
+                if not json_idx:
+                    yield from batch
+                    continue
+                for row in batch:
+                    vals = list(row)
+                    for i in json_idx:
+                        if vals[i] is not None:
+                            vals[i] = JsonValue(vals[i])
+                    yield tuple(vals)
+
+    # -- writing ---------------------------------------------------------
+    def drop(self, names: Sequence[str]) -> None:
+        if names:
+            self.conn.execute(f"DROP TABLE IF EXISTS {', '.join(quote(n) for n in names)} CASCADE")
+
+    def create(self, table: Table, source_engine: str) -> None:
+        same = source_engine == ENGINE
+        parts = []
+        for c in table.columns:
+            typ = c.type if same and c.type else KIND_TYPES.get(c.kind, "text")
+            if c.identity:
+                if not same:
+                    typ = "bigint"
+                ddl = f"{quote(c.name)} {typ} GENERATED BY DEFAULT AS IDENTITY"
+            else:
+                ddl = f"{quote(c.name)} {typ}"
+                if same and c.default is not None:
+                    ddl += f" DEFAULT {c.default}"
+            if not c.nullable:
+                ddl += " NOT NULL"
+            parts.append(ddl)
+        if table.primary_key:
+            parts.append(f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})")
+        self.conn.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(parts)})")
+
+    def clear(self, tables: Sequence[Table]) -> None:
+        if not tables:
+            return
+        names = ", ".join(quote(t.name) for t in tables)
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"TRUNCATE {names}")
+        except psycopg.errors.FeatureNotSupported:
+            # referenced from a table outside the set: delete children first
+            for t in reversed(tables):
+                self.conn.execute(f"DELETE FROM {quote(t.name)}")
+
+    def insert(self, table: Table, columns: Sequence[str], rows: Iterable[SourcedRow]) -> int:
+        dumpers: list[Callable[[Any], Any]] = []
+        for name in columns:
+            col = table.column(name)
+            kind = col.kind if col is not None else "other"
+            dumpers.append(
+                _dump_json if kind == "json" else _dump_bool if kind == "boolean" else _dump
+            )
+        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        n = 0
+        with self.conn.cursor() as cur:
+            for batch in batched(rows, BATCH_ROWS * 2):
+                try:
+                    with cur.copy(copy_sql) as cp:
+                        write = cp.write_row
+                        for _ref, vals in batch:
+                            write([d(v) for d, v in zip(dumpers, vals, strict=True)])
+                except psycopg.Error as exc:
+                    raise LoadError(_where(batch, exc), _reason(exc)) from None
+                n += len(batch)
+        return n
+
+    def finish(self, created: Sequence[Table], loaded: Sequence[Table], source_engine: str) -> None:
+        try:
+            if source_engine == ENGINE:
+                for t in created:
+                    for stmt in t.indexes:
+                        self.conn.execute(stmt)
+            for t in created:
+                for fk in t.foreign_keys:
+                    self.conn.execute(
+                        f"ALTER TABLE {quote(t.name)} ADD FOREIGN KEY"
+                        f" ({', '.join(quote(c) for c in fk.columns)}) REFERENCES"
+                        f" {quote(fk.ref_table)} ({', '.join(quote(c) for c in fk.ref_columns)})"
+                    )
+            for t in loaded:
+                for c in t.columns:
+                    if c.identity:
+                        self.conn.execute(
+                            "SELECT setval(pg_get_serial_sequence(%s, %s),"
+                            f" coalesce((SELECT max({quote(c.name)}) FROM {quote(t.name)}), 0) + 1,"
+                            " false)",
+                            (quote(t.name), c.name),
+                        )
+        except psycopg.Error as exc:
+            raise LoadError("schema", _reason(exc)) from None
+
+
+def _reason(exc: psycopg.Error) -> str:
+    msg = exc.diag.message_primary or str(exc)
+    detail = exc.diag.message_detail
+    return f"{msg}" + (f" ({detail})" if detail else "")
+
+
+def _where(batch: list[SourcedRow], exc: psycopg.Error) -> str:
+    context = exc.diag.context or ""
+    m = re.search(r"line (\d+)", context)
+    if m:
+        i = int(m.group(1)) - 1
+        if 0 <= i < len(batch):
+            return batch[i][0]
+    return f"{batch[0][0]}..{batch[-1][0].rsplit(':', 1)[-1]}"

@@ -1,0 +1,286 @@
+"""SQLite data stores: one file per environment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ...domain.snapshot import Column, ForeignKey, JsonValue, Table
+from .base import BATCH_ROWS, LoadError, SourcedRow, batched, quote
+
+ENGINE = "sqlite"
+
+KIND_TYPES = {
+    "integer": "INTEGER",
+    "real": "REAL",
+    "numeric": "NUMERIC",
+    "boolean": "BOOLEAN",
+    "text": "TEXT",
+    "blob": "BLOB",
+    "json": "JSON",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMP",
+    "date": "DATE",
+    "time": "TIME",
+}
+
+
+def kind_of(declared: str) -> str:
+    t = declared.upper()
+    for needle, kind in (
+        ("INT", "integer"),
+        ("BOOL", "boolean"),
+        ("JSON", "json"),
+        ("TIMESTAMP", "timestamp"),
+        ("DATETIME", "timestamp"),
+        ("DATE", "date"),
+        ("TIME", "time"),
+        ("UUID", "uuid"),
+        ("CHAR", "text"),
+        ("CLOB", "text"),
+        ("TEXT", "text"),
+        ("BLOB", "blob"),
+        ("REAL", "real"),
+        ("FLOA", "real"),
+        ("DOUB", "real"),
+        ("NUM", "numeric"),
+        ("DEC", "numeric"),
+    ):
+        if needle in t:
+            return kind
+    return "blob" if not t else "numeric"
+
+
+def _adapt(v: Any) -> Any:
+    t = type(v)
+    if v is None or t is str or t is int or t is float or t is bytes:
+        return v
+    if isinstance(v, JsonValue):
+        return v.dumps()
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, dt.datetime | dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, list | dict):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    if isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    return str(v)
+
+
+def _adapt_json(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    return v.dumps() if isinstance(v, JsonValue) else json.dumps(v, default=str)
+
+
+def path_from_url(url: str) -> Path:
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:////absolute/path)")
+    return Path(url[len("sqlite://") :])
+
+
+class SqliteDataStore:
+    engine = ENGINE
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.url = f"sqlite:///{self.path}"
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[_Session]:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield _Session(conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[_Session]:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("PRAGMA defer_foreign_keys=ON")
+            session = _Session(conn)
+            try:
+                yield session
+                session.check_foreign_keys()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        pass
+
+
+class _Session:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # -- reading ---------------------------------------------------------
+    def tables(self) -> list[Table]:
+        out = []
+        for name, sql in self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='table'"
+            " AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall():
+            out.append(self._table(name, sql))
+        return out
+
+    def _table(self, name: str, sql: str | None) -> Table:
+        info = self.conn.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+        pk = tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
+        autoinc = bool(sql and re.search(r"AUTOINCREMENT", sql, re.IGNORECASE))
+        cols = []
+        for _cid, cname, ctype, notnull, default, pkpos in info:
+            identity = bool(pkpos) and len(pk) == 1 and ctype.upper() == "INTEGER"
+            cols.append(
+                Column(
+                    name=cname,
+                    type=ctype or "",
+                    kind=kind_of(ctype or ""),
+                    nullable=not notnull,
+                    default=default,
+                    identity=identity or (autoinc and bool(pkpos)),
+                )
+            )
+        fks: dict[int, list[tuple[str, str, str]]] = {}
+        for row in self.conn.execute(f"PRAGMA foreign_key_list({quote(name)})").fetchall():
+            fks.setdefault(row[0], []).append((row[2], row[3], row[4]))
+        foreign = []
+        for parts in fks.values():
+            refs = [p[2] for p in parts]
+            if any(r is None for r in refs):  # REFERENCES parent: its primary key
+                pinfo = self.conn.execute(f"PRAGMA table_info({quote(parts[0][0])})").fetchall()
+                refs = [r[1] for r in sorted((r for r in pinfo if r[5]), key=lambda r: r[5])]
+            foreign.append(ForeignKey(tuple(p[1] for p in parts), parts[0][0], tuple(refs)))
+        indexes = tuple(
+            r[0]
+            for r in self.conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name=?"
+                " AND sql IS NOT NULL ORDER BY name",
+                (name,),
+            )
+        )
+        return Table(name, tuple(cols), pk, tuple(foreign), sql, indexes)
+
+    def count(self, table: str) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+
+    def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
+        cols = ", ".join(quote(c) for c in table.column_names)
+        order = ", ".join(quote(c) for c in table.primary_key) or "rowid"
+        without_rowid = bool(table.ddl and re.search(r"WITHOUT\s+ROWID", table.ddl, re.I))
+        if without_rowid and not table.primary_key:
+            order = "1"
+        cur = self.conn.execute(f"SELECT {cols} FROM {quote(table.name)} ORDER BY {order}")
+        while True:
+            batch = cur.fetchmany(BATCH_ROWS)
+            if not batch:
+                return
+            yield from batch
+
+    # -- writing ---------------------------------------------------------
+    def drop(self, names: Sequence[str]) -> None:
+        for n in names:
+            self.conn.execute(f"DROP TABLE IF EXISTS {quote(n)}")
+
+    def create(self, table: Table, source_engine: str) -> None:
+        if source_engine == ENGINE and table.ddl:
+            self.conn.execute(table.ddl)
+            return
+        parts = []
+        single_identity = [c.name for c in table.columns if c.identity]
+        for c in table.columns:
+            ddl = f"{quote(c.name)} {KIND_TYPES.get(c.kind, 'TEXT')}"
+            if c.identity and table.primary_key == (c.name,) and len(single_identity) == 1:
+                ddl = f"{quote(c.name)} INTEGER PRIMARY KEY"
+            elif not c.nullable:
+                ddl += " NOT NULL"
+            parts.append(ddl)
+        if table.primary_key and not any("PRIMARY KEY" in p for p in parts):
+            parts.append(f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})")
+        for fk in table.foreign_keys:
+            parts.append(
+                f"FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES "
+                f"{quote(fk.ref_table)} ({', '.join(quote(c) for c in fk.ref_columns)})"
+            )
+        self.conn.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(parts)})")
+
+    def clear(self, tables: Sequence[Table]) -> None:
+        for t in reversed(tables):
+            self.conn.execute(f"DELETE FROM {quote(t.name)}")
+
+    def insert(self, table: Table, columns: Sequence[str], rows: Iterable[SourcedRow]) -> int:
+        adapters: list[Callable[[Any], Any]] = []
+        for name in columns:
+            col = table.column(name)
+            adapters.append(_adapt_json if col is not None and col.kind == "json" else _adapt)
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)})"
+        )
+        n = 0
+        execute = self.conn.executemany
+        for batch in batched(rows):
+            values = [[a(v) for a, v in zip(adapters, vals, strict=True)] for _ref, vals in batch]
+            self.conn.execute("SAVEPOINT batch")
+            try:
+                execute(sql, values)
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK TO batch")
+                self._locate(sql, batch, values)
+                raise
+            self.conn.execute("RELEASE batch")
+            n += len(batch)
+        return n
+
+    def _locate(self, sql: str, batch: list[SourcedRow], values: list[list[Any]]) -> None:
+        for (ref, _), vals in zip(batch, values, strict=True):
+            try:
+                self.conn.execute(sql, vals)
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK TO batch")
+                raise LoadError(ref, f"{type(exc).__name__}: {exc}") from None
+        self.conn.execute("ROLLBACK TO batch")
+
+    def finish(self, created: Sequence[Table], loaded: Sequence[Table], source_engine: str) -> None:
+        if source_engine != ENGINE:
+            return
+        for t in created:
+            for stmt in t.indexes:
+                self.conn.execute(stmt)
+
+    def check_foreign_keys(self) -> None:
+        bad = self.conn.execute("PRAGMA foreign_key_check").fetchmany(5)
+        if bad:
+            table, rowid, parent, _ = bad[0]
+            raise LoadError(
+                f"table {table} (rowid {rowid})",
+                f"references a missing row of {parent} (foreign key)",
+            )

@@ -1,0 +1,480 @@
+"""Snapshot files: write and read directories, ZIPs (optionally encrypted) and Convex ZIPs.
+
+A tristage snapshot holds ``manifest.json`` and ``tables/<table>.jsonl``. In an
+encrypted backup each table file is a stream of AES-GCM chunks bound to the backup,
+the table, the chunk index and whether it is the last chunk (so a truncated or
+reordered stream fails). The manifest (schema, counts, checksums; no row values) is
+written last, so a snapshot without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from ..domain.snapshot import (
+    MANIFEST_NAME,
+    Column,
+    FileEntry,
+    JsonValue,
+    Manifest,
+    SnapshotFormatError,
+    Table,
+    decode_value,
+    dumps_row,
+    encode_value,
+    infer_kind,
+)
+from ..errors import TristageError
+from .datastores.base import Reader, SourcedRow
+
+ENC_MAGIC = b"TSENC1\n"
+CHUNK = 1 << 20
+FLUSH_ROWS = 1000
+
+Progress = Callable[[str, int, int | None], None]  # table, rows done, rows total
+
+
+class SnapshotError(TristageError):
+    pass
+
+
+class Box(Protocol):
+    def encrypt(self, plaintext: bytes, context: bytes = b"") -> bytes: ...
+
+    def decrypt(self, blob: bytes, context: bytes = b"") -> bytes: ...
+
+
+# ---------------------------------------------------------------------------
+# Encrypted member streams
+
+
+class _EncryptingWriter(io.RawIOBase):
+    def __init__(self, raw: IO[bytes], box: Box, context: bytes) -> None:
+        self.raw, self.box, self.context = raw, box, context
+        self.buf = bytearray()
+        self.index = 0
+        raw.write(ENC_MAGIC)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.buf += b
+        while len(self.buf) > CHUNK:
+            self._emit(bytes(self.buf[:CHUNK]), final=False)
+            del self.buf[:CHUNK]
+        return len(b)
+
+    def _emit(self, chunk: bytes, final: bool) -> None:
+        ctx = self.context + f"|{self.index}|{int(final)}".encode()
+        blob = self.box.encrypt(chunk, ctx)
+        self.raw.write(struct.pack(">I", len(blob)) + blob)
+        self.index += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self._emit(bytes(self.buf), final=True)
+            self.buf.clear()
+        super().close()
+
+
+def _decrypting_chunks(raw: IO[bytes], box: Box, context: bytes) -> Iterator[bytes]:
+    if raw.read(len(ENC_MAGIC)) != ENC_MAGIC:
+        raise SnapshotFormatError("not an encrypted tristage stream")
+
+    def read_blob() -> bytes | None:
+        head = raw.read(4)
+        if not head:
+            return None
+        if len(head) < 4:
+            raise SnapshotFormatError("truncated encrypted stream")
+        (n,) = struct.unpack(">I", head)
+        blob = raw.read(n)
+        if len(blob) != n:
+            raise SnapshotFormatError("truncated encrypted stream")
+        return blob
+
+    index = 0
+    blob = read_blob()
+    if blob is None:
+        raise SnapshotFormatError("empty encrypted stream")
+    while blob is not None:
+        nxt = read_blob()
+        final = nxt is None
+        yield box.decrypt(blob, context + f"|{index}|{int(final)}".encode())
+        index += 1
+        blob = nxt
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = rest + chunk
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        for p in parts:
+            yield p + b"\n"
+    if rest:
+        yield rest
+
+
+def _read_chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        b = f.read(CHUNK)
+        if not b:
+            return
+        yield b
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def table_file(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "table"
+    candidate, i = base, 1
+    while candidate.lower() in taken:
+        i += 1
+        candidate = f"{base}-{i}"
+    taken.add(candidate.lower())
+    return f"tables/{candidate}.jsonl"
+
+
+class Sink(Protocol):
+    def member(self, path: str) -> AbstractContextManager[IO[bytes]]: ...
+
+    def finish(self, manifest: Manifest) -> None: ...
+
+
+class DirSink:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+
+    @contextmanager
+    def member(self, path: str) -> Iterator[IO[bytes]]:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, manifest: Manifest) -> None:
+        _write_synced(self.root / MANIFEST_NAME, manifest.to_json().encode())
+
+
+class ZipSink:
+    def __init__(
+        self, fileobj: IO[bytes], box: Box | None = None, context: bytes = b"", level: int = 6
+    ) -> None:
+        self.zip = zipfile.ZipFile(
+            fileobj, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level
+        )
+        self.box, self.context = box, context
+
+    @contextmanager
+    def member(self, path: str) -> Iterator[IO[bytes]]:
+        with self.zip.open(path, "w", force_zip64=True) as raw:
+            if self.box is None:
+                yield raw
+            else:
+                enc = _EncryptingWriter(raw, self.box, self.context + b"|" + path.encode())
+                yield enc  # type: ignore[misc]
+                enc.close()
+
+    def finish(self, manifest: Manifest) -> None:
+        self.zip.writestr(MANIFEST_NAME, manifest.to_json())
+        self.zip.close()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def export_tables(
+    reader: Reader,
+    tables: Sequence[Table],
+    sink: Sink,
+    progress: Progress | None = None,
+    transform: Callable[[Table], Callable[[Sequence[Any]], Sequence[Any]] | None] | None = None,
+) -> dict[str, FileEntry]:
+    """Stream each table into the sink as JSONL; returns the file entries."""
+    files: dict[str, FileEntry] = {}
+    taken: set[str] = set()
+    for table in tables:
+        path = table_file(table.name, taken)
+        total = reader.count(table.name)
+        names = table.column_names
+        fn = transform(table) if transform else None
+        h = hashlib.sha256()
+        n = size = 0
+        if progress:
+            progress(table.name, 0, total)
+        with sink.member(path) as out:
+            buf: list[str] = []
+            for row in reader.rows(table):
+                vals = fn(row) if fn else row
+                obj = {
+                    k: v if (v is None or type(v) is str or type(v) is int) else encode_value(v)
+                    for k, v in zip(names, vals, strict=True)
+                }
+                buf.append(dumps_row(obj))
+                n += 1
+                if len(buf) >= FLUSH_ROWS:
+                    data = ("\n".join(buf) + "\n").encode("utf-8")
+                    h.update(data)
+                    out.write(data)
+                    size += len(data)
+                    buf.clear()
+                    if progress:
+                        progress(table.name, n, total)
+            if buf:
+                data = ("\n".join(buf) + "\n").encode("utf-8")
+                h.update(data)
+                out.write(data)
+                size += len(data)
+        if progress:
+            progress(table.name, n, total)
+        files[table.name] = FileEntry(path=path, rows=n, sha256=h.hexdigest(), bytes=size)
+    return files
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+def _safe_member(path: str) -> str:
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise SnapshotFormatError(f"unsafe path {path!r} in the manifest")
+    return path
+
+
+class Source:
+    """A snapshot to read: its manifest and the lines of each table file."""
+
+    def __init__(
+        self,
+        label: str,
+        manifest: Manifest,
+        opener: Callable[[str], IO[bytes]],
+        box: Box | None = None,
+        context: bytes = b"",
+        closer: Callable[[], None] | None = None,
+    ) -> None:
+        self.label = label
+        self.manifest = manifest
+        self._open = opener
+        self._box, self._context = box, context
+        self._closer = closer
+
+    def close(self) -> None:
+        if self._closer:
+            self._closer()
+
+    def where(self, table: str) -> str:
+        return self.manifest.files[table].path
+
+    def lines(self, table: str) -> Iterator[bytes]:
+        path = _safe_member(self.manifest.files[table].path)
+        with self._open(path) as f:
+            if self.manifest.encrypted:
+                if self._box is None:
+                    raise SnapshotError(
+                        f"{self.label} is encrypted", "it needs this platform's master key"
+                    )
+                yield from _lines(
+                    _decrypting_chunks(f, self._box, self._context + b"|" + path.encode())
+                )
+            else:
+                yield from _lines(_read_chunks(f))
+
+    def verify(self, tables: Sequence[str] | None = None) -> list[str]:
+        """Problems found by re-reading every file against the manifest ([] = intact)."""
+        problems: list[str] = []
+        for name in tables if tables is not None else list(self.manifest.files):
+            entry = self.manifest.files[name]
+            h = hashlib.sha256()
+            n = 0
+            try:
+                for line in self.lines(name):
+                    h.update(line)
+                    n += 1
+            except (OSError, zipfile.BadZipFile, SnapshotFormatError, TristageError) as exc:
+                problems.append(f"{entry.path}: unreadable ({_why(exc)})")
+                continue
+            except (EOFError, ValueError) as exc:
+                problems.append(f"{entry.path}: unreadable ({_why(exc)})")
+                continue
+            if n != entry.rows:
+                problems.append(f"{entry.path}: {n} rows, the manifest says {entry.rows}")
+            if h.hexdigest() != entry.sha256:
+                problems.append(f"{entry.path}: sha256 differs from the manifest")
+        return problems
+
+    def rows(
+        self, table: str, target: Table, columns: Sequence[str] | None = None
+    ) -> Iterator[SourcedRow]:
+        """Decoded rows with their `file:line`; a bad line raises SnapshotError."""
+        cols = list(columns or target.column_names)
+        index = {c: i for i, c in enumerate(cols)}
+        width = len(cols)
+        wrap_json = self.manifest.engine == "convex"
+        json_idx = [i for i, c in enumerate(cols) if (tc := target.column(c)) and tc.kind == "json"]
+        path = self.where(table)
+        lineno = 0
+        for raw in self.lines(table):
+            lineno += 1
+            ref = f"{self.label}:{path}:{lineno}"
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise SnapshotError(
+                    f"{ref}: not valid JSON ({exc})", "nothing was changed; fix that line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise SnapshotError(
+                    f"{ref}: expected a JSON object, got {type(obj).__name__}",
+                    "nothing was changed; each line is one row as an object",
+                )
+            vals: list[Any] = [None] * width
+            for k, j in obj.items():
+                i = index.get(k)
+                if i is None:
+                    raise SnapshotError(
+                        f"{ref}: unknown column {k!r} (table {target.name} has: {', '.join(cols)})",
+                        "nothing was changed; add the column to the table or drop it from the line",
+                    )
+                try:
+                    vals[i] = decode_value(j)
+                except SnapshotFormatError as exc:
+                    raise SnapshotError(f"{ref}: column {k!r}: {exc}") from None
+            if wrap_json:
+                for i in json_idx:
+                    if vals[i] is not None and not isinstance(vals[i], JsonValue):
+                        vals[i] = JsonValue(vals[i])
+            yield ref, vals
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+def open_source(path: Path, box: Box | None = None, context: bytes = b"") -> Source:
+    """Open a snapshot directory, a tristage ZIP or a Convex snapshot ZIP."""
+    label = path.name
+    if path.is_dir():
+        mpath = path / MANIFEST_NAME
+        if not mpath.is_file():
+            raise SnapshotError(
+                f"{path} has no {MANIFEST_NAME}",
+                "it is not a complete tristage snapshot (an interrupted export?)",
+            )
+        manifest = Manifest.from_json(mpath.read_bytes())
+        root = path.resolve()
+
+        def open_file(member: str) -> IO[bytes]:
+            p = (root / member).resolve()
+            if root not in p.parents:
+                raise SnapshotFormatError(f"unsafe path {member!r}")
+            return open(p, "rb")
+
+        return Source(label, manifest, open_file, box, context)
+    if not path.is_file():
+        raise SnapshotError(f"no snapshot at {path}", "pass a snapshot directory or ZIP file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SnapshotError(
+            f"{path} is not a readable ZIP ({exc})", "it is damaged or truncated"
+        ) from None
+    try:
+        names = set(zf.namelist())
+        if MANIFEST_NAME in names:
+            manifest = Manifest.from_json(zf.read(MANIFEST_NAME))
+        elif any(n.endswith("/documents.jsonl") for n in names):
+            manifest = _convex_manifest(zf)
+        else:
+            raise SnapshotError(
+                f"{path} holds neither a {MANIFEST_NAME} nor Convex table folders",
+                "pass a snapshot made by 'tristage db export' or a Convex snapshot ZIP",
+            )
+    except SnapshotFormatError as exc:
+        zf.close()
+        raise SnapshotError(f"{path}: {exc}") from None
+    except BaseException:
+        zf.close()
+        raise
+
+    def open_member(member: str) -> IO[bytes]:
+        return zf.open(member)
+
+    return Source(label, manifest, open_member, box, context, zf.close)
+
+
+def _convex_manifest(zf: zipfile.ZipFile) -> Manifest:
+    """Read a Convex snapshot ZIP: a folder per table with `documents.jsonl`."""
+    tables: list[Table] = []
+    files: dict[str, FileEntry] = {}
+    for member in sorted(zf.namelist()):
+        parts = member.split("/")
+        if len(parts) != 2 or parts[1] != "documents.jsonl" or parts[0].startswith("_"):
+            continue
+        name = parts[0]
+        order: list[str] = []
+        samples: dict[str, list[Any]] = {}
+        h = hashlib.sha256()
+        n = size = 0
+        with zf.open(member) as f:
+            for lineno, line in enumerate(_lines(_read_chunks(f)), 1):
+                h.update(line)
+                size += len(line)
+                if not line.strip():
+                    continue
+                n += 1
+                try:
+                    doc = json.loads(line)
+                except ValueError as exc:
+                    raise SnapshotFormatError(
+                        f"{member}:{lineno}: not valid JSON ({exc})"
+                    ) from None
+                if not isinstance(doc, dict):
+                    raise SnapshotFormatError(f"{member}:{lineno}: expected a JSON object")
+                for k, v in doc.items():
+                    if k not in samples:
+                        samples[k] = []
+                        order.append(k)
+                    s = samples[k]
+                    if v is not None and len(s) < 64 and type(v) not in {type(x) for x in s}:
+                        s.append(v)
+        head = [k for k in ("_id", "_creationTime") if k in samples]
+        cols = tuple(
+            Column(name=k, type="", kind=infer_kind(samples[k]), nullable=k != "_id")
+            for k in head + [k for k in order if k not in head]
+        )
+        tables.append(Table(name, cols, ("_id",) if "_id" in samples else ()))
+        files[name] = FileEntry(path=member, rows=n, sha256=h.hexdigest(), bytes=size)
+    return Manifest(engine="convex", tables=tables, files=files, kind="convex")
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
