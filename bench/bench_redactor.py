@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import secrets
 import string
 import sys
 import time
@@ -80,7 +79,9 @@ def main() -> None:
     print(f"{n} secrets, {size:.1f} MB log, trie compiled in {compile_s * 1000:.1f} ms")
     for name, t in (("trie regex", t_trie), ("str.replace loop", t_loop), ("flat regex", t_flat)):
         print(f"  {name:18s} {t * 1000:8.1f} ms  {size / t:8.1f} MB/s")
-    print(f"ratio vs str.replace loop: {t_loop / t_trie:.2f}x; vs flat regex: {t_flat / t_trie:.2f}x")
+    print(
+        f"ratio vs str.replace loop: {t_loop / t_trie:.2f}x; vs flat regex: {t_flat / t_trie:.2f}x"
+    )
 
 
 if __name__ == "__main__":
