@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from ..domain.deployments import Deployment, Status
-from ..errors import EXIT_FAILED
+from ..errors import EXIT_FAILED, TristageError
 from .common import age, console, current_project, err_console, get_api, print_json
 
 STATUS_STYLE = {
@@ -80,6 +81,33 @@ def receive(project: str = typer.Option(..., "--project")) -> None:
             console.print(f"tristage: warning: {warning}", markup=False)
         rc = max(rc, _follow(dep))
     raise typer.Exit(rc)
+
+
+def receive_main() -> None:
+    """Entry of the post-receive hook: `python -c '...receive_main()' --home H --project P`.
+
+    Lighter than the full CLI (only this command group is imported), so a push
+    reaches the control plane sooner.
+    """
+    from .common import state
+
+    args = sys.argv[1:]
+    try:
+        state.home = Path(args[args.index("--home") + 1])
+        project = args[args.index("--project") + 1]
+    except (ValueError, IndexError):
+        err_console.print("usage: receive --home HOME --project NAME", markup=False)
+        sys.exit(2)
+    try:
+        receive(project)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except TristageError as exc:
+        err_console.print(f"tristage: error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    finally:
+        if state.api is not None:
+            state.api.close()
 
 
 def deploy(

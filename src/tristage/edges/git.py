@@ -41,8 +41,9 @@ def run(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -
 
 
 def hook_script(home: Path, project: str) -> str:
-    """The post-receive hook: the same interpreter runs `tristage receive`."""
-    cmd = [sys.executable, "-m", "tristage", "--home", str(home), "receive", "--project", project]
+    """The post-receive hook: the same interpreter runs the `receive` command."""
+    code = "from tristage.cli.deploys import receive_main; receive_main()"
+    cmd = [sys.executable, "-c", code, "--home", str(home), "--project", project]
     return "#!/bin/sh\n# installed by tristage: enqueue a deployment per pushed branch\n" + (
         "exec " + " ".join(shlex.quote(c) for c in cmd) + "\n"
     )

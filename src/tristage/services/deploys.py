@@ -459,6 +459,9 @@ class DeployService:
                     return
             if time.monotonic() > deadline:
                 return
+            if self.controlplane() is None:
+                yield "the control plane stopped: the deployment resumes when 'tristage up' runs"
+                return
             time.sleep(0.05)
 
     def tail(self, deployment: str, build: bool, follow: bool) -> Iterator[str]:

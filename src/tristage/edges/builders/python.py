@@ -10,11 +10,9 @@ costs one venv creation instead of an install.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 from .base import BuildContext, BuildFailed
@@ -52,13 +50,18 @@ def _site_packages(venv: Path) -> Path:
     return venv / "lib" / ver / "site-packages"
 
 
-def _has_requirements(root: Path) -> bool:
+def _uses_cache(root: Path) -> bool:
+    return any((root / f).is_file() for f in ("requirements.txt", "pyproject.toml", "setup.py"))
+
+
+def _has_entries(root: Path) -> bool:
+    """False for a requirements.txt with nothing but comments (and no pyproject)."""
+    if (root / "pyproject.toml").is_file() or (root / "setup.py").is_file():
+        return True
     req = root / "requirements.txt"
-    if req.is_file():
-        for line in req.read_text(encoding="utf-8").splitlines():
-            if line.split("#", 1)[0].strip():
-                return True
-    return (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
+    return any(
+        line.split("#", 1)[0].strip() for line in req.read_text(encoding="utf-8").splitlines()
+    )
 
 
 def _install(ctx: BuildContext, root: Path, venv: Path) -> None:
@@ -82,20 +85,24 @@ def build(ctx: BuildContext) -> tuple[str, ...]:
     """Prepare `.venv` in the artifact; returns the PATH prefix for the release."""
     root = ctx.artifact
     deps = None
-    if _has_requirements(root):
+    if _uses_cache(root):
         key = deps_key(root)
         cached = ctx.cache / "python" / key
         if (cached / ".complete").is_file():
             ctx.log.line(f"> dependencies: cache hit ({key})")
         else:
             ctx.log.line(f"> dependencies: cache miss ({key}), installing")
-            tmp = cached.with_name(f"{key}.partial-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
+            cached.parent.mkdir(parents=True, exist_ok=True)
             # a venv is not relocatable: build it at its final path, mark it complete last
             shutil.rmtree(cached, ignore_errors=True)
             try:
-                _install(ctx, root, cached)
+                if _has_entries(root):
+                    _install(ctx, root, cached)
+                else:
+                    ctx.step(
+                        "python -m venv (no dependencies listed)",
+                        [base_python(), "-m", "venv", "--without-pip", str(cached)],
+                    )
             except BuildFailed:
                 shutil.rmtree(cached, ignore_errors=True)
                 raise
@@ -119,7 +126,3 @@ def build(ctx: BuildContext) -> tuple[str, ...]:
         f"> virtualenv ready ({'cached dependencies' if deps else 'standard library only'})"
     )
     return (str(venv / "bin"),)
-
-
-def scripts_dir() -> str:
-    return sysconfig.get_path("scripts")

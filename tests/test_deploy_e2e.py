@@ -1,0 +1,223 @@
+"""Whole-flow deploy tests: real git pushes into the hosted repository, a real control
+plane process, real releases on loopback ports, real HTTP through the router."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import git, run_cli
+from test_deploy_helpers import (
+    ControlPlane,
+    Load,
+    commit,
+    deployment_id,
+    deployments,
+    make_project,
+    push,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def project(repo: Path) -> Path:
+    return make_project(repo)
+
+
+@pytest.fixture
+def cp(home: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(home).start()
+    yield plane
+    plane.stop()
+
+
+def test_push_main_and_test_serve_production_and_preview(project: Path, cp: ControlPlane) -> None:
+    r = push(project, "main")
+    assert r.returncode == 0, r.stderr
+    prod = deployment_id(r.stderr)
+    # the push prints the build log and the URL, like Vercel's CLI
+    assert "git archive" in r.stderr
+    assert f"production: http://shop.localhost:{cp.port}" in r.stderr
+    assert f"http://{prod}.shop.localhost:{cp.port}" in r.stderr
+    body = cp.get("shop.localhost").json()
+    assert body["deployment"] == prod
+    assert body["environment"] == "production" and body["branch"] == "main"
+    assert body["database"] is True
+    assert cp.serves("production.shop.localhost") == prod
+    assert cp.serves(f"{prod}.shop.localhost") == prod
+
+    git(project, "checkout", "-qb", "test")
+    commit(project, {"note.txt": "qa\n"}, "qa change")
+    r = push(project, "test")
+    assert r.returncode == 0, r.stderr
+    preview = deployment_id(r.stderr)
+    assert f"preview: http://preview.shop.localhost:{cp.port}" in r.stderr
+    assert cp.get("preview.shop.localhost").json()["environment"] == "preview"
+    assert cp.serves("preview.shop.localhost") == preview
+    assert cp.serves("test.shop.localhost") == preview  # the branch host
+    assert cp.serves("shop.localhost") == prod  # production untouched
+    assert cp.get("nothing.shop.localhost").status_code == 404
+    assert cp.get("development.shop.localhost").status_code == 503
+
+    listed = {d["id"]: d for d in deployments(project)}
+    assert listed[prod]["live"] and listed[preview]["live"]
+    assert listed[preview]["message"] == "qa change"
+    status = json.loads(run_cli("status", "--json", cwd=project).stdout)
+    by_env = {e["environment"]: e for e in status["environments"]}
+    assert by_env["production"]["deployment"] == prod
+    assert by_env["production"]["health"] == "healthy"
+    assert by_env["development"]["deployment"] is None
+    text = run_cli("deployments", cwd=project, env={"COLUMNS": "200"}).stdout
+    assert prod in text and "live" in text
+
+
+def test_failing_health_check_never_takes_production(project: Path, cp: ControlPlane) -> None:
+    good = deployment_id(push(project, "main").stderr)
+    commit(project, {"MODE": "unhealthy\n"}, "break health")
+    r = push(project, "main")
+    bad = deployment_id(r.stderr)
+    assert "health check GET /health did not answer 2xx/3xx" in r.stderr
+    assert cp.serves("shop.localhost") == good
+    listed = {d["id"]: d for d in deployments(project)}
+    assert listed[bad]["status"] == "error" and not listed[bad]["live"]
+    assert "HTTP 500" in listed[bad]["reason"]
+    assert listed[good]["live"]
+    # a failed deployment cannot be promoted either
+    r = run_cli("promote", bad, cwd=project)
+    assert r.returncode == 1 and "not ready" in r.stderr
+
+
+def test_promote_and_rollback_under_load(project: Path, cp: ControlPlane) -> None:
+    first = deployment_id(push(project, "main").stderr)
+    git(project, "checkout", "-qb", "test")
+    commit(project, {"note.txt": "v2\n"}, "v2")
+    preview = deployment_id(push(project, "test").stderr)
+    with Load(cp.port, "shop.localhost") as load:
+        time.sleep(0.2)
+        r = run_cli("promote", preview, cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert "reusing the artifact" in r.stdout
+        promoted = r.stdout.split("production deployment ")[1].split()[0]
+        assert cp.serves("shop.localhost") == promoted
+        time.sleep(0.2)
+        r = run_cli("rollback", cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert cp.serves("shop.localhost") == first
+        time.sleep(0.2)
+        r = run_cli("rollback", "--to", promoted, cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert cp.serves("shop.localhost") == promoted
+        time.sleep(0.2)
+    assert load.failures == []
+    assert load.requests > 20
+    assert set(load.seen) == {first, promoted}
+    body = cp.get("shop.localhost").json()
+    assert body["environment"] == "production" and body["branch"] == "test"
+    # rollback from a preview deployment is refused with a hint
+    r = run_cli("rollback", "--to", preview, cwd=project)
+    assert r.returncode == 1 and "tristage promote" in r.stderr
+
+
+def test_kill9_of_control_plane_then_restart_keeps_production(
+    project: Path, cp: ControlPlane
+) -> None:
+    prod = deployment_id(push(project, "main").stderr)
+    upstream = run_cli("status", "--json", cwd=project)
+    assert upstream.returncode == 0
+    # a build that will be interrupted
+    git(project, "checkout", "-qb", "dev")
+    slow = (project / "tristage.toml").read_text().replace("[app]\n", '[app]\nbuild = "sleep 30"\n')
+    commit(project, {"tristage.toml": slow}, "slow build")
+    import subprocess
+
+    pusher = subprocess.Popen(
+        ["git", "push", "tristage", "dev"], cwd=project, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    wait_for(lambda: any(d["status"] == "building" for d in deployments(project)), 20, "the build")
+    cp.kill9()
+    out, _ = pusher.communicate(timeout=20)
+    assert "control plane stopped" in out
+    cp.start()  # same port
+    assert cp.serves("shop.localhost") == prod
+    assert f"{prod} re-adopted" in cp.output()
+    building = [d for d in deployments(project) if d["branch"] == "dev"]
+    assert building[0]["status"] == "error" and "interrupted" in building[0]["reason"]
+
+
+def test_crash_loop_is_marked_crashed(project: Path, cp: ControlPlane) -> None:
+    git(project, "checkout", "-qb", "test")
+    commit(project, {"MODE": "crash\n"}, "crashes after start")
+    dep = deployment_id(push(project, "test").stderr)
+    wait_for(
+        lambda: next(d for d in deployments(project) if d["id"] == dep)["status"] == "crashed",
+        20,
+        "the crash loop",
+    )
+    reason = next(d for d in deployments(project) if d["id"] == dep)["reason"]
+    assert "crash loop" in reason and "exit code 3" in reason
+    assert "restarting" in cp.output()
+
+
+def test_deploy_from_working_copy_and_logs(project: Path, cp: ControlPlane) -> None:
+    git(project, "checkout", "-qb", "feature/Login")
+    commit(project, {"note.txt": "wip\n"}, "wip")
+    r = run_cli("deploy", cwd=project)
+    assert r.returncode == 0, r.stderr
+    dep = r.stdout.split("deployment ")[1].split()[0]
+    assert "development: http://development.shop.localhost" in r.stdout
+    assert cp.serves("development.shop.localhost") == dep
+    assert cp.serves("feature-login.shop.localhost") == dep
+    build_log = run_cli("logs", dep, "--build", cwd=project).stdout
+    assert "git archive" in build_log and "healthy in" in build_log
+    cp.get("development.shop.localhost", "/hello")
+    wait_for(lambda: "GET /hello" in run_cli("logs", dep, cwd=project).stdout, 10, "runtime log")
+    r = run_cli("logs", "0zzzzzzz", cwd=project)
+    assert r.returncode == 1 and "no deployment" in r.stderr
+
+
+def test_push_while_down_is_carried_out_on_up(project: Path, home: Path) -> None:
+    r = push(project, "main")
+    assert r.returncode == 0, r.stderr
+    assert "control plane is not running" in r.stderr
+    dep = deployment_id(r.stderr)
+    plane = ControlPlane(home).start()
+    try:
+        wait_for(lambda: plane.serves("shop.localhost") == dep, 20, "the queued deployment")
+    finally:
+        plane.stop()
+    # a clean stop stops the releases too
+    assert run_cli("status", "--json", cwd=project).returncode == 0
+    rows = json.loads(run_cli("status", "--json", cwd=project).stdout)["environments"]
+    assert next(e for e in rows if e["environment"] == "production")["health"] == "down"
+
+
+def test_rule_violation_refuses_the_deploy(project: Path, cp: ControlPlane) -> None:
+    toml = (project / "tristage.toml").read_text()
+    start = toml.index("[environments.production]")
+    toml = toml[:start] + toml[start:].replace("required = []", 'required = ["API_KEY"]', 1)
+    commit(project, {"tristage.toml": toml}, "require API_KEY")
+    run_cli("resolve", "main", cwd=project)  # registers the new configuration
+    r = push(project, "main")
+    assert "deploy refused" in r.stderr and "API_KEY" in r.stderr
+    dep = deployments(project)[0]
+    assert dep["status"] == "error" and "API_KEY" in dep["reason"]
+    assert cp.get("shop.localhost").status_code == 503
+
+
+def test_requirements_venv_cache(repo: Path, cp: ControlPlane) -> None:
+    project = make_project(repo)
+    commit(project, {"requirements.txt": "# no third-party dependencies\n"}, "deps")
+    first = deployment_id(push(project, "main").stderr)
+    assert "cache miss" in run_cli("logs", first, "--build", cwd=project).stdout
+    r = run_cli("redeploy", first, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "cache hit" in r.stdout
+    second = r.stdout.split("deployment ")[1].split()[0]
+    assert cp.serves("shop.localhost") == second
