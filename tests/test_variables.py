@@ -141,15 +141,19 @@ def test_redactor_hides_all_forms_and_keeps_short_values() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.text(min_size=6, max_size=20), min_size=1, max_size=8),
-    st.text(max_size=40),
+    st.lists(
+        st.text(st.characters(blacklist_characters="*"), min_size=6, max_size=20),
+        min_size=1,
+        max_size=8,
+    ),
+    st.text(st.characters(blacklist_characters="*"), max_size=40),
 )
 def test_redactor_never_leaks(secrets: list[str], noise: str) -> None:
     redact = compile_redactor(secrets)
     text = noise.join(secrets) + noise
     out = redact(text)
     for s in secrets:
-        assert s not in out or s in "****"
+        assert s not in out
 
 
 # -- dotenv round trip -------------------------------------------------------------
