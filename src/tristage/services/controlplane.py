@@ -292,6 +292,11 @@ class ControlPlane:
     def claim_queued(self) -> None:
         store = self.api.store
         while len(self.pipelines) < 8:
+            if (
+                store.query_one("SELECT 1 FROM deployments WHERE status=? LIMIT 1", ("queued",))
+                is None
+            ):
+                return  # the common case on a nudge: no write transaction
             with store.transaction():
                 row = store.query_one(
                     "SELECT * FROM deployments WHERE status=? ORDER BY seq LIMIT 1",
@@ -651,6 +656,7 @@ class ControlPlane:
         if self.stopping:
             return
         store = self.api.store
+        began = time.perf_counter()
         switched: list[dict[str, Any]] = []
         wanted: set[str] = set()
         ready = {
@@ -718,9 +724,10 @@ class ControlPlane:
                     target=row["desired"],
                     details={"from": row["routed"]},
                 )
+            took = (time.perf_counter() - began) * 1000
             self.log(
                 f"{row['project']}/{row['environment']} now serves {row['desired']}"
-                f" (was {row['routed'] or 'nothing'})"
+                f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
             )
         # 2. start what should run
         for dep_id in wanted:

@@ -414,7 +414,7 @@ class DeployService:
         if self.controlplane() is None:
             return False
         deadline = time.monotonic() + timeout
-        delay = 0.002
+        delay = 0.001
         while time.monotonic() < deadline:
             row = self.api.store.query_one(
                 "SELECT a.routed, d.status FROM deployments d LEFT JOIN aliases a"
@@ -427,7 +427,7 @@ class DeployService:
                                          Status.canceled.value):  # fmt: skip
                 return False
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 1.5, 0.005)
         return False
 
     # -- following -----------------------------------------------------------
