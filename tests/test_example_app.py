@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -39,8 +41,20 @@ CLERK_SECRET_KEY = "sk_test_" + secrets.token_hex(16)
 STRIPE_SECRET_KEY = "sk_test_" + secrets.token_hex(16)
 COMMIT = "3f1c2e9ab07d5e64c1d2f3a4b5c6d7e8f9a0b1c2"
 
-sys.path.insert(0, str(APP_DIR))
-from saasapp import signatures  # noqa: E402
+
+def _load_signatures() -> ModuleType:
+    """The app's verifier module, loaded from its file (the app dir stays off sys.path)."""
+    spec = importlib.util.spec_from_file_location(
+        "saas_app_signatures", APP_DIR / "saasapp" / "signatures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+signatures = _load_signatures()
+
 
 # -- processes ------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Handler(BaseHTTPRequestHandler):
     server: AppServer
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a connection may stay silent
+    disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stall
 
     def handle(self) -> None:
         self.close_connection = True
