@@ -28,12 +28,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..domain import webhooks as dom
 from ..domain.config import WebhookSource
 from ..edges import webhook_verify as wv
+from ..edges.router.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 from ..edges.store import Row, Store
 from ..errors import NotFound, TristageError, UsageError
 
@@ -491,44 +493,72 @@ class WebhookService:
         concurrency: int = 16,
         timeout: float = 15.0,
     ) -> None:
-        """Forward stored deliveries to live releases until `stop` is set."""
+        """Forward stored deliveries to live releases until `stop` is set.
+
+        `concurrency` workers post deliveries; up to twice as many are claimed ahead
+        (leased in the store) so the store is read once per batch, not per delivery.
+        """
         loop = asyncio.get_running_loop()
         self._wake = wake = asyncio.Event()
         self._wake_loop = loop
-        inflight: set[asyncio.Task[None]] = set()
-        lease = timeout + 5.0
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        prefetch = concurrency * 2
+        lease = timeout * 3 + 5.0  # covers the wait in the local queue and the request
+        queue: asyncio.Queue[_Claimed | None] = asyncio.Queue()
+        outstanding = 0  # claimed and not finished
         stopper = asyncio.ensure_future(stop.wait())
+
+        async def worker(client: _Poster) -> None:
+            nonlocal outstanding
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                try:
+                    await self._send(client, item)
+                finally:
+                    outstanding -= 1
+                    if outstanding <= concurrency:
+                        wake.set()
+
         try:
-            async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            async with _Poster(timeout, concurrency) as client:
+                workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
                 while not stop.is_set():
                     wake.clear()
-                    room = concurrency - len(inflight)
-                    claimed: list[_Claimed] = []
-                    next_due: float | None = None
-                    if room > 0:
+                    delay = poll_interval
+                    if outstanding <= concurrency:
+                        room = prefetch - outstanding
+                        claimed: list[_Claimed] = []
+                        next_due: float | None = None
                         try:
                             claimed, next_due = await self._claim_round(upstream, room, lease)
                         except Exception as exc:  # the store is busy or gone: retry later
                             log.error("webhook forwarder: claiming failed: %s", exc)
-                    for item in claimed:
-                        task = asyncio.create_task(self._send(client, item, wake))
-                        inflight.add(task)
-                        task.add_done_callback(inflight.discard)
-                    if claimed and len(claimed) == room:
-                        continue  # more may be due
-                    delay = poll_interval
-                    if next_due is not None:
-                        delay = min(delay, max(0.0, next_due - time.time()))
-                    if delay <= 0 and room > 0 and not claimed:
-                        delay = 0.01
+                        for item in claimed:
+                            queue.put_nowait(item)
+                        outstanding += len(claimed)
+                        if claimed and len(claimed) == room:
+                            continue  # more may be due: claim again once the queue drains
+                        if next_due is not None:
+                            delay = min(delay, max(0.01, next_due - time.time()))
                     waiter = asyncio.ensure_future(wake.wait())
                     await asyncio.wait(
                         {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
                     )
                     waiter.cancel()
-                if inflight:
-                    await asyncio.wait(inflight, timeout=timeout + 1)
+                # stopping: hand back what was claimed but not started, finish the rest
+                unsent: list[str] = []
+                while not queue.empty():
+                    left = queue.get_nowait()
+                    if left is not None:
+                        unsent.append(left.id)
+                if unsent:
+                    await self.writer.run(lambda s: _release(s, unsent))
+                for _ in workers:
+                    queue.put_nowait(None)
+                _, pending = await asyncio.wait(workers, timeout=timeout + 1)
+                for task in pending:
+                    task.cancel()
         finally:
             stopper.cancel()
             if self._wake is wake:
@@ -612,7 +642,7 @@ class WebhookService:
                 )
         return out
 
-    async def _send(self, client: httpx.AsyncClient, item: _Claimed, wake: asyncio.Event) -> None:
+    async def _send(self, client: _Poster, item: _Claimed) -> None:
         try:
             headers = dict(item.headers)
             if time.time() - item.received_at > RESIGN_AFTER:
@@ -621,17 +651,7 @@ class WebhookService:
             headers["x-tristage-attempt"] = str(item.tries + 1)
             started = time.time()
             t0 = time.perf_counter()
-            try:
-                resp = await client.post(item.url, content=item.body, headers=headers)
-                error = None
-                if not 200 <= resp.status_code < 300:
-                    snippet = resp.text[:200].strip()
-                    error = f"HTTP {resp.status_code}" + (f": {snippet}" if snippet else "")
-                outcome = dom.Outcome(resp.status_code, error)
-            except httpx.TimeoutException:
-                outcome = dom.Outcome(None, f"timeout after {client.timeout.read}s")
-            except httpx.HTTPError as exc:
-                outcome = dom.Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+            outcome = await client.post(item.url, headers, item.body)
             duration = (time.perf_counter() - t0) * 1000
             now = time.time()
             tr = dom.after_attempt(item.tries, outcome, item.schedule, now, self._rng.random())
@@ -650,8 +670,6 @@ class WebhookService:
                 )
         except Exception as exc:  # never lose the forwarder to one delivery
             log.error("webhook forwarder: delivery %s: %s", item.id, exc)
-        finally:
-            wake.set()
 
     async def _fresh_signature(self, item: _Claimed) -> dict[str, str]:
         """A late retry carries a fresh signature (same id, same body) made with the
@@ -895,6 +913,71 @@ class WebhookService:
 
 
 # ---------------------------------------------------------------------------
+# Posting to the app: the router's lean pooled HTTP/1.1 client (keep-alive per release)
+
+
+class _Poster:
+    def __init__(self, timeout: float, max_idle: int) -> None:
+        self.timeout = timeout
+        self.pool = UpstreamPool(connect_timeout=min(timeout, 5.0), max_idle=max_idle)
+
+    async def __aenter__(self) -> _Poster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool.close()
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> dom.Outcome:
+        target = urlsplit(url)
+        addr = (target.hostname or "127.0.0.1", target.port or 80)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        lines = [f"POST {path} HTTP/1.1", f"Host: {target.netloc}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k not in _HOP_HEADERS]
+        lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            return await asyncio.wait_for(self._exchange(addr, head, body), self.timeout)
+        except TimeoutError:
+            return dom.Outcome(None, f"timeout after {self.timeout:g}s")
+        except (OSError, UpstreamClosed) as exc:
+            return dom.Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _exchange(self, addr: tuple[str, int], head: bytes, body: bytes) -> dom.Outcome:
+        conn = await self.pool.acquire(addr)
+        try:
+            try:
+                status = await self._request(conn, head, body)
+            except UpstreamClosed:
+                if not (conn.reused and not conn.any_bytes):
+                    raise
+                conn.close()  # a stale keep-alive connection: once more on a fresh one
+                conn = await self.pool.connect(addr)
+                status = await self._request(conn, head, body)
+            snippet = b""
+            async for chunk in conn.body():
+                if len(snippet) < 200:
+                    snippet += chunk
+        except BaseException:
+            conn.close()
+            raise
+        self.pool.release(addr, conn)
+        if 200 <= status < 300:
+            return dom.Outcome(status)
+        text = snippet[:200].decode("utf-8", "replace").strip()
+        return dom.Outcome(status, f"HTTP {status}" + (f": {text}" if text else ""))
+
+    @staticmethod
+    async def _request(conn: UpstreamConnection, head: bytes, body: bytes) -> int:
+        conn.begin(head, head_only=False)
+        await conn.write(body)
+        status, _headers = await conn.response_head()
+        return status
+
+
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+
+
+# ---------------------------------------------------------------------------
 # Store operations (run on the writer thread inside its transaction)
 
 _COLUMNS = (
@@ -962,6 +1045,17 @@ def _insert_delivery(store: Store, row: tuple[Any, ...]) -> tuple[str, bool]:
     )
     assert existing is not None
     return str(existing["id"]), True
+
+
+def _release(store: Store, ids: list[str]) -> None:
+    """Claimed but never sent: due again now (for the next forwarder)."""
+    now = time.time()
+    for delivery_id in ids:
+        store.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at=? WHERE id=?"
+            " AND status IN ('pending', 'failed')",
+            (now, delivery_id),
+        )
 
 
 def _count_rejection(store: Store, key: tuple[str, str, str, str, float]) -> None:
