@@ -50,6 +50,8 @@ UpstreamLookup = Callable[[str, str], str | None]
 ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
 RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
 DEFAULT_PORT = 8080
+ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
+UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
 DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
 T = TypeVar("T")
 
@@ -309,6 +311,7 @@ class WebhookService:
         self._wake: asyncio.Event | None = None
         self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random()
+        self._upstreams: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     def close(self) -> None:
         self.writer.stop()
@@ -523,10 +526,16 @@ class WebhookService:
         try:
             async with _Poster(timeout, concurrency) as client:
                 workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
+                last_round = 0.0
                 while not stop.is_set():
+                    # coalesce wake-ups: at most one claim round per ROUND_INTERVAL
+                    gap = last_round + ROUND_INTERVAL - time.monotonic()
+                    if gap > 0:
+                        await asyncio.sleep(gap)
                     wake.clear()
                     delay = poll_interval
                     if outstanding <= concurrency:
+                        last_round = time.monotonic()
                         room = prefetch - outstanding
                         claimed: list[_Claimed] = []
                         next_due: float | None = None
@@ -573,7 +582,7 @@ class WebhookService:
         live: dict[tuple[str, str], str] = {}
         next_due: float | None = None
         for project, environment, due in pairs:
-            base = await asyncio.to_thread(upstream, project, environment)
+            base = await self._upstream(upstream, project, environment)
             if not base:
                 continue  # no live release: wait without spending attempts
             live[(project, environment)] = base
@@ -584,6 +593,16 @@ class WebhookService:
             return [], next_due
         claimed = await self.writer.run(lambda s: self._claim(s, due_pairs, now, room, lease))
         return claimed, next_due
+
+    async def _upstream(self, lookup: UpstreamLookup, project: str, environment: str) -> str | None:
+        key = (project, environment)
+        hit = self._upstreams.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        base = await asyncio.to_thread(lookup, project, environment)
+        self._upstreams[key] = (now + UPSTREAM_TTL, base)
+        return base
 
     def _waiting_pairs(self) -> list[tuple[str, str, float]]:
         rows = self.api.store.query(
