@@ -221,3 +221,13 @@ def test_requirements_venv_cache(repo: Path, cp: ControlPlane) -> None:
     assert "cache hit" in r.stdout
     second = r.stdout.split("deployment ")[1].split()[0]
     assert cp.serves("shop.localhost") == second
+
+
+def test_node_app_is_installed_built_and_served(repo: Path, cp: ControlPlane) -> None:
+    project = make_project(repo, app="node")
+    r = push(project, "main")
+    assert r.returncode == 0, r.stderr
+    assert "npm install" in r.stderr and "npm run build" in r.stderr
+    body = cp.get("shop.localhost").json()
+    assert body["node"] is True and body["deployment"] == deployment_id(r.stderr)
+    assert body["built"] == {"built": True, "env": "production"}
