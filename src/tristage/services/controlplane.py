@@ -402,7 +402,7 @@ class ControlPlane:
             f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
             f"for {dep.environment}"
         )
-        for warning in self.api.variables.enforce(dep.project, dep.environment):
+        for warning in self.api.variables.enforce(dep.project, dep.environment, branch=dep.branch):
             log.line(f"warning: {warning}")
         build_hash = self.api.variables.build_hash(dep.project, dep.environment, dep.branch)
         if dep.source:
@@ -448,8 +448,9 @@ class ControlPlane:
     def _runtime_env(self, dep: Deployment, port: int) -> dict[str, str]:
         env = {
             **self._base_env(self._path_prefix(dep)),
-            **self.api.variables.runtime_env(dep.project, dep.environment, dep.branch),
+            # the environment's data store, unless a DATABASE_URL variable points elsewhere
             "DATABASE_URL": self.api.data.database_url(dep.project, dep.environment),
+            **self.api.variables.runtime_env(dep.project, dep.environment, dep.branch),
             "PORT": str(port),
             "TRISTAGE_ENV": dep.environment,
             "TRISTAGE_DEPLOYMENT": dep.id,

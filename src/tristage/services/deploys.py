@@ -235,7 +235,7 @@ class DeployService:
         status, reason = Status.queued, None
         warnings: list[str] = []
         try:
-            warnings = list(self.api.variables.enforce(project, env))
+            warnings = list(self.api.variables.enforce(project, env, branch=branch))
         except TristageError as exc:
             status, reason = Status.error, str(exc)
         now = time.time()
