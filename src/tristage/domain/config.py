@@ -25,9 +25,9 @@ from pydantic import (
 from ..errors import ConfigError, Problem
 
 FILE_NAME = "tristage.toml"
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-BRANCH_PATTERN_RE = re.compile(r"^[A-Za-z0-9._/*?\[\]!-]+$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
+VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+BRANCH_PATTERN_RE = re.compile(r"^[A-Za-z0-9._/*?\[\]!-]+\Z")
 
 
 def _check_pattern(p: str) -> str:

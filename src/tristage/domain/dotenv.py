@@ -23,13 +23,13 @@ from dotenv.parser import parse_stream
 from ..errors import UsageError
 from .config import VAR_RE
 
-_BARE = re.compile(r"^[A-Za-z0-9_\-./:@+,%]+$")
+_BARE = re.compile(r"[A-Za-z0-9_\-./:@+,%]+")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ESCAPE_RE = re.compile(r'[\\"\n\r\t]')
 
 
 def quote(value: str) -> str:
-    if _BARE.match(value):
+    if _BARE.fullmatch(value):
         return value
     return '"' + _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], value) + '"'
 

@@ -23,7 +23,7 @@ from ..errors import NotFound, UsageError
 
 SUFFIX = ".tsbackup.zip"
 TMP_PREFIX = ".partial-"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\Z")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 WEBHOOK_PREFIX = ingest_path("")
-SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 async def _respond(

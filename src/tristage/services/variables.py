@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["ImportReport", "PullResult", "RuleViolation", "SetResult", "VariableService"]
 
 Change = Literal["added", "changed", "unchanged"]
-_BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]+\Z")
 
 
 @dataclass(frozen=True)
