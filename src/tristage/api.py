@@ -28,6 +28,7 @@ from .services.audit import AuditLog, current_actor
 if TYPE_CHECKING:
     from .services.data import DataService
     from .services.deploys import DeployService
+    from .services.quickstart import Quickstart, Reporter
     from .services.variables import VariableService
     from .services.webhooks import WebhookService
 
@@ -37,6 +38,7 @@ class InitResult:
     path: Path
     project: str
     preset: str
+    notes: list[str]  # what else init set up (hosted repository, git remote)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,18 @@ class Tristage:
 
         return WebhookService(self)
 
+    def quickstart(
+        self,
+        directory: Path,
+        preset: Preset = "professional",
+        port: int = 8080,
+        reporter: Reporter | None = None,
+    ) -> Quickstart:
+        """The guide's whole workflow on the reference app (call `.run()` on the result)."""
+        from .services.quickstart import Options, Quickstart
+
+        return Quickstart(self, Options(directory, preset, port), reporter)
+
     # -- projects --------------------------------------------------------
     def init_project(
         self,
@@ -116,10 +130,11 @@ class Tristage:
         config = parse_config(text, str(path))  # a preset must always validate
         path.write_text(text, encoding="utf-8")
         self._register(config, root, text)
+        notes = self.deploys.setup_git(project, root)
         self.audit.record(
             "project.init", project=project, details={"preset": preset, "root": str(root)}
         )
-        return InitResult(path=path, project=project, preset=preset)
+        return InitResult(path=path, project=project, preset=preset, notes=notes)
 
     def open_project(self, start: Path | None = None) -> ProjectRef:
         """The project of the working copy at `start` (walking up), registered/updated."""

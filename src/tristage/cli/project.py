@@ -40,20 +40,12 @@ def init(
     console.print(
         f"[green]wrote[/] {result.path} (preset {result.preset}, project {result.project})"
     )
-    post = getattr(api.deploys, "after_init", None) if _has_deploys() else None
-    if post is not None:
-        for line in post(result.project, directory.resolve()):
-            console.print(line, markup=False)
+    for line in result.notes:
+        console.print(line, markup=False)
     console.print("\nnext:")
     console.print("  tristage up                 # control plane, router, scheduler")
     console.print("  tristage env set NAME --env development [--secret]")
     console.print("  git push tristage main      # deploy production")
-
-
-def _has_deploys() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("tristage.services.deploys") is not None
 
 
 def resolve(

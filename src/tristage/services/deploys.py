@@ -86,9 +86,6 @@ class DeployService:
             lines.append(f"git remote '{git.REMOTE}' {what}: {bare}")
         return lines
 
-    def after_init(self, project: str, root: Path) -> list[str]:
-        return self.setup_git(project, root)
-
     # -- control plane -----------------------------------------------------
     def controlplane(self) -> ControlPlaneInfo | None:
         """The running control plane, or None (a stale file after kill -9 is ignored)."""
