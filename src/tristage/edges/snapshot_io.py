@@ -364,6 +364,9 @@ class Source:
                         f"{ref}: unknown column {k!r} (table {target.name} has: {', '.join(cols)})",
                         "nothing was changed; add the column to the table or drop it from the line",
                     )
+                if j is None or type(j) is str or type(j) is int or type(j) is float:
+                    vals[i] = j
+                    continue
                 try:
                     vals[i] = decode_value(j)
                 except SnapshotFormatError as exc:

@@ -59,6 +59,9 @@ def kind_of(declared: str) -> str:
     return "blob" if not t else "numeric"
 
 
+_NATIVE = frozenset({str, int, float, bytes})
+
+
 def _adapt(v: Any) -> Any:
     t = type(v)
     if v is None or t is str or t is int or t is float or t is bytes:
@@ -248,7 +251,13 @@ class _Session:
         n = 0
         execute = self.conn.executemany
         for batch in batched(rows):
-            values = [[a(v) for a, v in zip(adapters, vals, strict=True)] for _ref, vals in batch]
+            values = [
+                [
+                    v if (v is None or type(v) in _NATIVE) else a(v)
+                    for a, v in zip(adapters, vals, strict=True)
+                ]
+                for _ref, vals in batch
+            ]
             self.conn.execute("SAVEPOINT batch")
             try:
                 execute(sql, values)

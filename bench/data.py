@@ -1,0 +1,255 @@
+"""Data benchmark: export, import, backup, restore and sanitized clone throughput.
+
+Seeds production with an `events` table of --rows rows plus a users/payments pair
+(rows/10 users, rows/5 payments with a foreign key), then times each operation in its
+own process (so peak memory is per operation) against the engine's own tools:
+`pg_dump -Fc` / `pg_restore` for PostgreSQL and the sqlite3 backup API for SQLite.
+
+    .venv/bin/python bench/data.py --rows 1000000 --engine both
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+SANITIZE = """
+[sanitize]
+"users.email" = "email"
+"users.name" = "name"
+"users.phone" = "phone"
+"payments.card_number" = "hash"
+"events.payload" = "keep"
+"""
+
+
+def config(engine: str, token: str) -> str:
+    def db(env: str) -> str:
+        if engine == "sqlite":
+            return ""
+        return (
+            f'[environments.{env}.database]\nengine = "postgres"\nurl = "{PG_SERVER}"\n'
+            f'name = "tristage_bench{token}_{env}"\n'
+        )
+
+    return f"""
+[project]
+name = "bench"
+[environments.preview]
+tier = "preview"
+branches = ["test"]
+{db("preview")}
+[environments.production]
+tier = "production"
+branches = ["main"]
+{db("production")}
+{SANITIZE}
+"""
+
+
+def seed(url: str, engine: str, rows: int) -> None:
+    users, payments = max(rows // 10, 1), max(rows // 5, 1)
+    if engine == "sqlite":
+        conn = sqlite3.connect(url[len("sqlite://") :])
+        conn.executescript(
+            f"""
+            CREATE TABLE events (id INTEGER PRIMARY KEY, user_id INTEGER, kind TEXT,
+              payload TEXT, created_at TIMESTAMP, amount NUMERIC);
+            CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT,
+              phone TEXT, created_at TIMESTAMP);
+            CREATE TABLE payments (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id),
+              card_number TEXT, amount_cents INTEGER);
+            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {rows})
+            INSERT INTO events SELECT i, i % {users} + 1, 'kind' || (i % 7),
+              '{{"n":' || i || ',"tag":"x"}}', '2024-05-03 12:00:00', i * 0.01 FROM s;
+            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {users})
+            INSERT INTO users SELECT i, 'user' || i || '@real.test', 'Name ' || i,
+              '+4477' || i, '2024-05-03 12:00:00' FROM s;
+            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {payments})
+            INSERT INTO payments SELECT i, i % {users} + 1, '4111111111' || i, i FROM s;
+            """
+        )
+        conn.commit()
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for stmt in (
+            "CREATE TABLE events (id bigint PRIMARY KEY, user_id bigint, kind text,"
+            " payload jsonb, created_at timestamptz, amount numeric(12,2))",
+            "CREATE TABLE users (id bigint PRIMARY KEY, email text UNIQUE, name text,"
+            " phone text, created_at timestamptz)",
+            "CREATE TABLE payments (id bigint PRIMARY KEY, user_id bigint REFERENCES users(id),"
+            " card_number text, amount_cents integer)",
+            f"INSERT INTO events SELECT i, i % {users} + 1, 'kind' || (i % 7),"
+            f" jsonb_build_object('n', i, 'tag', 'x'), '2024-05-03 12:00:00+00', i * 0.01"
+            f" FROM generate_series(1, {rows}) i",
+            f"INSERT INTO users SELECT i, 'user' || i || '@real.test', 'Name ' || i,"
+            f" '+4477' || i, now() FROM generate_series(1, {users}) i",
+            f"INSERT INTO payments SELECT i, i % {users} + 1, '4111111111' || i, i"
+            f" FROM generate_series(1, {payments}) i",
+            "ANALYZE",
+        ):
+            conn.execute(stmt)  # type: ignore[arg-type]
+
+
+def child(op: str, home: str, arg: str) -> None:
+    """Run one operation in this process and print its timing and peak memory."""
+    from tristage.api import Tristage
+
+    api = Tristage(Path(home), actor="bench")
+    t0 = time.perf_counter()
+    rows = 0
+    if op == "export":
+        r = api.data.export("bench", "production", Path(arg), "dir")
+        rows = r.manifest.total_rows
+    elif op == "import":
+        res = api.data.import_snapshot("bench", "production", Path(arg), mode="replace")
+        rows = sum(res.rows.values())
+    elif op == "backup":
+        rows = api.data.backup("bench", "production").rows
+    elif op == "restore":
+        rows = sum(api.data.restore("bench", "production", arg, yes=True).rows.values())
+    elif op == "clone":
+        rows = sum(api.data.clone("bench", "production", "preview", yes=True).rows.values())
+    elif op == "sqlite-backup":
+        src = sqlite3.connect(api.data.database_url("bench", "production")[len("sqlite://") :])
+        dst = sqlite3.connect(arg)
+        src.backup(dst)
+        dst.close()
+        count = "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM users)"
+        rows = int(src.execute(count + " + (SELECT count(*) FROM payments)").fetchone()[0])
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"op": op, "seconds": seconds, "rows": rows, "rss_mib": rss / 1024}))
+
+
+def run_child(op: str, home: Path, arg: str = "") -> dict[str, Any]:
+    env = {**os.environ, "TRISTAGE_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", op, str(home), arg],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{op} failed: {proc.stderr.strip()[-2000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def bench_engine(engine: str, rows: int, work: Path) -> None:
+    from tristage.api import Tristage
+
+    token = secrets.token_hex(3)
+    home = work / f"home-{engine}"
+    repo = work / f"repo-{engine}"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "tristage.toml").write_text(config(engine, token))
+    os.environ["TRISTAGE_HOME"] = str(home)
+    api = Tristage(home, actor="bench")
+    api.open_project(repo)
+    prod_url = api.data.database_url("bench", "production")
+    api.data.database_url("bench", "preview")
+    t0 = time.perf_counter()
+    seed(prod_url, engine, rows)
+    print(
+        f"\n== {engine}: seeded {rows} events + users/payments in {time.perf_counter() - t0:.1f}s"
+    )
+    results: list[dict[str, Any]] = []
+    try:
+        snap = work / f"snap-{engine}"
+        results.append(run_child("export", home, str(snap)))
+        results.append(run_child("import", home, str(snap)))
+        b = run_child("backup", home)
+        results.append(b)
+        bid = api.data.backups("bench", "production")[0].id
+        results.append(run_child("restore", home, bid))
+        results.append(run_child("clone", home))
+        total = results[0]["rows"]
+        if engine == "postgres":
+            dump = work / "pg.dump"
+            dbname = f"tristage_bench{token}_production"
+            t_dump = timed(["pg_dump", "-Fc", "-f", str(dump), prod_url])
+            scratch = f"tristage_bench{token}_scratch"
+            from tristage.edges.datastores.postgres import drop_database, ensure_database
+
+            ensure_database(PG_SERVER, scratch)
+            t_restore = timed(["pg_restore", "-d", f"{PG_SERVER}/{scratch}", str(dump)])
+            drop_database(PG_SERVER, scratch)
+            base = {"dump": t_dump, "restore": t_restore, "dump+restore": t_dump + t_restore}
+            del dbname
+        else:
+            s = run_child("sqlite-backup", home, str(work / "copy.sqlite3"))
+            base = {"backup API": s["seconds"]}
+        print(f"{'operation':<16}{'seconds':>9}{'rows/s':>12}{'peak MiB':>10}")
+        for r in results:
+            print(
+                f"{r['op']:<16}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}"
+                f"{r['rss_mib']:>10.0f}"
+            )
+        for name, secs in base.items():
+            print(f"{'baseline ' + name:<16}{secs:>9.2f}{total / secs:>12,.0f}")
+        ref = base.get("dump+restore", base.get("backup API", 1.0))
+        clone_s = results[-1]["seconds"]
+        print(
+            f"ratio sanitized clone / {'dump+restore' if engine == 'postgres' else 'backup API'}"
+            f": {clone_s / ref:.2f}x"
+        )
+        if engine == "postgres":
+            print(
+                f"ratio export / pg_dump: {results[0]['seconds'] / base['dump']:.2f}x; "
+                f"import / pg_restore: {results[1]['seconds'] / base['restore']:.2f}x; "
+                f"backup+restore / dump+restore: "
+                f"{(results[2]['seconds'] + results[3]['seconds']) / ref:.2f}x"
+            )
+    finally:
+        if engine == "postgres":
+            from tristage.edges.datastores.postgres import drop_database
+
+            for env in ("production", "preview"):
+                drop_database(PG_SERVER, f"tristage_bench{token}_{env}")
+        api.close()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tristage-bench-"))
+    try:
+        engines = ["sqlite", "postgres"] if args.engine == "both" else [args.engine]
+        for engine in engines:
+            bench_engine(engine, args.rows, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
