@@ -101,7 +101,7 @@ class Tristage:
         self,
         directory: Path,
         preset: Preset = "professional",
-        port: int = 8080,
+        port: int | None = None,
         reporter: Reporter | None = None,
     ) -> Quickstart:
         """The guide's whole workflow on the reference app (call `.run()` on the result)."""
