@@ -180,10 +180,37 @@ class Policy(Strict):
     rotation_days: int = Field(default=90, ge=1)
 
 
+class MonitorConfig(Strict):
+    """Request metrics, alerts and automatic rollback (`[monitor]`, docs/monitoring.md)."""
+
+    # roll a just-live production deployment back when it fails within `watch_seconds`
+    auto_rollback: bool = True
+    # failing: (5xx + upstream errors) / requests over `window_seconds` reaches this
+    error_rate: float = Field(default=0.2, gt=0, le=1)
+    # fewer requests than this in the window decide nothing
+    min_requests: int = Field(default=20, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0, le=86400)
+    watch_seconds: float = Field(default=600.0, ge=0, le=604800)
+    # alerts are also POSTed as JSON here ("" = not sent)
+    alert_url: str = ""
+    # seconds between health probes of each live release
+    health_interval: float = Field(default=10.0, gt=0, le=3600)
+    # failed health probes in a row that raise an alert
+    health_failures: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("alert_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^\s/]+(/\S*)?\Z", v):
+            raise ValueError("must be an http:// or https:// URL, or \"\" for none")
+        return v
+
+
 class PipelineConfig(Strict):
     project: ProjectSection
     app: AppConfig = Field(default_factory=AppConfig)
     policy: Policy = Field(default_factory=Policy)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     environments: dict[str, EnvironmentConfig]
     # sanitization rules for clones from production: "table.column" -> transform
     sanitize: dict[str, str] = Field(default_factory=dict)
