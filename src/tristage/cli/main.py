@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Each command group lives in its own module and registers itself here.
-COMMAND_MODULES = ["project", "deploys", "env", "db", "hooks", "quickstart"]
+COMMAND_MODULES = ["project", "deploys", "env", "db", "hooks", "quickstart", "tokens", "open"]
 
 
 def _version(value: bool) -> None:

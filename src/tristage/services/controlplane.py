@@ -137,6 +137,8 @@ class ControlPlane:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._settings: dict[str, ProcessSettings] = {}
+        self.http: Any = None  # the HTTP API + dashboard server (http/app.py)
+        self.dashboard_port: int | None = None
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
@@ -169,6 +171,11 @@ class ControlPlane:
         self.router = Router(self.table, internal_app=build_internal_app(self.api))
         self.update_routes()
         bound = await self.router.start(self.host, self.port)
+        from ..http.app import serve_for_control_plane
+
+        self.http, self.dashboard_port = await serve_for_control_plane(
+            self.api.home, self.router.stats, self.host, self.port and bound
+        )
         self.port = bound
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -178,6 +185,7 @@ class ControlPlane:
         control_port = transport.get_extra_info("sockname")[1]
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
+        self.log(f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/")
         if on_ready is not None:
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
@@ -200,6 +208,8 @@ class ControlPlane:
         for dep_id, task in list(self.pipelines.items()):
             task.cancel()
             self._set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
+        if self.http is not None:
+            await self.http.stop()
         if self.router is not None:
             await self.router.stop()
         await asyncio.gather(
@@ -230,6 +240,7 @@ class ControlPlane:
             "control_port": control_port,
             "router_host": self.host,
             "router_port": self.port,
+            "dashboard_port": self.dashboard_port,
             "started_at": time.time(),
         }
         path = self.api.home / CONTROL_FILE

@@ -37,6 +37,7 @@ class ControlPlaneInfo:
     router_host: str
     router_port: int
     started_at: float
+    dashboard_port: int | None = None  # the HTTP API and dashboard (http/app.py)
 
 
 @dataclass(frozen=True)

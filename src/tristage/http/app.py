@@ -1,0 +1,305 @@
+"""The HTTP API (REST + OpenAPI) and the dashboard: a thin face over the Python API.
+
+`build_app(home, stats=...)` returns one Starlette app:
+
+- `/api/v1/...`: JSON endpoints, each declared once in `OPS` with its role, body
+  and response models; `/api/v1/openapi.json` is generated from the same list.
+  Authentication is `Authorization: Bearer tst_...` (see `auth.py`); only
+  `/api/v1/health` answers without a token.
+- `/` and below: the server-rendered dashboard (`dashboard.py`).
+
+Every request acts through a `Tristage` whose actor is `token:<name>`, so the audit
+events the services write name the token. Service calls block (SQLite, waiting for
+the router to switch), so they run in worker threads; router statistics are read
+on the event loop, where the router records them.
+
+`HttpServer` runs the app with uvicorn inside the caller's asyncio loop; the control
+plane starts one next to its router (see docs/http-api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from .. import __version__
+from ..errors import Conflict, NotFound, TristageError, UsageError
+from .auth import Forbidden, Role, Unauthorized, require
+from .models import ErrorOut, Health, check_param
+from .openapi import API, openapi
+from .ops import OPS, Call, Op
+from .views import Faces, Http, StatsSource, TrafficMeter
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# ---------------------------------------------------------------------------
+# Errors as JSON
+
+
+def error_status(exc: TristageError) -> tuple[int, str]:
+    if isinstance(exc, Unauthorized):
+        return 401, "unauthorized"
+    if isinstance(exc, Forbidden):
+        return 403, "forbidden"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, Conflict):
+        return 409, "conflict"
+    if isinstance(exc, UsageError):
+        return 400, "bad_request"
+    return 422, "refused"
+
+
+def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
+    headers = {"cache-control": "no-store"}
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="tristage"'
+    body = ErrorOut(error=code, message=message, hint=hint).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def tristage_error(exc: TristageError) -> JSONResponse:
+    status, code = error_status(exc)
+    return error_response(status, code, exc.message, exc.hint)
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized(
+            "this endpoint needs an API token",
+            "send 'Authorization: Bearer tst_...' (create one with 'tristage token create')",
+        )
+    return value.strip()
+
+
+def _query(op: Op, request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for q in op.query:
+        raw = request.query_params.get(q.name)
+        if raw is None or raw == "":
+            continue
+        value: Any = raw
+        if q.kind == "integer":
+            if not raw.isdigit() or not 1 <= int(raw) <= (q.maximum or 10**6):
+                raise UsageError(
+                    f"query parameter {q.name}={raw[:40]!r} is not a number in range",
+                    f"use 1..{q.maximum}",
+                )
+            value = int(raw)
+        elif q.kind == "boolean":
+            if raw not in ("true", "false", "1", "0"):
+                raise UsageError(f"query parameter {q.name} must be true or false")
+            value = raw in ("true", "1")
+        elif q.pattern is not None and not re.match(q.pattern, raw):
+            raise UsageError(f"query parameter {q.name}={raw[:40]!r} is not valid")
+        out[q.name] = value
+    return out
+
+
+def _endpoint(http: Http, op: Op) -> Callable[[Request], Awaitable[Response]]:
+    adapter: TypeAdapter[Any] = TypeAdapter(op.response)
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            token_text = bearer(request)
+            info = await run_in_threadpool(http.faces.tokens.authenticate, token_text)
+            require(info, op.role)
+            path = {k: check_param(k, str(v)) for k, v in request.path_params.items()}
+            query = _query(op, request)
+            body: Any = None
+            if op.body is not None:
+                raw = await request.body()
+                if len(raw) > 1_000_000:
+                    raise UsageError("request body too large (limit 1 MB)")
+                try:
+                    body = op.body.model_validate_json(raw or b"{}")
+                except ValidationError as exc:
+                    problems = [
+                        {"at": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                        for e in exc.errors(include_url=False, include_input=False)
+                    ]
+                    resp = error_response(
+                        422, "invalid_body", f"the request body is not a valid {op.body.__name__}"
+                    )
+                    data = json.loads(bytes(resp.body))
+                    data["problems"] = problems
+                    return JSONResponse(data, status_code=422)
+            traffic = http.traffic.read() if op.needs_traffic else {}
+            call = Call(http, info, http.faces.for_token(info), path, query, body, traffic)
+            result = await run_in_threadpool(op.handler, call)
+        except TristageError as exc:
+            return tristage_error(exc)
+        return JSONResponse(
+            adapter.dump_python(result, mode="json"),
+            status_code=op.status,
+            headers={"cache-control": "no-store"},
+        )
+
+    return endpoint
+
+
+# ---------------------------------------------------------------------------
+# The app
+
+
+def build_app(
+    home: Path,
+    stats: StatsSource | None = None,
+    *,
+    secure_cookies: bool = False,
+    sample_every: float = 5.0,
+) -> Starlette:
+    """The API + dashboard app over the platform home `home`.
+
+    `stats` is the router's `stats()` (same event loop) when the control plane hosts
+    the app; without it the traffic columns stay empty.
+    """
+    from .dashboard import routes as dashboard_routes
+
+    http = Http(Faces(home), TrafficMeter(stats), secure_cookies)
+    doc = openapi(OPS)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(Health(ok=True, version=__version__).model_dump())
+
+    async def openapi_doc(request: Request) -> Response:
+        try:
+            info = await run_in_threadpool(http.faces.tokens.authenticate, bearer(request))
+            require(info, Role.viewer)
+        except TristageError as exc:
+            return tristage_error(exc)
+        return JSONResponse(doc)
+
+    async def api_not_found(request: Request) -> Response:
+        return error_response(404, "not_found", f"no API endpoint {request.url.path}")
+
+    routes: list[BaseRoute] = [
+        Route(f"{API}/health", health, methods=["GET"]),
+        Route(f"{API}/openapi.json", openapi_doc, methods=["GET"]),
+    ]
+    for op in OPS:
+        routes.append(Route(API + op.path, _endpoint(http, op), methods=[op.method]))
+    routes.append(
+        Route(
+            "/api/{rest:path}",
+            api_not_found,
+            methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        )
+    )
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+    routes.extend(dashboard_routes(http))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(http.traffic.run(sample_every)) if stats else None
+        try:
+            yield
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            http.faces.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.http = http
+    return app
+
+
+class HttpServer:
+    """Serve the app with uvicorn inside the caller's running asyncio loop."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        sock.setblocking(False)
+        config = uvicorn.Config(
+            self.app,
+            lifespan="on",
+            access_log=False,  # an access log line could carry a token in a query string
+            log_config=None,
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        if server.should_exit:
+            sock.close()
+            raise OSError(f"the HTTP API could not start on {host}:{port}")
+        self._server, self._sock = server, sock
+        self._task = asyncio.create_task(server.main_loop(), name="tristage-http-tick")
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        server, task = self._server, self._task
+        if server is None:
+            return
+        server.should_exit = True
+        if task is not None:
+            await task
+        await server.shutdown(sockets=[self._sock] if self._sock else None)
+        self._server = self._task = self._sock = None
+
+
+async def serve_for_control_plane(
+    home: Path, stats: StatsSource, host: str, router_port: int
+) -> tuple[HttpServer, int]:
+    """Start the API + dashboard next to the router.
+
+    The port is `$TRISTAGE_DASHBOARD_PORT` if set, else the router's port + 1 (a free
+    one when that is taken or the router's port was picked at random).
+    """
+    wanted_text = os.environ.get("TRISTAGE_DASHBOARD_PORT", "")
+    if wanted_text.isdigit():
+        wanted = int(wanted_text)
+    elif wanted_text:
+        raise UsageError(
+            f"TRISTAGE_DASHBOARD_PORT={wanted_text!r} is not a port number",
+            "set it to a number (0 picks a free port) or unset it",
+        )
+    else:
+        wanted = router_port + 1 if router_port and router_port < 65535 else 0
+    server = HttpServer(build_app(home, stats))
+    try:
+        port = await server.start(host, wanted)
+    except OSError:
+        if wanted_text:
+            raise
+        port = await server.start(host, 0)
+    return server, port

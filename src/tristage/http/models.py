@@ -1,0 +1,241 @@
+"""What the HTTP API accepts and returns: path parameters and Pydantic models.
+
+Every user-provided id in a URL is checked against its pattern before it reaches a
+service; the OpenAPI schemas are generated from these models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..domain.config import NAME_RE, VAR_RE
+from ..domain.deployments import is_deployment_id
+from ..domain.variables import MASK
+from ..errors import UsageError
+from .auth import NAME_RE as TOKEN_NAME_RE
+from .auth import Role
+
+# -- path parameters: every user-provided id is checked before it reaches a service ---
+PATH_PARAMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "project": (NAME_RE, "a project name"),
+    "environment": (NAME_RE, "an environment name"),
+    "deployment": (re.compile(r"^[0-9][0-9a-z]{7}\Z"), "a deployment id (e.g. 4k9x2m0q)"),
+    "delivery": (re.compile(r"^whd_[0-9a-f]{16}\Z"), "a webhook delivery id (whd_...)"),
+    "name": (VAR_RE, "a variable name"),
+    "token": (TOKEN_NAME_RE, "a token name"),
+}
+
+
+def check_param(name: str, value: str) -> str:
+    pattern, what = PATH_PARAMS[name]
+    if not pattern.match(value) or (name == "deployment" and not is_deployment_id(value)):
+        raise UsageError(f"{value[:80]!r} is not {what}", f"check the {name} in the URL")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Models: what the API accepts and returns (the OpenAPI schemas come from these).
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Health(Out):
+    ok: bool
+    version: str
+
+
+class ErrorOut(Out):
+    error: str = Field(description="unauthorized, forbidden, not_found, conflict, bad_request")
+    message: str
+    hint: str | None = None
+
+
+class ProjectOut(Out):
+    name: str
+    environments: list[str]
+    production: str | None
+
+
+class Traffic(Out):
+    """Router statistics of the deployment an environment serves (since `tristage up`)."""
+
+    requests: int
+    requests_per_minute: float | None = Field(description="over the last minute; None at first")
+    errors: int = Field(description="5xx answers plus upstream failures")
+    status_5xx: int
+    upstream_errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class EnvironmentOut(Out):
+    environment: str
+    tier: str
+    branches: list[str]
+    deployment: str | None
+    pending: str | None
+    branch: str | None
+    commit: str | None
+    url: str
+    health: str
+    since: float | None
+    traffic: Traffic | None
+
+
+class DeploymentOut(Out):
+    id: str
+    project: str
+    environment: str
+    branch: str
+    commit: str
+    message: str
+    trigger: str
+    source: str | None
+    status: str
+    reason: str | None
+    created_at: float
+    ready_at: float | None
+    url: str
+    live: bool
+
+
+class LogOut(Out):
+    deployment: str
+    kind: Literal["build", "runtime"]
+    lines: list[str]
+    truncated: bool
+
+
+class SwitchOut(Out):
+    deployment: DeploymentOut
+    environment: str
+    rebuilt: bool
+    routed: bool = Field(description="True once the router serves it")
+    elapsed_s: float
+    message: str
+
+
+class PromoteIn(In):
+    wait: float = Field(30.0, ge=0, le=300, description="seconds to wait for the router")
+
+
+class RollbackIn(In):
+    to: str | None = Field(None, description="a production deployment id; default: previous")
+    wait: float = Field(30.0, ge=0, le=300)
+
+
+class VariableOut(Out):
+    name: str
+    value: str = Field(description=f"'{MASK}' for secrets: values of secrets are never returned")
+    secret: bool
+    build: bool
+    scope: str = Field(description="an environment name, or 'all'")
+    branch: str | None
+    where: str
+    set_at: float
+
+
+class VariableIn(In):
+    value: str
+    environments: list[str] = Field(default_factory=list)
+    all: bool = Field(False, description="set it for every environment")
+    branch: str | None = None
+    secret: bool | None = Field(None, description="default: inferred from name and value")
+    build: bool | None = Field(None, description="default: inferred (NEXT_PUBLIC_* ...)")
+
+
+class SetOut(Out):
+    name: str
+    where: str
+    change: str
+    secret: bool
+    build: bool
+
+
+class RemovedOut(Out):
+    name: str
+    removed_from: list[str]
+
+
+class DeliveryOut(Out):
+    id: str
+    environment: str
+    source: str
+    kind: str
+    message_id: str
+    event_type: str | None
+    received_at: float
+    status: str
+    tries: int
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: float | None
+    duplicates: int
+    size: int
+
+
+class BackupOut(Out):
+    id: str
+    environment: str
+    kind: str
+    created_at: float
+    size: int
+    rows: int
+    tables: int
+    encrypted: bool
+    note: str | None
+
+
+class BackupIn(In):
+    note: str | None = Field(None, max_length=200)
+
+
+class RestoreIn(In):
+    backup: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}$")
+    confirm: bool = Field(False, description="required for a production restore")
+
+
+class RestoreOut(Out):
+    backup: str
+    safety_backup: str | None
+    rows: dict[str, int]
+
+
+class AuditOut(Out):
+    id: int
+    at: float
+    actor: str
+    action: str
+    project: str | None
+    environment: str | None
+    target: str | None
+    details: dict[str, Any]
+
+
+class TokenOut(Out):
+    name: str
+    role: str
+    created_at: float
+    created_by: str
+    last_used_at: float | None
+
+
+class TokenIn(In):
+    name: str = Field(pattern=TOKEN_NAME_RE.pattern.removesuffix("\\Z") + "$")
+    role: Role
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="shown once: store it now")
