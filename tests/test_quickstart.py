@@ -133,6 +133,19 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
+def stop_controlplane(home: Path) -> None:
+    """Stop a control plane a failed test left behind (it runs in its own session)."""
+    try:
+        pid = json.loads((home / "controlplane.json").read_text())["pid"]
+    except (OSError, ValueError):
+        return
+    if pids_alive([pid]):
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while pids_alive([pid]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def test_quickstart_end_to_end_then_again_then_ctrl_c(
     tmp_path: Path, home: Path, api: Tristage
 ) -> None:
@@ -235,6 +248,29 @@ def test_quickstart_end_to_end_then_again_then_ctrl_c(
             get(port, "shop.localhost", "/health")
     finally:
         first.kill()
+        stop_controlplane(home)
+
+
+def test_ctrl_c_mid_flow_stops_the_control_plane_and_a_rerun_finishes(
+    tmp_path: Path, home: Path, api: Tristage
+) -> None:
+    app_dir = tmp_path / "halted"
+    run = Running("--dir", str(app_dir), "--port", "0")
+    try:
+        run.wait_for("Deploy dev, test and main", timeout=60)
+        cp_pid = json.loads((home / "controlplane.json").read_text())["pid"]
+        assert run.interrupt() == 130, run.output
+        assert "interrupted" in run.output and "stopped the control plane" in run.output
+        assert not pids_alive([cp_pid]) and api.deploys.controlplane() is None
+        # the pushed deployments wait in the store; a second run carries them out
+        r = run_cli("quickstart", "--dir", str(app_dir), "--port", "0", "--no-wait", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        summary = json.loads(r.stdout)
+        assert [e["health"] for e in summary["environments"]] == ["healthy"] * 3
+        assert len(api.deploys.list_deployments("halted")) <= 3 + 3  # no pile-up
+    finally:
+        run.kill()
+        stop_controlplane(home)
 
 
 def test_quickstart_simple_preset_no_wait(tmp_path: Path, home: Path, api: Tristage) -> None:
@@ -266,11 +302,7 @@ def test_quickstart_simple_preset_no_wait(tmp_path: Path, home: Path, api: Trist
         assert not emails & {u["email"] for u in shared["users"]}
         assert users(port, "development.simple-app.localhost")["environment"] == "development"
     finally:
-        if info is not None:
-            os.kill(info.pid, signal.SIGINT)
-            deadline = time.monotonic() + 20
-            while pids_alive([info.pid]) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        stop_controlplane(home)
 
 
 def test_quickstart_refuses_a_directory_it_did_not_create(tmp_path: Path, home: Path) -> None:

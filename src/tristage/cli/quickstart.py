@@ -122,7 +122,10 @@ def show_summary(qs: Quickstart, summary: Summary, out: Console) -> None:
             str(e.payment_attempts),
             e.url,
         )
-    out.print(table, width=None if out.is_terminal else max(out.width, 120))
+    if out.is_terminal:
+        out.print(table)
+    else:  # a log or a pipe: one line per environment, whatever the width
+        Console(file=out.file, width=max(out.width, 160), highlight=False).print(table)
     if summary.backup:
         out.print(f"\nverified production backup: {summary.backup}", markup=False)
     out.print(

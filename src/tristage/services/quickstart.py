@@ -565,8 +565,9 @@ class Quickstart:
         return "ready and routed: " + ", ".join(lines)
 
     def _find(self, env: str, sha: str, since: float) -> str | None:
+        """The deployment of `sha` this run made, or one still pending from an earlier run."""
         for dep in self.api.deploys.list_deployments(self.project, env, limit=5):
-            if dep.commit == sha and dep.created_at >= since:
+            if dep.commit == sha and (dep.created_at >= since or dep.status in ACTIVE):
                 return dep.id
         return None
 
@@ -745,7 +746,7 @@ class Quickstart:
             '-H \'svix-signature: v1,Zm9yZ2Vk\' -d \'{"type":"user.created","data":{}}\''
         )
         broken = (
-            "git checkout -b feature/broken && echo 'raise SystemExit(\"boom\")' >> app.py"
+            "git checkout -b feature/broken && echo 'raise SystemExit(\"boom\")' > app.py"
             " && git commit -qam 'a broken release' && git push tristage feature/broken;"
             " git checkout main"
         )
