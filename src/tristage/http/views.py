@@ -171,6 +171,7 @@ def deployment_out(api: Tristage, dep: Deployment, live: set[str]) -> Deployment
 def deployments(
     api: Tristage, project: str, environment: str | None = None, limit: int = 50
 ) -> list[DeploymentOut]:
+    api.config_for(project)  # a clear 404 for an unknown project
     live = live_ids(api, project)
     return [
         deployment_out(api, d, live)
@@ -227,6 +228,7 @@ def variables(api: Tristage, project: str, environment: str | None) -> list[Vari
 def deliveries(
     api: Tristage, project: str, environment: str | None, status: str | None, limit: int = 50
 ) -> list[DeliveryOut]:
+    api.config_for(project)
     fields = set(DeliveryOut.model_fields)
     return [
         DeliveryOut(**{k: v for k, v in d.as_json().items() if k in fields})
