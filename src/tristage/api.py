@@ -28,6 +28,7 @@ from .services.audit import AuditLog, current_actor
 if TYPE_CHECKING:
     from .services.data import DataService
     from .services.deploys import DeployService
+    from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter
     from .services.variables import VariableService
     from .services.webhooks import WebhookService
@@ -96,6 +97,12 @@ class Tristage:
         from .services.webhooks import WebhookService
 
         return WebhookService(self)
+
+    @cached_property
+    def monitor(self) -> MonitorService:
+        from .services.monitor import MonitorService
+
+        return MonitorService(self)
 
     def quickstart(
         self,

@@ -25,7 +25,17 @@ app = typer.Typer(
 )
 
 # Each command group lives in its own module and registers itself here.
-COMMAND_MODULES = ["project", "deploys", "env", "db", "hooks", "quickstart", "tokens", "open"]
+COMMAND_MODULES = [
+    "project",
+    "deploys",
+    "env",
+    "db",
+    "hooks",
+    "quickstart",
+    "tokens",
+    "open",
+    "monitor",
+]
 
 
 def _version(value: bool) -> None:

@@ -202,7 +202,7 @@ class MonitorConfig(Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         if v and not re.match(r"^https?://[^\s/]+(/\S*)?\Z", v):
-            raise ValueError("must be an http:// or https:// URL, or \"\" for none")
+            raise ValueError('must be an http:// or https:// URL, or "" for none')
         return v
 
 

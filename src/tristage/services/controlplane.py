@@ -193,6 +193,9 @@ class ControlPlane:
         self._spawn_task(
             self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
         )
+        self._spawn_task(
+            self.api.monitor.monitor(self.router.stats, self.log).run(stop_event), "monitor"
+        )
         try:
             await stop_event.wait()
         finally:
