@@ -15,7 +15,6 @@ distinct inputs stay distinct (80-bit digests for email, phone and hash).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -326,15 +325,100 @@ def _key_bytes(v: Any) -> bytes:
     return b"o" + str(v).encode("utf-8")
 
 
+CACHE_ENTRIES = 1 << 16  # per rule; values repeat across rows and tables (emails, names)
+
+
+def _keep(v: Any) -> Any:
+    return v
+
+
+def _null(v: Any) -> Any:
+    return None
+
+
+def _redact(v: Any) -> Any:
+    return None if v is None else "[redacted]"
+
+
+def _email(d: bytes, v: Any) -> Any:
+    return f"user-{d[:10].hex()}@example.invalid"
+
+
+def _hash(d: bytes, v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return int.from_bytes(d[:7], "big")
+    if isinstance(v, bytes | bytearray | memoryview):
+        return d
+    return d.hex()
+
+
+def _phone(d: bytes, v: Any) -> Any:
+    n = int.from_bytes(d[:10], "big") % 10**14
+    return f"+1 555 {n:014d}"
+
+
+def _name(d: bytes, v: Any) -> Any:
+    n = int.from_bytes(d[:8], "big")
+    return f"{_FIRST[n % len(_FIRST)]} {_LAST[(n // 97) % len(_LAST)]}"
+
+
+def _address(d: bytes, v: Any) -> Any:
+    n = int.from_bytes(d[:8], "big")
+    return (
+        f"{n % 9000 + 100} {_STREETS[(n // 9000) % len(_STREETS)]} Street, "
+        f"{_CITIES[(n // 997) % len(_CITIES)]}"
+    )
+
+
+_SHAPES: dict[str, Callable[[bytes, Any], Any]] = {
+    "email": _email,
+    "hash": _hash,
+    "phone": _phone,
+    "name": _name,
+    "address": _address,
+}
+
+
 class Transformer:
-    """Applies rules to values under a project key (deterministic, keyed)."""
+    """Applies rules to values under a project key (deterministic, keyed).
+
+    The keyed hash is HMAC-SHA256 of the value's typed bytes; its inner and outer
+    states are computed once, so each value costs two SHA-256 continuations.
+    """
 
     def __init__(self, key: bytes, faker_seeded: Callable[[int, str], Any] | None = None) -> None:
         self.key = key
         self._faker = faker_seeded
+        block = hashlib.sha256().block_size
+        k = hashlib.sha256(key).digest() if len(key) > block else key
+        k = k.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+        self._functions: dict[str, Callable[[Any], Any]] = {}
 
     def digest(self, v: Any) -> bytes:
-        return hmac.digest(self.key, _key_bytes(v), hashlib.sha256)
+        """HMAC-SHA256(key, typed bytes of v)."""
+        i = self._inner.copy()
+        i.update(_key_bytes(v))
+        o = self._outer.copy()
+        o.update(i.digest())
+        return o.digest()
+
+    def _shape(self, rule: str) -> Callable[[bytes, Any], Any]:
+        shape = _SHAPES.get(rule)
+        if shape is not None:
+            return shape
+        if rule.startswith("fake:"):
+            faker, provider = self._faker, rule[5:]
+            if faker is None:
+                raise ValueError("fake:<provider> rules need a Faker")
+
+            def fake(d: bytes, v: Any) -> Any:
+                out = faker(int.from_bytes(d[:8], "big"), provider)
+                return out if isinstance(out, str | int | float) else str(out)
+
+            return fake
+        raise ValueError(f"unknown rule {rule!r}")
 
     def apply(self, rule: str, v: Any) -> Any:
         if v is None or rule == "keep":
@@ -343,33 +427,59 @@ class Transformer:
             return None
         if rule == "redact":
             return "[redacted]"
-        d = self.digest(v)
-        if rule == "email":
-            return f"user-{d[:10].hex()}@example.invalid"
-        if rule == "hash":
-            if isinstance(v, int) and not isinstance(v, bool):
-                return int.from_bytes(d[:7], "big")
-            if isinstance(v, bytes | bytearray | memoryview):
-                return d
-            return d.hex()
-        if rule == "phone":
-            n = int.from_bytes(d[:10], "big") % 10**14
-            return f"+1 555 {n:014d}"
-        if rule == "name":
-            n = int.from_bytes(d[:8], "big")
-            return f"{_FIRST[n % len(_FIRST)]} {_LAST[(n // 97) % len(_LAST)]}"
-        if rule == "address":
-            n = int.from_bytes(d[:8], "big")
-            return (
-                f"{n % 9000 + 100} {_STREETS[(n // 9000) % len(_STREETS)]} Street, "
-                f"{_CITIES[(n // 997) % len(_CITIES)]}"
-            )
-        if rule.startswith("fake:"):
-            if self._faker is None:
-                raise ValueError("fake:<provider> rules need a Faker")
-            out = self._faker(int.from_bytes(d[:8], "big"), rule[5:])
-            return out if isinstance(out, str | int | float) else str(out)
-        raise ValueError(f"unknown rule {rule!r}")
+        return self._shape(rule)(self.digest(v), v)
+
+    def rule_function(self, rule: str) -> Callable[[Any], Any]:
+        """`apply` for one rule, remembering recent results (bounded memory)."""
+        fn = self._functions.get(rule)
+        if fn is not None:
+            return fn
+        if rule == "keep":
+            fn = _keep
+        elif rule == "null":
+            fn = _null
+        elif rule == "redact":
+            fn = _redact
+        else:
+            fn = self._cached(rule, self._shape(rule))  # an unknown rule fails here
+        self._functions[rule] = fn
+        return fn
+
+    def _cached(self, rule: str, shape: Callable[[bytes, Any], Any]) -> Callable[[Any], Any]:
+        inner, outer = self._inner, self._outer
+        digest = self.digest
+        cache: dict[Any, Any] = {}  # str values by themselves, others by (type, value)
+        miss = cache
+
+        def run(v: Any) -> Any:
+            if v is None:
+                return None
+            key: Any
+            if v.__class__ is str:
+                key = v
+                out = cache.get(key, miss)
+                if out is not miss:
+                    return out
+                i = inner.copy()
+                i.update(b"s" + v.encode("utf-8"))
+                o = outer.copy()
+                o.update(i.digest())
+                out = shape(o.digest(), v)
+            else:
+                try:
+                    key = (v.__class__, v)
+                    out = cache.get(key, miss)
+                except TypeError:  # unhashable (a list from an array column)
+                    return shape(digest(v), v)
+                if out is not miss:
+                    return out
+                out = shape(digest(v), v)
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = out
+            return out
+
+        return run
 
     def row_function(
         self, column_names: Sequence[str], rules: Sequence[ColumnRule]
@@ -377,14 +487,15 @@ class Transformer:
         """A function that sanitizes one row (values in `column_names` order)."""
         by_col = {r.column: r.rule for r in rules}
         active = [
-            (i, by_col[c]) for i, c in enumerate(column_names) if by_col.get(c, "keep") != "keep"
+            (i, self.rule_function(by_col[c]))
+            for i, c in enumerate(column_names)
+            if by_col.get(c, "keep") != "keep"
         ]
-        apply = self.apply
 
         def run(row: Sequence[Any]) -> list[Any]:
             out = list(row)
-            for i, rule in active:
-                out[i] = apply(rule, out[i])
+            for i, fn in active:
+                out[i] = fn(out[i])
             return out
 
         return run

@@ -19,6 +19,7 @@ import struct
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from json.encoder import encode_basestring as _encode_basestring
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -220,40 +221,69 @@ def export_tables(
     taken: set[str] = set()
     for table in tables:
         path = table_file(table.name, taken)
-        total = reader.count(table.name)
-        names = table.column_names
+        total = reader.count(table.name) if progress else None
         fn = transform(table) if transform else None
         h = hashlib.sha256()
         n = size = 0
         if progress:
             progress(table.name, 0, total)
+        server = getattr(reader, "jsonl", None) if fn is None else None
+        blocks: Iterator[bytes] | None = server(table) if server is not None else None
+        if blocks is None:
+            blocks = _jsonl_blocks(reader.rows(table), table.column_names, fn)
         with sink.member(path) as out:
-            buf: list[str] = []
-            for row in reader.rows(table):
-                vals = fn(row) if fn else row
-                obj = {
-                    k: v if (v is None or type(v) is str or type(v) is int) else encode_value(v)
-                    for k, v in zip(names, vals, strict=True)
-                }
-                buf.append(dumps_row(obj))
-                n += 1
-                if len(buf) >= FLUSH_ROWS:
-                    data = ("\n".join(buf) + "\n").encode("utf-8")
-                    h.update(data)
-                    out.write(data)
-                    size += len(data)
-                    buf.clear()
-                    if progress:
-                        progress(table.name, n, total)
-            if buf:
-                data = ("\n".join(buf) + "\n").encode("utf-8")
+            for data in blocks:
                 h.update(data)
                 out.write(data)
                 size += len(data)
+                n += data.count(b"\n")
+                if progress:
+                    progress(table.name, n, total)
         if progress:
             progress(table.name, n, total)
         files[table.name] = FileEntry(path=path, rows=n, sha256=h.hexdigest(), bytes=size)
     return files
+
+
+def line_encoder(names: Sequence[str]) -> Callable[[Sequence[Any]], str]:
+    """A function from one row to its canonical JSONL line (what `dumps_row` gives for
+    the row as an object), with the keys encoded once."""
+    prefixes = [("{" if i == 0 else ",") + _encode_basestring(k) + ":" for i, k in enumerate(names)]
+    encode_str = _encode_basestring
+
+    def line(vals: Sequence[Any]) -> str:
+        parts = []
+        for pre, v in zip(prefixes, vals, strict=True):
+            t = type(v)
+            if v is None:
+                parts.append(pre + "null")
+            elif t is str:
+                parts.append(pre + encode_str(v))
+            elif t is int:
+                parts.append(pre + int.__repr__(v))
+            else:
+                parts.append(pre + dumps_row(encode_value(v)))
+        return "".join(parts) + "}" if parts else "{}"
+
+    return line
+
+
+def _jsonl_blocks(
+    rows: Iterator[Sequence[Any]],
+    names: Sequence[str],
+    fn: Callable[[Sequence[Any]], Sequence[Any]] | None,
+) -> Iterator[bytes]:
+    line = line_encoder(names)
+    buf: list[str] = []
+    for row in rows:
+        buf.append(line(fn(row) if fn else row))
+        if len(buf) >= FLUSH_ROWS:
+            buf.append("")
+            yield "\n".join(buf).encode("utf-8")
+            buf.clear()
+    if buf:
+        buf.append("")
+        yield "\n".join(buf).encode("utf-8")
 
 
 # ---------------------------------------------------------------------------

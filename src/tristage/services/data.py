@@ -28,8 +28,10 @@ from ..edges.datastores import (
     PostgresDataStore,
     SqliteDataStore,
     open_datastore,
+    pg_text,
 )
 from ..edges.datastores.base import Reader, SourcedRow, Writer
+from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.postgres import database_of, drop_database, ensure_database, with_database
 from ..edges.snapshot_io import (
     DirSink,
@@ -803,13 +805,18 @@ class DataService:
             w.drop([t.name for t in reversed(ordered) if t.name in existing])
             counts: dict[str, int] = {}
             for t in ordered:
-                w.create(t, engine)
+                # the source enforced the keys: build them after the rows are in
+                w.create(t, engine, defer_keys=True)
+                rules = plan.columns.get(t.name, []) if plan is not None else []
+                total = r.count(t.name) if progress else 0
+                if isinstance(r, PgSession) and isinstance(w, PgSession):
+                    counts[t.name] = w.copy_text(
+                        t, _copy_rows(t, r, rules, transformer, progress, total), t.name
+                    )
+                    continue
                 fn: Callable[[Sequence[Any]], Sequence[Any]] | None = None
-                if plan is not None:
-                    rules = plan.columns.get(t.name, [])
-                    if any(c.rule != "keep" for c in rules):
-                        fn = transformer.row_function(t.column_names, rules)
-                total = r.count(t.name)
+                if any(c.rule != "keep" for c in rules):
+                    fn = transformer.row_function(t.column_names, rules)
                 counts[t.name] = w.insert(t, t.column_names, _sourced(t, r, fn, progress, total))
             w.finish(ordered, ordered, engine)
         return counts
@@ -935,6 +942,36 @@ def _sourced(
             progress(t.name, n, total)
     if progress:
         progress(t.name, n, total)
+
+
+def _copy_rows(
+    t: Table,
+    r: PgSession,
+    rules: Sequence[sanitize.ColumnRule],
+    transformer: sanitize.Transformer,
+    progress: Progress | None,
+    total: int,
+) -> Iterator[bytes]:
+    """COPY text rows of `t`, with the fields of changed columns rewritten."""
+    by_col = {c.column: c.rule for c in rules}
+    changed = [
+        (i, by_col[c]) for i, c in enumerate(t.column_names) if by_col.get(c, "keep") != "keep"
+    ]
+    rows: Iterator[bytes] = r.copy_rows(t)
+    if changed:
+        loaders = r.text_loaders(t)
+        fields = [(i, loaders[i], transformer.rule_function(rule)) for i, rule in changed]
+        rows = map(pg_text.row_function(len(t.columns), fields), rows)
+    if not progress:
+        yield from rows
+        return
+    n = 0
+    for row in rows:
+        n += 1
+        if n % 5000 == 0:
+            progress(t.name, n, total)
+        yield row
+    progress(t.name, n, total)
 
 
 def file_sha256(path: Path) -> str:

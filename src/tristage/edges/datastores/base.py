@@ -53,8 +53,9 @@ class Writer(Protocol):
 
     def drop(self, names: Sequence[str]) -> None: ...
 
-    def create(self, table: Table, source_engine: str) -> None:
-        """Create a table (foreign keys may be added by `finish`)."""
+    def create(self, table: Table, source_engine: str, defer_keys: bool = False) -> None:
+        """Create a table (foreign keys may be added by `finish`; with `defer_keys`, for
+        rows that come from a store that enforced the keys, the primary key too)."""
         ...
 
     def clear(self, tables: Sequence[Table]) -> None: ...

@@ -1,7 +1,10 @@
 """PostgreSQL data stores (psycopg 3): one database per environment on a server.
 
 Reads run in one REPEATABLE READ, READ ONLY transaction through server-side cursors
-(constant memory); writes run in one transaction and load rows with COPY in batches.
+and COPY (constant memory); writes run in one transaction and load rows with COPY.
+Snapshot lines of tables whose columns all have a SQL encoding are built by the
+server (`jsonl`); a clone between two PostgreSQL stores streams COPY text rows
+(`copy_rows` -> `copy_text`) and rewrites only the sanitized fields.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from ...domain.snapshot import Column, ForeignKey, JsonValue, Table
+from . import pg_text
 from .base import BATCH_ROWS, DataStoreError, LoadError, SourcedRow, batched, quote
 
 ENGINE = "postgres"
@@ -128,6 +132,52 @@ def _dump_bool(v: Any) -> Any:
     return bool(v) if isinstance(v, int) else v
 
 
+def _json_expr(col: Column) -> str | None:
+    """SQL giving the snapshot JSON of `col` (as `encode_value` would), or None."""
+    q = quote(col.name)
+    k = col.kind
+    if k in ("integer", "boolean", "text"):
+        e = f"to_json({q})::text"
+    elif k == "real":
+        e = (
+            f"CASE WHEN {q} = 'NaN' THEN '{{\"$float\":\"nan\"}}'"
+            f" WHEN {q} = 'Infinity' THEN '{{\"$float\":\"inf\"}}'"
+            f" WHEN {q} = '-Infinity' THEN '{{\"$float\":\"-inf\"}}' ELSE {q}::text END"
+        )
+    elif k == "numeric":
+        e = f"'{{\"$dec\":\"' || {q}::text || '\"}}'"
+    elif k in ("timestamp", "timestamptz"):
+        e = f"'{{\"$ts\":' || to_json({q})::text || '}}'"
+    elif k == "date":
+        e = f"'{{\"$date\":' || to_json({q})::text || '}}'"
+    elif k == "time":
+        e = f"'{{\"$time\":\"' || {q}::text || '\"}}'"
+    elif k == "uuid":
+        e = f"'{{\"$uuid\":\"' || {q}::text || '\"}}'"
+    elif k == "blob":
+        e = f"'{{\"$b64\":\"' || translate(encode({q}, 'base64'), E'\\n', '') || '\"}}'"
+    elif k == "json":
+        e = f"'{{\"$json\":' || {q}::jsonb::text || '}}'"
+    elif k == "other":
+        e = f"to_json({q}::text)::text"
+    else:  # interval, array: encoded in Python
+        return None
+    return f"coalesce({e}, 'null')"
+
+
+def _jsonl_query(table: Table, order: str) -> str | None:
+    parts = []
+    for i, c in enumerate(table.columns):
+        e = _json_expr(c)
+        if e is None:
+            return None
+        key = json.dumps(c.name, ensure_ascii=False)
+        lead = "{" if i == 0 else ","
+        parts.append(f"'{(lead + key).replace(chr(39), chr(39) * 2)}:' || {e}")
+    body = " || ".join(parts) + " || '}'" if parts else "'{}'"
+    return f"SELECT {body} FROM {quote(table.name)} ORDER BY {order}"
+
+
 class PostgresDataStore:
     engine = ENGINE
 
@@ -135,18 +185,18 @@ class PostgresDataStore:
         self.url = url
 
     @contextmanager
-    def read(self) -> Iterator[_Session]:
+    def read(self) -> Iterator[PostgresSession]:
         with _connect(self.url) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield _Session(conn)
+            yield PostgresSession(conn)
             conn.execute("COMMIT")
 
     @contextmanager
-    def write(self) -> Iterator[_Session]:
+    def write(self) -> Iterator[PostgresSession]:
         conn = _connect(self.url)
         try:
             with conn.transaction():
-                yield _Session(conn)
+                yield PostgresSession(conn)
         finally:
             conn.close()
 
@@ -154,9 +204,10 @@ class PostgresDataStore:
         pass
 
 
-class _Session:
+class PostgresSession:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        self._deferred: list[str] = []  # primary keys to add in `finish`
 
     # -- reading ---------------------------------------------------------
     def tables(self) -> list[Table]:
@@ -227,7 +278,7 @@ class _Session:
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
         cols = ", ".join(quote(c) for c in table.column_names)
-        order = ", ".join(quote(c) for c in table.primary_key) or f"{quote(table.name)}::text"
+        order = _order(table)
         name = "ts_" + secrets.token_hex(6)
         # JSON values are wrapped so a JSON string is never mistaken for plain text
         json_idx = [i for i, c in enumerate(table.columns) if c.kind == "json"]
@@ -248,12 +299,76 @@ class _Session:
                             vals[i] = JsonValue(vals[i])
                     yield tuple(vals)
 
+    def jsonl(self, table: Table) -> Iterator[bytes] | None:
+        """Blocks of snapshot JSONL lines built by the server, or None if some column
+        kind (interval, array) is encoded in Python (then use `rows`)."""
+        query = _jsonl_query(table, _order(table))
+        if query is None:
+            return None
+        return self._jsonl(query)
+
+    def _jsonl(self, query: str) -> Iterator[bytes]:
+        buf: list[Any] = []
+        size = 0
+        with self.conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT") as cp:
+            for row in cp:
+                buf.append(row)
+                size += len(row)
+                if size >= _BLOCK:
+                    # JSON holds no raw control characters: COPY only doubled backslashes
+                    yield b"".join(buf).replace(b"\\\\", b"\\")
+                    buf.clear()
+                    size = 0
+        if buf:
+            yield b"".join(buf).replace(b"\\\\", b"\\")
+
+    def copy_rows(self, table: Table) -> Iterator[bytes]:
+        """Every row as one COPY text row (values in `table.columns` order), unordered."""
+        cols = ", ".join(quote(c) for c in table.column_names)
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {quote(table.name)} ({cols}) TO STDOUT") as cp,
+        ):
+            for row in cp:
+                yield bytes(row)
+
+    def text_loaders(self, table: Table) -> list[pg_text.Loader]:
+        """For each column, a function from its COPY text to the value `rows` gives."""
+        cols = ", ".join(quote(c) for c in table.column_names)
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT {cols} FROM {quote(table.name)} LIMIT 0")
+            oids = [d.type_code for d in cur.description or ()]
+        out: list[pg_text.Loader] = []
+        for col, oid in zip(table.columns, oids, strict=True):
+            out.append(self._text_loader(col, oid))
+        return out
+
+    def _text_loader(self, col: Column, oid: int) -> pg_text.Loader:
+        if col.kind == "text":
+            return pg_text.unescape
+        if col.kind == "integer":
+            return lambda b: int(b)
+        loader = self.conn.adapters.get_loader(oid, psycopg.pq.Format.TEXT)
+        if loader is None:
+            return pg_text.unescape
+        load = loader(oid, self.conn).load
+        if col.kind == "json":
+
+            def load_json(b: bytes) -> Any:
+                v = load(pg_text.unescape(b).encode("utf-8"))
+                return None if v is None else JsonValue(v)
+
+            return load_json
+        return lambda b: load(pg_text.unescape(b).encode("utf-8"))
+
     # -- writing ---------------------------------------------------------
     def drop(self, names: Sequence[str]) -> None:
         if names:
             self.conn.execute(f"DROP TABLE IF EXISTS {', '.join(quote(n) for n in names)} CASCADE")
 
-    def create(self, table: Table, source_engine: str) -> None:
+    def create(self, table: Table, source_engine: str, defer_keys: bool = False) -> None:
+        """Create `table`; with `defer_keys` (rows from a store that enforced the key)
+        the primary key is built by `finish`, after the rows are loaded."""
         same = source_engine == ENGINE
         parts = []
         for c in table.columns:
@@ -270,7 +385,11 @@ class _Session:
                 ddl += " NOT NULL"
             parts.append(ddl)
         if table.primary_key:
-            parts.append(f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})")
+            pk = f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})"
+            if defer_keys:
+                self._deferred.append(f"ALTER TABLE {quote(table.name)} ADD {pk}")
+            else:
+                parts.append(pk)
         self.conn.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(parts)})")
 
     def clear(self, tables: Sequence[Table]) -> None:
@@ -307,8 +426,40 @@ class _Session:
                 n += len(batch)
         return n
 
+    def copy_text(self, table: Table, rows: Iterable[bytes], label: str) -> int:
+        """Load COPY text rows (values in `table.columns` order); a failing row raises
+        LoadError naming `label row N`."""
+        cols = ", ".join(quote(c) for c in table.column_names)
+        n = 0
+        buf: list[bytes] = []
+        size = 0
+        try:
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(f"COPY {quote(table.name)} ({cols}) FROM STDIN") as cp,
+            ):
+                write = cp.write
+                for row in rows:
+                    buf.append(row)
+                    size += len(row)
+                    n += 1
+                    if size >= _BLOCK:
+                        write(b"".join(buf))
+                        buf.clear()
+                        size = 0
+                if buf:
+                    write(b"".join(buf))
+        except psycopg.Error as exc:
+            m = re.search(r"line (\d+)", exc.diag.context or "")
+            where = f"{label} row {m.group(1)}" if m else label
+            raise LoadError(where, _reason(exc)) from None
+        return n
+
     def finish(self, created: Sequence[Table], loaded: Sequence[Table], source_engine: str) -> None:
         try:
+            for stmt in self._deferred:
+                self.conn.execute(stmt)
+            self._deferred.clear()
             if source_engine == ENGINE:
                 for t in created:
                     for stmt in t.indexes:
@@ -331,6 +482,13 @@ class _Session:
                         )
         except psycopg.Error as exc:
             raise LoadError("schema", _reason(exc)) from None
+
+
+def _order(table: Table) -> str:
+    return ", ".join(quote(c) for c in table.primary_key) or f"{quote(table.name)}::text"
+
+
+_BLOCK = 1 << 18  # bytes of COPY data per write
 
 
 def _reason(exc: psycopg.Error) -> str:

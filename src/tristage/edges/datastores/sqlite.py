@@ -213,7 +213,7 @@ class _Session:
         for n in names:
             self.conn.execute(f"DROP TABLE IF EXISTS {quote(n)}")
 
-    def create(self, table: Table, source_engine: str) -> None:
+    def create(self, table: Table, source_engine: str, defer_keys: bool = False) -> None:
         if source_engine == ENGINE and table.ddl:
             self.conn.execute(table.ddl)
             return

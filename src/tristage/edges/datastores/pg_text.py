@@ -1,0 +1,81 @@
+"""PostgreSQL COPY text rows: escaping, and sanitizing only the ruled fields of a row.
+
+A COPY text row is tab-separated fields ending in a newline; ``\\N`` is NULL and
+backslash, newline, carriage return and tab inside a value are backslash-escaped.
+A clone between two PostgreSQL stores streams these rows as they are and rewrites
+only the fields of columns whose rule changes them; other fields pass untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ...domain.snapshot import JsonValue
+
+NULL = b"\\N"
+
+_UNESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def unescape(field: bytes) -> str:
+    """The text of one COPY text field (not NULL)."""
+    s = field.decode("utf-8")
+    if "\\" not in s:
+        return s
+    return _ESCAPED.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), s)
+
+
+def escape(s: str) -> bytes:
+    if "\\" in s:
+        s = s.replace("\\", "\\\\")
+    if "\n" in s or "\r" in s or "\t" in s:
+        s = s.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return s.encode("utf-8")
+
+
+def encode_field(v: Any) -> bytes:
+    """A Python value as one COPY text field."""
+    if v is None:
+        return NULL
+    t = type(v)
+    if t is str:
+        return escape(v)
+    if t is bool:
+        return b"t" if v else b"f"
+    if t is int or t is float:
+        return str(v).encode()
+    if isinstance(v, bytes | bytearray | memoryview):
+        return b"\\\\x" + bytes(v).hex().encode()
+    if isinstance(v, JsonValue):
+        return escape(v.dumps())
+    return escape(str(v))
+
+
+Loader = Callable[[bytes], Any]  # COPY text of one value (unescaped) -> Python value
+
+
+def row_function(
+    width: int,
+    fields: Sequence[tuple[int, Loader, Callable[[Any], Any]]],
+) -> Callable[[bytes], bytes]:
+    """Rewrite the given fields of COPY text rows.
+
+    `fields` holds (index, load, transform): `load` turns the field's text into the
+    Python value a query would return, `transform` gives the new value.
+    """
+
+    def run(row: bytes) -> bytes:
+        parts = row[:-1].split(b"\t")
+        if len(parts) != width:
+            raise ValueError(f"expected {width} fields in a COPY row, got {len(parts)}")
+        for i, load, transform in fields:
+            raw = parts[i]
+            if raw == NULL:
+                continue
+            parts[i] = encode_field(transform(load(raw)))
+        return b"\t".join(parts) + b"\n"
+
+    return run
