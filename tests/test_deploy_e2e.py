@@ -231,3 +231,23 @@ def test_node_app_is_installed_built_and_served(repo: Path, cp: ControlPlane) ->
     body = cp.get("shop.localhost").json()
     assert body["node"] is True and body["deployment"] == deployment_id(r.stderr)
     assert body["built"] == {"built": True, "env": "production"}
+
+
+def test_down_stops_the_control_plane_and_its_releases(project: Path, home: Path) -> None:
+    plane = ControlPlane(home).start()
+    try:
+        r = push(project, "main")
+        assert r.returncode == 0, r.stderr
+        dep = deployment_id(r.stderr)
+        wait_for(lambda: plane.serves("shop.localhost") == dep, 20, "production")
+        r = run_cli("down", cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert "stopped the control plane" in r.stdout
+        assert plane.proc is not None and plane.proc.wait(timeout=10) == 0
+    finally:
+        plane.stop()
+    rows = json.loads(run_cli("status", "--json", cwd=project).stdout)["environments"]
+    assert next(e for e in rows if e["environment"] == "production")["health"] == "down"
+    again = run_cli("down", cwd=project)
+    assert again.returncode == 1
+    assert "no control plane is running" in again.stderr

@@ -1,4 +1,4 @@
-"""Deploy commands: up, deploy, deployments, status, promote, rollback, redeploy, logs."""
+"""Deploy commands: up, down, deploy, deployments, status, promote, rollback, redeploy, logs."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def up(
     api = get_api()
     console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")
     run_foreground(api, host, port, log=lambda line: console.print(line, markup=False))
+
+
+def down(
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for it to stop."),
+) -> None:
+    """Stop the running control plane and the releases it supervises."""
+    info = get_api().deploys.stop_controlplane(timeout)
+    if info is None:
+        err_console.print("no control plane is running for this platform home", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"stopped the control plane (pid {info.pid}, router port {info.router_port})")
 
 
 def _follow(dep: Deployment) -> int:
@@ -286,6 +297,7 @@ def logs(
 
 def register(app: typer.Typer) -> None:
     app.command()(up)
+    app.command()(down)
     app.command()(deploy)
     app.command()(deployments)
     app.command()(status)

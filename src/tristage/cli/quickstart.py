@@ -211,7 +211,7 @@ def quickstart(
             pid = qs.detach()
             out.print(
                 f"The control plane keeps running in the background (pid {pid}, log "
-                f"{qs.controlplane_log}); stop it with: kill -INT {pid}",
+                f"{qs.controlplane_log}); stop it with: tristage down",
                 markup=False,
                 soft_wrap=True,
             )

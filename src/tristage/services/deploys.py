@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -106,6 +107,30 @@ class DeployService:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"wake", ("127.0.0.1", info.control_port))
         return True
+
+    def stop_controlplane(self, timeout: float = 30.0) -> ControlPlaneInfo | None:
+        """Ask the running control plane to stop (SIGTERM: it stops its releases too).
+
+        Returns what was running, or None when nothing was; raises if it outlives `timeout`.
+        """
+        info = self.controlplane()
+        if info is None:
+            return None
+        proc = Process(info.pid, info.pid, info.proc_start)
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return info
+        deadline = time.monotonic() + timeout
+        while alive(proc):
+            if time.monotonic() > deadline:
+                raise TristageError(
+                    f"the control plane (pid {info.pid}) is still running after {timeout:.0f}s",
+                    f"look at its output; 'kill -9 {info.pid}' stops it without stopping releases",
+                )
+            time.sleep(0.05)
+        self.api.audit.record("controlplane.stop", details={"pid": info.pid})
+        return info
 
     def router_port(self) -> int | None:
         info = self.controlplane()
