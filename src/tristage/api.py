@@ -28,6 +28,7 @@ from .services.audit import AuditLog, current_actor
 if TYPE_CHECKING:
     from .services.data import DataService
     from .services.deploys import DeployService
+    from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter
     from .services.variables import VariableService
@@ -103,6 +104,12 @@ class Tristage:
         from .services.monitor import MonitorService
 
         return MonitorService(self)
+
+    @cached_property
+    def localdev(self) -> LocalDevService:
+        from .services.localdev import LocalDevService
+
+        return LocalDevService(self)
 
     def quickstart(
         self,

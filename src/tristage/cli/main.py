@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "tokens",
     "open",
     "monitor",
+    "dev",
 ]
 
 

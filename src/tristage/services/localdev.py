@@ -1,0 +1,211 @@
+"""`tristage dev`: run the app from the working copy with a development environment's
+resolved variables and data store, never with production's.
+
+`plan` gathers the environment (`domain.localdev.compose`) and refuses it when it
+would reach production (`domain.localdev.refusals`); `run` starts the command in its
+own process group, hands it the terminal when there is one, forwards SIGINT,
+SIGTERM, SIGHUP and SIGQUIT to it, and returns its exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ..domain import localdev
+from ..domain.config import PipelineConfig, Tier, procfile_web
+from ..domain.rules.isolation import Target, config_target, url_target
+from ..edges import git
+from ..errors import NotFound, TristageError, UsageError
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+DEFAULT_PORT = 3000
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+class ProductionRefused(TristageError):
+    """A local run would reach production's data or secrets."""
+
+
+@dataclass(frozen=True)
+class DevPlan:
+    project: str
+    environment: str
+    root: Path
+    command: list[str] | str  # a string runs through the shell (Procfile / web command)
+    env: dict[str, str]
+    port: int
+    variables: int  # how many resolved variables the environment gives
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def describe_database(self) -> str:
+        """What DATABASE_URL points at, without credentials."""
+        target = url_target(self.env.get("DATABASE_URL", ""))
+        return " ".join(t for t in target if t)
+
+
+class LocalDevService:
+    def __init__(self, api: Tristage) -> None:
+        self.api = api
+
+    def plan(
+        self,
+        project: str,
+        root: Path,
+        environment: str | None = None,
+        port: int | None = None,
+        command: list[str] | None = None,
+        shell_env: Mapping[str, str] | None = None,
+    ) -> DevPlan:
+        cfg = self.api.config_for(project)
+        env = environment or _development(cfg)
+        if cfg.env(env).tier == Tier.production:
+            raise UsageError(
+                f"'tristage dev' never runs with {env}: it is the production environment",
+                "use the development environment (the default), or a preview one with --env",
+            )
+        shell = dict(os.environ if shell_env is None else shell_env)
+        port = port or int(shell.get("PORT") or DEFAULT_PORT)
+        branch = commit = None
+        with contextlib.suppress(TristageError):
+            branch = git.current_branch(root)
+            commit = git.rev_parse(root, "HEAD")
+        resolved = self.api.variables.runtime_env(project, env, branch)
+        database_url = (
+            "" if resolved.get("DATABASE_URL") else self.api.data.database_url(project, env)
+        )
+        prefix = tuple(
+            str(root / sub) for sub in (".venv/bin", "node_modules/.bin") if (root / sub).is_dir()
+        )
+        full = localdev.compose(
+            shell, resolved, database_url=database_url, port=port, environment=env,
+            branch=branch, commit=commit, path_prefix=prefix,
+        )  # fmt: skip
+        prod = cfg.production
+        if prod is not None:
+            found = localdev.refusals(
+                full,
+                prod,
+                self._production_stores(cfg, prod),
+                self._production_secrets(project, prod),
+            )
+            if found:
+                lines = "\n".join(f"  {r}" for r in found)
+                raise ProductionRefused(
+                    f"refusing to run {project} locally: it would reach production\n{lines}",
+                    "never point local development at production",
+                )
+        return DevPlan(
+            project=project, environment=env, root=root,
+            command=list(command) if command else _web_command(cfg, env, root),
+            env=full, port=port, variables=len(resolved),
+        )  # fmt: skip
+
+    def _production_stores(self, cfg: PipelineConfig, prod: str) -> dict[Target, str]:
+        project = cfg.project.name
+        out: dict[Target, str] = {}
+        db = cfg.env(cfg.owner(prod)).database
+        if db.engine == "sqlite":
+            out[url_target(self.api.data.database_url(project, prod))] = f"{prod}'s SQLite file"
+        else:
+            # production's server is not contacted: its database is known from the config
+            target = config_target(project, prod, db)
+            if target is None:
+                server = url_target(db.url or "postgresql://127.0.0.1:5432")
+                name = f"tristage_{project}_{prod}".replace("-", "_")
+                target = ("postgres", server[1], server[2], name)
+            out[target] = f"environments.{prod}.database"
+        var = self.api.variables.runtime_env(project, prod, None).get("DATABASE_URL")
+        if var:
+            out[url_target(var)] = f"{prod}'s DATABASE_URL"
+        return out
+
+    def _production_secrets(self, project: str, prod: str) -> dict[str, str]:
+        return {e.name: e.value for e in self.api.variables.entries(project, prod) if e.secret}
+
+    def run(self, plan: DevPlan, on_start: Callable[[int], None] | None = None) -> int:
+        """Run the plan in the foreground; returns the exit code (128+N for signal N)."""
+        shell = isinstance(plan.command, str)
+        try:
+            proc = subprocess.Popen(
+                plan.command, shell=shell, cwd=plan.root, env=plan.env, process_group=0
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot start {plan.command!r}: {exc.strerror or exc}") from None
+        pgid = proc.pid
+        tty = _terminal()
+        if tty is not None:
+            _foreground(tty, pgid)
+
+        def forward(sig: int, _frame: FrameType | None) -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+        try:
+            if on_start is not None:
+                on_start(proc.pid)
+            rc = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if tty is not None:
+                _foreground(tty, os.getpgrp())
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)  # whatever the command left behind
+        return rc if rc >= 0 else 128 - rc
+
+
+def _development(cfg: PipelineConfig) -> str:
+    for name, env in cfg.environments.items():
+        if env.tier == Tier.development:
+            return name
+    raise NotFound(
+        "this project has no development environment",
+        'declare one with tier = "development" in tristage.toml, or pass --env',
+    )
+
+
+def _web_command(cfg: PipelineConfig, env: str, root: Path) -> str:
+    web = cfg.settings(env).web or procfile_web(root)
+    if not web:
+        raise UsageError(
+            f"no web command for {env}: tristage.toml has no 'web' and there is no Procfile "
+            "'web:' line",
+            "add one, or give the command: tristage dev -- npm run dev",
+        )
+    return web
+
+
+def _terminal() -> int | None:
+    """The controlling terminal's fd when we are its foreground process group."""
+    try:
+        fd = sys.stdin.fileno()
+        if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _foreground(fd: int, pgid: int) -> None:
+    """Make `pgid` the terminal's foreground group (Ctrl-C goes to it)."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(fd, pgid)
+    finally:
+        signal.signal(signal.SIGTTOU, old)
