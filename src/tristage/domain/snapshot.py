@@ -210,6 +210,26 @@ def load_order(tables: Sequence[Table]) -> list[Table]:
 # The value encoding
 
 
+def _compact_encoder() -> Any:
+    enc = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has the C encoder
+        return enc.encode
+    # the C encoder json.dumps uses, built once instead of per call
+    c = make(None, enc.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+    def encode(o: Any) -> str:
+        if isinstance(o, str):
+            return json.encoder.encode_basestring(o)
+        return "".join(c(o, 0))
+
+    return encode
+
+
+compact_json = _compact_encoder()
+"""`json.dumps(o, ensure_ascii=False, separators=(",", ":"))`, faster."""
+
+
 class JsonValue:
     """A value of a JSON column, kept apart from plain strings."""
 
@@ -228,7 +248,7 @@ class JsonValue:
         return f"JsonValue({self.value!r})"
 
     def dumps(self) -> str:
-        return json.dumps(self.value, ensure_ascii=False, separators=(",", ":"))
+        return compact_json(self.value)  # type: ignore[no-any-return]
 
 
 def encode_value(v: Any) -> Any:

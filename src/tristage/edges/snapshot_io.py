@@ -40,6 +40,7 @@ from ..errors import TristageError
 from .datastores.base import Reader, SourcedRow
 
 ENC_MAGIC = b"TSENC1\n"
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner
 CHUNK = 1 << 20
 FLUSH_ROWS = 1000
 
@@ -128,6 +129,22 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         rest = parts.pop()
         for p in parts:
             yield p + b"\n"
+    if rest:
+        yield rest
+
+
+def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Chunks cut at line ends (the last one may lack its newline)."""
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            rest += chunk
+            continue
+        yield rest + chunk[: cut + 1]
+        rest = chunk[cut + 1 :]
     if rest:
         yield rest
 
@@ -322,7 +339,8 @@ class Source:
     def where(self, table: str) -> str:
         return self.manifest.files[table].path
 
-    def lines(self, table: str) -> Iterator[bytes]:
+    def chunks(self, table: str) -> Iterator[bytes]:
+        """The plain bytes of a table file, in chunks."""
         path = _safe_member(self.manifest.files[table].path)
         with self._open(path) as f:
             if self.manifest.encrypted:
@@ -330,82 +348,155 @@ class Source:
                     raise SnapshotError(
                         f"{self.label} is encrypted", "it needs this platform's master key"
                     )
-                yield from _lines(
-                    _decrypting_chunks(f, self._box, self._context + b"|" + path.encode())
-                )
+                yield from _decrypting_chunks(f, self._box, self._context + b"|" + path.encode())
             else:
-                yield from _lines(_read_chunks(f))
+                yield from _read_chunks(f)
+
+    def lines(self, table: str) -> Iterator[bytes]:
+        return _lines(self.chunks(table))
+
+    def blocks(self, table: str, check: bool = False) -> Iterator[bytes]:
+        """The table file in blocks of whole lines. With `check`, the row count and
+        sha256 are compared with the manifest after the last block, and a mismatch
+        raises SnapshotError (so a load can verify while it reads, and roll back)."""
+        if not check:
+            yield from _blocks(self.chunks(table))
+            return
+        entry = self.manifest.files[table]
+        h = hashlib.sha256()
+        n = 0
+        last = b"\n"
+        for block in _blocks(self.chunks(table)):
+            h.update(block)
+            n += block.count(b"\n")
+            last = block[-1:]
+            yield block
+        if last != b"\n":
+            n += 1
+        if n != entry.rows:
+            raise SnapshotError(
+                f"{entry.path}: {n} rows, the manifest says {entry.rows}",
+                "the snapshot is damaged; nothing was changed",
+            )
+        if h.hexdigest() != entry.sha256:
+            raise SnapshotError(
+                f"{entry.path}: sha256 differs from the manifest",
+                "the snapshot is damaged; nothing was changed",
+            )
 
     def verify(self, tables: Sequence[str] | None = None) -> list[str]:
         """Problems found by re-reading every file against the manifest ([] = intact)."""
         problems: list[str] = []
         for name in tables if tables is not None else list(self.manifest.files):
             entry = self.manifest.files[name]
-            h = hashlib.sha256()
-            n = 0
             try:
-                for line in self.lines(name):
-                    h.update(line)
-                    n += 1
+                for _block in self.blocks(name, check=True):
+                    pass
+            except SnapshotError as exc:
+                problems.append(exc.message)
             except (OSError, zipfile.BadZipFile, SnapshotFormatError, TristageError) as exc:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
-                continue
             except (EOFError, ValueError) as exc:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
-                continue
-            if n != entry.rows:
-                problems.append(f"{entry.path}: {n} rows, the manifest says {entry.rows}")
-            if h.hexdigest() != entry.sha256:
-                problems.append(f"{entry.path}: sha256 differs from the manifest")
         return problems
 
-    def rows(
-        self, table: str, target: Table, columns: Sequence[str] | None = None
-    ) -> Iterator[SourcedRow]:
-        """Decoded rows with their `file:line`; a bad line raises SnapshotError."""
+    def ref(self, table: str, lineno: int) -> str:
+        """Where a line is, as `snapshot:file:line`."""
+        return f"{self.label}:{self.where(table)}:{lineno}"
+
+    def records(
+        self, table: str, target: Table, columns: Sequence[str] | None = None, check: bool = False
+    ) -> Iterator[tuple[int, list[Any]]]:
+        """(line number, JSON values in `columns` order) of each row, values not yet
+        decoded; a line that is not an object of known columns raises SnapshotError."""
         cols = list(columns or target.column_names)
         index = {c: i for i, c in enumerate(cols)}
         width = len(cols)
+        scan = _SCAN
+        lineno = 0
+        for block in self.blocks(table, check):
+            try:
+                lines = block.decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                lines = [
+                    self._decoded(table, lineno + i + 1, b)
+                    for i, b in enumerate(block.split(b"\n"))
+                ]
+            if block.endswith(b"\n"):
+                lines.pop()
+            for s in lines:
+                lineno += 1
+                try:
+                    obj, end = scan(s, 0)
+                    if end != len(s) and not s[end:].isspace():
+                        raise ValueError("extra data")
+                except (StopIteration, ValueError):
+                    if not s or s.isspace():
+                        continue
+                    obj = self._parse(table, lineno, s)
+                if obj.__class__ is not dict:
+                    raise SnapshotError(
+                        f"{self.ref(table, lineno)}: expected a JSON object, got "
+                        f"{type(obj).__name__}",
+                        "nothing was changed; each line is one row as an object",
+                    )
+                vals: list[Any] = [None] * width
+                for k, j in obj.items():
+                    i = index.get(k)
+                    if i is None:
+                        raise SnapshotError(
+                            f"{self.ref(table, lineno)}: unknown column {k!r} (table "
+                            f"{target.name} has: {', '.join(cols)})",
+                            "nothing was changed; add the column to the table or drop it "
+                            "from the line",
+                        )
+                    vals[i] = j
+                yield lineno, vals
+
+    def _decoded(self, table: str, lineno: int, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SnapshotError(
+                f"{self.ref(table, lineno)}: not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                "nothing was changed; fix that line",
+            ) from None
+
+    def _parse(self, table: str, lineno: int, s: str) -> Any:
+        try:
+            return json.loads(s)
+        except ValueError as exc:
+            raise SnapshotError(
+                f"{self.ref(table, lineno)}: not valid JSON ({exc})",
+                "nothing was changed; fix that line",
+            ) from None
+
+    def rows(
+        self,
+        table: str,
+        target: Table,
+        columns: Sequence[str] | None = None,
+        check: bool = False,
+    ) -> Iterator[SourcedRow]:
+        """Decoded rows with their `file:line`; a bad line raises SnapshotError."""
+        cols = list(columns or target.column_names)
         wrap_json = self.manifest.engine == "convex"
         json_idx = [i for i, c in enumerate(cols) if (tc := target.column(c)) and tc.kind == "json"]
-        path = self.where(table)
-        lineno = 0
-        for raw in self.lines(table):
-            lineno += 1
-            ref = f"{self.label}:{path}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise SnapshotError(
-                    f"{ref}: not valid JSON ({exc})", "nothing was changed; fix that line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise SnapshotError(
-                    f"{ref}: expected a JSON object, got {type(obj).__name__}",
-                    "nothing was changed; each line is one row as an object",
-                )
-            vals: list[Any] = [None] * width
-            for k, j in obj.items():
-                i = index.get(k)
-                if i is None:
-                    raise SnapshotError(
-                        f"{ref}: unknown column {k!r} (table {target.name} has: {', '.join(cols)})",
-                        "nothing was changed; add the column to the table or drop it from the line",
-                    )
+        for lineno, vals in self.records(table, target, cols, check):
+            for i, j in enumerate(vals):
                 if j is None or type(j) is str or type(j) is int or type(j) is float:
-                    vals[i] = j
                     continue
                 try:
                     vals[i] = decode_value(j)
                 except SnapshotFormatError as exc:
-                    raise SnapshotError(f"{ref}: column {k!r}: {exc}") from None
+                    raise SnapshotError(
+                        f"{self.ref(table, lineno)}: column {cols[i]!r}: {exc}"
+                    ) from None
             if wrap_json:
                 for i in json_idx:
                     if vals[i] is not None and not isinstance(vals[i], JsonValue):
                         vals[i] = JsonValue(vals[i])
-            yield ref, vals
+            yield self.ref(table, lineno), vals
 
 
 def _why(exc: BaseException) -> str:

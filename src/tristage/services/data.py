@@ -361,21 +361,34 @@ class DataService:
         mode: ImportMode | Literal["recreate"],
         progress: Progress | None = None,
         drop_others: bool = False,
+        check: bool = False,
     ) -> LoadResult:
+        """Load tables of `source` in one transaction; with `check`, each file is
+        verified against the manifest while it is read (a mismatch rolls back)."""
         m = source.manifest
         wanted = [t for t in m.tables if t.name in set(names)]
         ordered = load_order(wanted)
 
-        def rows_of(t: Table, target: Table, cols: list[str]) -> Iterator[SourcedRow]:
+        def counted(t: Table, items: Iterator[Any]) -> Iterator[Any]:
+            if not progress:
+                yield from items
+                return
             total = m.files[t.name].rows
             n = 0
-            for item in source.rows(t.name, t, cols):
+            for item in items:
                 n += 1
-                if progress and n % 5000 == 0:
+                if n % 5000 == 0:
                     progress(t.name, n, total)
                 yield item
-            if progress:
-                progress(t.name, n, total)
+            progress(t.name, n, total)
+
+        def load_table(w: Writer, t: Table, target: Table, cols: list[str]) -> int:
+            if isinstance(w, PgSession) and m.engine != "convex":
+                records = source.records(t.name, target, cols, check)
+                return w.copy_records(
+                    target, cols, counted(t, records), lambda n: source.ref(t.name, n)
+                )
+            return w.insert(target, cols, counted(t, source.rows(t.name, target, cols, check)))
 
         def fill(w: Writer) -> LoadResult:
             existing = {t.name: t for t in w.tables()}
@@ -395,7 +408,8 @@ class DataService:
             created: list[Table] = []
             for t in ordered:
                 if t.name not in existing:
-                    w.create(t, m.engine)
+                    # a verified backup comes from a store that enforced its keys
+                    w.create(t, m.engine, defer_keys=check)
                     created.append(t)
             if mode == "replace":
                 w.clear([existing[t.name] for t in ordered if t.name in existing])
@@ -411,7 +425,7 @@ class DataService:
                         f"found in {source.label}",
                         "migrate the database first, or import into an empty environment",
                     )
-                counts[t.name] = w.insert(target, cols, rows_of(t, target, cols))
+                counts[t.name] = load_table(w, t, target, cols)
                 loaded.append(target)
             w.finish(created, loaded, m.engine)
             return LoadResult(counts, [t.name for t in created])
@@ -566,6 +580,13 @@ class DataService:
                 f"backup {backup_id} is damaged: {exc.message}", "restore another backup"
             ) from None
 
+    def _discard(self, project: str, owner: str, backup_id: str) -> None:
+        self.target(project, owner).delete(backup_id)
+        self.api.store.execute(
+            "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
+            (project, owner, backup_id),
+        )
+
     def verify(self, project: str, environment: str, backup_id: str) -> Source:
         """Open a backup and check every file against its manifest; raises if damaged."""
         owner = self.owner(project, environment)
@@ -621,17 +642,37 @@ class DataService:
                 f"restoring {owner} replaces its live data with backup {backup_id}",
                 "pass --yes to confirm",
             )
-        src = self.verify(project, owner, backup_id)
+        src = self._open_backup(project, owner, backup_id)
         try:
+            missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
+            if missing:
+                raise BackupDamaged(
+                    f"backup {backup_id} failed verification: no file for {', '.join(missing)}",
+                    "nothing was restored; restore another backup",
+                )
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
-            result = self._load(
-                self.open_store(project, owner),
-                src,
-                [t.name for t in src.manifest.tables],
-                "recreate",
-                progress,
-                drop_others=True,
-            )
+            try:
+                # one pass: every file is checked against the manifest while it loads,
+                # and the transaction commits only after the last check passed
+                result = self._load(
+                    self.open_store(project, owner),
+                    src,
+                    [t.name for t in src.manifest.tables],
+                    "recreate",
+                    progress,
+                    drop_others=True,
+                    check=True,
+                )
+            except BaseException as exc:
+                self._discard(project, owner, safety.id)  # nothing changed
+                if isinstance(exc, Exception):
+                    problems = src.verify()
+                    if problems:
+                        raise BackupDamaged(
+                            f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
+                            "nothing was restored; restore another backup",
+                        ) from None
+                raise
         finally:
             src.close()
         self.api.audit.record(

@@ -8,6 +8,7 @@ only the fields of columns whose rule changes them; other fields pass untouched.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,29 +30,42 @@ def unescape(field: bytes) -> str:
 
 
 def escape(s: str) -> bytes:
+    return escape_str(s).encode("utf-8")
+
+
+def escape_str(s: str) -> str:
     if "\\" in s:
         s = s.replace("\\", "\\\\")
     if "\n" in s or "\r" in s or "\t" in s:
         s = s.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return s.encode("utf-8")
+    return s
+
+
+def value_text(v: Any) -> str:
+    """A Python value (not None, not a list) as PostgreSQL input text, unescaped."""
+    t = type(v)
+    if t is str:
+        return v  # type: ignore[no-any-return]
+    if t is bool:
+        return "t" if v else "f"
+    if t is int or t is float:
+        return str(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return "\\x" + bytes(v).hex()
+    if isinstance(v, JsonValue):
+        return v.dumps()
+    if isinstance(v, dt.datetime | dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return f"{v.days} days {v.seconds} seconds {v.microseconds} microseconds"
+    return str(v)  # Decimal, UUID
 
 
 def encode_field(v: Any) -> bytes:
-    """A Python value as one COPY text field."""
+    """A Python value (not a list) as one COPY text field."""
     if v is None:
         return NULL
-    t = type(v)
-    if t is str:
-        return escape(v)
-    if t is bool:
-        return b"t" if v else b"f"
-    if t is int or t is float:
-        return str(v).encode()
-    if isinstance(v, bytes | bytearray | memoryview):
-        return b"\\\\x" + bytes(v).hex().encode()
-    if isinstance(v, JsonValue):
-        return escape(v.dumps())
-    return escape(str(v))
+    return escape_str(value_text(v)).encode("utf-8")
 
 
 Loader = Callable[[bytes], Any]  # COPY text of one value (unescaped) -> Python value

@@ -20,7 +20,15 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql as pgsql
 
-from ...domain.snapshot import Column, ForeignKey, JsonValue, Table
+from ...domain.snapshot import (
+    Column,
+    ForeignKey,
+    JsonValue,
+    SnapshotFormatError,
+    Table,
+    compact_json,
+    decode_value,
+)
 from . import pg_text
 from .base import BATCH_ROWS, DataStoreError, LoadError, SourcedRow, batched, quote
 
@@ -455,6 +463,123 @@ class PostgresSession:
             raise LoadError(where, _reason(exc)) from None
         return n
 
+    def copy_records(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        records: Iterable[tuple[int, list[Any]]],
+        where: Callable[[int], str],
+    ) -> int:
+        """Load snapshot records (line number, JSON values in `columns` order) with COPY;
+        a bad value or a row the database refuses raises naming `where(line)`."""
+        kinds = [(c.kind if (c := table.column(name)) else "other") for name in columns]
+        encoders = [self._json_field(k) for k in kinds]
+        plain_int = [k != "boolean" for k in kinds]
+        names = list(columns)
+        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        escape = pg_text.escape_str
+        n = 0
+        lines: list[str] = []
+        linenos: list[int] = []  # of the rows in the current COPY, to name a refused one
+        size = 0
+        with self.conn.cursor() as cur:
+            cp_cm = cur.copy(copy_sql)
+            cp = cp_cm.__enter__()
+            try:
+                for lineno, vals in records:
+                    parts = []
+                    for i, j in enumerate(vals):
+                        if j is None:
+                            parts.append("\\N")
+                        elif j.__class__ is str:
+                            parts.append(escape(j))
+                        elif j.__class__ is int and plain_int[i]:
+                            parts.append(int.__repr__(j))
+                        else:
+                            try:
+                                parts.append(encoders[i](j))
+                            except SnapshotFormatError as exc:
+                                raise LoadError(
+                                    where(lineno), f"column {names[i]!r}: {exc}"
+                                ) from None
+                    line = "\t".join(parts)
+                    lines.append(line)
+                    linenos.append(lineno)
+                    size += len(line)
+                    n += 1
+                    if size >= _BLOCK:
+                        lines.append("")
+                        cp.write("\n".join(lines).encode("utf-8"))
+                        lines.clear()
+                        size = 0
+                        if len(linenos) >= _COPY_ROWS:
+                            cp_cm.__exit__(None, None, None)
+                            linenos.clear()
+                            cp_cm = cur.copy(copy_sql)
+                            cp = cp_cm.__enter__()
+                if lines:
+                    lines.append("")
+                    cp.write("\n".join(lines).encode("utf-8"))
+                cp_cm.__exit__(None, None, None)
+            except psycopg.Error as exc:
+                m = re.search(r"line (\d+)", exc.diag.context or "")
+                i = int(m.group(1)) - 1 if m else -1
+                at = where(linenos[i]) if 0 <= i < len(linenos) else table.name
+                raise LoadError(at, _reason(exc)) from None
+            except BaseException as exc:
+                try:
+                    cp_cm.__exit__(type(exc), exc, exc.__traceback__)
+                except psycopg.Error:
+                    pass
+                raise
+        return n
+
+    def _json_field(self, kind: str) -> Callable[[Any], str]:
+        """Snapshot JSON value (not None, not a str) -> COPY text field, for a column kind."""
+        escape = pg_text.escape_str
+        text = pg_text.value_text
+        compact = compact_json
+        tx = psycopg.adapt.Transformer(self.conn)
+
+        def slow(j: Any) -> str:
+            v = decode_value(j) if isinstance(j, dict | list) else j
+            if isinstance(v, list):
+                data = tx.get_dumper(v, psycopg.adapt.PyFormat.TEXT).dump(v)
+                return escape(bytes(data).decode("utf-8")) if data is not None else "\\N"
+            if v is None:
+                return "\\N"
+            return escape(text(v))
+
+        def plain(j: Any) -> str:
+            if j.__class__ is dict and len(j) == 1:
+                ((tag, payload),) = j.items()
+                if tag in _TEXT_TAGS and payload.__class__ is str:
+                    return escape(payload)  # already the database's input text
+            return slow(j)
+
+        if kind == "json":
+
+            def as_json(j: Any) -> str:
+                if j.__class__ is dict and len(j) == 1 and "$json" in j:
+                    return escape(compact(j["$json"]))
+                v = decode_value(j) if isinstance(j, dict | list) else j
+                if isinstance(v, str):
+                    return escape(v)
+                if isinstance(v, JsonValue):
+                    return escape(v.dumps())
+                return escape(json.dumps(v, default=str))
+
+            return as_json
+        if kind == "boolean":
+
+            def as_bool(j: Any) -> str:
+                if isinstance(j, int):
+                    return "t" if j else "f"
+                return plain(j)
+
+            return as_bool
+        return plain
+
     def finish(self, created: Sequence[Table], loaded: Sequence[Table], source_engine: str) -> None:
         try:
             for stmt in self._deferred:
@@ -489,6 +614,8 @@ def _order(table: Table) -> str:
 
 
 _BLOCK = 1 << 18  # bytes of COPY data per write
+_TEXT_TAGS = frozenset({"$ts", "$dec", "$date", "$time", "$uuid"})
+_COPY_ROWS = 100_000  # rows per COPY statement of a snapshot load (bounds the line index)
 
 
 def _reason(exc: psycopg.Error) -> str:
