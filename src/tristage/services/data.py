@@ -33,6 +33,7 @@ from ..edges.datastores import (
 from ..edges.datastores.base import Reader, SourcedRow, Writer
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.postgres import database_of, drop_database, ensure_database, with_database
+from ..edges.datastores.sqlite import SqliteSession
 from ..edges.snapshot_io import (
     DirSink,
     Progress,
@@ -850,6 +851,16 @@ class DataService:
                 w.create(t, engine, defer_keys=True)
                 rules = plan.columns.get(t.name, []) if plan is not None else []
                 total = r.count(t.name) if progress else 0
+                if isinstance(r, SqliteSession) and isinstance(w, SqliteSession):
+                    functions = {
+                        c.column: transformer.rule_function(c.rule)
+                        for c in rules
+                        if c.rule != "keep"
+                    }
+                    counts[t.name] = w.copy_from(r.path, t, functions)
+                    if progress:
+                        progress(t.name, counts[t.name], total)
+                    continue
                 if isinstance(r, PgSession) and isinstance(w, PgSession):
                     counts[t.name] = w.copy_text(
                         t, _copy_rows(t, r, rules, transformer, progress, total), t.name

@@ -150,7 +150,9 @@ def _json_expr(col: Column) -> str | None:
         e = (
             f"CASE WHEN {q} = 'NaN' THEN '{{\"$float\":\"nan\"}}'"
             f" WHEN {q} = 'Infinity' THEN '{{\"$float\":\"inf\"}}'"
-            f" WHEN {q} = '-Infinity' THEN '{{\"$float\":\"-inf\"}}' ELSE {q}::text END"
+            f" WHEN {q} = '-Infinity' THEN '{{\"$float\":\"-inf\"}}'"
+            # a float stays a float in JSON ("-0" would read back as the integer 0)
+            f" WHEN {q}::text ~ '[.e]' THEN {q}::text ELSE {q}::text || '.0' END"
         )
     elif k == "numeric":
         e = f"'{{\"$dec\":\"' || {q}::text || '\"}}'"

@@ -7,7 +7,7 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -91,6 +91,14 @@ def _adapt_json(v: Any) -> Any:
     return v.dumps() if isinstance(v, JsonValue) else json.dumps(v, default=str)
 
 
+def _order(table: Table) -> str:
+    order = ", ".join(quote(c) for c in table.primary_key) or "rowid"
+    without_rowid = bool(table.ddl and re.search(r"WITHOUT\s+ROWID", table.ddl, re.I))
+    if without_rowid and not table.primary_key:
+        order = "1"
+    return order
+
+
 def path_from_url(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:////absolute/path)")
@@ -111,22 +119,22 @@ class SqliteDataStore:
         return conn
 
     @contextmanager
-    def read(self) -> Iterator[_Session]:
+    def read(self) -> Iterator[SqliteSession]:
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            yield _Session(conn)
+            yield SqliteSession(conn, self.path)
             conn.execute("COMMIT")
         finally:
             conn.close()
 
     @contextmanager
-    def write(self) -> Iterator[_Session]:
+    def write(self) -> Iterator[SqliteSession]:
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("PRAGMA defer_foreign_keys=ON")
-            session = _Session(conn)
+            session = SqliteSession(conn, self.path)
             try:
                 yield session
                 session.check_foreign_keys()
@@ -141,9 +149,12 @@ class SqliteDataStore:
         pass
 
 
-class _Session:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+class SqliteSession:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
+        self.path = path
+        self._attached: Path | None = None
+        self._functions = 0
 
     # -- reading ---------------------------------------------------------
     def tables(self) -> list[Table]:
@@ -197,11 +208,7 @@ class _Session:
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
         cols = ", ".join(quote(c) for c in table.column_names)
-        order = ", ".join(quote(c) for c in table.primary_key) or "rowid"
-        without_rowid = bool(table.ddl and re.search(r"WITHOUT\s+ROWID", table.ddl, re.I))
-        if without_rowid and not table.primary_key:
-            order = "1"
-        cur = self.conn.execute(f"SELECT {cols} FROM {quote(table.name)} ORDER BY {order}")
+        cur = self.conn.execute(f"SELECT {cols} FROM {quote(table.name)} ORDER BY {_order(table)}")
         while True:
             batch = cur.fetchmany(BATCH_ROWS)
             if not batch:
@@ -284,6 +291,36 @@ class _Session:
         for t in created:
             for stmt in t.indexes:
                 self.conn.execute(stmt)
+
+    def copy_from(
+        self, source: Path, table: Table, functions: Mapping[str, Callable[[Any], Any]]
+    ) -> int:
+        """Copy every row of `table` from the SQLite file `source` in one statement of
+        this transaction, passing the columns named in `functions` through them."""
+        if self._attached != source:
+            if self._attached is not None:
+                self.conn.execute("DETACH DATABASE ts_source")
+            self.conn.execute("ATTACH DATABASE ? AS ts_source", (str(source),))
+            self._attached = source
+        exprs = []
+        for c in table.column_names:
+            fn = functions.get(c)
+            if fn is None:
+                exprs.append(quote(c))
+                continue
+            self._functions += 1
+            name = f"ts_rule_{self._functions}"
+            self.conn.create_function(name, 1, fn, deterministic=True)
+            exprs.append(f"{name}({quote(c)})")
+        cols = ", ".join(quote(c) for c in table.column_names)
+        try:
+            cur = self.conn.execute(
+                f"INSERT INTO main.{quote(table.name)} ({cols}) SELECT {', '.join(exprs)}"
+                f" FROM ts_source.{quote(table.name)} ORDER BY {_order(table)}"
+            )
+        except sqlite3.Error as exc:
+            raise LoadError(f"table {table.name}", f"{type(exc).__name__}: {exc}") from None
+        return cur.rowcount
 
     def check_foreign_keys(self) -> None:
         bad = self.conn.execute("PRAGMA foreign_key_check").fetchmany(5)
