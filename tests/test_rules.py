@@ -453,6 +453,8 @@ def test_frontend_host_decoding() -> None:
         ("postgresql+psycopg://h:5433/app", "postgresql://h:5432/app", False),
         ("postgresql://h/app", "postgresql://h/app2", False),
         ("sqlite:////srv/x.db", "/srv/./x.db", True),
+        ("sqlite://///srv/x.db", "sqlite:////srv/x.db", True),
+        ("//srv/x.db", "/srv/x.db", True),
         ("sqlite:///rel.db", "rel.db", True),
         ("mysql://h/app", "MYSQL://h/app", True),
     ],

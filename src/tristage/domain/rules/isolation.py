@@ -26,18 +26,25 @@ def _host(host: str | None) -> str:
     return "loopback" if h in _LOOPBACK else h
 
 
+def _norm(path: str) -> str:
+    # normpath keeps a leading '//' (POSIX leaves it implementation-defined; on Linux
+    # it is '/'), so every spelling of one file compares equal
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
 def url_target(url: str) -> Target:
     """What a database URL points at, normalized."""
     text = url.strip()
     scheme, sep, _ = text.partition("://")
     scheme = scheme.lower().split("+")[0]
     if not sep:
-        return ("sqlite", posixpath.normpath(text))
+        return ("sqlite", _norm(text))
     if scheme == "sqlite":
         path = text.split("://", 1)[1].split("?", 1)[0]
         # sqlite:///relative, sqlite:////absolute (SQLAlchemy style)
         path = path[1:] if path.startswith("/") else path
-        return ("sqlite", posixpath.normpath(unquote(path)) if path else ":memory:")
+        return ("sqlite", _norm(unquote(path)) if path else ":memory:")
     if scheme in ("postgres", "postgresql"):
         parts = urlsplit(text)
         try:
