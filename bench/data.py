@@ -3,9 +3,13 @@
 Seeds production with an `events` table of --rows rows plus a users/payments pair
 (rows/10 users, rows/5 payments with a foreign key), then times each operation in its
 own process (so peak memory is per operation) against the engine's own tools:
-`pg_dump -Fc` / `pg_restore` for PostgreSQL and the sqlite3 backup API for SQLite.
+`pg_dump -Fc` / `pg_restore` for PostgreSQL; for SQLite `sqlite3 .dump` piped into a
+fresh `sqlite3` (a row-level copy, like a clone) and the backup API (a page copy).
+Several --rows sizes print peak memory side by side (it should stay flat). It also
+checks that the email transform keeps 1,000,000 distinct values distinct.
 
     .venv/bin/python bench/data.py --rows 1000000 --engine both
+    .venv/bin/python bench/data.py --rows 250000 1000000 --engine postgres
 """
 
 from __future__ import annotations
@@ -126,16 +130,29 @@ def child(op: str, home: str, arg: str) -> None:
         rows = sum(api.data.restore("bench", "production", arg, yes=True).rows.values())
     elif op == "clone":
         rows = sum(api.data.clone("bench", "production", "preview", yes=True).rows.values())
+    elif op == "sqlite-dump":
+        src_path = api.data.database_url("bench", "production")[len("sqlite://") :]
+        dump = subprocess.Popen(["sqlite3", src_path, ".dump"], stdout=subprocess.PIPE)
+        subprocess.run(["sqlite3", arg], stdin=dump.stdout, check=True, capture_output=True)
+        assert dump.stdout is not None
+        dump.stdout.close()
+        if dump.wait() != 0:
+            raise SystemExit("sqlite3 .dump failed")
+        rows = _sqlite_rows(sqlite3.connect(arg))
     elif op == "sqlite-backup":
         src = sqlite3.connect(api.data.database_url("bench", "production")[len("sqlite://") :])
         dst = sqlite3.connect(arg)
         src.backup(dst)
         dst.close()
-        count = "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM users)"
-        rows = int(src.execute(count + " + (SELECT count(*) FROM payments)").fetchone()[0])
+        rows = _sqlite_rows(src)
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"op": op, "seconds": seconds, "rows": rows, "rss_mib": rss / 1024}))
+
+
+def _sqlite_rows(conn: sqlite3.Connection) -> int:
+    count = "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM users)"
+    return int(conn.execute(count + " + (SELECT count(*) FROM payments)").fetchone()[0])
 
 
 def run_child(op: str, home: Path, arg: str = "") -> dict[str, Any]:
@@ -159,12 +176,12 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_engine(engine: str, rows: int, work: Path) -> None:
+def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
     from tristage.api import Tristage
 
     token = secrets.token_hex(3)
-    home = work / f"home-{engine}"
-    repo = work / f"repo-{engine}"
+    home = work / f"home-{engine}-{rows}"
+    repo = work / f"repo-{engine}-{rows}"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (repo / "tristage.toml").write_text(config(engine, token))
@@ -180,7 +197,7 @@ def bench_engine(engine: str, rows: int, work: Path) -> None:
     )
     results: list[dict[str, Any]] = []
     try:
-        snap = work / f"snap-{engine}"
+        snap = work / f"snap-{engine}-{rows}"
         results.append(run_child("export", home, str(snap)))
         results.append(run_child("import", home, str(snap)))
         b = run_child("backup", home)
@@ -190,7 +207,7 @@ def bench_engine(engine: str, rows: int, work: Path) -> None:
         results.append(run_child("clone", home))
         total = results[0]["rows"]
         if engine == "postgres":
-            dump = work / "pg.dump"
+            dump = work / f"pg-{rows}.dump"
             dbname = f"tristage_bench{token}_production"
             t_dump = timed(["pg_dump", "-Fc", "-f", str(dump), prod_url])
             scratch = f"tristage_bench{token}_scratch"
@@ -202,28 +219,31 @@ def bench_engine(engine: str, rows: int, work: Path) -> None:
             base = {"dump": t_dump, "restore": t_restore, "dump+restore": t_dump + t_restore}
             del dbname
         else:
-            s = run_child("sqlite-backup", home, str(work / "copy.sqlite3"))
-            base = {"backup API": s["seconds"]}
-        print(f"{'operation':<16}{'seconds':>9}{'rows/s':>12}{'peak MiB':>10}")
+            d = run_child("sqlite-dump", home, str(work / f"dump-{rows}.sqlite3"))
+            s = run_child("sqlite-backup", home, str(work / f"copy-{rows}.sqlite3"))
+            base = {".dump|sqlite3": d["seconds"], "backup API": s["seconds"]}
+        print(f"{'operation':<24}{'seconds':>9}{'rows/s':>12}{'peak MiB':>10}")
         for r in results:
             print(
-                f"{r['op']:<16}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}"
+                f"{r['op']:<24}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}"
                 f"{r['rss_mib']:>10.0f}"
             )
         for name, secs in base.items():
-            print(f"{'baseline ' + name:<16}{secs:>9.2f}{total / secs:>12,.0f}")
-        ref = base.get("dump+restore", base.get("backup API", 1.0))
+            print(f"{'baseline ' + name:<24}{secs:>9.2f}{total / secs:>12,.0f}")
         clone_s = results[-1]["seconds"]
-        print(
-            f"ratio sanitized clone / {'dump+restore' if engine == 'postgres' else 'backup API'}"
-            f": {clone_s / ref:.2f}x"
-        )
+        if engine == "postgres":
+            print(f"ratio sanitized clone / dump+restore: {clone_s / base['dump+restore']:.2f}x")
+        else:
+            print(
+                f"ratio sanitized clone / .dump|sqlite3: {clone_s / base['.dump|sqlite3']:.2f}x;"
+                f" / backup API (page copy): {clone_s / base['backup API']:.2f}x"
+            )
         if engine == "postgres":
             print(
                 f"ratio export / pg_dump: {results[0]['seconds'] / base['dump']:.2f}x; "
                 f"import / pg_restore: {results[1]['seconds'] / base['restore']:.2f}x; "
                 f"backup+restore / dump+restore: "
-                f"{(results[2]['seconds'] + results[3]['seconds']) / ref:.2f}x"
+                f"{(results[2]['seconds'] + results[3]['seconds']) / base['dump+restore']:.2f}x"
             )
     finally:
         if engine == "postgres":
@@ -232,6 +252,28 @@ def bench_engine(engine: str, rows: int, work: Path) -> None:
             for env in ("production", "preview"):
                 drop_database(PG_SERVER, f"tristage_bench{token}_{env}")
         api.close()
+    return results
+
+
+def email_uniqueness(n: int) -> None:
+    """The email transform keeps n distinct inputs distinct (and its speed)."""
+    from tristage.domain.sanitize import Transformer
+
+    email = Transformer(secrets.token_bytes(32)).rule_function("email")
+    t0 = time.perf_counter()
+    out = {email(f"user{i}@real.test") for i in range(n)}
+    secs = time.perf_counter() - t0
+    verdict = "all distinct" if len(out) == n else f"{n - len(out)} COLLISIONS"
+    print(f"\n== email transform: {n:,} distinct inputs -> {len(out):,} outputs ({verdict}),")
+    print(f"   {n / secs:,.0f} values/s")
+
+
+def memory_summary(engine: str, by_size: dict[int, list[dict[str, Any]]]) -> None:
+    sizes = sorted(by_size)
+    print(f"\n== {engine}: peak MiB by events rows")
+    print(f"{'operation':<12}" + "".join(f"{s:>12,}" for s in sizes))
+    for i, r in enumerate(by_size[sizes[0]]):
+        print(f"{r['op']:<12}" + "".join(f"{by_size[s][i]['rss_mib']:>12.0f}" for s in sizes))
 
 
 def main() -> None:
@@ -239,14 +281,19 @@ def main() -> None:
         child(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    p.add_argument("--unique", type=int, default=1_000_000, help="email uniqueness check size")
     p.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tristage-bench-"))
     try:
         engines = ["sqlite", "postgres"] if args.engine == "both" else [args.engine]
         for engine in engines:
-            bench_engine(engine, args.rows, work)
+            by_size = {rows: bench_engine(engine, rows, work) for rows in args.rows}
+            if len(by_size) > 1:
+                memory_summary(engine, by_size)
+        if args.unique:
+            email_uniqueness(args.unique)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -40,6 +40,7 @@ from ..errors import TristageError
 from .datastores.base import Reader, SourcedRow
 
 ENC_MAGIC = b"TSENC1\n"
+_NESTED = frozenset({dict, list})  # tagged values ({"$ts": …}) and JSON documents
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner
 CHUNK = 1 << 20
 FLUSH_ROWS = 1000
@@ -440,6 +441,9 @@ class Source:
                         f"{type(obj).__name__}",
                         "nothing was changed; each line is one row as an object",
                     )
+                if list(obj) == cols:  # the usual case: every column, in order
+                    yield lineno, list(obj.values())
+                    continue
                 vals: list[Any] = [None] * width
                 for k, j in obj.items():
                     i = index.get(k)
@@ -484,8 +488,8 @@ class Source:
         json_idx = [i for i, c in enumerate(cols) if (tc := target.column(c)) and tc.kind == "json"]
         for lineno, vals in self.records(table, target, cols, check):
             for i, j in enumerate(vals):
-                if j is None or type(j) is str or type(j) is int or type(j) is float:
-                    continue
+                if j.__class__ not in _NESTED:
+                    continue  # null, string, number, boolean: as they are
                 try:
                     vals[i] = decode_value(j)
                 except SnapshotFormatError as exc:
