@@ -4,6 +4,7 @@ direct COPY imports, SQLite clones in SQL, and restores verified while they load
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import sqlite3
@@ -22,6 +23,7 @@ from tristage.api import Tristage
 from tristage.domain.sanitize import Transformer
 from tristage.domain.snapshot import JsonValue
 from tristage.edges.datastores import open_datastore
+from tristage.errors import TristageError
 from tristage.services.data import BackupDamaged
 
 ODD_TEXT = "tab\there\nnew line\\back\\\\slash\r\u2028 é 🚀 \\N"
@@ -207,3 +209,36 @@ def test_sqlite_clone_matches_the_generic_transforms(api: Tristage, repo: Path) 
             before[5],
         )
     assert Decimal(str(clone["users"][0][7])) == Decimal("12.30")
+
+
+def test_postgres_import_names_the_refused_line_across_copy_statements(
+    pg: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tristage.edges.datastores import postgres
+
+    monkeypatch.setattr(postgres, "_BLOCK", 64)  # a write per row or two
+    monkeypatch.setattr(postgres, "_COPY_ROWS", 2)  # a new COPY every few rows
+    pg.seed("development", users=12)
+    pg.seed("preview", users=2)
+    before = pg.dump("preview")
+    out = tmp_path / "snap"
+    pg.api.data.export("shop", "development", out)
+    path = out / "tables" / "users.jsonl"
+    good = path.read_text().splitlines()
+    for lineno, patch, expected in (
+        (9, {"email": None}, "null value"),
+        (7, {"created_at": {"$ts": 5}}, "column 'created_at'"),
+        (11, {"balance": {"$dec": "not a number"}}, "numeric"),
+    ):
+        lines = list(good)
+        row = json.loads(lines[lineno - 1])
+        row.update(patch)
+        lines[lineno - 1] = json.dumps(row)
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(TristageError) as exc:
+            pg.api.data.import_snapshot("shop", "preview", out, mode="replace")
+        assert f"users.jsonl:{lineno}" in exc.value.message and expected in exc.value.message
+        assert pg.dump("preview") == before
+    path.write_text("\n".join(good) + "\n")
+    pg.api.data.import_snapshot("shop", "preview", out, mode="replace")
+    assert pg.dump("preview") == pg.dump("development")

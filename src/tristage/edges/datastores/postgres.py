@@ -487,6 +487,7 @@ class PostgresSession:
         with self.conn.cursor() as cur:
             cp_cm = cur.copy(copy_sql)
             cp = cp_cm.__enter__()
+            active = True  # a COPY is open (its end is where the server reports errors)
             try:
                 for lineno, vals in records:
                     parts = []
@@ -515,25 +516,29 @@ class PostgresSession:
                         lines.clear()
                         size = 0
                         if len(linenos) >= _COPY_ROWS:
+                            active = False
                             cp_cm.__exit__(None, None, None)
                             linenos.clear()
                             cp_cm = cur.copy(copy_sql)
                             cp = cp_cm.__enter__()
+                            active = True
                 if lines:
                     lines.append("")
                     cp.write("\n".join(lines).encode("utf-8"))
+                active = False
                 cp_cm.__exit__(None, None, None)
-            except psycopg.Error as exc:
+            except BaseException as exc:
+                if active:  # end the COPY before the transaction rolls back
+                    try:
+                        cp_cm.__exit__(type(exc), exc, exc.__traceback__)
+                    except psycopg.Error:
+                        pass
+                if not isinstance(exc, psycopg.Error):
+                    raise
                 m = re.search(r"line (\d+)", exc.diag.context or "")
                 i = int(m.group(1)) - 1 if m else -1
                 at = where(linenos[i]) if 0 <= i < len(linenos) else table.name
                 raise LoadError(at, _reason(exc)) from None
-            except BaseException as exc:
-                try:
-                    cp_cm.__exit__(type(exc), exc, exc.__traceback__)
-                except psycopg.Error:
-                    pass
-                raise
         return n
 
     def _json_field(self, kind: str) -> Callable[[Any], str]:
