@@ -166,6 +166,8 @@ def test_user_provided_ids_and_bodies_are_validated(
         assert r.status_code == 400 and "not a deployment id" in r.json()["message"]
         r = c.put("/api/v1/projects/shop/variables/API_KEY", json={"value": "v"})
         assert r.status_code == 400 and "hint" in r.json()
+        big = c.put("/api/v1/projects/shop/variables/API_KEY", content=b"x" * 1_100_000)
+        assert big.status_code == 400 and "too large" in big.json()["message"]
 
 
 def test_variables_are_listed_masked_and_changes_name_the_token(

@@ -48,6 +48,7 @@ from .ops import OPS, Call, Op
 from .views import Faces, Http, StatsSource, TrafficMeter
 
 STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY = 1_000_000
 
 # ---------------------------------------------------------------------------
 # Errors as JSON
@@ -91,6 +92,21 @@ def bearer(request: Request) -> str:
     return value.strip()
 
 
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it exceeds `limit` bytes (never buffered)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _query(op: Op, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for q in op.query:
@@ -127,8 +143,8 @@ def _endpoint(http: Http, op: Op) -> Callable[[Request], Awaitable[Response]]:
             query = _query(op, request)
             body: Any = None
             if op.body is not None:
-                raw = await request.body()
-                if len(raw) > 1_000_000:
+                raw = await read_limited(request, MAX_BODY)
+                if raw is None:
                     raise UsageError("request body too large (limit 1 MB)")
                 try:
                     body = op.body.model_validate_json(raw or b"{}")

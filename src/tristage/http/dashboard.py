@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from ..domain.config import NAME_RE
 from ..errors import TristageError, UsageError
 from . import views
-from .app import error_status
+from .app import error_status, read_limited
 from .auth import Role, TokenInfo, Unauthorized, csrf_ok, csrf_token, require
 from .models import check_param
 
@@ -136,8 +136,8 @@ def routes(http: Http) -> list[BaseRoute]:
                 raise _Page(_forbidden("cross-site form submission refused"))
         elif origin == "null":
             raise _Page(_forbidden("cross-site form submission refused"))
-        raw = await request.body()
-        if len(raw) > MAX_FORM:
+        raw = await read_limited(request, MAX_FORM)
+        if raw is None:
             raise _Page(_forbidden("form too large"))
         parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
         fields = {k: v[0] for k, v in parsed.items() if v}
