@@ -1,7 +1,8 @@
-"""Shared CLI plumbing: the API handle, JSON output, errors on one line."""
+"""Shared CLI plumbing: the API handle, JSON output, time formatting."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -52,3 +53,10 @@ def age(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+def when(ts: float | None) -> str:
+    """A unix time as local `YYYY-MM-DD HH:MM:SS` ("" for None)."""
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

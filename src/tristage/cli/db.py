@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from ..edges.snapshot_io import Progress as ProgressFn
 from ..errors import EXIT_FAILED, UsageError
-from .common import console, current_project, err_console, get_api, print_json
+from .common import console, current_project, err_console, get_api, print_json, when
 
 db_app = typer.Typer(
     name="db",
@@ -51,10 +50,6 @@ def _progress(enabled: bool = True) -> Iterator[ProgressFn | None]:
             progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
 
         yield report
-
-
-def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _size(n: int) -> str:
@@ -143,7 +138,7 @@ def backups(
         kind = b.kind + (" (encrypted)" if b.encrypted else "")
         t.add_row(
             b.id,
-            _when(b.created_at),
+            when(b.created_at),
             kind,
             str(b.tables),
             str(b.rows),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import typer
 from rich.table import Table
 
 from ..errors import EXIT_FAILED, UsageError
-from .common import age, console, current_project, get_api, print_json
+from .common import age, console, current_project, get_api, print_json, when
 
 hooks_app = typer.Typer(
     help="Webhook gateway: ingest URLs, deliveries, replay and test events.",
@@ -18,12 +17,6 @@ hooks_app = typer.Typer(
 
 STATUSES = ("pending", "failed", "delivered", "dead")
 _STYLE = {"pending": "yellow", "failed": "red", "delivered": "green", "dead": "bold red"}
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @hooks_app.command("urls")
@@ -133,15 +126,15 @@ def show(
         ("source", f"{d.source} ({d.kind})"),
         ("message id", d.message_id),
         ("event", d.event_type or ""),
-        ("received", _when(d.received_at)),
+        ("received", when(d.received_at)),
         ("status", d.status),
         ("attempts", str(d.attempts)),
         ("size", f"{d.size} bytes"),
     ]
     if d.next_attempt_at and d.status in ("pending", "failed"):
-        lines.append(("next attempt", _when(d.next_attempt_at)))
+        lines.append(("next attempt", when(d.next_attempt_at)))
     if d.delivered_at:
-        lines.append(("delivered", _when(d.delivered_at)))
+        lines.append(("delivered", when(d.delivered_at)))
     if d.duplicates:
         lines.append(("duplicates", f"{d.duplicates} (received again, not forwarded again)"))
     for k, v in lines:
@@ -151,7 +144,7 @@ def show(
         for n, a in enumerate(detail.attempts, 1):
             table.add_row(
                 str(n),
-                _when(a.at),
+                when(a.at),
                 a.url,
                 str(a.status_code) if a.status_code is not None else "-",
                 f"{a.duration_ms:.1f}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from ..domain.branches import resolve as resolve_branch
 from ..errors import EXIT_FAILED
-from .common import console, current_project, err_console, get_api, print_json
+from .common import console, current_project, err_console, get_api, print_json, when
 
 
 class PresetName(StrEnum):
@@ -88,9 +87,8 @@ def audit(
         return
     table = Table("when", "actor", "action", "env", "target", "details", box=None)
     for e in events:
-        when = dt.datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
         details = " ".join(f"{k}={v}" for k, v in e.details.items())
-        table.add_row(when, e.actor, e.action, e.environment or "", e.target or "", details)
+        table.add_row(when(e.at), e.actor, e.action, e.environment or "", e.target or "", details)
     console.print(table)
 
 
