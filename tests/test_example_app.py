@@ -32,6 +32,8 @@ import psycopg
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from tristage.edges.runtime import free_port
+
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "saas-app"
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -131,12 +133,6 @@ def launch(env: dict[str, str], log: Path, *python_flags: str) -> AppProcess:
             stderr=subprocess.STDOUT,
         )
     return AppProcess(proc, log)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- databases ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from conftest import run_cli
 from tristage.api import Tristage
 from tristage.domain.config import parse_config
+from tristage.edges.runtime import free_port
 from tristage.services.quickstart import (
     SANITIZE_RULES,
     pipeline_text,
@@ -31,13 +31,6 @@ from tristage.services.quickstart import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Running:

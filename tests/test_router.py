@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import uvicorn
 from tristage.edges.router import Route, Router, RouteTable
 from tristage.edges.router.headers import end_to_end, upstream_request_headers
 from tristage.edges.router.server import bind_socket
+from tristage.edges.runtime import free_port
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -165,12 +165,6 @@ async def teardown(router: Router, ups: list[Upstream]) -> None:
     await router.stop()
     for u in ups:
         await u.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- routing ------------------------------------------------------------------------------
