@@ -69,3 +69,17 @@ def test_host_table_precedence() -> None:
     assert table["development.shop.localhost"].deployment is None
     assert aliases.url("shop.localhost", 8080) == "http://shop.localhost:8080"
     assert aliases.url("shop.localhost", 80) == "http://shop.localhost"
+
+
+def test_webhook_ingest_hosts_are_the_hosts_the_router_serves_the_environment_on() -> None:
+    from tristage.domain import webhooks
+
+    table = aliases.host_table("shop", "production", ["preview", "production"], {}, {}, [])
+    for env, production in (("preview", False), ("production", True)):
+        hosts = webhooks.ingest_hosts("shop", env, production)
+        assert hosts == aliases.environment_hosts("shop", env, "production")
+        assert all(table[h].environment == env for h in hosts)
+    assert aliases.environment_hosts("shop", "production", "production") == [
+        "production.shop.localhost",
+        "shop.localhost",
+    ]

@@ -39,6 +39,15 @@ def environment_host(project: str, environment: str, production: str | None) -> 
     return f"{environment}.{project}.{DOMAIN}"
 
 
+def environment_hosts(project: str, environment: str, production: str | None) -> list[str]:
+    """Every host serving an environment's live deployment (`ENV.P.localhost`, and
+    for production also `P.localhost`)."""
+    hosts = [f"{environment}.{project}.{DOMAIN}"]
+    if environment == production:
+        hosts.append(project_host(project))
+    return hosts
+
+
 def deployment_host(project: str, deployment: str) -> str:
     return f"{deployment}.{project}.{DOMAIN}"
 
@@ -72,9 +81,8 @@ def host_table(
         table[deployment_host(project, dep.id)] = HostTarget(project, dep.environment, dep.id)
     for env in environments:
         target = HostTarget(project, env, live.get(env))
-        table[f"{env}.{project}.{DOMAIN}"] = target
-        if env == production:
-            table[project_host(project)] = target
+        for host in environment_hosts(project, env, production):
+            table[host] = target
     for branch, dep in branch_latest.items():
         host = branch_host(project, branch)
         if host not in table:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from . import aliases
+
 Kind = Literal["clerk", "stripe", "standard"]
 
 # Jitter applied to every retry delay: the delay is multiplied by a factor drawn
@@ -109,10 +111,7 @@ def max_attempts(schedule: list[float]) -> int:
 
 def ingest_hosts(project: str, environment: str, production: bool) -> list[str]:
     """The router hosts an environment answers on (production also on the bare host)."""
-    hosts = [f"{environment}.{project}.localhost"]
-    if production:
-        hosts.append(f"{project}.localhost")
-    return hosts
+    return aliases.environment_hosts(project, environment, environment if production else None)
 
 
 def ingest_path(source: str) -> str:
@@ -122,9 +121,8 @@ def ingest_path(source: str) -> str:
 def ingest_urls(
     project: str, environment: str, source: str, production: bool, port: int = 8080
 ) -> list[str]:
-    suffix = "" if port == 80 else f":{port}"
     return [
-        f"http://{host}{suffix}{ingest_path(source)}"
+        aliases.url(host, port) + ingest_path(source)
         for host in ingest_hosts(project, environment, production)
     ]
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 CONTROL_FILE = "controlplane.json"
+LOOPBACK = "127.0.0.1"
+DEFAULT_ROUTER_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class DeployService:
         if info is None:
             return False
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"wake", ("127.0.0.1", info.control_port))
+            s.sendto(b"wake", (LOOPBACK, info.control_port))
         return True
 
     def stop_controlplane(self, timeout: float = 30.0) -> ControlPlaneInfo | None:
@@ -132,25 +134,34 @@ class DeployService:
         self.api.audit.record("controlplane.stop", details={"pid": info.pid})
         return info
 
-    def router_port(self) -> int | None:
-        info = self.controlplane()
-        return info.router_port if info else None
-
     # -- urls --------------------------------------------------------------
-    def _port_for_urls(self) -> int:
+    def router_address(self) -> tuple[str, int]:
+        """Where the router listens: the running control plane's address, else
+        `$TRISTAGE_PORT` (default 8080) on the loopback."""
         info = self.controlplane()
         if info is not None:
-            return info.router_port
-        return int(os.environ.get("TRISTAGE_PORT", "8080"))
+            host = info.router_host
+            if host in ("", "0.0.0.0", "::"):
+                host = LOOPBACK
+            return host, info.router_port
+        raw = os.environ.get("TRISTAGE_PORT", "").strip()
+        if not raw:
+            return LOOPBACK, DEFAULT_ROUTER_PORT
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise UsageError(
+                f"TRISTAGE_PORT={raw!r} is not a port number",
+                "set it to the router's port (e.g. 8080) or unset it",
+            )
+        return LOOPBACK, int(raw)
 
     def environment_url(self, project: str, environment: str) -> str:
         cfg = self.api.config_for(project)
         host = alias_domain.environment_host(project, environment, cfg.production)
-        return alias_domain.url(host, self._port_for_urls())
+        return alias_domain.url(host, self.router_address()[1])
 
     def deployment_url(self, dep: Deployment) -> str:
         host = alias_domain.deployment_host(dep.project, dep.id)
-        return alias_domain.url(host, self._port_for_urls())
+        return alias_domain.url(host, self.router_address()[1])
 
     # -- reading -----------------------------------------------------------
     def get(self, deployment: str, project: str | None = None) -> Deployment:

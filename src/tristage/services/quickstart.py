@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..domain import aliases
 from ..domain.config import FILE_NAME, PipelineConfig, Tier, parse_config
 from ..domain.deployments import ACTIVE, Status
 from ..domain.presets import Preset, render
@@ -738,7 +739,7 @@ class Quickstart:
     def next_steps(self, summary: Summary) -> list[tuple[str, str]]:
         """(command, what it shows) pairs, concrete for this project."""
         preview = summary.env("preview")
-        prod_host = f"{self.project}.localhost"
+        prod_host = aliases.project_host(self.project)
         port = summary.router_port
         forged = (
             f"curl -si http://127.0.0.1:{port}/.tristage/webhooks/clerk -H 'Host: {prod_host}' "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue
 import random
 import secrets as pysecrets
@@ -49,7 +48,6 @@ UpstreamLookup = Callable[[str, str], str | None]
 
 ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
 RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
-DEFAULT_PORT = 8080
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
 DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
@@ -811,33 +809,9 @@ class WebhookService:
         return ids
 
     # -- URLs and send-test ---------------------------------------------------
-    def router_address(self) -> tuple[str, int]:
-        """Where the router listens: the running control plane's address, else
-        `$TRISTAGE_PORT` or 8080 on the loopback."""
-        info = None
-        lookup = getattr(self.api.deploys, "controlplane", None)
-        if lookup is not None:
-            try:
-                info = lookup()
-            except Exception:
-                info = None
-        if info is not None:
-            host = str(getattr(info, "router_host", "127.0.0.1"))
-            if host in ("", "0.0.0.0", "::"):
-                host = "127.0.0.1"
-            return host, int(info.router_port)
-        try:
-            port = int(os.environ.get("TRISTAGE_PORT", DEFAULT_PORT))
-        except ValueError:
-            port = DEFAULT_PORT
-        return "127.0.0.1", port
-
-    def router_port(self) -> int:
-        return self.router_address()[1]
-
     def urls(self, project: str, port: int | None = None) -> list[SourceInfo]:
         cfg = self.api.config_for(project)
-        port = port or self.router_port()
+        port = port or self.api.deploys.router_address()[1]
         rejected = self.rejections(project)
         out: list[SourceInfo] = []
         for env_name, env in cfg.environments.items():
@@ -905,7 +879,7 @@ class WebhookService:
                 # the router itself, addressed by IP: route by the environment's host
                 headers["host"] = f"{host}:{target.port or 80}"
         else:
-            address, port = self.router_address()
+            address, port = self.api.deploys.router_address()
             headers["host"] = f"{host}:{port}"
             url = f"http://{address}:{port}{path}"
         try:
