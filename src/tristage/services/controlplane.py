@@ -701,14 +701,7 @@ class ControlPlane:
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
-                history = [
-                    r["deployment"]
-                    for r in store.query(
-                        "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
-                        " ORDER BY id DESC LIMIT 200",
-                        (project, prod),
-                    )
-                ][::-1]
+                history = self.svc.alias_history(project, prod, limit=200)
                 current = next(
                     (r["routed"] for r in store.query(
                         "SELECT routed FROM aliases WHERE project=? AND environment=?",

@@ -190,6 +190,25 @@ class DeployService:
         rows = self.api.store.query("SELECT * FROM aliases WHERE project=?", (project,))
         return {r["environment"]: r for r in rows}
 
+    def alias_history(self, project: str, environment: str, limit: int | None = None) -> list[str]:
+        """The deployments the environment served, oldest first (the last `limit`)."""
+        rows = self.api.store.query(
+            "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
+            " ORDER BY id DESC LIMIT ?",
+            (project, environment, -1 if limit is None else limit),
+        )
+        return [r["deployment"] for r in reversed(rows)]
+
+    def ready_ids(self, project: str, environment: str) -> set[str]:
+        """The environment's deployments that can serve (rollback candidates)."""
+        return {
+            r["id"]
+            for r in self.api.store.query(
+                "SELECT id FROM deployments WHERE project=? AND environment=? AND status=?",
+                (project, environment, Status.ready.value),
+            )
+        }
+
     def live(self, project: str, environment: str) -> str | None:
         row = self.api.store.query_one(
             "SELECT routed FROM aliases WHERE project=? AND environment=?", (project, environment)
@@ -408,22 +427,8 @@ class DeployService:
                 raise Conflict(f"deployment {dep.id} is {dep.status.value}, not ready")
             target = dep.id
         else:
-            history = [
-                r["deployment"]
-                for r in self.api.store.query(
-                    "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
-                    " ORDER BY id",
-                    (project, prod),
-                )
-            ]
-            usable = {
-                r["id"]
-                for r in self.api.store.query(
-                    "SELECT id FROM deployments WHERE project=? AND environment=? AND status=?",
-                    (project, prod, Status.ready.value),
-                )
-            }
-            found = rollback_target(history, current, usable)
+            history = self.alias_history(project, prod)
+            found = rollback_target(history, current, self.ready_ids(project, prod))
             if found is None:
                 raise NotFound(
                     "no previous production deployment to roll back to",
@@ -466,24 +471,15 @@ class DeployService:
 
     # -- following -----------------------------------------------------------
     def follow(self, deployment: str, timeout: float = 900.0) -> Iterator[str]:
-        """Build log lines as they are written, then status changes, until it settles."""
+        """Build log lines as they are written, until the deployment settles."""
         dep = self.get(deployment)
         path = self.log_path(dep.project, dep.id, build=True)
         deadline = time.monotonic() + timeout
         pos = 0
-        last_status: Status | None = None
         while True:
-            if path.exists():
-                with path.open("r", encoding="utf-8", errors="replace") as fh:
-                    fh.seek(pos)
-                    chunk = fh.read()
-                    # only whole lines
-                    cut = chunk.rfind("\n") + 1
-                    yield from chunk[:cut].splitlines()
-                    pos += len(chunk[:cut].encode())
+            lines, pos = _new_lines(path, pos)
+            yield from lines
             dep = self.get(deployment)
-            if dep.status != last_status:
-                last_status = dep.status
             if dep.status not in ACTIVE:
                 if dep.status != Status.ready:
                     return
@@ -506,13 +502,21 @@ class DeployService:
         path = self.log_path(dep.project, dep.id, build=build)
         pos = 0
         while True:
-            if path.exists():
-                with path.open("r", encoding="utf-8", errors="replace") as fh:
-                    fh.seek(pos)
-                    chunk = fh.read()
-                    cut = chunk.rfind("\n") + 1
-                    yield from chunk[:cut].splitlines()
-                    pos += len(chunk[:cut].encode())
+            lines, pos = _new_lines(path, pos)
+            yield from lines
             if not follow:
                 return
             time.sleep(0.2)
+
+
+def _new_lines(path: Path, pos: int) -> tuple[list[str], int]:
+    """The whole lines written to `path` after byte offset `pos`, and the next offset
+    (a partly written last line waits for its newline)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(pos)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], pos
+    cut = chunk.rfind(b"\n") + 1
+    return chunk[:cut].decode("utf-8", "replace").splitlines(), pos + cut

@@ -31,7 +31,7 @@ import httpx
 
 from ..domain import monitor as rules
 from ..domain.config import MonitorConfig, PipelineConfig
-from ..domain.deployments import Status, rollback_target
+from ..domain.deployments import rollback_target
 from ..edges.router.stats import DeploymentStats
 from ..errors import TristageError
 
@@ -372,14 +372,7 @@ class Monitor:
         now: float,
     ) -> None:
         store = self.api.store
-        history = [
-            r["deployment"]
-            for r in store.query(
-                "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
-                " ORDER BY id",
-                (project, env),
-            )
-        ]
+        history = self.api.deploys.alias_history(project, env)
         production = env == cfg.production
         rolled_back = frozenset(
             r["deployment"]
@@ -390,13 +383,7 @@ class Monitor:
         )
         previous = None
         if production:
-            usable = {
-                r["id"]
-                for r in store.query(
-                    "SELECT id FROM deployments WHERE project=? AND environment=? AND status=?",
-                    (project, env, Status.ready.value),
-                )
-            }
+            usable = self.api.deploys.ready_ids(project, env)
             previous = rollback_target(history, dep, usable - rolled_back)
         live = rules.Live(
             deployment=dep,
