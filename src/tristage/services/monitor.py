@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -250,6 +251,8 @@ class Monitor:
         self._actor_api: Tristage | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()  # one tick or probe verdict at a time
 
     @property
     def actor_api(self) -> Tristage:
@@ -261,21 +264,21 @@ class Monitor:
         return self._actor_api
 
     async def run(self, stop_event: asyncio.Event) -> None:
+        """Tick until `stop_event`: the router's counters are read on the loop, the
+        store work of a tick runs in a worker thread so the router never waits on it."""
+        loop = self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        work: asyncio.Future[None] | None = None
         try:
             while not stop_event.is_set():
                 now = time.time()
-                try:
-                    self.sample(now)
-                    self.evaluate(now)
-                    self.schedule_probes(now)
-                    if now - self._pruned > PRUNE_EVERY:
-                        self.prune(now)
-                except Exception as exc:  # keep monitoring whatever happens
-                    self.log(f"monitor: {type(exc).__name__}: {exc}")
+                work = loop.run_in_executor(None, self._tick, now, self.stats())
+                await asyncio.shield(work)  # a canceled wait lets the tick finish
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_event.wait(), self.tick)
         finally:
+            if work is not None and not work.done():
+                await asyncio.wait({work}, timeout=5.0)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -283,7 +286,36 @@ class Monitor:
             if self._actor_api is not None:
                 self._actor_api.close()
 
+    def _tick(self, now: float, stats: dict[str, DeploymentStats]) -> None:
+        with self._lock:
+            try:
+                self.sample(now, stats)
+                self.evaluate(now)
+                self.schedule_probes(now)
+                if now - self._pruned > PRUNE_EVERY:
+                    self.prune(now)
+            except Exception as exc:  # keep monitoring whatever happens
+                self.log(f"monitor: {type(exc).__name__}: {exc}")
+
     def _spawn(self, coro: Any, name: str) -> None:
+        """Start `coro` on the monitor's loop (from the loop or from a tick's thread)."""
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._start(coro, name)
+            return
+        try:
+            loop.call_soon_threadsafe(self._start, coro, name)
+        except RuntimeError:  # the loop is closed: the control plane stopped
+            coro.close()
+
+    def _start(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -307,11 +339,12 @@ class Monitor:
         return owner
 
     # -- metrics ---------------------------------------------------------------------
-    def sample(self, now: float) -> None:
-        """Take one sample of every deployment the router counted; store the changed ones."""
+    def sample(self, now: float, stats: dict[str, DeploymentStats] | None = None) -> None:
+        """Take one sample of every deployment the router counted (`stats`, default: read
+        them now); store the changed ones."""
         changed: list[tuple[Any, ...]] = []
         keep: dict[str, float] = {}
-        for dep, st in self.stats().items():
+        for dep, st in (self.stats() if stats is None else stats).items():
             owner = self._owner(dep)
             if owner is None:
                 continue
@@ -526,8 +559,10 @@ class Monitor:
             outcome = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             outcome = f"{type(exc).__name__}"
-        self.api.store.execute(
-            "UPDATE alerts SET delivery=? WHERE id=?", (f"{event}: {outcome}", alert.id)
+        await asyncio.to_thread(
+            self.api.store.execute,
+            "UPDATE alerts SET delivery=? WHERE id=?",
+            (f"{event}: {outcome}", alert.id),
         )
         if not outcome.startswith("HTTP 2"):
             self.log(f"alert {alert.id} not delivered to its alert_url: {outcome}")
@@ -576,9 +611,16 @@ class Monitor:
                     ok, detail = resp.status_code < 400, f"HTTP {resp.status_code}"
                 except httpx.HTTPError as exc:
                     ok, detail = False, type(exc).__name__
-            self.record_probe(cfg, project, env, dep, path, ok, detail)
+            await asyncio.to_thread(self._locked_probe, cfg, project, env, dep, path, ok, detail)
         finally:
             self.probing.discard(dep)
+
+    def _locked_probe(
+        self, cfg: PipelineConfig, project: str, env: str, dep: str, path: str, ok: bool,
+        detail: str,
+    ) -> None:  # fmt: skip
+        with self._lock:
+            self.record_probe(cfg, project, env, dep, path, ok, detail)
 
     def record_probe(
         self, cfg: PipelineConfig, project: str, env: str, dep: str, path: str, ok: bool,
