@@ -12,6 +12,10 @@ records every attempt. A failed attempt is retried on the source's schedule (wit
 jitter) and the delivery is dead-lettered after the last one. A claim is a lease
 (`next_attempt_at` moved past the request timeout), so a crash mid-send only delays
 the delivery.
+
+Beside this module: `webhook_records.py` (the records and their store operations),
+`batch_writer.py` (the group-commit writer), `webhook_poster.py` (the pooled HTTP
+client that posts to the app).
 """
 
 from __future__ import annotations
@@ -19,24 +23,37 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import random
 import secrets as pysecrets
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..domain import webhooks as dom
 from ..domain.config import WebhookSource
 from ..edges import webhook_verify as wv
-from ..edges.router.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
-from ..edges.store import Row, Store
+from ..edges.store import Store
 from ..errors import NotFound, TristageError, UsageError
+from .batch_writer import BatchWriter
+from .webhook_poster import Poster
+from .webhook_records import (
+    DELIVERY_COLUMNS,
+    Attempt,
+    Claimed,
+    Delivery,
+    DeliveryDetail,
+    Endpoint,
+    IngestResult,
+    SendTestResult,
+    SourceInfo,
+    count_rejection,
+    delivery_from_row,
+    insert_delivery,
+    record_attempt,
+    release_claims,
+)
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -51,254 +68,23 @@ RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than t
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
 DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
-T = TypeVar("T")
+
+__all__ = [
+    "Attempt",
+    "BatchWriter",
+    "Delivery",
+    "DeliveryDetail",
+    "Endpoint",
+    "IngestResult",
+    "SecretMissing",
+    "SendTestResult",
+    "SourceInfo",
+    "WebhookService",
+]
 
 
 class SecretMissing(TristageError):
     """The environment has no value for the source's secret variable."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    project: str
-    environment: str
-    source: str
-    config: WebhookSource
-    secrets: tuple[str, ...]  # empty: the secret variable is not set
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    status: int
-    body: dict[str, Any]
-    delivery_id: str | None = None
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: str
-    project: str
-    environment: str
-    source: str
-    kind: str
-    message_id: str
-    event_type: str | None
-    received_at: float
-    status: str
-    tries: int
-    attempts: int
-    next_attempt_at: float | None
-    last_attempt_at: float | None
-    last_status: int | None
-    last_error: str | None
-    delivered_at: float | None
-    duplicates: int
-    size: int
-    path: str
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    at: float
-    url: str
-    status_code: int | None
-    duration_ms: float
-    error: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DeliveryDetail:
-    delivery: Delivery
-    attempts: list[Attempt]
-    headers: dict[str, str]
-    body: bytes
-
-    def as_json(self, with_body: bool = False) -> dict[str, Any]:
-        out = {**self.delivery.as_json(), "attempts": [a.as_json() for a in self.attempts]}
-        out["headers"] = self.headers
-        if with_body:
-            out["body"] = self.body.decode("utf-8", "replace")
-        return out
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    environment: str
-    source: str
-    kind: str
-    path: str
-    secret_var: str
-    secret_set: bool
-    urls: list[str]
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SendTestResult:
-    url: str
-    status: int
-    message_id: str
-    event_type: str
-    response: dict[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class _Claimed:
-    id: str
-    project: str
-    environment: str
-    source: str
-    kind: dom.Kind
-    message_id: str
-    received_at: float
-    headers: dict[str, str]
-    body: bytes
-    tries: int
-    url: str
-    schedule: list[float]
-
-
-# ---------------------------------------------------------------------------
-# The writer thread: one connection, concurrent requests committed together
-
-
-class _Job(Generic[T]):
-    __slots__ = ("fn", "fut", "loop")
-
-    def __init__(
-        self,
-        fn: Callable[[Store], T],
-        fut: asyncio.Future[T] | None,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> None:
-        self.fn = fn
-        self.fut = fut
-        self.loop = loop
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(value)
-
-
-class BatchWriter:
-    """Runs store writes on one thread; jobs queued together share one transaction.
-
-    A job's future resolves only after its transaction committed. If a batch fails,
-    its jobs are retried one by one so one bad job fails alone.
-    """
-
-    MAX_BATCH = 256
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._q: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _ensure(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="tristage-webhook-writer", daemon=True
-                    )
-                    self._thread.start()
-
-    async def run(self, fn: Callable[[Store], T]) -> T:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._ensure()
-        self._q.put(_Job(fn, fut, loop))
-        return await fut
-
-    def submit(self, fn: Callable[[Store], object]) -> None:
-        """Fire and forget (counters)."""
-        self._ensure()
-        self._q.put(_Job(fn, None, None))
-
-    def stop(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                batch.append(nxt)
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Job[Any]]) -> None:
-        results: list[Any] = []
-        try:
-            with self.store.transaction():
-                for job in batch:
-                    results.append(job.fn(self.store))
-        except BaseException:
-            if len(batch) == 1:
-                self._finish(batch[0], None, _current_exc())
-                return
-            for job in batch:
-                try:
-                    with self.store.transaction():
-                        value = job.fn(self.store)
-                except BaseException as exc:
-                    self._finish(job, None, exc)
-                else:
-                    self._finish(job, value, None)
-            return
-        for job, value in zip(batch, results, strict=True):
-            self._finish(job, value, None)
-
-    @staticmethod
-    def _finish(job: _Job[Any], value: Any, exc: BaseException | None) -> None:
-        if exc is not None and job.fut is None:
-            log.error("webhook store write failed: %s", exc)
-        if job.fut is None or job.loop is None:
-            return
-        try:
-            job.loop.call_soon_threadsafe(_resolve, job.fut, value, exc)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-
-def _current_exc() -> BaseException:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return exc
-
-
-# ---------------------------------------------------------------------------
 
 
 class WebhookService:
@@ -409,7 +195,7 @@ class WebhookService:
             len(body),
             ep.config.path,
         )
-        delivery_id, duplicate = await self.writer.run(lambda s: _insert_delivery(s, row))
+        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row))
         if not duplicate:
             self.notify()
         return IngestResult(
@@ -455,7 +241,7 @@ class WebhookService:
             message,
         )
         key = (ep.project, ep.environment, ep.source, reason, time.time())
-        self.writer.submit(lambda s: _count_rejection(s, key))
+        self.writer.submit(lambda s: count_rejection(s, key))
         return IngestResult(status, {"ok": False, "error": reason, "message": message})
 
     def notify(self) -> None:
@@ -504,11 +290,11 @@ class WebhookService:
         self._wake_loop = loop
         prefetch = concurrency * 2
         lease = timeout * 3 + 5.0  # covers the wait in the local queue and the request
-        queue: asyncio.Queue[_Claimed | None] = asyncio.Queue()
+        queue: asyncio.Queue[Claimed | None] = asyncio.Queue()
         outstanding = 0  # claimed and not finished
         stopper = asyncio.ensure_future(stop.wait())
 
-        async def worker(client: _Poster) -> None:
+        async def worker(client: Poster) -> None:
             nonlocal outstanding
             while True:
                 item = await queue.get()
@@ -522,7 +308,7 @@ class WebhookService:
                         wake.set()
 
         try:
-            async with _Poster(timeout, concurrency) as client:
+            async with Poster(timeout, concurrency) as client:
                 workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
                 last_round = 0.0
                 while not stop.is_set():
@@ -535,7 +321,7 @@ class WebhookService:
                     if outstanding <= concurrency:
                         last_round = time.monotonic()
                         room = prefetch - outstanding
-                        claimed: list[_Claimed] = []
+                        claimed: list[Claimed] = []
                         next_due: float | None = None
                         try:
                             claimed, next_due = await self._claim_round(upstream, room, lease)
@@ -560,7 +346,7 @@ class WebhookService:
                     if left is not None:
                         unsent.append(left.id)
                 if unsent:
-                    await self.writer.run(lambda s: _release(s, unsent))
+                    await self.writer.run(lambda s: release_claims(s, unsent))
                 for _ in workers:
                     queue.put_nowait(None)
                 _, pending = await asyncio.wait(workers, timeout=timeout + 1)
@@ -574,7 +360,7 @@ class WebhookService:
 
     async def _claim_round(
         self, upstream: UpstreamLookup, room: int, lease: float
-    ) -> tuple[list[_Claimed], float | None]:
+    ) -> tuple[list[Claimed], float | None]:
         now = time.time()
         pairs = await asyncio.to_thread(self._waiting_pairs)
         live: dict[tuple[str, str], str] = {}
@@ -616,8 +402,8 @@ class WebhookService:
         now: float,
         room: int,
         lease: float,
-    ) -> list[_Claimed]:
-        out: list[_Claimed] = []
+    ) -> list[Claimed]:
+        out: list[Claimed] = []
         for (project, environment), base in pairs.items():
             if len(out) >= room:
                 break
@@ -642,7 +428,7 @@ class WebhookService:
                 if schedule is None:
                     schedule = DEFAULT_SCHEDULE
                 out.append(
-                    _Claimed(
+                    Claimed(
                         id=r["id"],
                         project=project,
                         environment=environment,
@@ -659,7 +445,7 @@ class WebhookService:
                 )
         return out
 
-    async def _send(self, client: _Poster, item: _Claimed) -> None:
+    async def _send(self, client: Poster, item: Claimed) -> None:
         try:
             headers = dict(item.headers)
             if time.time() - item.received_at > RESIGN_AFTER:
@@ -672,9 +458,7 @@ class WebhookService:
             duration = (time.perf_counter() - t0) * 1000
             now = time.time()
             tr = dom.after_attempt(item.tries, outcome, item.schedule, now, self._rng.random())
-            await self.writer.run(
-                lambda s: _record_attempt(s, item, started, duration, outcome, tr)
-            )
+            await self.writer.run(lambda s: record_attempt(s, item, started, duration, outcome, tr))
             if tr.status == dom.DeliveryStatus.dead:
                 log.warning(
                     "webhook dead-lettered: %s (%s/%s/%s) after %d attempts: %s",
@@ -688,7 +472,7 @@ class WebhookService:
         except Exception as exc:  # never lose the forwarder to one delivery
             log.error("webhook forwarder: delivery %s: %s", item.id, exc)
 
-    async def _fresh_signature(self, item: _Claimed) -> dict[str, str]:
+    async def _fresh_signature(self, item: Claimed) -> dict[str, str]:
         """A late retry carries a fresh signature (same id, same body) made with the
         environment's secret, so the app's own 5-minute check accepts it."""
         try:
@@ -727,11 +511,11 @@ class WebhookService:
             clauses.append("source = ?")
             params.append(source)
         rows = self.api.store.query(
-            f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
             " ORDER BY received_at DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [_delivery(r) for r in rows]
+        return [delivery_from_row(r) for r in rows]
 
     def counts(self, project: str, environment: str | None = None) -> dict[str, int]:
         sql = "SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE project=?"
@@ -744,7 +528,7 @@ class WebhookService:
 
     def show(self, delivery_id: str) -> DeliveryDetail:
         row = self.api.store.query_one(
-            f"SELECT {_COLUMNS}, headers, body FROM webhook_deliveries WHERE id=?",
+            f"SELECT {DELIVERY_COLUMNS}, headers, body FROM webhook_deliveries WHERE id=?",
             (delivery_id,),
         )
         if row is None:
@@ -759,7 +543,9 @@ class WebhookService:
                 (delivery_id,),
             )
         ]
-        return DeliveryDetail(_delivery(row), attempts, json.loads(row["headers"]), row["body"])
+        return DeliveryDetail(
+            delivery_from_row(row), attempts, json.loads(row["headers"]), row["body"]
+        )
 
     def replay(self, delivery_id: str) -> Delivery:
         """Queue a delivery again (any status) with a fresh retry schedule."""
@@ -905,81 +691,6 @@ class WebhookService:
         )
 
 
-# ---------------------------------------------------------------------------
-# Posting to the app: the router's lean pooled HTTP/1.1 client (keep-alive per release)
-
-
-class _Poster:
-    def __init__(self, timeout: float, max_idle: int) -> None:
-        self.timeout = timeout
-        self.pool = UpstreamPool(connect_timeout=min(timeout, 5.0), max_idle=max_idle)
-
-    async def __aenter__(self) -> _Poster:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.pool.close()
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> dom.Outcome:
-        target = urlsplit(url)
-        addr = (target.hostname or "127.0.0.1", target.port or 80)
-        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
-        lines = [f"POST {path} HTTP/1.1", f"Host: {target.netloc}"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k not in _HOP_HEADERS]
-        lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        try:
-            return await asyncio.wait_for(self._exchange(addr, head, body), self.timeout)
-        except TimeoutError:
-            return dom.Outcome(None, f"timeout after {self.timeout:g}s")
-        except (OSError, UpstreamClosed) as exc:
-            return dom.Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
-
-    async def _exchange(self, addr: tuple[str, int], head: bytes, body: bytes) -> dom.Outcome:
-        conn = await self.pool.acquire(addr)
-        try:
-            try:
-                status = await self._request(conn, head, body)
-            except UpstreamClosed:
-                if not (conn.reused and not conn.any_bytes):
-                    raise
-                conn.close()  # a stale keep-alive connection: once more on a fresh one
-                conn = await self.pool.connect(addr)
-                status = await self._request(conn, head, body)
-            snippet = b""
-            async for chunk in conn.body():
-                if len(snippet) < 200:
-                    snippet += chunk
-        except BaseException:
-            conn.close()
-            raise
-        self.pool.release(addr, conn)
-        if 200 <= status < 300:
-            return dom.Outcome(status)
-        text = snippet[:200].decode("utf-8", "replace").strip()
-        return dom.Outcome(status, f"HTTP {status}" + (f": {text}" if text else ""))
-
-    @staticmethod
-    async def _request(conn: UpstreamConnection, head: bytes, body: bytes) -> int:
-        conn.begin(head, head_only=False)
-        await conn.write(body)
-        status, _headers = await conn.response_head()
-        return status
-
-
-_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
-
-
-# ---------------------------------------------------------------------------
-# Store operations (run on the writer thread inside its transaction)
-
-_COLUMNS = (
-    "id, project, environment, source, kind, message_id, event_type, received_at, status,"
-    " tries, attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
-    " delivered_at, duplicates, size, path"
-)
-
-
 def _is_address(host: str) -> bool:
     import ipaddress
 
@@ -990,102 +701,3 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _delivery(r: Row) -> Delivery:
-    return Delivery(
-        id=r["id"],
-        project=r["project"],
-        environment=r["environment"],
-        source=r["source"],
-        kind=r["kind"],
-        message_id=r["message_id"],
-        event_type=r["event_type"],
-        received_at=r["received_at"],
-        status=r["status"],
-        tries=r["tries"],
-        attempts=r["attempts"],
-        next_attempt_at=r["next_attempt_at"],
-        last_attempt_at=r["last_attempt_at"],
-        last_status=r["last_status"],
-        last_error=r["last_error"],
-        delivered_at=r["delivered_at"],
-        duplicates=r["duplicates"],
-        size=r["size"],
-        path=r["path"],
-    )
-
-
-def _insert_delivery(store: Store, row: tuple[Any, ...]) -> tuple[str, bool]:
-    changed = store.execute(
-        "INSERT OR IGNORE INTO webhook_deliveries (id, project, environment, source, kind,"
-        " message_id, event_type, received_at, headers, body, size, path, status,"
-        " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)",
-        (*row, row[7]),
-    )
-    if changed:
-        return str(row[0]), False
-    project, environment, source, message_id = row[1], row[2], row[3], row[5]
-    store.execute(
-        "UPDATE webhook_deliveries SET duplicates = duplicates + 1 WHERE project=?"
-        " AND environment=? AND source=? AND message_id=?",
-        (project, environment, source, message_id),
-    )
-    existing = store.query_one(
-        "SELECT id FROM webhook_deliveries WHERE project=? AND environment=? AND source=?"
-        " AND message_id=?",
-        (project, environment, source, message_id),
-    )
-    assert existing is not None
-    return str(existing["id"]), True
-
-
-def _release(store: Store, ids: list[str]) -> None:
-    """Claimed but never sent: due again now (for the next forwarder)."""
-    now = time.time()
-    for delivery_id in ids:
-        store.execute(
-            "UPDATE webhook_deliveries SET next_attempt_at=? WHERE id=?"
-            " AND status IN ('pending', 'failed')",
-            (now, delivery_id),
-        )
-
-
-def _count_rejection(store: Store, key: tuple[str, str, str, str, float]) -> None:
-    store.execute(
-        "INSERT INTO webhook_rejections (project, environment, source, reason, count, last_at)"
-        " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (project, environment, source, reason)"
-        " DO UPDATE SET count = count + 1, last_at = excluded.last_at",
-        key,
-    )
-
-
-def _record_attempt(
-    store: Store,
-    item: _Claimed,
-    started: float,
-    duration_ms: float,
-    outcome: dom.Outcome,
-    tr: dom.Transition,
-) -> None:
-    store.execute(
-        "INSERT INTO webhook_attempts (delivery_id, at, url, status_code, duration_ms, error)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (item.id, started, item.url, outcome.status_code, duration_ms, outcome.error),
-    )
-    delivered_at = started if tr.status == dom.DeliveryStatus.delivered else None
-    store.execute(
-        "UPDATE webhook_deliveries SET status=?, tries=?, attempts = attempts + 1,"
-        " next_attempt_at=?, last_attempt_at=?, last_status=?, last_error=?,"
-        " delivered_at=COALESCE(?, delivered_at) WHERE id=?",
-        (
-            tr.status.value,
-            tr.tries,
-            tr.next_attempt_at,
-            started,
-            outcome.status_code,
-            outcome.error,
-            delivered_at,
-            item.id,
-        ),
-    )

@@ -1,0 +1,71 @@
+"""Posting deliveries to the app: the router's lean pooled HTTP/1.1 client
+(keep-alive per release)."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from ..domain import webhooks as dom
+from ..edges.router.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
+
+
+class Poster:
+    def __init__(self, timeout: float, max_idle: int) -> None:
+        self.timeout = timeout
+        self.pool = UpstreamPool(connect_timeout=min(timeout, 5.0), max_idle=max_idle)
+
+    async def __aenter__(self) -> Poster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool.close()
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> dom.Outcome:
+        target = urlsplit(url)
+        addr = (target.hostname or "127.0.0.1", target.port or 80)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        lines = [f"POST {path} HTTP/1.1", f"Host: {target.netloc}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k not in _HOP_HEADERS]
+        lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            return await asyncio.wait_for(self._exchange(addr, head, body), self.timeout)
+        except TimeoutError:
+            return dom.Outcome(None, f"timeout after {self.timeout:g}s")
+        except (OSError, UpstreamClosed) as exc:
+            return dom.Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _exchange(self, addr: tuple[str, int], head: bytes, body: bytes) -> dom.Outcome:
+        conn = await self.pool.acquire(addr)
+        try:
+            try:
+                status = await self._request(conn, head, body)
+            except UpstreamClosed:
+                if not (conn.reused and not conn.any_bytes):
+                    raise
+                conn.close()  # a stale keep-alive connection: once more on a fresh one
+                conn = await self.pool.connect(addr)
+                status = await self._request(conn, head, body)
+            snippet = b""
+            async for chunk in conn.body():
+                if len(snippet) < 200:
+                    snippet += chunk
+        except BaseException:
+            conn.close()
+            raise
+        self.pool.release(addr, conn)
+        if 200 <= status < 300:
+            return dom.Outcome(status)
+        text = snippet[:200].decode("utf-8", "replace").strip()
+        return dom.Outcome(status, f"HTTP {status}" + (f": {text}" if text else ""))
+
+    @staticmethod
+    async def _request(conn: UpstreamConnection, head: bytes, body: bytes) -> int:
+        conn.begin(head, head_only=False)
+        await conn.write(body)
+        status, _headers = await conn.response_head()
+        return status
+
+
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
