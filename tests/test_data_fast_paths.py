@@ -211,34 +211,49 @@ def test_sqlite_clone_matches_the_generic_transforms(api: Tristage, repo: Path) 
     assert Decimal(str(clone["users"][0][7])) == Decimal("12.30")
 
 
-def test_postgres_import_names_the_refused_line_across_copy_statements(
-    pg: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_import_names_the_refused_line_across_batches(
+    engine: str, api: Tristage, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tristage.edges.datastores import postgres
+    from tristage.edges.datastores import postgres, sqlite
 
     monkeypatch.setattr(postgres, "_BLOCK", 64)  # a write per row or two
     monkeypatch.setattr(postgres, "_COPY_ROWS", 2)  # a new COPY every few rows
-    pg.seed("development", users=12)
-    pg.seed("preview", users=2)
-    before = pg.dump("preview")
+    monkeypatch.setattr(sqlite, "BATCH_ROWS", 2)  # a batch every two rows
+    env = Env(api, repo, engine, secrets.token_hex(4))
+    env.configure()
+    try:
+        _refused_lines_are_named(env, tmp_path)
+    finally:
+        env.cleanup()
+
+
+def _refused_lines_are_named(env: Env, tmp_path: Path) -> None:
+    env.seed("development", users=12)
+    env.seed("preview", users=2)
+    before = env.dump("preview")
     out = tmp_path / "snap"
-    pg.api.data.export("shop", "development", out)
+    env.api.data.export("shop", "development", out)
     path = out / "tables" / "users.jsonl"
     good = path.read_text().splitlines()
-    for lineno, patch, expected in (
-        (9, {"email": None}, "null value"),
+    cases: list[tuple[int, dict[str, Any], str]] = [
+        (9, {"email": None}, "NOT NULL" if env.engine == "sqlite" else "null value"),
         (7, {"created_at": {"$ts": 5}}, "column 'created_at'"),
-        (11, {"balance": {"$dec": "not a number"}}, "numeric"),
-    ):
+        (4, {"avatar": {"$b64": "%%%"}}, "column 'avatar'"),
+    ]
+    if env.engine == "postgres":
+        cases.append((11, {"balance": {"$dec": "not a number"}}, "numeric"))
+    for lineno, patch, expected in cases:
         lines = list(good)
         row = json.loads(lines[lineno - 1])
         row.update(patch)
         lines[lineno - 1] = json.dumps(row)
         path.write_text("\n".join(lines) + "\n")
         with pytest.raises(TristageError) as exc:
-            pg.api.data.import_snapshot("shop", "preview", out, mode="replace")
-        assert f"users.jsonl:{lineno}" in exc.value.message and expected in exc.value.message
-        assert pg.dump("preview") == before
+            env.api.data.import_snapshot("shop", "preview", out, mode="replace")
+        assert f"users.jsonl:{lineno}" in exc.value.message, exc.value.message
+        assert expected in exc.value.message, exc.value.message
+        assert env.dump("preview") == before
     path.write_text("\n".join(good) + "\n")
-    pg.api.data.import_snapshot("shop", "preview", out, mode="replace")
-    assert pg.dump("preview") == pg.dump("development")
+    env.api.data.import_snapshot("shop", "preview", out, mode="replace")
+    assert env.dump("preview") == env.dump("development")

@@ -325,7 +325,7 @@ def _key_bytes(v: Any) -> bytes:
     return b"o" + str(v).encode("utf-8")
 
 
-CACHE_ENTRIES = 1 << 16  # per rule; values repeat across rows and tables (emails, names)
+CACHE_ENTRIES = 1 << 14  # per rule; values repeat across rows and tables (emails, names)
 
 
 def _keep(v: Any) -> Any:

@@ -31,8 +31,8 @@ from ..domain.snapshot import (
     Manifest,
     SnapshotFormatError,
     Table,
+    compact_json,
     decode_value,
-    dumps_row,
     encode_value,
     infer_kind,
 )
@@ -279,8 +279,10 @@ def line_encoder(names: Sequence[str]) -> Callable[[Sequence[Any]], str]:
                 parts.append(pre + encode_str(v))
             elif t is int:
                 parts.append(pre + int.__repr__(v))
+            elif t is float and v - v == 0:  # finite (nan and ±inf are tagged)
+                parts.append(pre + float.__repr__(v))
             else:
-                parts.append(pre + dumps_row(encode_value(v)))
+                parts.append(pre + compact_json(encode_value(v)))
         return "".join(parts) + "}" if parts else "{}"
 
     return line

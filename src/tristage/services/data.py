@@ -389,6 +389,11 @@ class DataService:
                 return w.copy_records(
                     target, cols, counted(t, records), lambda n: source.ref(t.name, n)
                 )
+            if isinstance(w, SqliteSession) and m.engine != "convex":
+                records = source.records(t.name, target, cols, check)
+                return w.insert_records(
+                    target, cols, counted(t, records), lambda n: source.ref(t.name, n)
+                )
             return w.insert(target, cols, counted(t, source.rows(t.name, target, cols, check)))
 
         def fill(w: Writer) -> LoadResult:

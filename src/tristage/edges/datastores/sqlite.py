@@ -13,7 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ...domain.snapshot import Column, ForeignKey, JsonValue, Table
+from ...domain.snapshot import (
+    Column,
+    ForeignKey,
+    JsonValue,
+    SnapshotFormatError,
+    Table,
+    decode_value,
+)
 from .base import BATCH_ROWS, LoadError, SourcedRow, batched, quote
 
 ENGINE = "sqlite"
@@ -60,6 +67,8 @@ def kind_of(declared: str) -> str:
 
 
 _NATIVE = frozenset({str, int, float, bytes})
+# JSON values of a snapshot line that are not stored as they are
+_JSON_NEEDS_DECODING = frozenset({dict, list, bool})
 
 
 def _adapt(v: Any) -> Any:
@@ -274,6 +283,55 @@ class SqliteSession:
                 raise
             self.conn.execute("RELEASE batch")
             n += len(batch)
+        return n
+
+    def insert_records(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        records: Iterable[tuple[int, list[Any]]],
+        where: Callable[[int], str],
+    ) -> int:
+        """Insert snapshot records (line number, JSON values in `columns` order) in
+        batches; a bad value or a row SQLite refuses raises naming `where(line)`."""
+        kinds = [(c.kind if (c := table.column(name)) else "other") for name in columns]
+        convert = [_adapt_json if k == "json" else _adapt for k in kinds]
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)})"
+        )
+        n = 0
+        batch: list[list[Any]] = []
+        linenos: list[int] = []
+        for lineno, vals in records:
+            for i, j in enumerate(vals):
+                if j.__class__ in _JSON_NEEDS_DECODING:
+                    try:
+                        vals[i] = convert[i](decode_value(j) if j.__class__ is not bool else j)
+                    except SnapshotFormatError as exc:
+                        raise LoadError(where(lineno), f"column {columns[i]!r}: {exc}") from None
+            batch.append(vals)
+            linenos.append(lineno)
+            if len(batch) >= BATCH_ROWS:
+                n += self._insert_batch(sql, batch, linenos, where)
+        if batch:
+            n += self._insert_batch(sql, batch, linenos, where)
+        return n
+
+    def _insert_batch(
+        self, sql: str, batch: list[list[Any]], linenos: list[int], where: Callable[[int], str]
+    ) -> int:
+        self.conn.execute("SAVEPOINT batch")
+        try:
+            self.conn.executemany(sql, batch)
+        except sqlite3.Error:
+            self.conn.execute("ROLLBACK TO batch")
+            self._locate(sql, [(where(k), v) for k, v in zip(linenos, batch, strict=True)], batch)
+            raise
+        self.conn.execute("RELEASE batch")
+        n = len(batch)
+        batch.clear()
+        linenos.clear()
         return n
 
     def _locate(self, sql: str, batch: list[SourcedRow], values: list[list[Any]]) -> None:
