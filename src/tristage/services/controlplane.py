@@ -14,6 +14,10 @@ One asyncio loop hosts:
   write their intent to the store and send a datagram so it is acted on at once;
 - the backup scheduler and the webhook forwarder of the other services.
 
+The blocking build and migration steps and the process environments live in
+`pipeline_steps.py`; the `Release` record and the supervisor's `Tuning` in
+`releases.py`.
+
 State lives in the store, never only in memory: after a `kill -9` a new control
 plane re-adopts live releases (pid + kernel start time), restarts dead ones,
 marks interrupted builds `error`, and serves the same aliases.
@@ -24,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,73 +41,16 @@ import httpx
 from ..domain import aliases as alias_domain
 from ..domain.config import FILE_NAME, ProcessSettings, parse_config
 from ..domain.deployments import Deployment, Status, warm_set
-from ..edges import git
-from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
+from ..edges.builders import BuildContext, BuildLog
 from ..edges.router import Route, Router, RouteTable
 from ..edges.runtime import Process, alive, free_port, proc_start, spawn, stop
 from ..errors import TristageError
+from . import pipeline_steps as steps
 from .deploys import CONTROL_FILE
+from .releases import LOOPBACK, Release, StartFailed, Tuning
 
 if TYPE_CHECKING:
     from ..api import Tristage
-
-LOOPBACK = "127.0.0.1"
-BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE")
-
-
-def _floats(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
-    if not text:
-        return default
-    return tuple(float(x) for x in text.split(",") if x.strip())
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """Supervisor timings (environment overrides: TRISTAGE_RESTART_BACKOFF="0.5,1,2",
-    TRISTAGE_CRASH_LIMIT, TRISTAGE_CRASH_WINDOW)."""
-
-    restart_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
-    crash_limit: int = 5
-    crash_window: float = 120.0
-    tick: float = 1.0
-    stop_grace: float = 5.0
-    builds: int = 1
-
-    @classmethod
-    def from_env(cls) -> Tuning:
-        env = os.environ
-        return cls(
-            restart_backoff=_floats(env.get("TRISTAGE_RESTART_BACKOFF"), cls.restart_backoff),
-            crash_limit=int(env.get("TRISTAGE_CRASH_LIMIT", cls.crash_limit)),
-            crash_window=float(env.get("TRISTAGE_CRASH_WINDOW", cls.crash_window)),
-        )
-
-
-class StartFailed(TristageError):
-    pass
-
-
-@dataclass
-class Release:
-    dep: Deployment
-    proc: Process
-    port: int
-    popen: subprocess.Popen[bytes] | None
-    status: str = "starting"  # starting healthy restarting draining stopped
-    crashes: list[float] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def upstream(self) -> tuple[str, int]:
-        return (LOOPBACK, self.port)
-
-    def exited(self) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            return True
-        return not alive(self.proc)
-
-    def exit_code(self) -> int | None:
-        return self.popen.poll() if self.popen is not None else None
 
 
 class ControlPlane:
@@ -334,16 +279,21 @@ class ControlPlane:
         self.log(
             f"{dep.id} {dep.project}/{dep.environment} {dep.branch}@{dep.commit[:7]}: building"
         )
+        track = functools.partial(self._track, dep.id)
         try:
             async with self.build_slots:
-                artifact, web, build_hash = await asyncio.to_thread(self._build, dep, log)
+                artifact, web, build_hash = await asyncio.to_thread(
+                    steps.build_artifact, self.api, dep, log, self._settings_for, track
+                )
             self.api.store.execute(
                 "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, updated_at=?"
                 " WHERE id=?",
                 (Status.starting.value, artifact, web, build_hash, time.time(), dep.id),
             )
             dep = self.svc.get(dep.id)
-            await asyncio.to_thread(self._migrate, dep, log)
+            await asyncio.to_thread(
+                steps.run_migration, self.api, dep, log, self._settings_for, track
+            )
             log.line("> starting the release")
             started = time.monotonic()
             rel = await self._start_release(dep, log)
@@ -389,6 +339,10 @@ class ControlPlane:
         log.close()
         self.log(f"{dep.id} ready: {url}")
 
+    def _track(self, dep_id: str, ctx: BuildContext) -> None:
+        """Remember a deployment's running build step so shutdown can cancel it."""
+        self.contexts[dep_id] = ctx
+
     def _settings_for(self, dep: Deployment) -> ProcessSettings:
         cached = self._settings.get(dep.id)
         if cached is not None:
@@ -405,105 +359,6 @@ class ControlPlane:
         self._settings[dep.id] = settings
         return settings
 
-    def _base_env(self, extra_path: tuple[str, ...] = ()) -> dict[str, str]:
-        env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-        path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-        env["PATH"] = ":".join([*extra_path, path])
-        return env
-
-    def _build(self, dep: Deployment, log: BuildLog) -> tuple[str, str, str]:
-        log.line(
-            f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
-            f"for {dep.environment}"
-        )
-        for warning in self.api.variables.enforce(dep.project, dep.environment, branch=dep.branch):
-            log.line(f"warning: {warning}")
-        build_hash = self.api.variables.build_hash(dep.project, dep.environment, dep.branch)
-        if dep.source:
-            src = self.svc.get(dep.source)
-            if not src.artifact or not src.web:
-                raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
-            log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
-            return src.artifact, src.web, src.build_hash or build_hash
-        artifact = self.svc.artifact_dir(dep.project, dep.id)
-        if artifact.exists():
-            shutil.rmtree(artifact)
-        shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
-        log.line(f"> git archive {dep.commit[:12]}")
-        git.archive(self.svc.bare_repo(dep.project), dep.commit, artifact)
-        dep = Deployment.from_row({**_row(dep), "artifact": str(artifact)})
-        settings = self._settings_for(dep)
-        env = {
-            **self._base_env(),
-            **self.api.variables.build_env(dep.project, dep.environment, dep.branch),
-            "CI": "1",
-            "TRISTAGE_ENV": dep.environment,
-            "TRISTAGE_DEPLOYMENT": dep.id,
-            "TRISTAGE_GIT_BRANCH": dep.branch,
-            "TRISTAGE_GIT_COMMIT": dep.commit,
-        }
-        ctx = BuildContext(artifact=artifact, env=env, log=log, cache=self.svc.cache_dir)
-        self.contexts[dep.id] = ctx
-        started = time.monotonic()
-        result = build(ctx, settings.web, settings.build)
-        log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
-        assert result.web is not None
-        return str(artifact), result.web, build_hash
-
-    def _path_prefix(self, dep: Deployment) -> tuple[str, ...]:
-        out = []
-        if dep.artifact:
-            for sub in (".venv/bin", "node_modules/.bin"):
-                p = Path(dep.artifact) / sub
-                if p.is_dir():
-                    out.append(str(p))
-        return tuple(out)
-
-    def _runtime_env(self, dep: Deployment, port: int) -> dict[str, str]:
-        env = {
-            **self._base_env(self._path_prefix(dep)),
-            # the environment's data store, unless a DATABASE_URL variable points elsewhere
-            "DATABASE_URL": self.api.data.database_url(dep.project, dep.environment),
-            **self.api.variables.runtime_env(dep.project, dep.environment, dep.branch),
-            "PORT": str(port),
-            "TRISTAGE_ENV": dep.environment,
-            "TRISTAGE_DEPLOYMENT": dep.id,
-            "TRISTAGE_GIT_BRANCH": dep.branch,
-            "TRISTAGE_GIT_COMMIT": dep.commit,
-            "PYTHONUNBUFFERED": "1",
-        }
-        if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
-            env["VIRTUAL_ENV"] = str(Path(dep.artifact) / ".venv")
-        return env
-
-    def _migrate(self, dep: Deployment, log: BuildLog) -> None:
-        settings = self._settings_for(dep)
-        if not settings.migrate or not dep.artifact:
-            return
-        snapshot = self.api.data.snapshot_before_migration(dep.project, dep.environment, dep.id)
-        if snapshot:
-            self.api.store.execute(
-                "UPDATE deployments SET snapshot=? WHERE id=?", (snapshot, dep.id)
-            )
-            log.line(f"> snapshot {snapshot} taken before the migration")
-        env = self._runtime_env(dep, 0)
-        env.pop("PORT")
-        ctx = BuildContext(artifact=Path(dep.artifact), env=env, log=log, cache=self.svc.cache_dir)
-        self.contexts[dep.id] = ctx
-        try:
-            ctx.step(f"migrate: {settings.migrate}", [settings.migrate], shell=True)
-        except BuildFailed as exc:
-            restore = (
-                f"; the data is unchanged or restorable with "
-                f"'tristage db restore {dep.environment} {snapshot}' (snapshot {snapshot})"
-                if snapshot
-                else ""
-            )
-            raise BuildFailed(
-                f"migration failed: {exc.message}{restore}",
-                f"the previous deployment keeps serving; see 'tristage logs {dep.id} --build'",
-            ) from None
-
     # -- releases ---------------------------------------------------------------
     async def _start_release(
         self, dep: Deployment, log: BuildLog | None = None, port: int | None = None
@@ -515,7 +370,7 @@ class ControlPlane:
         proc, popen = spawn(
             dep.web,
             Path(dep.artifact),
-            self._runtime_env(dep, port),
+            steps.runtime_env(self.api, dep, port),
             self.svc.log_path(dep.project, dep.id, build=False),
             dep.project,
             self.api.home,
@@ -536,7 +391,7 @@ class ControlPlane:
             rel.task = self._spawn_task(self._supervise(rel), f"supervise-{dep.id}")
         return rel
 
-    def _save_release(self, rel: Release, restarts: int = 0) -> None:
+    def _save_release(self, rel: Release) -> None:
         self.api.store.execute(
             "INSERT INTO releases (deployment, pid, pgid, proc_start, port, status, restarts,"
             " started_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (deployment) DO UPDATE SET"
@@ -611,7 +466,7 @@ class ControlPlane:
             proc, popen = spawn(
                 rel.dep.web or "",
                 Path(rel.dep.artifact or "."),
-                self._runtime_env(rel.dep, rel.port),
+                steps.runtime_env(self.api, rel.dep, rel.port),
                 self.svc.log_path(rel.dep.project, rel.dep.id, build=False),
                 rel.dep.project,
                 self.api.home,
@@ -813,17 +668,6 @@ class ControlPlane:
                 target=dep_id,
                 details={"reason": reason} if reason else {},
             )
-
-
-def _row(dep: Deployment) -> dict[str, Any]:
-    return {
-        "id": dep.id, "project": dep.project, "environment": dep.environment,
-        "branch": dep.branch, "commit_sha": dep.commit, "message": dep.message,
-        "trigger": dep.trigger, "source": dep.source, "status": dep.status.value,
-        "reason": dep.reason, "build_hash": dep.build_hash, "artifact": dep.artifact,
-        "web": dep.web, "snapshot": dep.snapshot, "created_at": dep.created_at,
-        "updated_at": dep.updated_at, "ready_at": dep.ready_at,
-    }  # fmt: skip
 
 
 class _Nudge(asyncio.DatagramProtocol):

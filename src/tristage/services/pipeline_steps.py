@@ -1,0 +1,153 @@
+"""The blocking steps of the deploy pipeline (run in a worker thread): build the
+artifact and run the migration, with the process environments they and the
+release's web process get.
+
+A process sees only a few keys of the control plane's own environment
+(`BASE_ENV_KEYS`), the environment's variables and the deployment's `TRISTAGE_*`
+facts: never another environment's secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..domain.config import ProcessSettings
+from ..domain.deployments import Deployment
+from ..edges import git
+from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE")
+
+SettingsFor = Callable[[Deployment], ProcessSettings]
+OnContext = Callable[[BuildContext], None]  # lets the control plane cancel a running step
+
+
+def base_env(extra_path: tuple[str, ...] = ()) -> dict[str, str]:
+    env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = ":".join([*extra_path, path])
+    return env
+
+
+def deployment_vars(dep: Deployment) -> dict[str, str]:
+    """What a build or release knows about the deployment it belongs to."""
+    return {
+        "TRISTAGE_ENV": dep.environment,
+        "TRISTAGE_DEPLOYMENT": dep.id,
+        "TRISTAGE_GIT_BRANCH": dep.branch,
+        "TRISTAGE_GIT_COMMIT": dep.commit,
+    }
+
+
+def path_prefix(dep: Deployment) -> tuple[str, ...]:
+    """The artifact's own tool directories, searched before the system's PATH."""
+    out = []
+    if dep.artifact:
+        for sub in (".venv/bin", "node_modules/.bin"):
+            p = Path(dep.artifact) / sub
+            if p.is_dir():
+                out.append(str(p))
+    return tuple(out)
+
+
+def runtime_env(api: Tristage, dep: Deployment, port: int) -> dict[str, str]:
+    env = {
+        **base_env(path_prefix(dep)),
+        # the environment's data store, unless a DATABASE_URL variable points elsewhere
+        "DATABASE_URL": api.data.database_url(dep.project, dep.environment),
+        **api.variables.runtime_env(dep.project, dep.environment, dep.branch),
+        "PORT": str(port),
+        **deployment_vars(dep),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
+        env["VIRTUAL_ENV"] = str(Path(dep.artifact) / ".venv")
+    return env
+
+
+def build_artifact(
+    api: Tristage,
+    dep: Deployment,
+    log: BuildLog,
+    settings_for: SettingsFor,
+    on_context: OnContext,
+) -> tuple[str, str, str]:
+    """Build (or reuse) the deployment's artifact: (artifact dir, web command, build hash)."""
+    svc = api.deploys
+    log.line(
+        f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
+        f"for {dep.environment}"
+    )
+    for warning in api.variables.enforce(dep.project, dep.environment, branch=dep.branch):
+        log.line(f"warning: {warning}")
+    build_hash = api.variables.build_hash(dep.project, dep.environment, dep.branch)
+    if dep.source:
+        src = svc.get(dep.source)
+        if not src.artifact or not src.web:
+            raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
+        log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
+        return src.artifact, src.web, src.build_hash or build_hash
+    artifact = svc.artifact_dir(dep.project, dep.id)
+    if artifact.exists():
+        shutil.rmtree(artifact)
+    shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
+    log.line(f"> git archive {dep.commit[:12]}")
+    git.archive(svc.bare_repo(dep.project), dep.commit, artifact)
+    dep = dataclasses.replace(dep, artifact=str(artifact))
+    settings = settings_for(dep)
+    env = {
+        **base_env(),
+        **api.variables.build_env(dep.project, dep.environment, dep.branch),
+        "CI": "1",
+        **deployment_vars(dep),
+    }
+    ctx = BuildContext(artifact=artifact, env=env, log=log, cache=svc.cache_dir)
+    on_context(ctx)
+    started = time.monotonic()
+    result = build(ctx, settings.web, settings.build)
+    log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
+    assert result.web is not None
+    return str(artifact), result.web, build_hash
+
+
+def run_migration(
+    api: Tristage,
+    dep: Deployment,
+    log: BuildLog,
+    settings_for: SettingsFor,
+    on_context: OnContext,
+) -> None:
+    """The release command (`migrate`), after a snapshot of the environment's data."""
+    settings = settings_for(dep)
+    if not settings.migrate or not dep.artifact:
+        return
+    snapshot = api.data.snapshot_before_migration(dep.project, dep.environment, dep.id)
+    if snapshot:
+        api.store.execute("UPDATE deployments SET snapshot=? WHERE id=?", (snapshot, dep.id))
+        log.line(f"> snapshot {snapshot} taken before the migration")
+    env = runtime_env(api, dep, 0)
+    env.pop("PORT")
+    ctx = BuildContext(artifact=Path(dep.artifact), env=env, log=log, cache=api.deploys.cache_dir)
+    on_context(ctx)
+    try:
+        ctx.step(f"migrate: {settings.migrate}", [settings.migrate], shell=True)
+    except BuildFailed as exc:
+        restore = (
+            f"; the data is unchanged or restorable with "
+            f"'tristage db restore {dep.environment} {snapshot}' (snapshot {snapshot})"
+            if snapshot
+            else ""
+        )
+        raise BuildFailed(
+            f"migration failed: {exc.message}{restore}",
+            f"the previous deployment keeps serving; see 'tristage logs {dep.id} --build'",
+        ) from None

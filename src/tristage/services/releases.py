@@ -1,0 +1,70 @@
+"""Releases as the control plane keeps them: a running instance of a deployment
+(process, port, health, crash history) and the supervisor's timings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from ..domain.deployments import Deployment
+from ..edges.runtime import Process, alive
+from ..errors import TristageError
+
+LOOPBACK = "127.0.0.1"
+
+
+def _floats(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    if not text:
+        return default
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Supervisor timings (environment overrides: TRISTAGE_RESTART_BACKOFF="0.5,1,2",
+    TRISTAGE_CRASH_LIMIT, TRISTAGE_CRASH_WINDOW)."""
+
+    restart_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    crash_limit: int = 5
+    crash_window: float = 120.0
+    tick: float = 1.0
+    stop_grace: float = 5.0
+    builds: int = 1
+
+    @classmethod
+    def from_env(cls) -> Tuning:
+        env = os.environ
+        return cls(
+            restart_backoff=_floats(env.get("TRISTAGE_RESTART_BACKOFF"), cls.restart_backoff),
+            crash_limit=int(env.get("TRISTAGE_CRASH_LIMIT", cls.crash_limit)),
+            crash_window=float(env.get("TRISTAGE_CRASH_WINDOW", cls.crash_window)),
+        )
+
+
+class StartFailed(TristageError):
+    pass
+
+
+@dataclass
+class Release:
+    dep: Deployment
+    proc: Process
+    port: int
+    popen: subprocess.Popen[bytes] | None
+    status: str = "starting"  # starting healthy restarting draining stopped
+    crashes: list[float] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def upstream(self) -> tuple[str, int]:
+        return (LOOPBACK, self.port)
+
+    def exited(self) -> bool:
+        if self.popen is not None and self.popen.poll() is not None:
+            return True
+        return not alive(self.proc)
+
+    def exit_code(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
