@@ -206,7 +206,10 @@ class Tristage:
     def project_salt(self, project: str) -> bytes:
         row = self.store.query_one("SELECT key_salt FROM projects WHERE name=?", (project,))
         if row is None:
-            raise NotFound(f"no project named {project!r}")
+            raise NotFound(
+                f"no project named {project!r}",
+                "run 'tristage init' (or any command) in its working copy to register it",
+            )
         return bytes(row["key_salt"])
 
     # -- branches ----------------------------------------------------------

@@ -229,13 +229,20 @@ def import_(
         text, source = sys.stdin.read(), "stdin"
     else:
         if not file.is_file():
-            raise UsageError(f"{file} is not a file")
+            raise UsageError(
+                f"{file} is not a file", "pass the path of a dotenv file, or '-' to read stdin"
+            )
         if file.stat().st_size > MAX_IMPORT_BYTES:
-            raise UsageError(f"{file} is larger than {MAX_IMPORT_BYTES // 1024 // 1024} MiB")
+            raise UsageError(
+                f"{file} is larger than {MAX_IMPORT_BYTES // 1024 // 1024} MiB",
+                "a dotenv file holds NAME=value lines; split it or import the variables you need",
+            )
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{file} is not UTF-8 text") from None
+            raise UsageError(
+                f"{file} is not UTF-8 text", "save it as UTF-8, then import it"
+            ) from None
         source = str(file)
     report = get_api().variables.import_dotenv(
         ref.name,
@@ -288,7 +295,9 @@ def _write_private(path: Path, text: str) -> None:
     if target.is_dir():
         raise UsageError(f"{path} is a directory", "give a file name, e.g. -o .env.local")
     if not target.parent.is_dir():
-        raise UsageError(f"{target.parent} does not exist")
+        raise UsageError(
+            f"{target.parent} does not exist", "create the directory, or give another -o path"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         os.fchmod(fd, 0o600)
@@ -308,7 +317,7 @@ def check(
     """Run the isolation rules: live keys, shared secrets, required variables, data stores."""
     ref = current_project()
     if branch and not env:
-        raise UsageError("--branch needs --env")
+        raise UsageError("--branch needs --env", "use: tristage check --env E --branch B")
     findings = get_api().variables.check(ref.name, env, branch)
     errors = sum(1 for f in findings if f.severity == "error")
     warnings = len(findings) - errors

@@ -115,7 +115,10 @@ def archive(repo: Path, commit: str, dest: Path) -> None:
         check=False,
     )
     if proc.returncode != 0:
-        raise UsageError(f"git archive {commit} failed: {proc.stderr.decode().strip()}")
+        raise UsageError(
+            f"git archive {commit} failed: {proc.stderr.decode().strip()}",
+            "push the commit to the tristage remote, then deploy again",
+        )
     tmp = dest.with_name(dest.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
     with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:") as tar:

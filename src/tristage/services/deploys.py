@@ -371,7 +371,10 @@ class DeployService:
         cfg = self.api.config_for(project)
         prod = cfg.production
         if prod is None:
-            raise UsageError("this project has no production environment", "declare one")
+            raise UsageError(
+                "this project has no production environment",
+                'declare one with tier = "production" in tristage.toml',
+            )
         dep = self.get(deployment, project)
         if dep.status != Status.ready:
             raise Conflict(
@@ -393,7 +396,10 @@ class DeployService:
             project, dep.branch, dep.commit, "promote", prod, source=None if rebuilt else dep.id
         )
         if new.status == Status.error:
-            raise Conflict(f"promote refused: {new.reason}")
+            raise Conflict(
+                f"promote refused: {new.reason}",
+                f"fix what it names ('tristage check --env {prod}' lists it), then promote again",
+            )
         self.api.audit.record(
             "deploy.promote",
             project=project,
@@ -414,7 +420,10 @@ class DeployService:
         cfg = self.api.config_for(project)
         prod = cfg.production
         if prod is None:
-            raise UsageError("this project has no production environment")
+            raise UsageError(
+                "this project has no production environment",
+                'declare one with tier = "production" in tristage.toml',
+            )
         current = self.live(project, prod)
         if to is not None:
             dep = self.get(to, project)
@@ -424,7 +433,10 @@ class DeployService:
                     f"use 'tristage promote {dep.id}' to move it to production",
                 )
             if dep.status != Status.ready:
-                raise Conflict(f"deployment {dep.id} is {dep.status.value}, not ready")
+                raise Conflict(
+                    f"deployment {dep.id} is {dep.status.value}, not ready",
+                    f"roll back to a ready one (see 'tristage deployments --env {prod}')",
+                )
             target = dep.id
         else:
             history = self.alias_history(project, prod)

@@ -376,7 +376,10 @@ class Quickstart:
         for name, env in cfg.environments.items():
             if env.tier == tier:
                 return name
-        raise UsageError(f"{FILE_NAME} declares no {tier.value} environment")
+        raise UsageError(
+            f"{FILE_NAME} declares no {tier.value} environment",
+            f'add an environment with tier = "{tier.value}", or use --preset professional',
+        )
 
     def set_variables(self, cfg: PipelineConfig) -> tuple[str, list[str]]:
         existing: dict[str, set[str]] = {}

@@ -169,7 +169,10 @@ class VariableService:
     ) -> list[str]:
         if all_environments:
             if environments:
-                raise UsageError("give either --env or --all, not both")
+                raise UsageError(
+                    "give either --env or --all, not both",
+                    "--all sets the value every environment shares; --env E sets one",
+                )
             if branch:
                 raise UsageError(
                     "--branch needs an environment: a branch value belongs to one environment",
@@ -181,7 +184,9 @@ class VariableService:
                 "no environment given", "pass --env E (repeatable) or --all for every environment"
             )
         if branch is not None and not _BRANCH_RE.match(branch):
-            raise UsageError(f"{branch!r} is not a branch name")
+            raise UsageError(
+                f"{branch!r} is not a branch name", "use a git branch name, e.g. feature/login"
+            )
         scopes: list[str] = []
         for env in environments:
             cfg = config.env(env)
@@ -292,7 +297,10 @@ class VariableService:
                 f"{name!r} is not a variable name", "use letters, digits and '_' (e.g. API_URL)"
             )
         if "\x00" in value:
-            raise UsageError(f"the value of {name} contains a NUL byte, which no process accepts")
+            raise UsageError(
+                f"the value of {name} contains a NUL byte, which no process accepts",
+                "remove the NUL byte (a binary value can be stored base64-encoded)",
+            )
         config = self._config(project)
         scopes = self._scopes(config, environments, all_environments, branch)
         self.store.query("PRAGMA secure_delete=ON")
@@ -323,7 +331,10 @@ class VariableService:
         """Set many variables at once, all or nothing."""
         bad = [n for n in values if not valid_name(n)]
         if bad:
-            raise UsageError(f"not variable names: {', '.join(bad)}")
+            raise UsageError(
+                f"not variable names: {', '.join(bad)}",
+                "use letters, digits and '_' (e.g. API_URL); nothing was imported",
+            )
         config = self._config(project)
         scopes = self._scopes(config, environments, all_environments, branch)
         self.store.query("PRAGMA secure_delete=ON")
