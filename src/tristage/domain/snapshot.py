@@ -19,7 +19,7 @@ import json
 import math
 import struct
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -210,7 +210,7 @@ def load_order(tables: Sequence[Table]) -> list[Table]:
 # The value encoding
 
 
-def _compact_encoder() -> Any:
+def _compact_encoder() -> Callable[[Any], str]:
     enc = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - CPython has the C encoder
@@ -226,8 +226,8 @@ def _compact_encoder() -> Any:
     return encode
 
 
-compact_json = _compact_encoder()
-"""`json.dumps(o, ensure_ascii=False, separators=(",", ":"))`, faster."""
+# json.dumps(o, ensure_ascii=False, separators=(",", ":")), faster
+compact_json: Callable[[Any], str] = _compact_encoder()
 
 
 class JsonValue:
@@ -248,7 +248,7 @@ class JsonValue:
         return f"JsonValue({self.value!r})"
 
     def dumps(self) -> str:
-        return compact_json(self.value)  # type: ignore[no-any-return]
+        return compact_json(self.value)
 
 
 def encode_value(v: Any) -> Any:
