@@ -272,7 +272,12 @@ class Monitor:
         try:
             while not stop_event.is_set():
                 now = time.time()
-                work = loop.run_in_executor(None, self._tick, now, self.stats())
+                try:
+                    stats = self.stats()
+                except Exception as exc:  # keep monitoring whatever happens
+                    self.log(f"monitor: {type(exc).__name__}: {exc}")
+                    stats = {}
+                work = loop.run_in_executor(None, self._tick, now, stats)
                 await asyncio.shield(work)  # a canceled wait lets the tick finish
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_event.wait(), self.tick)
