@@ -108,6 +108,19 @@ def test_clerk_samples_have_the_shape_clerk_sends(event_type: str) -> None:
     json.dumps(event)  # serializable
 
 
+def test_sample_users_are_distinct_people() -> None:
+    """Two test `user.created` events (say, one per environment) never share an address."""
+    rng = random.Random(7)
+    emails = [
+        dom.sample_event("clerk", "user.created", 1_700_000_000.0, rng)[1]["data"][
+            "email_addresses"
+        ][0]["email_address"]
+        for _ in range(300)
+    ]
+    assert len(set(emails)) == len(emails)
+    assert all(e == e.lower() and e.endswith("@example.com") and "+" in e for e in emails)
+
+
 @pytest.mark.parametrize("event_type", [*dom.STRIPE_EVENTS, "customer.created"])
 def test_stripe_samples_are_events_with_ids(event_type: str) -> None:
     msg_id, event = dom.sample_event("stripe", event_type, 1_700_000_000.0, random.Random(2))

@@ -153,6 +153,12 @@ def _rid(rng: random.Random, prefix: str, n: int = 27) -> str:
     return prefix + "".join(rng.choice(_ALNUM) for _ in range(n))
 
 
+def _email(name: str, rng: random.Random) -> str:
+    """A plausible address, distinct per sample (a tag after '+'), so two test events
+    never describe the same person by chance."""
+    return f"{name.lower()}+{_rid(rng, '', 6).lower()}@example.com"
+
+
 def message_id(kind: Kind, rng: random.Random) -> str:
     """A provider-style message id (`msg_…` for Svix and Standard Webhooks)."""
     return _rid(rng, "msg_") if kind != "stripe" else _rid(rng, "evt_", 24)
@@ -180,7 +186,7 @@ def _clerk_user(now_ms: int, rng: random.Random) -> dict[str, Any]:
         "created_at": now_ms - 1000,
         "email_addresses": [
             {
-                "email_address": f"{first.lower()}.{last.lower()}@example.com",
+                "email_address": _email(f"{first}.{last}", rng),
                 "id": email_id,
                 "linked_to": [],
                 "object": "email_address",
@@ -232,7 +238,7 @@ def _clerk_event(event_type: str, now: float, rng: random.Random) -> dict[str, A
             "paid_at": now_ms,
             "payer": {
                 "user_id": _rid(rng, "user_"),
-                "email": f"{rng.choice(_FIRST).lower()}@example.com",
+                "email": _email(rng.choice(_FIRST), rng),
             },
             "totals": {
                 "grand_total": {"amount": amount, "currency": "USD", "currency_symbol": "$"},
