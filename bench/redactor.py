@@ -1,6 +1,6 @@
 """Redaction speed: the compiled trie pattern vs the baselines, on a build-log-sized text.
 
-    .venv/bin/python bench/bench_redactor.py [SECRETS] [LOG_MB]
+    .venv/bin/python bench/redactor.py [SECRETS] [LOG_MB]
 
 Baselines: one `str.replace` per secret (the obvious loop), and one flat
 alternation regex of all secrets. Prints MB/s for each and the ratio.
