@@ -372,7 +372,8 @@ def routes(http: Http) -> list[BaseRoute]:
         project, delivery = request.path_params["project"], request.path_params["delivery"]
 
         def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
-            return "replayed", views.replay(api, project, delivery).id
+            views.replay(api, project, delivery)
+            return "replayed", delivery
 
         return await act(
             request, info, sid, Role.deployer, do,

@@ -6,15 +6,20 @@ service; the OpenAPI schemas are generated from these models.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..domain.config import NAME_RE, VAR_RE
-from ..domain.deployments import is_deployment_id
+from ..domain.deployments import Deployment, is_deployment_id
 from ..domain.variables import MASK
 from ..errors import UsageError
+from ..services.audit import AuditEvent
+from ..services.data import BackupInfo
+from ..services.webhook_records import Delivery
 from .auth import NAME_RE as TOKEN_NAME_RE
 from .auth import Role
 
@@ -46,6 +51,37 @@ class Out(BaseModel):
 
 class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=Out)
+
+
+def mirrors(
+    record: type[Any], *, without: tuple[str, ...] = (), **more: Any
+) -> Callable[[type[M]], type[M]]:
+    """Give a response model the fields of the dataclass `record` (but `without`), plus
+    `more` (name=(type, default), which may also retype a field): the record stays the
+    one description of the fields it shares with the API."""
+
+    def build(cls: type[M]) -> type[M]:
+        hints = get_type_hints(record)
+        fields: dict[str, Any] = {
+            f.name: (hints[f.name], ...)
+            for f in dataclasses.fields(record)
+            if f.name not in without
+        }
+        fields.update(more)
+        model = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
+        model.__doc__ = cls.__doc__
+        return model
+
+    return build
+
+
+def from_record(model: type[M], record: Any, **more: Any) -> M:
+    """`model` filled from the same-named attributes of `record`, then `more`."""
+    values = {k: getattr(record, k) for k in model.model_fields if k not in more}
+    return model(**values, **more)
 
 
 class Health(Out):
@@ -91,21 +127,15 @@ class EnvironmentOut(Out):
     traffic: Traffic | None
 
 
+@mirrors(
+    Deployment,
+    without=("build_hash", "artifact", "web", "snapshot", "updated_at"),
+    status=(str, ...),
+    url=(str, ...),
+    live=(bool, ...),
+)
 class DeploymentOut(Out):
-    id: str
-    project: str
-    environment: str
-    branch: str
-    commit: str
-    message: str
-    trigger: str
-    source: str | None
-    status: str
-    reason: str | None
-    created_at: float
-    ready_at: float | None
-    url: str
-    live: bool
+    """A deployment, its URL and whether the router serves it."""
 
 
 class LogOut(Out):
@@ -166,36 +196,14 @@ class RemovedOut(Out):
     removed_from: list[str]
 
 
+@mirrors(Delivery, without=("project", "path"))
 class DeliveryOut(Out):
-    id: str
-    environment: str
-    source: str
-    kind: str
-    message_id: str
-    event_type: str | None
-    received_at: float
-    status: str
-    tries: int
-    attempts: int
-    next_attempt_at: float | None
-    last_attempt_at: float | None
-    last_status: int | None
-    last_error: str | None
-    delivered_at: float | None
-    duplicates: int
-    size: int
+    """A received webhook and its forwarding state (the stored body is not shown)."""
 
 
+@mirrors(BackupInfo, without=("project",))
 class BackupOut(Out):
-    id: str
-    environment: str
-    kind: str
-    created_at: float
-    size: int
-    rows: int
-    tables: int
-    encrypted: bool
-    note: str | None
+    """A complete, verified backup."""
 
 
 class BackupIn(In):
@@ -213,15 +221,9 @@ class RestoreOut(Out):
     rows: dict[str, int]
 
 
+@mirrors(AuditEvent)
 class AuditOut(Out):
-    id: int
-    at: float
-    actor: str
-    action: str
-    project: str | None
-    environment: str | None
-    target: str | None
-    details: dict[str, Any]
+    """One audit event: who changed what, when, where."""
 
 
 class TokenOut(Out):

@@ -34,6 +34,7 @@ from .models import (
     VariableIn,
     VariableOut,
     check_param,
+    from_record,
 )
 from .views import (
     Http,
@@ -177,10 +178,8 @@ OPS: list[Op] = [
        lambda c: backups(c.api, c.path["project"], c.path["environment"]), list[BackupOut]),
     Op("POST", "/projects/{project}/environments/{environment}/backups", "createBackup",
        "Back up an environment's data store now", "data", Role.deployer,
-       lambda c: BackupOut(**{
-           k: v for k, v in c.api.data.backup(
-               c.path["project"], c.path["environment"], note=c.body.note).as_json().items()
-           if k in BackupOut.model_fields}),
+       lambda c: from_record(BackupOut, c.api.data.backup(
+           c.path["project"], c.path["environment"], note=c.body.note)),
        BackupOut, body=BackupIn, status=201),
     Op("POST", "/projects/{project}/environments/{environment}/restore", "restoreBackup",
        "Restore a backup (verified first; a safety backup is taken)", "data", Role.admin,

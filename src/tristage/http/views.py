@@ -34,6 +34,7 @@ from .models import (
     TokenOut,
     Traffic,
     VariableOut,
+    from_record,
 )
 
 if TYPE_CHECKING:
@@ -150,22 +151,7 @@ def live_ids(api: Tristage, project: str) -> set[str]:
 
 
 def deployment_out(api: Tristage, dep: Deployment, live: set[str]) -> DeploymentOut:
-    return DeploymentOut(
-        id=dep.id,
-        project=dep.project,
-        environment=dep.environment,
-        branch=dep.branch,
-        commit=dep.commit,
-        message=dep.message,
-        trigger=dep.trigger,
-        source=dep.source,
-        status=dep.status.value,
-        reason=dep.reason,
-        created_at=dep.created_at,
-        ready_at=dep.ready_at,
-        url=api.deploys.deployment_url(dep),
-        live=dep.id in live,
-    )
+    return from_record(DeploymentOut, dep, url=api.deploys.deployment_url(dep), live=dep.id in live)
 
 
 def deployments(
@@ -229,9 +215,8 @@ def deliveries(
     api: Tristage, project: str, environment: str | None, status: str | None, limit: int = 50
 ) -> list[DeliveryOut]:
     api.config_for(project)
-    fields = set(DeliveryOut.model_fields)
     return [
-        DeliveryOut(**{k: v for k, v in d.as_json().items() if k in fields})
+        from_record(DeliveryOut, d)
         for d in api.webhooks.deliveries(
             project, environment=environment, status=status, limit=limit
         )
@@ -241,17 +226,11 @@ def deliveries(
 def replay(api: Tristage, project: str, delivery: str) -> DeliveryOut:
     if api.webhooks.show(delivery).delivery.project != project:
         raise NotFound(f"no webhook delivery {delivery!r} in project {project}")
-    d = api.webhooks.replay(delivery)
-    fields = set(DeliveryOut.model_fields)
-    return DeliveryOut(**{k: v for k, v in d.as_json().items() if k in fields})
+    return from_record(DeliveryOut, api.webhooks.replay(delivery))
 
 
 def backups(api: Tristage, project: str, environment: str) -> list[BackupOut]:
-    fields = set(BackupOut.model_fields)
-    return [
-        BackupOut(**{k: v for k, v in b.as_json().items() if k in fields})
-        for b in api.data.backups(project, environment)
-    ]
+    return [from_record(BackupOut, b) for b in api.data.backups(project, environment)]
 
 
 def audit_events(
@@ -262,7 +241,7 @@ def audit_events(
     limit: int = 100,
 ) -> list[AuditOut]:
     return [
-        AuditOut(**e.as_json())
+        from_record(AuditOut, e)
         for e in api.audit.events(
             project=project, environment=environment, action=action, limit=limit
         )
