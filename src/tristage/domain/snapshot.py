@@ -87,6 +87,10 @@ class Table:
                 return c
         return None
 
+    def kinds(self, columns: Sequence[str]) -> list[str]:
+        """The value kind of each of `columns` ("other" for a column it does not have)."""
+        return [(c.kind if (c := self.column(name)) else "other") for name in columns]
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -13,11 +13,11 @@ import io
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
 from .. import __version__
 from ..domain import retention, sanitize
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 DataStoreT = SqliteDataStore | PostgresDataStore
+T = TypeVar("T")
 ImportMode = Literal["replace", "append"] | None
 BACKUP_KINDS = ("manual", "scheduled", "pre-migration", "safety")
 
@@ -370,18 +371,8 @@ class DataService:
         wanted = [t for t in m.tables if t.name in set(names)]
         ordered = load_order(wanted)
 
-        def counted(t: Table, items: Iterator[Any]) -> Iterator[Any]:
-            if not progress:
-                yield from items
-                return
-            total = m.files[t.name].rows
-            n = 0
-            for item in items:
-                n += 1
-                if n % 5000 == 0:
-                    progress(t.name, n, total)
-                yield item
-            progress(t.name, n, total)
+        def counted(t: Table, items: Iterator[T]) -> Iterator[T]:
+            return _counted(items, t.name, m.files[t.name].rows, progress)
 
         def load_table(w: Writer, t: Table, target: Table, cols: list[str]) -> int:
             if isinstance(w, PgSession) and m.engine != "convex":
@@ -991,14 +982,8 @@ def _sourced(
     total: int,
 ) -> Iterator[SourcedRow]:
     label = f"{t.name} row "
-    n = 0
-    for row in r.rows(t):
-        n += 1
-        yield (label + str(n), fn(row) if fn else row)
-        if progress and n % 5000 == 0:
-            progress(t.name, n, total)
-    if progress:
-        progress(t.name, n, total)
+    rows = ((label + str(n), fn(row) if fn else row) for n, row in enumerate(r.rows(t), 1))
+    yield from _counted(rows, t.name, total, progress)
 
 
 def _copy_rows(
@@ -1019,16 +1004,24 @@ def _copy_rows(
         loaders = r.text_loaders(t)
         fields = [(i, loaders[i], transformer.rule_function(rule)) for i, rule in changed]
         rows = map(pg_text.row_function(len(t.columns), fields), rows)
+    yield from _counted(rows, t.name, total, progress)
+
+
+def _counted(items: Iterable[T], table: str, total: int, progress: Progress | None) -> Iterator[T]:
+    """`items` as they are, reporting `progress(table, n, total)` every 5,000 and at the end."""
     if not progress:
-        yield from rows
-        return
+        return iter(items)
+    return _reporting(items, table, total, progress)
+
+
+def _reporting(items: Iterable[T], table: str, total: int, progress: Progress) -> Iterator[T]:
     n = 0
-    for row in rows:
+    for item in items:
         n += 1
         if n % 5000 == 0:
-            progress(t.name, n, total)
-        yield row
-    progress(t.name, n, total)
+            progress(table, n, total)
+        yield item
+    progress(table, n, total)
 
 
 def file_sha256(path: Path) -> str:

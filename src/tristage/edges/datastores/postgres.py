@@ -474,7 +474,7 @@ class PostgresSession:
     ) -> int:
         """Load snapshot records (line number, JSON values in `columns` order) with COPY;
         a bad value or a row the database refuses raises naming `where(line)`."""
-        kinds = [(c.kind if (c := table.column(name)) else "other") for name in columns]
+        kinds = table.kinds(columns)
         encoders = [self._json_field(k) for k in kinds]
         plain_int = [k != "boolean" for k in kinds]
         names = list(columns)

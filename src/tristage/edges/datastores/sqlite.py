@@ -294,7 +294,7 @@ class SqliteSession:
     ) -> int:
         """Insert snapshot records (line number, JSON values in `columns` order) in
         batches; a bad value or a row SQLite refuses raises naming `where(line)`."""
-        kinds = [(c.kind if (c := table.column(name)) else "other") for name in columns]
+        kinds = table.kinds(columns)
         convert = [_adapt_json if k == "json" else _adapt for k in kinds]
         sql = (
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)})"
