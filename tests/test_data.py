@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 
 from tristage.api import Tristage
 from tristage.domain.snapshot import JsonValue
+from tristage.edges import snapshot_io
 from tristage.edges.datastores import open_datastore
 from tristage.edges.datastores.postgres import drop_database
 from tristage.edges.snapshot_io import SnapshotError
@@ -129,6 +130,10 @@ def payment_rows(n_users: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+def flip_one_email(data: bytes) -> bytes:
+    return data.replace(b"person1@", b"person9@", 1)
+
+
 class Env:
     """A project `shop` with three environments on one engine."""
 
@@ -167,6 +172,17 @@ class Env:
         self.execute(env, SQLITE_DDL if self.engine == "sqlite" else PG_DDL)
         self.execute(env, [], user_rows(users), "INSERT INTO users VALUES (?,?,?,?,?,?,?,?,?,?)")
         self.execute(env, [], payment_rows(users), "INSERT INTO payments VALUES (?,?,?,?,?,?)")
+
+    def alter_backup(self, backup_id: str, member: str, change: Callable[[bytes], bytes]) -> None:
+        """Rewrite one member of a production backup ZIP, keeping its manifest."""
+        path = self.api.data.target("shop", "production").local_path(backup_id)
+        assert path is not None
+        tmp = path.with_suffix(".tmp")
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                dst.writestr(item, change(data) if item.filename == member else data)
+        os.replace(tmp, path)
 
     def dump(self, env: str) -> dict[str, list[tuple[Any, ...]]]:
         store = open_datastore(self.url(env))
@@ -366,19 +382,41 @@ def test_truncated_backup_fails_verification_and_is_never_restored(env: Env) -> 
 def test_flipped_byte_inside_table_fails_verification(env: Env) -> None:
     env.seed("production", users=30)
     info = env.api.data.backup("shop", "production")
-    path = env.api.data.target("shop", "production").local_path(info.id)
-    assert path is not None
-    # rewrite the zip with one table file altered but the manifest kept
-    tmp = path.with_suffix(".tmp")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "tables/users.jsonl":
-                data = data.replace(b"person1@", b"person9@", 1)
-            dst.writestr(item, data)
-    os.replace(tmp, path)
+    env.alter_backup(
+        info.id, "tables/users.jsonl", lambda d: d.replace(b"person1@", b"person9@", 1)
+    )
     with pytest.raises(BackupDamaged, match="sha256"):
         env.api.data.verify("shop", "production", info.id)
+
+
+def test_member_larger_than_its_manifest_entry_is_not_read_past_it(sqlite_env: Env) -> None:
+    env = sqlite_env
+    env.seed("production", users=30)
+    info = env.api.data.backup("shop", "production")
+    # a member that inflates far past what the manifest lists (as a ZIP bomb would)
+    env.alter_backup(info.id, "tables/users.jsonl", lambda d: d + b" " * (8 << 20))
+    env.execute("production", ["DELETE FROM payments"])
+    before = env.dump("production")
+    with pytest.raises(BackupDamaged, match=r"more than the \d+ bytes the manifest lists"):
+        env.api.data.restore("shop", "production", info.id, yes=True)
+    assert env.dump("production") == before
+
+
+def test_import_stops_at_an_overlong_line_and_changes_nothing(
+    sqlite_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    env.seed("development", users=5)
+    env.seed("preview", users=3)
+    before = env.dump("preview")
+    out = tmp_path / "snap"
+    env.api.data.export("shop", "development", out)
+    monkeypatch.setattr(snapshot_io, "MAX_LINE", 4096)  # 256 MB otherwise: too slow to write
+    with (out / "tables" / "users.jsonl").open("ab") as f:
+        f.write(b'{"id": 6, "email": "' + b"x" * 10_000 + b'"}')
+    with pytest.raises(SnapshotError, match=r"snap:tables/users.jsonl: a line longer than"):
+        env.api.data.import_snapshot("shop", "preview", out, mode="replace")
+    assert env.dump("preview") == before
 
 
 def test_encrypted_backup_hides_values_and_restores(env: Env) -> None:

@@ -116,6 +116,17 @@ class FileEntry:
     sha256: str  # of the plain JSONL bytes
     bytes: int
 
+    @classmethod
+    def from_json(cls, table: str, data: Any) -> FileEntry:
+        entry = cls(**data)
+        if (
+            not isinstance(entry.path, str)
+            or not isinstance(entry.sha256, str)
+            or any(type(n) is not int or n < 0 for n in (entry.rows, entry.bytes))
+        ):
+            raise SnapshotFormatError(f"the manifest's entry for table {table!r} is malformed")
+        return entry
+
 
 @dataclass
 class Manifest:
@@ -170,7 +181,7 @@ class Manifest:
             return cls(
                 engine=data["engine"],
                 tables=[Table.from_json(t) for t in data["tables"]],
-                files={k: FileEntry(**v) for k, v in data["files"].items()},
+                files={k: FileEntry.from_json(k, v) for k, v in data["files"].items()},
                 project=data.get("project"),
                 environment=data.get("environment"),
                 created_at=data.get("created_at", ""),

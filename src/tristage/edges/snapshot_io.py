@@ -43,6 +43,9 @@ ENC_MAGIC = b"TSENC1\n"
 _NESTED = frozenset({dict, list})  # tagged values ({"$ts": …}) and JSON documents
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner
 CHUNK = 1 << 20
+MAX_BLOB = CHUNK + 4096  # one encrypted chunk: CHUNK plain bytes and the cipher's overhead
+MAX_MANIFEST = 64 << 20  # a manifest larger than this is not read
+MAX_LINE = 256 << 20  # a snapshot line (one row) longer than this is not read
 FLUSH_ROWS = 1000
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done, rows total
@@ -103,6 +106,8 @@ def _decrypting_chunks(raw: IO[bytes], box: Box, context: bytes) -> Iterator[byt
         if len(head) < 4:
             raise SnapshotFormatError("truncated encrypted stream")
         (n,) = struct.unpack(">I", head)
+        if n > MAX_BLOB:
+            raise SnapshotFormatError(f"encrypted block of {n} bytes (at most {MAX_BLOB})")
         blob = raw.read(n)
         if len(blob) != n:
             raise SnapshotFormatError("truncated encrypted stream")
@@ -127,11 +132,24 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
             continue
         data = rest + chunk
         parts = data.split(b"\n")
-        rest = parts.pop()
+        rest = _line_start(parts.pop())
         for p in parts:
             yield p + b"\n"
     if rest:
         yield rest
+
+
+class LineTooLong(SnapshotFormatError):
+    pass
+
+
+def _line_start(part: bytes) -> bytes:
+    """`part`, the start of a line not yet ended, unless it is already too long to hold."""
+    if len(part) > MAX_LINE:
+        raise LineTooLong(
+            f"a line longer than {MAX_LINE >> 20} MB (one row per line; is it a snapshot?)"
+        )
+    return part
 
 
 def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -142,10 +160,10 @@ def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
             continue
         cut = chunk.rfind(b"\n")
         if cut < 0:
-            rest += chunk
+            rest = _line_start(rest + chunk)
             continue
         yield rest + chunk[: cut + 1]
-        rest = chunk[cut + 1 :]
+        rest = _line_start(chunk[cut + 1 :])
     if rest:
         yield rest
 
@@ -342,26 +360,44 @@ class Source:
     def where(self, table: str) -> str:
         return self.manifest.files[table].path
 
-    def chunks(self, table: str) -> Iterator[bytes]:
-        """The plain bytes of a table file, in chunks."""
-        path = _safe_member(self.manifest.files[table].path)
+    def chunks(self, table: str, exact: bool = False) -> Iterator[bytes]:
+        """The plain bytes of a table file, in chunks. With `exact`, reading stops with
+        SnapshotError past the size the manifest lists (a verified read of a backup; an
+        export may have been edited by hand)."""
+        entry = self.manifest.files[table]
+        path = _safe_member(entry.path)
         with self._open(path) as f:
             if self.manifest.encrypted:
                 if self._box is None:
                     raise SnapshotError(
                         f"{self.label} is encrypted", "it needs this platform's master key"
                     )
-                yield from _decrypting_chunks(f, self._box, self._context + b"|" + path.encode())
+                plain = _decrypting_chunks(f, self._box, self._context + b"|" + path.encode())
             else:
-                yield from _read_chunks(f)
-
-    def lines(self, table: str) -> Iterator[bytes]:
-        return _lines(self.chunks(table))
+                plain = _read_chunks(f)
+            size = 0
+            for chunk in plain:
+                size += len(chunk)
+                if exact and size > entry.bytes:
+                    raise SnapshotError(
+                        f"{self.label}:{path}: more than the {entry.bytes} bytes the manifest "
+                        "lists",
+                        "the snapshot is damaged or was altered; nothing was changed",
+                    )
+                yield chunk
 
     def blocks(self, table: str, check: bool = False) -> Iterator[bytes]:
         """The table file in blocks of whole lines. With `check`, the row count and
         sha256 are compared with the manifest after the last block, and a mismatch
         raises SnapshotError (so a load can verify while it reads, and roll back)."""
+        try:
+            yield from self._blocks(table, check)
+        except LineTooLong as exc:
+            raise SnapshotError(
+                f"{self.label}:{self.where(table)}: {exc}", "nothing was changed"
+            ) from None
+
+    def _blocks(self, table: str, check: bool) -> Iterator[bytes]:
         if not check:
             yield from _blocks(self.chunks(table))
             return
@@ -369,7 +405,7 @@ class Source:
         h = hashlib.sha256()
         n = 0
         last = b"\n"
-        for block in _blocks(self.chunks(table)):
+        for block in _blocks(self.chunks(table, exact=True)):
             h.update(block)
             n += block.count(b"\n")
             last = block[-1:]
@@ -519,6 +555,11 @@ def open_source(path: Path, box: Box | None = None, context: bytes = b"") -> Sou
                 f"{path} has no {MANIFEST_NAME}",
                 "it is not a complete tristage snapshot (an interrupted export?)",
             )
+        if mpath.stat().st_size > MAX_MANIFEST:
+            raise SnapshotError(
+                f"{mpath} is larger than {MAX_MANIFEST >> 20} MB",
+                "it is not a manifest written by 'tristage db export'",
+            )
         manifest = Manifest.from_json(mpath.read_bytes())
         root = path.resolve()
 
@@ -540,6 +581,10 @@ def open_source(path: Path, box: Box | None = None, context: bytes = b"") -> Sou
     try:
         names = set(zf.namelist())
         if MANIFEST_NAME in names:
+            if zf.getinfo(MANIFEST_NAME).file_size > MAX_MANIFEST:
+                raise SnapshotFormatError(
+                    f"its {MANIFEST_NAME} is larger than {MAX_MANIFEST >> 20} MB"
+                )
             manifest = Manifest.from_json(zf.read(MANIFEST_NAME))
         elif any(n.endswith("/documents.jsonl") for n in names):
             manifest = _convex_manifest(zf)
