@@ -14,6 +14,14 @@ One asyncio loop hosts:
   write their intent to the store and send a datagram so it is acted on at once;
 - the backup scheduler and the webhook forwarder of the other services.
 
+The loop never touches the state store itself: every read and write of the
+control plane runs on one dedicated **store thread** (`_db`), in the order it was
+issued, so a write lock held elsewhere (busy timeout up to 15 s) delays only the
+control plane's bookkeeping, never a proxied request. Reconciling is split into
+reading the desired state (store thread) and acting on it (loop: route table
+swap, process start and stop, draining); reconciles run one at a time, and an
+alias switch is recorded (`routed`) only after the router serves it.
+
 The blocking build and migration steps and the process environments live in
 `pipeline_steps.py`; the `Release` record and the supervisor's `Tuning` in
 `releases.py`.
@@ -33,8 +41,9 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -47,10 +56,21 @@ from ..edges.runtime import Process, alive, free_port, proc_start, spawn, stop
 from ..errors import TristageError
 from . import pipeline_steps as steps
 from .deploys import CONTROL_FILE
-from .releases import LOOPBACK, Release, StartFailed, Tuning
+from .releases import (
+    LOOPBACK,
+    Adoption,
+    DesiredState,
+    ProjectRoutes,
+    Release,
+    StartFailed,
+    Tuning,
+    release_row,
+)
 
 if TYPE_CHECKING:
     from ..api import Tristage
+
+T = TypeVar("T")
 
 
 class ControlPlane:
@@ -84,6 +104,9 @@ class ControlPlane:
         self._settings: dict[str, ProcessSettings] = {}
         self.http: Any = None  # the HTTP API + dashboard server (http/app.py)
         self.dashboard_port: int | None = None
+        # the control plane's store work, one call at a time in issue order
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tristage-store")
+        self._reconciling = asyncio.Lock()
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
@@ -94,6 +117,11 @@ class ControlPlane:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._report)
         return task
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (store work) on the store thread; the loop goes on meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store, functools.partial(fn, *args))
 
     def _report(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -112,9 +140,9 @@ class ControlPlane:
                 f"a control plane is already running (pid {other.pid}, port {other.router_port})",
                 "stop it first, or use its router",
             )
-        self.recover()
+        await self.recover()
         self.router = Router(self.table, internal_app=build_internal_app(self.api))
-        self.update_routes()
+        await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         from ..http.app import serve_for_control_plane
 
@@ -155,7 +183,7 @@ class ControlPlane:
             ctx.cancel()
         for dep_id, task in list(self.pipelines.items()):
             task.cancel()
-            self._set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
+            await self._set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
         if self.http is not None:
             await self.http.stop()
         if self.router is not None:
@@ -170,11 +198,12 @@ class ControlPlane:
         for r in self.releases.values():
             if r.popen is not None:
                 r.popen.poll()
-        self.api.store.execute("DELETE FROM releases")
+        await self._db(self.api.store.execute, "DELETE FROM releases")
         self.releases.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._store.shutdown)
         if self._transport is not None:
             self._transport.close()
         with contextlib.suppress(FileNotFoundError):
@@ -196,14 +225,23 @@ class ControlPlane:
         tmp.write_text(json.dumps(info))
         tmp.replace(path)
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """After a crash: interrupted builds -> error; live releases re-adopted."""
+        for found in await self._db(self._recover_store):
+            rel = Release(found.dep, found.proc, found.port, None, status="healthy")
+            self.releases[found.dep.id] = rel
+            self.log(f"{found.dep.id} re-adopted (pid {found.proc.pid}, port {rel.port})")
+            rel.task = self._spawn_task(self._supervise(rel), f"supervise-{found.dep.id}")
+
+    def _recover_store(self) -> list[Adoption]:
+        """(store thread) Mark interrupted builds, forget dead releases: what to re-adopt."""
         store = self.api.store
         for row in store.query(
             "SELECT id FROM deployments WHERE status IN (?, ?)",
             (Status.building.value, Status.starting.value),
         ):
-            self._set_status(row["id"], Status.error, "interrupted: the control plane stopped")
+            self._set_status_now(row["id"], Status.error, "interrupted: the control plane stopped")
+        out: list[Adoption] = []
         for row in store.query("SELECT * FROM releases"):
             proc = Process(row["pid"], row["pgid"], row["proc_start"])
             dep_row = store.query_one("SELECT * FROM deployments WHERE id=?", (row["deployment"],))
@@ -215,10 +253,8 @@ class ControlPlane:
                 self._spawn_stop(proc)
                 store.execute("DELETE FROM releases WHERE deployment=?", (dep.id,))
                 continue
-            rel = Release(dep, proc, row["port"], None, status="healthy")
-            self.releases[dep.id] = rel
-            self.log(f"{dep.id} re-adopted (pid {proc.pid}, port {rel.port})")
-            rel.task = self._spawn_task(self._supervise(rel), f"supervise-{dep.id}")
+            out.append(Adoption(dep, proc, row["port"]))
+        return out
 
     def _spawn_stop(self, proc: Process) -> None:
         stop(proc, 0.5)
@@ -228,8 +264,8 @@ class ControlPlane:
         while not stop_event.is_set():
             self.wake.clear()
             try:
-                self.claim_queued()
-                self.reconcile()
+                await self.claim_queued()
+                await self.reconcile()
             except Exception as exc:  # keep serving whatever happens
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
@@ -248,33 +284,39 @@ class ControlPlane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 
-    def claim_queued(self) -> None:
+    async def claim_queued(self) -> None:
+        for dep in await self._db(self._claim_rows, 8 - len(self.pipelines)):
+            self.pipelines[dep.id] = self._spawn_task(self._pipeline(dep), f"deploy-{dep.id}")
+
+    def _claim_rows(self, slots: int) -> list[Deployment]:
+        """(store thread) Move up to `slots` queued deployments to `building`, oldest first."""
         store = self.api.store
-        while len(self.pipelines) < 8:
+        claimed: list[Deployment] = []
+        while len(claimed) < slots:
             if (
                 store.query_one("SELECT 1 FROM deployments WHERE status=? LIMIT 1", ("queued",))
                 is None
             ):
-                return  # the common case on a nudge: no write transaction
+                break  # the common case on a nudge: no write transaction
             with store.transaction():
                 row = store.query_one(
                     "SELECT * FROM deployments WHERE status=? ORDER BY seq LIMIT 1",
                     (Status.queued.value,),
                 )
                 if row is None:
-                    return
+                    break
                 store.execute(
                     "UPDATE deployments SET status=?, updated_at=? WHERE id=?",
                     (Status.building.value, time.time(), row["id"]),
                 )
-            dep = Deployment.from_row({**row, "status": Status.building.value})
-            self.pipelines[dep.id] = self._spawn_task(self._pipeline(dep), f"deploy-{dep.id}")
+            claimed.append(Deployment.from_row({**row, "status": Status.building.value}))
+        return claimed
 
     # -- the deploy pipeline -------------------------------------------------------
     async def _pipeline(self, dep: Deployment) -> None:
         log = BuildLog(
             self.svc.log_path(dep.project, dep.id, build=True),
-            self.api.variables.redactor(dep.project),
+            await self._db(self.api.variables.redactor, dep.project),
         )
         self.log(
             f"{dep.id} {dep.project}/{dep.environment} {dep.branch}@{dep.commit[:7]}: building"
@@ -285,12 +327,7 @@ class ControlPlane:
                 artifact, web, build_hash = await asyncio.to_thread(
                     steps.build_artifact, self.api, dep, log, self._settings_for, track
                 )
-            self.api.store.execute(
-                "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, updated_at=?"
-                " WHERE id=?",
-                (Status.starting.value, artifact, web, build_hash, time.time(), dep.id),
-            )
-            dep = self.svc.get(dep.id)
+            dep = await self._db(steps.mark_built, self.api, dep.id, artifact, web, build_hash)
             await asyncio.to_thread(
                 steps.run_migration, self.api, dep, log, self._settings_for, track
             )
@@ -304,37 +341,15 @@ class ControlPlane:
         except (TristageError, OSError) as exc:
             reason = str(exc)
             log.line(f"error: {reason}")
-            self._set_status(dep.id, Status.error, reason)
+            await self._set_status(dep.id, Status.error, reason)
             self.log(f"{dep.id} error: {reason}")
             return
         finally:
             self.pipelines.pop(dep.id, None)
             self.contexts.pop(dep.id, None)
-        now = time.time()
-        with self.api.store.transaction():
-            self.api.store.execute(
-                "UPDATE deployments SET status=?, ready_at=?, updated_at=? WHERE id=?",
-                (Status.ready.value, now, now, dep.id),
-            )
-            current = self.api.store.query_one(
-                "SELECT d.seq FROM aliases a JOIN deployments d ON d.id = a.desired"
-                " WHERE a.project=? AND a.environment=?",
-                (dep.project, dep.environment),
-            )
-            seq = self.api.store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
-            if current is None or (seq is not None and seq["seq"] > current["seq"]):
-                self.api.store.execute(
-                    "INSERT INTO aliases (project, environment, desired, desired_at)"
-                    " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"
-                    " desired=excluded.desired, desired_at=excluded.desired_at",
-                    (dep.project, dep.environment, dep.id, now),
-                )
-            self.api.audit.record(
-                "deploy.ready", project=dep.project, environment=dep.environment, target=dep.id
-            )
-        rel.dep = self.svc.get(dep.id)
-        self.reconcile()
-        url = self.svc.environment_url(dep.project, dep.environment)
+        rel.dep = await self._db(steps.mark_ready, self.api, dep)
+        await self.reconcile()
+        url = await self._db(self.svc.environment_url, dep.project, dep.environment)
         log.line(f"ready: {url}")
         log.close()
         self.log(f"{dep.id} ready: {url}")
@@ -363,43 +378,50 @@ class ControlPlane:
     async def _start_release(
         self, dep: Deployment, log: BuildLog | None = None, port: int | None = None
     ) -> Release:
-        settings = self._settings_for(dep)
+        settings = await self._db(self._settings_for, dep)
         if not dep.artifact or not dep.web or not Path(dep.artifact).is_dir():
             raise StartFailed(f"deployment {dep.id} has no artifact", "redeploy it")
         port = port or free_port()
+        env = await self._db(steps.runtime_env, self.api, dep, port)
         proc, popen = spawn(
             dep.web,
             Path(dep.artifact),
-            steps.runtime_env(self.api, dep, port),
+            env,
             self.svc.log_path(dep.project, dep.id, build=False),
             dep.project,
             self.api.home,
         )
         rel = Release(dep, proc, port, popen)
-        self._save_release(rel)
+        await self._save_release(rel)
         ok, why = await self._health(rel, settings)
         if not ok:
             await asyncio.to_thread(stop, proc, 1.0)
             popen.poll()
-            self.api.store.execute("DELETE FROM releases WHERE deployment=?", (dep.id,))
+            await self._forget_release(dep.id)
             raise StartFailed(why, f"see 'tristage logs {dep.id}'")
         rel.status = "healthy"
         old = self.releases.get(dep.id)
         self.releases[dep.id] = rel
-        self._save_release(rel)
+        await self._save_release(rel)
         if old is None or old.task is None or old.task.done():
             rel.task = self._spawn_task(self._supervise(rel), f"supervise-{dep.id}")
         return rel
 
-    def _save_release(self, rel: Release) -> None:
+    async def _save_release(self, rel: Release) -> None:
+        """Record the release as it is now (its row is taken on the loop, written after)."""
+        await self._db(self._write_release, release_row(rel, time.time()))
+
+    def _write_release(self, row: tuple[Any, ...]) -> None:
         self.api.store.execute(
             "INSERT INTO releases (deployment, pid, pgid, proc_start, port, status, restarts,"
             " started_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (deployment) DO UPDATE SET"
             " pid=excluded.pid, pgid=excluded.pgid, proc_start=excluded.proc_start,"
             " port=excluded.port, status=excluded.status, restarts=excluded.restarts",
-            (rel.dep.id, rel.proc.pid, rel.proc.pgid, rel.proc.proc_start, rel.port, rel.status,
-             len(rel.crashes), time.time()),
-        )  # fmt: skip
+            row,
+        )
+
+    async def _forget_release(self, dep_id: str) -> None:
+        await self._db(self.api.store.execute, "DELETE FROM releases WHERE deployment=?", (dep_id,))
 
     async def _health(self, rel: Release, settings: ProcessSettings) -> tuple[bool, str]:
         path = settings.health_path or "/"
@@ -449,10 +471,10 @@ class ControlPlane:
                     f"{tuning.crash_window:g}s (last exit code {code})"
                 )
                 self.releases.pop(rel.dep.id, None)
-                self.api.store.execute("DELETE FROM releases WHERE deployment=?", (rel.dep.id,))
-                self._set_status(rel.dep.id, Status.crashed, reason)
+                await self._forget_release(rel.dep.id)
+                await self._set_status(rel.dep.id, Status.crashed, reason)
                 self.log(f"{rel.dep.id} crashed: {reason}")
-                self.reconcile()
+                await self.reconcile()
                 return
             backoff = tuning.restart_backoff[
                 min(len(rel.crashes) - 1, len(tuning.restart_backoff) - 1)
@@ -462,21 +484,24 @@ class ControlPlane:
             await asyncio.sleep(backoff)
             if self.stopping or self.releases.get(rel.dep.id) is not rel:
                 return
-            settings = self._settings_for(rel.dep)
+            settings = await self._db(self._settings_for, rel.dep)
+            env = await self._db(steps.runtime_env, self.api, rel.dep, rel.port)
+            if self.stopping or self.releases.get(rel.dep.id) is not rel:
+                return
             proc, popen = spawn(
                 rel.dep.web or "",
                 Path(rel.dep.artifact or "."),
-                steps.runtime_env(self.api, rel.dep, rel.port),
+                env,
                 self.svc.log_path(rel.dep.project, rel.dep.id, build=False),
                 rel.dep.project,
                 self.api.home,
             )
             rel.proc, rel.popen = proc, popen
-            self._save_release(rel)
+            await self._save_release(rel)
             ok, why = await self._health(rel, settings)
             if ok:
                 rel.status = "healthy"
-                self._save_release(rel)
+                await self._save_release(rel)
                 self.log(f"{rel.dep.id} restarted (pid {proc.pid})")
             else:
                 self.log(f"{rel.dep.id} restart failed: {why}")
@@ -496,24 +521,24 @@ class ControlPlane:
     async def _retire(self, rel: Release, drain: float) -> None:
         """Let requests in flight finish on the old release, then stop it."""
         dep_id = rel.dep.id
-        rel.status = "draining"
-        self._save_release(rel)
-        deadline = time.monotonic() + drain
-        await asyncio.sleep(min(0.2, drain))
         try:
+            rel.status = "draining"
+            await self._save_release(rel)
+            deadline = time.monotonic() + drain
+            await asyncio.sleep(min(0.2, drain))
             while (
                 time.monotonic() < deadline and self.router and self.router.inflight(rel.upstream)
             ):
                 await asyncio.sleep(0.05)
             if dep_id in self._wanted:
                 rel.status = "healthy"
-                self._save_release(rel)
+                await self._save_release(rel)
                 return
             self.releases.pop(dep_id, None)
             await asyncio.to_thread(stop, rel.proc, self.tuning.stop_grace)
             if rel.popen is not None:
                 rel.popen.poll()
-            self.api.store.execute("DELETE FROM releases WHERE deployment=?", (dep_id,))
+            await self._forget_release(dep_id)
             self.log(f"{dep_id} stopped (drained)")
         finally:
             self.retiring.discard(dep_id)
@@ -521,32 +546,84 @@ class ControlPlane:
     # -- reconcile ---------------------------------------------------------------
     _wanted: set[str] = set()
 
-    def reconcile(self) -> None:
-        """Switch aliases whose target is healthy, start what should run, stop the rest."""
+    async def reconcile(self) -> None:
+        """Switch aliases whose target is healthy, start what should run, stop the rest.
+
+        The desired state is read on the store thread; the switch, starts and stops
+        happen on the loop. One reconcile at a time, so a table built from an older
+        read never undoes a switch."""
         if self.stopping:
             return
-        store = self.api.store
-        began = time.perf_counter()
+        async with self._reconciling:
+            began = time.perf_counter()
+            state = await self._db(self._read_desired)
+            if self.stopping:
+                return
+            await self._act(state, began)
+
+    async def _act(self, state: DesiredState, began: float) -> None:
+        ready = state.ready
         switched: list[dict[str, Any]] = []
+        for row in state.aliases:
+            desired, routed = row["desired"], row["routed"]
+            if desired and desired != routed and desired in ready:
+                rel = self.releases.get(desired)
+                if rel is not None and rel.status == "healthy":
+                    switched.append(row)
+        self._wanted = state.wanted | set(self.pipelines)
+        # 1. swap the router first, then record what it serves
+        pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
+        self._install_routes(state.routes, pending)
+        if switched:
+            await self._db(self._record_switches, switched, time.time())
+            took = (time.perf_counter() - began) * 1000
+            for row in switched:
+                self.log(
+                    f"{row['project']}/{row['environment']} now serves {row['desired']}"
+                    f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
+                )
+        # 2. start what should run
+        for dep_id in state.wanted:
+            if dep_id in self.releases or dep_id in self.bringing_up or dep_id in self.pipelines:
+                continue
+            failed = self.failed_starts.get(dep_id)
+            if failed is not None and time.monotonic() - failed < 30:
+                continue
+            self.bringing_up.add(dep_id)
+            dep = Deployment.from_row(ready[dep_id])
+            self._spawn_task(self._bring_up(dep), f"start-{dep_id}")
+        # 3. drain and stop what nothing points at
+        for dep_id, rel in list(self.releases.items()):
+            if dep_id in self._wanted or dep_id in self.retiring or rel.status != "healthy":
+                continue
+            drain = state.drain_seconds.get(rel.dep.project)
+            if drain is None:
+                continue  # its project's configuration is unreadable: leave it running
+            self.retiring.add(dep_id)
+            self._spawn_task(self._retire(rel, drain), f"retire-{dep_id}")
+
+    def _read_desired(self) -> DesiredState:
+        """(store thread) What should be served and running, as the store says now."""
+        store = self.api.store
         wanted: set[str] = set()
         ready = {
             r["id"]: r
             for r in store.query("SELECT * FROM deployments WHERE status=?", (Status.ready.value,))
         }
-        for row in store.query("SELECT * FROM aliases"):
+        aliases = store.query("SELECT * FROM aliases")
+        for row in aliases:
             desired, routed = row["desired"], row["routed"]
             if routed:
                 wanted.add(routed)
             if desired and desired != routed and desired in ready:
                 wanted.add(desired)
-                rel = self.releases.get(desired)
-                if rel is not None and rel.status == "healthy":
-                    switched.append(row)
+        drain: dict[str, float] = {}
         for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
             try:
                 cfg = self.api.config_for(project)
             except TristageError:
                 continue
+            drain[project] = cfg.app.drain_seconds
             prod = cfg.production
             for row in store.query(
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
@@ -558,17 +635,16 @@ class ControlPlane:
             if prod and cfg.app.keep_warm:
                 history = self.svc.alias_history(project, prod, limit=200)
                 current = next(
-                    (r["routed"] for r in store.query(
-                        "SELECT routed FROM aliases WHERE project=? AND environment=?",
-                        (project, prod))), None,
+                    (r["routed"] for r in aliases
+                     if r["project"] == project and r["environment"] == prod), None,
                 )  # fmt: skip
                 wanted.update(warm_set(history, current, cfg.app.keep_warm, set(ready)))
         wanted &= set(ready)
-        self._wanted = wanted | set(self.pipelines)
-        now = time.time()
-        # 1. swap the router first, then record what it serves
-        pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
-        self.update_routes(pending)
+        return DesiredState(ready, aliases, wanted, self._read_routes(), drain)
+
+    def _record_switches(self, switched: list[dict[str, Any]], now: float) -> None:
+        """(store thread) The router serves these desired deployments now: record it."""
+        store = self.api.store
         for row in switched:
             with store.transaction():
                 store.execute(
@@ -587,32 +663,16 @@ class ControlPlane:
                     target=row["desired"],
                     details={"from": row["routed"]},
                 )
-            took = (time.perf_counter() - began) * 1000
-            self.log(
-                f"{row['project']}/{row['environment']} now serves {row['desired']}"
-                f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
-            )
-        # 2. start what should run
-        for dep_id in wanted:
-            if dep_id in self.releases or dep_id in self.bringing_up or dep_id in self.pipelines:
-                continue
-            failed = self.failed_starts.get(dep_id)
-            if failed is not None and time.monotonic() - failed < 30:
-                continue
-            self.bringing_up.add(dep_id)
-            dep = Deployment.from_row(ready[dep_id])
-            self._spawn_task(self._bring_up(dep), f"start-{dep_id}")
-        # 3. drain and stop what nothing points at
-        for dep_id, rel in list(self.releases.items()):
-            if dep_id in self._wanted or dep_id in self.retiring or rel.status != "healthy":
-                continue
-            self.retiring.add(dep_id)
-            drain = self.api.config_for(rel.dep.project).app.drain_seconds
-            self._spawn_task(self._retire(rel, drain), f"retire-{dep_id}")
 
-    def update_routes(self, pending: dict[tuple[str, str], str] | None = None) -> None:
+    async def update_routes(self) -> None:
+        """Rebuild the router's table from the aliases as the store has them."""
+        async with self._reconciling:
+            self._install_routes(await self._db(self._read_routes), {})
+
+    def _read_routes(self) -> list[ProjectRoutes]:
+        """(store thread) Each project's hosts: aliases, branches and deployments."""
         store = self.api.store
-        table: dict[str, Route] = {}
+        out: list[ProjectRoutes] = []
         for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
             try:
                 cfg = self.api.config_for(project)
@@ -622,9 +682,6 @@ class ControlPlane:
                 r["environment"]: r["routed"]
                 for r in store.query("SELECT * FROM aliases WHERE project=?", (project,))
             }
-            for (p, env), dep_id in (pending or {}).items():
-                if p == project:
-                    live[env] = dep_id
             deps = [
                 alias_domain.DeploymentRef(r["id"], r["environment"], r["branch"])
                 for r in store.query(
@@ -642,17 +699,38 @@ class ControlPlane:
                 branch_latest[r["branch"]] = alias_domain.DeploymentRef(
                     r["id"], r["environment"], r["branch"]
                 )
+            out.append(
+                ProjectRoutes(
+                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                )
+            )
+        return out
+
+    def _install_routes(
+        self, routes: list[ProjectRoutes], pending: dict[tuple[str, str], str]
+    ) -> None:
+        """(loop) Swap the router's table: each host to its running, undrained release."""
+        table: dict[str, Route] = {}
+        for pr in routes:
+            live = dict(pr.live)
+            for (p, env), dep_id in pending.items():
+                if p == pr.project:
+                    live[env] = dep_id
             hosts = alias_domain.host_table(
-                project, cfg.production, list(cfg.environments), live, branch_latest, deps
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
             )
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
-                table[host] = Route(project, target.environment, target.deployment, upstream)
+                table[host] = Route(pr.project, target.environment, target.deployment, upstream)
         self.table.replace(table)
 
     # -- store helpers -------------------------------------------------------------
-    def _set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+    async def _set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+        await self._db(self._set_status_now, dep_id, status, reason)
+
+    def _set_status_now(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+        """(store thread) A deployment's new status, audited."""
         row = self.api.store.query_one(
             "SELECT project, environment FROM deployments WHERE id=?", (dep_id,)
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..domain.config import ProcessSettings
-from ..domain.deployments import Deployment
+from ..domain.deployments import Deployment, Status
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 
@@ -151,3 +151,44 @@ def run_migration(
             f"migration failed: {exc.message}{restore}",
             f"the previous deployment keeps serving; see 'tristage logs {dep.id} --build'",
         ) from None
+
+
+# -- store steps (run on the control plane's store thread) ------------------------
+
+
+def mark_built(api: Tristage, dep_id: str, artifact: str, web: str, build_hash: str) -> Deployment:
+    """Record the built artifact; the deployment is now `starting`."""
+    api.store.execute(
+        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, updated_at=? WHERE id=?",
+        (Status.starting.value, artifact, web, build_hash, time.time(), dep_id),
+    )
+    return api.deploys.get(dep_id)
+
+
+def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
+    """The release passed its health check: `ready`, and its environment's desired
+    deployment unless a newer one already is."""
+    store = api.store
+    now = time.time()
+    with store.transaction():
+        store.execute(
+            "UPDATE deployments SET status=?, ready_at=?, updated_at=? WHERE id=?",
+            (Status.ready.value, now, now, dep.id),
+        )
+        current = store.query_one(
+            "SELECT d.seq FROM aliases a JOIN deployments d ON d.id = a.desired"
+            " WHERE a.project=? AND a.environment=?",
+            (dep.project, dep.environment),
+        )
+        seq = store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
+        if current is None or (seq is not None and seq["seq"] > current["seq"]):
+            store.execute(
+                "INSERT INTO aliases (project, environment, desired, desired_at)"
+                " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"
+                " desired=excluded.desired, desired_at=excluded.desired_at",
+                (dep.project, dep.environment, dep.id, now),
+            )
+        api.audit.record(
+            "deploy.ready", project=dep.project, environment=dep.environment, target=dep.id
+        )
+    return api.deploys.get(dep.id)

@@ -1,5 +1,6 @@
 """Releases as the control plane keeps them: a running instance of a deployment
-(process, port, health, crash history) and the supervisor's timings."""
+(process, port, health, crash history), the supervisor's timings, and the desired
+state the reconciler reads from the store (on its store thread) before acting."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import os
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..domain.aliases import DeploymentRef
 from ..domain.deployments import Deployment
 from ..edges.runtime import Process, alive
 from ..errors import TristageError
@@ -68,3 +71,44 @@ class Release:
 
     def exit_code(self) -> int | None:
         return self.popen.poll() if self.popen is not None else None
+
+
+def release_row(rel: Release, now: float) -> tuple[Any, ...]:
+    """The `releases` row of `rel` as it is at this moment (taken on the loop)."""
+    return (rel.dep.id, rel.proc.pid, rel.proc.pgid, rel.proc.proc_start, rel.port, rel.status,
+            len(rel.crashes), now)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A release left running by a previous control plane, alive and ready: re-adopt it."""
+
+    dep: Deployment
+    proc: Process
+    port: int
+
+
+@dataclass(frozen=True)
+class ProjectRoutes:
+    """What a project's host table is built from (the routed alias per environment,
+    the latest ready deployment per branch, recent ready deployments)."""
+
+    project: str
+    production: str | None
+    environments: tuple[str, ...]
+    live: dict[str, str | None]
+    branch_latest: dict[str, DeploymentRef]
+    deps: list[DeploymentRef]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """One read of the store by the reconciler: ready deployments (rows by id), the
+    aliases, the deployments that should run, the host tables' inputs, and each
+    readable project's drain time."""
+
+    ready: dict[str, dict[str, Any]]
+    aliases: list[dict[str, Any]]
+    wanted: set[str]
+    routes: list[ProjectRoutes]
+    drain_seconds: dict[str, float]
