@@ -1,0 +1,403 @@
+"""Backups of a data store: take, list, verify, prune (retention), restore and drill.
+
+Backups are ZIP snapshots in the environment owner's backup target, optionally
+encrypted; the store's catalog caches what the target holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from ..domain import retention
+from ..domain.config import Tier
+from ..domain.snapshot import Manifest
+from ..edges.backup_targets import BackupTarget, check_name
+from ..edges.datastores import PostgresDataStore, SqliteDataStore
+from ..edges.datastores.postgres import database_of, drop_database, ensure_database, with_database
+from ..edges.snapshot_io import (
+    Progress,
+    SnapshotError,
+    Source,
+    ZipSink,
+    export_tables,
+    open_source,
+)
+from ..errors import NotFound, TristageError
+from .data_records import (
+    BackupDamaged,
+    BackupInfo,
+    ConfirmationRequired,
+    DataStoreT,
+    DrillCheck,
+    DrillReport,
+    PruneResult,
+    RestoreResult,
+)
+from .data_snapshots import SnapshotService
+from .data_stores import DataStores, utcnow
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+
+def _backup_id(now: dt.datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+class _HashSink:
+    """A sink that keeps only checksums (for comparing a store with a manifest)."""
+
+    @contextmanager
+    def member(self, path: str) -> Iterator[IO[bytes]]:
+        yield io.BytesIO()  # export_tables hashes the bytes itself; discard them
+
+    def finish(self, manifest: Manifest) -> None:
+        pass
+
+
+class BackupService:
+    """Backups of an environment's store: take, list, verify, prune, restore, drill."""
+
+    def __init__(self, api: Tristage, stores: DataStores, snapshots: SnapshotService) -> None:
+        self.api = api
+        self.stores = stores
+        self.snapshots = snapshots
+
+    def backup(
+        self,
+        project: str,
+        environment: str,
+        kind: str = "manual",
+        note: str | None = None,
+        progress: Progress | None = None,
+    ) -> BackupInfo:
+        cfg = self.stores.config(project)
+        owner = cfg.owner(environment)
+        encrypt = cfg.env(owner).backups.encrypt
+        store = self.stores.open_store(project, owner)
+        target = self.stores.target(project, owner)
+        now = utcnow()
+        bid = _backup_id(now)
+        box = self.api.secret_box if encrypt else None
+        with target.create(bid) as f:
+            sink = ZipSink(f, box, _context(project, owner, bid))
+            with store.read() as r:
+                tables = r.tables()
+                files = export_tables(r, tables, sink, progress)
+            manifest = self.snapshots.manifest(
+                store, tables, files, project, owner, kind, note, encrypt
+            )
+            manifest.created_at = now.isoformat(timespec="seconds")
+            sink.finish(manifest)
+        size = next((b.size for b in target.list() if b.name == bid), 0)
+        info = BackupInfo(
+            bid,
+            project,
+            owner,
+            kind,
+            now.timestamp(),
+            size,
+            manifest.total_rows,
+            len(tables),
+            encrypt,
+            note,
+        )
+        self._catalog(info)
+        self.api.audit.record(
+            "db.backup",
+            project=project,
+            environment=owner,
+            target=bid,
+            details={"kind": kind, "rows": info.rows, "size": size, "encrypted": encrypt},
+        )
+        return info
+
+    def _catalog(self, info: BackupInfo) -> None:
+        self.api.store.execute(
+            "INSERT OR REPLACE INTO data_backups (project, environment, id, kind, created_at,"
+            " size, rows, tables, encrypted, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                info.project,
+                info.environment,
+                info.id,
+                info.kind,
+                info.created_at,
+                info.size,
+                info.rows,
+                info.tables,
+                int(info.encrypted),
+                info.note,
+            ),
+        )
+
+    def backups(self, project: str, environment: str) -> list[BackupInfo]:
+        """Published backups, newest first (the target is the truth; the catalog a cache)."""
+        owner = self.stores.owner(project, environment)
+        target = self.stores.target(project, owner)
+        stored = {b.name: b for b in target.list()}
+        rows = {
+            r["id"]: r
+            for r in self.api.store.query(
+                "SELECT * FROM data_backups WHERE project=? AND environment=?", (project, owner)
+            )
+        }
+        for gone in set(rows) - set(stored):
+            self.api.store.execute(
+                "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
+                (project, owner, gone),
+            )
+        out: list[BackupInfo] = []
+        for name, sb in stored.items():
+            r = rows.get(name)
+            if r is None:
+                info = self._describe_stored(project, owner, target, name, sb.size)
+                if info is None:
+                    continue
+                self._catalog(info)
+            else:
+                info = BackupInfo(
+                    r["id"],
+                    project,
+                    owner,
+                    r["kind"],
+                    r["created_at"],
+                    r["size"],
+                    r["rows"],
+                    r["tables"],
+                    bool(r["encrypted"]),
+                    r["note"],
+                )
+            out.append(info)
+        return sorted(out, key=lambda b: (b.created_at, b.id), reverse=True)
+
+    def _describe_stored(
+        self, project: str, owner: str, target: BackupTarget, name: str, size: int
+    ) -> BackupInfo | None:
+        try:
+            src = self._open_backup(project, owner, name)
+        except TristageError:
+            return None
+        try:
+            m = src.manifest
+            at = dt.datetime.fromisoformat(m.created_at).timestamp() if m.created_at else 0.0
+            return BackupInfo(
+                name,
+                project,
+                owner,
+                m.kind,
+                at,
+                size,
+                m.total_rows,
+                len(m.tables),
+                m.encrypted,
+                m.note,
+            )
+        finally:
+            src.close()
+
+    def _open_backup(self, project: str, owner: str, backup_id: str) -> Source:
+        check_name(backup_id)
+        target = self.stores.target(project, owner)
+        path = target.local_path(backup_id)
+        if path is None:
+            raise NotFound(
+                f"no backup {backup_id} of {project}/{owner}",
+                f"list them with 'tristage db backups {owner}'",
+            )
+        try:
+            return open_source(path, self.api.secret_box, _context(project, owner, backup_id))
+        except SnapshotError as exc:
+            raise BackupDamaged(
+                f"backup {backup_id} is damaged: {exc.message}", "restore another backup"
+            ) from None
+
+    def _discard(self, project: str, owner: str, backup_id: str) -> None:
+        self.stores.target(project, owner).delete(backup_id)
+        self.api.store.execute(
+            "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
+            (project, owner, backup_id),
+        )
+
+    def verify(self, project: str, environment: str, backup_id: str) -> Source:
+        """Open a backup and check every file against its manifest; raises if damaged."""
+        owner = self.stores.owner(project, environment)
+        src = self._open_backup(project, owner, backup_id)
+        problems = src.verify()
+        if problems:
+            src.close()
+            raise BackupDamaged(
+                f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
+                "nothing was restored; restore another backup",
+            )
+        return src
+
+    def prune(self, project: str, environment: str, dry_run: bool = False) -> PruneResult:
+        cfg = self.stores.config(project)
+        owner = cfg.owner(environment)
+        keep = cfg.env(owner).backups.keep
+        policy = retention.Policy(keep.daily, keep.weekly, keep.monthly)
+        items = self.backups(project, owner)
+        stamped = [
+            retention.Backup(b.id, dt.datetime.fromtimestamp(b.created_at, dt.UTC)) for b in items
+        ]
+        sel = retention.select(stamped, policy)
+        if not dry_run and sel.prune:
+            target = self.stores.target(project, owner)
+            for bid in sel.prune:
+                target.delete(bid)
+                self.api.store.execute(
+                    "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
+                    (project, owner, bid),
+                )
+            self.api.audit.record(
+                "db.prune",
+                project=project,
+                environment=owner,
+                details={"deleted": list(sel.prune), "kept": len(sel.keep)},
+            )
+        return PruneResult(sel.keep, list(sel.prune), dry_run)
+
+    # -- restore / drill ---------------------------------------------------------
+    def restore(
+        self,
+        project: str,
+        environment: str,
+        backup_id: str,
+        yes: bool = False,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        cfg = self.stores.config(project)
+        owner = cfg.owner(environment)
+        if cfg.env(owner).tier == Tier.production and not yes:
+            raise ConfirmationRequired(
+                f"restoring {owner} replaces its live data with backup {backup_id}",
+                "pass --yes to confirm",
+            )
+        src = self._open_backup(project, owner, backup_id)
+        try:
+            missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
+            if missing:
+                raise BackupDamaged(
+                    f"backup {backup_id} failed verification: no file for {', '.join(missing)}",
+                    "nothing was restored; restore another backup",
+                )
+            safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
+            try:
+                # one pass: every file is checked against the manifest while it loads,
+                # and the transaction commits only after the last check passed
+                result = self.snapshots.load(
+                    self.stores.open_store(project, owner),
+                    src,
+                    [t.name for t in src.manifest.tables],
+                    "recreate",
+                    progress,
+                    drop_others=True,
+                    check=True,
+                )
+            except BaseException as exc:
+                self._discard(project, owner, safety.id)  # nothing changed
+                if isinstance(exc, Exception):
+                    problems = src.verify()
+                    if problems:
+                        raise BackupDamaged(
+                            f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
+                            "nothing was restored; restore another backup",
+                        ) from None
+                raise
+        finally:
+            src.close()
+        self.api.audit.record(
+            "db.restore",
+            project=project,
+            environment=owner,
+            target=backup_id,
+            details={"safety_backup": safety.id, "rows": sum(result.rows.values())},
+        )
+        return RestoreResult(backup_id, safety.id, result.rows)
+
+    def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
+        """Restore a backup (default: the latest) into a scratch store and compare."""
+        started = time.monotonic()
+        owner = self.stores.owner(project, environment)
+        if backup_id is None:
+            items = self.backups(project, owner)
+            if not items:
+                raise NotFound(
+                    f"{project}/{owner} has no backup to drill",
+                    f"take one with 'tristage db backup {owner}'",
+                )
+            backup_id = items[0].id
+        report = DrillReport(project, owner, backup_id, passed=False)
+        try:
+            src = self.verify(project, owner, backup_id)
+        except BackupDamaged as exc:
+            report.problems.append(exc.message)
+            return self._drilled(report, started)
+        try:
+            with self._scratch(project, owner) as scratch:
+                names = [t.name for t in src.manifest.tables]
+                self.snapshots.load(scratch, src, names, "recreate")
+                with scratch.read() as r:
+                    actual = {t.name: t for t in r.tables()}
+                    tables = [actual[n] for n in names if n in actual]
+                    files = export_tables(r, tables, _HashSink())
+                for name in names:
+                    exp = src.manifest.files[name]
+                    got = files.get(name)
+                    report.checks.append(
+                        DrillCheck(
+                            name,
+                            exp.rows,
+                            got.rows if got else -1,
+                            bool(got and got.sha256 == exp.sha256),
+                        )
+                    )
+        except TristageError as exc:
+            report.problems.append(exc.message)
+        finally:
+            src.close()
+        report.passed = not report.problems and all(c.ok for c in report.checks)
+        return self._drilled(report, started)
+
+    def _drilled(self, report: DrillReport, started: float) -> DrillReport:
+        report.seconds = round(time.monotonic() - started, 3)
+        self.api.audit.record(
+            "db.drill",
+            project=report.project,
+            environment=report.environment,
+            target=report.backup,
+            details={"passed": report.passed, "tables": len(report.checks)},
+        )
+        return report
+
+    @contextmanager
+    def _scratch(self, project: str, owner: str) -> Iterator[DataStoreT]:
+        url = self.stores.database_url(project, owner)
+        token = secrets.token_hex(4)
+        if url.startswith("sqlite:"):
+            path = self.api.home / "tmp" / f"drill-{project}-{owner}-{token}.sqlite3"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                yield SqliteDataStore(path)
+            finally:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+        else:
+            server = with_database(url, "postgres")
+            name = f"{database_of(url)}_drill_{token}"[:63]
+            scratch_url = ensure_database(server, name)
+            try:
+                yield PostgresDataStore(scratch_url)
+            finally:
+                drop_database(server, name)
+
+
+def _context(project: str, owner: str, backup_id: str) -> bytes:
+    return f"tristage-backup|{project}|{owner}|{backup_id}".encode()

@@ -1,0 +1,130 @@
+"""What the data services return and raise: backup, export, load, prune, restore, drill
+and clone records, and the errors callers catch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from ..domain import sanitize
+from ..domain.snapshot import Manifest
+from ..edges.datastores import PostgresDataStore, SqliteDataStore
+from ..errors import TristageError, UsageError
+
+DataStoreT = SqliteDataStore | PostgresDataStore
+T = TypeVar("T")
+ImportMode = Literal["replace", "append"] | None
+BACKUP_KINDS = ("manual", "scheduled", "pre-migration", "safety")
+
+
+class ConfirmationRequired(UsageError):
+    pass
+
+
+class SanitizeRefused(TristageError):
+    def __init__(self, problems: Sequence[sanitize.Problem]) -> None:
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(
+            f"clone refused: {len(problems)} column(s) without a sanitization rule\n{lines}",
+            "add the rules to [sanitize] in tristage.toml; nothing was copied",
+        )
+        self.problems = list(problems)
+
+
+class BackupDamaged(TristageError):
+    pass
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    id: str
+    project: str
+    environment: str
+    kind: str
+    created_at: float
+    size: int
+    rows: int
+    tables: int
+    encrypted: bool
+    note: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows: dict[str, int]
+    created: list[str]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    keep: dict[str, tuple[str, ...]]
+    delete: list[str]
+    dry_run: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "keep": {k: list(v) for k, v in self.keep.items()},
+            "delete": self.delete,
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup: str
+    safety_backup: str | None
+    rows: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DrillCheck:
+    table: str
+    expected_rows: int
+    actual_rows: int
+    checksum_ok: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.checksum_ok and self.expected_rows == self.actual_rows
+
+
+@dataclass
+class DrillReport:
+    project: str
+    environment: str
+    backup: str
+    passed: bool
+    checks: list[DrillCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["checks"] = [{**asdict(c), "ok": c.ok} for c in self.checks]
+        return d
+
+
+@dataclass(frozen=True)
+class CloneReport:
+    source: str
+    target: str
+    sanitized: bool
+    rows: dict[str, int]
+    transformed: dict[str, list[str]]
+    safety_backup: str | None
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)

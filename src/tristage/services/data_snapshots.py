@@ -1,0 +1,276 @@
+"""Snapshots of a data store: export to a directory or ZIP, import in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .. import __version__
+from ..domain.config import Tier
+from ..domain.snapshot import FileEntry, Manifest, Table, load_order
+from ..edges.datastores.base import Writer
+from ..edges.datastores.postgres import PostgresSession as PgSession
+from ..edges.datastores.sqlite import SqliteSession
+from ..edges.snapshot_io import (
+    DirSink,
+    Progress,
+    Source,
+    ZipSink,
+    export_tables,
+    open_source,
+    remove_tree,
+)
+from ..errors import Conflict, NotFound, UsageError
+from .data_records import (
+    DataStoreT,
+    ExportResult,
+    ImportMode,
+    LoadResult,
+    T,
+)
+from .data_stores import DataStores, utcnow
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+
+class SnapshotService:
+    """Export a store to a snapshot and load a snapshot into a store."""
+
+    def __init__(self, api: Tristage, stores: DataStores) -> None:
+        self.api = api
+        self.stores = stores
+
+    def export(
+        self,
+        project: str,
+        environment: str,
+        out: Path | None = None,
+        fmt: Literal["dir", "zip"] = "dir",
+        tables: Sequence[str] = (),
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        store = self.stores.open_store(project, environment)
+        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+        if out is None:
+            out = Path.cwd() / f"{project}-{environment}-{stamp}{'.zip' if fmt == 'zip' else ''}"
+        out = out.resolve()
+        if out.exists():
+            raise Conflict(f"{out} already exists", "choose another path with -o")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+        try:
+            with store.read() as r:
+                chosen = select_tables(r.tables(), tables, environment)
+                if fmt == "zip":
+                    with open(tmp, "xb") as f:
+                        sink: DirSink | ZipSink = ZipSink(f)
+                        files = export_tables(r, chosen, sink, progress)
+                        manifest = self.manifest(store, chosen, files, project, environment)
+                        sink.finish(manifest)
+                        f.flush()
+                        os.fsync(f.fileno())
+                else:
+                    sink = DirSink(tmp)
+                    files = export_tables(r, chosen, sink, progress)
+                    manifest = self.manifest(store, chosen, files, project, environment)
+                    sink.finish(manifest)
+            tmp.rename(out)
+        except BaseException:
+            if tmp.is_dir():
+                remove_tree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
+            raise
+        self.api.audit.record(
+            "db.export",
+            project=project,
+            environment=environment,
+            target=str(out),
+            details={"tables": len(chosen), "rows": manifest.total_rows, "format": fmt},
+        )
+        return ExportResult(out, manifest)
+
+    def manifest(
+        self,
+        store: DataStoreT,
+        tables: Sequence[Table],
+        files: dict[str, FileEntry],
+        project: str,
+        environment: str,
+        kind: str = "export",
+        note: str | None = None,
+        encrypted: bool = False,
+    ) -> Manifest:
+        return Manifest(
+            engine=store.engine,
+            tables=list(tables),
+            files=files,
+            project=project,
+            environment=environment,
+            created_at=utcnow().isoformat(timespec="seconds"),
+            tool_version=__version__,
+            kind=kind,
+            note=note,
+            encrypted=encrypted,
+            extra={"tier": self.stores.config(project).env(environment).tier.value},
+        )
+
+    def import_snapshot(
+        self,
+        project: str,
+        environment: str,
+        path: Path,
+        tables: Sequence[str] = (),
+        mode: ImportMode = None,
+        progress: Progress | None = None,
+    ) -> LoadResult:
+        cfg = self.stores.config(project)
+        source = open_source(path)
+        try:
+            m = source.manifest
+            tier = cfg.env(environment).tier
+            if m.extra.get("tier") == Tier.production.value and tier != Tier.production:
+                raise UsageError(
+                    f"{path.name} holds unsanitized production data; {environment} is not "
+                    "production",
+                    f"use 'tristage db clone {m.environment or 'production'} {environment}', "
+                    "which sanitizes",
+                )
+            names = [t.name for t in select_tables(m.tables, tables, path.name)]
+            result = self.load(
+                self.stores.open_store(project, environment), source, names, mode, progress
+            )
+        finally:
+            source.close()
+        self.api.audit.record(
+            "db.import",
+            project=project,
+            environment=environment,
+            target=path.name,
+            details={
+                "rows": sum(result.rows.values()),
+                "tables": len(result.rows),
+                "mode": mode or "empty",
+            },
+        )
+        return result
+
+    def load(
+        self,
+        store: DataStoreT,
+        source: Source,
+        names: Sequence[str],
+        mode: ImportMode | Literal["recreate"],
+        progress: Progress | None = None,
+        drop_others: bool = False,
+        check: bool = False,
+    ) -> LoadResult:
+        """Load tables of `source` in one transaction; with `check`, each file is
+        verified against the manifest while it is read (a mismatch rolls back)."""
+        m = source.manifest
+        wanted = [t for t in m.tables if t.name in set(names)]
+        ordered = load_order(wanted)
+
+        def counted(t: Table, items: Iterator[T]) -> Iterator[T]:
+            return with_progress(items, t.name, m.files[t.name].rows, progress)
+
+        def load_table(w: Writer, t: Table, target: Table, cols: list[str]) -> int:
+            if isinstance(w, PgSession) and m.engine != "convex":
+                records = source.records(t.name, target, cols, check)
+                return w.copy_records(
+                    target, cols, counted(t, records), lambda n: source.ref(t.name, n)
+                )
+            if isinstance(w, SqliteSession) and m.engine != "convex":
+                records = source.records(t.name, target, cols, check)
+                return w.insert_records(
+                    target, cols, counted(t, records), lambda n: source.ref(t.name, n)
+                )
+            return w.insert(target, cols, counted(t, source.rows(t.name, target, cols, check)))
+
+        def fill(w: Writer) -> LoadResult:
+            existing = {t.name: t for t in w.tables()}
+            if mode == "recreate":
+                drop = [t.name for t in reversed(ordered) if t.name in existing]
+                if drop_others:
+                    drop += [n for n in existing if n not in set(names)]
+                w.drop(drop)
+                existing = {n: t for n, t in existing.items() if n not in set(drop)}
+            elif mode is None:
+                busy = [t.name for t in ordered if t.name in existing and w.count(t.name)]
+                if busy:
+                    raise UsageError(
+                        f"{', '.join(busy)} already hold rows",
+                        "pass --replace-all to replace them or --append to add to them",
+                    )
+            created: list[Table] = []
+            for t in ordered:
+                if t.name not in existing:
+                    # a verified backup comes from a store that enforced its keys
+                    w.create(t, m.engine, defer_keys=check)
+                    created.append(t)
+            if mode == "replace":
+                w.clear([existing[t.name] for t in ordered if t.name in existing])
+            counts: dict[str, int] = {}
+            loaded: list[Table] = []
+            for t in ordered:
+                target = existing.get(t.name, t)
+                cols = t.column_names
+                missing = [c for c in cols if target.column(c) is None]
+                if missing:
+                    raise UsageError(
+                        f"table {t.name} of the database has no column(s) {', '.join(missing)} "
+                        f"found in {source.label}",
+                        "migrate the database first, or import into an empty environment",
+                    )
+                counts[t.name] = load_table(w, t, target, cols)
+                loaded.append(target)
+            w.finish(created, loaded, m.engine)
+            return LoadResult(counts, [t.name for t in created])
+
+        with store.write() as w:
+            return fill(w)
+
+
+def select_tables(tables: Sequence[Table], names: Sequence[str], where: str) -> list[Table]:
+    if not names:
+        return list(tables)
+    by_name = {t.name: t for t in tables}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise NotFound(
+            f"no table {', '.join(repr(n) for n in unknown)} in {where}",
+            f"tables: {', '.join(by_name) or '(none)'}",
+        )
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def with_progress(
+    items: Iterable[T], table: str, total: int, progress: Progress | None
+) -> Iterator[T]:
+    """`items` as they are, reporting `progress(table, n, total)` every 5,000 and at the end."""
+    if not progress:
+        return iter(items)
+    return _reporting(items, table, total, progress)
+
+
+def _reporting(items: Iterable[T], table: str, total: int, progress: Progress) -> Iterator[T]:
+    n = 0
+    for item in items:
+        n += 1
+        if n % 5000 == 0:
+            progress(table, n, total)
+        yield item
+    progress(table, n, total)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
