@@ -12,6 +12,9 @@ import pytest
 
 from tristage.api import Tristage
 
+# The PostgreSQL server the data-store tests create (and drop) their databases on.
+PG_SERVER = os.environ.get("TRISTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from conftest import PG_SERVER
 from tristage.api import Tristage
 from tristage.domain.snapshot import JsonValue
 from tristage.edges import snapshot_io
@@ -27,8 +28,6 @@ from tristage.edges.datastores.postgres import drop_database
 from tristage.edges.snapshot_io import SnapshotError
 from tristage.errors import TristageError, UsageError
 from tristage.services.data import BackupDamaged, ConfirmationRequired, SanitizeRefused
-
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 SANITIZE = {
     "users.email": "email",

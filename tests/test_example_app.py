@@ -32,10 +32,10 @@ import psycopg
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from conftest import PG_SERVER
 from tristage.edges.runtime import free_port
 
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "saas-app"
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 SESSION_SECRET = secrets.token_urlsafe(32)
 CSRF_SECRET = secrets.token_urlsafe(32)
