@@ -251,3 +251,46 @@ def test_down_stops_the_control_plane_and_its_releases(project: Path, home: Path
     again = run_cli("down", cwd=project)
     assert again.returncode == 1
     assert "no control plane is running" in again.stderr
+
+
+def test_redeploy_env_reuses_the_artifact_with_new_runtime_variables(
+    project: Path, cp: ControlPlane
+) -> None:
+    first = deployment_id(push(project, "main").stderr)
+    wait_for(lambda: cp.serves("shop.localhost") == first, 20, "production")
+    assert cp.get("shop.localhost").json()["greeting"] == "hello"
+    r = run_cli("env", "set", "GREETING", "bonjour", "--env", "production", cwd=project)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("redeploy", "--env", "production", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert f"a new release of {first}'s artifact" in r.stdout
+    second = r.stdout.split("deployment ")[1].split()[0]
+    wait_for(lambda: cp.serves("shop.localhost") == second, 20, "the redeploy")
+    assert cp.get("shop.localhost").json()["greeting"] == "bonjour"
+    build_log = run_cli("logs", second, "--build", cwd=project).stdout
+    assert f"reusing the artifact of {first}" in build_log
+    # --rebuild builds the commit again
+    r = run_cli("redeploy", second, "--rebuild", "--no-wait", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "a rebuild of the same commit" in r.stdout
+    # an environment with nothing live says so
+    r = run_cli("redeploy", "--env", "preview", cwd=project)
+    assert r.returncode == 1 and "no live deployment" in r.stderr
+
+
+def test_promote_rebuilds_when_build_time_variables_differ(project: Path, cp: ControlPlane) -> None:
+    deployment_id(push(project, "main").stderr)
+    git(project, "checkout", "-qb", "test")
+    commit(project, {"note.txt": "v2\n"}, "v2")
+    preview = deployment_id(push(project, "test").stderr)
+    wait_for(lambda: cp.serves("preview.shop.localhost") == preview, 20, "preview")
+    for env, value in (("preview", "blue"), ("production", "red")):
+        r = run_cli("env", "set", "NEXT_PUBLIC_THEME", value, "--env", env, cwd=project)
+        assert r.returncode == 0, r.stderr
+    r = run_cli("promote", preview, cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "build-time variables differ from production's" in r.stdout
+    promoted = cp.serves("shop.localhost")
+    assert promoted not in (None, preview)
+    build_log = run_cli("logs", str(promoted), "--build", cwd=project).stdout
+    assert "reusing the artifact" not in build_log and "git archive" in build_log

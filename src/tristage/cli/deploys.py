@@ -268,13 +268,30 @@ def rollback(
 
 
 def redeploy(
-    deployment: str = typer.Argument(...),
+    deployment: str | None = typer.Argument(
+        None, help="The deployment to redeploy (default: the live one of --env)."
+    ),
+    env: str | None = typer.Option(
+        None, "--env", "-e", help="Redeploy this environment's live deployment."
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Build again even when the build-time variables are unchanged."
+    ),
     no_wait: bool = typer.Option(False, "--no-wait"),
 ) -> None:
-    """Build the same commit again for the same environment (e.g. after variables changed)."""
+    """A new release of the same commit, e.g. after runtime variables changed.
+
+    Reuses the artifact (same build, current runtime variables) unless the build-time
+    variables changed since it was built, or --rebuild is given.
+    """
     ref = current_project()
-    dep = get_api().deploys.redeploy(ref.name, deployment)
-    console.print(f"deployment {dep.id} queued (redeploy of {deployment})", markup=False)
+    dep = get_api().deploys.redeploy(ref.name, deployment, environment=env, rebuild=rebuild)
+    how = (
+        f"a new release of {dep.source}'s artifact with the current runtime variables"
+        if dep.source
+        else "a rebuild of the same commit"
+    )
+    console.print(f"deployment {dep.id} queued for {dep.environment}: {how}", markup=False)
     if not no_wait:
         raise typer.Exit(_follow(dep))
 

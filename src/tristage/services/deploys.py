@@ -349,9 +349,51 @@ class DeployService:
         git.push_commit(root, self.bare_repo(project), sha, f"wc-{sha[:12]}")
         return self.create(project, branch, sha, "deploy")
 
-    def redeploy(self, project: str, deployment: str) -> Deployment:
+    def redeploy(
+        self,
+        project: str,
+        deployment: str | None = None,
+        *,
+        environment: str | None = None,
+        rebuild: bool = False,
+    ) -> Deployment:
+        """A new deployment of the same commit for the same environment.
+
+        `environment` instead of `deployment` redeploys that environment's live deployment.
+        The artifact is reused (a new release that re-reads the runtime variables) unless
+        the build-time variables changed since it was built or `rebuild` is asked; the
+        returned deployment's `source` is the reused deployment, or None for a rebuild.
+        """
+        if deployment is None:
+            if environment is None:
+                raise UsageError(
+                    "name a deployment or an environment to redeploy",
+                    "tristage redeploy ID, or tristage redeploy --env ENV",
+                )
+            self.api.config_for(project).env(environment)
+            deployment = self.live(project, environment)
+            if deployment is None:
+                raise NotFound(
+                    f"{environment} has no live deployment to redeploy",
+                    "deploy one first: git push tristage BRANCH",
+                )
         old = self.get(deployment, project)
-        dep, _ = self.create(project, old.branch, old.commit, "redeploy", old.environment)
+        reusable = (
+            not rebuild
+            and old.status == Status.ready
+            and old.artifact is not None
+            and Path(old.artifact).is_dir()
+            and old.build_hash
+            == self.api.variables.build_hash(project, old.environment, old.branch)
+        )
+        dep, _ = self.create(
+            project,
+            old.branch,
+            old.commit,
+            "redeploy",
+            old.environment,
+            source=old.id if reusable else None,
+        )
         return dep
 
     # -- promote and rollback ----------------------------------------------
