@@ -294,3 +294,43 @@ def test_promote_rebuilds_when_build_time_variables_differ(project: Path, cp: Co
     assert promoted not in (None, preview)
     build_log = run_cli("logs", str(promoted), "--build", cwd=project).stdout
     assert "reusing the artifact" not in build_log and "git archive" in build_log
+
+
+MIGRATE = """\
+import os, sqlite3, sys
+from pathlib import Path
+
+db = sqlite3.connect(os.environ["DATABASE_URL"].removeprefix("sqlite:///"))
+db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+db.execute("INSERT INTO notes (body) VALUES ('migrated')")
+db.commit()
+if Path("FAIL_MIGRATION").exists():
+    print("migration: column already exists", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def test_failed_migration_keeps_the_previous_release_and_names_the_snapshot(
+    repo: Path, cp: ControlPlane
+) -> None:
+    project = make_project(repo, migrate='"python migrate.py"')
+    commit(project, {"migrate.py": MIGRATE}, "a migration")
+    good = deployment_id(push(project, "main").stderr)
+    wait_for(lambda: cp.serves("shop.localhost") == good, 20, "production")
+    commit(project, {"FAIL_MIGRATION": "1\n"}, "a failing migration")
+    r = push(project, "main")
+    bad = deployment_id(r.stderr)
+    assert "migration failed" in r.stderr
+    listed = {d["id"]: d for d in deployments(project)}
+    assert listed[bad]["status"] == "error" and not listed[bad]["live"]
+    assert listed[good]["live"]
+    assert cp.serves("shop.localhost") == good
+    # the reason names the snapshot taken just before, and how to restore it
+    reason = listed[bad]["reason"]
+    assert "tristage db restore production " in reason
+    snapshot = reason.split("tristage db restore production ")[1].split("'")[0]
+    backups = json.loads(run_cli("db", "backups", "production", "--json", cwd=project).stdout)
+    assert snapshot in {b["id"] for b in backups}
+    build_log = run_cli("logs", bad, "--build", cwd=project).stdout
+    assert f"snapshot {snapshot} taken before the migration" in build_log
+    assert "migration: column already exists" in build_log
