@@ -216,7 +216,7 @@ def test_requirements_venv_cache(repo: Path, cp: ControlPlane) -> None:
     commit(project, {"requirements.txt": "# no third-party dependencies\n"}, "deps")
     first = deployment_id(push(project, "main").stderr)
     assert "cache miss" in run_cli("logs", first, "--build", cwd=project).stdout
-    r = run_cli("redeploy", first, cwd=project)
+    r = run_cli("redeploy", first, "--rebuild", cwd=project)
     assert r.returncode == 0, r.stderr
     assert "cache hit" in r.stdout
     second = r.stdout.split("deployment ")[1].split()[0]
