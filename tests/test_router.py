@@ -11,9 +11,9 @@ import httpx
 import pytest
 import uvicorn
 
+from tristage.edges.embedded_server import bind_socket
 from tristage.edges.router import Route, Router, RouteTable
 from tristage.edges.router.headers import end_to_end, upstream_request_headers
-from tristage.edges.router.server import bind_socket
 from tristage.edges.runtime import free_port
 
 Scope = dict[str, Any]

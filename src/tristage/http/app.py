@@ -23,12 +23,10 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
+from ..edges.embedded_server import EmbeddedServer
 from ..errors import Conflict, NotFound, TristageError, UsageError
 from .auth import Forbidden, Role, Unauthorized, require
 from .models import ErrorOut, Health, check_param
@@ -253,58 +252,13 @@ def build_app(
     return app
 
 
-class HttpServer:
-    """Serve the app with uvicorn inside the caller's running asyncio loop."""
+class HttpServer(EmbeddedServer):
+    """Serve the API and dashboard with uvicorn inside the caller's running asyncio loop."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
-        # says TCP; without it every response waits for a delayed ACK (~40 ms).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(128)
-        sock.setblocking(False)
-        config = uvicorn.Config(
-            self.app,
-            lifespan="on",
-            access_log=False,  # an access log line could carry a token in a query string
-            log_config=None,
-            log_level="warning",
-            server_header=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=3,
+        super().__init__(
+            app, "tristage-http", backlog=128, lifespan="on", timeout_graceful_shutdown=3
         )
-        server = uvicorn.Server(config)
-        config.load()
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[sock])
-        if server.should_exit:
-            sock.close()
-            raise OSError(f"the HTTP API could not start on {host}:{port}")
-        self._server, self._sock = server, sock
-        self._task = asyncio.create_task(server.main_loop(), name="tristage-http-tick")
-        return int(sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        server, task = self._server, self._task
-        if server is None:
-            return
-        server.should_exit = True
-        if task is not None:
-            await task
-        await server.shutdown(sockets=[self._sock] if self._sock else None)
-        self._server = self._task = self._sock = None
 
 
 async def serve_for_control_plane(
