@@ -91,6 +91,28 @@ class _Response:
         self.done = True
 
 
+async def exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    result: LoadResult,
+    t0: float,
+) -> None:
+    """Send one request on a keep-alive connection, read its whole response, record it
+    in `result` (latency from `t0`, status). Raises on a closed or broken connection."""
+    state = _Response()
+    parser = httptools.HttpResponseParser(state)
+    writer.write(request)
+    while not state.done:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionResetError("server closed the connection")
+        parser.feed_data(data)
+    result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+    code = parser.get_status_code()
+    result.statuses[code] = result.statuses.get(code, 0) + 1
+
+
 def http_get(path: str, host: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tristage-bench\r\n\r\n".encode()
 
@@ -105,18 +127,7 @@ async def _connection(
         return
     try:
         while time.perf_counter() < deadline:
-            state = _Response()
-            parser = httptools.HttpResponseParser(state)
-            t0 = time.perf_counter()
-            writer.write(request)
-            while not state.done:
-                data = await reader.read(65536)
-                if not data:
-                    raise ConnectionResetError("server closed the connection")
-                parser.feed_data(data)
-            result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-            code = parser.get_status_code()
-            result.statuses[code] = result.statuses.get(code, 0) + 1
+            await exchange(reader, writer, request, result, time.perf_counter())
     except (OSError, httptools.HttpParserError):
         result.errors += 1
     finally:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import httptools
-from _util import LoadResult, free_port, wait_port
+from _util import LoadResult, exchange, free_port, wait_port
 
 GOAL_RPS = 1000.0
 GOAL_P99_MS = 20.0
@@ -139,14 +139,6 @@ def signed_requests(secret: str, n: int, port: int, tag: str) -> list[bytes]:
     return out
 
 
-class _Done:
-    def __init__(self) -> None:
-        self.done = False
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
 async def drive(
     label: str, port: int, requests: list[bytes], concurrency: int, rate: float | None = None
 ) -> LoadResult:
@@ -160,23 +152,13 @@ async def drive(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for k, request in todo:
-                state = _Done()
-                parser = httptools.HttpResponseParser(state)
                 t0 = time.perf_counter()
                 if rate is not None:
                     t0 = start + k / rate
                     wait = t0 - time.perf_counter()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                writer.write(request)
-                while not state.done:
-                    data = await reader.read(65536)
-                    if not data:
-                        raise ConnectionResetError("server closed the connection")
-                    parser.feed_data(data)
-                result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-                code = parser.get_status_code()
-                result.statuses[code] = result.statuses.get(code, 0) + 1
+                await exchange(reader, writer, request, result, t0)
         except (OSError, httptools.HttpParserError):
             result.errors += 1
         finally:
