@@ -301,21 +301,34 @@ class VariableService:
                 f"the value of {name} contains a NUL byte, which no process accepts",
                 "remove the NUL byte (a binary value can be stored base64-encoded)",
             )
-        config = self._config(project)
-        scopes = self._scopes(config, environments, all_environments, branch)
+        scopes = self._scopes(self._config(project), environments, all_environments, branch)
+        return self._write_many(project, {name: value}, scopes, branch, secret, build, "set")
+
+    def _write_many(
+        self,
+        project: str,
+        values: dict[str, str],
+        scopes: Sequence[str],
+        branch: str | None,
+        secret: bool | None,
+        build: bool | None,
+        how: str,
+    ) -> list[SetResult]:
+        """Write every value into every scope in one transaction, then scrub if needed."""
         self.store.query("PRAGMA secure_delete=ON")
-        out: list[SetResult] = []
+        results: list[SetResult] = []
         scrub = False
         with self.store.transaction():
             for scope in scopes:
-                result, converted = self._write(
-                    project, name, value, scope, branch, secret, build, "set"
-                )
-                out.append(result)
-                scrub = scrub or converted
+                for name, value in values.items():
+                    result, converted = self._write(
+                        project, name, value, scope, branch, secret, build, how
+                    )
+                    results.append(result)
+                    scrub = scrub or converted
         if scrub:
             self._scrub()
-        return out
+        return results
 
     def import_values(
         self,
@@ -335,22 +348,10 @@ class VariableService:
                 f"not variable names: {', '.join(bad)}",
                 "use letters, digits and '_' (e.g. API_URL); nothing was imported",
             )
-        config = self._config(project)
-        scopes = self._scopes(config, environments, all_environments, branch)
-        self.store.query("PRAGMA secure_delete=ON")
-        results: list[SetResult] = []
-        scrub = False
-        with self.store.transaction():
-            for scope in scopes:
-                for name, value in values.items():
-                    result, converted = self._write(
-                        project, name, value, scope, branch, secret, build, "import"
-                    )
-                    results.append(result)
-                    scrub = scrub or converted
-        if scrub:
-            self._scrub()
-        return ImportReport(results)
+        scopes = self._scopes(self._config(project), environments, all_environments, branch)
+        return ImportReport(
+            self._write_many(project, values, scopes, branch, secret, build, "import")
+        )
 
     def import_dotenv(
         self, project: str, text: str, source: str = ".env", **kwargs: Any
