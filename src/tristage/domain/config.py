@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, Problem
+from .limits import parse_size
 
 FILE_NAME = "tristage.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
@@ -131,6 +132,23 @@ class ProcessSettings(Strict):
     migrate: str | None = None
     health_path: str | None = None
     health_timeout: float | None = Field(default=None, gt=0, le=600)
+    memory: str | None = Field(
+        default=None,
+        description="memory limit of each process of a release or one-off, e.g. '512M', '1G'",
+    )
+    cpus: float | None = Field(
+        default=None, gt=0, le=256, description="CPU limit in cores, e.g. 0.5 or 2"
+    )
+    pids: int | None = Field(
+        default=None, ge=16, le=1_000_000, description="most processes and threads at once"
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_size(v)
+        return v
 
     @field_validator("health_path")
     @classmethod
@@ -143,6 +161,9 @@ class ProcessSettings(Strict):
 class AppConfig(ProcessSettings):
     health_path: str | None = "/"
     health_timeout: float | None = Field(default=30.0, gt=0, le=600)
+    memory: str | None = "1G"
+    cpus: float | None = Field(default=1.0, gt=0, le=256)
+    pids: int | None = Field(default=512, ge=16, le=1_000_000)
     # how many previous production releases are kept running for instant rollback
     keep_warm: int = Field(default=2, ge=0, le=10)
     # seconds a replaced release keeps serving in-flight requests before it is stopped
@@ -178,6 +199,13 @@ class ProjectSection(Strict):
 class Policy(Strict):
     strict: bool = False
     rotation_days: int = Field(default=90, ge=1)
+    sandbox: Literal["on", "off"] = Field(
+        default="on",
+        description=(
+            "'off' lets preview and production run without the sandbox where it cannot "
+            "run (reported by `tristage check`, audited at every start)"
+        ),
+    )
 
 
 class MonitorConfig(Strict):
