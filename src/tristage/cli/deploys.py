@@ -29,7 +29,7 @@ def up(
     port: int = typer.Option(8080, "--port", "-p", help="Router port (0 picks a free one)."),
 ) -> None:
     """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler."""
-    from ..services.controlplane import run_foreground
+    from ..up import run_foreground
 
     api = get_api()
     console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")

@@ -475,6 +475,10 @@ class VariableService:
             raise RuleViolation(environment, errors)
         return [f.line() for f in findings]
 
+    def secret_values(self, project: str) -> list[str]:
+        """Every secret value of the project (for a redactor in another process)."""
+        return [e.value for e in self.entries(project) if e.secret]
+
     def redactor(self, project: str) -> Callable[[str], str]:
         """A function that replaces every secret value of the project with ****.
 
