@@ -61,9 +61,7 @@ def test_alerts_of_a_deployment_no_longer_live_close(api: Tristage, project: str
     assert api.monitor.alerts(project, open_only=True) == []
 
 
-def test_samples_of_known_deployments_are_stored_and_listed(
-    api: Tristage, project: str
-) -> None:
+def test_samples_of_known_deployments_are_stored_and_listed(api: Tristage, project: str) -> None:
     monitor = Monitor(api, dict, log=lambda line: None)
     _deployment(api, project, "production", "1live", 1)
     _deployment(api, project, "preview", "2prev", 2)
@@ -80,6 +78,4 @@ def test_samples_of_known_deployments_are_stored_and_listed(
     assert set(metrics) == {"1live", "2prev"}
     assert metrics["1live"].live and metrics["1live"].requests == 8
     assert metrics["2prev"].environment == "preview" and not metrics["2prev"].live
-    assert [m.deployment for m in api.monitor.metrics(project, "preview", now=now + 3)] == [
-        "2prev"
-    ]
+    assert [m.deployment for m in api.monitor.metrics(project, "preview", now=now + 3)] == ["2prev"]
