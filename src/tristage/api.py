@@ -20,7 +20,7 @@ from .domain import branches
 from .domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from .domain.presets import Preset, render
 from .edges.secrets import SecretBox
-from .edges.store import SqliteStore, open_store
+from .edges.store import Store, open_store
 from .errors import Conflict, NotFound, UsageError
 from .paths import platform_home
 from .services.audit import AuditLog, current_actor
@@ -59,7 +59,7 @@ class Tristage:
 
     # -- edges -----------------------------------------------------------
     @cached_property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         return open_store(self.home)
 
     @cached_property
