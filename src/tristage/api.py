@@ -22,7 +22,7 @@ from .domain.presets import Preset, render
 from .edges.secrets import SecretBox
 from .edges.store import Store, open_store
 from .errors import Conflict, NotFound, UsageError
-from .paths import platform_home
+from .paths import platform_home, private_dir
 from .services.audit import AuditLog, current_actor
 
 if TYPE_CHECKING:
@@ -52,8 +52,7 @@ class ProjectRef:
 
 class Tristage:
     def __init__(self, home: Path | None = None, actor: str | None = None) -> None:
-        self.home = (home or platform_home()).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home = private_dir(home or platform_home()).resolve()
         self.actor = actor or current_actor()
         self._config_cache: dict[str, tuple[float, PipelineConfig]] = {}
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ...paths import private_dir, private_file
 from .base import Migration, Params, Row
 
 BUSY_TIMEOUT_MS = 15_000
@@ -33,7 +34,8 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        _private_files(path)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         self.migrate(migration_files() if migrations is None else migrations)
@@ -149,6 +151,17 @@ class SqliteStore:
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+def _private_files(path: Path) -> None:
+    """The database 0600 before SQLite opens it: its WAL and shared-memory files take the
+    database file's mode when SQLite creates them. Those of an older, looser store are
+    tightened too."""
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
