@@ -55,6 +55,9 @@ def test_home_store_wal_and_key_are_private(
         assert mode(tmp_path / "xdg") == 0o700  # a missing parent is created private too
     finally:
         api.close()
+    given = Tristage(tmp_path / "given" / "home", actor="tester")  # a home passed in
+    given.close()
+    assert mode(tmp_path / "given" / "home") == 0o700
 
 
 def test_store_files_of_an_older_version_are_tightened(tmp_path: Path) -> None:
