@@ -20,9 +20,9 @@ from .domain import branches
 from .domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from .domain.presets import Preset, render
 from .edges.secrets import SecretBox
-from .edges.store import SqliteStore, open_store
+from .edges.store import Store, open_store
 from .errors import Conflict, NotFound, UsageError
-from .paths import platform_home
+from .paths import platform_home, private_dir
 from .services.audit import AuditLog, current_actor
 
 if TYPE_CHECKING:
@@ -52,14 +52,13 @@ class ProjectRef:
 
 class Tristage:
     def __init__(self, home: Path | None = None, actor: str | None = None) -> None:
-        self.home = (home or platform_home()).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home = private_dir(home or platform_home()).resolve()
         self.actor = actor or current_actor()
         self._config_cache: dict[str, tuple[float, PipelineConfig]] = {}
 
     # -- edges -----------------------------------------------------------
     @cached_property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         return open_store(self.home)
 
     @cached_property
