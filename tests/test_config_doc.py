@@ -37,7 +37,7 @@ class Root(BaseModel):
 
 def test_tables_and_keys_in_declaration_order() -> None:
     assert [t.path for t in config_doc.tables(Root)] == ["", "limits", "items.ITEM"]
-    assert [k.path for k in config_doc.keys(Root)] == [
+    assert [k.path for k in config_doc.all_keys(Root)] == [
         "name",
         "limits",
         "items",
@@ -62,7 +62,7 @@ def test_rows_give_type_bounds_default_and_description() -> None:
 
 def test_the_real_schema_is_fully_described() -> None:
     assert config_doc.undocumented() == []
-    paths = {k.path for k in config_doc.keys()}
+    paths = {k.path for k in config_doc.all_keys()}
     # process settings appear under [app] and under each environment
     for name in ProcessSettings.model_fields:
         assert f"app.{name}" in paths and f"environments.NAME.{name}" in paths
@@ -94,7 +94,8 @@ def test_a_key_without_a_description_is_flagged() -> None:
 def test_splice_replaces_only_between_the_markers() -> None:
     page = f"# Title\n\nprose\n\n{config_doc.BEGIN}\nold\n{config_doc.END}\n\nmore prose\n"
     out = config_doc.splice(page, "NEW\n")
-    assert out == f"# Title\n\nprose\n\n{config_doc.BEGIN}\n\nNEW\n\n{config_doc.END}\n\nmore prose\n"
+    b, e = config_doc.BEGIN, config_doc.END
+    assert out == f"# Title\n\nprose\n\n{b}\n\nNEW\n\n{e}\n\nmore prose\n"
     assert config_doc.splice(out, "NEW\n") == out
     with pytest.raises(config_doc.MarkersMissing, match="markers"):
         config_doc.splice("# no markers\n", "NEW\n")

@@ -120,14 +120,14 @@ def tables(model: type[BaseModel] = PipelineConfig, path: str = "") -> Iterator[
         yield from tables(child, child_path)
 
 
-def keys(model: type[BaseModel] = PipelineConfig) -> list[Key]:
+def all_keys(model: type[BaseModel] = PipelineConfig) -> list[Key]:
     """Every key of the schema, table by table."""
     return [k for t in tables(model) for k in t.keys]
 
 
 def undocumented(model: type[BaseModel] = PipelineConfig) -> list[str]:
     """Key paths without a description, and tables without an introduction."""
-    missing = [k.path for k in keys(model) if not (k.field.description or "").strip()]
+    missing = [k.path for k in all_keys(model) if not (k.field.description or "").strip()]
     missing += [f"[{t.path}] (class docstring)" for t in tables(model) if not _intro(t.model)]
     return missing
 
