@@ -99,3 +99,18 @@ def test_splice_replaces_only_between_the_markers() -> None:
     assert config_doc.splice(out, "NEW\n") == out
     with pytest.raises(config_doc.MarkersMissing, match="markers"):
         config_doc.splice("# no markers\n", "NEW\n")
+
+
+def test_an_override_of_a_default_keeps_the_base_description() -> None:
+    class BigLimits(Limits):
+        """Bigger limits."""
+
+        cpus: float = 4.0
+
+    class Big(BaseModel):
+        """Root."""
+
+        limits: BigLimits = Field(default_factory=BigLimits, description="Limits.")
+
+    assert config_doc.undocumented(Big) == []
+    assert "| `cpus` | number | `4` | CPU share. |" in config_doc.reference(Big)

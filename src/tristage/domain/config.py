@@ -209,16 +209,8 @@ class AppConfig(ProcessSettings):
     """How the app is built, migrated, started and checked: the defaults of every
     environment (docs/deploys.md)."""
 
-    health_path: str | None = Field(
-        default="/",
-        description="The path that must answer 2xx/3xx before a release takes traffic.",
-    )
-    health_timeout: float | None = Field(
-        default=30.0,
-        gt=0,
-        le=600,
-        description="Seconds a new release has to pass its health check.",
-    )
+    health_path: str | None = "/"
+    health_timeout: float | None = Field(default=30.0, gt=0, le=600)
     keep_warm: int = Field(
         default=2,
         ge=0,

@@ -44,6 +44,7 @@ class Key:
     field: FieldInfo
     child: type[BaseModel] | None  # the model of a nested table, if the key is one
     child_table: str  # the table path of that nested table
+    description: str  # the field's, else that of the field it overrides
 
     @property
     def path(self) -> str:
@@ -98,6 +99,19 @@ def _placeholder(field: FieldInfo) -> str:
     return DEFAULT_PLACEHOLDER
 
 
+def description(model: type[BaseModel], name: str) -> str:
+    """The description of field `name`; a subclass that only changes a field's default
+    (`[app]` over the settings an environment may override) keeps its base's text."""
+    for cls in model.__mro__:
+        fields = getattr(cls, "__pydantic_fields__", None)
+        if not isinstance(fields, dict) or name not in fields:
+            continue
+        text = (fields[name].description or "").strip()
+        if text:
+            return text
+    return ""
+
+
 def tables(model: type[BaseModel] = PipelineConfig, path: str = "") -> Iterator[Table]:
     """Every table of the schema, depth first in declaration order."""
     keys: list[Key] = []
@@ -112,7 +126,7 @@ def tables(model: type[BaseModel] = PipelineConfig, path: str = "") -> Iterator[
             child_table = f"{sub}.{_placeholder(field)}"
         if child is None:
             child_table = ""
-        keys.append(Key(path, key_name, field, child, child_table))
+        keys.append(Key(path, key_name, field, child, child_table, description(model, name)))
         if child is not None:
             nested.append((child, child_table))
     yield Table(path, model, tuple(keys))
@@ -127,7 +141,7 @@ def all_keys(model: type[BaseModel] = PipelineConfig) -> list[Key]:
 
 def undocumented(model: type[BaseModel] = PipelineConfig) -> list[str]:
     """Key paths without a description, and tables without an introduction."""
-    missing = [k.path for k in all_keys(model) if not (k.field.description or "").strip()]
+    missing = [k.path for k in all_keys(model) if not k.description]
     missing += [f"[{t.path}] (class docstring)" for t in tables(model) if not _intro(t.model)]
     return missing
 
@@ -253,8 +267,7 @@ def _row(key: Key) -> str:
     bounds = _bounds(key.field)
     if bounds:
         kind = f"{kind}, {bounds}"
-    description = key.field.description or ""
-    return f"| `{key.name}` | {_cell(kind)} | {_cell(_default(key))} | {_cell(description)} |"
+    return f"| `{key.name}` | {_cell(kind)} | {_cell(_default(key))} | {_cell(key.description)} |"
 
 
 def reference(model: type[BaseModel] = PipelineConfig) -> str:
