@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, Problem
+from .limits import parse_size
 
 FILE_NAME = "tristage.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
@@ -196,6 +197,27 @@ class ProcessSettings(Strict):
         le=600,
         description="Seconds a new release has to pass its health check.",
     )
+    memory: str | None = Field(
+        default=None,
+        description="Memory limit of a release or a one-off command (all its processes), "
+        "e.g. `512M`, `1G` (binary units; at least `16M`); a build gets at least `2G`.",
+    )
+    cpus: float | None = Field(
+        default=None, gt=0, le=256, description="CPU limit in cores, e.g. `0.5` or `2`."
+    )
+    pids: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_000_000,
+        description="Most processes and threads at once; a build gets at least 1024.",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_size(v)
+        return v
 
     @field_validator("health_path")
     @classmethod
@@ -211,6 +233,9 @@ class AppConfig(ProcessSettings):
 
     health_path: str | None = "/"
     health_timeout: float | None = Field(default=30.0, gt=0, le=600)
+    memory: str | None = "1G"
+    cpus: float | None = Field(default=1.0, gt=0, le=256)
+    pids: int | None = Field(default=512, ge=16, le=1_000_000)
     keep_warm: int = Field(
         default=2,
         ge=0,
@@ -294,6 +319,11 @@ class Policy(Strict):
     )
     rotation_days: int = Field(
         default=90, ge=1, description="Secrets last set longer ago than this are reported."
+    )
+    sandbox: Literal["on", "off"] = Field(
+        default="on",
+        description="`off` lets preview and production run without the sandbox where it "
+        "cannot run (reported by `tristage check`, audited at every start).",
     )
 
 
