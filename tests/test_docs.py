@@ -351,3 +351,54 @@ def test_a_planted_environment_variable_is_flagged(tmp_path: Path) -> None:
         "TRISTAGE_PLANTED_CHILD",
         "TRISTAGE_PLANTED_KNOB",
     ]
+
+
+# ---------------------------------------------------------------------------
+# Modules and tests named by the architecture and extending pages exist
+
+REF_RE = re.compile(r"`([\w./-]+\.py(?:::\w+)?|[a-z_]+(?:/[a-z_]+)*/)`")
+
+
+def broken_references(page: str, src: Path = SRC, tests: Path = ROOT / "tests") -> list[str]:
+    """Backticked module paths (`edges/router/routes.py`, `edges/runtime/`) that do not
+    exist under `src`, and `test_x.py::test_name` references to tests that do not exist."""
+    out: list[str] = []
+    for ref in sorted(set(REF_RE.findall(page))):
+        path, _, test = ref.partition("::")
+        if path.startswith(("tests/", "src/", "scripts/", "bench/")):
+            base = ROOT / path
+        elif Path(path).name.startswith("test_") or path == "conftest.py":
+            base = tests / path
+        else:
+            base = src / path
+        if not base.exists() or (test and not _defines(base, test)):
+            out.append(ref)
+    return out
+
+
+def _defines(module: Path, function: str) -> bool:
+    text = module.read_text(encoding="utf-8")
+    return re.search(rf"^(?:async )?def {re.escape(function)}\(", text, re.M) is not None
+
+
+@pytest.mark.parametrize("page", ["architecture.md", "extending.md"])
+def test_the_modules_and_tests_a_page_names_exist(page: str) -> None:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert REF_RE.search(text), f"docs/{page} names no module"
+    gaps = broken_references(text)
+    assert not gaps, f"docs/{page} names what does not exist (moved or renamed?): {gaps}"
+
+
+def test_a_planted_broken_reference_is_flagged() -> None:
+    page = (
+        "`edges/router/routes.py` and `edges/runtime/` exist, "
+        "`test_router.py::test_hop_by_hop_headers_are_dropped` too; "
+        "`services/gone.py`, `edges/nowhere/`, `test_router.py::test_never_written` "
+        "and `test_missing.py::test_x` do not"
+    )
+    assert broken_references(page) == [
+        "edges/nowhere/",
+        "services/gone.py",
+        "test_missing.py::test_x",
+        "test_router.py::test_never_written",
+    ]
