@@ -402,3 +402,38 @@ def test_a_planted_broken_reference_is_flagged() -> None:
         "test_missing.py::test_x",
         "test_router.py::test_never_written",
     ]
+
+
+# ---------------------------------------------------------------------------
+# The changelog
+
+
+def changelog_problems(text: str, version: str) -> list[str]:
+    """What is wrong with a Keep a Changelog file for the package at `version`."""
+    heads = re.findall(r"^## (.+)$", text, re.M)
+    problems = []
+    if not heads or heads[0].strip() != "Unreleased":
+        problems.append("the first section must be '## Unreleased'")
+    released = [h.split(" - ")[0].strip() for h in heads[1:]]
+    if version not in released:
+        problems.append(f"no '## {version} - YYYY-MM-DD' section for the package version")
+    for head in heads[1:]:
+        if not re.fullmatch(r"\d+\.\d+\.\d+ - \d{4}-\d{2}-\d{2}", head.strip()):
+            problems.append(f"'## {head}' is not '## X.Y.Z - YYYY-MM-DD'")
+    return problems
+
+
+def test_the_changelog_has_unreleased_and_the_current_version() -> None:
+    from tristage import __version__
+
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert changelog_problems(text, __version__) == []
+
+
+def test_a_changelog_without_the_version_is_flagged() -> None:
+    text = "# Changelog\n\n## 0.1.0 - 2026-11-27\n\n### Added\n\n- x\n\n## 0.0.9\n"
+    assert changelog_problems(text, "0.2.0") == [
+        "the first section must be '## Unreleased'",
+        "no '## 0.2.0 - YYYY-MM-DD' section for the package version",
+        "'## 0.0.9' is not '## X.Y.Z - YYYY-MM-DD'",
+    ]
