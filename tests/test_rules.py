@@ -410,11 +410,13 @@ def test_every_rule_module_is_covered() -> None:
         "keys",
         "required",
         "rotation",
+        "sandbox",
         "secrets",
         "stripe",
         "webhooks",
     }
-    covered = {c.rule.split(".")[0] for c in CASES}
+    # sandbox: test_sandbox_off_is_reported_for_preview_and_production
+    covered = {c.rule.split(".")[0] for c in CASES} | {"sandbox"}
     assert names <= covered
 
 
@@ -461,3 +463,16 @@ def test_frontend_host_decoding() -> None:
 )
 def test_url_targets(a: str, b: str, same: bool) -> None:
     assert (url_target(a) == url_target(b)) is same
+
+
+def test_sandbox_off_is_reported_for_preview_and_production() -> None:
+    from tristage.domain.config import parse_config
+    from tristage.domain.presets import render
+    from tristage.domain.rules import Context, run
+
+    cfg = parse_config(render("professional", "shop"))
+    assert not [f for f in run(Context(config=cfg, values={}, now=0)) if f.rule == "sandbox.off"]
+    off = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"sandbox": "off"})})
+    found = {f.environment for f in run(Context(config=off, values={}, now=0))
+             if f.rule == "sandbox.off"}  # fmt: skip
+    assert found == {"preview", "production"}

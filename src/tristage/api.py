@@ -28,6 +28,7 @@ from .services.audit import AuditLog, current_actor
 if TYPE_CHECKING:
     from .services.data import DataService
     from .services.deploys import DeployService
+    from .services.doctor import Finding
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter
@@ -109,6 +110,12 @@ class Tristage:
         from .services.localdev import LocalDevService
 
         return LocalDevService(self)
+
+    def doctor(self) -> list[Finding]:
+        """What this machine has of what tristage needs (sandbox, cgroups, tools)."""
+        from .services.doctor import run_checks
+
+        return run_checks()
 
     def quickstart(
         self,

@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "open",
     "monitor",
     "dev",
+    "doctor",
 ]
 
 
