@@ -5,7 +5,8 @@ none, is accepted), so tests about credentials start their own cluster: `initdb`
 into a temporary directory with `--auth=scram-sha-256` and a superuser password,
 then `postgres` on a free loopback port. `initdb` and `postgres` refuse to run as
 root: as root they run as the `postgres` user (`runuser`). Use the `scram_pg`
-fixture (session scoped): it skips, saying why, only when the binaries are absent.
+fixture (session scoped; import `scram_pg_fixture` into the test module): it skips,
+saying why, only when the binaries are absent.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ def start_cluster() -> Iterator[PgCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def scram_pg() -> Iterator[PgCluster]:
+@pytest.fixture(scope="session", name="scram_pg")
+def scram_pg_fixture() -> Iterator[PgCluster]:
     """A PostgreSQL cluster that checks passwords (scram-sha-256), for the whole session."""
     with start_cluster() as cluster:
         yield cluster
