@@ -1,7 +1,8 @@
 """PostgreSQL environments: a login role and password of their own per environment.
 
 Run against a cluster the tests start (`pgcluster.scram_pg`, scram-sha-256), since
-the shared server trusts loopback connections and would accept any password.
+the shared server trusts loopback connections and would accept any password; the
+`tristage check` probe is also run against that trusting server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import PG_SERVER
 from pgcluster import PgCluster, scram_pg_fixture  # noqa: F401 - the scram_pg fixture
 from tristage.api import Tristage
 from tristage.edges.datastores import DataStoreError
@@ -80,6 +82,14 @@ class Project:
 @pytest.fixture
 def shop(api: Tristage, repo: Path, scram_pg: PgCluster) -> Iterator[Project]:
     p = Project(api, repo, scram_pg.admin_url)
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture
+def trusting(api: Tristage, repo: Path) -> Iterator[Project]:
+    """The same project on the shared server, which trusts loopback connections."""
+    p = Project(api, repo, PG_SERVER)
     yield p
     p.cleanup()
 
@@ -257,3 +267,45 @@ def test_a_createrole_admin_that_is_not_superuser_provisions_roles(
         p.cleanup()
         with psycopg.connect(superuser, autocommit=True) as conn:
             conn.execute("DROP ROLE deployer")
+
+
+# -- tristage check: does the server check passwords? -------------------------------
+
+
+def test_check_flags_a_server_that_trusts(trusting: Project) -> None:
+    facts = trusting.api.data.stores.auth_facts(trusting.name)
+    assert {e: f.outcome for e, f in facts.items()} == dict.fromkeys(ENVS, "trust")
+    found = {
+        (f.environment, f.severity)
+        for f in trusting.api.variables.check(trusting.name)
+        if f.rule == "database.no-password"
+    }
+    assert found == {("production", "error"), ("preview", "warning"), ("development", "warning")}
+    message = next(
+        f.message for f in trusting.api.variables.check(trusting.name, "production")
+        if f.rule == "database.no-password"
+    )  # fmt: skip
+    assert "pg_hba.conf" in message and "scram-sha-256" in message
+    assert "127.0.0.1:5432" in message or PG_SERVER.rsplit("@", 1)[-1] in message
+    with pytest.raises(Exception, match=r"database\.no-password"):
+        trusting.api.variables.enforce(trusting.name, "production")
+    assert any("database.no-password" in w for w in trusting.api.variables.enforce(
+        trusting.name, "preview"))  # fmt: skip
+
+
+def test_check_passes_a_server_that_checks_passwords(shop: Project) -> None:
+    facts = shop.api.data.stores.auth_facts(shop.name)
+    assert {e: f.outcome for e, f in facts.items()} == dict.fromkeys(ENVS, "password")
+    assert not [f for f in shop.api.variables.check(shop.name) if f.rule.startswith("database.")]
+    assert shop.api.variables.enforce(shop.name, "production") == []
+
+
+def test_check_reports_a_server_it_cannot_reach(api: Tristage, repo: Path) -> None:
+    from pgcluster import free_port
+
+    p = Project(api, repo, f"postgresql://postgres:pw@127.0.0.1:{free_port()}")
+    found = [f for f in api.variables.check(p.name) if f.rule.startswith("database.")]
+    assert {(f.rule, f.environment, f.severity) for f in found} == {
+        ("database.unreachable", e, "warning") for e in ENVS
+    }
+    assert all("pw@" not in f.message for f in found)
