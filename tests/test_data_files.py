@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tristage.api import Tristage
-from tristage.edges.datastores import SqliteDataStore, path_from_url
+from tristage.edges.datastores import DataStoreError, SqliteDataStore, path_from_url
 from tristage.errors import UsageError
 
 CONFIG = """
@@ -148,6 +148,32 @@ def test_an_old_layout_file_never_replaces_a_new_one(api: Tristage, repo: Path) 
     with sqlite3.connect(new) as conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("kept",)]
     conn.close()
+
+
+@pytest.mark.parametrize("member", ["database.sqlite3", "database.sqlite3-wal"])
+def test_a_link_in_a_data_directory_is_never_followed(
+    api: Tristage, repo: Path, member: str
+) -> None:
+    """A preview app replaces its file (or its -wal) with a link to production's."""
+    configure(api, repo)
+    prod = sqlite_path(api.data.database_url("shop", "production"))
+    with sqlite3.connect(prod) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO notes (body) VALUES ('production only')")
+    conn.close()
+    before = prod.read_bytes()
+    preview_dir = api.data.stores.data_dir("shop", "preview")
+    (preview_dir / member).unlink(missing_ok=True)
+    (preview_dir / member).symlink_to(prod)
+    for attempt in (
+        lambda: api.data.database_url("shop", "preview"),
+        lambda: api.data.backup("shop", "preview"),
+        lambda: api.data.tables("shop", "preview"),
+    ):
+        with pytest.raises(DataStoreError, match="symbolic link") as info:
+            attempt()
+        assert str(preview_dir / member) in info.value.message
+    assert prod.read_bytes() == before and api.data.backups("shop", "preview") == []
 
 
 # -- private whatever the umask ------------------------------------------------------

@@ -101,7 +101,8 @@ class DataStores:
     def __init__(self, api: Tristage) -> None:
         self.api = api
         self._lock = threading.Lock()
-        self._provisioned: dict[tuple[str, str, str], str] = {}  # (server, db, role) -> pw
+        # (server URL, database) -> "ready" (provisioned) or "absent" (did not exist)
+        self._provisioned: dict[tuple[str, str], str] = {}
         self._probes: dict[tuple[str, str], tuple[float, DatabaseAuth]] = {}
 
     def config(self, project: str) -> PipelineConfig:
@@ -186,19 +187,25 @@ class DataStores:
     # -- PostgreSQL: a role per environment -----------------------------------------
     def postgres(self, project: str, environment: str) -> PgAccess | None:
         """The owner environment's database and role, provisioned once per process
-        (and its sibling databases on the same server locked down); None on SQLite."""
-        access = self._access(project, self.owner(project, environment))
+        (and the project's other databases on the same server locked down); None on
+        SQLite."""
+        cfg = self.config(project)
+        access = self._access(project, cfg.owner(environment))
         if access is None:
             return None
         self._provision(access, create=True)
-        cfg = self.config(project)
-        for name in cfg.environments:
-            sibling = self._access(project, name) if cfg.owner(name) == name else None
-            if (
-                sibling is not None
-                and sibling.database != access.database
-                and _server_key(sibling.server) == _server_key(access.server)
-            ):
+        for name, env in cfg.environments.items():
+            db = env.database
+            if cfg.owner(name) != name or db.engine != "postgres" or not db.url:
+                continue
+            key = (db.url, database_name(project, name, db))
+            if key[1] == access.database or _server_key(db.url) != _server_key(access.server):
+                continue
+            with self._lock:
+                known = key in self._provisioned
+            if not known:
+                sibling = self._access(project, name)
+                assert sibling is not None
                 self._provision(sibling, create=False)
         return access
 
@@ -216,13 +223,16 @@ class DataStores:
         return PgAccess(db.url, name, role, self._password(project, owner, role))
 
     def _provision(self, access: PgAccess, create: bool) -> None:
-        key = (access.server, access.database, access.role)
+        """Provision a database's role unless done in this process; without `create`,
+        a database that does not exist is left to its own first use."""
+        key = (access.server, access.database)
         with self._lock:
-            if self._provisioned.get(key) == access.password:
-                return
-        if provision(access.server, access.database, access.role, access.password, create):
-            with self._lock:
-                self._provisioned[key] = access.password
+            state = self._provisioned.get(key)
+        if state == "ready" or (state == "absent" and not create):
+            return
+        done = provision(access.server, access.database, access.role, access.password, create)
+        with self._lock:
+            self._provisioned[key] = "ready" if done else "absent"
 
     def _password(self, project: str, owner: str, role: str) -> str:
         """The environment role's password: generated once, kept sealed in the state store."""
