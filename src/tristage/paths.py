@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 def platform_home() -> Path:
@@ -53,3 +55,73 @@ def safe_child(root: Path, *parts: str) -> Path:
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise UsageError(f"path {'/'.join(parts)!r} escapes {root}", "use a plain name")
     return candidate
+
+
+def private_dirs(root: Path, *parts: str) -> Path:
+    """The directory `root/parts...`, each level below `root` created or made 0700.
+
+    Modes are set with chmod, so they hold whatever the umask (mkdir only masks).
+    """
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+        if path.stat().st_mode & 0o7777 != 0o700:
+            path.chmod(0o700)
+    return path
+
+
+def private_mkdirs(path: Path) -> Path:
+    """Create the missing directories of `path`, each 0700 (existing ones are left alone)."""
+    missing: list[str] = []
+    base = path
+    while not base.exists() and base != base.parent:
+        missing.append(base.name)
+        base = base.parent
+    return private_dirs(base, *reversed(missing))
+
+
+def private_open(path: Path, exclusive: bool = False) -> BinaryIO:
+    """Open `path` for writing (truncated), as a 0600 file whatever the umask; with
+    `exclusive`, a file that already exists is an error (FileExistsError)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` if missing and make it 0600 (an existing file keeps its contents).
+
+    A symbolic link is refused (OSError ELOOP), never followed.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def make_private(path: Path) -> None:
+    """Make an existing file 0600 (or a directory 0700); nothing if it does not exist."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return
+    want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+    if st.st_mode & 0o7777 != want:
+        path.chmod(want)
