@@ -170,15 +170,6 @@ class DataStores:
             return f"sqlite:///{self.sqlite_path(project, environment)}"
         return access.admin_url
 
-    def data_dir(self, project: str, environment: str) -> Path:
-        """The directory a release of `environment` may write (its SQLite store's)."""
-        url = self.database_url(project, environment)
-        if url.startswith("sqlite:///"):
-            return Path(url.removeprefix("sqlite://")).parent
-        path = self.api.home / "data" / project / self.owner(project, environment)
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
-
     def open_store(self, project: str, environment: str) -> DataStoreT:
         access = self.postgres(project, environment)
         if access is None:
