@@ -195,7 +195,10 @@ class DeployService:
 
     def alias_history(self, project: str, environment: str, limit: int | None = None) -> list[str]:
         """The deployments the environment served, oldest first (the last `limit`)."""
-        sql = "SELECT deployment FROM alias_history WHERE project=? AND environment=? ORDER BY id DESC"
+        sql = (
+            "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
+            " ORDER BY id DESC"
+        )
         params: tuple[object, ...] = (project, environment)
         if limit is not None:
             sql, params = sql + " LIMIT ?", (*params, limit)
