@@ -28,6 +28,7 @@ from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
+from ..paths import private_mkdirs
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -59,7 +60,7 @@ def limits_of(settings: ProcessSettings) -> Limits:
 def environment_cache(api: Tristage, project: str, environment: str) -> Path:
     """The dependency caches of one environment: no other environment's build sees them."""
     path = api.deploys.cache_dir / project / environment
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_mkdirs(path)
     return path
 
 
@@ -165,6 +166,7 @@ def build_artifact(
     if artifact.exists():
         shutil.rmtree(artifact)
     shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
+    private_mkdirs(artifact.parent)
     log.line(f"> git archive {dep.commit[:12]}")
     git.archive(svc.bare_repo(dep.project), dep.commit, artifact)
     dep = dataclasses.replace(dep, artifact=str(artifact))
