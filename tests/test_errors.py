@@ -1,0 +1,82 @@
+"""The error tree drawn in `errors.py` is the tree the code has, attribute for attribute."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tristage import errors
+from tristage.edges import git
+from tristage.errors import GitError, TristageError, UsageError
+
+ROW = re.compile(r"^    ((?:[│ ]   )*(?:[├└]── )?)(\w+)\s+(\d)\s+(\d{3})\s+(\w+)\s+\S")
+
+
+def drawn() -> dict[str, tuple[str | None, int, int, str]]:
+    """class name -> (parent name, exit code, HTTP status, code), as the docstring draws it."""
+    assert errors.__doc__ is not None
+    out: dict[str, tuple[str | None, int, int, str]] = {}
+    parents: list[str] = []
+    for line in errors.__doc__.splitlines():
+        m = ROW.match(line)
+        if m is None:
+            continue
+        depth = len(m.group(1)) // 4
+        del parents[depth:]
+        name = m.group(2)
+        out[name] = (parents[-1] if parents else None, int(m.group(3)), int(m.group(4)), m.group(5))
+        parents.append(name)
+    return out
+
+
+def defined() -> dict[str, tuple[str | None, int, int, str]]:
+    out: dict[str, tuple[str | None, int, int, str]] = {}
+    for name, cls in vars(errors).items():
+        if isinstance(cls, type) and issubclass(cls, TristageError):
+            base = cls.__base__
+            parent = base.__name__ if base is not None and base is not Exception else None
+            out[name] = (parent, cls.exit_code, cls.http_status, cls.code)
+    return out
+
+
+def test_the_docstring_draws_every_error_class_as_defined() -> None:
+    assert len(drawn()) >= 8
+    assert drawn() == defined()
+
+
+def test_codes_are_unique_and_statuses_are_errors() -> None:
+    table = defined()
+    codes = [code for _, _, _, code in table.values()]
+    assert len(codes) == len(set(codes))
+    for _, exit_code, status, code in table.values():
+        assert exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE)
+        assert 400 <= status < 600 and re.fullmatch(r"[a-z_]+", code)
+
+
+def test_a_git_failure_is_a_git_error_not_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(GitError) as failed:
+        git.run(tmp_path, "rev-parse", "--verify", "HEAD")  # not a repository
+    assert not isinstance(failed.value, UsageError)
+    assert failed.value.exit_code == 1 and failed.value.http_status == 500
+    assert "git rev-parse --verify HEAD failed" in failed.value.message
+    assert "not a git repository" in failed.value.message
+
+
+def test_git_that_cannot_run_is_a_git_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    with pytest.raises(GitError) as failed:
+        git.run(tmp_path, "status")
+    assert "could not run git" in failed.value.message
+    assert failed.value.hint and "install git" in failed.value.hint
+    assert isinstance(failed.value.__cause__, OSError)
+
+
+def test_a_git_failure_keeps_check_false_quiet(tmp_path: Path) -> None:
+    assert git.run(tmp_path, "rev-parse", "--verify", "-q", "HEAD", check=False) == ""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert git.run(tmp_path, "rev-parse", "--is-inside-work-tree") == "true"
