@@ -23,9 +23,8 @@ from test_deploy_helpers import (
     push,
     wait_for,
 )
-from tristage.api import Tristage
+from tristage.api import Role, Tristage
 from tristage.http.app import HttpServer, build_app
-from tristage.http.auth import Role, Tokens
 from tristage.http.ops import OPS
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,7 +85,7 @@ def server(home: Path, shop: str) -> Iterator[ApiServer]:
 
 @pytest.fixture
 def tokens(api: Tristage) -> dict[str, str]:
-    t = Tokens(api)
+    t = api.tokens
     return {role.value: t.create(f"{role.value}-1", role).token for role in Role}
 
 

@@ -37,9 +37,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
+from ..api import Role, require
 from ..edges.embedded_server import EmbeddedServer
-from ..errors import Conflict, NotFound, TristageError, UsageError
-from .auth import Forbidden, Role, Unauthorized, require
+from ..errors import TristageError, UsageError
+from .auth import bearer
 from .models import ErrorOut, Health, check_param
 from .openapi import API, openapi
 from .ops import OPS, Call, Op
@@ -52,20 +53,6 @@ MAX_BODY = 1_000_000
 # Errors as JSON
 
 
-def error_status(exc: TristageError) -> tuple[int, str]:
-    if isinstance(exc, Unauthorized):
-        return 401, "unauthorized"
-    if isinstance(exc, Forbidden):
-        return 403, "forbidden"
-    if isinstance(exc, NotFound):
-        return 404, "not_found"
-    if isinstance(exc, Conflict):
-        return 409, "conflict"
-    if isinstance(exc, UsageError):
-        return 400, "bad_request"
-    return 422, "refused"
-
-
 def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
     headers = {"cache-control": "no-store"}
     if status == 401:
@@ -75,19 +62,8 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 
 
 def tristage_error(exc: TristageError) -> JSONResponse:
-    status, code = error_status(exc)
-    return error_response(status, code, exc.message, exc.hint)
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized(
-            "this endpoint needs an API token",
-            "send 'Authorization: Bearer tst_...' (create one with 'tristage token create')",
-        )
-    return value.strip()
+    """The error as JSON: its own HTTP status and code (see `tristage.errors`)."""
+    return error_response(exc.http_status, exc.code, exc.message, exc.hint)
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
