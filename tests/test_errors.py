@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tristage import errors
+from tristage.api import Tristage
 from tristage.edges import git
-from tristage.errors import GitError, TristageError, UsageError
+from tristage.errors import GitError, StoreError, TristageError, UsageError
 
 ROW = re.compile(r"^    ((?:[│ ]   )*(?:[├└]── )?)(\w+)\s+(\d)\s+(\d{3})\s+(\w+)\s+\S")
 
@@ -80,3 +83,74 @@ def test_a_git_failure_keeps_check_false_quiet(tmp_path: Path) -> None:
     assert git.run(tmp_path, "rev-parse", "--verify", "-q", "HEAD", check=False) == ""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     assert git.run(tmp_path, "rev-parse", "--is-inside-work-tree") == "true"
+
+
+def test_the_state_store_wraps_sqlite_errors(tmp_path: Path) -> None:
+    from tristage.edges.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        store.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        store.execute("INSERT INTO t (k) VALUES (?)", ("a",))
+        for call, sql in [
+            (store.execute, "INSERT INTO t (k) VALUES ('a')"),
+            (store.insert, "INSERT INTO t (k) VALUES ('a')"),
+            (store.query, "SELECT nope FROM t"),
+            (store.query_one, "SELECT * FROM missing"),
+            (lambda sql: list(store.iterate(sql)), "SELECT * FROM missing"),
+        ]:
+            with pytest.raises(StoreError) as failed:
+                call(sql)
+            assert isinstance(failed.value.__cause__, sqlite3.Error), sql
+            assert failed.value.exit_code == 1 and failed.value.http_status == 500
+            assert "state store" in failed.value.message
+        with (
+            pytest.raises(StoreError, match=r"UNIQUE constraint failed: t\.k"),
+            store.transaction(),
+        ):
+            store.execute("INSERT INTO t (k) VALUES ('b')")
+            store.execute("INSERT INTO t (k) VALUES ('a')")
+        assert [r["k"] for r in store.query("SELECT k FROM t")] == ["a"]  # rolled back
+    finally:
+        store.close()
+
+
+def test_a_store_failure_on_the_ingest_url_is_a_5xx_not_an_unknown_source(
+    api: Tristage, repo: Path
+) -> None:
+    import asyncio
+
+    from tristage.edges.router.routes import Route
+    from tristage.http.internal import WEBHOOK_PREFIX, build_internal_app
+
+    project = api.init_project(repo).project
+    app = build_internal_app(api)
+
+    def post(source: str) -> tuple[int, dict[str, object]]:
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": WEBHOOK_PREFIX + source,
+            "headers": [],
+            "tristage.route": Route(project, "production", None, None),
+        }
+        asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+        body = sent[1]["body"]
+        assert isinstance(body, bytes)
+        return int(str(sent[0]["status"])), json.loads(body)
+
+    status, body = post("nope")
+    assert (status, body["error"]) == (404, "unknown_source")
+    with sqlite3.connect(api.home / "state.db") as raw:  # the store loses a table
+        raw.execute("ALTER TABLE projects RENAME TO projects_gone")
+    status, body = post("clerk")
+    assert (status, body["error"]) == (500, "store_failed"), body
+    assert "no such table" in str(body["message"])
