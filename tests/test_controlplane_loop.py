@@ -68,7 +68,9 @@ class WriteLock:
 def _release_pid(db: Path, deployment: str) -> int:
     conn = sqlite3.connect(db, timeout=10)
     try:
-        row = conn.execute("SELECT pid FROM releases WHERE deployment=?", (deployment,)).fetchone()
+        row = conn.execute(
+            "SELECT json_extract(handle, '$.pid') FROM releases WHERE deployment=?", (deployment,)
+        ).fetchone()
     finally:
         conn.close()
     assert row is not None, f"no release of {deployment}"

@@ -558,6 +558,13 @@ def test_scheduler_runs_due_backups_and_catches_up_once(sqlite_env: Env) -> None
     assert kinds == {"scheduled"}
     state = env.api.data.schedule_state("shop")
     assert state[0]["last_backup"] == ran[0] and state[0]["last_error"] is None
+    # a schedule that changed starts over: a new baseline, the last outcome forgotten
+    env.api.store.execute("UPDATE data_backup_schedule SET schedule='0 3 * * *', last_error='x'")
+    later = day + dt.timedelta(days=4)
+    assert env.api.data.run_due_backups(later) == []
+    (state,) = env.api.data.schedule_state("shop")
+    assert state["schedule"] == "0 2 * * *" and state["last_run"] == later.timestamp()
+    assert state["last_backup"] is None and state["last_error"] is None
 
 
 def test_prune_keeps_by_policy_and_dry_run_deletes_nothing(sqlite_env: Env) -> None:

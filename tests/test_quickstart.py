@@ -226,7 +226,8 @@ def test_quickstart_end_to_end_then_again_then_ctrl_c(
         assert [b.kind for b in api.data.backups(project, "production")].count("manual") == 2
 
         # Ctrl-C stops the control plane it started, and every release
-        releases = [r["pid"] for r in api.store.query("SELECT pid FROM releases")]
+        sql = "SELECT json_extract(handle, '$.pid') AS pid FROM releases"
+        releases = [r["pid"] for r in api.store.query(sql)]
         cp_pid = json.loads((home / "controlplane.json").read_text())["pid"]
         assert releases and pids_alive([cp_pid, *releases])
         assert first.interrupt() == 0, first.output

@@ -23,9 +23,9 @@ from .domain.config import PipelineConfig
 from .domain.deployments import Deployment, Status
 from .domain.presets import Preset
 from .edges.secrets import SecretBox
-from .edges.store import SqliteStore, open_store
+from .edges.store import Store, open_store
 from .errors import NotFound
-from .paths import platform_home
+from .paths import platform_home, private_dir
 from .services.audit import AuditEvent, AuditLog, current_actor
 from .services.projects import InitResult, ProjectRef, ProjectService
 from .services.tokens import NAME_RE as TOKEN_NAME_RE
@@ -91,13 +91,12 @@ def __getattr__(name: str) -> Any:
 
 class Tristage:
     def __init__(self, home: Path | None = None, actor: str | None = None) -> None:
-        self.home = (home or platform_home()).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home = private_dir(home or platform_home()).resolve()
         self.actor = actor or current_actor()
 
     # -- edges -----------------------------------------------------------
     @cached_property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         return open_store(self.home)
 
     @cached_property
@@ -174,7 +173,7 @@ class Tristage:
     ) -> None:
         """`tristage up`: router, deploy worker, supervisor, scheduler, HTTP API and
         dashboard in the foreground, until SIGINT/SIGTERM stops them and their releases."""
-        from .services.controlplane import run_foreground
+        from .up import run_foreground
 
         run_foreground(self, host, port, log)
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, Problem
+from .limits import parse_size
 
 FILE_NAME = "tristage.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
@@ -60,27 +61,58 @@ class Strict(BaseModel):
 
 
 class DatabaseConfig(Strict):
-    """The data store of an environment; the app receives it as ``DATABASE_URL``."""
+    """The data store of an environment; the app receives it as `DATABASE_URL`
+    (docs/data.md)."""
 
-    engine: Literal["sqlite", "postgres"] = "sqlite"
-    # sqlite: a file path (default: under the platform home); postgres: a server URL
-    # such as ``postgresql://127.0.0.1:5432`` in which tristage creates the environment's database.
-    url: str | None = None
-    # postgres only: the database name (default: ``tristage_<project>_<environment>``).
-    name: str | None = None
+    engine: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="`sqlite`: a file under the platform home; `postgres`: a database on a "
+        "PostgreSQL server.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="sqlite: the file path (default `$TRISTAGE_HOME/data/<project>/<env>.sqlite3`"
+        "; a relative path is under `$TRISTAGE_HOME/data/<project>/`); postgres: the server URL "
+        "in which tristage creates the environment's database (default "
+        "`postgresql://127.0.0.1:5432`).",
+    )
+    name: str | None = Field(
+        default=None,
+        description="postgres only: the database name "
+        "(default `tristage_<project>_<environment>`).",
+    )
 
 
 class Retention(Strict):
-    daily: int = Field(default=7, ge=0, le=3650)
-    weekly: int = Field(default=4, ge=0, le=520)
-    monthly: int = Field(default=12, ge=0, le=1200)
+    """How many backups `tristage db prune` and the scheduler keep (docs/data.md)."""
+
+    daily: int = Field(
+        default=7, ge=0, le=3650, description="The newest backup of each of this many days."
+    )
+    weekly: int = Field(
+        default=4, ge=0, le=520, description="The newest backup of each of this many weeks."
+    )
+    monthly: int = Field(
+        default=12, ge=0, le=1200, description="The newest backup of each of this many months."
+    )
 
 
 class BackupConfig(Strict):
-    # a cron expression; None = no scheduled backups
-    schedule: str | None = None
-    keep: Retention = Field(default_factory=Retention)
-    encrypt: bool = False
+    """Scheduled backups of an environment's data store (docs/data.md)."""
+
+    schedule: str | None = Field(
+        default=None,
+        description="A cron expression in local time (e.g. `0 2 * * *`, daily at 02:00), run "
+        "by `tristage up`; unset: no scheduled backups.",
+    )
+    keep: Retention = Field(
+        default_factory=Retention,
+        description="Retention: how many daily, weekly and monthly backups are kept.",
+    )
+    encrypt: bool = Field(
+        default=False,
+        description="Encrypt backups (AES-256-GCM under the platform master key).",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -97,15 +129,30 @@ class BackupConfig(Strict):
 
 
 class WebhookSource(Strict):
-    kind: Literal["clerk", "stripe", "standard"]
-    # the variable that holds the signing secret in this environment
-    secret_var: str
-    # the app path deliveries are forwarded to
-    path: str = "/webhooks"
-    max_body_bytes: int = Field(default=1_048_576, gt=0)
-    # retry schedule in seconds after the first attempt (default close to Svix's)
+    """A webhook provider endpoint of an environment, served at
+    `/.tristage/webhooks/SOURCE` of the environment's host (docs/webhooks.md)."""
+
+    kind: Literal["clerk", "stripe", "standard"] = Field(
+        description="How deliveries are signed: `clerk` (Svix), `stripe`, `standard` "
+        "(Standard Webhooks)."
+    )
+    secret_var: str = Field(
+        description="The variable that holds the signing secret in this environment, e.g. "
+        "`CLERK_WEBHOOK_SECRET`."
+    )
+    path: str = Field(
+        default="/webhooks",
+        description="The path of the live deployment that deliveries are forwarded to.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Larger bodies are refused with 413 (and not read past the limit).",
+    )
     retry_schedule: list[float] = Field(
-        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="Seconds between forwarding attempts after the first (close to Svix's "
+        "schedule); after the last the delivery is dead-lettered.",
     )
 
     @field_validator("secret_var")
@@ -124,13 +171,53 @@ class WebhookSource(Strict):
 
 
 class ProcessSettings(Strict):
-    """Settings an environment may override from the top-level ``[app]`` table."""
+    """Settings an environment may override from the top-level `[app]` table."""
 
-    web: str | None = None  # falls back to the Procfile's web: line
-    build: str | None = None
-    migrate: str | None = None
-    health_path: str | None = None
-    health_timeout: float | None = Field(default=None, gt=0, le=600)
+    web: str | None = Field(
+        default=None,
+        description="The web process command; unset: the `web:` line of the Procfile.",
+    )
+    build: str | None = Field(
+        default=None,
+        description="A build command, run after the dependencies are installed "
+        "(e.g. `npm run build`).",
+    )
+    migrate: str | None = Field(
+        default=None,
+        description="A migration command, run before a new release takes traffic, after a "
+        "snapshot of the data store.",
+    )
+    health_path: str | None = Field(
+        default=None,
+        description="The path that must answer 2xx/3xx before a release takes traffic.",
+    )
+    health_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds a new release has to pass its health check.",
+    )
+    memory: str | None = Field(
+        default=None,
+        description="Memory limit of a release or a one-off command (all its processes), "
+        "e.g. `512M`, `1G` (binary units; at least `16M`); a build gets at least `2G`.",
+    )
+    cpus: float | None = Field(
+        default=None, gt=0, le=256, description="CPU limit in cores, e.g. `0.5` or `2`."
+    )
+    pids: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_000_000,
+        description="Most processes and threads at once; a build gets at least 1024.",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_size(v)
+        return v
 
     @field_validator("health_path")
     @classmethod
@@ -141,28 +228,75 @@ class ProcessSettings(Strict):
 
 
 class AppConfig(ProcessSettings):
+    """How the app is built, migrated, started and checked: the defaults of every
+    environment (docs/deploys.md)."""
+
     health_path: str | None = "/"
     health_timeout: float | None = Field(default=30.0, gt=0, le=600)
-    # how many previous production releases are kept running for instant rollback
-    keep_warm: int = Field(default=2, ge=0, le=10)
-    # seconds a replaced release keeps serving in-flight requests before it is stopped
-    drain_seconds: float = Field(default=5.0, ge=0, le=600)
+    memory: str | None = "1G"
+    cpus: float | None = Field(default=1.0, gt=0, le=256)
+    pids: int | None = Field(default=512, ge=16, le=1_000_000)
+    keep_warm: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Previous production releases kept running, for an instant rollback.",
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Seconds a replaced release keeps serving its in-flight requests before "
+        "it is stopped.",
+    )
 
 
 class EnvironmentConfig(ProcessSettings):
-    tier: Tier
-    branches: list[BranchPattern] = Field(default_factory=list)
-    # `simple` preset: share variables and data store with another environment
-    shares: str | None = None
-    required: list[VarName] = Field(default_factory=list)
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
-    backups: BackupConfig = Field(default_factory=BackupConfig)
-    webhooks: dict[str, WebhookSource] = Field(default_factory=dict)
+    """One environment (`NAME`: lowercase letters, digits and '-'). The process keys
+    of `[app]` may be set here too; an unset one takes the `[app]` value."""
+
+    tier: Tier = Field(
+        description="`development`, `preview` or `production`; exactly one environment "
+        "may be production."
+    )
+    branches: list[BranchPattern] = Field(
+        default_factory=list,
+        description="Branch names and globs (`dev`, `feature/*`, `*`) deployed here; the "
+        "rules of all environments match in file order and the first match wins.",
+    )
+    shares: str | None = Field(
+        default=None,
+        description="Use another environment's variables and data store (the `simple` "
+        "preset's preview shares development); never with production.",
+    )
+    required: list[VarName] = Field(
+        default_factory=list,
+        description="Variables that must be set (and not empty) before a deploy.",
+    )
+    database: DatabaseConfig = Field(
+        default_factory=DatabaseConfig, description="The environment's data store."
+    )
+    backups: BackupConfig = Field(
+        default_factory=BackupConfig, description="Scheduled backups of the data store."
+    )
+    webhooks: dict[str, WebhookSource] = Field(
+        default_factory=dict,
+        description="Webhook sources by name (the `SOURCE` of the ingest path).",
+        json_schema_extra={"key": "SOURCE"},
+    )
 
 
 class ProjectSection(Strict):
-    name: str
-    preset: Literal["simple", "professional", "custom"] = "custom"
+    """The project."""
+
+    name: str = Field(
+        description="Lowercase letters, digits and '-', starting with a letter, at most 40 "
+        "characters; it becomes the host name (`myapp.localhost`)."
+    )
+    preset: Literal["simple", "professional", "custom"] = Field(
+        default="custom",
+        description="The preset the file was written from (informational).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -176,27 +310,69 @@ class ProjectSection(Strict):
 
 
 class Policy(Strict):
-    strict: bool = False
-    rotation_days: int = Field(default=90, ge=1)
+    """How strict `tristage check` and the pre-deploy rules are (docs/variables.md)."""
+
+    strict: bool = Field(
+        default=False,
+        description="Equal `CSRF_SECRET`/`SESSION_SECRET` values across environments are an "
+        "error, not a warning.",
+    )
+    rotation_days: int = Field(
+        default=90, ge=1, description="Secrets last set longer ago than this are reported."
+    )
+    sandbox: Literal["on", "off"] = Field(
+        default="on",
+        description="`off` lets preview and production run without the sandbox where it "
+        "cannot run (reported by `tristage check`, audited at every start).",
+    )
 
 
 class MonitorConfig(Strict):
-    """Request metrics, alerts and automatic rollback (`[monitor]`, docs/monitoring.md)."""
+    """Request metrics, alerts and automatic rollback (docs/monitoring.md)."""
 
-    # roll a just-live production deployment back when it fails within `watch_seconds`
-    auto_rollback: bool = True
-    # failing: (5xx + upstream errors) / requests over `window_seconds` reaches this
-    error_rate: float = Field(default=0.2, gt=0, le=1)
-    # fewer requests than this in the window decide nothing
-    min_requests: int = Field(default=20, ge=1)
-    window_seconds: float = Field(default=60.0, gt=0, le=86400)
-    watch_seconds: float = Field(default=600.0, ge=0, le=604800)
-    # alerts are also POSTed as JSON here ("" = not sent)
-    alert_url: str = ""
-    # seconds between health probes of each live release
-    health_interval: float = Field(default=10.0, gt=0, le=3600)
-    # failed health probes in a row that raise an alert
-    health_failures: int = Field(default=3, ge=1, le=1000)
+    auto_rollback: bool = Field(
+        default=True,
+        description="Roll a just-live production deployment back when it fails within "
+        "`watch_seconds`.",
+    )
+    error_rate: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Failing: (5xx + upstream errors) / requests over `window_seconds` "
+        "reaches this.",
+    )
+    min_requests: int = Field(
+        default=20, ge=1, description="A window with fewer requests decides nothing."
+    )
+    window_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="The error rate is measured over this many seconds.",
+    )
+    watch_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=604800,
+        description="Automatic rollback only this long after a deployment went live.",
+    )
+    alert_url: str = Field(
+        default="",
+        description='Alerts are also POSTed here as JSON (an http(s) URL; "" = not sent).',
+    )
+    health_interval: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between health probes of each live release.",
+    )
+    health_failures: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Failed health probes in a row that raise an alert.",
+    )
 
     @field_validator("alert_url")
     @classmethod
@@ -207,13 +383,28 @@ class MonitorConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    project: ProjectSection
-    app: AppConfig = Field(default_factory=AppConfig)
-    policy: Policy = Field(default_factory=Policy)
-    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
-    environments: dict[str, EnvironmentConfig]
-    # sanitization rules for clones from production: "table.column" -> transform
-    sanitize: dict[str, str] = Field(default_factory=dict)
+    """The top-level tables of `tristage.toml`."""
+
+    project: ProjectSection = Field(description="The project: its name and preset.")
+    app: AppConfig = Field(
+        default_factory=AppConfig,
+        description="Process settings, the defaults of every environment.",
+    )
+    policy: Policy = Field(default_factory=Policy, description="Rule strictness.")
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig,
+        description="Request metrics, alerts and automatic rollback.",
+    )
+    environments: dict[str, EnvironmentConfig] = Field(
+        description="The environments by name (at least one).",
+        json_schema_extra={"key": "NAME"},
+    )
+    sanitize: dict[str, str] = Field(
+        default_factory=dict,
+        description="Clones from production: one transform per personal-data column, "
+        '`"table.column" = "TRANSFORM"` with TRANSFORM one of `email`, `name`, `phone`, '
+        "`address`, `null`, `hash`, `keep`, `redact`, `fake:<provider>` (docs/data.md).",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:

@@ -7,6 +7,7 @@ start with a letter, so `ID.PROJECT.localhost` can never be mistaken for
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Deployment:
     created_at: float
     updated_at: float
     ready_at: float | None
+    layers: tuple[str, ...] = ()  # read-only directories the artifact needs (its dependencies)
 
     @classmethod
     def from_row(cls, row: dict[str, object]) -> Deployment:
@@ -85,7 +87,15 @@ class Deployment:
             created_at=float(row["created_at"]),  # type: ignore[arg-type]
             updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
             ready_at=None if ready is None else float(ready),  # type: ignore[arg-type]
+            layers=_layers(row.get("layers")),
         )
+
+
+def _layers(raw: object) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    value = json.loads(str(raw))
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def distinct_recent(history: Sequence[str]) -> list[str]:

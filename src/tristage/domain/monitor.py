@@ -36,6 +36,7 @@ class Kind(StrEnum):
     error_rate = "error_rate"
     health = "health"
     auto_rollback = "auto_rollback"
+    out_of_memory = "out_of_memory"
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,14 @@ def commit_message(repo: Path, commit: str) -> str:
     return run(repo, "log", "-1", "--format=%s", commit, check=False)
 
 
+def show_file(repo: Path, commit: str, path: str) -> str | None:
+    """The text of `path` in `commit` (None when the commit has no such file)."""
+    proc = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True, env=_env(), check=False
+    )
+    return proc.stdout.decode("utf-8", errors="replace") if proc.returncode == 0 else None
+
+
 def keep_ref(repo: Path, name: str, commit: str) -> None:
     """Pin a commit under refs/tristage/ so redeploys survive force-pushes and gc."""
     run(repo, "update-ref", f"refs/tristage/deployments/{name}", commit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import TristageError
+from ..paths import private_dir
 
 MAGIC = b"ts1:"
 NONCE_BYTES = 12
@@ -50,11 +52,28 @@ def load_master_key(home: Path) -> bytes:
                 f"{path} is readable by other users (mode {mode:o})", f"run: chmod 600 {path}"
             )
         return _decode_key(path.read_text(encoding="ascii"), str(path))
+    return _create_key_file(path)
+
+
+def _create_key_file(path: Path) -> bytes:
+    """A new key in a 0600 file (its directory 0700 if new), whatever the umask. The
+    complete file is linked into place, so concurrent first uses agree on one key."""
+    private_dir(path.parent)
     key = AESGCM.generate_key(bit_length=256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(base64.urlsafe_b64encode(key).decode().rstrip("=") + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(base64.urlsafe_b64encode(key).decode().rstrip("=") + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process created it first: use theirs
+            return _decode_key(path.read_text(encoding="ascii"), str(path))
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 

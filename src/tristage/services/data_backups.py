@@ -121,8 +121,11 @@ class BackupService:
 
     def _catalog(self, info: BackupInfo) -> None:
         self.api.store.execute(
-            "INSERT OR REPLACE INTO data_backups (project, environment, id, kind, created_at,"
-            " size, rows, tables, encrypted, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO data_backups (project, environment, id, kind, created_at, size, rows,"
+            " tables, encrypted, note) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (project, environment, id) DO UPDATE SET kind=excluded.kind,"
+            " created_at=excluded.created_at, size=excluded.size, rows=excluded.rows,"
+            " tables=excluded.tables, encrypted=excluded.encrypted, note=excluded.note",
             (
                 info.project,
                 info.environment,

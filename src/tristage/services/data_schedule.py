@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TristageError
 from .data_backups import BackupService
 from .data_stores import DataStores
+from .project_records import project_names
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -27,8 +28,7 @@ class BackupScheduler:
 
         local_now = now.astimezone()  # naive = local time
         done: list[str] = []
-        for row in self.api.store.query("SELECT name FROM projects ORDER BY name"):
-            project = row["name"]
+        for project in project_names(self.api.store):
             try:
                 cfg = self.stores.config(project)
             except TristageError:
@@ -44,8 +44,10 @@ class BackupScheduler:
                 ts = local_now.timestamp()
                 if state is None or state["schedule"] != schedule:
                     self.api.store.execute(
-                        "INSERT OR REPLACE INTO data_backup_schedule"
-                        " (project, environment, schedule, last_run) VALUES (?,?,?,?)",
+                        "INSERT INTO data_backup_schedule (project, environment, schedule,"
+                        " last_run) VALUES (?,?,?,?) ON CONFLICT (project, environment)"
+                        " DO UPDATE SET schedule=excluded.schedule, last_run=excluded.last_run,"
+                        " last_backup=NULL, last_error=NULL",
                         (project, name, schedule, ts),
                     )
                     continue

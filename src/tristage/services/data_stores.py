@@ -71,6 +71,15 @@ class DataStores:
             self._ensured.add(url)
         return url
 
+    def data_dir(self, project: str, environment: str) -> Path:
+        """The directory a release of `environment` may write (its SQLite store's)."""
+        url = self.database_url(project, environment)
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite://")).parent
+        path = self.api.home / "data" / project / self.owner(project, environment)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
     def open_store(self, project: str, environment: str) -> DataStoreT:
         return open_datastore(self.database_url(project, environment))
 

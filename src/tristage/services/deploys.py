@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..domain import aliases as alias_domain
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
 from ..edges import git
-from ..edges.runtime import Process, alive, proc_start
+from ..edges.runtime import proc_start
 from ..errors import Conflict, NotFound, TristageError, UsageError
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class DeployService:
             info = ControlPlaneInfo(**data)
         except (OSError, ValueError, TypeError):
             return None
-        if not alive(Process(info.pid, info.pid, info.proc_start)):
+        if not _alive(info.pid, info.proc_start):
             return None
         return info
 
@@ -118,13 +118,12 @@ class DeployService:
         info = self.controlplane()
         if info is None:
             return None
-        proc = Process(info.pid, info.pid, info.proc_start)
         try:
             os.kill(info.pid, signal.SIGTERM)
         except ProcessLookupError:
             return info
         deadline = time.monotonic() + timeout
-        while alive(proc):
+        while _alive(info.pid, info.proc_start):
             if time.monotonic() > deadline:
                 raise TristageError(
                     f"the control plane (pid {info.pid}) is still running after {timeout:.0f}s",
@@ -154,10 +153,14 @@ class DeployService:
             )
         return LOOPBACK, int(raw)
 
-    def environment_url(self, project: str, environment: str) -> str:
+    def environment_host(self, project: str, environment: str) -> str:
         cfg = self.api.config_for(project)
-        host = alias_domain.environment_host(project, environment, cfg.production)
-        return alias_domain.url(host, self.router_address()[1])
+        return alias_domain.environment_host(project, environment, cfg.production)
+
+    def environment_url(self, project: str, environment: str) -> str:
+        return alias_domain.url(
+            self.environment_host(project, environment), self.router_address()[1]
+        )
 
     def deployment_url(self, dep: Deployment) -> str:
         host = alias_domain.deployment_host(dep.project, dep.id)
@@ -218,21 +221,17 @@ class DeployService:
     def live_upstream(self, project: str, environment: str) -> str | None:
         """`http://127.0.0.1:PORT` of the release the environment serves, or None."""
         row = self.api.store.query_one(
-            "SELECT r.pid, r.proc_start, r.port, r.status FROM aliases a"
+            "SELECT r.port, r.status FROM aliases a"
             " JOIN releases r ON r.deployment = a.routed"
             " WHERE a.project=? AND a.environment=?",
             (project, environment),
         )
         if row is None or row["status"] != "healthy":
-            return None
-        if not alive(Process(row["pid"], row["pid"], row["proc_start"])):
-            return None
+            return None  # the supervisor keeps the status true to the process
         return f"http://127.0.0.1:{row['port']}"
 
     def release(self, deployment: str) -> dict[str, Any] | None:
         row = self.api.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
-        if row is None or proc_start(row["pid"]) != row["proc_start"]:
-            return None
         return row
 
     def status(self, project: str) -> list[dict[str, Any]]:
@@ -574,3 +573,10 @@ def _new_lines(path: Path, pos: int) -> tuple[list[str], int]:
         return [], pos
     cut = chunk.rfind(b"\n") + 1
     return chunk[:cut].decode("utf-8", "replace").splitlines(), pos + cut
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        return proc_start(pid) == start
+    except OSError:
+        return True  # cannot tell (out of file descriptors): assume it still runs

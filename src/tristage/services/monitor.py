@@ -35,6 +35,8 @@ from ..domain.config import MonitorConfig, PipelineConfig
 from ..domain.deployments import rollback_target
 from ..edges.router.stats import DeploymentStats
 from ..errors import TristageError
+from .deploy_records import deployment_owner, routed_releases
+from .project_records import project_names
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -150,15 +152,12 @@ class MonitorService:
         now = time.time() if now is None else now
         store = self.api.store
         routed = {
-            r["environment"]: r["routed"]
-            for r in store.query("SELECT environment, routed FROM aliases WHERE project=?",
-                                 (project,))
-            if r["routed"]
-        }  # fmt: skip
+            env: r["routed"] for env, r in self.api.deploys.aliases(project).items() if r["routed"]
+        }
         seen: dict[str, str] = {}
         for r in store.query(
             "SELECT deployment, environment, MAX(at) AS last FROM metric_samples WHERE project=?"
-            " GROUP BY deployment ORDER BY last DESC",
+            " GROUP BY deployment, environment ORDER BY last DESC",
             (project,),
         ):
             seen[r["deployment"]] = r["environment"]
@@ -335,12 +334,10 @@ class Monitor:
     def _owner(self, deployment: str) -> tuple[str, str] | None:
         owner = self.owners.get(deployment)
         if owner is None:
-            row = self.api.store.query_one(
-                "SELECT project, environment FROM deployments WHERE id=?", (deployment,)
-            )
-            if row is None:
+            owner = deployment_owner(self.api.store, deployment)
+            if owner is None:
                 return None
-            owner = self.owners[deployment] = (row["project"], row["environment"])
+            self.owners[deployment] = owner
         return owner
 
     # -- metrics ---------------------------------------------------------------------
@@ -386,13 +383,12 @@ class Monitor:
 
     # -- traffic decisions -----------------------------------------------------------
     def evaluate(self, now: float) -> None:
-        store = self.api.store
-        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+        for project in project_names(self.api.store):
             cfg = self._config(project)
             if cfg is None:
                 continue
             t = thresholds(cfg.monitor)
-            for row in store.query("SELECT * FROM aliases WHERE project=?", (project,)):
+            for row in self.api.deploys.aliases(project).values():
                 env, dep = row["environment"], row["routed"]
                 self._close_stale(project, env, dep, now)
                 if not dep or (row["desired"] and row["desired"] != dep):
@@ -474,11 +470,11 @@ class Monitor:
 
     def _close_stale(self, project: str, env: str, live: str | None, now: float) -> None:
         """Alerts about a deployment that is no longer live in its environment close."""
-        for r in self.api.store.query(
-            "SELECT * FROM alerts WHERE project=? AND environment=? AND resolved_at IS NULL"
-            " AND deployment IS NOT ?",
-            (project, env, live),
-        ):
+        sql = "SELECT * FROM alerts WHERE project=? AND environment=? AND resolved_at IS NULL"
+        params: tuple[str, ...] = (project, env)
+        if live is not None:
+            sql, params = sql + " AND deployment <> ?", (*params, live)
+        for r in self.api.store.query(sql, params):
             cfg = self._config(project)
             if cfg is not None:
                 self.resolve_alert(cfg, Alert.from_row(r), "no longer live")
@@ -574,17 +570,11 @@ class Monitor:
 
     # -- health ------------------------------------------------------------------------
     def schedule_probes(self, now: float) -> None:
-        store = self.api.store
-        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+        for project in project_names(self.api.store):
             cfg = self._config(project)
             if cfg is None:
                 continue
-            for row in store.query(
-                "SELECT a.environment, a.routed, r.port, r.status FROM aliases a"
-                " LEFT JOIN releases r ON r.deployment = a.routed"
-                " WHERE a.project=? AND a.routed IS NOT NULL",
-                (project,),
-            ):
+            for row in routed_releases(self.api.store, project):
                 dep = row["routed"]
                 if dep in self.probing:
                     continue

@@ -1,17 +1,22 @@
 """The blocking steps of the deploy pipeline (run in a worker thread): build the
-artifact and run the migration, with the process environments they and the
-release's web process get.
+artifact and run the migration, with the process environments, mounts and limits
+they and the release's web process get.
 
 A process sees only a few keys of the control plane's own environment
 (`BASE_ENV_KEYS`), the environment's variables and the deployment's `TRISTAGE_*`
-facts: never another environment's secrets.
+facts: never another environment's secrets. In the sandbox it sees only its
+artifact (writable while it builds, read-only after), the cached dependencies
+its builder chose, its environment's dependency caches (while building) and its
+environment's data directory (when it runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +24,10 @@ from typing import TYPE_CHECKING
 
 from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
+from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
+from ..edges.runtime import Mount, ProcessSpec, Runtime
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -31,11 +38,60 @@ SettingsFor = Callable[[Deployment], ProcessSettings]
 OnContext = Callable[[BuildContext], None]  # lets the control plane cancel a running step
 
 
+def _system_path() -> list[str]:
+    """The control plane's PATH without its own virtualenv: an app never runs
+    tristage's python, pip or console scripts by accident."""
+    own = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+    return [p for p in path if p and p != own]
+
+
 def base_env(extra_path: tuple[str, ...] = ()) -> dict[str, str]:
     env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env["PATH"] = ":".join([*extra_path, path])
+    env["PATH"] = ":".join([*extra_path, *_system_path()])
     return env
+
+
+def limits_of(settings: ProcessSettings) -> Limits:
+    return Limits.from_settings(settings.memory, settings.cpus, settings.pids)
+
+
+def environment_cache(api: Tristage, project: str, environment: str) -> Path:
+    """The dependency caches of one environment: no other environment's build sees them."""
+    path = api.deploys.cache_dir / project / environment
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def data_dir(api: Tristage, dep: Deployment) -> Path:
+    """The environment's data directory: the only writable place of a release."""
+    return api.data.stores.data_dir(dep.project, dep.environment)
+
+
+def release_mounts(api: Tristage, dep: Deployment) -> tuple[Mount, ...]:
+    assert dep.artifact
+    return (
+        Mount(Path(dep.artifact)),
+        *(Mount(Path(layer)) for layer in dep.layers),
+        Mount(data_dir(api, dep), writable=True),
+    )
+
+
+def release_spec(
+    api: Tristage, dep: Deployment, port: int, settings: ProcessSettings
+) -> ProcessSpec:
+    """What the runtime starts for the web process of `dep` on `port`."""
+    assert dep.artifact and dep.web
+    return ProcessSpec(
+        name=dep.id,
+        command=dep.web,
+        cwd=Path(dep.artifact),
+        env=runtime_env(api, dep, port),
+        mounts=release_mounts(api, dep),
+        limits=limits_of(settings),
+        log_path=api.deploys.log_path(dep.project, dep.id, build=False),
+        redact=tuple(api.variables.secret_values(dep.project)),
+    )
 
 
 def deployment_vars(dep: Deployment) -> dict[str, str]:
@@ -80,8 +136,10 @@ def build_artifact(
     log: BuildLog,
     settings_for: SettingsFor,
     on_context: OnContext,
-) -> tuple[str, str, str]:
-    """Build (or reuse) the deployment's artifact: (artifact dir, web command, build hash)."""
+    runtime: Runtime,
+) -> tuple[str, str, str, tuple[str, ...]]:
+    """Build (or reuse) the deployment's artifact: (artifact dir, web command, build
+    hash, read-only layers)."""
     svc = api.deploys
     log.line(
         f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
@@ -95,7 +153,7 @@ def build_artifact(
         if not src.artifact or not src.web:
             raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
         log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
-        return src.artifact, src.web, src.build_hash or build_hash
+        return src.artifact, src.web, src.build_hash or build_hash, src.layers
     artifact = svc.artifact_dir(dep.project, dep.id)
     if artifact.exists():
         shutil.rmtree(artifact)
@@ -110,13 +168,23 @@ def build_artifact(
         "CI": "1",
         **deployment_vars(dep),
     }
-    ctx = BuildContext(artifact=artifact, env=env, log=log, cache=svc.cache_dir)
+    limits = limits_of(settings).for_build()
+    ctx = BuildContext(
+        artifact=artifact,
+        env=env,
+        log=log,
+        cache=environment_cache(api, dep.project, dep.environment),
+        runtime=runtime,
+        name=f"build-{dep.id}",
+        limits=limits,
+    )
     on_context(ctx)
+    log.line(f"> building in the {runtime.name} runtime ({limits.describe()})")
     started = time.monotonic()
     result = build(ctx, settings.web, settings.build)
     log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
     assert result.web is not None
-    return str(artifact), result.web, build_hash
+    return str(artifact), result.web, build_hash, result.layers
 
 
 def run_migration(
@@ -125,6 +193,7 @@ def run_migration(
     log: BuildLog,
     settings_for: SettingsFor,
     on_context: OnContext,
+    runtime: Runtime,
 ) -> None:
     """The release command (`migrate`), after a snapshot of the environment's data."""
     settings = settings_for(dep)
@@ -136,10 +205,21 @@ def run_migration(
         log.line(f"> snapshot {snapshot} taken before the migration")
     env = runtime_env(api, dep, 0)
     env.pop("PORT")
-    ctx = BuildContext(artifact=Path(dep.artifact), env=env, log=log, cache=api.deploys.cache_dir)
+    mounts = release_mounts(api, dep)
+    ctx = BuildContext(
+        artifact=Path(dep.artifact),
+        env=env,
+        log=log,
+        cache=environment_cache(api, dep.project, dep.environment),
+        runtime=runtime,
+        name=f"migrate-{dep.id}",
+        limits=limits_of(settings),
+        mounts=mounts[1:],
+        artifact_writable=False,
+    )
     on_context(ctx)
     try:
-        ctx.step(f"migrate: {settings.migrate}", [settings.migrate], shell=True)
+        ctx.step(f"migrate: {settings.migrate}", settings.migrate)
     except BuildFailed as exc:
         restore = (
             f"; the data is unchanged or restorable with "
@@ -156,12 +236,21 @@ def run_migration(
 # -- store steps (run on the control plane's store thread) ------------------------
 
 
-def mark_built(api: Tristage, dep_id: str, artifact: str, web: str, build_hash: str) -> Deployment:
+def mark_built(
+    api: Tristage,
+    dep_id: str,
+    artifact: str,
+    web: str,
+    build_hash: str,
+    layers: tuple[str, ...] = (),
+) -> Deployment:
     """Record the built artifact; the deployment is now `starting`."""
     api.store.execute(
-        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, updated_at=? WHERE id=?",
-        (Status.starting.value, artifact, web, build_hash, time.time(), dep_id),
-    )
+        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, layers=?, updated_at=?"
+        " WHERE id=?",
+        (Status.starting.value, artifact, web, build_hash, json.dumps(list(layers)), time.time(),
+         dep_id),
+    )  # fmt: skip
     return api.deploys.get(dep_id)
 
 

@@ -5,14 +5,14 @@ state the reconciler reads from the store (on its store thread) before acting.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.aliases import DeploymentRef
 from ..domain.deployments import Deployment
-from ..edges.runtime import Process, alive
+from ..edges.runtime import Handle, Runtime, Status
 from ..errors import TristageError
 
 LOOPBACK = "127.0.0.1"
@@ -53,9 +53,9 @@ class StartFailed(TristageError):
 @dataclass
 class Release:
     dep: Deployment
-    proc: Process
+    handle: Handle
     port: int
-    popen: subprocess.Popen[bytes] | None
+    runtime: Runtime
     status: str = "starting"  # starting healthy restarting draining stopped
     crashes: list[float] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
@@ -64,27 +64,21 @@ class Release:
     def upstream(self) -> tuple[str, int]:
         return (LOOPBACK, self.port)
 
-    def exited(self) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            return True
-        return not alive(self.proc)
-
-    def exit_code(self) -> int | None:
-        return self.popen.poll() if self.popen is not None else None
+    def state(self) -> Status:
+        return self.runtime.status(self.handle)
 
 
 def release_row(rel: Release, now: float) -> tuple[Any, ...]:
     """The `releases` row of `rel` as it is at this moment (taken on the loop)."""
-    return (rel.dep.id, rel.proc.pid, rel.proc.pgid, rel.proc.proc_start, rel.port, rel.status,
-            len(rel.crashes), now)  # fmt: skip
+    return (rel.dep.id, json.dumps(rel.handle), rel.port, rel.status, len(rel.crashes), now)
 
 
 @dataclass(frozen=True)
 class Adoption:
-    """A release left running by a previous control plane, alive and ready: re-adopt it."""
+    """A release left running by a previous control plane, ready: re-adopt it if it runs."""
 
     dep: Deployment
-    proc: Process
+    handle: Handle
     port: int
 
 

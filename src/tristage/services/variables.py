@@ -32,7 +32,7 @@ from ..domain.variables import (
     scope_label,
     valid_name,
 )
-from ..edges.store import SqliteStore
+from ..edges.store import Store
 from ..errors import Conflict, NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class VariableService:
         self.api = api
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         return self.api.store
 
     # -- reading -----------------------------------------------------------
@@ -272,13 +272,6 @@ class VariableService:
             )
         return result, bool(old and not old.secret and is_secret)
 
-    def _scrub(self) -> None:
-        """Overwrite freed pages and empty the WAL after a plain value became secret."""
-        try:
-            self.store.query("PRAGMA wal_checkpoint(TRUNCATE)")
-        except Exception:  # a busy reader: the next checkpoint reuses the pages
-            pass
-
     def set(
         self,
         project: str,
@@ -315,7 +308,6 @@ class VariableService:
         how: str,
     ) -> list[SetResult]:
         """Write every value into every scope in one transaction, then scrub if needed."""
-        self.store.query("PRAGMA secure_delete=ON")
         results: list[SetResult] = []
         scrub = False
         with self.store.transaction():
@@ -326,8 +318,8 @@ class VariableService:
                     )
                     results.append(result)
                     scrub = scrub or converted
-        if scrub:
-            self._scrub()
+        if scrub:  # no copy of the plain value left at rest (a busy reader: the next writes)
+            self.store.scrub()
         return results
 
     def import_values(
@@ -371,7 +363,6 @@ class VariableService:
         config = self._config(project)
         scopes = self._scopes(config, environments, all_environments, branch)
         removed: list[str] = []
-        self.store.query("PRAGMA secure_delete=ON")
         with self.store.transaction():
             for scope in scopes:
                 n = self.store.execute(
@@ -474,6 +465,10 @@ class VariableService:
         if errors:
             raise RuleViolation(environment, errors)
         return [f.line() for f in findings]
+
+    def secret_values(self, project: str) -> list[str]:
+        """Every secret value of the project (for a redactor in another process)."""
+        return [e.value for e in self.entries(project) if e.secret]
 
     def redactor(self, project: str) -> Callable[[str], str]:
         """A function that replaces every secret value of the project with ****.

@@ -162,9 +162,10 @@ def delivery_from_row(r: Row) -> Delivery:
 
 def insert_delivery(store: Store, row: tuple[Any, ...]) -> tuple[str, bool]:
     changed = store.execute(
-        "INSERT OR IGNORE INTO webhook_deliveries (id, project, environment, source, kind,"
+        "INSERT INTO webhook_deliveries (id, project, environment, source, kind,"
         " message_id, event_type, received_at, headers, body, size, path, status,"
-        " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)",
+        " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)"
+        " ON CONFLICT (project, environment, source, message_id) DO NOTHING",
         (*row, row[7]),
     )
     if changed:

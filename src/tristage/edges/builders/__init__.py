@@ -5,11 +5,17 @@ Detection order: Python (pyproject.toml / requirements.txt / setup.py, or a
 command of tristage.toml runs in the artifact with the build-time variables.
 The web command is tristage.toml's `web`, else the Procfile's `web:` line,
 else `npm start` for Node apps.
+
+Everything the builders need to know from the artifact is read before the first
+step runs: after that, the artifact holds what the deployment's code made of it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...domain.config import procfile_web
+from ..runtime import Mount
 from . import node, python
 from .base import BuildContext, BuildFailed, BuildLog, BuildResult
 
@@ -19,23 +25,34 @@ __all__ = ["BuildContext", "BuildFailed", "BuildLog", "BuildResult", "build"]
 def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildResult:
     root = ctx.artifact
     web = web or procfile_web(root)
+    is_python = python.detect(root) or (web or "").split(" ", 1)[0].startswith("python")
+    py_plan = python.Plan.of(root) if is_python else None
+    node_plan = node.Plan.of(root) if node.detect(root) else None
     prefix: list[str] = []
     kinds: list[str] = []
-    is_python = python.detect(root) or (web or "").split(" ", 1)[0].startswith("python")
-    if is_python:
+    layers: tuple[str, ...] = ()
+    if py_plan is not None:
         kinds.append("python")
-        prefix.extend(python.build(ctx))
-    if node.detect(root):
+        py_prefix, layers = python.build(ctx, py_plan)
+        prefix.extend(py_prefix)
+    if node_plan is not None:
         kinds.append("node")
-        node_prefix, node_web = node.build(ctx)
+        node_prefix, node_web = node.build(ctx, node_plan)
         prefix.extend(node_prefix)
         web = web or node_web
     if build_cmd:
         path = ":".join([*prefix, ctx.env.get("PATH", "")])
-        ctx.step(f"build: {build_cmd}", [build_cmd], env={**ctx.env, "PATH": path}, shell=True)
+        ctx.step(
+            f"build: {build_cmd}",
+            build_cmd,
+            env={**ctx.env, "PATH": path},
+            mounts=tuple(Mount(Path(p)) for p in layers),
+        )
     if not web:
         raise BuildFailed(
             "no web command",
             "set `web` in tristage.toml's [app], or add a Procfile with a `web:` line",
         )
-    return BuildResult(kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix))
+    return BuildResult(
+        kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix), layers=layers
+    )

@@ -1,17 +1,24 @@
-"""What every builder shares: a redacted, followable build log and step runner."""
+"""What every builder shares: a redacted, followable build log and a sandboxed step runner.
+
+Every step of a build (installing dependencies, the `build` command) is the
+deployment's own code: it runs through the `Runtime`, in the sandbox, seeing the
+artifact (writable), the directories a step mounts, and nothing of the platform.
+Files the platform itself writes into an artifact are written by a step inside
+the sandbox too, so a symlink planted by an earlier step cannot redirect them.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...domain.limits import Limits
 from ...errors import TristageError
+from ..runtime import Mount, ProcessSpec, Runtime
 
 
 class BuildFailed(TristageError):
@@ -19,13 +26,14 @@ class BuildFailed(TristageError):
 
 
 class BuildLog:
-    """Appends redacted lines to a file that `tristage logs --build --follow` tails."""
+    """Appends redacted lines to a private file that `tristage logs --build --follow` tails."""
 
     def __init__(self, path: Path, redact: Callable[[str], str]) -> None:
         self.path = path
         self.redact = redact
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
@@ -39,62 +47,66 @@ class BuildLog:
 
 @dataclass
 class BuildContext:
-    """One build: the artifact directory, its environment, its log, its caches."""
+    """One build: the artifact directory, its environment, its log, its caches, its runtime."""
 
     artifact: Path
     env: dict[str, str]
     log: BuildLog
-    cache: Path
+    cache: Path  # the dependency caches of this environment only
+    runtime: Runtime
+    name: str = "build"
+    limits: Limits = field(default_factory=Limits)
+    mounts: tuple[Mount, ...] = ()  # what every step sees besides the artifact
+    artifact_writable: bool = True
     timeout: float = 900.0
-    _procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
     _canceled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.runtime.sandboxed
 
     def cancel(self) -> None:
         self._canceled.set()
-        for proc in list(self._procs):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def step(
         self,
         title: str,
-        argv: Sequence[str],
+        argv: Sequence[str] | str,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
-        shell: bool = False,
+        mounts: Sequence[Mount] = (),
     ) -> None:
-        """Run one command, streaming its output into the log; raise BuildFailed on error."""
+        """Run one command in the sandbox, its output into the log; BuildFailed on error.
+
+        A string runs through `/bin/sh -c`."""
         if self._canceled.is_set():
             raise BuildFailed("build canceled")
         self.log.line(f"> {title}")
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv if not shell else argv[0],
+        spec = ProcessSpec(
+            name=self.name,
+            command=argv if isinstance(argv, str) else tuple(argv),
             cwd=cwd or self.artifact,
             env=dict(env or self.env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            shell=shell,
-            start_new_session=True,
+            mounts=(Mount(self.artifact, writable=self.artifact_writable), *self.mounts, *mounts),
+            limits=self.limits,
         )
-        self._procs.add(proc)
-        timer = threading.Timer(self.timeout, self.cancel)
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                self.log.line("  " + raw.decode(errors="replace"))
-            rc = proc.wait()
-        finally:
-            timer.cancel()
-            self._procs.discard(proc)
+        status = self.runtime.run(
+            spec, lambda text: self.log.line("  " + text), self.timeout, self._canceled.is_set
+        )
         if self._canceled.is_set():
             raise BuildFailed(f"{title}: canceled")
-        if rc != 0:
-            raise BuildFailed(f"{title} failed with exit code {rc}", "see the build log above")
+        if status.oom_killed:
+            raise BuildFailed(
+                f"{title} was killed: out of memory ({status.detail or 'its limit'})",
+                "raise `memory` in tristage.toml, or use less memory while building",
+            )
+        if status.detail.startswith("timed out"):
+            raise BuildFailed(f"{title} {status.detail}", "make the step faster")
+        if status.exit_code != 0:
+            raise BuildFailed(
+                f"{title} failed with exit code {status.exit_code}", "see the build log above"
+            )
         self.log.line(f"  done in {time.monotonic() - started:.2f}s")
 
 
@@ -103,3 +115,4 @@ class BuildResult:
     kind: str  # python | node | static
     web: str | None  # the web command found by the builder (Procfile / package.json start)
     path_prefix: tuple[str, ...]  # directories to put first on PATH at runtime (venv bin)
+    layers: tuple[str, ...] = ()  # read-only directories the release needs (cached deps)

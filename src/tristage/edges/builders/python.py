@@ -1,20 +1,29 @@
-"""Python apps: a virtualenv per artifact whose dependencies come from a shared cache.
+"""Python apps: a virtualenv per artifact whose dependencies come from a cache.
 
 Dependencies are installed once per distinct set of dependency files into a cached
-virtualenv under `CACHE/python/<hash>`; each artifact gets a tiny venv of its own
-(`--without-pip`, ~50 ms) with a `.pth` file naming the artifact's code first and
-the cached site-packages second. Redeploying unchanged dependencies therefore
-costs one venv creation instead of an install.
+virtualenv under `CACHE/python/<hash>`, where CACHE belongs to one environment of
+one project: a build of another environment (a feature branch's, say) can neither
+read nor write it. Each artifact gets a tiny venv of its own (`--without-pip`,
+~50 ms) with a `.pth` file naming the artifact's code first and the cached
+site-packages second. Redeploying unchanged dependencies therefore costs one venv
+creation instead of an install.
+
+In the sandbox, an install runs in a fresh directory mounted at the cache entry's
+final path (a venv is not relocatable) and is renamed into place only when it
+succeeded; afterwards the entry is only ever mounted read-only, so no later build
+(nor a release) can change what a deployment that uses it runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shutil
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime import Mount
 from .base import BuildContext, BuildFailed
 
 DEP_FILES = (
@@ -25,6 +34,23 @@ DEP_FILES = (
     "setup.py",
     "setup.cfg",
 )
+COMPLETE = ".complete"
+
+# Runs inside the sandbox: the artifact's own venv and its .pth files.
+_VENV_SCRIPT = r"""
+import os, sys, venv
+venv_dir, deps = sys.argv[1], sys.argv[2]
+root = os.path.dirname(venv_dir)
+venv.EnvBuilder(with_pip=False, clear=True, symlinks=True).create(venv_dir)
+ver = "python%d.%d" % sys.version_info[:2]
+site = os.path.join(venv_dir, "lib", ver, "site-packages")
+code = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
+with open(os.path.join(site, "00-tristage-app.pth"), "w") as f:
+    f.write(code + "\n")
+if deps:
+    with open(os.path.join(site, "10-tristage-deps.pth"), "w") as f:
+        f.write(os.path.join(deps, "lib", ver, "site-packages") + "\n")
+"""
 
 
 def detect(root: Path) -> bool:
@@ -45,15 +71,6 @@ def deps_key(root: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def _site_packages(venv: Path) -> Path:
-    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    return venv / "lib" / ver / "site-packages"
-
-
-def _uses_cache(root: Path) -> bool:
-    return any((root / f).is_file() for f in ("requirements.txt", "pyproject.toml", "setup.py"))
-
-
 def _has_entries(root: Path) -> bool:
     """False for a requirements.txt with nothing but comments (and no pyproject)."""
     if (root / "pyproject.toml").is_file() or (root / "setup.py").is_file():
@@ -64,65 +81,103 @@ def _has_entries(root: Path) -> bool:
     )
 
 
-def _install(ctx: BuildContext, root: Path, venv: Path) -> None:
-    uv = shutil.which("uv", path=ctx.env.get("PATH"))
+@dataclass(frozen=True)
+class Plan:
+    """What the builder decided from the artifact as git gave it, before any step ran."""
+
+    uses_cache: bool
+    key: str
+    has_entries: bool
+    requirements: bool  # requirements.txt (else the project itself is installed)
+
+    @classmethod
+    def of(cls, root: Path) -> Plan:
+        uses = detect(root)
+        return cls(
+            uses_cache=uses,
+            key=deps_key(root) if uses else "",
+            has_entries=_has_entries(root) if uses else False,
+            requirements=(root / "requirements.txt").is_file(),
+        )
+
+
+def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
     py = str(venv / "bin" / "python")
-    env = {**ctx.env, "VIRTUAL_ENV": str(venv), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    if uv:
-        ctx.step("uv venv", [uv, "venv", "-q", "--python", base_python(), str(venv)], env=env)
-        installer = [uv, "pip", "install", "--python", py]
+    pip_cache = ctx.cache / "pip"
+    pip_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {
+        **ctx.env,
+        "VIRTUAL_ENV": str(venv),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_CACHE_DIR": str(pip_cache),
+    }
+    mounts = (mount, Mount(pip_cache, writable=True))
+    if not plan.has_entries:
+        ctx.step(
+            "python -m venv (no dependencies listed)",
+            [base_python(), "-m", "venv", "--without-pip", str(venv)],
+            env=env,
+            mounts=mounts,
+        )
     else:
-        ctx.step("python -m venv", [base_python(), "-m", "venv", str(venv)], env=env)
-        installer = [py, "-m", "pip", "install", "--no-input"]
-    if (root / "requirements.txt").is_file():
-        ctx.step("install requirements.txt", [*installer, "-r", "requirements.txt"], env=env)
-    elif (root / "pyproject.toml").is_file() or (root / "setup.py").is_file():
-        # the project's own code is taken from the artifact (first on sys.path)
-        ctx.step("install the project's dependencies", [*installer, "."], env=env)
-
-
-def build(ctx: BuildContext) -> tuple[str, ...]:
-    """Prepare `.venv` in the artifact; returns the PATH prefix for the release."""
-    root = ctx.artifact
-    deps = None
-    if _uses_cache(root):
-        key = deps_key(root)
-        cached = ctx.cache / "python" / key
-        if (cached / ".complete").is_file():
-            ctx.log.line(f"> dependencies: cache hit ({key})")
+        ctx.step("python -m venv", [base_python(), "-m", "venv", str(venv)], env=env,
+                 mounts=mounts)  # fmt: skip
+        installer = [py, "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
+        if plan.requirements:
+            ctx.step("install requirements.txt", [*installer, "-r", "requirements.txt"], env=env,
+                     mounts=mounts)  # fmt: skip
         else:
-            ctx.log.line(f"> dependencies: cache miss ({key}), installing")
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            # a venv is not relocatable: build it at its final path, mark it complete last
+            # the project's own code is taken from the artifact (first on sys.path)
+            ctx.step("install the project's dependencies", [*installer, "."], env=env,
+                     mounts=mounts)  # fmt: skip
+    ctx.step("seal the dependencies", ["/bin/sh", "-c", f"touch {venv}/{COMPLETE}"], env=env,
+             mounts=mounts)  # fmt: skip
+
+
+def _cached(ctx: BuildContext, plan: Plan) -> Path:
+    """The cache entry of the plan's dependencies, installed if it is not there yet."""
+    cached = ctx.cache / "python" / plan.key
+    if (cached / COMPLETE).is_file():
+        ctx.log.line(f"> dependencies: cache hit ({plan.key})")
+        return cached
+    ctx.log.line(f"> dependencies: cache miss ({plan.key}), installing")
+    cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not ctx.sandboxed:  # no mount namespace: build at the final path
+        shutil.rmtree(cached, ignore_errors=True)
+        cached.mkdir()
+        try:
+            _install(ctx, plan, cached, Mount(cached, writable=True))
+        except BuildFailed:
             shutil.rmtree(cached, ignore_errors=True)
+            raise
+        return cached
+    partial = cached.with_name(f"{plan.key}.partial-{secrets.token_hex(4)}")
+    partial.mkdir(mode=0o700)
+    try:
+        _install(ctx, plan, cached, Mount(partial, target=cached, writable=True))
+        if (partial / COMPLETE).is_file() and not (partial / COMPLETE).is_symlink():
             try:
-                if _has_entries(root):
-                    _install(ctx, root, cached)
-                else:
-                    ctx.step(
-                        "python -m venv (no dependencies listed)",
-                        [base_python(), "-m", "venv", "--without-pip", str(cached)],
-                    )
-            except BuildFailed:
-                shutil.rmtree(cached, ignore_errors=True)
-                raise
-            (cached / ".complete").write_text(key)
-        deps = _site_packages(cached)
-    venv = root / ".venv"
-    proc = subprocess.run(
-        [base_python(), "-m", "venv", "--without-pip", str(venv)],
-        capture_output=True,
-        text=True,
-        check=False,
+                partial.rename(cached)
+            except OSError:  # another build of the same environment got there first
+                pass
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    if not (cached / COMPLETE).is_file():
+        raise BuildFailed("the dependencies could not be installed", "see the build log above")
+    return cached
+
+
+def build(ctx: BuildContext, plan: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Prepare `.venv` in the artifact; returns (PATH prefix, read-only layers)."""
+    deps = _cached(ctx, plan) if plan.uses_cache else None
+    venv = ctx.artifact / ".venv"
+    layers = (str(deps),) if deps else ()
+    ctx.step(
+        "virtualenv",
+        [base_python(), "-c", _VENV_SCRIPT, str(venv), str(deps or "")],
+        mounts=tuple(Mount(Path(p)) for p in layers),
     )
-    if proc.returncode != 0:
-        raise BuildFailed(f"could not create the virtualenv: {proc.stderr.strip()}")
-    site = _site_packages(venv)
-    code = root / "src" if (root / "src").is_dir() else root
-    (site / "00-tristage-app.pth").write_text(f"{code}\n")
-    if deps is not None:
-        (site / "10-tristage-deps.pth").write_text(f"{deps}\n")
     ctx.log.line(
         f"> virtualenv ready ({'cached dependencies' if deps else 'standard library only'})"
     )
-    return (str(venv / "bin"),)
+    return (str(venv / "bin"),), layers

@@ -1,30 +1,39 @@
-"""Local processes: releases run as their own session on a loopback port.
+"""Local processes, sandboxed with bubblewrap (`sandbox`) or not (`unsandboxed`).
 
-A release is two processes in one new session: a log pump (the session leader)
-and the app, its child, whose stdout/stderr the pump writes redacted to the log.
-Both outlive the control plane (so a `kill -9` of it leaves releases serving) and
+A release is a log pump (the session leader, outside the sandbox) and the app,
+its child: `bwrap … -- COMMAND` for the sandbox, the command itself otherwise.
+Both outlive the control plane (a `kill -9` of it leaves releases serving); they
 are identified by pid *and* kernel start time, so a reused pid is never taken for
-a release.
+a release. Where cgroups are writable the app runs in a cgroup of its own with
+its limits, and stopping it kills the whole cgroup (children that called
+`setsid()` included); without cgroups (unsandboxed only) its process group is
+signalled. bwrap's `--die-with-parent` ties the sandbox to its pump: a pump that
+dies takes the app with it, so a release is never left running unsupervised.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...domain.limits import format_size
+from . import bwrap
+from .base import Handle, ProcessSpec, RuntimeError_, SandboxUnavailable, State, Status
+from .cgroups import Cgroup, CgroupError, hierarchy
 
-@dataclass(frozen=True)
-class Process:
-    pid: int
-    pgid: int
-    proc_start: str
+FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,77 +43,303 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def proc_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), None if gone."""
+    """The kernel's start time of `pid` (clock ticks since boot), None if it is gone.
+
+    Raises OSError when /proc cannot be read for another reason (out of file
+    descriptors): that is not an exit."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     # the command name may hold spaces and parentheses: split after the last ')'
     fields = data[data.rfind(")") + 2 :].split()
     if fields and fields[0] == "Z":
-        return None  # a zombie is not a running release
+        return None  # a zombie is not a running process
     return fields[19] if len(fields) > 19 else None
 
 
-def alive(proc: Process) -> bool:
-    return proc_start(proc.pid) == proc.proc_start
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    proc_start: str
+
+    def alive(self) -> bool:
+        return proc_start(self.pid) == self.proc_start
 
 
-def spawn(
-    argv: list[str] | str,
-    cwd: Path,
-    env: Mapping[str, str],
-    log_path: Path,
-    project: str,
-    home: Path,
-) -> tuple[Process, subprocess.Popen[bytes]]:
-    """Start a release (pump + app) in a new session; returns its leader process."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    shell = isinstance(argv, str)
-    cmd = [argv] if isinstance(argv, str) else list(argv)
-    leader = subprocess.Popen(
-        [sys.executable, "-I", "-m", "tristage.edges.runtime.logpump", str(log_path), "--", *cmd],
-        cwd=cwd,
-        env={
-            **env,
-            "TRISTAGE_PUMP_HOME": str(home),
-            "TRISTAGE_PUMP_PROJECT": project,
-            "TRISTAGE_PUMP_SHELL": "1" if shell else "0",
-        },
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    started = None
-    for _ in range(200):
-        started = proc_start(leader.pid)
-        if started:
-            break
-        time.sleep(0.001)
-    return Process(leader.pid, leader.pid, started or "?"), leader
-
-
-def signal_group(proc: Process, sig: int) -> bool:
-    if not alive(proc):
-        return False
+def _group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pgid, sig)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
     return True
 
 
-def stop(proc: Process, grace: float = 5.0) -> None:
-    """SIGTERM the release's process group, SIGKILL after `grace` seconds."""
-    if not signal_group(proc, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not alive(proc):
-            break
-        time.sleep(0.02)
+def _is_bwrap(pid: int, path: str) -> bool:
     try:
-        os.killpg(proc.pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return os.readlink(f"/proc/{pid}/exe") == path
+    except OSError:
+        return False
+
+
+def sandbox_problem(bwrap_path: str | None) -> str | None:
+    """Why the sandbox cannot run here (None when it can): checked by starting one."""
+    if bwrap_path is None:
+        return "bubblewrap (bwrap) is not installed"
+    h = hierarchy()
+    if not h.usable:
+        return f"cgroups are not usable: {h.problem}"
+    probe = bwrap.argv(
+        bwrap_path,
+        ProcessSpec("probe", ("/bin/true",), Path("/"), {}),
+        bwrap.SystemView.of_host(),
+    )
+    try:
+        proc = subprocess.run(probe, capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not run: {exc}"
+    if proc.returncode != 0:
+        return f"bwrap could not create its namespaces: {proc.stderr.decode().strip()}"
+    return None
+
+
+class LocalRuntime:
+    """Processes on this machine; `sandboxed` wraps each in bubblewrap."""
+
+    def __init__(self, sandboxed: bool = True, bwrap_path: str | None = None) -> None:
+        self.sandboxed = sandboxed
+        self.name = "sandbox" if sandboxed else "unsandboxed"
+        self._bwrap = bwrap_path or shutil.which("bwrap")
+        self._view: bwrap.SystemView | None = None
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._checked = False
+
+    # -- what runs ----------------------------------------------------------------
+    def check(self) -> None:
+        """Raise SandboxUnavailable when this runtime cannot run here."""
+        if not self.sandboxed or self._checked:
+            return
+        problem = sandbox_problem(self._bwrap)
+        if problem:
+            raise SandboxUnavailable(
+                f"the sandbox cannot run on this machine: {problem}",
+                "run 'tristage doctor' for how to fix it",
+            )
+        self._checked = True
+
+    def _argv(self, spec: ProcessSpec) -> tuple[list[str], dict[str, str]]:
+        if not self.sandboxed:
+            return spec.argv(), dict(spec.env)
+        self.check()
+        assert self._bwrap is not None
+        if self._view is None:
+            self._view = bwrap.SystemView.of_host()
+        return bwrap.argv(self._bwrap, spec, self._view), bwrap.sandbox_env(dict(spec.env))
+
+    def _cgroup(self, spec: ProcessSpec) -> Cgroup | None:
+        if not hierarchy().usable:
+            if self.sandboxed:
+                raise SandboxUnavailable(f"cgroups are not usable: {hierarchy().problem}")
+            return None
+        try:
+            return Cgroup.create(spec.name, spec.limits)
+        except CgroupError as exc:
+            raise RuntimeError_(f"could not set the limits of {spec.name}: {exc}") from None
+
+    # -- releases -------------------------------------------------------------------
+    def start(self, spec: ProcessSpec) -> Handle:
+        if spec.log_path is None:
+            raise RuntimeError_("a release needs a log file")
+        argv, env = self._argv(spec)
+        cgroup = self._cgroup(spec)
+        instructions = {
+            "argv": argv,
+            "cwd": str(spec.cwd),
+            "log": str(spec.log_path),
+            "cgroup": cgroup.to_json() if cgroup else None,
+            "redact": list(spec.redact),
+            "memory_limit": format_size(spec.limits.memory) if spec.limits.memory else None,
+        }
+        try:
+            pump = subprocess.Popen(
+                [sys.executable, "-I", "-m", "tristage.edges.runtime.logpump"],
+                cwd=spec.cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            if cgroup:
+                cgroup.remove()
+            raise
+        assert pump.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            pump.stdin.write(json.dumps(instructions).encode())
+        pump.stdin.close()
+        started = None
+        for _ in range(500):
+            started = proc_start(pump.pid)
+            if started:
+                break
+            time.sleep(0.001)
+        with self._lock:
+            self._children[pump.pid] = pump
+        return {
+            "runtime": self.name,
+            "pid": pump.pid,
+            "start": started or "?",
+            "cgroup": cgroup.to_json() if cgroup else None,
+        }
+
+    def _pump(self, handle: Handle) -> Process:
+        return Process(int(handle["pid"]), str(handle["start"]))
+
+    def _exit_code(self, pid: int) -> int | None:
+        with self._lock:
+            popen = self._children.get(pid)
+        if popen is None:
+            return None
+        code = popen.poll()
+        if code is None:
+            return None
+        # the pump exits with the app's code; 128+N for a signal
+        return -(code - 128) if code > 128 else code
+
+    def status(self, handle: Handle) -> Status:
+        pump = self._pump(handle)
+        try:
+            if pump.alive() and self._exit_code(pump.pid) is None:
+                return Status(State.running)
+        except OSError as exc:
+            if exc.errno in FD_ERRORS:
+                return Status(State.unknown, detail=f"cannot tell: {exc.strerror}")
+            raise
+        cgroup = Cgroup.from_json(handle["cgroup"]) if handle.get("cgroup") else None
+        try:
+            left = bool(cgroup.pids()) if cgroup else _group_alive(pump.pid)
+        except OSError as exc:
+            return Status(State.unknown, detail=f"cannot tell: {exc.strerror}")
+        oom = cgroup.oom_kills() > 0 if cgroup else False
+        limit = cgroup.memory_limit() if cgroup else None
+        detail = f"limit {format_size(limit)}" if oom and limit else ""
+        if left:
+            return Status(State.orphaned, None, oom, "its log pump is gone")
+        return Status(State.exited, self._exit_code(pump.pid), oom, detail)
+
+    def stop(self, handle: Handle, grace: float = 5.0) -> Status:
+        pump = self._pump(handle)
+        cgroup = Cgroup.from_json(handle["cgroup"]) if handle.get("cgroup") else None
+        deadline = time.monotonic() + grace
+        if cgroup is not None:
+            skip = {p for p in cgroup.pids() if self._bwrap and _is_bwrap(p, self._bwrap)}
+            cgroup.signal(signal.SIGTERM, skip)
+            while time.monotonic() < deadline and cgroup.pids():
+                time.sleep(0.02)
+            cgroup.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pump.pid, signal.SIGTERM)
+            while time.monotonic() < deadline and _group_alive(pump.pid):
+                time.sleep(0.02)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pump.pid, signal.SIGKILL)
+        # the pump ends at EOF of the app's output; make sure of it
+        for _ in range(100):
+            if not pump.alive() or self._exit_code(pump.pid) is not None:
+                break
+            time.sleep(0.01)
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pump.pid, signal.SIGKILL)
+        final = self.status(handle)
+        if cgroup is not None:
+            cgroup.remove()
+        with self._lock:
+            popen = self._children.pop(pump.pid, None)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(1.0)
+        return final
+
+    def adopt(self, handle: Handle) -> bool:
+        st = self.status(handle)
+        if st.state is State.running:
+            return True
+        if st.state is State.unknown:
+            return True  # keep it; the supervisor asks again
+        self.stop(handle, 0.5)  # orphaned (never doubled) or gone: clean up
+        return False
+
+    # -- one-offs -----------------------------------------------------------------------
+    def run(
+        self,
+        spec: ProcessSpec,
+        on_output: Callable[[str], None],
+        timeout: float,
+        cancel: Callable[[], bool] = lambda: False,
+    ) -> Status:
+        argv, env = self._argv(spec)
+        cgroup = self._cgroup(spec)
+
+        def preexec() -> None:
+            if cgroup is not None:
+                cgroup.add(os.getpid())
+
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=spec.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        except OSError as exc:
+            if cgroup is not None:
+                cgroup.remove()
+            raise RuntimeError_(f"could not start {spec.argv()[0]}: {exc.strerror}") from None
+        killed: list[str] = []
+
+        def kill(why: str) -> None:
+            killed.append(why)
+            if cgroup is not None:
+                cgroup.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        stop_watch = threading.Event()
+
+        def watch() -> None:
+            deadline = time.monotonic() + timeout
+            while not stop_watch.wait(0.1):
+                if cancel():
+                    kill("canceled")
+                    return
+                if time.monotonic() > deadline:
+                    kill(f"timed out after {timeout:g}s")
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                on_output(raw.decode(errors="replace").rstrip("\n"))
+            code = proc.wait()
+        finally:
+            stop_watch.set()
+            watcher.join()
+        oom = cgroup.oom_kills() > 0 if cgroup is not None else False
+        limit = cgroup.memory_limit() if cgroup is not None else None
+        if cgroup is not None:
+            cgroup.kill()
+            cgroup.remove()
+        detail = killed[0] if killed else (f"limit {format_size(limit)}" if oom and limit else "")
+        return Status(State.exited, code, oom, detail)

@@ -1,15 +1,22 @@
-"""`python -m tristage.edges.runtime.logpump LOG -- CMD...`: run a release, log its output.
+"""`python -I -m tristage.edges.runtime.logpump`: run a release, log its output redacted.
 
-The pump is the session leader of a release: it starts the app as its child with
-stdout/stderr on a pipe, copies that output line by line into LOG (redacted), and
-exits with the app's exit code. Because it is not a child of the control plane's
-pipes, the app's output keeps being captured when the control plane restarts.
-The values to redact are the project's secret values, read from the platform home
-(`TRISTAGE_PUMP_HOME`, `TRISTAGE_PUMP_PROJECT`) after the app has started.
+The pump is the session leader of a release, started by the runtime with its
+instructions as JSON on stdin (the command, the log file, the cgroup to put the
+app in, the secret values to redact): secrets travel through that pipe, never
+through the environment or the command line, and the pump needs neither the
+platform's state store nor its master key. It starts the app as its child with
+stdout/stderr on a pipe, copies that output line by line into the log (redacted),
+and exits with the app's exit code after writing how it ended (an exit code, a
+signal, or the kernel's out-of-memory killer).
+
+It never takes the release down: a full disk or a log file it cannot open drops
+lines (and says how many once it can write again) but keeps reading, so the app
+is never blocked on a pipe nor left running without its pump.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,53 +24,115 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 
-def _redactor(home: str | None, project: str | None) -> Callable[[str], str]:
-    if not project or not home:
-        return lambda s: s
-    try:
-        from tristage.api import Tristage
+def _redactor(values: list[str]) -> Callable[[str], str]:
+    from tristage.domain.variables import compile_redactor
 
-        api = Tristage(Path(home), actor="tristage")
-        return api.variables.redactor(project)
-    except Exception:  # the pump must never take the release down
-        return lambda s: s
+    return compile_redactor(values)
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+class LogFile:
+    """Appends lines to the log, private (0600); survives ENOSPC and a deleted directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dropped = 0
+        self._fh: IO[str] | None = None
+
+    def _open(self) -> IO[str] | None:
+        if self._fh is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o600)  # fmt: skip
+                self._fh = os.fdopen(fd, "a", encoding="utf-8")
+            except OSError:
+                return None
+        return self._fh
+
+    def write(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        fh = self._open()
+        if fh is None:
+            self.dropped += 1
+            return
+        try:
+            if self.dropped:
+                fh.write(f"{stamp} tristage: {self.dropped} lines dropped (the log was not"
+                         " writable: disk full?)\n")  # fmt: skip
+                self.dropped = 0
+            fh.write(f"{stamp} {line}\n")
+            fh.flush()
+        except OSError:
+            self.dropped += 1
+            self._fh = None
+            try:
+                fh.close()
+            except OSError:
+                pass
 
 
-def main(argv: list[str]) -> int:
-    # SIGTERM reaches the whole process group: the app stops, the pump drains to EOF.
+def _preexec(cgroup: dict[str, Any] | None) -> Callable[[], None]:
+    def run() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if cgroup is not None:
+            for d in cgroup["paths"].values():
+                with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+
+    return run
+
+
+def _oom_kills(cgroup: dict[str, Any] | None) -> int:
+    if cgroup is None:
+        return 0
+    from tristage.edges.runtime.cgroups import Cgroup
+
+    return Cgroup.from_json(cgroup).oom_kills()
+
+
+def ending(code: int, oom: bool, limit: str) -> str:
+    if oom:
+        return f"tristage: the process was killed: out of memory (limit {limit})"
+    if code < 0:
+        return f"tristage: the process was killed by signal {-code}"
+    return f"tristage: the process exited with code {code}"
+
+
+def main() -> int:
+    # SIGTERM reaches the app from the runtime; the pump drains its output to EOF.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    path = Path(argv[1])
-    cmd = argv[argv.index("--") + 1 :]
-    env = dict(os.environ)
-    home = env.pop("TRISTAGE_PUMP_HOME", None)
-    project = env.pop("TRISTAGE_PUMP_PROJECT", None)
-    shell = env.pop("TRISTAGE_PUMP_SHELL", "") == "1"
-    app = subprocess.Popen(
-        cmd[0] if shell else cmd,
-        shell=shell,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_default_signals,
-    )
-    redact = _redactor(home, project)
+    spec = json.loads(sys.stdin.read())
+    log = LogFile(Path(spec["log"]))
+    cgroup = spec.get("cgroup")
+    try:
+        redact = _redactor(spec.get("redact") or [])
+    except Exception:  # never start a release whose output would leak: redact every line
+        def redact(_line: str) -> str:
+            return "**** (the redactor could not be built)"
+    try:
+        app = subprocess.Popen(
+            spec["argv"],
+            cwd=spec["cwd"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_preexec(cgroup),
+        )
+    except OSError as exc:
+        log.write(f"tristage: could not start the process: {exc.strerror or exc}")
+        return 127
     assert app.stdout is not None
-    with path.open("a", encoding="utf-8") as out:
-        for raw in app.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {redact(line)}\n")
-            out.flush()
-    return app.wait()
+    for raw in app.stdout:
+        log.write(redact(raw.decode(errors="replace").rstrip("\n")))
+    code = app.wait()
+    log.write(ending(code, _oom_kills(cgroup) > 0, spec.get("memory_limit") or "?"))
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))
+    raise SystemExit(main())

@@ -3,10 +3,11 @@
 `Store` is the small interface every service uses; `SqliteStore` is the embedded
 implementation (WAL, one writer at a time, concurrent readers). A PostgreSQL
 implementation for a multi-machine control plane implements the same protocol:
-SQL is written in the portable subset (``?`` placeholders are translated).
+SQL is written in the portable subset (``?`` placeholders are translated), and the
+shared suite in ``tests/test_store_conformance.py`` runs against each implementation.
 """
 
-from .base import Row, Store
+from .base import Migration, Row, Store
 from .sqlite import SqliteStore, open_store
 
-__all__ = ["Row", "SqliteStore", "Store", "open_store"]
+__all__ = ["Migration", "Row", "SqliteStore", "Store", "open_store"]

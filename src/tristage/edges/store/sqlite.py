@@ -1,18 +1,24 @@
-"""The embedded SQLite state store (WAL; writes serialize, readers never block)."""
+"""The embedded SQLite state store (WAL; writes serialize, readers never block).
+
+Every PRAGMA the platform needs is set here, behind the `Store` protocol: WAL and
+NORMAL sync, a busy timeout, foreign keys, and ``secure_delete`` so replaced values
+are overwritten rather than left in freed pages (`scrub` then empties the WAL).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ...errors import StoreError
-from .base import Params, Row
+from ...paths import private_dir, private_file
+from .base import Migration, Params, Row
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -24,15 +30,16 @@ def _row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
 class SqliteStore:
     """One connection per thread; `transaction()` takes the write lock up front."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, migrations: Iterable[Migration] | None = None) -> None:
         self.path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        _private_files(path)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
-        migrate(self)
+        self.migrate(migration_files() if migrations is None else migrations)
 
     # -- connections ---------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -48,6 +55,7 @@ class SqliteStore:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA secure_delete=ON")
             self._local.conn = conn
             self._local.depth = 0
             with self._lock:
@@ -82,9 +90,6 @@ class SqliteStore:
             rowid = self._conn().execute(sql, params).lastrowid
             return int(rowid or 0)
 
-    def executescript(self, sql: str) -> None:
-        self._conn().executescript(sql)
-
     @contextmanager
     def transaction(self) -> Iterator[None]:
         conn = self._conn()
@@ -109,6 +114,39 @@ class SqliteStore:
         finally:
             self._local.depth = 0
 
+    def migrate(self, migrations: Iterable[Migration]) -> list[str]:
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (id TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        applied = set(self.applied_migrations())
+        done: list[str] = []
+        for mid, sql in sorted(migrations):
+            if mid in applied:
+                continue
+            with self.transaction():
+                if self.query_one("SELECT 1 FROM schema_migrations WHERE id=?", (mid,)):
+                    continue  # another process applied it since we looked
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)",
+                    (mid, time.time()),
+                )
+            done.append(mid)
+        return done
+
+    def applied_migrations(self) -> list[str]:
+        return [r["id"] for r in self.query("SELECT id FROM schema_migrations ORDER BY id")]
+
+    def scrub(self) -> bool:
+        try:
+            row = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:  # inside a transaction, or the file is locked
+            return False
+        return row is not None and not row["busy"]
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
@@ -132,6 +170,17 @@ def _wrapped() -> Iterator[None]:
         raise StoreError(f"the state store failed: {exc}", hint) from exc
 
 
+def _private_files(path: Path) -> None:
+    """The database 0600 before SQLite opens it: its WAL and shared-memory files take the
+    database file's mode when SQLite creates them. Those of an older, looser store are
+    tightened too."""
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)
+
+
 def _begin_immediate(conn: sqlite3.Connection) -> None:
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     while True:
@@ -145,8 +194,7 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Versioned schema migrations: `schema/NNNN_area.sql`, applied in name order,
-# each once, each in its own transaction.
+# The platform's schema: `schema/NNNN_area.sql`, applied by `migrate` in name order.
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -156,35 +204,6 @@ def migration_files() -> list[tuple[str, str]]:
         if entry.name.endswith(".sql"):
             out.append((entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
     return sorted(out)
-
-
-def migrate(store: SqliteStore) -> list[str]:
-    conn = store._conn()
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations"
-        " (id TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    applied = {r["id"] for r in store.query("SELECT id FROM schema_migrations")}
-    done: list[str] = []
-    for mid, sql in migration_files():
-        if mid in applied:
-            continue
-        _begin_immediate(conn)
-        try:
-            if store.query_one("SELECT 1 FROM schema_migrations WHERE id=?", (mid,)):
-                conn.execute("ROLLBACK")
-                continue
-            for statement in _statements(sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)", (mid, time.time())
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        done.append(mid)
-    return done
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,0 +1,127 @@
+"""A runtime for tests: no processes, each release an HTTP server thread on its port.
+
+It keeps the protocol's promises (a handle is JSON; stop leaves nothing running;
+status tells exited from running; adopt of a gone release is False) so the control
+plane's supervision, reconciling and crash handling can be tested in milliseconds.
+A test makes a release crash (`crash`), run out of memory (`crash(oom=True)`) or
+answer its health check with an error (`set_health`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .base import Handle, ProcessSpec, State, Status
+
+
+@dataclass
+class FakeProcess:
+    spec: ProcessSpec
+    server: ThreadingHTTPServer | None
+    health: int = 200
+    state: State = State.running
+    exit_code: int | None = None
+    oom: bool = False
+    log: list[str] = field(default_factory=list)
+
+
+class FakeRuntime:
+    name = "fake"
+    sandboxed = True
+
+    def __init__(self, serve: bool = True) -> None:
+        self.serve = serve
+        self.procs: dict[str, FakeProcess] = {}
+        self.started: list[ProcessSpec] = []
+        self.ran: list[ProcessSpec] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.run_result: Callable[[ProcessSpec], int] = lambda spec: 0
+
+    def _server(self, proc: FakeProcess) -> ThreadingHTTPServer | None:
+        port = int(proc.spec.env.get("PORT", "0") or 0)
+        if not self.serve or not port:
+            return None
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"fake {proc.spec.name}".encode()
+                self.send_response(proc.health)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def start(self, spec: ProcessSpec) -> Handle:
+        key = f"fake-{next(self._ids)}"
+        proc = FakeProcess(spec, None)
+        proc.server = self._server(proc)
+        with self._lock:
+            self.procs[key] = proc
+            self.started.append(spec)
+        return {"runtime": self.name, "id": key}
+
+    def _get(self, handle: Handle) -> FakeProcess | None:
+        return self.procs.get(str(handle.get("id")))
+
+    def status(self, handle: Handle) -> Status:
+        proc = self._get(handle)
+        if proc is None:
+            return Status(State.exited)
+        return Status(proc.state, proc.exit_code, proc.oom)
+
+    def _halt(self, proc: FakeProcess, code: int, oom: bool = False) -> None:
+        if proc.server is not None:
+            proc.server.shutdown()
+            proc.server.server_close()
+            proc.server = None
+        if proc.state is State.running:
+            proc.state, proc.exit_code, proc.oom = State.exited, code, oom
+
+    def stop(self, handle: Handle, grace: float = 5.0) -> Status:
+        proc = self._get(handle)
+        if proc is None:
+            return Status(State.exited)
+        self._halt(proc, -15)
+        return self.status(handle)
+
+    def adopt(self, handle: Handle) -> bool:
+        proc = self._get(handle)
+        return proc is not None and proc.state is State.running
+
+    def run(
+        self,
+        spec: ProcessSpec,
+        on_output: Callable[[str], None],
+        timeout: float,
+        cancel: Callable[[], bool] = lambda: False,
+    ) -> Status:
+        self.ran.append(spec)
+        on_output(f"fake: {spec.argv()[-1]}")
+        return Status(State.exited, self.run_result(spec))
+
+    # -- what a test does to a release ------------------------------------------------
+    def crash(self, handle: Handle, code: int = 1, oom: bool = False) -> None:
+        proc = self._get(handle)
+        assert proc is not None
+        self._halt(proc, -9 if oom else code, oom)
+
+    def set_health(self, handle: Handle, status: int) -> None:
+        proc = self._get(handle)
+        assert proc is not None
+        proc.health = status
+
+    def running(self) -> list[ProcessSpec]:
+        return [p.spec for p in self.procs.values() if p.state is State.running]

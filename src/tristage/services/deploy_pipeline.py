@@ -1,0 +1,99 @@
+"""The deploy pipeline: claim queued deployments, build, migrate, start, health-check.
+
+Builds run in a worker thread (one at a time by default) through the runtime's
+sandbox; only a release that passed its health check makes its deployment
+`ready` and its environment's alias move to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+from ..domain.deployments import Deployment, Status
+from ..edges.builders import BuildContext, BuildLog
+from ..errors import TristageError
+from . import pipeline_steps as steps
+from .plane_core import PlaneCore
+
+
+class DeployPipeline(PlaneCore):
+    """The deploy half of the control plane (mixed into `ControlPlane`)."""
+
+    async def claim_queued(self) -> None:
+        for dep in await self._db(self._claim_rows, 8 - len(self.pipelines)):
+            self.pipelines[dep.id] = self._spawn_task(self._pipeline(dep), f"deploy-{dep.id}")
+
+    def _claim_rows(self, slots: int) -> list[Deployment]:
+        """(store thread) Move up to `slots` queued deployments to `building`, oldest first."""
+        store = self.api.store
+        claimed: list[Deployment] = []
+        while len(claimed) < slots:
+            if (
+                store.query_one("SELECT 1 FROM deployments WHERE status=? LIMIT 1", ("queued",))
+                is None
+            ):
+                break  # the common case on a nudge: no write transaction
+            with store.transaction():
+                row = store.query_one(
+                    "SELECT * FROM deployments WHERE status=? ORDER BY seq LIMIT 1",
+                    (Status.queued.value,),
+                )
+                if row is None:
+                    break
+                store.execute(
+                    "UPDATE deployments SET status=?, updated_at=? WHERE id=?",
+                    (Status.building.value, time.time(), row["id"]),
+                )
+            claimed.append(Deployment.from_row({**row, "status": Status.building.value}))
+        return claimed
+
+    # -- the deploy pipeline -------------------------------------------------------
+    async def _pipeline(self, dep: Deployment) -> None:
+        log = BuildLog(
+            self.svc.log_path(dep.project, dep.id, build=True),
+            await self._db(self.api.variables.redactor, dep.project),
+        )
+        self.log(
+            f"{dep.id} {dep.project}/{dep.environment} {dep.branch}@{dep.commit[:7]}: building"
+        )
+        track = functools.partial(self._track, dep.id)
+        try:
+            runtime = await self.choose_runtime(dep, log)
+            async with self.build_slots:
+                artifact, web, build_hash, layers = await asyncio.to_thread(
+                    steps.build_artifact, self.api, dep, log, self._settings_for, track, runtime
+                )
+            dep = await self._db(
+                steps.mark_built, self.api, dep.id, artifact, web, build_hash, layers
+            )
+            await asyncio.to_thread(
+                steps.run_migration, self.api, dep, log, self._settings_for, track, runtime
+            )
+            log.line("> starting the release")
+            started = time.monotonic()
+            rel = await self.start_release(dep)
+            log.line(f"  healthy in {time.monotonic() - started:.2f}s on port {rel.port}")
+        except asyncio.CancelledError:
+            log.line("canceled: the control plane stopped")
+            raise
+        except (TristageError, OSError) as exc:
+            reason = str(exc)
+            log.line(f"error: {reason}")
+            await self.set_status(dep.id, Status.error, reason)
+            self.log(f"{dep.id} error: {reason}")
+            return
+        finally:
+            self.pipelines.pop(dep.id, None)
+            self.contexts.pop(dep.id, None)
+        rel.dep = await self._db(steps.mark_ready, self.api, dep)
+        await self.reconcile()
+        url = await self._db(self.svc.environment_url, dep.project, dep.environment)
+        log.line(f"ready: {url}")
+        log.close()
+        self.log(f"{dep.id} ready: {url}")
+
+    def _track(self, dep_id: str, ctx: BuildContext) -> None:
+        """Remember a deployment's running build step so shutdown can cancel it."""
+        self.contexts[dep_id] = ctx

@@ -1,0 +1,59 @@
+"""The health probe of a starting release: GET its health path until it answers 2xx/3xx.
+
+The request carries the environment's own host name (as the router would send
+it), so frameworks that check the Host header (Django's ALLOWED_HOSTS) answer.
+A process that exits, or that listens elsewhere than `$PORT`, is told apart from
+a slow one in the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+
+from ..edges.runtime import State, Status
+
+LOOPBACK = "127.0.0.1"
+
+
+async def probe(
+    port: int,
+    path: str,
+    timeout: float,
+    host: str | None,
+    state: Callable[[], Status],
+) -> tuple[bool, str]:
+    """(healthy, why not) after at most `timeout` seconds."""
+    url = f"http://{LOOPBACK}:{port}{path}"
+    headers = {"Host": host} if host else {}
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    refused = 0
+    delay = 0.02
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            st = state()
+            if st.state in (State.exited, State.orphaned):
+                return False, f"the web process {st.describe()} before answering its health check"
+            try:
+                resp = await client.get(url, headers=headers)
+                if resp.status_code < 400:
+                    return True, ""
+                last = f"HTTP {resp.status_code}"
+            except httpx.ConnectError:
+                refused += 1
+                last = "connection refused"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+    hint = ""
+    if last == "connection refused":
+        hint = f"; nothing listens on port {port}: the app must listen on $PORT (127.0.0.1)"
+    return (
+        False,
+        f"health check GET {path} did not answer 2xx/3xx within {timeout:g}s (last: {last}){hint}",
+    )

@@ -1,0 +1,225 @@
+"""The control plane's shared state and its release operations (start, restart,
+health, records), which the deploy pipeline, the reconciler and the supervisor use."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..domain.config import FILE_NAME, ProcessSettings, parse_config
+from ..domain.deployments import Deployment, Status
+from ..domain.monitor import Kind
+from ..edges import git
+from ..edges.builders import BuildContext, BuildLog
+from ..edges.homelock import HomeLock
+from ..edges.router import Router, RouteTable
+from ..edges.runtime import Runtime, free_port
+from . import pipeline_steps as steps
+from .health import probe
+from .release_records import ReleaseRecords
+from .releases import Release, StartFailed, Tuning, release_row
+from .runtimes import Runtimes
+from .supervisor import supervise
+
+if TYPE_CHECKING:
+    from ..api import Tristage
+
+T = TypeVar("T")
+
+
+class PlaneCore:
+    """What every part of the control plane shares."""
+
+    def __init__(
+        self,
+        api: Tristage,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        tuning: Tuning | None = None,
+        log: Callable[[str], None] | None = None,
+        runtimes: Runtimes | None = None,
+    ) -> None:
+        self.api = api
+        self.svc = api.deploys
+        self.host = host
+        self.port = port
+        self.tuning = tuning or Tuning.from_env()
+        self.runtimes = runtimes or Runtimes()
+        self._log = log or (lambda line: print(line, flush=True))
+        self.table = RouteTable()
+        self.router: Router | None = None
+        self.releases: dict[str, Release] = {}
+        self.bringing_up: set[str] = set()
+        self.pipelines: dict[str, asyncio.Task[None]] = {}
+        self.contexts: dict[str, BuildContext] = {}
+        self.failed_starts: dict[str, float] = {}
+        self.retiring: set[str] = set()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.build_slots = asyncio.Semaphore(self.tuning.builds)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._settings: dict[str, ProcessSettings] = {}
+        self.http: Any = None  # the HTTP API + dashboard server
+        self.dashboard_port: int | None = None
+        self.monitor_runner: Any = None
+        self.records = ReleaseRecords(api.store)
+        self._lock = HomeLock(api.home)
+        # the control plane's store work, one call at a time in issue order
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tristage-store")
+        self._reconciling = asyncio.Lock()
+
+    def log(self, msg: str) -> None:
+        self._log(f"{time.strftime('%H:%M:%S')} {msg}")
+
+    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report)
+        return task
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` (store work) on the store thread; the loop goes on meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store, functools.partial(fn, *args))
+
+    def _report(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log(f"internal error in {task.get_name()}: {type(exc).__name__}: {exc}")
+
+    async def reconcile(self) -> None:
+        """Make what runs and what is routed match the store (the reconciler's)."""
+        raise NotImplementedError
+
+    # -- releases ---------------------------------------------------------------
+    async def choose_runtime(self, dep: Deployment, log: BuildLog | None = None) -> Runtime:
+        """The runtime of `dep`'s environment by policy; a warning each time it is
+        not sandboxed (logged and audited)."""
+        cfg = await self._db(self.api.config_for, dep.project)
+        choice = await asyncio.to_thread(self.runtimes.choose, cfg, dep.environment)
+        if choice.warning:
+            self.log(f"{dep.id} warning: {choice.warning}")
+            if log is not None:
+                log.line(f"warning: {choice.warning}")
+            await self._db(functools.partial(
+                self.api.audit.record, "release.unsandboxed", project=dep.project,
+                environment=dep.environment, target=dep.id,
+                details={"runtime": choice.runtime.name},
+            ))  # fmt: skip
+        return choice.runtime
+
+    async def _spawn(self, dep: Deployment, port: int) -> tuple[Runtime, dict[str, Any]]:
+        settings = await self._db(self._settings_for, dep)
+        runtime = await self.choose_runtime(dep)
+        spec = await self._db(steps.release_spec, self.api, dep, port, settings)
+        handle = await asyncio.to_thread(runtime.start, spec)
+        return runtime, handle
+
+    async def start_release(self, dep: Deployment, port: int | None = None) -> Release:
+        if not dep.artifact or not dep.web or not os.path.isdir(dep.artifact):
+            raise StartFailed(f"deployment {dep.id} has no artifact", "redeploy it")
+        port = port or free_port()
+        runtime, handle = await self._spawn(dep, port)
+        rel = Release(dep, handle, port, runtime)
+        await self.save_release(rel)
+        ok, why = await self._health(rel)
+        if not ok:
+            await asyncio.to_thread(runtime.stop, handle, 1.0)
+            await self.forget_release(dep.id)
+            raise StartFailed(why, f"see 'tristage logs {dep.id}'")
+        rel.status = "healthy"
+        old = self.releases.get(dep.id)
+        self.releases[dep.id] = rel
+        await self.save_release(rel)
+        if old is None or old.task is None or old.task.done():
+            rel.task = self._spawn_task(supervise(self, rel), f"supervise-{dep.id}")
+        return rel
+
+    async def restart_in_place(self, rel: Release) -> tuple[bool, str]:
+        """(supervisor) A new process for `rel` on its port; (healthy, why not)."""
+        runtime, handle = await self._spawn(rel.dep, rel.port)
+        rel.runtime, rel.handle = runtime, handle
+        await self.save_release(rel)
+        ok, why = await self._health(rel)
+        if ok:
+            rel.status = "healthy"
+            await self.save_release(rel)
+        else:
+            await asyncio.to_thread(runtime.stop, handle, 1.0)
+        return ok, why
+
+    async def report_oom(self, rel: Release, how: str) -> None:
+        """A release was killed for memory: say so in the monitor's alerts."""
+        self.log(f"{rel.dep.id} {how}")
+        if self.monitor_runner is None:
+            return
+        cfg = await self._db(self.api.config_for, rel.dep.project)
+        await self._db(
+            self.monitor_runner.raise_alert, cfg, rel.dep.project, rel.dep.environment,
+            rel.dep.id, Kind.out_of_memory, "error",
+            f"{rel.dep.project}/{rel.dep.environment}: {rel.dep.id} was {how}",
+            {"deployment": rel.dep.id},
+        )  # fmt: skip
+
+    async def save_release(self, rel: Release) -> None:
+        """Record the release as it is now (its row is taken on the loop, written after)."""
+        await self._db(self.records.save, release_row(rel, time.time()))
+
+    async def forget_release(self, dep_id: str) -> None:
+        await self._db(self.records.forget, dep_id)
+
+    async def _health(self, rel: Release) -> tuple[bool, str]:
+        settings = await self._db(self._settings_for, rel.dep)
+        host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
+        return await probe(
+            rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state
+        )
+
+    # -- store helpers -------------------------------------------------------------
+    async def set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+        await self._db(self._set_status_now, dep_id, status, reason)
+
+    def _set_status_now(self, dep_id: str, status: Status, reason: str | None = None) -> None:
+        """(store thread) A deployment's new status, audited."""
+        row = self.api.store.query_one(
+            "SELECT project, environment FROM deployments WHERE id=?", (dep_id,)
+        )
+        self.api.store.execute(
+            "UPDATE deployments SET status=?, reason=?, updated_at=? WHERE id=?",
+            (status.value, reason, time.time(), dep_id),
+        )
+        if row is not None:
+            self.api.audit.record(
+                f"deploy.{status.value}",
+                project=row["project"],
+                environment=row["environment"],
+                target=dep_id,
+                details={"reason": reason} if reason else {},
+            )
+
+
+
+    def _settings_for(self, dep: Deployment) -> ProcessSettings:
+        cached = self._settings.get(dep.id)
+        if cached is not None:
+            return cached
+        cfg = self.api.config_for(dep.project)
+        # the commit's own tristage.toml, read from git: the artifact is what the
+        # deployment's code made of it and is never read back by the platform
+        text = git.show_file(self.svc.bare_repo(dep.project), dep.commit, FILE_NAME)
+        if text is not None:
+            cfg = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
+        settings = (
+            cfg.settings(dep.environment)
+            if dep.environment in cfg.environments
+            else (self.api.config_for(dep.project).settings(dep.environment))
+        )
+        self._settings[dep.id] = settings
+        return settings

@@ -1,0 +1,59 @@
+"""The `releases` table: the running instances of deployments, each with its runtime handle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..edges.runtime import Handle
+from ..edges.store.base import Store
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    deployment: str
+    handle: Handle
+    port: int
+    status: str
+    restarts: int
+    started_at: float
+
+
+def _row(r: dict[str, Any]) -> ReleaseRow:
+    try:
+        handle = json.loads(r["handle"])
+    except (TypeError, ValueError):
+        handle = {}
+    return ReleaseRow(
+        r["deployment"], handle if isinstance(handle, dict) else {}, int(r["port"]),
+        r["status"], int(r["restarts"]), float(r["started_at"]),
+    )  # fmt: skip
+
+
+class ReleaseRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def save(self, row: tuple[Any, ...]) -> None:
+        """(deployment, handle JSON, port, status, restarts, started_at)"""
+        self.store.execute(
+            "INSERT INTO releases (deployment, handle, port, status, restarts, started_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (deployment) DO UPDATE SET"
+            " handle=excluded.handle, port=excluded.port, status=excluded.status,"
+            " restarts=excluded.restarts",
+            row,
+        )
+
+    def forget(self, deployment: str) -> None:
+        self.store.execute("DELETE FROM releases WHERE deployment=?", (deployment,))
+
+    def clear(self) -> None:
+        self.store.execute("DELETE FROM releases")
+
+    def all(self) -> list[ReleaseRow]:
+        return [_row(r) for r in self.store.query("SELECT * FROM releases")]
+
+    def get(self, deployment: str) -> ReleaseRow | None:
+        r = self.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
+        return _row(r) if r else None
