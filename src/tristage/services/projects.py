@@ -1,5 +1,5 @@
-"""Projects: init, registration and the stored configuration (the `projects` table:
-this module holds all of its SQL).
+"""Projects: init, registration and the stored configuration (the `projects` table,
+through `project_records`).
 
 A project is registered the first time a command runs in its working copy, and its
 `tristage.toml` is stored with it on every run, so the control plane and the HTTP API
@@ -10,8 +10,6 @@ act on the last configuration the CLI validated. Each project has a random key s
 from __future__ import annotations
 
 import re
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from ..domain.presets import Preset, render
 from ..errors import Conflict, NotFound, UsageError
+from .project_records import project_names, project_row, save_project
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -91,39 +90,23 @@ class ProjectService:
         return ProjectRef(config.project.name, path.parent, config)
 
     def register(self, config: PipelineConfig, root: Path, text: str) -> None:
-        now = time.time()
         name = config.project.name
-        store = self.api.store
-        with store.transaction():
-            row = store.query_one("SELECT root, config FROM projects WHERE name=?", (name,))
-            if row is None:
-                store.execute(
-                    "INSERT INTO projects (name, root, config, key_salt, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, str(root), text, secrets.token_bytes(32), now, now),
-                )
-            elif row["config"] != text or row["root"] != str(root):
-                store.execute(
-                    "UPDATE projects SET root=?, config=?, updated_at=? WHERE name=?",
-                    (str(root), text, now, name),
-                )
-                self._configs.pop(name, None)
+        if save_project(self.api.store, name, str(root), text):
+            self._configs.pop(name, None)
 
     def names(self) -> list[str]:
         """Every registered project's name, in name order."""
-        return [r["name"] for r in self.api.store.query("SELECT name FROM projects ORDER BY name")]
+        return project_names(self.api.store)
 
     def get(self, name: str) -> ProjectRef:
-        row = self.api.store.query_one("SELECT root FROM projects WHERE name=?", (name,))
+        row = project_row(self.api.store, name)
         if row is None:
             raise NotFound(f"no project named {name!r}", "run 'tristage init' in its working copy")
         return ProjectRef(name, Path(row["root"]) if row["root"] else None, self.config(name))
 
     def config(self, project: str) -> PipelineConfig:
         """The project's last validated configuration (as stored by init/open)."""
-        row = self.api.store.query_one(
-            "SELECT config, updated_at FROM projects WHERE name=?", (project,)
-        )
+        row = project_row(self.api.store, project)
         if row is None:
             raise NotFound(f"no project named {project!r}", "run 'tristage init' first")
         cached = self._configs.get(project)
@@ -134,7 +117,7 @@ class ProjectService:
         return config
 
     def salt(self, project: str) -> bytes:
-        row = self.api.store.query_one("SELECT key_salt FROM projects WHERE name=?", (project,))
+        row = project_row(self.api.store, project)
         if row is None:
             raise NotFound(
                 f"no project named {project!r}",
