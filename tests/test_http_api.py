@@ -24,8 +24,9 @@ from test_deploy_helpers import (
     wait_for,
 )
 from tristage.api import Role, Tristage
-from tristage.http.app import HttpServer, build_app
+from tristage.http.app import build_app
 from tristage.http.ops import OPS
+from tristage.up import HttpServer
 
 pytestmark = pytest.mark.timeout(60)
 
