@@ -125,7 +125,7 @@ class SqliteStore:
         for mid, sql in sorted(migrations):
             if mid in applied:
                 continue
-            with self.transaction():
+            with self.transaction(), _wrapped():
                 if self.query_one("SELECT 1 FROM schema_migrations WHERE id=?", (mid,)):
                     continue  # another process applied it since we looked
                 for statement in _statements(sql):
