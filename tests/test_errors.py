@@ -154,3 +154,19 @@ def test_a_store_failure_on_the_ingest_url_is_a_5xx_not_an_unknown_source(
     status, body = post("clerk")
     assert (status, body["error"]) == (500, "store_failed"), body
     assert "no such table" in str(body["message"])
+
+
+def test_the_http_api_answers_each_error_with_its_own_status_and_code() -> None:
+    from tristage.http.app import tristage_error
+
+    for name in defined():
+        cls = getattr(errors, name)
+        exc = (
+            cls("tristage.toml", [errors.Problem("app.port", "not a port")])
+            if cls is errors.ConfigError
+            else cls("what went wrong", "how to fix it")
+        )
+        response = tristage_error(exc)
+        body = json.loads(bytes(response.body))
+        assert (response.status_code, body["error"]) == (cls.http_status, cls.code), name
+        assert body["message"] == exc.message and body["hint"] == exc.hint
