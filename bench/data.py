@@ -247,10 +247,11 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
             )
     finally:
         if engine == "postgres":
-            from tristage.edges.datastores.postgres import drop_database
+            from tristage.edges.datastores.postgres import drop_database, drop_role
 
             for env in ("production", "preview"):
                 drop_database(PG_SERVER, f"tristage_bench{token}_{env}")
+                drop_role(PG_SERVER, f"tristage_bench{token}_{env}")
         api.close()
     return results
 

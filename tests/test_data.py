@@ -24,7 +24,7 @@ from tristage.api import Tristage
 from tristage.domain.snapshot import JsonValue
 from tristage.edges import snapshot_io
 from tristage.edges.datastores import open_datastore
-from tristage.edges.datastores.postgres import drop_database
+from tristage.edges.datastores.postgres import drop_database, drop_role
 from tristage.edges.snapshot_io import SnapshotError
 from tristage.errors import TristageError, UsageError
 from tristage.services.data import BackupDamaged, ConfirmationRequired, SanitizeRefused
@@ -192,6 +192,7 @@ class Env:
         if self.engine == "postgres":
             for env in ("development", "preview", "production"):
                 drop_database(PG_SERVER, f"tristage_t{self.token}_{env}")
+                drop_role(PG_SERVER, f"tristage_t{self.token}_{env}")
 
 
 def _sqlite(p: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -228,10 +229,16 @@ def test_database_url_forms_and_shares(env: Env, api: Tristage, repo: Path) -> N
     url = env.url("production")
     if env.engine == "sqlite":
         assert url.startswith("sqlite:////") and Path(url[len("sqlite://") :]).is_file()
-    else:
-        assert url == f"{PG_SERVER}/tristage_t{env.token}_production"
-        with psycopg.connect(url) as conn:  # the database was created
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+    else:  # the environment's own role (and password) on the configured server
+        role = f"tristage_t{env.token}_production"
+        server = PG_SERVER.rsplit("@", 1)[-1]
+        assert url.startswith(f"postgresql://{role}:") and url.endswith(f"@{server}/{role}")
+        with psycopg.connect(url) as conn:  # the database was created, owned by the role
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (role,)
+            ).fetchone()
+            assert owner == (role,)
     # the simple preset: preview shares development's store
     api.init_project(repo, "simple", name="simpleapp", force=True)
     assert api.data.database_url("simpleapp", "preview") == api.data.database_url(

@@ -9,7 +9,7 @@ import pytest
 
 from tristage.domain.config import parse_config
 from tristage.domain.presets import render
-from tristage.domain.rules import Context, Finding, modules, run
+from tristage.domain.rules import Context, DatabaseAuth, Finding, modules, run
 from tristage.domain.rules.clerk import frontend_host
 from tristage.domain.rules.isolation import url_target
 from tristage.domain.variables import SHARED, Entry, looks_secret, resolve_all
@@ -29,6 +29,7 @@ def context(
     values: dict[str, dict[str, str]],
     toml: str = PRO,
     ages: dict[str, float] | None = None,
+    databases: dict[str, DatabaseAuth] | None = None,
 ) -> Context:
     config = parse_config(toml)
     entries = [
@@ -44,7 +45,13 @@ def context(
         for scope, vars_ in values.items()
         for name, value in vars_.items()
     ]
-    return Context(config=config, values=resolve_all(config, entries), now=NOW)
+    return Context(
+        config=config, values=resolve_all(config, entries), now=NOW, databases=databases or {}
+    )
+
+
+def auth(outcome: str, detail: str = "") -> DatabaseAuth:
+    return DatabaseAuth("db.internal:5432", "tristage_myapp_x", outcome, detail)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -55,6 +62,7 @@ class Case:
     expect: set[tuple[str, str, str | None]]  # (severity, environment, variable)
     toml: str = PRO
     ages: dict[str, float] = field(default_factory=dict)
+    databases: dict[str, DatabaseAuth] = field(default_factory=dict)
 
 
 CLERK_DEV = {
@@ -346,6 +354,50 @@ CASES = [
         toml=PRO + '\n[environments.production.database]\nurl = "/srv/prod.sqlite3"\n'
         '\n[environments.preview.database]\nurl = "/srv/../srv/prod.sqlite3"\n',
     ),
+    # -- database servers ---------------------------------------------------
+    Case(
+        "database-checks-passwords",
+        {},
+        "database",
+        set(),
+        databases={"production": auth("password"), "preview": auth("password")},
+    ),
+    Case(
+        "database-production-trusts",
+        {},
+        "database.no-password",
+        {("error", "production", None), ("warning", "preview", None)},
+        databases={"production": auth("trust"), "preview": auth("trust")},
+    ),
+    Case(
+        "database-development-trusts",
+        {},
+        "database.no-password",
+        {("warning", "development", None)},
+        databases={"development": auth("trust"), "production": auth("password")},
+    ),
+    Case(
+        "database-role-refused",
+        {},
+        "database.role-refused",
+        {("warning", "production", None)},
+        databases={"production": auth("other", 'no pg_hba.conf entry for host "10.0.0.5"')},
+    ),
+    Case(
+        "database-unreachable",
+        {},
+        "database.unreachable",
+        {("warning", "preview", None)},
+        databases={"preview": auth("unreachable", "Connection refused")},
+    ),
+    Case(  # a sharing environment is its owner's store: reported once, for the owner
+        "database-shared-store",
+        {},
+        "database.no-password",
+        {("warning", "development", None)},
+        toml=SIMPLE,
+        databases={"development": auth("trust"), "production": auth("password")},
+    ),
     # -- rotation ----------------------------------------------------------
     Case(
         "rotation-fresh",
@@ -382,13 +434,13 @@ def _matching(findings: list[Finding], rule: str) -> set[tuple[str, str, str | N
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rule(case: Case) -> None:
-    findings = run(context(case.values, case.toml, case.ages))
+    findings = run(context(case.values, case.toml, case.ages, case.databases))
     assert _matching(findings, case.rule) == case.expect, [f.line() for f in findings]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_findings_never_print_secret_values(case: Case) -> None:
-    findings = run(context(case.values, case.toml, case.ages))
+    findings = run(context(case.values, case.toml, case.ages, case.databases))
     secrets = [
         v
         for vars_ in case.values.values()
@@ -406,15 +458,18 @@ def test_every_rule_module_is_covered() -> None:
     assert names == {
         "clerk",
         "convex",
+        "database",
         "isolation",
         "keys",
         "required",
         "rotation",
+        "sandbox",
         "secrets",
         "stripe",
         "webhooks",
     }
-    covered = {c.rule.split(".")[0] for c in CASES}
+    # sandbox: test_sandbox_off_is_reported_for_preview_and_production
+    covered = {c.rule.split(".")[0] for c in CASES} | {"sandbox"}
     assert names <= covered
 
 
@@ -439,6 +494,21 @@ def test_simple_preset_preview_reports_development_values() -> None:
     assert "inherited from development" in found[0].message
 
 
+def test_database_findings_say_how_to_fix_the_server() -> None:
+    found = run(context({}, databases={"production": auth("trust")}))
+    (f,) = [f for f in found if f.rule == "database.no-password"]
+    assert "db.internal:5432" in f.message and "tristage_myapp_x" in f.message
+    assert "pg_hba.conf" in f.message and "scram-sha-256" in f.message and "trust" in f.message
+
+
+def test_relative_sqlite_paths_are_each_environment_own() -> None:
+    toml = (
+        PRO + '\n[environments.production.database]\nurl = "app.sqlite3"\n'
+        '\n[environments.preview.database]\nurl = "app.sqlite3"\n'
+    )
+    assert not [f for f in run(context({}, toml)) if f.rule == "isolation.database"]
+
+
 def test_frontend_host_decoding() -> None:
     assert frontend_host(pk("clerk.example.com")) == "clerk.example.com"
     assert frontend_host(pk("Clerk.Example.com", "live")) == "clerk.example.com"
@@ -461,3 +531,16 @@ def test_frontend_host_decoding() -> None:
 )
 def test_url_targets(a: str, b: str, same: bool) -> None:
     assert (url_target(a) == url_target(b)) is same
+
+
+def test_sandbox_off_is_reported_for_preview_and_production() -> None:
+    from tristage.domain.config import parse_config
+    from tristage.domain.presets import render
+    from tristage.domain.rules import Context, run
+
+    cfg = parse_config(render("professional", "shop"))
+    assert not [f for f in run(Context(config=cfg, values={}, now=0)) if f.rule == "sandbox.off"]
+    off = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"sandbox": "off"})})
+    found = {f.environment for f in run(Context(config=off, values={}, now=0))
+             if f.rule == "sandbox.off"}  # fmt: skip
+    assert found == {"preview", "production"}

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .services.data import DataService
     from .services.data_records import BackupInfo
     from .services.deploys import DeployService, Switch
+    from .services.doctor import Finding
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter, Summary
@@ -155,6 +156,12 @@ class Tristage:
         from .services.localdev import LocalDevService
 
         return LocalDevService(self)
+
+    def doctor(self) -> list[Finding]:
+        """What this machine has of what tristage needs (sandbox, cgroups, tools)."""
+        from .services.doctor import run_checks
+
+        return run_checks()
 
     def quickstart(
         self,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 def platform_home() -> Path:
@@ -19,29 +21,7 @@ def platform_home() -> Path:
 def private_dir(path: Path) -> Path:
     """Make sure directory `path` exists; what is created (it and missing parents) is
     0700 whatever the umask. An existing directory is left as it is."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:  # created concurrently: theirs
-            continue
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered through the umask
-    path.mkdir(exist_ok=True)  # raises if `path` is a file
-    return path
-
-
-def private_file(path: Path) -> None:
-    """Create `path` if missing; make it (and an existing one) 0600 whatever the umask."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o177:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    return private_mkdirs(path)
 
 
 def safe_child(root: Path, *parts: str) -> Path:
@@ -53,3 +33,73 @@ def safe_child(root: Path, *parts: str) -> Path:
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise UsageError(f"path {'/'.join(parts)!r} escapes {root}", "use a plain name")
     return candidate
+
+
+def private_dirs(root: Path, *parts: str) -> Path:
+    """The directory `root/parts...`, each level below `root` created or made 0700.
+
+    Modes are set with chmod, so they hold whatever the umask (mkdir only masks).
+    """
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+        if path.stat().st_mode & 0o7777 != 0o700:
+            path.chmod(0o700)
+    return path
+
+
+def private_mkdirs(path: Path) -> Path:
+    """Create the missing directories of `path`, each 0700 (existing ones are left alone)."""
+    missing: list[str] = []
+    base = path
+    while not base.exists() and base != base.parent:
+        missing.append(base.name)
+        base = base.parent
+    return private_dirs(base, *reversed(missing))
+
+
+def private_open(path: Path, exclusive: bool = False) -> BinaryIO:
+    """Open `path` for writing (truncated), as a 0600 file whatever the umask; with
+    `exclusive`, a file that already exists is an error (FileExistsError)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` if missing and make it 0600 (an existing file keeps its contents).
+
+    A symbolic link is refused (OSError ELOOP), never followed.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def make_private(path: Path) -> None:
+    """Make an existing file 0600 (or a directory 0700); nothing if it does not exist."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        return
+    want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+    if st.st_mode & 0o7777 != want:
+        path.chmod(want)

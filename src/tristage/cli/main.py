@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "open",
     "monitor",
     "dev",
+    "doctor",
 ]
 
 

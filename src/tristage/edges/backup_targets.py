@@ -1,5 +1,6 @@
 """Where backups are kept: a small protocol and a local-directory implementation.
 
+Backups are private: files 0600, directories 0700, whatever the umask.
 Publishing is atomic: a backup is written under a temporary name, flushed to disk,
 then renamed into place. Only published objects are listed, so a backup killed
 half-way never shows up (its temporary file is swept by `sweep`). An S3-compatible
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from ..errors import NotFound, UsageError
+from ..paths import make_private, private_mkdirs, private_open
 
 SUFFIX = ".tsbackup.zip"
 TMP_PREFIX = ".partial-"
@@ -76,9 +78,9 @@ class LocalDirectoryTarget:
         final = self._path(name)
         if final.exists():
             raise UsageError(f"backup {name} already exists")
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private(private_mkdirs(self.root))
         tmp = self.root / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-        f = open(tmp, "xb")  # noqa: SIM115 - closed on every path below
+        f = private_open(tmp, exclusive=True)
         try:
             yield f
             f.flush()

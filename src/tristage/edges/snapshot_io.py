@@ -37,6 +37,7 @@ from ..domain.snapshot import (
     infer_kind,
 )
 from ..errors import TristageError
+from ..paths import make_private, private_dirs, private_mkdirs, private_open
 from .datastores.base import Reader, SourcedRow
 
 ENC_MAGIC = b"TSENC1\n"
@@ -197,15 +198,19 @@ class Sink(Protocol):
 
 
 class DirSink:
+    """A snapshot directory: directories 0700, files 0600, whatever the umask."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True)
+        private_mkdirs(root.parent)
+        root.mkdir(mode=0o700)
+        make_private(root)
 
     @contextmanager
     def member(self, path: str) -> Iterator[IO[bytes]]:
         target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as f:
+        private_dirs(self.root, *Path(path).parent.parts)
+        with private_open(target) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -239,7 +244,7 @@ class ZipSink:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    with private_open(path) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

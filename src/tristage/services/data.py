@@ -84,6 +84,10 @@ class DataService:
         """The DATABASE_URL the app of `environment` receives (store created if needed)."""
         return self.stores.database_url(project, environment)
 
+    def data_dir(self, project: str, environment: str) -> Path:
+        """The environment's private data directory (0700), the one a release may write."""
+        return self.stores.data_dir(project, environment)
+
     def open_store(self, project: str, environment: str) -> DataStoreT:
         return self.stores.open_store(project, environment)
 

@@ -30,6 +30,7 @@ from ..edges.snapshot_io import (
     open_source,
 )
 from ..errors import NotFound, TristageError
+from ..paths import private_dirs
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -382,11 +383,10 @@ class BackupService:
 
     @contextmanager
     def _scratch(self, project: str, owner: str) -> Iterator[DataStoreT]:
-        url = self.stores.database_url(project, owner)
+        url = self.stores.admin_url(project, owner)
         token = secrets.token_hex(4)
         if url.startswith("sqlite:"):
-            path = self.api.home / "tmp" / f"drill-{project}-{owner}-{token}.sqlite3"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = private_dirs(self.api.home, "tmp") / f"drill-{project}-{owner}-{token}.sqlite3"
             try:
                 yield SqliteDataStore(path)
             finally:

@@ -25,6 +25,7 @@ from ..edges.snapshot_io import (
     remove_tree,
 )
 from ..errors import Conflict, NotFound, UsageError
+from ..paths import private_mkdirs, private_open
 from .data_records import (
     DataStoreT,
     ExportResult,
@@ -61,13 +62,13 @@ class SnapshotService:
         out = out.resolve()
         if out.exists():
             raise Conflict(f"{out} already exists", "choose another path with -o")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdirs(out.parent)
         tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
         try:
             with store.read() as r:
                 chosen = select_tables(r.tables(), tables, environment)
                 if fmt == "zip":
-                    with open(tmp, "xb") as f:
+                    with private_open(tmp, exclusive=True) as f:
                         sink: DirSink | ZipSink = ZipSink(f)
                         files = export_tables(r, chosen, sink, progress)
                         manifest = self.manifest(store, chosen, files, project, environment)

@@ -195,11 +195,14 @@ class DeployService:
 
     def alias_history(self, project: str, environment: str, limit: int | None = None) -> list[str]:
         """The deployments the environment served, oldest first (the last `limit`)."""
-        rows = self.api.store.query(
+        sql = (
             "SELECT deployment FROM alias_history WHERE project=? AND environment=?"
-            " ORDER BY id DESC LIMIT ?",
-            (project, environment, -1 if limit is None else limit),
+            " ORDER BY id DESC"
         )
+        params: tuple[object, ...] = (project, environment)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        rows = self.api.store.query(sql, params)
         return [r["deployment"] for r in reversed(rows)]
 
     def ready_ids(self, project: str, environment: str) -> set[str]:

@@ -63,9 +63,16 @@ def environment_cache(api: Tristage, project: str, environment: str) -> Path:
     return path
 
 
-def data_dir(api: Tristage, dep: Deployment) -> Path:
-    """The environment's data directory: the only writable place of a release."""
-    return api.data.stores.data_dir(dep.project, dep.environment)
+def data_dirs(api: Tristage, dep: Deployment) -> list[Path]:
+    """The environment's data directory, the only writable place of a release (and the
+    directory of a SQLite file the configuration puts elsewhere)."""
+    dirs = [api.data.data_dir(dep.project, dep.environment)]
+    url = api.data.database_url(dep.project, dep.environment)
+    if url.startswith("sqlite:///"):
+        parent = Path(url.removeprefix("sqlite://")).parent
+        if parent not in dirs:
+            dirs.append(parent)
+    return dirs
 
 
 def release_mounts(api: Tristage, dep: Deployment) -> tuple[Mount, ...]:
@@ -73,7 +80,7 @@ def release_mounts(api: Tristage, dep: Deployment) -> tuple[Mount, ...]:
     return (
         Mount(Path(dep.artifact)),
         *(Mount(Path(layer)) for layer in dep.layers),
-        Mount(data_dir(api, dep), writable=True),
+        *(Mount(d, writable=True) for d in data_dirs(api, dep)),
     )
 
 

@@ -19,6 +19,7 @@ from ..domain.deployments import Deployment, Status, warm_set
 from ..edges.router import Route
 from ..errors import TristageError
 from .plane_core import PlaneCore
+from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release
 
 
@@ -133,7 +134,7 @@ class Reconciler(PlaneCore):
             if desired and desired != routed and desired in ready:
                 wanted.add(desired)
         drain: dict[str, float] = {}
-        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+        for project in project_names(store):
             try:
                 cfg = self.api.config_for(project)
             except TristageError:
@@ -188,7 +189,7 @@ class Reconciler(PlaneCore):
         """(store thread) Each project's hosts: aliases, branches and deployments."""
         store = self.api.store
         out: list[ProjectRoutes] = []
-        for project in [r["name"] for r in store.query("SELECT name FROM projects")]:
+        for project in project_names(store):
             try:
                 cfg = self.api.config_for(project)
             except TristageError:

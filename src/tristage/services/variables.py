@@ -431,7 +431,12 @@ class VariableService:
         values = resolve_all(
             config, self.entries(project), {environment: branch} if environment else None
         )
-        ctx = Context(config=config, values=values, now=time.time() if now is None else now)
+        ctx = Context(
+            config=config,
+            values=values,
+            now=time.time() if now is None else now,
+            databases=self.api.data.stores.auth_facts(project, environment),
+        )
         return run(ctx, environment)
 
     # -- the deploy engine's contract ----------------------------------------
@@ -476,4 +481,7 @@ class VariableService:
         Values shorter than `MIN_REDACT` (6) characters are left alone; one compiled
         pattern covers all secrets (and URL passwords and lines of multi-line secrets).
         """
-        return compile_redactor(e.value for e in self.entries(project) if e.secret)
+        return compile_redactor(
+            [e.value for e in self.entries(project) if e.secret]
+            + self.api.data.stores.secret_values(project)
+        )

@@ -14,12 +14,13 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
-from ._base import ERROR, WARNING, Context, Finding, RuleViolation, Severity
+from ._base import ERROR, WARNING, Context, DatabaseAuth, Finding, RuleViolation, Severity
 
 __all__ = [
     "ERROR",
     "WARNING",
     "Context",
+    "DatabaseAuth",
     "Finding",
     "RuleViolation",
     "Severity",

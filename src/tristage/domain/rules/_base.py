@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal
 
@@ -53,12 +53,27 @@ class RuleViolation(TristageError):
 
 
 @dataclass(frozen=True)
+class DatabaseAuth:
+    """What an environment's PostgreSQL server did with its role and a wrong password."""
+
+    server: str  # host:port, no credentials
+    role: str
+    # password: refused for the password; trust: accepted anyway; other: refused for
+    # another reason (no pg_hba.conf line, ident, ...); unreachable: no answer
+    outcome: Literal["password", "trust", "other", "unreachable"]
+    detail: str = ""  # what the server (or the client) said; never a secret
+
+
+@dataclass(frozen=True)
 class Context:
-    """Everything rules read: the configuration, every environment's resolved variables."""
+    """Everything rules read: the configuration, every environment's resolved variables,
+    and the facts the services gathered about the data stores."""
 
     config: PipelineConfig
     values: Mapping[str, Mapping[str, Resolved]]  # environment -> name -> resolved
     now: float
+    # owner environment -> how its PostgreSQL server answered the password probe
+    databases: Mapping[str, DatabaseAuth] = field(default_factory=dict)
 
     # -- views -------------------------------------------------------------
     @property

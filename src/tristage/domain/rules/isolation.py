@@ -59,7 +59,11 @@ def url_target(url: str) -> Target:
 def config_target(project: str, env: str, db: DatabaseConfig) -> Target | None:
     """What an environment's `database` table points at, or None for its own default."""
     if db.engine == "sqlite":
-        return url_target(db.url) if db.url else None
+        if not db.url:
+            return None
+        target = url_target(db.url)
+        # a relative path lies inside the environment's own data directory: distinct
+        return target if target[1].startswith(("/", "~")) else None
     if db.name is None:
         return None  # the default name includes the environment: distinct
     server = url_target(db.url or "postgresql://127.0.0.1:5432")

@@ -11,11 +11,12 @@ from .postgres import PostgresDataStore
 from .sqlite import SqliteDataStore, path_from_url
 
 
-def open_datastore(url: str) -> SqliteDataStore | PostgresDataStore:
+def open_datastore(url: str, role: str | None = None) -> SqliteDataStore | PostgresDataStore:
+    """The store at `url`; on PostgreSQL, writes run as `role` if given."""
     if url.startswith("sqlite:///"):
         return SqliteDataStore(path_from_url(url))
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDataStore(url)
+        return PostgresDataStore(url, role)
     raise DataStoreError(
         f"unsupported database URL scheme in {url.split('://', 1)[0]!r}",
         "use sqlite:////absolute/path or postgresql://host:port/dbname",
@@ -33,4 +34,5 @@ __all__ = [
     "SqliteDataStore",
     "Writer",
     "open_datastore",
+    "path_from_url",
 ]

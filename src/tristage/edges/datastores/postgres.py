@@ -14,7 +14,8 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote as urlquote
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -106,13 +107,17 @@ def _redact(url: str) -> str:
 def ensure_database(server_url: str, dbname: str) -> str:
     """Create `dbname` on the server if it does not exist; returns its URL."""
     with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone()
-        if not exists:
-            try:
-                conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
-            except psycopg.errors.DuplicateDatabase:
-                pass
+        _create_database(conn, dbname)
     return with_database(server_url, dbname)
+
+
+def _create_database(conn: psycopg.Connection[Any], dbname: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone()
+    if not exists:
+        try:
+            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            pass
 
 
 def drop_database(server_url: str, dbname: str) -> None:
@@ -120,6 +125,175 @@ def drop_database(server_url: str, dbname: str) -> None:
         conn.execute(
             pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(dbname))
         )
+
+
+def drop_role(server_url: str, role: str) -> None:
+    """Drop a login role (after the databases it owns are dropped)."""
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`url` with its user and password replaced (host, port, database, query kept)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    auth = f"{urlquote(user, safe='')}:{urlquote(password, safe='')}"
+    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def server_of(url: str) -> str:
+    """host:port of a server URL, without credentials (for messages)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+_NOT_SYSTEM = "{n}.nspname !~ '^pg_' AND {n}.nspname <> 'information_schema'"
+_NOT_EXTENSION = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass"
+    " AND d.objid = {oid} AND d.deptype = 'e')"
+)
+_REL_KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW",
+              "f": "FOREIGN TABLE", "S": "SEQUENCE"}  # fmt: skip
+# objects of an environment's database its role must own, as (SQL keyword, name) rows
+_FOREIGN_OWNED = [
+    (
+        "SELECT 'SCHEMA', quote_ident(n.nspname) FROM pg_namespace n"
+        f" WHERE {_NOT_SYSTEM.format(n='n')} AND n.nspowner <> %(role)s::regrole"
+        " AND n.nspowner <> coalesce(to_regrole('pg_database_owner'), 0)"
+        f" AND {_NOT_EXTENSION.format(catalog='pg_namespace', oid='n.oid')}"
+    ),
+    (
+        "SELECT c.relkind::text, c.oid::regclass::text FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE {_NOT_SYSTEM.format(n='n')} AND c.relowner <> %(role)s::regrole"
+        " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
+        f" AND {_NOT_EXTENSION.format(catalog='pg_class', oid='c.oid')}"
+        # a sequence owned by a column changes owner with its table
+        " AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d"
+        "  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"
+        "  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))"
+        " ORDER BY c.relkind = 'S', c.oid"
+    ),
+    (
+        "SELECT 'ROUTINE', p.oid::regprocedure::text FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace"
+        f" WHERE {_NOT_SYSTEM.format(n='n')} AND p.proowner <> %(role)s::regrole"
+        f" AND {_NOT_EXTENSION.format(catalog='pg_proc', oid='p.oid')}"
+    ),
+    (
+        "SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text"
+        " FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+        f" WHERE {_NOT_SYSTEM.format(n='n')} AND t.typowner <> %(role)s::regrole"
+        " AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND"
+        "  (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))"
+        f" AND {_NOT_EXTENSION.format(catalog='pg_type', oid='t.oid')}"
+    ),
+]
+
+
+def provision(server_url: str, dbname: str, role: str, password: str, create: bool = True) -> bool:
+    """Give database `dbname` its own login role (idempotent); False if the database does
+    not exist and `create` is False.
+
+    The role can log in with `password` (sent as a SCRAM verifier, never in the clear)
+    and has no other power (no superuser, createdb, createrole, replication, bypassrls);
+    it owns the database and every object in it (objects created before, e.g. by the
+    admin, are handed over); PUBLIC loses CONNECT (and TEMPORARY) on the database, so
+    no other role of the server can open it, the admin's own sessions aside.
+    """
+    ident = pgsql.Identifier(role)
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        if create:
+            _create_database(conn, dbname)
+        elif not conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (dbname,)).fetchone():
+            return False
+        verifier = conn.pgconn.encrypt_password(
+            password.encode(), role.encode(), b"scram-sha-256"
+        ).decode()
+        powers = conn.execute(
+            "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls"
+            " FROM pg_roles WHERE rolname=%s",
+            (role,),
+        ).fetchone()
+        try:
+            if powers is None:
+                try:
+                    conn.execute(
+                        pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                            ident, pgsql.Literal(verifier)
+                        )
+                    )
+                except psycopg.errors.DuplicateObject:  # created meanwhile
+                    powers = (False,)
+            if powers is not None:
+                conn.execute(
+                    pgsql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        ident, pgsql.Literal(verifier)
+                    )
+                )
+                if powers[0]:
+                    conn.execute(
+                        pgsql.SQL(
+                            "ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                            " NOBYPASSRLS"
+                        ).format(ident)
+                    )
+            # the admin must be a member of the role to hand it the database and to
+            # write as it (a superuser is one implicitly)
+            member = conn.execute(
+                "SELECT rolsuper OR pg_has_role(current_user, %s, 'MEMBER')"
+                " FROM pg_roles WHERE rolname = current_user",
+                (role,),
+            ).fetchone()
+            if not (member and member[0]):
+                conn.execute(pgsql.SQL("GRANT {} TO current_user").format(ident))
+            db = pgsql.Identifier(dbname)
+            conn.execute(pgsql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, ident))
+            conn.execute(pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DataStoreError(
+                f"cannot give database {dbname} its own role {role}: {_reason(exc)}",
+                "the user of environments.<env>.database.url must be a superuser or have "
+                "CREATEROLE (and own the database)",
+            ) from None
+    with _connect(with_database(server_url, dbname)) as conn, conn.transaction():
+        for query in _FOREIGN_OWNED:
+            for kind, name in conn.execute(query, {"role": role}).fetchall():
+                keyword = _REL_KINDS.get(kind, kind)
+                conn.execute(
+                    pgsql.SQL("ALTER {} {} OWNER TO {}").format(
+                        pgsql.SQL(keyword), pgsql.SQL(name), ident
+                    )
+                )
+    return True
+
+
+AuthOutcome = Literal["password", "trust", "other", "unreachable"]
+
+
+def probe_auth(url: str, role: str) -> tuple[AuthOutcome, str]:
+    """Does the server check `role`'s password? Connects with a wrong one.
+
+    "trust": the connection was accepted anyway; "password": refused for the password;
+    "other": refused for another reason (pg_hba.conf has no line for it, ident, ...);
+    "unreachable": no answer. The second item says what the server said.
+    """
+    wrong = with_credentials(url, role, "wrong-" + secrets.token_urlsafe(18))
+    try:
+        psycopg.connect(wrong, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        said = text.split("FATAL:", 1)[-1].strip()
+        if "password authentication failed" in text:
+            return "password", said
+        if "FATAL:" in text:
+            return "other", said
+        return "unreachable", said
+    return "trust", "a wrong password was accepted"
 
 
 def _dump(v: Any) -> Any:
@@ -189,10 +363,17 @@ def _jsonl_query(table: Table, order: str) -> str | None:
 
 
 class PostgresDataStore:
+    """A database, opened with `url` (tristage's admin credentials).
+
+    With `role`, writes run as that role (`SET LOCAL ROLE`), so tables a restore,
+    import or clone creates belong to the environment's role, as the app's own do.
+    """
+
     engine = ENGINE
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, role: str | None = None) -> None:
         self.url = url
+        self.role = role
 
     @contextmanager
     def read(self) -> Iterator[PostgresSession]:
@@ -206,6 +387,8 @@ class PostgresDataStore:
         conn = _connect(self.url)
         try:
             with conn.transaction():
+                if self.role:
+                    conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(self.role)))
                 yield PostgresSession(conn)
         finally:
             conn.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sqlite3
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,7 +23,8 @@ from ...domain.snapshot import (
     Table,
     decode_value,
 )
-from .base import BATCH_ROWS, LoadError, SourcedRow, batched, quote
+from ...paths import make_private, private_file, private_mkdirs
+from .base import BATCH_ROWS, DataStoreError, LoadError, SourcedRow, batched, quote
 
 ENGINE = "sqlite"
 
@@ -111,7 +114,61 @@ def _order(table: Table) -> str:
 def path_from_url(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:////absolute/path)")
-    return Path(url[len("sqlite://") :])
+    return Path("/" + url[len("sqlite:///") :].lstrip("/"))
+
+
+# Files SQLite keeps beside a database: they belong to it and move with it.
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def sidecars(path: Path) -> list[Path]:
+    return [Path(f"{path}{suffix}") for suffix in SIDECARS]
+
+
+def check_files(path: Path) -> None:
+    """Refuse a database (or one of its -wal/-shm/-journal) that is not a regular file.
+
+    The directory of an environment's database is writable by its app: a symbolic
+    link left there must never lead tristage to read or write another file.
+    """
+    for p in (path, *sidecars(path)):
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise DataStoreError(
+                f"{p} is {what}; a SQLite data store and its -wal/-shm files must be regular files",
+                f"remove {p} (and restore the database from a backup if it was replaced)",
+            )
+
+
+def prepare_file(path: Path) -> Path:
+    """Create the database file if missing; it and its -wal/-shm are made 0600.
+
+    SQLite gives the -wal and -shm it creates the mode of the database file, so a
+    private database stays private whatever the umask.
+    """
+    check_files(path)
+    private_mkdirs(path.parent)
+    private_file(path)
+    for p in sidecars(path):
+        make_private(p)
+    return path
+
+
+def move_database(old: Path, new: Path) -> bool:
+    """Move a database file with its -wal/-shm/-journal (sidecars first, the file last,
+    so an interrupted move is finished by the next call); never replaces `new`."""
+    if new.exists() or not old.is_file():
+        return False
+    check_files(old)
+    for src, dst in zip(sidecars(old), sidecars(new), strict=True):
+        if src.exists():
+            os.replace(src, dst)
+    os.replace(old, new)
+    return True
 
 
 class SqliteDataStore:
@@ -122,7 +179,7 @@ class SqliteDataStore:
         self.url = f"sqlite:///{self.path}"
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
