@@ -14,8 +14,7 @@ import pytest
 from conftest import git, run_cli
 from test_deploy_helpers import ControlPlane, commit, deployment_id, make_project, push
 from test_http_api import ApiServer
-from tristage.api import Tristage
-from tristage.http.auth import Role, Tokens
+from tristage.api import Role, Tristage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +29,7 @@ def server(home: Path, api: Tristage, repo: Path) -> Iterator[ApiServer]:
 
 @pytest.fixture
 def tokens(api: Tristage) -> dict[str, str]:
-    t = Tokens(api)
+    t = api.tokens
     return {role.value: t.create(f"{role.value}-1", role).token for role in Role}
 
 
@@ -147,7 +146,7 @@ def test_forms_need_the_csrf_token_and_the_role(
     # revoking a token ends its dashboard sessions
     with browser(server.url) as again:
         sign_in(again, tokens["admin"])
-        Tokens(api).revoke("admin-1")
+        api.tokens.revoke("admin-1")
         assert again.get("/").status_code == 303
 
 

@@ -23,10 +23,10 @@ from test_deploy_helpers import (
     push,
     wait_for,
 )
-from tristage.api import Tristage
-from tristage.http.app import HttpServer, build_app
-from tristage.http.auth import Role, Tokens
+from tristage.api import Role, Tristage
+from tristage.http.app import build_app
 from tristage.http.ops import OPS
+from tristage.up import HttpServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,7 +86,7 @@ def server(home: Path, shop: str) -> Iterator[ApiServer]:
 
 @pytest.fixture
 def tokens(api: Tristage) -> dict[str, str]:
-    t = Tokens(api)
+    t = api.tokens
     return {role.value: t.create(f"{role.value}-1", role).token for role in Role}
 
 

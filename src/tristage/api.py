@@ -1,61 +1,99 @@
 """The Python API: the one entry the CLI, the HTTP API and the dashboard call.
 
 `Tristage` is platform-wide (one platform home, many projects). Services hang off it
-as lazily-built attributes (`deploys`, `variables`, `data`, `webhooks`), each
-taking the project name explicitly.
+as lazily-built attributes (`deploys`, `variables`, `data`, `webhooks`, `tokens`, ...),
+each taking the project name explicitly.
+
+The faces import only this module, `tristage.errors` and `tristage.domain`: the
+records services return (a `Delivery`, a `BackupInfo`, an `AuditEvent`, a `Switch`,
+...) are re-exported here. Those of heavy modules are imported when first asked for,
+so that a command does not load every service to start.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import time
-from dataclasses import dataclass
+import importlib
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .domain import branches
-from .domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
-from .domain.presets import Preset, render
+from .domain.config import PipelineConfig
+from .domain.deployments import Deployment, Status
+from .domain.presets import Preset
 from .edges.secrets import SecretBox
 from .edges.store import Store, open_store
-from .errors import Conflict, NotFound, UsageError
+from .errors import NotFound
 from .paths import platform_home, private_dir
-from .services.audit import AuditLog, current_actor
+from .services.audit import AuditEvent, AuditLog, current_actor
+from .services.projects import InitResult, ProjectRef, ProjectService
+from .services.tokens import NAME_RE as TOKEN_NAME_RE
+from .services.tokens import NewToken, Role, TokenInfo, TokenService, require
 
 if TYPE_CHECKING:
+    from .edges.router.stats import DeploymentStats
+    from .edges.snapshot_io import Progress
     from .services.data import DataService
-    from .services.deploys import DeployService
+    from .services.data_records import BackupInfo
+    from .services.deploys import DeployService, Switch
     from .services.doctor import Finding
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
-    from .services.quickstart import Quickstart, Reporter
+    from .services.quickstart import Quickstart, Reporter, Summary
     from .services.variables import VariableService
+    from .services.webhook_records import Delivery
     from .services.webhooks import WebhookService
 
+# Records re-exported lazily: name -> the module that defines it (see `__getattr__`).
+LAZY: dict[str, str] = {
+    "BackupInfo": ".services.data_records",
+    "Delivery": ".services.webhook_records",
+    "DeploymentStats": ".edges.router.stats",
+    "Progress": ".edges.snapshot_io",
+    "Quickstart": ".services.quickstart",
+    "Reporter": ".services.quickstart",
+    "Summary": ".services.quickstart",
+    "Switch": ".services.deploys",
+}
 
-@dataclass(frozen=True)
-class InitResult:
-    path: Path
-    project: str
-    preset: str
-    notes: list[str]  # what else init set up (hosted repository, git remote)
+__all__ = [
+    "TOKEN_NAME_RE",
+    "AuditEvent",
+    "BackupInfo",
+    "Delivery",
+    "Deployment",
+    "DeploymentStats",
+    "InitResult",
+    "NewToken",
+    "Progress",
+    "ProjectRef",
+    "Quickstart",
+    "Reporter",
+    "Role",
+    "Status",
+    "Summary",
+    "Switch",
+    "TokenInfo",
+    "TokenService",
+    "Tristage",
+    "require",
+]
 
 
-@dataclass(frozen=True)
-class ProjectRef:
-    name: str
-    root: Path | None
-    config: PipelineConfig
+def __getattr__(name: str) -> Any:
+    module = LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
 
 
 class Tristage:
     def __init__(self, home: Path | None = None, actor: str | None = None) -> None:
         self.home = private_dir(home or platform_home()).resolve()
         self.actor = actor or current_actor()
-        self._config_cache: dict[str, tuple[float, PipelineConfig]] = {}
 
     # -- edges -----------------------------------------------------------
     @cached_property
@@ -75,6 +113,14 @@ class Tristage:
             self.store.close()
 
     # -- services (each module owns its area) ---------------------------
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self)
+
+    @cached_property
+    def project_service(self) -> ProjectService:
+        return ProjectService(self)
+
     @cached_property
     def deploys(self) -> DeployService:
         from .services.deploys import DeployService
@@ -129,7 +175,16 @@ class Tristage:
 
         return Quickstart(self, Options(directory, preset, port), reporter)
 
-    # -- projects --------------------------------------------------------
+    def run_control_plane(
+        self, host: str, port: int, log: Callable[[str], None] | None = None
+    ) -> None:
+        """`tristage up`: router, deploy worker, supervisor, scheduler, HTTP API and
+        dashboard in the foreground, until SIGINT/SIGTERM stops them and their releases."""
+        from .up import run_foreground
+
+        run_foreground(self, host, port, log)
+
+    # -- projects (services/projects.py) ---------------------------------
     def init_project(
         self,
         root: Path,
@@ -137,86 +192,24 @@ class Tristage:
         name: str | None = None,
         force: bool = False,
     ) -> InitResult:
-        root = root.resolve()
-        if not (root / ".git").exists():
-            raise UsageError(
-                f"{root} is not a git working copy", "run 'git init' first, or cd into your repo"
-            )
-        path = root / FILE_NAME
-        if path.exists() and not force:
-            raise Conflict(f"{path} already exists", "pass --force to overwrite it")
-        project = name or _default_name(root)
-        text = render(preset, project)
-        config = parse_config(text, str(path))  # a preset must always validate
-        path.write_text(text, encoding="utf-8")
-        self._register(config, root, text)
-        notes = self.deploys.setup_git(project, root)
-        self.audit.record(
-            "project.init", project=project, details={"preset": preset, "root": str(root)}
-        )
-        return InitResult(path=path, project=project, preset=preset, notes=notes)
+        return self.project_service.init(root, preset, name, force)
 
     def open_project(self, start: Path | None = None) -> ProjectRef:
         """The project of the working copy at `start` (walking up), registered/updated."""
-        path = find_config((start or Path.cwd()).resolve())
-        if path is None:
-            raise NotFound(
-                f"no {FILE_NAME} in {start or Path.cwd()} or its parents",
-                "run 'tristage init' in your project's git working copy",
-            )
-        config = load_config(path)
-        self._register(config, path.parent, path.read_text(encoding="utf-8"))
-        return ProjectRef(config.project.name, path.parent, config)
-
-    def _register(self, config: PipelineConfig, root: Path, text: str) -> None:
-        now = time.time()
-        name = config.project.name
-        with self.store.transaction():
-            row = self.store.query_one("SELECT root, config FROM projects WHERE name=?", (name,))
-            if row is None:
-                self.store.execute(
-                    "INSERT INTO projects (name, root, config, key_salt, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, str(root), text, secrets.token_bytes(32), now, now),
-                )
-            elif row["config"] != text or row["root"] != str(root):
-                self.store.execute(
-                    "UPDATE projects SET root=?, config=?, updated_at=? WHERE name=?",
-                    (str(root), text, now, name),
-                )
-                self._config_cache.pop(name, None)
+        return self.project_service.open(start or Path.cwd())
 
     def projects(self) -> list[ProjectRef]:
-        return [self.project(r["name"]) for r in self.store.query("SELECT name FROM projects")]
+        return [self.project(name) for name in self.project_service.names()]
 
     def project(self, name: str) -> ProjectRef:
-        row = self.store.query_one("SELECT root FROM projects WHERE name=?", (name,))
-        if row is None:
-            raise NotFound(f"no project named {name!r}", "run 'tristage init' in its working copy")
-        return ProjectRef(name, Path(row["root"]) if row["root"] else None, self.config_for(name))
+        return self.project_service.get(name)
 
     def config_for(self, project: str) -> PipelineConfig:
         """The project's last validated configuration (as stored by init/open)."""
-        row = self.store.query_one(
-            "SELECT config, updated_at FROM projects WHERE name=?", (project,)
-        )
-        if row is None:
-            raise NotFound(f"no project named {project!r}", "run 'tristage init' first")
-        cached = self._config_cache.get(project)
-        if cached and cached[0] == row["updated_at"]:
-            return cached[1]
-        config = parse_config(row["config"], f"{project}/{FILE_NAME}")
-        self._config_cache[project] = (row["updated_at"], config)
-        return config
+        return self.project_service.config(project)
 
     def project_salt(self, project: str) -> bytes:
-        row = self.store.query_one("SELECT key_salt FROM projects WHERE name=?", (project,))
-        if row is None:
-            raise NotFound(
-                f"no project named {project!r}",
-                "run 'tristage init' (or any command) in its working copy to register it",
-            )
-        return bytes(row["key_salt"])
+        return self.project_service.salt(project)
 
     # -- branches ----------------------------------------------------------
     def resolve_branch(self, config: PipelineConfig, branch: str) -> branches.Match:
@@ -227,23 +220,3 @@ class Tristage:
                 "add a pattern to an environment's `branches` in tristage.toml",
             )
         return match
-
-
-def _default_name(root: Path) -> str:
-    import re
-
-    name = re.sub(r"[^a-z0-9-]+", "-", root.name.lower()).strip("-")
-    if not name or not name[0].isalpha():
-        name = f"app-{name}".strip("-")
-    return name[:40]
-
-
-def git(root: Path, *args: str, check: bool = True) -> str:
-    """Run git in `root` and return its stdout (stripped)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    proc = subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, env=env, check=False
-    )
-    if check and proc.returncode != 0:
-        raise UsageError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()

@@ -6,15 +6,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..edges.snapshot_io import Progress as ProgressFn
 from ..errors import EXIT_FAILED, UsageError
 from .common import console, current_project, err_console, get_api, print_json, when
+
+if TYPE_CHECKING:
+    from ..api import Progress as ProgressFn
 
 db_app = typer.Typer(
     name="db",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -12,6 +13,9 @@ from rich.table import Table
 from ..domain.deployments import Deployment, Status
 from ..errors import EXIT_FAILED, TristageError
 from .common import age, console, current_project, err_console, get_api, print_json
+
+if TYPE_CHECKING:
+    from ..api import Switch
 
 STATUS_STYLE = {
     "ready": "green",
@@ -29,11 +33,9 @@ def up(
     port: int = typer.Option(8080, "--port", "-p", help="Router port (0 picks a free one)."),
 ) -> None:
     """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler."""
-    from ..up import run_foreground
-
     api = get_api()
     console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")
-    run_foreground(api, host, port, log=lambda line: console.print(line, markup=False))
+    api.run_control_plane(host, port, log=lambda line: console.print(line, markup=False))
 
 
 def down(
@@ -224,10 +226,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     console.print(table)
 
 
-def _report_switch(sw: object) -> None:
-    from ..services.deploys import Switch
-
-    assert isinstance(sw, Switch)
+def _report_switch(sw: Switch) -> None:
     console.print(sw.message, markup=False)
     svc = get_api().deploys
     url = svc.environment_url(sw.deployment.project, sw.environment)

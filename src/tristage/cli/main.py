@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from .. import __version__
 from ..errors import EXIT_FAILED, TristageError
@@ -64,6 +65,15 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
+def report(exc: TristageError) -> None:
+    """The error as `error: MESSAGE` and `  hint: HINT` on stderr, both literal text."""
+    line = Text("error:", style="bold red")
+    line.append(f" {exc.message}")
+    err_console.print(line, soft_wrap=True)
+    if exc.hint:
+        err_console.print(Text(f"  hint: {exc.hint}"), soft_wrap=True)
+
+
 def run() -> None:
     """Console entry: errors become one readable line on stderr and an exit code."""
     try:
@@ -72,9 +82,7 @@ def run() -> None:
     except TristageError as exc:
         if state.debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+        report(exc)
         sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("aborted")
@@ -102,3 +110,4 @@ def run() -> None:
     finally:
         if state.api is not None:
             state.api.close()
+            state.api = None

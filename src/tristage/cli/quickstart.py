@@ -23,7 +23,7 @@ from ..errors import EXIT_FAILED, TristageError
 from .common import console, err_console, get_api, print_json
 
 if TYPE_CHECKING:
-    from ..services.quickstart import Quickstart, Summary
+    from ..api import Quickstart, Summary
 
 
 class PresetName(StrEnum):

@@ -7,7 +7,7 @@ import time
 import typer
 from rich.table import Table
 
-from ..http.auth import Role, Tokens
+from ..api import Role, TokenService
 from .common import age, console, err_console, get_api, print_json
 
 token_app = typer.Typer(
@@ -16,8 +16,8 @@ token_app = typer.Typer(
 )
 
 
-def _tokens() -> Tokens:
-    return Tokens(get_api())
+def _tokens() -> TokenService:
+    return get_api().tokens
 
 
 @token_app.command("create")

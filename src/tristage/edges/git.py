@@ -14,7 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from ..errors import NotFound, UsageError
+from ..errors import GitError, NotFound, UsageError
 
 ZERO = "0" * 40
 REMOTE = "tristage"
@@ -30,11 +30,18 @@ def _env() -> dict[str, str]:
 
 
 def run(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, env=_env(), input=input, check=False
-    )
+    """git ARGS in `cwd`: its stdout, stripped. A failure (with `check`) is a GitError."""
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, env=_env(), input=input, check=False
+        )
+    except OSError as exc:  # git missing, or `cwd` gone
+        raise GitError(
+            f"could not run git {' '.join(args)} in {cwd}: {exc.strerror or exc}",
+            "install git and check that the directory exists",
+        ) from exc
     if check and proc.returncode != 0:
-        raise UsageError(
+        raise GitError(
             f"git {' '.join(args)} failed in {cwd}: {proc.stderr.decode(errors='replace').strip()}"
         )
     return proc.stdout.decode(errors="replace").strip()

@@ -13,15 +13,14 @@ events the services write name the token. Service calls block (SQLite, waiting f
 the router to switch), so they run in worker threads; router statistics are read
 on the event loop, where the router records them.
 
-`HttpServer` runs the app with uvicorn inside the caller's asyncio loop; the control
-plane starts one next to its router (see docs/http-api.md).
+`tristage up` serves the app next to its router (see `tristage.up` and
+docs/http-api.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -34,12 +33,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
 from .. import __version__
-from ..edges.embedded_server import EmbeddedServer
-from ..errors import Conflict, NotFound, TristageError, UsageError
-from .auth import Forbidden, Role, Unauthorized, require
+from ..api import Role, require
+from ..errors import TristageError, UsageError
+from .auth import bearer
 from .models import ErrorOut, Health, check_param
 from .openapi import API, openapi
 from .ops import OPS, Call, Op
@@ -52,20 +50,6 @@ MAX_BODY = 1_000_000
 # Errors as JSON
 
 
-def error_status(exc: TristageError) -> tuple[int, str]:
-    if isinstance(exc, Unauthorized):
-        return 401, "unauthorized"
-    if isinstance(exc, Forbidden):
-        return 403, "forbidden"
-    if isinstance(exc, NotFound):
-        return 404, "not_found"
-    if isinstance(exc, Conflict):
-        return 409, "conflict"
-    if isinstance(exc, UsageError):
-        return 400, "bad_request"
-    return 422, "refused"
-
-
 def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
     headers = {"cache-control": "no-store"}
     if status == 401:
@@ -75,19 +59,8 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 
 
 def tristage_error(exc: TristageError) -> JSONResponse:
-    status, code = error_status(exc)
-    return error_response(status, code, exc.message, exc.hint)
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized(
-            "this endpoint needs an API token",
-            "send 'Authorization: Bearer tst_...' (create one with 'tristage token create')",
-        )
-    return value.strip()
+    """The error as JSON: its own HTTP status and code (see `tristage.errors`)."""
+    return error_response(exc.http_status, exc.code, exc.message, exc.hint)
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
@@ -250,40 +223,3 @@ def build_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.http = http
     return app
-
-
-class HttpServer(EmbeddedServer):
-    """Serve the API and dashboard with uvicorn inside the caller's running asyncio loop."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(
-            app, "tristage-http", backlog=128, lifespan="on", timeout_graceful_shutdown=3
-        )
-
-
-async def serve_for_control_plane(
-    home: Path, stats: StatsSource, host: str, router_port: int
-) -> tuple[HttpServer, int]:
-    """Start the API + dashboard next to the router.
-
-    The port is `$TRISTAGE_DASHBOARD_PORT` if set, else the router's port + 1 (a free
-    one when that is taken or the router's port was picked at random).
-    """
-    wanted_text = os.environ.get("TRISTAGE_DASHBOARD_PORT", "")
-    if wanted_text.isdigit():
-        wanted = int(wanted_text)
-    elif wanted_text:
-        raise UsageError(
-            f"TRISTAGE_DASHBOARD_PORT={wanted_text!r} is not a port number",
-            "set it to a number (0 picks a free port) or unset it",
-        )
-    else:
-        wanted = router_port + 1 if router_port and router_port < 65535 else 0
-    server = HttpServer(build_app(home, stats))
-    try:
-        port = await server.start(host, wanted)
-    except OSError:
-        if wanted_text:
-            raise
-        port = await server.start(host, 0)
-    return server, port

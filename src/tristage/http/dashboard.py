@@ -23,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..api import Role, TokenInfo, require
 from ..domain.config import NAME_RE
-from ..errors import TristageError, UsageError
+from ..errors import TristageError, Unauthorized, UsageError
 from . import views
-from .app import error_status, read_limited
-from .auth import Role, TokenInfo, Unauthorized, csrf_ok, csrf_token, require
+from .app import read_limited
+from .auth import csrf_ok, csrf_token
 from .models import check_param
 
 if TYPE_CHECKING:
@@ -160,8 +161,7 @@ def routes(http: Http) -> list[BaseRoute]:
             except _Page as stop:
                 return stop.response
             except TristageError as exc:
-                status, _ = error_status(exc)
-                return render("error.html", status, title="Error", message=exc.message,
+                return render("error.html", exc.http_status, title="Error", message=exc.message,
                               hint=exc.hint, user=None)  # fmt: skip
 
         return endpoint
@@ -278,9 +278,8 @@ def routes(http: Http) -> list[BaseRoute]:
             api = http.faces.for_token(info)
             code, ident = await run_in_threadpool(action, api, fields)
         except TristageError as exc:
-            status, _ = error_status(exc)
             text = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            return await on_error(request, info, sid, text, status)
+            return await on_error(request, info, sid, text, exc.http_status)
         return RedirectResponse(f"{back(fields)}notice={code}&id={quote(ident)}", 303)
 
     def _deps_url(project: str) -> Callable[[dict[str, str]], str]:

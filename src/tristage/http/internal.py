@@ -105,7 +105,12 @@ def build_internal_app(api: Tristage) -> ASGIApp:
         try:
             ep = await service.endpoint_async(route.project, route.environment, source)
         except TristageError as exc:
-            await _respond(send, 404, {"ok": False, "error": "unknown_source", "message": str(exc)})
+            # a source the configuration does not declare is 404; a failure of the
+            # platform is its own 5xx, so the provider retries the delivery later
+            status, code = (
+                (exc.http_status, exc.code) if exc.http_status >= 500 else (404, "unknown_source")
+            )
+            await _respond(send, status, {"ok": False, "error": code, "message": str(exc)})
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")

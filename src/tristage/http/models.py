@@ -13,15 +13,11 @@ from typing import Any, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..api import TOKEN_NAME_RE, AuditEvent, BackupInfo, Delivery, Role
 from ..domain.config import NAME_RE, VAR_RE
 from ..domain.deployments import Deployment, is_deployment_id
 from ..domain.variables import MASK
 from ..errors import UsageError
-from ..services.audit import AuditEvent
-from ..services.data import BackupInfo
-from ..services.webhook_records import Delivery
-from .auth import NAME_RE as TOKEN_NAME_RE
-from .auth import Role
 
 # -- path parameters: every user-provided id is checked before it reaches a service ---
 PATH_PARAMS: dict[str, tuple[re.Pattern[str], str]] = {

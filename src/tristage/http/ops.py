@@ -8,9 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..api import Tristage
+from ..api import Role, TokenInfo, Tristage
 from ..domain.config import NAME_RE
-from .auth import Role, TokenInfo, Tokens
 from .models import (
     AuditOut,
     BackupIn,
@@ -194,12 +193,12 @@ OPS: list[Op] = [
     Op("GET", "/whoami", "whoami", "The token this request uses", "tokens", Role.viewer,
        lambda c: token_out(c.token), TokenOut),
     Op("GET", "/tokens", "listTokens", "API tokens (never their secrets)", "tokens",
-       Role.admin, lambda c: [token_out(t) for t in Tokens(c.api).list()], list[TokenOut]),
+       Role.admin, lambda c: [token_out(t) for t in c.api.tokens.list()], list[TokenOut]),
     Op("POST", "/tokens", "createToken", "Create a token; the response shows it once",
        "tokens", Role.admin, lambda c: _create_token(c), TokenCreatedOut, body=TokenIn,
        status=201),
     Op("DELETE", "/tokens/{token}", "revokeToken", "Revoke a token and end its sessions",
-       "tokens", Role.admin, lambda c: token_out(Tokens(c.api).revoke(c.path["token"])),
+       "tokens", Role.admin, lambda c: token_out(c.api.tokens.revoke(c.path["token"])),
        TokenOut),
 ]  # fmt: skip
 
@@ -212,5 +211,5 @@ def _restore(c: Call) -> RestoreOut:
 
 
 def _create_token(c: Call) -> TokenCreatedOut:
-    new = Tokens(c.api).create(c.body.name, c.body.role)
+    new = c.api.tokens.create(c.body.name, c.body.role)
     return TokenCreatedOut(**new.info.as_json(), token=new.token)

@@ -15,13 +15,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..api import Tristage
+from ..api import TokenInfo, TokenService, Tristage
 from ..domain.deployments import Deployment
 from ..domain.variables import MASK, SHARED, scope_label
 from ..errors import NotFound, UsageError
-from .auth import TokenInfo, Tokens
 from .models import (
     AuditOut,
     BackupOut,
@@ -38,7 +37,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from ..edges.router.stats import DeploymentStats
+    from ..api import DeploymentStats, Switch
 
 StatsSource = Callable[[], Mapping[str, "DeploymentStats"]]
 
@@ -51,7 +50,7 @@ class Faces:
         self._by_actor: dict[str, Tristage] = {}
         self._lock = threading.Lock()
         self.system = self.for_actor("tristage-http")
-        self.tokens = Tokens(self.system)
+        self.tokens: TokenService = self.system.tokens
 
     def for_actor(self, actor: str) -> Tristage:
         with self._lock:
@@ -184,7 +183,7 @@ def deployment_log(
     )
 
 
-def switch_out(api: Tristage, project: str, sw: Any) -> SwitchOut:
+def switch_out(api: Tristage, project: str, sw: Switch) -> SwitchOut:
     return SwitchOut(
         deployment=deployment_out(api, sw.deployment, live_ids(api, project)),
         environment=sw.environment,

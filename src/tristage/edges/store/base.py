@@ -4,7 +4,9 @@ Every service reaches the platform's own state through `Store`, in SQL written i
 subset SQLite and PostgreSQL share: ``?`` placeholders (an implementation translates
 them), ``INSERT ... ON CONFLICT (...) DO UPDATE/DO NOTHING`` for upserts, no PRAGMA,
 no ``INSERT OR REPLACE/IGNORE``. What differs between engines (locking, durability,
-erasing freed pages, schema bookkeeping) sits behind the methods below.
+erasing freed pages, schema bookkeeping) sits behind the methods below. A statement
+the engine refuses or fails raises `tristage.errors.StoreError`, the engine's own
+error as its cause.
 """
 
 from __future__ import annotations

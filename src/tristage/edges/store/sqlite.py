@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ...errors import StoreError
 from ...paths import private_dir, private_file
 from .base import Migration, Params, Row
 
@@ -63,26 +64,29 @@ class SqliteStore:
 
     # -- protocol ------------------------------------------------------
     def query(self, sql: str, params: Params = ()) -> list[Row]:
-        return list(self._conn().execute(sql, params).fetchall())
+        with _wrapped():
+            return list(self._conn().execute(sql, params).fetchall())
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self._conn().execute(sql, params).fetchone()
-        return row
+        with _wrapped():
+            row: Row | None = self._conn().execute(sql, params).fetchone()
+            return row
 
     def iterate(self, sql: str, params: Params = ()) -> Iterator[Row]:
-        cur = self._conn().execute(sql, params)
-        while True:
-            rows = cur.fetchmany(500)
-            if not rows:
-                return
-            yield from rows
+        with _wrapped():
+            cur = self._conn().execute(sql, params)
+            while True:
+                rows = cur.fetchmany(500)
+                if not rows:
+                    return
+                yield from rows
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        with self.transaction():
+        with self.transaction(), _wrapped():
             return self._conn().execute(sql, params).rowcount
 
     def insert(self, sql: str, params: Params = ()) -> int:
-        with self.transaction():
+        with self.transaction(), _wrapped():
             rowid = self._conn().execute(sql, params).lastrowid
             return int(rowid or 0)
 
@@ -97,7 +101,8 @@ class SqliteStore:
             finally:
                 self._local.depth = depth
             return
-        _begin_immediate(conn)
+        with _wrapped():
+            _begin_immediate(conn)
         self._local.depth = 1
         try:
             yield
@@ -120,7 +125,7 @@ class SqliteStore:
         for mid, sql in sorted(migrations):
             if mid in applied:
                 continue
-            with self.transaction():
+            with self.transaction(), _wrapped():
                 if self.query_one("SELECT 1 FROM schema_migrations WHERE id=?", (mid,)):
                     continue  # another process applied it since we looked
                 for statement in _statements(sql):
@@ -151,6 +156,18 @@ class SqliteStore:
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+@contextmanager
+def _wrapped() -> Iterator[None]:
+    """sqlite3's errors as StoreError (the sqlite3 error is the cause)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        hint = None
+        if "locked" in str(exc) or "busy" in str(exc):
+            hint = "another tristage process holds the state store's write lock; try again"
+        raise StoreError(f"the state store failed: {exc}", hint) from exc
 
 
 def _private_files(path: Path) -> None:
