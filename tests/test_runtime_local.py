@@ -168,3 +168,34 @@ def test_where_the_sandbox_cannot_run_only_development_or_an_explicit_policy_run
     assert prod.runtime.name == "unsandboxed" and prod.warning
     if HAS_BWRAP and hierarchy().usable:
         assert Runtimes(forced="").choose(cfg, "production").runtime.name == "sandbox"
+
+
+@pytest.mark.parametrize("sandboxed", [False, True] if HAS_BWRAP else [False])
+def test_a_release_log_masks_every_form_of_a_secret(tmp_path: Path, sandboxed: bool) -> None:
+    secret = "sk_live_51Hx0q2eZvKYlo2C8xN3qYv7"
+    code = (
+        "import base64, json, sys, time\n"
+        f"s = {secret!r}\n"
+        "sys.stdout.write(s[:12]); sys.stdout.flush(); time.sleep(0.3)\n"  # two writes
+        "print(s[12:] + ' split', flush=True)\n"
+        "print(json.dumps({'k': s + '\"'}), flush=True)\n"
+        "print(base64.b64encode(s.encode()).decode(), flush=True)\n"
+        "print(s.encode().hex(), flush=True)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    s = spec(tmp_path, code)
+    s = ProcessSpec(s.name, s.command, s.cwd, s.env, s.mounts, s.limits, s.log_path, (secret,))
+    rt = LocalRuntime(sandboxed=sandboxed)
+    h = rt.start(s)
+    try:
+        assert s.log_path is not None
+        log = s.log_path
+        wait(lambda: log.exists() and "done" in log.read_text())
+        text = log.read_text()
+    finally:
+        rt.stop(h, 1.0)
+    assert secret not in text and secret[:12] not in text and secret[12:] not in text
+    assert secret.encode().hex() not in text
+    # the pause wrote the held start masked, on its own line; the rest is masked with it
+    assert " split" in text and text.count("****") >= 4, text

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tristage.api import Tristage
 from tristage.domain import dotenv
 from tristage.domain.config import parse_config
 from tristage.domain.presets import render
+from tristage.domain.redaction import build_redactor
 from tristage.domain.variables import (
     SHARED,
     Entry,
-    compile_redactor,
     default_build,
     looks_secret,
     resolve,
@@ -120,7 +120,7 @@ def test_defaults_for_new_variables() -> None:
 
 
 def test_redactor_hides_all_forms_and_keeps_short_values() -> None:
-    redact = compile_redactor(
+    redact = build_redactor(
         [
             "sk_live_abcdef",
             "sk_live_abcdefghij",  # a prefix of another secret: the longest wins
@@ -136,7 +136,7 @@ def test_redactor_hides_all_forms_and_keeps_short_values() -> None:
     )
     out = redact(text)
     assert out == ("key=**** other=**** url=**** pw=**** line=**** short **** ok"), out
-    assert compile_redactor([])("unchanged") == "unchanged"
+    assert build_redactor([])("unchanged") == "unchanged"
 
 
 @settings(max_examples=60, deadline=None)
@@ -149,7 +149,9 @@ def test_redactor_hides_all_forms_and_keeps_short_values() -> None:
     st.text(st.characters(blacklist_characters="*"), max_size=40),
 )
 def test_redactor_never_leaks(secrets: list[str], noise: str) -> None:
-    redact = compile_redactor(secrets)
+    # the minimum length counts what a value holds, not the line break that ends it
+    assume(all(len(s.strip()) >= 6 for s in secrets))
+    redact = build_redactor(secrets)
     text = noise.join(secrets) + noise
     out = redact(text)
     for s in secrets:

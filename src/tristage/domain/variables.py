@@ -13,9 +13,9 @@ owner's values: `config.owner(environment)` is the scope that is read.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from .config import VAR_RE, PipelineConfig
 
@@ -140,70 +140,3 @@ def resolve_all(
     return {
         env: resolve(config, items, env, (branches or {}).get(env)) for env in config.environments
     }
-
-
-# ---------------------------------------------------------------------------
-# Redaction: secret values out of logs and messages
-
-MIN_REDACT = 6  # shorter values are not redacted: they would shred ordinary log text
-
-
-def redaction_targets(value: str) -> set[str]:
-    """The strings to hide for one secret: the value, each line of a multi-line value,
-    and the password of a URL (``postgresql://user:PASSWORD@host/db``)."""
-    from urllib.parse import quote, unquote, urlsplit
-
-    out = {value}
-    if "\n" in value:
-        out.update(line.strip() for line in value.splitlines())
-    if "://" in value and "@" in value:
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            password = None
-        if password:
-            out.update({password, unquote(password), quote(unquote(password), safe="")})
-    return {s for s in out if len(s) >= MIN_REDACT}
-
-
-def _trie_pattern(words: Iterable[str]) -> str:
-    trie: dict[str, Any] = {}
-    for w in words:
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def pattern(node: dict[str, Any]) -> str:
-        alts: list[str] = []
-        for ch in sorted(k for k in node if k):
-            child = node[ch]
-            chain = ch
-            while len(child) == 1 and "" not in child:  # compress single-child chains
-                (nxt,) = child
-                chain += nxt
-                child = child[nxt]
-            alts.append(re.escape(chain) + pattern(child))
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        if "" in node:
-            return f"(?:{body})?"
-        return body
-
-    return pattern(trie)
-
-
-def compile_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
-    """One compiled pattern (a trie, longest match first) replacing every secret with ****."""
-    words: set[str] = set()
-    for s in secrets:
-        words |= redaction_targets(s)
-    if not words:
-        return lambda text: text
-    regex = re.compile(_trie_pattern(words))
-
-    def redact(text: str) -> str:
-        return regex.sub(MASK, text)
-
-    return redact

@@ -6,13 +6,16 @@ directory; nothing outside that tree (untracked files, `.git`) reaches it.
 
 from __future__ import annotations
 
-import io
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 from pathlib import Path
+from typing import IO
 
 from ..errors import GitError, NotFound, UsageError
 
@@ -120,22 +123,132 @@ def push_commit(root: Path, bare: Path, commit: str, name: str) -> None:
     run(root, "push", "-q", str(bare), f"{commit}:refs/tristage/deployments/{name}")
 
 
-def archive(repo: Path, commit: str, dest: Path) -> None:
-    """Extract the tree of `commit` into `dest` (which must not exist yet)."""
-    proc = subprocess.run(
-        ["git", "archive", "--format=tar", commit],
-        cwd=repo,
-        capture_output=True,
-        env=_env(),
-        check=False,
-    )
-    if proc.returncode != 0:
+ARCHIVE_MAX_BYTES = 2 * 1024**3  # the default bound on an artifact's total size
+ARCHIVE_TIMEOUT = 600.0  # seconds
+_ARCHIVE_FIX = (
+    "make the link relative and pointing inside the repository, or commit the file it "
+    "points to instead of the link; then push again"
+)
+
+
+def _archive_limit(max_bytes: int | None) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    raw = os.environ.get("TRISTAGE_ARCHIVE_MAX_BYTES", "").strip()
+    if not raw:
+        return ARCHIVE_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
         raise UsageError(
-            f"git archive {commit} failed: {proc.stderr.decode().strip()}",
-            "push the commit to the tristage remote, then deploy again",
+            f"TRISTAGE_ARCHIVE_MAX_BYTES={raw!r} is not a positive number of bytes",
+            "set it to the largest artifact to accept, e.g. 2147483648 (2 GiB), or unset it",
         )
+    return value
+
+
+def _refusal(exc: tarfile.FilterError) -> UsageError:
+    """The clear error for a tree member the data filter refuses to extract."""
+    member: tarfile.TarInfo | None = getattr(exc, "tarinfo", None)
+    if member is not None and (member.issym() or member.islnk()):
+        return UsageError(
+            f"{member.name} is a symlink to {member.linkname}, which is outside the repository",
+            _ARCHIVE_FIX,
+        )
+    name = member.name if member is not None else "a member of the tree"
+    return UsageError(
+        f"{name} cannot be extracted into the artifact: {exc}",
+        "keep only regular files, directories and links inside the repository in the tree",
+    )
+
+
+def archive(
+    repo: Path,
+    commit: str,
+    dest: Path,
+    *,
+    max_bytes: int | None = None,
+    timeout: float = ARCHIVE_TIMEOUT,
+) -> None:
+    """Extract the tree of `commit` into `dest` (which must not exist yet).
+
+    `git archive` is streamed into `tarfile` one member at a time, so memory stays flat
+    whatever the file sizes. Extraction goes into `DEST.partial`, renamed to `dest` only
+    when complete; on any error it is removed and a `UsageError` says what and how to
+    fix it. A symlink whose target is outside the repository (absolute, or `..` past the
+    root, directly or through another link) is refused; links that stay inside are kept.
+    The archive is stopped past `max_bytes` in total (`TRISTAGE_ARCHIVE_MAX_BYTES`,
+    default 2 GiB) or `timeout` seconds.
+    """
+    limit = _archive_limit(max_bytes)
     tmp = dest.with_name(dest.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
-    with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:") as tar:
-        tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            # Blobs past the threshold are streamed by git too, not loaded whole.
+            ["git", "-c", "core.bigFileThreshold=16m", "archive", "--format=tar", commit],
+            cwd=repo,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=_env(),
+        )
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            unreadable: tarfile.TarError | None = None
+            try:
+                _extract_stream(proc.stdout, tmp, limit)
+            except tarfile.FilterError as exc:
+                raise _refusal(exc) from None
+            except tarfile.TarError as exc:  # a truncated stream: git failed or was stopped
+                unreadable = exc
+            rc = proc.wait()
+            if expired.is_set():
+                raise UsageError(
+                    f"git archive {commit} took longer than {timeout:g}s",
+                    "make the repository smaller (large generated files do not belong in it)",
+                )
+            if rc != 0:
+                errors.seek(0)
+                said = errors.read().decode(errors="replace").strip()
+                raise UsageError(
+                    f"git archive {commit} failed: {said}",
+                    "push the commit to the tristage remote, then deploy again",
+                )
+            if unreadable is not None:
+                raise UsageError(f"the archive of {commit} is unreadable: {unreadable}")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            timer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()
     tmp.rename(dest)
+
+
+def _extract_stream(stream: IO[bytes], into: Path, limit: int) -> None:
+    """Extract a tar stream member by member (the `data` filter), at most `limit` bytes."""
+    total = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            total += member.size
+            if total > limit:
+                raise UsageError(
+                    f"the tree is larger than the {limit}-byte limit (at {member.name})",
+                    "remove large files from the repository, or raise the limit with "
+                    "TRISTAGE_ARCHIVE_MAX_BYTES",
+                )
+            tar.extract(member, into, filter="data")

@@ -13,18 +13,18 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..domain import dotenv
 from ..domain.config import PipelineConfig, Tier
+from ..domain.redaction import Redactor, build_redactor
 from ..domain.rules import ERROR, Context, Finding, RuleViolation, run
 from ..domain.variables import (
     SHARED,
     Entry,
     Resolved,
-    compile_redactor,
     default_build,
     looks_secret,
     resolve,
@@ -472,16 +472,17 @@ class VariableService:
         return [f.line() for f in findings]
 
     def secret_values(self, project: str) -> list[str]:
-        """Every secret value of the project (for a redactor in another process)."""
-        return [e.value for e in self.entries(project) if e.secret]
-
-    def redactor(self, project: str) -> Callable[[str], str]:
-        """A function that replaces every secret value of the project with ****.
-
-        Values shorter than `MIN_REDACT` (6) characters are left alone; one compiled
-        pattern covers all secrets (and URL passwords and lines of multi-line secrets).
-        """
-        return compile_redactor(
-            [e.value for e in self.entries(project) if e.secret]
-            + self.api.data.stores.secret_values(project)
+        """Every secret value of the project (its variables' and its data stores' role
+        passwords), for a redactor here or in another process."""
+        return [e.value for e in self.entries(project) if e.secret] + (
+            self.api.data.stores.secret_values(project)
         )
+
+    def redactor(self, project: str) -> Redactor:
+        """The redactor of the project's secret values: every form a value takes in
+        output (escaped, URL-encoded, base64, hex, split across lines) becomes ****.
+
+        Call it on a line or a text (`redactor(text)`), or `feed`/`flush` a stream;
+        see `tristage.domain.redaction`.
+        """
+        return build_redactor(self.secret_values(project))

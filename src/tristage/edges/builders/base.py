@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...domain.limits import Limits
+from ...domain.redaction import Redactor
 from ...errors import TristageError
 from ...paths import private_mkdirs
 from ..runtime import Mount, ProcessSpec, Runtime
@@ -27,23 +28,69 @@ class BuildFailed(TristageError):
 
 
 class BuildLog:
-    """Appends redacted lines to a private file that `tristage logs --build --follow` tails."""
+    """Appends redacted lines to a file that `tristage logs --build --follow` tails.
+
+    A build step's output (`output`) goes through a redacting stream, so a secret it
+    prints across two lines or two writes is masked too; a tail the stream holds back
+    (it could be the start of a secret) is written before the next `line`, or after
+    `HOLD_SECONDS` at the latest.
+    """
+
+    HOLD_SECONDS = 0.2
 
     def __init__(self, path: Path, redact: Callable[[str], str]) -> None:
         self.path = path
         self.redact = redact
+        self._stream = redact.stream() if isinstance(redact, Redactor) else None
         private_mkdirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def line(self, text: str) -> None:
+        """One line of the platform's own (redacted on its own)."""
         with self._lock:
+            self._release()
             self._fh.write(self.redact(text.rstrip("\n")) + "\n")
             self._fh.flush()
 
+    def output(self, text: str) -> None:
+        """One line of a build step's output, indented."""
+        line = "  " + text.rstrip("\n") + "\n"
+        with self._lock:
+            if self._stream is None:
+                self._fh.write(self.redact(line))
+            else:
+                self._fh.write(self._stream.feed(line))
+                if self._stream.held and self._timer is None:
+                    self._timer = threading.Timer(self.HOLD_SECONDS, self._release_later)
+                    self._timer.daemon = True
+                    self._timer.start()
+            self._fh.flush()
+
+    def _release(self) -> None:
+        """(under the lock) Write what the stream holds back."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._stream is not None and self._stream.held and not self._fh.closed:
+            held = self._stream.flush()
+            self._fh.write(held if held.endswith("\n") else held + "\n")
+            self._fh.flush()
+
+    def _release_later(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._stream is not None and self._stream.held and not self._fh.closed:
+                held = self._stream.release()  # a pause: a long held secret start is masked
+                self._fh.write(held if held.endswith("\n") else held + "\n")
+                self._fh.flush()
+
     def close(self) -> None:
-        self._fh.close()
+        with self._lock:
+            self._release()
+            self._fh.close()
 
 
 @dataclass
@@ -93,7 +140,7 @@ class BuildContext:
             limits=self.limits,
         )
         status = self.runtime.run(
-            spec, lambda text: self.log.line("  " + text), self.timeout, self._canceled.is_set
+            spec, self.log.output, self.timeout, self._canceled.is_set
         )
         if self._canceled.is_set():
             raise BuildFailed(f"{title}: canceled")

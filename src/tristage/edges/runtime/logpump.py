@@ -16,8 +16,10 @@ is never blocked on a pipe nor left running without its pump.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -28,11 +30,13 @@ from typing import IO, Any
 
 from tristage.paths import private_mkdirs
 
+HOLD_SECONDS = 0.2  # a tail held back (it could start a secret) is written after this
 
-def _redactor(values: list[str]) -> Callable[[str], str]:
-    from tristage.domain.variables import compile_redactor
 
-    return compile_redactor(values)
+def _redactor(values: list[str]) -> Any:
+    from tristage.domain.redaction import build_redactor
+
+    return build_redactor(values).stream()
 
 
 class LogFile:
@@ -55,6 +59,7 @@ class LogFile:
         return self._fh
 
     def write(self, line: str) -> None:
+        """One whole line, time-stamped."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         fh = self._open()
         if fh is None:
@@ -74,6 +79,44 @@ class LogFile:
                 fh.close()
             except OSError:
                 pass
+
+
+class Lines:
+    """Turns redacted text (cut anywhere) into whole time-stamped log lines."""
+
+    def __init__(self, log: LogFile) -> None:
+        self.log = log
+        self.partial = ""
+
+    def add(self, text: str) -> None:
+        text = self.partial + text
+        *whole, self.partial = text.split("\n")
+        for line in whole:
+            self.log.write(line.rstrip("\r"))
+
+    def end(self) -> None:
+        if self.partial:
+            self.log.write(self.partial)
+            self.partial = ""
+
+
+def pump(fd: int, redact: Any, lines: Lines) -> None:
+    """Copy the app's output from `fd` to the log, redacted, until EOF."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        ready, _, _ = select.select([fd], [], [], HOLD_SECONDS)
+        if not ready:
+            if redact.held:
+                lines.add(redact.release())
+                lines.end()
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        lines.add(redact.feed(decoder.decode(chunk)))
+    lines.add(redact.feed(decoder.decode(b"", final=True)))
+    lines.add(redact.flush())
+    lines.end()
 
 
 def _preexec(cgroup: dict[str, Any] | None) -> Callable[[], None]:
@@ -111,11 +154,7 @@ def main() -> int:
     spec = json.loads(sys.stdin.read())
     log = LogFile(Path(spec["log"]))
     cgroup = spec.get("cgroup")
-    try:
-        redact = _redactor(spec.get("redact") or [])
-    except Exception:  # never start a release whose output would leak: redact every line
-        def redact(_line: str) -> str:
-            return "**** (the redactor could not be built)"
+    redact = _redactor(spec.get("redact") or [])
     try:
         app = subprocess.Popen(
             spec["argv"],
@@ -129,8 +168,7 @@ def main() -> int:
         log.write(f"tristage: could not start the process: {exc.strerror or exc}")
         return 127
     assert app.stdout is not None
-    for raw in app.stdout:
-        log.write(redact(raw.decode(errors="replace").rstrip("\n")))
+    pump(app.stdout.fileno(), redact, Lines(log))
     code = app.wait()
     log.write(ending(code, _oom_kills(cgroup) > 0, spec.get("memory_limit") or "?"))
     return code if code >= 0 else 128 - code
