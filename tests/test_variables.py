@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import time
+import os
 from pathlib import Path
 
 import pytest
@@ -416,3 +417,13 @@ def test_import_reports_added_changed_unchanged(api: Tristage, project: str) -> 
         v.import_dotenv(project, "OK=1\nbroken line\n", environments=["development"])
     with pytest.raises(NotFound):
         v.get(project, "OK", "development")  # all or nothing
+
+
+def test_the_master_key_is_redacted_however_it_is_printed(
+    api: Tristage, project: str, home: Path
+) -> None:
+    key_file = Path(os.environ["TRISTAGE_MASTER_KEY_FILE"])
+    api.secret_box  # the key file exists once the box is opened
+    written = key_file.read_text().strip()
+    out = api.variables.redactor(project)(f"cat master.key: {written}\n")
+    assert written not in out and "****" in out

@@ -84,6 +84,8 @@ class SecretBox:
         if len(key) != 32:
             raise SecretBoxError("master key must be 32 bytes")
         self._aead = AESGCM(key)
+        # how the key is written down (key file, TRISTAGE_MASTER_KEY): redacted from output
+        self.key_text = base64.urlsafe_b64encode(key).decode().rstrip("=")
 
     @classmethod
     def for_home(cls, home: Path) -> SecretBox:

@@ -474,9 +474,11 @@ class VariableService:
     def secret_values(self, project: str) -> list[str]:
         """Every secret value of the project (its variables' and its data stores' role
         passwords), for a redactor here or in another process."""
-        return [e.value for e in self.entries(project) if e.secret] + (
-            self.api.data.stores.secret_values(project)
-        )
+        return [
+            *(e.value for e in self.entries(project) if e.secret),
+            *self.api.data.stores.secret_values(project),
+            self.api.secret_box.key_text,  # the master key itself, however it is written
+        ]
 
     def redactor(self, project: str) -> Redactor:
         """The redactor of the project's secret values: every form a value takes in
