@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 import time
-import os
 from pathlib import Path
 
 import pytest
