@@ -423,7 +423,7 @@ def test_the_master_key_is_redacted_however_it_is_printed(
     api: Tristage, project: str, home: Path
 ) -> None:
     key_file = Path(os.environ["TRISTAGE_MASTER_KEY_FILE"])
-    api.secret_box  # the key file exists once the box is opened
+    assert api.secret_box.key_text  # the key file exists once the box is opened
     written = key_file.read_text().strip()
     out = api.variables.redactor(project)(f"cat master.key: {written}\n")
     assert written not in out and "****" in out
