@@ -90,11 +90,14 @@ def test_a_full_disk_neither_blocks_the_app_nor_kills_the_pump(
 @needs_cgroups
 def test_an_unsandboxed_app_whose_pump_died_is_stopped_not_doubled(tmp_path: Path) -> None:
     rt = LocalRuntime(sandboxed=False)
-    h = rt.start(spec(tmp_path, SLEEPER))
+    s = spec(tmp_path, SLEEPER)
+    h = rt.start(s)
     cg = Cgroup.from_json(h["cgroup"])
-    wait(lambda: len(cg.pids()) == 1)
+    assert s.log_path is not None
+    log = s.log_path
+    wait(lambda: len(cg.pids()) == 1 and log.exists() and "up" in log.read_text())
     app = next(iter(cg.pids()))
-    os.kill(h["pid"], signal.SIGKILL)  # the pump only
+    os.kill(h["pid"], signal.SIGKILL)  # the pump only (the app prints nothing more)
     wait(lambda: rt.status(h).state is State.orphaned)
     fresh = LocalRuntime(sandboxed=False)  # as after a restart of the control plane
     assert fresh.adopt(h) is False

@@ -64,3 +64,30 @@ def test_concurrent_writers_serialize_and_readers_read(tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "state.db")
     assert raw.execute("SELECT count(*) FROM audit_events").fetchone() == (200,)
     raw.close()
+
+
+def test_a_second_store_in_the_same_process_keeps_the_first_reading_fresh(tmp_path: Path) -> None:
+    """Opening the store again (another API object in the same process) must not touch
+    the file: closing any descriptor of it drops the process's POSIX locks, and the
+    first connection then read an old snapshot for ever."""
+    import subprocess
+    import sys
+
+    from tristage.edges.store import open_store
+
+    first = open_store(tmp_path)
+    first.execute(
+        "INSERT INTO projects (name, root, config, created_at, updated_at)"
+        " VALUES ('a', '/', '', 1, 1)"
+    )
+    assert first.query_one("SELECT updated_at FROM projects")["updated_at"] == 1  # type: ignore[index]
+    open_store(tmp_path).query("SELECT 1")  # a second store of the same home, same process
+    code = (
+        "import sys; from pathlib import Path; from tristage.edges.store import open_store;"
+        "s = open_store(Path(sys.argv[1]));"
+        "s.execute('UPDATE projects SET updated_at=updated_at+1'); s.close()"
+    )
+    for expected in (2, 3, 4):  # another process (a CLI command) writes and exits, thrice
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+        row = first.query_one("SELECT updated_at FROM projects")
+        assert row is not None and row["updated_at"] == expected

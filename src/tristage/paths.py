@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -81,14 +82,28 @@ def private_open(path: Path, exclusive: bool = False) -> BinaryIO:
 def private_file(path: Path) -> Path:
     """Create `path` if missing and make it 0600 (an existing file keeps its contents).
 
-    A symbolic link is refused (OSError ELOOP), never followed.
+    A symbolic link is refused (OSError ELOOP), never followed. An existing file is
+    never opened: closing any descriptor of a file drops every POSIX lock this process
+    holds on it, which would break the locking of a SQLite connection that has it open.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        if os.fstat(fd).st_mode & 0o7777 != 0o600:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        st = path.lstat()
+    except FileNotFoundError:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)  # fmt: skip
+        except FileExistsError:  # created concurrently: make it private below
+            st = path.lstat()
+        else:
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+            return path
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link")
+    if st.st_mode & 0o7777 != 0o600:
+        os.chmod(path, 0o600)
     return path
 
 
