@@ -11,8 +11,10 @@ process of the release inherits, independently of the runtime's own bookkeeping)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -59,6 +61,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 print("starting with", " ".join(sys.argv[1:]), flush=True)
+if "--ignore-term" in sys.argv:
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 def later(fn):
     threading.Timer(0.05, fn).start()
@@ -523,11 +528,74 @@ def test_out_of_memory_is_reported(h: Harness) -> None:
     st = wait_exited(h.runtime, rel.handle, 30)
     assert st.oom_killed, st
     assert "out of memory" in st.describe()
+    if h.local:
+        assert "limit 64M" in st.describe(), st
     assert rel.spec.log_path is not None
     log = wait_until(lambda: rel.spec.log_path.exists() and rel.spec.log_path.read_text(), 5)
     assert "out of memory" in log, log
     h.runtime.stop(rel.handle, 0.5)
     assert h.leftovers(rel) == []
+
+
+def test_stop_kills_what_ignores_sigterm_after_the_grace(h: Harness) -> None:
+    local_only(h, "the fake runs no processes to ignore a signal")
+    rel = h.serve("--ignore-term")
+    began = time.monotonic()
+    final = h.runtime.stop(rel.handle, 0.3)
+    took = time.monotonic() - began
+    assert final.state is State.exited
+    assert took < 3, f"stop took {took:.1f}s with a 0.3s grace"
+    assert h.leftovers(rel) == []
+
+
+def test_limits_apply_to_every_process_of_the_release(h: Harness) -> None:
+    cgroups_only(h)
+    rel = h.serve(limits=Limits(memory=96 << 20, cpus=0.5, pids=64))
+    rel.get("/setsid")
+    pump = int(rel.handle["pid"])
+    procs = wait_until(lambda: len(marked(h.mark)) >= 3 and marked(h.mark), 5, "the child")
+    leaves = {Path(d).name for d in rel.handle["cgroup"]["paths"].values()}
+    assert len(leaves) == 1, leaves
+    leaf = leaves.pop()
+    for pid in set(procs) - {pump}:  # the pump is outside: it reports how the app ended
+        groups = _own_paths(Path(f"/proc/{pid}/cgroup").read_text())
+        for ctrl in ("memory", "pids", "cpu") if hierarchy().version == 1 else ("",):
+            assert groups[ctrl].endswith("/" + leaf), (pid, ctrl, groups)
+    paths = {k: Path(v) for k, v in rel.handle["cgroup"]["paths"].items()}
+    if hierarchy().version == 1:
+        assert (paths["memory"] / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+        assert (paths["pids"] / "pids.max").read_text().strip() == "64"
+        assert (paths["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    else:
+        d = paths[""]
+        assert (d / "memory.max").read_text().strip() == str(96 << 20)
+        assert (d / "pids.max").read_text().strip() == "64"
+        assert (d / "cpu.max").read_text().split()[0] == "50000"
+
+
+def test_status_out_of_file_descriptors_is_never_an_exit(h: Harness) -> None:
+    rel = h.serve()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+    try:
+        try:
+            while True:
+                fds.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE, exc
+        st = h.runtime.status(rel.handle)
+        adopted = h.runtime.adopt(rel.handle)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert st.state in (State.running, State.unknown), st
+    if h.local:  # telling needs /proc, which needs a file descriptor
+        assert st.state is State.unknown and "Too many open files" in st.detail, st
+    assert adopted is True  # unknown is kept, never stopped
+    assert h.runtime.status(rel.handle).state is State.running
+    assert rel.get("/").startswith(("ok", "fake"))
 
 
 def test_out_of_memory_of_a_one_off_is_reported(h: Harness) -> None:
