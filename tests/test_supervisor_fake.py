@@ -93,10 +93,20 @@ class Plane:
                 raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
             await asyncio.sleep(0.005)
 
-    async def deploy(self) -> str:
-        dep, _ = await asyncio.to_thread(self.api.deploys.deploy, "shop", self.repo, "main")
+    async def deploy(self, branch: str = "main", change: str | None = None) -> str:
+        """Deploy `branch` (after committing `change` to it) and wait until it is ready."""
+        if change is not None:
+            await asyncio.to_thread(commit_change, self.repo, branch, change)
+        dep, _ = await asyncio.to_thread(self.api.deploys.deploy, "shop", self.repo, branch)
         await self.until(lambda: self.healthy(dep.id), f"{dep.id} to be ready", 20)
         return dep.id
+
+    async def served(self, environment: str) -> str:
+        """What the router answers for `environment`'s host."""
+        host = await asyncio.to_thread(self.api.deploys.environment_host, "shop", environment)
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            r = await client.get(f"http://127.0.0.1:{self.cp.port}/", headers={"Host": host})
+            return r.text
 
     def status(self, dep_id: str) -> tuple[str, str | None]:
         row = self.api.store.query_one(
@@ -137,8 +147,21 @@ def make_project(repo: Path, api: Tristage) -> None:
         if item.is_file():
             shutil.copy(item, repo / item.name)
     api.init_project(repo, name="shop")
+    toml = repo / "tristage.toml"
+    toml.write_text(toml.read_text().replace("[app]\n", "[app]\ndrain_seconds = 0.05\n"))
+    api.open_project(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "first")
+
+
+def commit_change(repo: Path, branch: str, text: str) -> None:
+    if git(repo, "branch", "--list", branch) == "":
+        git(repo, "checkout", "-qb", branch)
+    else:
+        git(repo, "checkout", "-q", branch)
+    (repo / "note.txt").write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", text)
 
 
 @contextlib.asynccontextmanager
@@ -215,6 +238,9 @@ def test_a_crash_loop_marks_the_deployment_crashed(home: Path, repo: Path) -> No
             assert "exited with exit code 7" in reason, reason
             assert dep not in p.cp.releases
             assert p.fake.copies(dep) == 0
+            await asyncio.sleep(TUNING.tick * 5)  # the reconciler does not bring it back
+            assert p.fake.copies(dep) == 0 and p.status(dep)[0] == "crashed"
+            assert len([s for s in p.fake.started if s.name == dep]) == TUNING.crash_limit
             assert await asyncio.to_thread(p.api.deploys.release, dep) is None
             audit = p.api.store.query(
                 "SELECT details FROM audit_events WHERE action=? AND target=?",
@@ -321,5 +347,43 @@ def test_an_orphan_is_stopped_before_the_restart(home: Path, repo: Path) -> None
             assert p.fake.copies(dep) == 1
             assert p.fake.most_copies[dep] == 1, "two copies ran at once"
             assert "stopping the app so it is not doubled" in p.output()
+
+    run(main())
+
+
+# -- the reconciler -------------------------------------------------------------------------------
+def test_a_newer_deployment_takes_over_and_the_superseded_one_is_stopped(
+    home: Path, repo: Path
+) -> None:
+    async def main() -> None:
+        async with plane(home, repo) as p:
+            first = await p.deploy("dev", change="one")
+            assert await p.served("development") == f"fake {first}"
+            second = await p.deploy("dev", change="two")
+            await p.until(lambda: p.fake.copies(first) == 0, f"{first} to be stopped")
+            assert await p.served("development") == f"fake {second}"
+            assert first not in p.cp.releases and p.fake.copies(second) == 1
+            assert await asyncio.to_thread(p.api.deploys.release, first) is None
+            assert p.status(first) == ("ready", None)  # superseded, not failed
+            assert f"{first} stopped (drained)" in p.output()
+
+    run(main())
+
+
+def test_production_keeps_previous_releases_warm_and_rolls_back_without_a_start(
+    home: Path, repo: Path
+) -> None:
+    async def main() -> None:
+        async with plane(home, repo) as p:
+            deps = [await p.deploy("main", change=f"v{n}") for n in range(4)]
+            oldest, *warm = deps
+            await p.until(lambda: p.fake.copies(oldest) == 0, "the oldest to be stopped")
+            assert [p.fake.copies(d) for d in warm] == [1, 1, 1]  # live + keep_warm = 2
+            assert await p.served("production") == f"fake {deps[-1]}"
+            started = len(p.fake.started)
+            switch = await asyncio.to_thread(p.api.deploys.rollback, "shop", None, 5.0)
+            assert switch.routed and switch.deployment.id == deps[-2]
+            assert await p.served("production") == f"fake {deps[-2]}"
+            assert len(p.fake.started) == started, "an instant rollback starts nothing"
 
     run(main())
