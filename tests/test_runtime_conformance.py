@@ -18,6 +18,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from tristage.edges.runtime import (
     Status,
     free_port,
     open_runtime,
+    proc_start,
 )
 from tristage.edges.runtime import bwrap as bwrap_argv
 from tristage.edges.runtime.cgroups import Hierarchy, _own_paths, _v1_mounts, hierarchy
@@ -770,3 +772,27 @@ def test_a_local_runtime_is_a_runtime() -> None:
     rt: Runtime = LocalRuntime(sandboxed=False)
     assert rt.name == "unsandboxed" and not rt.sandboxed
     assert open_runtime("sandbox").sandboxed
+
+
+def test_proc_start_reads_the_start_time_past_a_tricky_command_name() -> None:
+    began = time.time()
+    rename = "open('/proc/self/comm', 'w').write('a) b (c 1 2'); import time; time.sleep(30)"
+    child = subprocess.Popen([PYTHON, "-c", rename])
+    try:
+        comm = Path(f"/proc/{child.pid}/comm")
+        wait_until(lambda: comm.read_text().strip() == "a) b (c 1 2", 5, "the new name")
+        ticks = proc_start(child.pid)
+        assert ticks is not None and ticks.isdigit(), ticks
+        btime = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        started = btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+        assert abs(started - began) < 2.5, (started, began)
+        assert proc_start(child.pid) == ticks  # stable: what identifies the process
+    finally:
+        child.kill()
+    wait_until(lambda: proc_start(child.pid) is None, 5, "the zombie not to count")
+    child.wait()
+    assert proc_start(child.pid) is None
