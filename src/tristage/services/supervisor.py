@@ -44,7 +44,7 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             return
         rel = current
         st = _state(rel)
-        if st.state is State.running:
+        if st.state is State.running and rel.status != "restarting":
             unknown_since = None
             continue
         if st.state is State.unknown:
@@ -55,6 +55,8 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             continue
         if st.state is State.orphaned:
             cp.log(f"{rel.dep.id}: {st.detail}; stopping the app so it is not doubled")
+        if st.state is State.running:  # still `restarting`: never left running unchecked
+            cp.log(f"{rel.dep.id}: its restart was not health-checked; stopping it to retry")
         try:
             final = await asyncio.to_thread(rel.runtime.stop, rel.handle, 0.5)
         except OSError as exc:

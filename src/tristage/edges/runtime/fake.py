@@ -3,20 +3,29 @@
 It keeps the protocol's promises (a handle is JSON; stop leaves nothing running;
 status tells exited from running; adopt of a gone release is False) so the control
 plane's supervision, reconciling and crash handling can be tested in milliseconds.
-A test makes a release crash (`crash`), run out of memory (`crash(oom=True)`) or
-answer its health check with an error (`set_health`).
+A test makes a release crash (`crash`), run out of memory (`crash(oom=True)`), lose
+its supervising log pump (`orphan`) or answer its health check with an error
+(`set_health`).
+
+Its releases live on a `FakeHost`, as local processes live on the machine: another
+`FakeRuntime` on the same host (a control plane started after a crash) controls the
+handles the first one made. Each release writes its log as a real one does: how it
+was started and how it ended, redacted.
 """
 
 from __future__ import annotations
 
 import itertools
+import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ...domain.variables import compile_redactor
 from .base import Handle, ProcessSpec, State, Status
+from .logpump import LogFile, ending
 
 
 @dataclass
@@ -29,18 +38,34 @@ class FakeProcess:
     oom: bool = False
     log: list[str] = field(default_factory=list)
 
+    def say(self, line: str) -> None:
+        """A line of the release's output, redacted, into its log."""
+        text = compile_redactor(self.spec.redact)(line)
+        self.log.append(text)
+        if self.spec.log_path is not None:
+            LogFile(self.spec.log_path).write(text)
+
+
+@dataclass
+class FakeHost:
+    """Where fake releases run: shared by every `FakeRuntime` made on it."""
+
+    procs: dict[str, FakeProcess] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
 
 class FakeRuntime:
     name = "fake"
     sandboxed = True
 
-    def __init__(self, serve: bool = True) -> None:
+    def __init__(self, serve: bool = True, host: FakeHost | None = None) -> None:
         self.serve = serve
-        self.procs: dict[str, FakeProcess] = {}
+        self.host = host or FakeHost()
+        self.procs = self.host.procs
         self.started: list[ProcessSpec] = []
         self.ran: list[ProcessSpec] = []
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._lock = self.host.lock
         self.run_result: Callable[[ProcessSpec], int] = lambda spec: 0
 
     def _server(self, proc: FakeProcess) -> ThreadingHTTPServer | None:
@@ -61,13 +86,16 @@ class FakeRuntime:
 
         server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
         return server
 
     def start(self, spec: ProcessSpec) -> Handle:
-        key = f"fake-{next(self._ids)}"
+        with self._lock:
+            key = f"fake-{next(self.host.ids)}"
         proc = FakeProcess(spec, None)
         proc.server = self._server(proc)
+        command = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
+        proc.say(f"fake: starting {command}")
         with self._lock:
             self.procs[key] = proc
             self.started.append(spec)
@@ -87,8 +115,9 @@ class FakeRuntime:
             proc.server.shutdown()
             proc.server.server_close()
             proc.server = None
-        if proc.state is State.running:
+        if proc.state is not State.exited:
             proc.state, proc.exit_code, proc.oom = State.exited, code, oom
+            proc.say(ending(code, oom, "?"))
 
     def stop(self, handle: Handle, grace: float = 5.0) -> Status:
         proc = self._get(handle)
@@ -99,7 +128,11 @@ class FakeRuntime:
 
     def adopt(self, handle: Handle) -> bool:
         proc = self._get(handle)
-        return proc is not None and proc.state is State.running
+        if proc is None:
+            return False
+        if proc.state is State.orphaned:
+            self.stop(handle)  # never left running twice
+        return proc.state is State.running
 
     def run(
         self,
@@ -118,10 +151,18 @@ class FakeRuntime:
         assert proc is not None
         self._halt(proc, -9 if oom else code, oom)
 
+    def orphan(self, handle: Handle) -> None:
+        """The release's supervisor died; the app still serves."""
+        proc = self._get(handle)
+        assert proc is not None
+        if proc.state is State.running:
+            proc.state = State.orphaned
+
     def set_health(self, handle: Handle, status: int) -> None:
         proc = self._get(handle)
         assert proc is not None
         proc.health = status
 
     def running(self) -> list[ProcessSpec]:
-        return [p.spec for p in self.procs.values() if p.state is State.running]
+        """What runs (orphans included: they still serve)."""
+        return [p.spec for p in self.procs.values() if p.state is not State.exited]

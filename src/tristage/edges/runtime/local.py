@@ -319,6 +319,14 @@ class LocalRuntime:
         def watch() -> None:
             deadline = time.monotonic() + timeout
             while not stop_watch.wait(0.1):
+                if proc.poll() is not None:
+                    # the one-off is over: what it left behind (holding its output
+                    # open, so the read never ends) goes with it
+                    if cgroup is not None:
+                        cgroup.kill()
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    return
                 if cancel():
                     kill("canceled")
                     return
