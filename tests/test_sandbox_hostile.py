@@ -41,6 +41,7 @@ from test_deploy_helpers import (
     wait_for,
 )
 from tristage.api import Tristage
+from tristage.paths import private_dir
 
 BWRAP = shutil.which("bwrap")
 
@@ -481,11 +482,6 @@ def _loose(paths: list[Path], home: Path) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`mkdir(parents=True, mode=0o700)` leaves the parents it "
-    "creates (logs/, artifacts/<project>/, cache/<project>/) at 0755 under umask 022",
-)
 def test_logs_artifacts_and_caches_are_private_under_umask_022(world: World) -> None:
     home = world.home
     logs = [home / "logs", *(home / "logs").rglob("*")]
@@ -499,6 +495,23 @@ def test_logs_artifacts_and_caches_are_private_under_umask_022(world: World) -> 
     caches = [home / "cache", shop, *(p for g in ("*", "*/*", "*/*/*") for p in shop.glob(g))]
     loose = _loose(logs + artifacts + caches, home)
     assert loose == [], "readable by other users:\n" + "\n".join(loose)
+
+
+def test_private_dir_makes_every_directory_it_creates_0700(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "kept").mkdir()
+        made = private_dir(tmp_path / "kept" / "a" / "b" / "c")
+    finally:
+        os.umask(old)
+    assert made.is_dir()
+    assert stat.S_IMODE((tmp_path / "kept").stat().st_mode) == 0o755  # not made: untouched
+    for d in (made.parent.parent, made.parent, made):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    assert private_dir(made) == made  # already there: fine
+    (made / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        private_dir(made / "file")
 
 
 # -- the master key from the environment ---------------------------------------------------

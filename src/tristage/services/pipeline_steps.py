@@ -28,6 +28,7 @@ from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
+from ..paths import private_dir
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -58,9 +59,7 @@ def limits_of(settings: ProcessSettings) -> Limits:
 
 def environment_cache(api: Tristage, project: str, environment: str) -> Path:
     """The dependency caches of one environment: no other environment's build sees them."""
-    path = api.deploys.cache_dir / project / environment
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(api.deploys.cache_dir / project / environment)
 
 
 def data_dir(api: Tristage, dep: Deployment) -> Path:
@@ -159,7 +158,9 @@ def build_artifact(
         shutil.rmtree(artifact)
     shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
     log.line(f"> git archive {dep.commit[:12]}")
+    private_dir(artifact.parent)
     git.archive(svc.bare_repo(dep.project), dep.commit, artifact)
+    artifact.chmod(0o700)  # the way in is private whatever the umask
     dep = dataclasses.replace(dep, artifact=str(artifact))
     settings = settings_for(dep)
     env = {

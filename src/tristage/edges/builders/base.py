@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...domain.limits import Limits
 from ...errors import TristageError
+from ...paths import private_dir
 from ..runtime import Mount, ProcessSpec, Runtime
 
 
@@ -31,7 +32,7 @@ class BuildLog:
     def __init__(self, path: Path, redact: Callable[[str], str]) -> None:
         self.path = path
         self.redact = redact
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...paths import private_dir
 from ..runtime import Mount
 from .base import BuildContext, BuildFailed
 
@@ -43,7 +44,7 @@ def build(ctx: BuildContext, plan: Plan) -> tuple[tuple[str, ...], str | None]:
     if npm is None:
         raise BuildFailed("package.json found but npm is not on PATH", "install Node.js and npm")
     cache = ctx.cache / "npm"
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cache)
     env = {**ctx.env, "npm_config_cache": str(cache), "npm_config_fund": "false"}
     env["npm_config_update_notifier"] = "false"
     mounts = (Mount(cache, writable=True),)

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...paths import private_dir
 from ..runtime import Mount
 from .base import BuildContext, BuildFailed
 
@@ -104,7 +105,7 @@ class Plan:
 def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
     py = str(venv / "bin" / "python")
     pip_cache = ctx.cache / "pip"
-    pip_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(pip_cache)
     env = {
         **ctx.env,
         "VIRTUAL_ENV": str(venv),
@@ -141,7 +142,7 @@ def _cached(ctx: BuildContext, plan: Plan) -> Path:
         ctx.log.line(f"> dependencies: cache hit ({plan.key})")
         return cached
     ctx.log.line(f"> dependencies: cache miss ({plan.key}), installing")
-    cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cached.parent)
     if not ctx.sandboxed:  # no mount namespace: build at the final path
         shutil.rmtree(cached, ignore_errors=True)
         cached.mkdir()

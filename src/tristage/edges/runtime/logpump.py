@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from tristage.paths import private_dir
+
 
 def _redactor(values: list[str]) -> Callable[[str], str]:
     from tristage.domain.variables import compile_redactor
@@ -44,7 +46,7 @@ class LogFile:
     def _open(self) -> IO[str] | None:
         if self._fh is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_dir(self.path.parent)
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
                              0o600)  # fmt: skip
                 self._fh = os.fdopen(fd, "a", encoding="utf-8")
