@@ -272,6 +272,22 @@ def _build_report(log: str) -> dict[str, Any]:
     raise AssertionError(f"no build report in:\n{log}")
 
 
+PLATFORM_VARS = {"TRISTAGE_HOME", "TRISTAGE_MASTER_KEY", "TRISTAGE_MASTER_KEY_FILE"}
+
+
+def _platform_fds(fds: dict[str, str], home: Path) -> dict[str, str]:
+    return {fd: target for fd, target in fds.items() if str(home) in target}
+
+
+def test_a_build_holds_no_platform_file_capability_or_production_secret(world: World) -> None:
+    report = _build_report(world.build_log(world.dev))
+    assert report["cap_eff"] == 0
+    assert report["fds"] and _platform_fds(report["fds"], world.home) == {}
+    assert "PATH" in report["env"]  # the report lists its environment
+    assert not {"STRIPE_SECRET_KEY", *PLATFORM_VARS} & set(report["env"])
+    assert PROD_SECRET not in world.build_log(world.dev)
+
+
 def _production_deps(home: Path) -> list[Path]:
     return sorted((home / "cache" / "shop" / "production").glob("**/hostiledep/__init__.py"))
 
@@ -355,6 +371,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_release_holds_no_platform_file_capability_or_production_secret(
+    world: World,
+) -> None:
+    who = world.dev_get("/whoami")
+    assert who["uid"] != 0 and who["cap_eff"] == 0
+    assert who["fds"] and _platform_fds(who["fds"], world.home) == {}, who["fds"]
+    env = who["environ"]
+    assert env["TRISTAGE_ENV"] == "development"
+    assert not {"STRIPE_SECRET_KEY", *PLATFORM_VARS} & set(env)
+    assert not [k for k, v in env.items() if PROD_SECRET in v]
+
+
 # -- processes ------------------------------------------------------------------------
 
 
@@ -384,7 +412,14 @@ def test_a_release_cannot_write_into_any_artifact(world: World) -> None:
     before = {p: _sha(p) for p in (own / "app.py", prod / "app.py")}
     value = world.dev_get("/value")["file"]
     report = world.dev_probe(
-        append=["app.py", str(own / "app.py"), str(prod / "app.py"), value],
+        append=[
+            "app.py",
+            str(own / "app.py"),
+            str(prod / "app.py"),
+            value,
+            # leaving its cgroup, and so its limits
+            *(f"/sys/fs/cgroup/{c}/cgroup.procs" for c in ("pids", "memory", "unified")),
+        ],
         write=["new-file", str(own / "new-file"), str(prod / "new-file"), "/usr/new-file"],
     )
     for kind in ("append", "write"):
@@ -423,6 +458,7 @@ def test_a_release_killed_for_memory_is_reported_as_out_of_memory(world: World) 
     assert "allocated 8 MiB" in log and "allocated 512 MiB" not in log
     mib = [int(m) for m in re.findall(r"allocated (\d+) MiB", log)]
     assert max(mib) <= 64
+    assert f"{world.dev} killed: out of memory (limit {MEMORY})" in world.cp.output()
     alerts = wait_for(
         lambda: [
             a

@@ -3,7 +3,8 @@ code would and reports, as JSON, what it could do.
 
 GET  /            -> the deployment facts (like tests/apps/hello)
 GET  /health      -> 200
-GET  /whoami      -> its pid, uid, cwd, and every process it can see in /proc
+GET  /whoami      -> its pid, uid, capabilities, open files, environment, and every
+                     process it can see in /proc
 POST /probe       -> {"read": [path], "list": [dir], "write": [path], "append": [path],
                       "kill": [pid], "environ": [pid]}: the outcome of each attempt
 GET  /fork?max=N  -> forks children until the kernel refuses (or N); how many, and why it stopped
@@ -84,6 +85,27 @@ def processes() -> list[dict[str, Any]]:
     return out
 
 
+def whoami() -> dict[str, Any]:
+    """Who it runs as, what it holds open, what it was given, and what it can see."""
+    with open("/proc/self/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "cwd": os.getcwd(),
+        "cap_eff": int(status["CapEff"], 16),
+        "fds": fds,
+        "environ": dict(os.environ),
+        "processes": processes(),
+    }
+
+
 def probe(req: dict[str, list[Any]]) -> dict[str, Any]:
     return {
         "read": {p: outcome(lambda p=p: read(p)) for p in req.get("read", [])},
@@ -155,14 +177,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/health":
             self._send({"ok": True})
         elif url.path == "/whoami":
-            self._send(
-                {
-                    "pid": os.getpid(),
-                    "uid": os.getuid(),
-                    "cwd": os.getcwd(),
-                    "processes": processes(),
-                }
-            )
+            self._send(whoami())
         elif url.path == "/fork":
             self._send(fork_until_refused(int(q.get("max", "10000"))))
         elif url.path == "/alloc":

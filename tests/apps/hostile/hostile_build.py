@@ -5,7 +5,8 @@ paths on the platform's machine, written by the test) and tries to overwrite the
 `hostiledep` package it was built with (its own cached virtualenv), every copy
 of it under the target directories (another environment's cache), and to plant
 files in the target directories (pip caches, another deployment's artifact).
-It prints one line, `BUILD-REPORT {json}`, and always exits 0.
+It also reports its capabilities, open files and the names of its environment
+variables. It prints one line, `BUILD-REPORT {json}`, and always exits 0.
 """
 
 import errno
@@ -23,6 +24,13 @@ def attempt(path: str, text: str) -> str:
     except OSError as exc:
         return errno.errorcode.get(exc.errno or 0, str(exc))
     return "written"
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError as exc:
+        return str(exc)
 
 
 def main() -> None:
@@ -46,6 +54,11 @@ def main() -> None:
         d: attempt(os.path.join(d, "planted-by-a-feature-build"), "x")
         for d in targets.get("plant", [])
     }
+    with open("/proc/self/status") as f:
+        caps = [line.split()[1] for line in f if line.startswith("CapEff:")]
+    report["cap_eff"] = int(caps[0], 16)
+    report["fds"] = {fd: _link(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    report["env"] = sorted(os.environ)
     print("BUILD-REPORT " + json.dumps(report), flush=True)
 
 
