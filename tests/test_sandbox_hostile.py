@@ -21,6 +21,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -264,6 +265,25 @@ def test_the_exact_build_command_fails_without_the_key(world: World) -> None:
     assert world.cp.serves(DEV_HOST) == world.dev  # the feature release is untouched
 
 
+def test_a_build_leaves_no_process_behind_and_does_not_hang(world: World) -> None:
+    marker = f"hostile-build-{secrets.token_hex(4)}"
+    sleeper = f"python -c 'import os, time; os.setsid(); time.sleep(300)' {marker}"
+    # one child keeps the build's output open, one detaches from it; the build then
+    # fails, so development keeps serving the feature release
+    build = f"{sleeper}-piped & {sleeper}-detached >/dev/null 2>&1 & sleep 0.5; exit 3"
+    git(world.repo, "checkout", "-qb", "feature/bg")
+    try:
+        commit(world.repo, {"tristage.toml": feature_toml(world.base_toml, build)}, "bg")
+        started = time.monotonic()
+        r = push(world.repo, "feature/bg", timeout=120)
+    finally:
+        git(world.repo, "checkout", "-q", FEATURE)
+    assert time.monotonic() - started < 60, "the build hung on its background children"
+    assert "failed with exit code 3" in world.build_log(deployment_id(r.stderr))
+    assert _host_pids_with(marker) == set()
+    assert world.cp.serves(DEV_HOST) == world.dev
+
+
 def _build_report(log: str) -> dict[str, Any]:
     for line in log.splitlines():
         if "BUILD-REPORT " in line:
@@ -494,8 +514,9 @@ def test_setsid_children_die_with_the_release(world: World) -> None:
     marker = f"hostile-marker-{secrets.token_hex(4)}"
     spawned = world.dev_get(f"/spawn?marker={marker}")
     assert set(spawned["pids"]) == {"setsid", "daemon"}
-    children = wait_for(lambda: _host_pids_with(marker) or None, 5, "the children")
-    assert len(children) == 2  # the setsid child and the double-forked daemon
+    # the setsid child and the double-forked daemon (once its first fork has exited)
+    wait_for(lambda: len(_host_pids_with(marker)) == 2, 10, "the two children")
+    children = _host_pids_with(marker)
     assert children <= world.release_pids(world.dev)  # found through the cgroup too
     # replace the feature release: the old one is stopped, its whole cgroup with it
     old = world.dev
