@@ -8,6 +8,9 @@ could do, and checks the platform's side of it: it cannot read the platform's
 files or another environment's, see or signal production's processes, write
 into any artifact, poison the dependencies production builds with, exceed its
 limits, or leave a process behind.
+
+The tests share one control plane (module fixture) and run in file order: the few
+that replace a release (a production rebuild, a new feature release) update `World`.
 """
 
 from __future__ import annotations
@@ -160,13 +163,6 @@ class World:
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    def wait_ready(self, dep: str, timeout: float = 60) -> None:
-        def status() -> str | None:
-            found = next((d for d in deployments(self.repo) if d["id"] == dep), None)
-            return found["status"] if found and found["status"] in ("ready", "error") else None
-
-        assert wait_for(status, timeout, f"{dep} to finish") == "ready", self.build_log(dep)
-
 
 def push_ok(repo: Path, branch: str) -> tuple[str, subprocess.CompletedProcess[str]]:
     r = push(repo, branch, timeout=120)
@@ -183,49 +179,55 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home.mkdir()
     repo.mkdir()
     old_umask = os.umask(0o022)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRISTAGE_HOME", str(home))
-        mp.setenv("TRISTAGE_MASTER_KEY_FILE", str(home / "master.key"))
-        mp.delenv("TRISTAGE_MASTER_KEY", raising=False)
-        mp.delenv("TRISTAGE_RUNTIME", raising=False)
-        for k, v in GIT_ENV.items():
-            mp.setenv(k, v)
-        git(repo, "init", "-q", "-b", "main")
-        make_project(repo, app="hostile")
-        wheel = make_wheel(repo / "vendor")
-        commit(repo, {"requirements.txt": f"./vendor/{wheel}\n"}, "a dependency")
-        base_toml = (repo / "tristage.toml").read_text()
-        # a production secret: the master key and an encrypted value exist on the host
-        r = run_cli("env", "set", "STRIPE_SECRET_KEY", PROD_SECRET, "--env", "production",
-                    "--secret", cwd=repo)  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        assert (home / "master.key").is_file()
-        cp = ControlPlane(home).start()
-        api = Tristage(home, actor="tester")
-        try:
-            prod, _ = push_ok(repo, "main")
-            assert cp.serves(PROD_HOST) == prod
-            git(repo, "checkout", "-qb", FEATURE)
-            targets = {
-                # every copy of the dependency production's builds reuse
-                "poison": [f"{home}/cache/shop/production/**/hostiledep/__init__.py"],
-                "plant": [
-                    f"{home}/cache/shop/production/pip",
-                    f"{home}/cache/shop/production/python",
-                    str(home / "artifacts" / "shop" / prod),
-                ],
-            }
-            reads = " ".join(key_reads(home))
-            build = f"cat {reads}; python hostile_build.py"
-            toml = feature_toml(base_toml, build, memory=json.dumps(MEMORY), pids=str(PIDS))
-            commit(repo, {"tristage.toml": toml, "targets.json": json.dumps(targets)}, "hostile")
-            dev, dev_push = push_ok(repo, FEATURE)
-            assert cp.serves(DEV_HOST) == dev
-            yield World(home, repo, cp, api, base_toml, prod, dev, dev_push)
-        finally:
-            api.close()
-            cp.stop()
-            os.umask(old_umask)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TRISTAGE_HOME", str(home))
+            mp.setenv("TRISTAGE_MASTER_KEY_FILE", str(home / "master.key"))
+            mp.delenv("TRISTAGE_MASTER_KEY", raising=False)
+            mp.delenv("TRISTAGE_RUNTIME", raising=False)
+            for k, v in GIT_ENV.items():
+                mp.setenv(k, v)
+            yield from _deploy_world(home, repo)
+    finally:
+        os.umask(old_umask)
+
+
+def _deploy_world(home: Path, repo: Path) -> Iterator[World]:
+    git(repo, "init", "-q", "-b", "main")
+    make_project(repo, app="hostile")
+    wheel = make_wheel(repo / "vendor")
+    commit(repo, {"requirements.txt": f"./vendor/{wheel}\n"}, "a dependency")
+    base_toml = (repo / "tristage.toml").read_text()
+    # a production secret: the master key and an encrypted value exist on the host
+    r = run_cli("env", "set", "STRIPE_SECRET_KEY", PROD_SECRET, "--env", "production",
+                "--secret", cwd=repo)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (home / "master.key").is_file()
+    cp = ControlPlane(home).start()
+    api = Tristage(home, actor="tester")
+    try:
+        prod, _ = push_ok(repo, "main")
+        assert cp.serves(PROD_HOST) == prod
+        git(repo, "checkout", "-qb", FEATURE)
+        targets = {
+            # every copy of the dependency production's builds reuse
+            "poison": [f"{home}/cache/shop/production/**/hostiledep/__init__.py"],
+            # production's caches and artifact
+            "plant": [
+                f"{home}/cache/shop/production/pip",
+                f"{home}/cache/shop/production/python",
+                str(home / "artifacts" / "shop" / prod),
+            ],
+        }
+        build = f"cat {' '.join(key_reads(home))}; python hostile_build.py"
+        toml = feature_toml(base_toml, build, memory=json.dumps(MEMORY), pids=str(PIDS))
+        commit(repo, {"tristage.toml": toml, "targets.json": json.dumps(targets)}, "hostile")
+        dev, dev_push = push_ok(repo, FEATURE)
+        assert cp.serves(DEV_HOST) == dev
+        yield World(home, repo, cp, api, base_toml, prod, dev, dev_push)
+    finally:
+        api.close()
+        cp.stop()
 
 
 # -- what a build can do ------------------------------------------------------------
