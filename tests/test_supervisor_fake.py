@@ -334,14 +334,6 @@ def test_out_of_file_descriptors_during_a_restart_is_retried(home: Path, repo: P
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="health.probe lets an OSError from the runtime's status (out of file descriptors)"
-    " end the health check instead of asking again as the supervisor does, and"
-    " PlaneCore.start_release stops the started release only on an unhealthy verdict, not"
-    " on an exception: the deployment ends in `error` with its release still running,"
-    " recorded as `starting`, unsupervised (services/health.py, services/plane_core.py)",
-)
 def test_out_of_file_descriptors_during_a_deploys_health_check(home: Path, repo: Path) -> None:
     """The machine runs out of file descriptors while a new release is health-checked:
     the check asks again, the deployment becomes ready with one supervised copy."""

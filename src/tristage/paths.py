@@ -22,7 +22,10 @@ def platform_home() -> Path:
 def private_dir(path: Path) -> Path:
     """Make sure directory `path` exists; what is created (it and missing parents) is
     0700 whatever the umask. An existing directory is left as it is."""
-    return private_mkdirs(path)
+    private_mkdirs(path)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+    return path
 
 
 def safe_child(root: Path, *parts: str) -> Path:

@@ -35,7 +35,10 @@ async def probe(
     delay = 0.02
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:
-            st = state()
+            try:
+                st = state()
+            except OSError as exc:  # out of file descriptors: cannot tell, ask again
+                st = Status(State.unknown, detail=str(exc))
             if st.state in (State.exited, State.orphaned):
                 return False, f"the web process {st.describe()} before answering its health check"
             try:

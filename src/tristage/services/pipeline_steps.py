@@ -169,6 +169,7 @@ def build_artifact(
     private_mkdirs(artifact.parent)
     log.line(f"> git archive {dep.commit[:12]}")
     git.archive(svc.bare_repo(dep.project), dep.commit, artifact)
+    artifact.chmod(0o700)  # the way in is private whatever the umask
     dep = dataclasses.replace(dep, artifact=str(artifact))
     settings = settings_for(dep)
     env = {

@@ -128,8 +128,13 @@ class PlaneCore:
         port = port or free_port()
         runtime, handle = await self._spawn(dep, port)
         rel = Release(dep, handle, port, runtime)
-        await self.save_release(rel)
-        ok, why = await self._health(rel)
+        try:
+            await self.save_release(rel)
+            ok, why = await self._health(rel)
+        except BaseException:  # never leave a started release running unsupervised
+            await asyncio.to_thread(runtime.stop, handle, 1.0)
+            await self.forget_release(dep.id)
+            raise
         if not ok:
             await asyncio.to_thread(runtime.stop, handle, 1.0)
             await self.forget_release(dep.id)

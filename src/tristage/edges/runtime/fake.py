@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ...domain.variables import compile_redactor
+from ...domain.redaction import build_redactor
 from .base import Handle, ProcessSpec, State, Status
 from .logpump import LogFile, ending
 
@@ -40,7 +40,7 @@ class FakeProcess:
 
     def say(self, line: str) -> None:
         """A line of the release's output, redacted, into its log."""
-        text = compile_redactor(self.spec.redact)(line)
+        text = build_redactor(self.spec.redact)(line)
         self.log.append(text)
         if self.spec.log_path is not None:
             LogFile(self.spec.log_path).write(text)
