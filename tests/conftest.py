@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -63,6 +62,14 @@ def repo(tmp_path: Path, home: Path) -> Path:
     return r
 
 
+# The CLI, imported once inside CliRunner isolation: its rich consoles are then created on
+# a stream that is not a terminal (no colour codes, as in a subprocess with a pipe) and
+# without COLUMNS (their width follows each call's environment).
+with CliRunner().isolation(env={"COLUMNS": None}):
+    _CLI_MAIN = importlib.import_module("tristage.cli.main")
+    _CLI_STATE = importlib.import_module("tristage.cli.common").state
+
+
 def run_cli_process(
     *args: str,
     cwd: Path | None = None,
@@ -101,7 +108,7 @@ def run_cli(
     """
     if threading.current_thread() is not threading.main_thread():
         return run_cli_process(*args, cwd=cwd, input=input, env=env, timeout=timeout)
-    entry, state = _cli_entry()
+    state = _CLI_STATE
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     code: int | str | None = 0
     try:
@@ -112,13 +119,13 @@ def run_cli(
             sys.argv = ["tristage", *args]
             state.debug, state.home, state.api = False, None, None
             try:
-                entry()
+                _CLI_MAIN.run()
             except SystemExit as exc:
                 code = exc.code
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-            stdout, stderr = out.getvalue().decode(), err.getvalue().decode("utf-8", "replace")
+            stdout, stderr = (b.getvalue().decode("utf-8", "replace") for b in (out, err))
     finally:
         state.debug, state.home, state.api = False, None, None
         sys.argv = saved_argv
@@ -131,20 +138,6 @@ def run_cli(
         stderr += f"{code}\n"
         code = 1
     return subprocess.CompletedProcess(["tristage", *args], code, stdout, stderr)
-
-
-def _cli_entry() -> tuple[Callable[[], None], Any]:
-    """The console entry point and the CLI's per-invocation state.
-
-    Imported on first use, inside CliRunner isolation, so that the CLI's rich consoles
-    are created on a stream that is not a terminal (no colour codes) and without
-    COLUMNS (their width then follows each call's environment).
-    """
-    if "tristage.cli.main" not in sys.modules:
-        with CliRunner().isolation(env={"COLUMNS": None}):
-            importlib.import_module("tristage.cli.main")
-    main = sys.modules["tristage.cli.main"]
-    return main.run, importlib.import_module("tristage.cli.common").state
 
 
 @pytest.fixture
