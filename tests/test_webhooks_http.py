@@ -590,6 +590,7 @@ SERVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_after_acknowledging_loses_no_delivery(
     project: Project, home: Path, tmp_path: Path
 ) -> None:
