@@ -1,14 +1,18 @@
-"""Shared fixtures: a platform home, real git working copies, the CLI as a subprocess."""
+"""Shared fixtures: a platform home, real git working copies, the CLI (in process, or as a
+subprocess where a test needs a process of its own)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tristage.api import Tristage
 
@@ -58,14 +62,23 @@ def repo(tmp_path: Path, home: Path) -> Path:
     return r
 
 
-def run_cli(
+# The CLI, imported once inside CliRunner isolation: its rich consoles are then created on
+# a stream that is not a terminal (no colour codes, as in a subprocess with a pipe) and
+# without COLUMNS (their width follows each call's environment).
+with CliRunner().isolation(env={"COLUMNS": None}):
+    _CLI_MAIN = importlib.import_module("tristage.cli.main")
+    _CLI_STATE = importlib.import_module("tristage.cli.common").state
+
+
+def run_cli_process(
     *args: str,
     cwd: Path | None = None,
     input: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `tristage ARGS` in a real subprocess."""
+    """Run `tristage ARGS` in a real subprocess: for what needs a process of its own
+    (signals, a terminal, output of the commands it starts, the installed entry point)."""
     return subprocess.run(
         [sys.executable, "-m", "tristage", *args],
         cwd=cwd,
@@ -75,6 +88,56 @@ def run_cli(
         env={**os.environ, "COLUMNS": "200", **(env or {})},
         timeout=timeout,
     )
+
+
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run `tristage ARGS` in this process, through the console entry point.
+
+    The same `run()` a shell calls (its error lines and exit codes), with stdin, stdout,
+    stderr, the environment and the working directory of a subprocess: Typer's CliRunner
+    isolation swaps the streams and `os.environ`, and everything the command changed is
+    put back afterwards. Off the main thread (where streams and the working directory
+    are shared) it falls back to a subprocess. `timeout` only applies to that fallback;
+    in process, pytest-timeout bounds the test.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return run_cli_process(*args, cwd=cwd, input=input, env=env, timeout=timeout)
+    state = _CLI_STATE
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    code: int | str | None = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        overrides = {"COLUMNS": "200", **(env or {})}
+        with CliRunner().isolation(input=input, env=overrides) as (out, err, _):
+            sys.argv = ["tristage", *args]
+            state.debug, state.home, state.api = False, None, None
+            try:
+                _CLI_MAIN.run()
+            except SystemExit as exc:
+                code = exc.code
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = (b.getvalue().decode("utf-8", "replace") for b in (out, err))
+    finally:
+        state.debug, state.home, state.api = False, None, None
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1
+        stderr += f"{code}\n"
+        code = 1
+    return subprocess.CompletedProcess(["tristage", *args], code, stdout, stderr)
 
 
 @pytest.fixture

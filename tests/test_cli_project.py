@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_process
 
 
 def test_init_resolve_through_subprocess(repo: Path) -> None:
-    r = run_cli("init", "--preset", "professional", cwd=repo)
+    r = run_cli_process("init", "--preset", "professional", cwd=repo)
     assert r.returncode == 0, r.stderr
     assert (repo / "tristage.toml").is_file()
     assert "next:" in r.stdout
@@ -16,10 +16,10 @@ def test_init_resolve_through_subprocess(repo: Path) -> None:
         ("test", "preview"),
         ("main", "production"),
     ]:
-        r = run_cli("resolve", branch, cwd=repo)
+        r = run_cli_process("resolve", branch, cwd=repo)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == env
-    r = run_cli("resolve", "main", "--json", cwd=repo)
+    r = run_cli_process("resolve", "main", "--json", cwd=repo)
     assert json.loads(r.stdout) == {
         "branch": "main",
         "environment": "production",

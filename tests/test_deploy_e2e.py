@@ -4,7 +4,6 @@ plane process, real releases on loopback ports, real HTTP through the router."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,21 +98,21 @@ def test_promote_and_rollback_under_load(project: Path, cp: ControlPlane) -> Non
     commit(project, {"note.txt": "v2\n"}, "v2")
     preview = deployment_id(push(project, "test").stderr)
     with Load(cp.port, "shop.localhost") as load:
-        time.sleep(0.2)
+        load.answered()
         r = run_cli("promote", preview, cwd=project)
         assert r.returncode == 0, r.stderr
         assert "reusing the artifact" in r.stdout
         promoted = r.stdout.split("production deployment ")[1].split()[0]
         assert cp.serves("shop.localhost") == promoted
-        time.sleep(0.2)
+        load.answered()
         r = run_cli("rollback", cwd=project)
         assert r.returncode == 0, r.stderr
         assert cp.serves("shop.localhost") == first
-        time.sleep(0.2)
+        load.answered()
         r = run_cli("rollback", "--to", promoted, cwd=project)
         assert r.returncode == 0, r.stderr
         assert cp.serves("shop.localhost") == promoted
-        time.sleep(0.2)
+        load.answered()
     assert load.failures == []
     assert load.requests > 20
     assert set(load.seen) == {first, promoted}

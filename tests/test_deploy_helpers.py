@@ -159,6 +159,12 @@ class Load:
         for t in self._threads:
             t.join(10)
 
+    def answered(self, more: int = 10, timeout: float = 10.0) -> None:
+        """Wait until `more` further requests have been answered (or failed)."""
+        with self._lock:
+            target = self.requests + more
+        wait_for(lambda: self.requests >= target, timeout, f"{more} more requests")
+
     def _run(self) -> None:
         with httpx.Client(timeout=5, trust_env=False) as client:
             while not self._stop.is_set():

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_process
 from test_deploy_helpers import make_project, wait_for
 from tristage.domain.localdev import compose, refusals
 from tristage.domain.rules.isolation import url_target
@@ -76,7 +76,7 @@ def test_dev_runs_the_web_command_with_development_config(
 
 def test_dev_runs_a_given_command_and_returns_its_code(project: Path) -> None:
     script = "import os; print(os.environ['DATABASE_URL'], os.environ['PORT']); raise SystemExit(7)"
-    r = run_cli("dev", "--port", "4567", "--", "python", "-c", script, cwd=project)
+    r = run_cli_process("dev", "--port", "4567", "--", "python", "-c", script, cwd=project)
     assert r.returncode == 7, r.stderr
     dev_url = run_cli("db", "url", "development", cwd=project).stdout.strip()
     prod_url = run_cli("db", "url", "production", cwd=project).stdout.strip()

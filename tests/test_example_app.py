@@ -520,6 +520,8 @@ def test_refund_form_requires_a_valid_csrf_token(app: AppProcess) -> None:
 
 
 def test_logs_hold_no_secret(app: AppProcess) -> None:
+    # requests of its own (the app is shared by the module, in whatever order its tests run)
+    assert app.client.get("/health").status_code == 200
     deliver(
         app,
         user_event(

@@ -216,8 +216,13 @@ def test_healthy_deployment_is_left_alone_and_metrics_count_requests(
     # 31: `serves` asked once more
     wait_for(lambda: by_id().get(second, {}).get("requests") == 31, 10, "the metrics")
     wait_for(lambda: by_id().get(first, {}).get("requests") == 8, 10, "the metrics")
-    time.sleep(2.5)  # more than the window: still live, still quiet
-    m = by_id()
+
+    def past_the_window() -> dict[str, Any] | None:
+        m = by_id()
+        return m if m[second]["window_requests"] == 0 else None
+
+    # more than the window after the traffic: still live, still quiet
+    m = wait_for(past_the_window, 10, "the window to move past the traffic")
     assert m[second]["live"] and not m[first]["live"]
     assert m[second]["status_2xx"] == 31 and m[second]["status_5xx"] == 0
     assert m[second]["p50_ms"] is not None and m[second]["p99_ms"] >= m[second]["p50_ms"]

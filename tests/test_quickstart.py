@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_process
 from tristage.api import Tristage
 from tristage.domain.config import parse_config
 from tristage.edges.runtime import free_port
@@ -218,7 +218,7 @@ def test_quickstart_end_to_end_then_again_then_ctrl_c(
         assert live.value.startswith("sk_live_FAKE")
 
         # running it again is safe: it reuses the control plane and the live deployments
-        again = run_cli("quickstart", "--dir", str(app_dir), "--no-wait", timeout=120)
+        again = run_cli_process("quickstart", "--dir", str(app_dir), "--no-wait", timeout=120)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "using the running one" in again.stdout
         assert again.stdout.count("already live") == 3
@@ -257,7 +257,9 @@ def test_ctrl_c_mid_flow_stops_the_control_plane_and_a_rerun_finishes(
         assert "interrupted" in run.output and "stopped the control plane" in run.output
         assert not pids_alive([cp_pid]) and api.deploys.controlplane() is None
         # the pushed deployments wait in the store; a second run carries them out
-        r = run_cli("quickstart", "--dir", str(app_dir), "--port", "0", "--no-wait", "--json")
+        r = run_cli_process(
+            "quickstart", "--dir", str(app_dir), "--port", "0", "--no-wait", "--json"
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         summary = json.loads(r.stdout)
         assert [e["health"] for e in summary["environments"]] == ["healthy"] * 3
@@ -270,7 +272,7 @@ def test_ctrl_c_mid_flow_stops_the_control_plane_and_a_rerun_finishes(
 def test_quickstart_simple_preset_no_wait(tmp_path: Path, home: Path, api: Tristage) -> None:
     port = free_port()
     app_dir = tmp_path / "simple-app"
-    r = run_cli(
+    r = run_cli_process(
         "quickstart", "--dir", str(app_dir), "--preset", "simple", "--port", str(port),
         "--no-wait", "--json", timeout=180,
     )  # fmt: skip

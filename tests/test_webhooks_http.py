@@ -477,6 +477,11 @@ def test_without_a_live_release_no_attempt_is_spent(project: Project) -> None:
             assert row == [{"status": "pending", "attempts": 0}]
             gw.live[("shop", "development")] = gw.app_server.url
             await wait_for(lambda: len(gw.app.received) == 1, what="forward once live")
+            # the forwarder records the attempt after the app has answered
+            await wait_for(
+                lambda: project.api.webhooks.show(delivery).delivery.status == "delivered",
+                what="the attempt recorded",
+            )
             assert project.api.webhooks.show(delivery).delivery.attempts == 1
 
     run(main)
@@ -585,6 +590,7 @@ SERVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_after_acknowledging_loses_no_delivery(
     project: Project, home: Path, tmp_path: Path
 ) -> None:
