@@ -52,6 +52,8 @@ BWRAP = shutil.which("bwrap")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
+    # one control plane for the module, its tests in file order: one worker runs them all
+    pytest.mark.xdist_group("sandbox-hostile"),
     pytest.mark.skipif(BWRAP is None, reason="bubblewrap (bwrap) is not installed"),
     pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's cgroups need root here"),
 ]
@@ -475,7 +477,11 @@ def test_a_release_killed_for_memory_is_reported_as_out_of_memory(world: World) 
     assert "allocated 8 MiB" in log and "allocated 512 MiB" not in log
     mib = [int(m) for m in re.findall(r"allocated (\d+) MiB", log)]
     assert max(mib) <= 64
-    assert f"{world.dev} killed: out of memory (limit {MEMORY})" in world.cp.output()
+    wait_for(  # the supervisor reports it once it has seen the exit
+        lambda: f"{world.dev} killed: out of memory (limit {MEMORY})" in world.cp.output(),
+        10,
+        "the out-of-memory kill in the control plane's output",
+    )
     alerts = wait_for(
         lambda: [
             a
