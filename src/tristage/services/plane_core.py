@@ -68,11 +68,16 @@ class PlaneCore:
         self.http: Any = None  # the HTTP API + dashboard server
         self.dashboard_port: int | None = None
         self.monitor_runner: Any = None
-        self.records = ReleaseRecords(api.store)
         self._lock = HomeLock(api.home)
         # the control plane's store work, one call at a time in issue order
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tristage-store")
         self._reconciling = asyncio.Lock()
+
+    @functools.cached_property
+    def records(self) -> ReleaseRecords:
+        # opened on first use, after `run` holds the home's lock (two `up` at once must
+        # not race on creating the state store)
+        return ReleaseRecords(self.api.store)
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
