@@ -494,6 +494,10 @@ def test_a_release_killed_for_memory_is_reported_as_out_of_memory(world: World) 
     assert "out of memory" in alerts[0]["message"]
     # the supervisor restarted it
     wait_for(lambda: world.cp.serves(DEV_HOST) == world.dev, 20, "the restart")
+    # and `tristage status` says how it last ended
+    status = json.loads(world.cli("status", "--json").stdout)
+    dev = next(e for e in status["environments"] if e["environment"] == "development")
+    assert dev["deployment"] == world.dev and "out of memory (limit 64M)" in dev["health"], dev
 
 
 # -- nothing left behind ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..domain.deployments import Deployment, Status
 from ..errors import EXIT_FAILED, TristageError
@@ -210,7 +211,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     table = Table("environment", "tier", "live", "branch", "commit", "url", "health", box=None)
     for r in rows:
         health = r["health"]
-        style = "green" if health == "healthy" else "red" if health != "no deployment" else "dim"
+        style = (
+            "green" if health.startswith("healthy") else "red" if health != "no deployment"
+            else "dim"
+        )  # fmt: skip
         live = r["deployment"] or "-"
         if r["pending"]:
             live += f" (-> {r['pending']})"
@@ -221,7 +225,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             r["branch"] or "",
             r["commit"] or "",
             r["url"],
-            f"[{style}]{health}[/]",
+            Text(health, style=style),
         )
     console.print(table)
 

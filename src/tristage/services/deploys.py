@@ -256,6 +256,8 @@ class DeployService:
                 health = "down"
             else:
                 health = "healthy" if rel["status"] == "healthy" else str(rel["status"])
+                if rel.get("last_exit") and rel.get("restarts"):
+                    health += f" (restarted {rel['restarts']}x, last {rel['last_exit']})"
             out.append(
                 {
                     "environment": env,

@@ -67,6 +67,7 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
         if st.oom_killed or final.oom_killed:
             how = (st if st.oom_killed else final).describe()
             await cp.report_oom(rel, how)
+        await cp._db(cp.records.record_exit, rel.dep.id, how)
         now = time.time()
         rel.crashes = [t for t in rel.crashes if now - t < tuning.crash_window] + [now]
         if len(rel.crashes) >= tuning.crash_limit:
