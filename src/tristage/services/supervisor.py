@@ -75,9 +75,12 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
                 f"crash loop: the web process ended {len(rel.crashes)} times within "
                 f"{tuning.crash_window:g}s (last: {how})"
             )
+            # a reconcile that read the store before the status changes must not bring
+            # it back up between the two steps
+            cp.failed_starts[rel.dep.id] = time.monotonic()
+            await cp.set_status(rel.dep.id, DeployStatus.crashed, reason)
             cp.releases.pop(rel.dep.id, None)
             await cp.forget_release(rel.dep.id)
-            await cp.set_status(rel.dep.id, DeployStatus.crashed, reason)
             cp.log(f"{rel.dep.id} crashed: {reason}")
             await cp.reconcile()
             return
