@@ -230,9 +230,13 @@ def test_sweep_removes_only_stale_partial_writes(target: BackupTarget, harness: 
     assert harness.partials(target) == 0
 
 
-def test_sweep_of_an_empty_target_is_zero(target: BackupTarget) -> None:
+def test_sweep_never_removes_a_published_backup(target: BackupTarget) -> None:
     assert target.sweep(0) == 0
-    assert target.list() == []
+    put(target, "old", b"kept")
+    time.sleep(0.02)
+    assert target.sweep(0) == 0  # whatever its age
+    assert [b.name for b in target.list()] == ["old"]
+    assert get(target, "old") == b"kept"
 
 
 # -- names ---------------------------------------------------------------------------
@@ -252,6 +256,8 @@ BAD_NAMES = [
     "back\\slash",
     "space name",
     "x" * 200,
+    "zoë",
+    "name" + SUFFIX[:4] + "/x",
 ]
 
 
