@@ -115,6 +115,7 @@ class Upstream:
         self.slow_started = asyncio.Event()
         self.server: uvicorn.Server | None = None
         self.port = 0
+        self.seen: list[tuple[bytes, list[tuple[bytes, bytes]]]] = []  # (target, headers)
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -139,6 +140,7 @@ class Upstream:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        self.seen.append((scope.get("raw_path") or path.encode(), list(scope["headers"])))
         status = 200
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
@@ -312,5 +314,50 @@ def test_a_replaced_upstream_drains_its_requests_in_flight(opener: Any) -> None:
             assert await asyncio.gather(*slow) == [(200, b"old")] * 3
             assert edge.inflight(old.addr) == 0
             assert edge.stats()["d1"].requests == 3 and edge.stats()["d2"].requests == 1
+
+    run(main())
+
+
+# -- what an edge that parses HTTP itself must refuse ----------------------------------
+# (RFC 9112 3.2; the fake is handed a host, not bytes: these apply to the router)
+
+AMBIGUOUS = {
+    "two Host headers": b"GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n",
+    "no Host header": b"GET / HTTP/1.1\r\n",
+}
+AMBIGUOUS_DEFECTS = {
+    "two Host headers": "the router routes by the first Host header and forwards both, "
+    "with X-Forwarded-Host set from the last: a.localhost's app is told the request "
+    "was for b.localhost (RFC 9112 3.2: more than one Host is a 400)",
+    "no Host header": "an HTTP/1.1 request without Host is routed by the listening address "
+    "(a 404 page naming 127.0.0.1:PORT) instead of a 400",
+}
+
+
+async def raw_exchange(port: int, head: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("case", sorted(AMBIGUOUS))
+def test_a_request_naming_its_host_ambiguously_is_refused(
+    opener: Any, case: str, request: pytest.FixtureRequest
+) -> None:
+    if opener is open_fake:
+        pytest.skip("the fake edge is handed a host, it parses no HTTP")
+    request.applymarker(pytest.mark.xfail(strict=True, reason=AMBIGUOUS_DEFECTS[case]))
+
+    async def main() -> None:
+        async with opener() as edge, Upstream("a") as a, Upstream("b") as b:
+            edge.replace({"a.localhost": route("da", a), "b.localhost": route("db", b)})
+            assert isinstance(edge, RouterEdge) and edge.router.port
+            answer = await raw_exchange(edge.router.port, AMBIGUOUS[case])
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+            assert a.seen == [] and b.seen == []
 
     run(main())
