@@ -775,3 +775,29 @@ def test_cli_urls_send_test_deliveries_show_and_replay(project: Project, cli: An
     assert usage.returncode == 2
     dead = cli("hooks", "replay", "--dead", "--env", "development", "--json", cwd=project.root)
     assert dead.returncode == 0 and json.loads(dead.stdout) == {"replayed": []}
+
+
+def test_an_unbranded_clerk_delivery_reaches_the_app_verifiable_on_the_first_attempt(
+    project: Project,
+) -> None:
+    """Clerk signs through Svix; `webhook-*` headers are valid Svix headers. The app's own
+    library (Clerk's SDK reads `svix-id/-timestamp/-signature`) must accept the forward."""
+    from svix.webhooks import Webhook as SvixWebhook
+
+    async def main() -> None:
+        async with gateway(project) as gw:
+            headers, body, msg_id = signed(project, "clerk", "user.created")
+            unbranded = {k.replace("svix-", "webhook-"): v for k, v in headers.items()}
+            assert "svix-id" not in unbranded and "webhook-id" in unbranded
+            resp = await gw.post("clerk", unbranded, body)
+            assert resp.status_code == 200, resp.text
+            await wait_for(lambda: len(gw.app.received) == 1, what="the forward")
+            _, got, got_body = gw.app.received[0]
+            assert got["svix-id"] == msg_id
+            assert got["svix-timestamp"] == unbranded["webhook-timestamp"]
+            assert got["svix-signature"] == unbranded["webhook-signature"]
+            svix_only = {k: v for k, v in got.items() if k.startswith("svix-")}
+            SvixWebhook(project.secrets["clerk"]).verify(got_body, svix_only)
+            assert got["x-tristage-attempt"] == "1" and gw.app.refused == 0
+
+    run(main)

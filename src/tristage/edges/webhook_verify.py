@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -46,6 +46,9 @@ class SecretFormatError(Exception):
 class Verified:
     message_id: str
     event_type: str | None
+    # the signature headers that verified, under the names the app's library reads
+    # (Clerk's SDK: `svix-*`, whatever branding came in)
+    forward: dict[str, str] = field(default_factory=dict)
 
 
 def split_secrets(value: str) -> list[str]:
@@ -116,7 +119,9 @@ def _verify_svix(kind: Kind, secrets: Sequence[str], h: dict[str, str], body: by
             raise VerificationError(
                 400, "malformed", "the signature header is not 'v1,<base64>' items"
             ) from None
-        return Verified(values["id"], _event_type(text))
+        prefix = "svix-" if kind == "clerk" else "webhook-"
+        forward = {prefix + name: values[name] for name in names}
+        return Verified(values["id"], _event_type(text), forward)
     assert first is not None
     raise first
 
@@ -177,7 +182,11 @@ def _verify_stripe(secrets: Sequence[str], h: dict[str, str], body: bytes) -> Ve
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
         raise VerificationError(400, "malformed", "the Stripe event has no 'id'")
     event_type = data.get("type")
-    return Verified(data["id"], event_type if isinstance(event_type, str) else None)
+    return Verified(
+        data["id"],
+        event_type if isinstance(event_type, str) else None,
+        {"stripe-signature": header},
+    )
 
 
 def _stripe_error(message: str) -> VerificationError:

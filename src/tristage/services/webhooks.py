@@ -176,11 +176,8 @@ class WebhookService:
                 len(body),
             )
         lower = {k.lower(): v for k, v in headers.items()}
-        keep = {
-            h: lower[h]
-            for h in (*dom.SIGNATURE_HEADERS[kind], *dom.PASSTHROUGH_HEADERS)
-            if h in lower
-        }
+        keep = {h: lower[h] for h in dom.PASSTHROUGH_HEADERS if h in lower}
+        keep.update(verified.forward)  # what verified, under the app library's names
         row = (
             "whd_" + pysecrets.token_hex(8),
             ep.project,
