@@ -129,3 +129,15 @@ def test_a_secret_that_is_not_base64_is_a_configuration_error() -> None:
     h = wv.sign("clerk", svix_secret(), "m", int(time.time()), BODY)
     with pytest.raises(wv.SecretFormatError):
         wv.verify("clerk", ["whsec_!!!not base64!!!"], h, BODY)
+
+
+@pytest.mark.parametrize("kind", ["clerk", "standard", "stripe"])
+def test_a_timestamp_more_than_five_minutes_ahead_is_refused(kind: str) -> None:
+    """Correctly signed but dated an hour in the future: 401, like one an hour old."""
+    secret = stripe_secret() if kind == "stripe" else svix_secret()
+    ahead = wv.sign(kind, secret, "msg_f", int(time.time()) + 3600, BODY)  # type: ignore[arg-type]
+    with pytest.raises(wv.VerificationError) as exc:
+        wv.verify(kind, [secret], ahead, BODY)  # type: ignore[arg-type]
+    assert (exc.value.status, exc.value.reason) == (401, "expired")
+    near = wv.sign(kind, secret, "msg_n", int(time.time()) + 60, BODY)  # type: ignore[arg-type]
+    assert wv.verify(kind, [secret], near, BODY).event_type == "user.created"

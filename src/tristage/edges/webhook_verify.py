@@ -6,8 +6,9 @@
 
 Both compare signatures in constant time, accept several signatures in one header
 (the provider signs with the old and the new secret while rotating) and refuse a
-timestamp more than five minutes old. A secret variable may also hold several
-secrets separated by spaces or commas (old and new, during a rotation on our side).
+timestamp more than five minutes away from now, old or ahead (Stripe's library
+checks only the past; the future is checked here). A secret variable may also hold
+several secrets separated by spaces or commas (old and new, during a rotation on our side).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import binascii
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -161,6 +163,7 @@ def _verify_stripe(secrets: Sequence[str], h: dict[str, str], body: bytes) -> Ve
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise VerificationError(400, "malformed", "the body is not UTF-8") from None
+    _stripe_not_ahead(header)
     first: VerificationError | None = None
     for secret in secrets:
         try:
@@ -189,10 +192,21 @@ def _verify_stripe(secrets: Sequence[str], h: dict[str, str], body: bytes) -> Ve
     )
 
 
+def _stripe_not_ahead(header: str) -> None:
+    """Stripe's library checks only the past; a delivery dated beyond the tolerance in
+    the future is refused too (a replay window either way, as for Standard Webhooks)."""
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit() and int(value) > time.time() + TOLERANCE_SECONDS:
+            raise VerificationError(
+                401, "expired", "the signature timestamp is more than 5 minutes away from now"
+            )
+
+
 def _stripe_error(message: str) -> VerificationError:
     if "Timestamp outside" in message:
         return VerificationError(
-            401, "expired", "the signature timestamp is more than 5 minutes old"
+            401, "expired", "the signature timestamp is more than 5 minutes away from now"
         )
     if "Unable to extract" in message or "expected scheme" in message:
         return VerificationError(
