@@ -801,3 +801,30 @@ def test_an_unbranded_clerk_delivery_reaches_the_app_verifiable_on_the_first_att
             assert got["x-tristage-attempt"] == "1" and gw.app.refused == 0
 
     run(main)
+
+
+def test_duplicate_signature_headers_the_first_copy_wins(project: Project) -> None:
+    """Two copies of a signature header: the first is verified (as most verifiers do)."""
+
+    async def main() -> None:
+        async with gateway(project) as gw:
+            url = f"http://127.0.0.1:{gw.router_port}/.tristage/webhooks/clerk"
+            h, body, _ = signed(project, "clerk")
+            forged = wv.sign("clerk", svix_secret(), h["svix-id"], int(time.time()), body)
+
+            def listed(first: str, second: str) -> list[tuple[str, str]]:
+                out = [(k, v) for k, v in h.items() if k != "svix-signature"]
+                return [*out, ("svix-signature", first), ("svix-signature", second), ("host", HOST)]
+
+            resp = await gw.client.post(
+                url, content=body, headers=listed(forged["svix-signature"], h["svix-signature"])
+            )
+            assert resp.status_code == 401, resp.text
+            resp = await gw.client.post(
+                url, content=body, headers=listed(h["svix-signature"], forged["svix-signature"])
+            )
+            assert resp.status_code == 200, resp.text
+            await wait_for(lambda: len(gw.app.received) == 1, what="the forward")
+            assert gw.app.received[0][1]["svix-signature"] == h["svix-signature"]
+
+    run(main)

@@ -59,7 +59,11 @@ def split_secrets(value: str) -> list[str]:
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
+    """Header names folded to lower case; of two spellings of one name the first wins."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        out.setdefault(k.lower(), v)
+    return out
 
 
 def verify(kind: Kind, secrets: Sequence[str], headers: Mapping[str, str], body: bytes) -> Verified:

@@ -112,7 +112,9 @@ def build_internal_app(api: Tristage) -> ASGIApp:
             )
             await _respond(send, status, {"ok": False, "error": code, "message": str(exc)})
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:  # a repeated header: the first copy wins
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
         client = scope.get("client")
         remote = f"{client[0]}:{client[1]}" if client else None
         limit = ep.config.max_body_bytes
