@@ -365,7 +365,10 @@ def test_forged_expired_tampered_missing_and_oversized_never_reach_the_app(
             )
             assert resp.status_code == 405
             resp = await gw.post("nope", headers, body)
-            assert resp.status_code == 404 and "declared sources" in resp.json()["message"]
+            assert resp.status_code == 404 and resp.json()["error"] == "unknown_source"
+            # an unauthenticated answer names no source, project, environment or variable
+            for detail in ("clerk", "stripe", "events", "unset", "shop", "development", "_VAR"):
+                assert detail not in resp.text.replace("unknown_source", ""), detail
 
             # a valid one afterwards arrives, alone
             ok_h, ok_b, _ = signed(project, "clerk")
@@ -394,6 +397,7 @@ def test_forged_expired_tampered_missing_and_oversized_never_reach_the_app(
     logged = caplog.text
     assert "reason=bad_signature" in logged and "reason=too_large" in logged
     assert "user.created" not in logged and "email_address" not in logged  # never the body
+    assert "no webhook source 'nope'" in logged and "declared sources: clerk" in logged
 
 
 def test_the_same_message_id_twice_reaches_the_app_once(project: Project) -> None:
@@ -526,8 +530,9 @@ def test_missing_secret_answers_503_and_stores_nothing(
             body = b'{"type":"x"}'
             h = wv.sign("standard", svix_secret(), "msg_u", int(time.time()), body)
             resp = await gw.post("unset", h, body)
-            assert resp.status_code == 503
-            assert "NEVER_SET_SECRET" in resp.json()["message"]
+            assert resp.status_code == 503 and resp.json()["error"] == "no_secret"
+            for detail in ("NEVER_SET_SECRET", "development", "shop", "unset"):
+                assert detail not in resp.text.replace("no_secret", ""), detail
             assert gw.rows() == []
 
     with caplog.at_level("ERROR", logger="tristage.webhooks"):

@@ -222,7 +222,11 @@ class WebhookService:
         remote: str | None,
         size: int,
     ) -> IngestResult:
-        """Count and log a refused request (never its body) and build the answer."""
+        """Count and log a refused request (never its body) and build the answer.
+
+        The log carries the details for the operator; the answer goes to whoever sent
+        the request, unauthenticated, so it never names the configuration (sources,
+        project, environment, variables): a 5xx says only that the source is not ready."""
         level = logging.ERROR if status >= 500 else logging.WARNING
         log.log(
             level,
@@ -239,7 +243,29 @@ class WebhookService:
         )
         key = (ep.project, ep.environment, ep.source, reason, time.time())
         self.writer.submit(lambda s: count_rejection(s, key))
-        return IngestResult(status, {"ok": False, "error": reason, "message": message})
+        return IngestResult(
+            status, {"ok": False, "error": reason, "message": public(status, message)}
+        )
+
+    def unavailable(
+        self, project: str, environment: str, source: str, exc: TristageError
+    ) -> IngestResult:
+        """The answer for a source that cannot be loaded: 404 when the configuration does
+        not declare it, the platform's own 5xx otherwise (the provider retries later)."""
+        status, code = (
+            (exc.http_status, exc.code) if exc.http_status >= 500 else (404, "unknown_source")
+        )
+        log.log(
+            logging.ERROR if status >= 500 else logging.WARNING,
+            "webhook refused: project=%s env=%s source=%s status=%d reason=%s: %s",
+            project,
+            environment,
+            source,
+            status,
+            code,
+            exc,
+        )
+        return IngestResult(status, {"ok": False, "error": code, "message": public(status, "")})
 
     def notify(self) -> None:
         """Wake the forwarder now (a fresh delivery) instead of at its next poll."""
@@ -686,6 +712,16 @@ class WebhookService:
         return SendTestResult(
             url, resp.status_code, msg_id, event_type, answer if isinstance(answer, dict) else {}
         )
+
+
+def public(status: int, message: str) -> str:
+    """What an unauthenticated answer may say: the request's own fault in full (it
+    names nothing of the configuration), else only the kind of failure."""
+    if status == 404:
+        return "no webhook source here"
+    if status >= 500:
+        return "this webhook source cannot take deliveries now; retry later"
+    return message
 
 
 def _is_address(host: str) -> bool:
