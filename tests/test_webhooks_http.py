@@ -29,6 +29,7 @@ from tristage.api import Tristage
 from tristage.domain import webhooks as dom
 from tristage.edges import webhook_verify as wv
 from tristage.edges.router import Route, Router, RouteTable
+from tristage.errors import TristageError
 from tristage.http.internal import build_internal_app
 
 pytestmark = pytest.mark.timeout(60)
@@ -831,5 +832,96 @@ def test_duplicate_signature_headers_the_first_copy_wins(project: Project) -> No
             assert resp.status_code == 200, resp.text
             await wait_for(lambda: len(gw.app.received) == 1, what="the forward")
             assert gw.app.received[0][1]["svix-signature"] == h["svix-signature"]
+
+    run(main)
+
+
+# ---------------------------------------------------------------------------
+# Bodies at rest: sealed with the secret box, removed after the source's retention
+
+
+def _raw_state(api: Tristage) -> bytes:
+    return b"".join(p.read_bytes() for p in api.home.glob("state.db*") if p.is_file())
+
+
+def test_bodies_are_encrypted_at_rest_and_forwarded_intact(project: Project) -> None:
+    async def main() -> None:
+        async with gateway(project) as gw:
+            h, b, _ = signed(project, "clerk", "user.created")
+            email = json.loads(b)["data"]["email_addresses"][0]["email_address"]
+            delivery = (await gw.post("clerk", h, b)).json()["delivery"]
+            await wait_for(lambda: len(gw.app.received) == 1, what="the forward")
+            assert gw.app.received[0][2] == b and gw.app.refused == 0
+            row = gw.rows("SELECT body, sealed FROM webhook_deliveries")[0]
+            assert row["sealed"] == 1 and bytes(row["body"]).startswith(b"ts1:")
+            assert email.encode() not in bytes(row["body"])
+            assert project.api.webhooks.show(delivery).body == b
+        project.api.store.scrub()  # fold the WAL into the file: neither holds the address
+        assert email.encode() not in _raw_state(project.api)
+
+    run(main)
+
+
+def test_plain_bodies_stored_before_sealing_are_sealed_and_still_delivered(
+    project: Project,
+) -> None:
+    h, b, msg_id = signed(project, "clerk", "user.updated")
+    project.api.store.execute(
+        "INSERT INTO webhook_deliveries (id, project, environment, source, kind, message_id,"
+        " event_type, received_at, headers, body, size, path, status, next_attempt_at, sealed)"
+        " VALUES ('whd_old', 'shop', 'development', 'clerk', 'clerk', ?, 'user.updated', ?,"
+        " ?, ?, ?, '/clerk-users-webhook', 'pending', ?, 0)",
+        (msg_id, time.time(), json.dumps(h), b, len(b), time.time()),
+    )
+
+    async def main() -> None:
+        async with gateway(project) as gw:
+            await wait_for(lambda: len(gw.app.received) == 1, what="the old delivery")
+            assert gw.app.received[0][2] == b and gw.app.refused == 0
+            await wait_for(
+                lambda: gw.rows("SELECT sealed FROM webhook_deliveries")[0]["sealed"] == 1,
+                what="sealed",
+            )
+            row = gw.rows("SELECT body FROM webhook_deliveries")[0]
+            assert bytes(row["body"]).startswith(b"ts1:") and b not in bytes(row["body"])
+
+    run(main)
+
+
+def test_after_the_retention_a_delivered_body_is_removed_and_its_stub_kept(
+    project: Project,
+) -> None:
+    async def main() -> None:
+        async with gateway(project, live=False) as gw:
+            ids = []
+            for event in ("user.created", "user.deleted"):
+                h, b, _ = signed(project, "clerk", event)
+                ids.append((await gw.post("clerk", h, b)).json()["delivery"])
+            old, waiting = ids
+            month = 31 * 86400
+            project.api.store.execute(
+                "UPDATE webhook_deliveries SET received_at = received_at - ?", (month,)
+            )
+            project.api.store.execute(
+                "UPDATE webhook_deliveries SET status='delivered', next_attempt_at=NULL,"
+                " delivered_at=received_at WHERE id=?",
+                (old,),
+            )
+        # the next forwarder prunes on its way up
+        async with gateway(project, live=False) as gw:
+            await wait_for(
+                lambda: project.api.webhooks.show(old).delivery.pruned_at is not None,
+                what="pruned",
+            )
+            stub = project.api.webhooks.show(old)
+            assert stub.body == b"" and stub.delivery.event_type == "user.created"
+            assert stub.delivery.status == "delivered" and stub.delivery.message_id
+            raw = gw.rows(f"SELECT length(body) AS n FROM webhook_deliveries WHERE id='{old}'")
+            assert raw[0]["n"] == 0
+            # a delivery still waiting keeps its body, whatever its age
+            kept = project.api.webhooks.show(waiting)
+            assert kept.delivery.pruned_at is None and b"user.deleted" in kept.body
+            with pytest.raises(TristageError, match="retain_days"):
+                project.api.webhooks.replay(old)
 
     run(main)

@@ -154,6 +154,12 @@ class WebhookSource(Strict):
         description="Seconds between forwarding attempts after the first (close to Svix's "
         "schedule); after the last the delivery is dead-lettered.",
     )
+    retain_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days a delivered or dead-lettered delivery keeps its body (sealed at "
+        "rest); after that only its record stays (id, times, status, event type).",
+    )
 
     @field_validator("secret_var")
     @classmethod

@@ -51,8 +51,12 @@ from .webhook_records import (
     count_rejection,
     delivery_from_row,
     insert_delivery,
+    prunable_sources,
+    prune_bodies,
     record_attempt,
     release_claims,
+    seal_plain_rows,
+    unseal,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +71,10 @@ ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
 RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
-DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
+HOUSEKEEPING_INTERVAL = 300.0  # seconds between the forwarder's seal-and-prune passes
+DEFAULT_SOURCE = WebhookSource(kind="standard", secret_var="UNSET")
+DEFAULT_SCHEDULE = DEFAULT_SOURCE.retry_schedule
+DAY = 86400.0
 
 __all__ = [
     "Attempt",
@@ -192,7 +199,8 @@ class WebhookService:
             len(body),
             ep.config.path,
         )
-        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row))
+        box = self.api.secret_box
+        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row, box))
         if not duplicate:
             self.notify()
         return IngestResult(
@@ -334,7 +342,14 @@ class WebhookService:
             async with Poster(timeout, concurrency) as client:
                 workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
                 last_round = 0.0
+                housekept = -HOUSEKEEPING_INTERVAL
                 while not stop.is_set():
+                    if time.monotonic() - housekept >= HOUSEKEEPING_INTERVAL:
+                        housekept = time.monotonic()
+                        try:
+                            await self.housekeeping()
+                        except Exception as exc:  # the store is busy or gone: next pass
+                            log.error("webhook forwarder: sealing or pruning failed: %s", exc)
                     # coalesce wake-ups: at most one claim round per ROUND_INTERVAL
                     gap = last_round + ROUND_INTERVAL - time.monotonic()
                     if gap > 0:
@@ -380,6 +395,40 @@ class WebhookService:
             if self._wake is wake:
                 self._wake = None
                 self._wake_loop = None
+
+    async def housekeeping(self, now: float | None = None) -> tuple[int, int]:
+        """Seal bodies stored in plain text, and remove the bodies of finished deliveries
+        older than their source's `retain_days` (the rows stay). (sealed, pruned)"""
+        box = self.api.secret_box
+        sealed = 0
+        while True:
+            n = await self.writer.run(lambda s: seal_plain_rows(s, box))
+            sealed += n
+            if n == 0:
+                break
+        now = time.time() if now is None else now
+        cuts: list[tuple[str, str, str, float]] = []
+        for project, environment, source, oldest in await asyncio.to_thread(
+            prunable_sources, self.api.store
+        ):
+            days = await asyncio.to_thread(self._retain_days, project, environment, source)
+            before = now - days * DAY
+            if oldest < before:
+                cuts.append((project, environment, source, before))
+
+        def prune(store: Store) -> int:
+            return sum(prune_bodies(store, *cut, now) for cut in cuts)
+
+        pruned = await self.writer.run(prune) if cuts else 0
+        if pruned:
+            log.info("webhooks: removed %d delivery bodies past their retention", pruned)
+        return sealed, pruned
+
+    def _retain_days(self, project: str, environment: str, source: str) -> float:
+        try:
+            return self.source_config(project, environment, source).retain_days
+        except TristageError:  # the source or project is gone: the default retention
+            return DEFAULT_SOURCE.retain_days
 
     async def _claim_round(
         self, upstream: UpstreamLookup, room: int, lease: float
@@ -427,11 +476,13 @@ class WebhookService:
         lease: float,
     ) -> list[Claimed]:
         out: list[Claimed] = []
+        box = self.api.secret_box
         for (project, environment), base in pairs.items():
             if len(out) >= room:
                 break
             rows = store.query(
-                "SELECT id, source, kind, message_id, received_at, headers, body, tries, path"
+                "SELECT id, source, kind, message_id, received_at, headers, body, sealed,"
+                " tries, path"
                 " FROM webhook_deliveries WHERE status IN ('pending', 'failed')"
                 " AND project=? AND environment=? AND next_attempt_at <= ?"
                 " ORDER BY next_attempt_at LIMIT ?",
@@ -460,7 +511,7 @@ class WebhookService:
                         message_id=r["message_id"],
                         received_at=r["received_at"],
                         headers=json.loads(r["headers"]),
-                        body=bytes(r["body"]),
+                        body=unseal(box, r["id"], bytes(r["body"]), r["sealed"]),
                         tries=r["tries"],
                         url=dom.forward_url(base, path),
                         schedule=list(schedule),
@@ -551,7 +602,7 @@ class WebhookService:
 
     def show(self, delivery_id: str) -> DeliveryDetail:
         row = self.api.store.query_one(
-            f"SELECT {DELIVERY_COLUMNS}, headers, body FROM webhook_deliveries WHERE id=?",
+            f"SELECT {DELIVERY_COLUMNS}, headers, body, sealed FROM webhook_deliveries WHERE id=?",
             (delivery_id,),
         )
         if row is None:
@@ -566,14 +617,20 @@ class WebhookService:
                 (delivery_id,),
             )
         ]
-        return DeliveryDetail(
-            delivery_from_row(row), attempts, json.loads(row["headers"]), row["body"]
-        )
+        body = unseal(self.api.secret_box, delivery_id, bytes(row["body"]), row["sealed"])
+        return DeliveryDetail(delivery_from_row(row), attempts, json.loads(row["headers"]), body)
 
     def replay(self, delivery_id: str) -> Delivery:
         """Queue a delivery again (any status) with a fresh retry schedule."""
         detail = self.show(delivery_id)
         d = detail.delivery
+        if d.pruned_at is not None:
+            raise UsageError(
+                f"webhook delivery {delivery_id} cannot be replayed: its body was removed "
+                "after the source's retention",
+                f"raise retain_days of [environments.{d.environment}.webhooks.{d.source}] "
+                "to keep bodies longer",
+            )
         tr = dom.requeue(time.time())
         self.api.store.execute(
             "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=? WHERE id=?",
@@ -597,13 +654,13 @@ class WebhookService:
                 r["id"]
                 for r in self.api.store.query(
                     "SELECT id FROM webhook_deliveries WHERE project=? AND environment=?"
-                    " AND status='dead' ORDER BY received_at",
+                    " AND status='dead' AND pruned_at IS NULL ORDER BY received_at",
                     (project, environment),
                 )
             ]
             self.api.store.execute(
                 "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=?"
-                " WHERE project=? AND environment=? AND status='dead'",
+                " WHERE project=? AND environment=? AND status='dead' AND pruned_at IS NULL",
                 (tr.status.value, tr.tries, tr.next_attempt_at, project, environment),
             )
         if ids:
