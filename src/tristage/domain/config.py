@@ -132,9 +132,10 @@ class WebhookSource(Strict):
     """A webhook provider endpoint of an environment, served at
     `/.tristage/webhooks/SOURCE` of the environment's host (docs/webhooks.md)."""
 
-    kind: Literal["clerk", "stripe", "standard"] = Field(
+    kind: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,39}$",
         description="How deliveries are signed: `clerk` (Svix), `stripe`, `standard` "
-        "(Standard Webhooks)."
+        "(Standard Webhooks), or the name of a registered provider plug-in.",
     )
     secret_var: str = Field(
         description="The variable that holds the signing secret in this environment, e.g. "

@@ -10,23 +10,19 @@ import random
 import string
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from . import aliases
 
-Kind = Literal["clerk", "stripe", "standard"]
+# A provider name (`kind` in tristage.toml): a built-in or a registered one
+# (edges/webhook_providers). The sample events below cover the built-ins.
+Kind = str
 
 # Jitter applied to every retry delay: the delay is multiplied by a factor drawn
 # uniformly from [1 - JITTER, 1 + JITTER], so many failed deliveries do not retry
 # in lock-step against an app that is coming back up.
 JITTER = 0.2
 
-# Headers that carry the provider's signature (forwarded so the app can verify itself).
-SIGNATURE_HEADERS: dict[str, tuple[str, ...]] = {
-    "clerk": ("svix-id", "svix-timestamp", "svix-signature"),
-    "standard": ("webhook-id", "webhook-timestamp", "webhook-signature"),
-    "stripe": ("stripe-signature",),
-}
 # Other request headers worth passing on to the app unchanged.
 PASSTHROUGH_HEADERS = ("content-type", "user-agent")
 

@@ -33,6 +33,7 @@ import httpx
 
 from ..domain import webhooks as dom
 from ..domain.config import WebhookSource
+from ..edges import webhook_providers as providers
 from ..edges import webhook_verify as wv
 from ..edges.store import Store
 from ..errors import NotFound, TristageError, UsageError
@@ -182,6 +183,8 @@ class WebhookService:
                 remote,
                 len(body),
             )
+        except wv.UnknownProvider as exc:
+            return self.reject(ep, 503, "unknown_kind", str(exc), remote, len(body))
         lower = {k.lower(): v for k, v in headers.items()}
         keep = {h: lower[h] for h in dom.PASSTHROUGH_HEADERS if h in lower}
         keep.update(verified.forward)  # what verified, under the app library's names
@@ -723,11 +726,12 @@ class WebhookService:
                 "--secret' (the value from the provider's dashboard)",
             )
         now = time.time()
-        msg_id, event = dom.sample_event(config.kind, event_type, now, random.Random())
+        provider = providers.get(config.kind)
+        msg_id, event = provider.sample_event(event_type, now, random.Random())
         body = json.dumps(event, separators=(",", ":")).encode()
         secret = wv.split_secrets(value)[-1]
         try:
-            headers = wv.sign(config.kind, secret, msg_id, int(now), body)
+            headers = provider.sign(secret, msg_id, int(now), body)
         except Exception as exc:
             raise UsageError(
                 f"{config.secret_var} is not a valid {config.kind} signing secret: {exc}",
