@@ -963,3 +963,77 @@ def test_a_provider_registered_outside_tristage_verifies_and_forwards(project: P
             assert (d.kind, d.event_type, d.message_id) == ("acme", "order.shipped", msg_id)
 
     run(main)
+
+
+def _fill_backlog(api: Tristage, n: int, environment: str = "development", start: int = 0) -> None:
+    now = time.time()
+    with api.store.transaction():
+        for i in range(start, start + n):
+            api.store.execute(
+                "INSERT INTO webhook_deliveries (id, project, environment, source, kind,"
+                " message_id, event_type, received_at, headers, body, size, path, status,"
+                " next_attempt_at, sealed) VALUES (?, 'shop', ?, 'clerk', 'clerk', ?, 'x', ?,"
+                " '{}', x'7b7d', 2, '/c', ?, ?, 0)",
+                (
+                    f"whd_b{environment}{i}",
+                    environment,
+                    f"m{environment}{i}",
+                    now,
+                    "pending" if i % 2 else "failed",
+                    now + 3600 + i,
+                ),
+            )
+
+
+def test_a_forwarder_wake_up_costs_the_same_whatever_the_backlog(project: Project) -> None:
+    """Finding what is due must not re-scan every waiting delivery."""
+    import statistics
+
+    service = project.api.webhooks
+
+    def wake_up_ms() -> float:
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            pairs = service._waiting_pairs()
+            times.append((time.perf_counter() - t0) * 1000)
+        assert [(p, e) for p, e, _ in pairs] == [("shop", "development"), ("shop", "production")]
+        return statistics.median(times)
+
+    _fill_backlog(project.api, 50, "production")
+    _fill_backlog(project.api, 50)
+    small = wake_up_ms()
+    _fill_backlog(project.api, 40_000, "production", start=50)
+    large = wake_up_ms()
+    assert large < small * 3 + 1.0, (small, large)  # was 10 ms against 0.03 ms
+    due = min(p[2] for p in service._waiting_pairs())
+    assert due == pytest.approx(time.time() + 3600, abs=60)
+
+
+def test_claiming_a_batch_costs_the_same_whatever_the_backlog_due(project: Project) -> None:
+    """With a large backlog all due (the app is back), a claim takes the earliest few
+    without sorting every due delivery."""
+    import statistics
+
+    service = project.api.webhooks
+    store = project.api.store
+
+    def claim_ms(now: float) -> float:
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            with store.transaction():
+                got = service._claim(store, {("shop", "production"): "http://x"}, now, 32, 60)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert len(got) == 32
+            assert [g.id for g in got] == sorted(
+                (g.id for g in got), key=lambda i: int(i.rsplit("n", 1)[1])
+            )
+        return statistics.median(times)
+
+    later = time.time() + 10 * 86400  # every delivery is due by then
+    _fill_backlog(project.api, 400, "production")
+    small = claim_ms(later)
+    _fill_backlog(project.api, 40_000, "production", start=400)
+    large = claim_ms(later)
+    assert large < small * 3 + 1.0, (small, large)
