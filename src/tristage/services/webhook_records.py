@@ -260,10 +260,14 @@ SEAL_BATCH = 200
 
 def seal_plain_rows(store: Store, box: SecretBox, limit: int = SEAL_BATCH) -> int:
     """Encrypt up to `limit` bodies stored in plain text (before sealing existed)."""
-    rows = store.query("SELECT id, body FROM webhook_deliveries WHERE sealed = 0 LIMIT ?", (limit,))
+    rows = store.query(
+        "SELECT id, body FROM webhook_deliveries WHERE sealed = 0 AND pruned_at IS NULL LIMIT ?",
+        (limit,),
+    )
     for r in rows:
         store.execute(
-            "UPDATE webhook_deliveries SET body=?, sealed=1 WHERE id=? AND sealed=0",
+            "UPDATE webhook_deliveries SET body=?, sealed=1 WHERE id=? AND sealed=0"
+            " AND pruned_at IS NULL",
             (seal(box, r["id"], bytes(r["body"])), r["id"]),
         )
     return len(rows)
