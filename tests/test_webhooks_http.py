@@ -1039,3 +1039,29 @@ def test_claiming_a_batch_costs_the_same_whatever_the_backlog_due(project: Proje
     _fill_backlog(project.api, 40_000, "production", start=400)
     large = claim_ms(later)
     assert large < small * 3 + 1.0, (small, large)
+
+
+def test_a_source_whose_provider_is_not_registered_answers_503_and_logs_why(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tristage.edges import webhook_providers as providers
+
+    acme = acme_provider.PROVIDER
+    project.api.variables.set(
+        "shop", "ACME_WEBHOOK_SECRET", acme.new_secret(), environments=["development"], secret=True
+    )
+
+    async def main() -> None:
+        async with gateway(project) as gw:
+            body = b'{"event":"order.shipped"}'
+            providers.unregister("acme")
+            try:
+                resp = await gw.post("acme", acme.sign("k", "m1", int(time.time()), body), body)
+            finally:
+                providers.register(acme, replace=True)
+            assert resp.status_code == 503 and resp.json()["error"] == "unknown_kind"
+            assert "acme" not in resp.text and gw.rows() == []
+
+    with caplog.at_level("ERROR", logger="tristage.webhooks"):
+        run(main)
+    assert "no webhook provider 'acme'" in caplog.text and "use one of" in caplog.text
