@@ -1,0 +1,140 @@
+"""Apps deployed the way real projects are written: a dependency's console script as
+the web command (`web: gunicorn app:app`), `pip` in a build command, a crash at start.
+
+The dependency is a small pure-Python wheel built by the test (`tinyserve`, a WSGI
+server with a `tinyserve MODULE:ATTR` console script, as gunicorn has), installed from
+the artifact by the real builder, in the real sandbox, through a real control plane.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_deploy_helpers import ControlPlane, commit, deployment_id, deployments, push
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+SERVER = '''\
+"""tinyserve: serve a WSGI app named MODULE:ATTR on $PORT (like gunicorn)."""
+import importlib, os, sys
+from wsgiref.simple_server import make_server, WSGIRequestHandler
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+def main():
+    module, _, attr = sys.argv[1].partition(":")
+    app = getattr(importlib.import_module(module), attr)
+    make_server("127.0.0.1", int(os.environ["PORT"]), app, handler_class=Quiet).serve_forever()
+'''
+
+APP = """\
+import json, os, sys
+import tinyserve
+
+def app(environ, start_response):
+    body = json.dumps({
+        "deployment": os.environ.get("TRISTAGE_DEPLOYMENT"),
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "server": tinyserve.__file__,
+        "extra": __import__("importlib.util").util.find_spec("extradep") is not None,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+def make_wheel(directory: Path, name: str, files: dict[str, str], scripts: dict[str, str]) -> str:
+    """A pure-Python wheel of `name` with console scripts (NAME = module:function)."""
+    info = f"{name}-1.0.dist-info"
+    data = {path: text.encode() for path, text in files.items()}
+    data[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
+    data[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if scripts:
+        lines = "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        data[f"{info}/entry_points.txt"] = f"[console_scripts]\n{lines}".encode()
+    record = []
+    for path, raw in data.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(raw)}")
+    record.append(f"{info}/RECORD,,")
+    data[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(directory / wheel, "w") as zf:
+        for path, raw in data.items():
+            zf.writestr(zipfile.ZipInfo(path, (2024, 1, 1, 0, 0, 0)), raw)
+    return wheel
+
+
+def make_app(repo: Path, procfile: str, **app_settings: str) -> Path:
+    """A WSGI app served by its dependency's console script, `tristage init`ed."""
+    server = make_wheel(repo / "vendor", "tinyserve", {"tinyserve/__init__.py": SERVER},
+                        {"tinyserve": "tinyserve:main"})  # fmt: skip
+    make_wheel(repo / "vendor", "extradep", {"extradep/__init__.py": "X = 1\n"}, {})
+    (repo / "app.py").write_text(APP)
+    (repo / "requirements.txt").write_text(f"./vendor/{server}\n")
+    (repo / "Procfile").write_text(procfile)
+    r = run_cli("init", "--name", "shop", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    toml = (repo / "tristage.toml").read_text()
+    toml = toml.replace("health_timeout = 30 ", "health_timeout = 4 ")
+    extra = "".join(f"{k} = {v}\n" for k, v in app_settings.items())
+    (repo / "tristage.toml").write_text(toml.replace("[app]\n", "[app]\n" + extra, 1))
+    commit(repo, {}, "first")
+    return repo
+
+
+@pytest.fixture
+def cp(home: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(home).start()
+    yield plane
+    plane.stop()
+
+
+def test_a_dependencys_console_script_runs_with_the_apps_code_and_venv(
+    repo: Path, home: Path, cp: ControlPlane
+) -> None:
+    make_app(repo, "web: tinyserve app:app\n")
+    r = push(repo, "main", timeout=120)
+    assert r.returncode == 0, r.stderr + run_cli("logs", "--build", cwd=repo).stdout
+    dep = deployment_id(r.stderr)
+    assert deployments(repo)[0]["status"] == "ready", r.stderr
+    body = cp.get("shop.localhost").json()
+    artifact = home / "artifacts" / "shop" / dep
+    assert body["deployment"] == dep
+    # the script runs with the artifact's interpreter (its code and deps), not the cache's
+    assert body["prefix"] == str(artifact / ".venv")
+    assert body["server"].startswith(str(home / "cache" / "shop" / "production" / "python"))
+    assert not body["executable"].startswith(sys.prefix)
+
+
+def test_pip_in_a_build_command_is_the_artifacts(repo: Path, home: Path, cp: ControlPlane) -> None:
+    build = "command -v pip; pip install --no-index ./vendor/extradep-1.0-py3-none-any.whl"
+    make_app(repo, "web: tinyserve app:app\n", build=json.dumps(build))
+    own_site = [p for p in sys.path if p.startswith(sys.prefix) and p.endswith("site-packages")]
+    r = push(repo, "main", timeout=120)
+    dep = deployment_id(r.stderr)
+    log = run_cli("logs", dep, "--build", cwd=repo).stdout
+    assert r.returncode == 0, r.stderr + log
+    artifact = home / "artifacts" / "shop" / dep
+    assert f"{artifact}/.venv/bin/pip" in log
+    # installed into the artifact's own venv, where the app finds it ...
+    assert cp.get("shop.localhost").json()["extra"] is True
+    assert list((artifact / ".venv").glob("lib/python*/site-packages/extradep"))
+    # ... and never into the platform's environment
+    assert own_site and not any((Path(p) / "extradep").exists() for p in own_site)
+    assert deployments(repo)[0]["status"] == "ready"
