@@ -138,3 +138,51 @@ def test_pip_in_a_build_command_is_the_artifacts(repo: Path, home: Path, cp: Con
     # ... and never into the platform's environment
     assert own_site and not any((Path(p) / "extradep").exists() for p in own_site)
     assert deployments(repo)[0]["status"] == "ready"
+
+
+CRASH = """\
+import os, sys
+print("starting on", os.environ["PORT"])
+print("token is", os.environ["API_TOKEN"])
+print("Traceback (most recent call last):", file=sys.stderr)
+print("ModuleNotFoundError: No module named 'flask_login'", file=sys.stderr)
+sys.exit(3)
+"""
+
+WRONG_PORT = """\
+import os
+from http.server import HTTPServer, BaseHTTPRequestHandler
+HTTPServer(("127.0.0.1", int(os.environ["PORT"]) + 1), BaseHTTPRequestHandler).serve_forever()
+"""
+
+
+def stdlib_app(repo: Path, script: str) -> Path:
+    (repo / "main.py").write_text(script)
+    (repo / "Procfile").write_text("web: python main.py\n")
+    r = run_cli("init", "--name", "shop", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    toml = (repo / "tristage.toml").read_text()
+    (repo / "tristage.toml").write_text(toml.replace("health_timeout = 30 ", "health_timeout = 3 "))
+    commit(repo, {}, "first")
+    return repo
+
+
+def test_a_crash_at_start_shows_the_apps_last_lines_redacted(repo: Path, cp: ControlPlane) -> None:
+    stdlib_app(repo, CRASH)
+    token = "tok_" + hashlib.sha256(b"x").hexdigest()[:20]
+    r = run_cli("env", "set", "API_TOKEN", token, "--env", "production", "--secret", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    r = push(repo, "main", timeout=120)
+    assert "exit code 3" in r.stderr
+    assert "ModuleNotFoundError: No module named 'flask_login'" in r.stderr
+    assert "token is" in r.stderr and token not in r.stderr
+    dep = deployments(repo)[0]
+    assert dep["status"] == "error"
+    assert "flask_login" in dep["reason"] and token not in dep["reason"]
+
+
+def test_an_app_on_the_wrong_port_is_told_about_port(repo: Path, cp: ControlPlane) -> None:
+    stdlib_app(repo, WRONG_PORT)
+    r = push(repo, "main", timeout=120)
+    assert "nothing listens on port" in r.stderr and "the app must listen on $PORT" in r.stderr
+    assert "$PORT" in deployments(repo)[0]["reason"]

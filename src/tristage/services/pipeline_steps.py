@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -100,6 +101,37 @@ def release_spec(
         log_path=api.deploys.log_path(dep.project, dep.id, build=False),
         redact=tuple(api.variables.secret_values(dep.project)),
     )
+
+
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def release_log_tail(api: Tristage, dep: Deployment, lines: int = 12) -> list[str]:
+    """The last non-blank lines the release printed (its log is redacted as written),
+    without terminal escapes: what a failed start shows in the push output."""
+    path = api.deploys.log_path(dep.project, dep.id, build=False)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - 16384))
+        text = fh.read().decode("utf-8", "replace")
+    out = [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
+    return [line[:500] for line in out if line.strip()][-lines:]
+
+
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ")
+
+
+def last_app_line(tail: list[str]) -> str | None:
+    """The last line of a release log tail the app printed (not the platform's own)."""
+    for line in reversed(tail):
+        text = _STAMP.sub("", line, count=1)
+        if not text.startswith("tristage: "):
+            return text
+    return None
 
 
 def deployment_vars(dep: Deployment) -> dict[str, str]:
