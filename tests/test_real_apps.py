@@ -186,3 +186,56 @@ def test_an_app_on_the_wrong_port_is_told_about_port(repo: Path, cp: ControlPlan
     r = push(repo, "main", timeout=120)
     assert "nothing listens on port" in r.stderr and "the app must listen on $PORT" in r.stderr
     assert "$PORT" in deployments(repo)[0]["reason"]
+
+
+SERVE_DATA = """\
+import json, os
+from http.server import HTTPServer, BaseHTTPRequestHandler
+DATA = os.path.join(os.environ["TRISTAGE_DATA_DIR"], "releases.txt")
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        lines = open(DATA).read().split() if os.path.exists(DATA) else []
+        body = json.dumps({"deployment": os.environ["TRISTAGE_DEPLOYMENT"],
+                           "releases": lines}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+RELEASE = """\
+import os, sys
+with open(os.path.join(os.environ["TRISTAGE_DATA_DIR"], "releases.txt"), "a") as f:
+    f.write(os.environ["TRISTAGE_DEPLOYMENT"] + "\\n")
+print("release step ran")
+sys.exit(int(os.environ.get("RELEASE_EXIT", "0")))
+"""
+
+
+def test_the_procfiles_release_line_runs_before_the_release_takes_traffic(
+    repo: Path, cp: ControlPlane
+) -> None:
+    stdlib_app(repo, SERVE_DATA)
+    procfile = "web: python main.py\nrelease: python release.py\nclock: python c.py\n"
+    commit(repo, {"release.py": RELEASE, "Procfile": procfile}, "release")
+    r = push(repo, "main", timeout=120)
+    first = deployment_id(r.stderr)
+    assert "release step ran" in r.stderr, r.stderr
+    assert "the Procfile's `clock:` line does not run" in r.stderr
+    assert cp.get("shop.localhost").json() == {"deployment": first, "releases": [first]}
+    # a failing release line aborts the release: the previous deployment keeps serving
+    assert (
+        run_cli("env", "set", "RELEASE_EXIT", "4", "--env", "production", cwd=repo).returncode == 0
+    )
+    commit(repo, {"note.txt": "x\n"}, "second")
+    r = push(repo, "main", timeout=120)
+    second = deployment_id(r.stderr)
+    assert "exit code 4" in r.stderr
+    assert deployments(repo)[0]["status"] == "error"
+    assert cp.get("shop.localhost").json() == {"deployment": first, "releases": [first, second]}

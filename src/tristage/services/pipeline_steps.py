@@ -163,6 +163,8 @@ def runtime_env(api: Tristage, dep: Deployment, port: int) -> dict[str, str]:
         **api.variables.runtime_env(dep.project, dep.environment, dep.branch),
         "PORT": str(port),
         **deployment_vars(dep),
+        # the environment's files that outlive deployments (mounted writable)
+        "TRISTAGE_DATA_DIR": str(api.data.data_dir(dep.project, dep.environment)),
         "PYTHONUNBUFFERED": "1",
     }
     if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
@@ -237,7 +239,8 @@ def run_migration(
     on_context: OnContext,
     runtime: Runtime,
 ) -> None:
-    """The release command (`migrate`), after a snapshot of the environment's data."""
+    """The release command (`migrate`, else the Procfile's `release:` line), after a
+    snapshot of the environment's data."""
     settings = settings_for(dep)
     if not settings.migrate or not dep.artifact:
         return

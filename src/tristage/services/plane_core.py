@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..domain.config import FILE_NAME, ProcessSettings, parse_config
+from ..domain.config import FILE_NAME, ProcessSettings, parse_config, procfile_entries
 from ..domain.deployments import Deployment, Status
 from ..domain.monitor import Kind
 from ..edges import git
@@ -226,5 +226,10 @@ class PlaneCore:
             if dep.environment in cfg.environments
             else (self.api.config_for(dep.project).settings(dep.environment))
         )
+        if not settings.migrate:  # the Procfile's `release:` line is the migration step
+            procfile = git.show_file(self.svc.bare_repo(dep.project), dep.commit, "Procfile")
+            release = procfile_entries(procfile).get("release") if procfile else None
+            if release:
+                settings = settings.model_copy(update={"migrate": release})
         self._settings[dep.id] = settings
         return settings
