@@ -239,3 +239,29 @@ def test_the_procfiles_release_line_runs_before_the_release_takes_traffic(
     assert "exit code 4" in r.stderr
     assert deployments(repo)[0]["status"] == "error"
     assert cp.get("shop.localhost").json() == {"deployment": first, "releases": [first, second]}
+
+
+SAYS_HELLO = SERVE_DATA.replace(
+    "HTTPServer((",
+    'print("hello from", os.environ["TRISTAGE_DEPLOYMENT"], flush=True)\nHTTPServer((',
+)
+
+
+def test_logs_env_prints_the_live_deployments_runtime_log(repo: Path, cp: ControlPlane) -> None:
+    stdlib_app(repo, SAYS_HELLO)
+    first = deployment_id(push(repo, "main", timeout=120).stderr)
+    commit(repo, {"note.txt": "x\n"}, "second")
+    second = deployment_id(push(repo, "main", timeout=120).stderr)
+    assert cp.serves("shop.localhost") == second
+    r = run_cli("logs", "--env", "production", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert f"hello from {second}" in r.stdout and f"hello from {first}" not in r.stdout
+    # an environment with nothing live, an unknown one, both a deployment and --env
+    r = run_cli("logs", "--env", "preview", cwd=repo)
+    assert r.returncode == 1 and "preview has no live deployment" in r.stderr
+    r = run_cli("logs", "--env", "staging", cwd=repo)
+    assert r.returncode != 0 and "staging" in r.stderr and "production" in r.stderr
+    r = run_cli("logs", first, "--env", "production", cwd=repo)
+    assert r.returncode == 2 and "either" in r.stderr
+    r = run_cli("logs", first, cwd=repo)
+    assert r.returncode == 0 and f"hello from {first}" in r.stdout

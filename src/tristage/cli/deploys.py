@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ..domain.deployments import Deployment, Status
-from ..errors import EXIT_FAILED, TristageError
+from ..errors import EXIT_FAILED, TristageError, UsageError
 from .common import age, console, current_project, err_console, get_api, print_json
 
 if TYPE_CHECKING:
@@ -296,16 +296,34 @@ def redeploy(
 
 
 def logs(
-    deployment: str = typer.Argument(...),
+    deployment: str | None = typer.Argument(None, help="A deployment id (or use --env)."),
+    env: str | None = typer.Option(
+        None, "--env", "-e", help="The runtime log of the deployment this environment serves."
+    ),
     build: bool = typer.Option(False, "--build", help="The build log instead of runtime logs."),
     follow: bool = typer.Option(False, "--follow", "-f"),
 ) -> None:
-    """Print a deployment's runtime (or build) log; --follow keeps printing."""
+    """Print a deployment's (or an environment's live) runtime log, or a build log;
+    --follow keeps printing (with --env, across the deployments that take its place)."""
+    if (deployment is None) == (env is None):
+        raise UsageError(
+            "name either a deployment or --env",
+            "e.g. 'tristage logs ID' or 'tristage logs --env production'",
+        )
     ref = current_project()
     svc = get_api().deploys
-    svc.get(deployment, ref.name)
+    if env is not None:
+        if build:
+            deployment = svc.live_deployment(ref.name, env)
+            lines = svc.tail(deployment, True, follow)
+        else:
+            lines = svc.tail_environment(ref.name, env, follow)
+    else:
+        assert deployment is not None
+        svc.get(deployment, ref.name)
+        lines = svc.tail(deployment, build, follow)
     try:
-        for line in svc.tail(deployment, build, follow):
+        for line in lines:
             typer.echo(line)
     except KeyboardInterrupt:
         pass
