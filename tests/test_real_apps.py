@@ -20,6 +20,7 @@ import pytest
 
 from conftest import run_cli
 from test_deploy_helpers import ControlPlane, commit, deployment_id, deployments, push
+from tristage.api import Tristage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -265,3 +266,53 @@ def test_logs_env_prints_the_live_deployments_runtime_log(repo: Path, cp: Contro
     assert r.returncode == 2 and "either" in r.stderr
     r = run_cli("logs", first, cwd=repo)
     assert r.returncode == 0 and f"hello from {first}" in r.stdout
+
+
+ONE_OFF = """\
+import os, sys
+print("greeting", os.environ["GREETING"], "in", os.environ["TRISTAGE_DEPLOYMENT"])
+print("secret", os.environ["API_TOKEN"])
+with open(os.path.join(os.environ["TRISTAGE_DATA_DIR"], "releases.txt"), "a") as f:
+    f.write("one-off\\n")
+try:
+    open("written-by-one-off", "w")
+except OSError:
+    print("artifact read-only")
+sys.exit(5)
+"""
+
+
+def test_run_a_one_off_command_in_the_live_deployments_sandbox(
+    repo: Path, home: Path, cp: ControlPlane
+) -> None:
+    stdlib_app(repo, SERVE_DATA)
+    commit(repo, {"oneoff.py": ONE_OFF}, "a one-off")
+    token = "tok_" + hashlib.sha256(b"one-off").hexdigest()[:20]
+    for args in (("GREETING", "bonjour"), ("API_TOKEN", token, "--secret")):
+        assert run_cli("env", "set", *args, "--env", "production", cwd=repo).returncode == 0
+    dep = deployment_id(push(repo, "main", timeout=120).stderr)
+    assert cp.serves("shop.localhost") == dep
+    # production asks for --yes, and nothing runs without it
+    r = run_cli("run", "--env", "production", "--", "python", "oneoff.py", cwd=repo)
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert cp.get("shop.localhost").json()["releases"] == []
+    r = run_cli("run", "--env", "production", "--yes", "--", "python", "oneoff.py", cwd=repo)
+    assert r.returncode == 5, r.stderr
+    assert f"greeting bonjour in {dep}" in r.stdout
+    assert "secret ****" in r.stdout and token not in r.stdout + r.stderr
+    assert "artifact read-only" in r.stdout
+    # it wrote the environment's data directory, which the live release reads
+    assert cp.get("shop.localhost").json()["releases"] == ["one-off"]
+    # a command that is not there, an environment with nothing live
+    r = run_cli("run", "--env", "production", "--yes", "--", "no-such-command", cwd=repo)
+    assert r.returncode == 127
+    r = run_cli("run", "--env", "preview", "--", "true", cwd=repo)
+    assert r.returncode == 1 and "preview has no live deployment" in r.stderr
+    api = Tristage(home, actor="tester")
+    try:
+        events = api.audit.events(project="shop", action="deploy.run")
+    finally:
+        api.close()
+    assert [e.details["exit_code"] for e in events] == [127, 5]
+    assert all(e.target == dep and e.environment == "production" for e in events)
+    assert "python oneoff.py" in {e.details["command"] for e in events}

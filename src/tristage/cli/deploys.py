@@ -1,4 +1,5 @@
-"""Deploy commands: up, down, deploy, deployments, status, promote, rollback, redeploy, logs."""
+"""Deploy commands: up, down, deploy, deployments, status, promote, rollback, redeploy, logs,
+run."""
 
 from __future__ import annotations
 
@@ -329,6 +330,24 @@ def logs(
         pass
 
 
+def run(
+    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+    env: str = typer.Option(..., "--env", "-e", help="The environment whose live deployment."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before it is stopped."),
+) -> None:
+    """Run a one-off command (a migration, `createsuperuser`) in a fresh process of an
+    environment's live deployment: its sandbox, variables and data; exits with its code."""
+    ref = current_project()
+
+    def out(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    code = get_api().run_command(ref.name, env, tuple(command), out, yes, timeout)
+    raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(down)
@@ -339,4 +358,5 @@ def register(app: typer.Typer) -> None:
     app.command()(rollback)
     app.command()(redeploy)
     app.command()(logs)
+    app.command()(run)
     app.command(hidden=True)(receive)
