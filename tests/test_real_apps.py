@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from test_deploy_helpers import ControlPlane, commit, deployment_id, deployments, push
+from test_deploy_helpers import ControlPlane, commit, deployment_id, deployments, push, wait_for
 from tristage.api import Tristage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -316,3 +318,29 @@ def test_run_a_one_off_command_in_the_live_deployments_sandbox(
     assert [e.details["exit_code"] for e in events] == [127, 5]
     assert all(e.target == dep and e.environment == "production" for e in events)
     assert "python oneoff.py" in {e.details["command"] for e in events}
+
+
+def test_logs_env_follow_goes_on_with_the_next_deployment(repo: Path, cp: ControlPlane) -> None:
+    stdlib_app(repo, SAYS_HELLO)
+    first = deployment_id(push(repo, "main", timeout=120).stderr)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tristage", "logs", "--env", "production", "--follow"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    out = proc.stdout
+    assert out is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(out.readline, "")))
+    reader.start()
+    try:
+        wait_for(lambda: any(f"hello from {first}" in x for x in lines), 10, "the first log")
+        commit(repo, {"note.txt": "x\n"}, "second")
+        second = deployment_id(push(repo, "main", timeout=120).stderr)
+        wait_for(lambda: any(f"hello from {second}" in x for x in lines), 10, "the next log")
+    finally:
+        proc.kill()
+        proc.wait()
+        reader.join(5)
+    switch = lines.index(f"tristage: production now serves {second}\n")
+    assert any(f"hello from {first}" in x for x in lines[:switch])
+    assert any(f"hello from {second}" in x for x in lines[switch:])
