@@ -126,7 +126,10 @@ def test_a_dependencys_console_script_runs_with_the_apps_code_and_venv(
 
 
 def test_pip_in_a_build_command_is_the_artifacts(repo: Path, home: Path, cp: ControlPlane) -> None:
-    build = "command -v pip; pip install --no-index ./vendor/extradep-1.0-py3-none-any.whl"
+    build = (
+        'command -v pip; echo "venv=$VIRTUAL_ENV"; '
+        "pip install --no-index ./vendor/extradep-1.0-py3-none-any.whl"
+    )
     make_app(repo, "web: tinyserve app:app\n", build=json.dumps(build))
     own_site = [p for p in sys.path if p.startswith(sys.prefix) and p.endswith("site-packages")]
     r = push(repo, "main", timeout=120)
@@ -134,7 +137,7 @@ def test_pip_in_a_build_command_is_the_artifacts(repo: Path, home: Path, cp: Con
     log = run_cli("logs", dep, "--build", cwd=repo).stdout
     assert r.returncode == 0, r.stderr + log
     artifact = home / "artifacts" / "shop" / dep
-    assert f"{artifact}/.venv/bin/pip" in log
+    assert f"{artifact}/.venv/bin/pip" in log and f"venv={artifact}/.venv\n" in log
     # installed into the artifact's own venv, where the app finds it ...
     assert cp.get("shop.localhost").json()["extra"] is True
     assert list((artifact / ".venv").glob("lib/python*/site-packages/extradep"))

@@ -53,10 +53,13 @@ def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildRes
         web = web or node_web
     if build_cmd:
         path = ":".join([*prefix, ctx.env.get("PATH", "")])
+        env = {**ctx.env, "PATH": path}
+        if py_plan is not None:  # the artifact's venv is the active one (pip, uv, poetry)
+            env["VIRTUAL_ENV"] = str(root / ".venv")
         ctx.step(
             f"build: {build_cmd}",
             build_cmd,
-            env={**ctx.env, "PATH": path},
+            env=env,
             mounts=tuple(Mount(Path(p)) for p in layers),
         )
     if not web:
