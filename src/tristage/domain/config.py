@@ -553,13 +553,21 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
+def procfile_entries(text: str) -> dict[str, str]:
+    """A Procfile's `type: command` lines (the first of each type; comments skipped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        key, sep, cmd = line.partition(":")
+        if sep and key.strip() and cmd.strip():
+            out.setdefault(key.strip(), cmd.strip())
+    return out
+
+
 def procfile_web(root: Path) -> str | None:
     """The `web:` line of a Procfile in `root`, if any."""
     procfile = root / "Procfile"
     if not procfile.is_file():
         return None
-    for line in procfile.read_text(encoding="utf-8").splitlines():
-        key, sep, cmd = line.partition(":")
-        if sep and key.strip() == "web" and cmd.strip():
-            return cmd.strip()
-    return None
+    return procfile_entries(procfile.read_text(encoding="utf-8")).get("web")

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..domain.config import FILE_NAME, ProcessSettings, parse_config
+from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
 from ..domain.monitor import Kind
-from ..edges import git
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
@@ -220,16 +219,6 @@ class PlaneCore:
         cached = self._settings.get(dep.id)
         if cached is not None:
             return cached
-        cfg = self.api.config_for(dep.project)
-        # the commit's own tristage.toml, read from git: the artifact is what the
-        # deployment's code made of it and is never read back by the platform
-        text = git.show_file(self.svc.bare_repo(dep.project), dep.commit, FILE_NAME)
-        if text is not None:
-            cfg = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
-        settings = (
-            cfg.settings(dep.environment)
-            if dep.environment in cfg.environments
-            else (self.api.config_for(dep.project).settings(dep.environment))
-        )
+        settings = steps.commit_settings(self.api, dep)
         self._settings[dep.id] = settings
         return settings
