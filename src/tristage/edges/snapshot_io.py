@@ -369,7 +369,38 @@ class Source:
         """The plain bytes of a table file, in chunks. With `exact`, reading stops with
         SnapshotError past the size the manifest lists (a verified read of a backup; an
         export may have been edited by hand)."""
-        entry = self.manifest.files[table]
+        yield from self.entry_chunks(self.manifest.files[table], exact)
+
+    @property
+    def dump_entry(self) -> FileEntry | None:
+        """The engine's own full dump in the snapshot (a PostgreSQL backup's pg_dump
+        archive), if it holds one."""
+        raw = self.manifest.extra.get("dump")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return FileEntry.from_json(
+                "dump", {k: raw[k] for k in ("path", "rows", "sha256", "bytes")}
+            )
+        except (KeyError, TypeError, SnapshotFormatError):
+            raise SnapshotError(f"{self.label}: the manifest's dump entry is malformed") from None
+
+    def checked_chunks(self, entry: FileEntry) -> Iterator[bytes]:
+        """The plain bytes of a member; after the last one its size and sha256 are
+        compared with `entry`, a mismatch raising SnapshotError."""
+        h = hashlib.sha256()
+        size = 0
+        for chunk in self.entry_chunks(entry, exact=True):
+            h.update(chunk)
+            size += len(chunk)
+            yield chunk
+        if size != entry.bytes or h.hexdigest() != entry.sha256:
+            raise SnapshotError(
+                f"{self.label}:{entry.path}: size or sha256 differs from the manifest",
+                "the snapshot is damaged; nothing was changed",
+            )
+
+    def entry_chunks(self, entry: FileEntry, exact: bool = False) -> Iterator[bytes]:
         path = _safe_member(entry.path)
         with self._open(path) as f:
             if self.manifest.encrypted:
@@ -442,6 +473,17 @@ class Source:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
             except (EOFError, ValueError) as exc:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
+        dump = self.dump_entry if tables is None else None
+        if dump is not None:
+            try:
+                for _chunk in self.checked_chunks(dump):
+                    pass
+            except SnapshotError as exc:
+                problems.append(exc.message)
+            except (OSError, zipfile.BadZipFile, SnapshotFormatError, TristageError) as exc:
+                problems.append(f"{dump.path}: unreadable ({_why(exc)})")
+            except (EOFError, ValueError) as exc:
+                problems.append(f"{dump.path}: unreadable ({_why(exc)})")
         return problems
 
     def ref(self, table: str, lineno: int) -> str:

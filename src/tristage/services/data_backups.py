@@ -20,7 +20,18 @@ from ..domain.config import Tier
 from ..domain.snapshot import Manifest
 from ..edges.backup_targets import BackupTarget, check_name
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
-from ..edges.datastores.postgres import database_of, drop_database, ensure_database, with_database
+from ..edges.datastores.postgres import (
+    DUMP_MEMBER,
+    database_of,
+    drop_database,
+    dump_schema_text,
+    ensure_database,
+    restore_dump,
+    schema_text,
+    with_database,
+)
+from ..edges.datastores.postgres import PostgresSession as PgSession
+from ..edges.datastores.postgres import dump as pg_dump
 from ..edges.snapshot_io import (
     Progress,
     SnapshotError,
@@ -91,11 +102,14 @@ class BackupService:
             sink = ZipSink(f, box, _context(project, owner, bid))
             with store.read() as r:
                 tables = r.tables()
+                dump = _dump_member(store, r, sink)
                 files = export_tables(r, tables, sink, progress)
             manifest = self.snapshots.manifest(
                 store, tables, files, project, owner, kind, note, encrypt
             )
             manifest.created_at = now.isoformat(timespec="seconds")
+            if dump:
+                manifest.extra["dump"] = dump
             sink.finish(manifest)
         size = next((b.size for b in target.list() if b.name == bid), 0)
         info = BackupInfo(
@@ -293,6 +307,32 @@ class BackupService:
                     "nothing was restored; restore another backup",
                 )
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
+            store = self.stores.open_store(project, owner)
+            dump = src.dump_entry
+            if dump is not None and isinstance(store, PostgresDataStore):
+                # the whole backup must be intact (the dump is checked while it loads)
+                problems = src.verify(list(src.manifest.files))
+                if problems:
+                    self._discard(project, owner, safety.id)
+                    raise BackupDamaged(
+                        f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
+                        "nothing was restored; restore another backup",
+                    )
+                try:
+                    # pg_restore into a new database, which then takes the live one's place
+                    restore_dump(store.url, store.role, src.checked_chunks(dump), swap=True)
+                except SnapshotError as exc:
+                    self._discard(project, owner, safety.id)
+                    raise BackupDamaged(
+                        f"backup {backup_id} failed verification: {exc.message}",
+                        "nothing was restored; restore another backup",
+                    ) from None
+                except BaseException:
+                    self._discard(project, owner, safety.id)
+                    raise
+                rows = {t.name: src.manifest.files[t.name].rows for t in src.manifest.tables}
+                self._restored(project, owner, backup_id, safety.id, rows)
+                return RestoreResult(backup_id, safety.id, rows)
             try:
                 # one pass: every file is checked against the manifest while it loads,
                 # and the transaction commits only after the last check passed
@@ -317,14 +357,19 @@ class BackupService:
                 raise
         finally:
             src.close()
+        self._restored(project, owner, backup_id, safety.id, result.rows)
+        return RestoreResult(backup_id, safety.id, result.rows)
+
+    def _restored(
+        self, project: str, owner: str, backup_id: str, safety: str, rows: dict[str, int]
+    ) -> None:
         self.api.audit.record(
             "db.restore",
             project=project,
             environment=owner,
             target=backup_id,
-            details={"safety_backup": safety.id, "rows": sum(result.rows.values())},
+            details={"safety_backup": safety, "rows": sum(rows.values())},
         )
-        return RestoreResult(backup_id, safety.id, result.rows)
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
         """Restore a backup (default: the latest) into a scratch store and compare."""
@@ -345,9 +390,10 @@ class BackupService:
             report.problems.append(exc.message)
             return self._drilled(report, started)
         try:
-            with self._scratch(project, owner) as scratch:
+            with self._scratch(project, owner, src, report) as scratch:
                 names = [t.name for t in src.manifest.tables]
-                self.snapshots.load(scratch, src, names, "recreate")
+                if not isinstance(scratch, _Restored):
+                    self.snapshots.load(scratch, src, names, "recreate")
                 with scratch.read() as r:
                     actual = {t.name: t for t in r.tables()}
                     tables = [actual[n] for n in names if n in actual]
@@ -382,9 +428,34 @@ class BackupService:
         return report
 
     @contextmanager
-    def _scratch(self, project: str, owner: str) -> Iterator[DataStoreT]:
+    def _scratch(
+        self, project: str, owner: str, src: Source, report: DrillReport
+    ) -> Iterator[DataStoreT]:
+        """A scratch store, dropped afterwards: a PostgreSQL backup with a dump is
+        restored into it by pg_restore, and its schema compared with the dump's."""
         url = self.stores.admin_url(project, owner)
         token = secrets.token_hex(4)
+        dump = src.dump_entry
+        if dump is not None and not url.startswith("sqlite:"):
+            role = self.stores.open_store(project, owner)
+            scratch_url = restore_dump(
+                url, getattr(role, "role", None), src.checked_chunks(dump), swap=False
+            )
+            try:
+                expected = dump_schema_text(src.checked_chunks(dump))
+                actual = schema_text(scratch_url)
+                report.checks.append(
+                    DrillCheck(
+                        "schema",
+                        expected.count("\n") + 1,
+                        actual.count("\n") + 1,
+                        expected == actual,
+                    )
+                )
+                yield _Restored(scratch_url)
+            finally:
+                drop_database(with_database(url, "postgres"), database_of(scratch_url))
+            return
         if url.startswith("sqlite:"):
             path = private_dirs(self.api.home, "tmp") / f"drill-{project}-{owner}-{token}.sqlite3"
             try:
@@ -400,6 +471,29 @@ class BackupService:
                 yield PostgresDataStore(scratch_url)
             finally:
                 drop_database(server, name)
+
+
+class _Restored(PostgresDataStore):
+    """A scratch database already restored from a backup's dump."""
+
+
+def _dump_member(store: DataStoreT, reader: object, sink: ZipSink) -> dict[str, object] | None:
+    """On PostgreSQL, `pg_dump --format=custom` of the reader's own snapshot as a member
+    of the backup (what a restore loads); its manifest entry."""
+    if not isinstance(store, PostgresDataStore) or not isinstance(reader, PgSession):
+        return None
+    snapshot, major = reader.export_snapshot()
+    with sink.member(DUMP_MEMBER) as out:
+        sha, size = pg_dump(store.url, out, snapshot, major)
+    return {
+        "path": DUMP_MEMBER,
+        "rows": 0,
+        "sha256": sha,
+        "bytes": size,
+        "tool": "pg_dump",
+        "format": "custom",
+        "server_major": major,
+    }
 
 
 def _context(project: str, owner: str, backup_id: str) -> bytes:
