@@ -4,8 +4,10 @@ its transaction on the source and fails within seconds."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from test_data import Env
 from tristage.api import Tristage
 from tristage.edges.datastores.postgres import DUMP_MEMBER
+from tristage.errors import TristageError
 from tristage.services.data import BackupDamaged
 
 
@@ -159,6 +162,50 @@ def test_restore_and_drill_keep_every_schema_object(pg: Env) -> None:
     assert any(c.table == "schema" for c in report.checks)
 
 
+def _open_transactions(env: Env) -> list[tuple[object, ...]]:
+    db = f"tristage_t{env.token}_production"
+    with psycopg.connect(env.api.data.stores.admin_url("shop", "production")) as conn:
+        return conn.execute(
+            "SELECT pid, state, xact_start FROM pg_stat_activity WHERE datname = %s"
+            " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL", (db,),
+        ).fetchall()  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_backup_to_a_full_disk_fails_fast_and_ends_its_transaction(pg: Env) -> None:
+    _sql(pg, "production",
+         "CREATE TABLE blobs (id bigint PRIMARY KEY, body text)",
+         "INSERT INTO blobs SELECT g, md5(g::text) || repeat(md5(random()::text), 40)"
+         " FROM generate_series(1, 20000) g")  # fmt: skip
+    target = pg.api.home / "backups" / "shop" / "production"
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target)], check=True)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TristageError) as err:
+            pg.api.data.backup("shop", "production")
+        assert time.monotonic() - started < 5
+        assert "space" in err.value.message
+        deadline = time.monotonic() + 5
+        while _open_transactions(pg) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _open_transactions(pg) == []
+        assert list(target.iterdir()) == []  # no backup, no partial file
+        # an export to that disk, whose rows fill it while they stream
+        started = time.monotonic()
+        with pytest.raises(TristageError) as err:
+            pg.api.data.export("shop", "production", target / "snap.zip", "zip")
+        assert time.monotonic() - started < 5
+        assert "space" in err.value.message
+        deadline = time.monotonic() + 5
+        while _open_transactions(pg) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _open_transactions(pg) == []
+        assert list(target.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
 def test_a_tampered_dump_is_refused_and_changes_nothing(pg: Env) -> None:
     _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
          "INSERT INTO t VALUES (1, 'original')")  # fmt: skip
@@ -169,3 +216,28 @@ def test_a_tampered_dump_is_refused_and_changes_nothing(pg: Env) -> None:
         pg.api.data.restore("shop", "production", b.id, yes=True)
     assert _one(pg, "production", "SELECT v FROM t") == "live"
     assert not pg.api.data.drill("shop", "production", b.id).passed
+
+
+def test_an_interrupted_export_ends_its_transaction_at_once(pg: Env, tmp_path: Path) -> None:
+    _sql(pg, "production",
+         "CREATE TABLE blobs (id bigint PRIMARY KEY, body text)",
+         "INSERT INTO blobs SELECT g, repeat(md5(g::text), 30)"
+         " FROM generate_series(1, 30000) g")  # fmt: skip
+
+    def interrupt(table: str, n: int, total: int | None) -> None:
+        if n > 0:
+            raise KeyboardInterrupt  # what Ctrl-C raises, in the middle of a table
+
+    for run in (
+        lambda: pg.api.data.export(
+            "shop", "production", tmp_path / "out" / "s.zip", "zip", progress=interrupt
+        ),
+        lambda: pg.api.data.backup("shop", "production", progress=interrupt),
+    ):
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run()
+        assert time.monotonic() - started < 5
+        assert _open_transactions(pg) == []
+    assert list((tmp_path / "out").iterdir()) == []
+    assert pg.api.data.backups("shop", "production") == []

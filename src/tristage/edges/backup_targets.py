@@ -89,8 +89,12 @@ class LocalDirectoryTarget:
             os.replace(tmp, final)
             _fsync_dir(self.root)
         except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
+            try:
+                f.close()  # on a full disk, flushing what is left fails again
+            except OSError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
             raise
 
     def list(self) -> list[StoredBackup]:

@@ -242,6 +242,15 @@ class ZipSink:
         self.zip.writestr(MANIFEST_NAME, manifest.to_json())
         self.zip.close()
 
+    def abort(self) -> None:
+        """Give up an unfinished ZIP (its file is being discarded): what is left to
+        write may fail, as on a full disk, and is not retried when the object goes."""
+        try:
+            self.zip.close()
+        except (OSError, ValueError, RuntimeError):
+            pass
+        self.zip.fp = None
+
 
 def _write_synced(path: Path, data: bytes) -> None:
     with private_open(path) as f:

@@ -51,6 +51,7 @@ from .data_records import (
     DrillReport,
     PruneResult,
     RestoreResult,
+    WriteFailed,
 )
 from .data_snapshots import SnapshotService
 from .data_stores import DataStores, utcnow
@@ -98,19 +99,26 @@ class BackupService:
         now = utcnow()
         bid = _backup_id(now)
         box = self.api.secret_box if encrypt else None
-        with target.create(bid) as f:
-            sink = ZipSink(f, box, _context(project, owner, bid))
-            with store.read() as r:
-                tables = r.tables()
-                dump = _dump_member(store, r, sink)
-                files = export_tables(r, tables, sink, progress)
-            manifest = self.snapshots.manifest(
-                store, tables, files, project, owner, kind, note, encrypt
-            )
-            manifest.created_at = now.isoformat(timespec="seconds")
-            if dump:
-                manifest.extra["dump"] = dump
-            sink.finish(manifest)
+        try:
+            with target.create(bid) as f:
+                sink = ZipSink(f, box, _context(project, owner, bid))
+                try:
+                    with store.read() as r:
+                        tables = r.tables()
+                        dump = _dump_member(store, r, sink)
+                        files = export_tables(r, tables, sink, progress)
+                    manifest = self.snapshots.manifest(
+                        store, tables, files, project, owner, kind, note, encrypt
+                    )
+                    manifest.created_at = now.isoformat(timespec="seconds")
+                    if dump:
+                        manifest.extra["dump"] = dump
+                    sink.finish(manifest)
+                except BaseException:
+                    sink.abort()
+                    raise
+        except OSError as exc:
+            raise WriteFailed(f"backup {bid} to {target.describe()}", exc) from None
         size = next((b.size for b in target.list() if b.name == bid), 0)
         info = BackupInfo(
             bid,

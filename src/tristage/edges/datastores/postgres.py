@@ -402,10 +402,16 @@ class PostgresDataStore:
 
     @contextmanager
     def read(self) -> Iterator[PostgresSession]:
-        with _connect(self.url) as conn:
+        """A REPEATABLE READ, READ ONLY transaction that always ends: on an error or a
+        signal the connection is closed at once (the server then ends the transaction),
+        never rolled back through a COPY a reader left half-read."""
+        conn = _connect(self.url)
+        try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield PostgresSession(conn)
             conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     @contextmanager
     def write(self) -> Iterator[PostgresSession]:
