@@ -241,3 +241,24 @@ def test_an_interrupted_export_ends_its_transaction_at_once(pg: Env, tmp_path: P
         assert _open_transactions(pg) == []
     assert list((tmp_path / "out").iterdir()) == []
     assert pg.api.data.backups("shop", "production") == []
+
+
+def test_clone_and_export_of_partitioned_and_inherited_tables(pg: Env) -> None:
+    _sql(pg, "production",
+         "CREATE TABLE events (id int, at date NOT NULL) PARTITION BY RANGE (at)",
+         "CREATE TABLE events_2024 PARTITION OF events"
+         " FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+         "CREATE TABLE animals (id int PRIMARY KEY, name text)",
+         "CREATE TABLE dogs (bark text) INHERITS (animals)",
+         "INSERT INTO events VALUES (1, '2024-03-01'), (2, '2024-04-01')",
+         "INSERT INTO animals VALUES (1, 'cat')",
+         "INSERT INTO dogs VALUES (2, 'rex', 'woof')")  # fmt: skip
+    out = pg.api.home / "snap"
+    files = pg.api.data.export("shop", "production", out).manifest.files
+    assert {n: f.rows for n, f in files.items()} == {"animals": 1, "dogs": 1, "events": 2}
+    pg.configure({"animals.name": "keep", "dogs.name": "keep", "dogs.bark": "keep",
+                  "events.at": "keep", "events.id": "keep", "dogs.id": "keep"})  # fmt: skip
+    pg.api.data.clone("shop", "production", "preview", yes=True)
+    assert _one(pg, "preview", "SELECT count(*) FROM animals") == 1
+    assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
+    assert _one(pg, "preview", "SELECT count(*) FROM events") == 2

@@ -374,7 +374,7 @@ def _json_expr(col: Column) -> str | None:
     return f"coalesce({e}, 'null')"
 
 
-def _jsonl_query(table: Table, order: str) -> str | None:
+def _jsonl_query(table: Table, order: str, source: str) -> str | None:
     parts = []
     for i, c in enumerate(table.columns):
         e = _json_expr(c)
@@ -384,7 +384,7 @@ def _jsonl_query(table: Table, order: str) -> str | None:
         lead = "{" if i == 0 else ","
         parts.append(f"'{(lead + key).replace(chr(39), chr(39) * 2)}:' || {e}")
     body = " || ".join(parts) + " || '}'" if parts else "'{}'"
-    return f"SELECT {body} FROM {qualified(table.name)} AS {_ROW} ORDER BY {order}"
+    return f"SELECT {body} FROM {source} AS {_ROW} ORDER BY {order}"
 
 
 class PostgresDataStore:
@@ -432,6 +432,7 @@ class PostgresSession:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._deferred: list[str] = []  # primary keys to add in `finish`
+        self._sources: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------
     def tables(self) -> list[Table]:
@@ -503,6 +504,21 @@ class PostgresSession:
             extra.append(indexdef)
         return Table(name, tuple(cols), pk, tuple(fks), None, tuple(extra))
 
+    def source(self, name: str) -> str:
+        """What a read of table `name` selects from: `ONLY` the table (the rows of
+        inheritance children are read as their own tables), or a partitioned table
+        as a whole (its partitions are not tables of the snapshot)."""
+        cached = self._sources.get(name)
+        if cached is None:
+            row = self.conn.execute(
+                "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)",
+                (qualified(name),),
+            ).fetchone()
+            kind = row[0] if row else "r"
+            cached = qualified(name) if kind == "p" else f"ONLY {qualified(name)}"
+            self._sources[name] = cached
+        return cached
+
     def export_snapshot(self) -> tuple[str, int]:
         """The id of this transaction's snapshot (for `pg_dump --snapshot`) and the
         server's major version."""
@@ -511,7 +527,7 @@ class PostgresSession:
         return str(row[0]), server_major(self.conn)
 
     def count(self, table: str) -> int:
-        row = self.conn.execute(f"SELECT count(*) FROM {qualified(table)}").fetchone()
+        row = self.conn.execute(f"SELECT count(*) FROM {self.source(table)}").fetchone()
         return int(row[0]) if row else 0
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
@@ -522,7 +538,7 @@ class PostgresSession:
         json_idx = [i for i, c in enumerate(table.columns) if c.kind == "json"]
         with self.conn.cursor(name=name) as cur:
             cur.itersize = BATCH_ROWS
-            cur.execute(f"SELECT {cols} FROM {qualified(table.name)} AS {_ROW} ORDER BY {order}")
+            cur.execute(f"SELECT {cols} FROM {self.source(table.name)} AS {_ROW} ORDER BY {order}")
             while True:
                 batch = cur.fetchmany(BATCH_ROWS)
                 if not batch:
@@ -540,7 +556,7 @@ class PostgresSession:
     def jsonl(self, table: Table) -> Iterator[bytes] | None:
         """Blocks of snapshot JSONL lines built by the server, or None if some column
         kind (interval, array) is encoded in Python (then use `rows`)."""
-        query = _jsonl_query(table, _order(table))
+        query = _jsonl_query(table, _order(table), self.source(table.name))
         if query is None:
             return None
         return self._jsonl(query)
@@ -565,7 +581,7 @@ class PostgresSession:
         cols = ", ".join(quote(c) for c in table.column_names)
         with (
             self.conn.cursor() as cur,
-            cur.copy(f"COPY (SELECT {cols} FROM {qualified(table.name)}) TO STDOUT") as cp,
+            cur.copy(f"COPY (SELECT {cols} FROM {self.source(table.name)}) TO STDOUT") as cp,
         ):
             for row in cp:
                 yield bytes(row)
