@@ -179,7 +179,11 @@ def test_backup_to_a_full_disk_fails_fast_and_ends_its_transaction(pg: Env) -> N
          " FROM generate_series(1, 20000) g")  # fmt: skip
     target = pg.api.home / "backups" / "shop" / "production"
     target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target)], check=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         started = time.monotonic()
         with pytest.raises(TristageError) as err:
