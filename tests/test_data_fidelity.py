@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +267,31 @@ def test_clone_and_export_of_partitioned_and_inherited_tables(pg: Env) -> None:
     assert _one(pg, "preview", "SELECT count(*) FROM animals") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
+
+
+def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:
+    pg.configure({}, encrypt=True)
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+         "INSERT INTO t VALUES (1, 'kept')")  # fmt: skip
+    b = pg.api.data.backup("shop", "production")
+    path = pg.api.data.target("shop", "production").local_path(b.id)
+    assert path is not None
+    with zipfile.ZipFile(path) as z:  # the archive is sealed like the table files
+        assert b"kept" not in z.read(DUMP_MEMBER)
+    app = psycopg.connect(pg.url("production"), autocommit=True)  # the app's session
+    _sql(pg, "production", "UPDATE t SET v = 'changed'")
+    try:
+        pg.api.data.restore("shop", "production", b.id, yes=True)
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")  # its session was ended by the swap
+    finally:
+        app.close()
+    assert _one(pg, "production", "SELECT v FROM t") == "kept"  # the app reconnects
+    assert pg.api.data.drill("shop", "production", b.id).passed
+    # no scratch or old database is left on the server
+    with psycopg.connect(pg.api.data.stores.admin_url("shop", "production")) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s",
+            (f"tristage_t{pg.token}_production%",),
+        ).fetchall()
+    assert names == [(f"tristage_t{pg.token}_production",)]
