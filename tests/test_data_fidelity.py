@@ -295,3 +295,26 @@ def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:
             (f"tristage_t{pg.token}_production%",),
         ).fetchall()
     assert names == [(f"tristage_t{pg.token}_production",)]
+
+
+def test_a_drill_sweeps_what_a_killed_restore_or_drill_left(pg: Env) -> None:
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY)")
+    b = pg.api.data.backup("shop", "production")
+    live = f"tristage_t{pg.token}_production"
+    left = [f"{live}_drill_0badf00d", f"{live}_restore_0badf00d", f"{live}_old_0badf00d"]
+    other = f"{live}x_drill_0badf00d"  # another database's name: not ours to drop
+    admin = pg.api.data.stores.admin_url("shop", "production")
+    with psycopg.connect(admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        for name in [*left, other]:
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        assert pg.api.data.drill("shop", "production", b.id).passed
+        with psycopg.connect(admin) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert not names & set(left)
+        assert other in names
+    finally:
+        from tristage.edges.datastores.postgres import drop_database
+
+        for name in [*left, other]:
+            drop_database(admin, name)

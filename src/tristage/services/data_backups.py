@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 
 from ..domain import retention
 from ..domain.config import Tier
-from ..domain.snapshot import Manifest
+from ..domain.snapshot import FileEntry, Manifest
 from ..edges.backup_targets import BackupTarget, check_name
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
@@ -26,8 +26,10 @@ from ..edges.datastores.postgres import (
     drop_database,
     dump_schema_text,
     ensure_database,
+    exclusive,
     restore_dump,
     schema_text,
+    scratch_name,
     with_database,
 )
 from ..edges.datastores.postgres import PostgresSession as PgSession
@@ -328,7 +330,8 @@ class BackupService:
                     )
                 try:
                     # pg_restore into a new database, which then takes the live one's place
-                    restore_dump(store.url, store.role, src.checked_chunks(dump), swap=True)
+                    with exclusive(store.url):
+                        restore_dump(store.url, store.role, src.checked_chunks(dump), swap=True)
                 except SnapshotError as exc:
                     self._discard(project, owner, safety.id)
                     raise BackupDamaged(
@@ -446,23 +449,8 @@ class BackupService:
         dump = src.dump_entry
         if dump is not None and not url.startswith("sqlite:"):
             role = self.stores.open_store(project, owner)
-            scratch_url = restore_dump(
-                url, getattr(role, "role", None), src.checked_chunks(dump), swap=False
-            )
-            try:
-                expected = dump_schema_text(src.checked_chunks(dump))
-                actual = schema_text(scratch_url)
-                report.checks.append(
-                    DrillCheck(
-                        "schema",
-                        expected.count("\n") + 1,
-                        actual.count("\n") + 1,
-                        expected == actual,
-                    )
-                )
-                yield _Restored(scratch_url)
-            finally:
-                drop_database(with_database(url, "postgres"), database_of(scratch_url))
+            with exclusive(url):
+                yield from self._drill_dump(url, getattr(role, "role", None), src, dump, report)
             return
         if url.startswith("sqlite:"):
             path = private_dirs(self.api.home, "tmp") / f"drill-{project}-{owner}-{token}.sqlite3"
@@ -473,12 +461,34 @@ class BackupService:
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
         else:
             server = with_database(url, "postgres")
-            name = f"{database_of(url)}_drill_{token}"[:63]
-            scratch_url = ensure_database(server, name)
-            try:
-                yield PostgresDataStore(scratch_url)
-            finally:
-                drop_database(server, name)
+            name = scratch_name(database_of(url), "drill", token)
+            with exclusive(url):
+                scratch_url = ensure_database(server, name)
+                try:
+                    yield PostgresDataStore(scratch_url)
+                finally:
+                    drop_database(server, name)
+
+    def _drill_dump(
+        self, url: str, role: str | None, src: Source, dump: FileEntry, report: DrillReport
+    ) -> Iterator[DataStoreT]:
+        """Restore a backup's dump into a scratch database (dropped after) and compare
+        its schema with the dump's."""
+        scratch_url = restore_dump(url, role, src.checked_chunks(dump), swap=False)
+        try:
+            expected = dump_schema_text(src.checked_chunks(dump))
+            actual = schema_text(scratch_url)
+            report.checks.append(
+                DrillCheck(
+                    "schema",
+                    expected.count("\n") + 1,
+                    actual.count("\n") + 1,
+                    expected == actual,
+                )
+            )
+            yield _Restored(scratch_url)
+        finally:
+            drop_database(with_database(url, "postgres"), database_of(scratch_url))
 
 
 class _Restored(PostgresDataStore):

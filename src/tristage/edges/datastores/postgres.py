@@ -1064,8 +1064,7 @@ def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool
     URL is returned for the caller to drop. An error leaves the live database as it was."""
     live = database_of(url)
     server = with_database(url, "postgres")
-    suffix = "_restore_" if swap else "_drill_"
-    fresh = f"{live[: 63 - len(suffix) - 8]}{suffix}{secrets.token_hex(4)}"
+    fresh = scratch_name(live, "restore" if swap else "drill")
     with _connect(server, autocommit=True) as conn:
         major = server_major(conn)
         owner = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(role)) if role else pgsql.SQL("")
@@ -1086,8 +1085,44 @@ def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool
     return with_database(url, live) if swap else fresh_url
 
 
+def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str = "") -> str:
+    """The name of a scratch database next to `live` (a drill's, a restore's new
+    database, or the replaced one), within PostgreSQL's 63 bytes."""
+    suffix = f"_{kind}_"
+    return f"{live[: 63 - len(suffix) - 8]}{suffix}{token or secrets.token_hex(4)}"
+
+
+_SCRATCH_TOKEN = re.compile(r"[0-9a-f]{8}")
+
+
+@contextmanager
+def exclusive(url: str) -> Iterator[None]:
+    """Hold the lock of the restores and drills of the database at `url` (one at a
+    time, across processes) and first drop the scratch databases a killed one left
+    (a killed process's session, and so its lock, is gone)."""
+    live = database_of(url)
+    key = "tristage-restore:" + live
+    with _connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+            for kind in ("drill", "restore", "old"):
+                prefix = scratch_name(live, kind, "x")[:-1]
+                for name in names:
+                    rest = name[len(prefix) :]
+                    if name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(rest):
+                        conn.execute(
+                            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                                pgsql.Identifier(name)
+                            )
+                        )
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 def _swap(server: str, live: str, fresh: str) -> None:
-    old = f"{live[:45]}_old_{secrets.token_hex(4)}"
+    old = scratch_name(live, "old")
     ident = pgsql.Identifier
     with _connect(server, autocommit=True) as conn:
         conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(live)))
