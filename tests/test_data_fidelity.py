@@ -71,6 +71,13 @@ def test_stored_generated_column_survives_backup_restore_drill_and_clone(pg: Env
     assert report.passed, report.problems
     pg.api.data.clone("shop", "production", "preview", yes=True)
     assert _one(pg, "preview", "SELECT sum(total) FROM lines") == 11
+    # the portable snapshot carries the value; an import lets the server compute it
+    out = pg.api.home / "lines-snap"
+    pg.api.data.export("shop", "preview", out)
+    pg.api.data.import_snapshot("shop", "development", out)
+    assert _one(pg, "development", "SELECT sum(total) FROM lines") == 11
+    _sql(pg, "development", "INSERT INTO lines (id, qty, price) VALUES (3, 1, 1)")
+    assert _one(pg, "development", "SELECT total FROM lines WHERE id = 3") == 1
 
 
 def test_sequences_keep_the_source_value_after_a_restore(pg: Env) -> None:
