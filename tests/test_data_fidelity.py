@@ -271,9 +271,10 @@ def test_clone_and_export_of_partitioned_and_inherited_tables(pg: Env) -> None:
     pg.configure({"animals.name": "keep", "dogs.name": "keep", "dogs.bark": "keep",
                   "events.at": "keep", "events.id": "keep", "dogs.id": "keep"})  # fmt: skip
     pg.api.data.clone("shop", "production", "preview", yes=True)
-    assert _one(pg, "preview", "SELECT count(*) FROM animals") == 1
+    assert _one(pg, "preview", "SELECT count(*) FROM ONLY animals") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
+    assert _one(pg, "preview", "SELECT count(*) FROM events_2024") == 2  # still partitioned
 
 
 def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:
@@ -325,3 +326,24 @@ def test_a_drill_sweeps_what_a_killed_restore_or_drill_left(pg: Env) -> None:
 
         for name in [*left, other]:
             drop_database(admin, name)
+
+
+def test_a_sanitized_clone_keeps_the_whole_schema(pg: Env) -> None:
+    _sql(pg, "production", *FIDELITY_DDL, "CREATE SEQUENCE invoice_no START 500",
+         "SELECT nextval('invoice_no')")  # fmt: skip
+    pg.configure({"tenants.name": "name", "tenants.m": "keep", "tenants.n": "keep",
+                  "tenants.p": "null", "billing.invoices.token": "hash",
+                  "animals.name": "name", "dogs.name": "name", "dogs.bark": "keep",
+                  "events.at": "keep", "events.id": "keep", "dogs.id": "keep",
+                  "billing.invoices.tenant": "keep"})  # fmt: skip
+    pg.api.data.clone("shop", "production", "preview", yes=True)
+    assert _schema(pg, "preview") == _schema(pg, "production")
+    assert _one(pg, "preview", "SELECT sum(total) FROM billing.invoices") == 57  # no re-bump
+    assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
+    assert _one(pg, "preview", "SELECT count(*) FROM animals") == 2  # cat and, inherited, rex
+    assert _one(pg, "preview", "SELECT count(*) FROM tenants WHERE name IN ('a', 'b')") == 0
+    assert _one(pg, "preview", "SELECT nextval('invoice_no')") == 501
+    role = f"tristage_t{pg.token}_preview"
+    assert _one(pg, "preview", "SELECT tableowner FROM pg_tables WHERE tablename = 'dogs'") == role
+    with psycopg.connect(pg.url("preview")) as conn:  # the app of preview uses it as before
+        conn.execute("INSERT INTO billing.invoices (id, tenant, total) VALUES (9, 1, 1)")

@@ -1152,3 +1152,61 @@ def _swap(server: str, live: str, fresh: str) -> None:
                 ident(live)))  # fmt: skip
             raise
         conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(old)))
+
+
+def clone_with_schema(
+    reader: PostgresSession,
+    source_url: str,
+    target_url: str,
+    role: str | None,
+    fill: Callable[[PostgresSession], dict[str, int]],
+) -> dict[str, int]:
+    """Replace the database at `target_url` by a copy of the reader's: the schema from
+    `pg_dump --schema-only` of the reader's snapshot (pre-data, then `fill` writes the
+    rows, then post-data: keys, indexes, triggers, policies), sequence values set as
+    the source's, in a new database owned by `role` that then takes the target's place.
+    An error leaves the target as it was."""
+    snapshot, major = reader.export_snapshot()
+    sequences = reader.conn.execute(
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences"
+        " WHERE last_value IS NOT NULL"
+    ).fetchall()
+    live = database_of(target_url)
+    server = with_database(target_url, "postgres")
+    with tempfile.TemporaryFile() as archive, exclusive(target_url):
+        dump(source_url, archive, snapshot, major, schema_only=True)
+        fresh = scratch_name(live, "restore")
+        with _connect(server, autocommit=True) as conn:
+            owner = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(role)) if role else pgsql.SQL("")
+            conn.execute(pgsql.SQL("CREATE DATABASE {}{}").format(pgsql.Identifier(fresh), owner))
+            conn.execute(
+                pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(fresh))
+            )
+        fresh_url = with_database(target_url, fresh)
+        try:
+            dburl, env = _libpq(fresh_url)
+            args = [pg_tool("pg_restore", major), "--exit-on-error", "--single-transaction",
+                    "--no-owner", "--dbname", dburl]  # fmt: skip
+            if role:
+                args.insert(-2, f"--role={role}")
+
+            def section(name: str) -> None:
+                archive.seek(0)
+                _feed([*args[:1], f"--section={name}", *args[1:]], env, _read_all(archive))
+
+            section("pre-data")
+            with PostgresDataStore(fresh_url, role).write() as w:
+                counts = fill(w)
+                for name, value in sequences:
+                    w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+            section("post-data")
+            _swap(server, live, fresh)
+        except BaseException:
+            drop_database(server, fresh)
+            raise
+    return counts
+
+
+def _read_all(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(_PIPE):
+        yield chunk
