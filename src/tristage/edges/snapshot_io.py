@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import struct
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -229,8 +230,13 @@ class ZipSink:
         self.box, self.context = box, context
 
     @contextmanager
-    def member(self, path: str) -> Iterator[IO[bytes]]:
-        with self.zip.open(path, "w", force_zip64=True) as raw:
+    def member(self, path: str, compress: bool = True) -> Iterator[IO[bytes]]:
+        """A member to write; without `compress` it is stored as it is (for bytes
+        compressed already, such as a pg_dump archive)."""
+        info = zipfile.ZipInfo(path, time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = 0o600 << 16
+        with self.zip.open(info, "w", force_zip64=True) as raw:
             if self.box is None:
                 yield raw
             else:

@@ -501,7 +501,7 @@ def _dump_member(store: DataStoreT, reader: object, sink: ZipSink) -> dict[str, 
     if not isinstance(store, PostgresDataStore) or not isinstance(reader, PgSession):
         return None
     snapshot, major = reader.export_snapshot()
-    with sink.member(DUMP_MEMBER) as out:
+    with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
         sha, size = pg_dump(store.url, out, snapshot, major)
     return {
         "path": DUMP_MEMBER,

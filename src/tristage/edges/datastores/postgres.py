@@ -979,7 +979,7 @@ def dump(
     """Write `pg_dump --format=custom` of the database at `url` to `out` (at the exported
     `snapshot`, if given); returns (sha256, bytes). A failing write stops pg_dump at once."""
     dburl, env = _libpq(url)
-    args = [pg_tool("pg_dump", major), "--format=custom", "--compress=0", "--no-sync"]
+    args = [pg_tool("pg_dump", major), "--format=custom", "--no-sync"]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     if schema_only:
