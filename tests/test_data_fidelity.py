@@ -223,6 +223,7 @@ def test_a_tampered_dump_is_refused_and_changes_nothing(pg: Env) -> None:
     _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
          "INSERT INTO t VALUES (1, 'original')")  # fmt: skip
     b = pg.api.data.backup("shop", "production")
+
     def flip(d: bytes) -> bytes:  # one bit in the middle of the (compressed) archive
         i = len(d) // 2
         return d[:i] + bytes([d[i] ^ 1]) + d[i + 1 :]
