@@ -245,6 +245,14 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
                 f"backup+restore / dump+restore: "
                 f"{(results[2]['seconds'] + results[3]['seconds']) / base['dump+restore']:.2f}x"
             )
+            # a backup holds a pg_dump archive and the JSONL tables; a restore is pg_restore
+            print(f"{'side by side':<24}{'tristage':>9}{'pg tool':>9}{'ratio':>8}")
+            for ours, tool, name in ((results[2], "dump", "backup | pg_dump -Fc"),
+                                     (results[3], "restore", "restore | pg_restore")):  # fmt: skip
+                print(
+                    f"{name:<24}{ours['seconds']:>9.2f}{base[tool]:>9.2f}"
+                    f"{ours['seconds'] / base[tool]:>7.2f}x"
+                )
     finally:
         if engine == "postgres":
             from tristage.edges.datastores.postgres import drop_database, drop_role

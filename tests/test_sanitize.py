@@ -12,7 +12,14 @@ from tristage.domain.snapshot import Column, ForeignKey, Table
 def table(
     name: str, *cols: str, pk: tuple[str, ...] = ("id",), fks: tuple[ForeignKey, ...] = ()
 ) -> Table:
-    return Table(name, tuple(Column(c, "TEXT", "text") for c in cols), pk, fks)
+    return Table(name, tuple(Column(c, _kind(c), _kind(c)) for c in cols), pk, fks)
+
+
+def _kind(column: str) -> str:
+    """Integer ids and counts, timestamps, text otherwise (what a schema would say)."""
+    if column == "id" or column.endswith(("_id", "_cents", "_count")):
+        return "integer"
+    return "timestamptz" if column.endswith("_at") else "text"
 
 
 def test_words_and_pii_detection() -> None:
@@ -103,3 +110,16 @@ def test_row_function_applies_rules_and_passes_none() -> None:
     out = fn([7, "a@b.c", b"png"])
     assert out[0] == 7 and out[1].endswith("@example.invalid") and out[2] is None
     assert fn([8, None, None]) == [8, None, None]
+
+
+def test_names_of_personal_data_need_a_rule_whatever_safe_pattern_they_match() -> None:
+    """`national_id` matches `*_id`, `born_on` `*_on`, `is_pregnant` `is_*`, … : the
+    personal-data words win, and the refusal never suggests keeping the values."""
+    cols = ("id", "national_id", "tax_id", "born_on", "blood_type", "is_pregnant",
+            "salary_amount", "created_at", "amount_cents")  # fmt: skip
+    p = plan([table("people", *cols)], {})
+    bad = {f"{x.table}.{x.column}": x.reason for x in p.problems}
+    assert set(bad) == {f"people.{c}" for c in cols[1:7]}
+    assert not any('= "keep"' in reason for reason in bad.values())
+    kept = {c.column for cs in p.columns.values() for c in cs if c.rule == "keep"}
+    assert kept == {"id", "created_at", "amount_cents"}

@@ -82,6 +82,19 @@ PII_WORDS = frozenset(
         "apikey",
         "key",
         "salt",
+        "national",
+        "nationalid",
+        "tax",
+        "taxid",
+        "born",
+        "blood",
+        "pregnant",
+        "pregnancy",
+        "salary",
+        "wage",
+        "income",
+        "religion",
+        "diagnosis",
     }
 )
 
@@ -217,8 +230,8 @@ def plan(
                 Problem(
                     table.name,
                     col.name,
-                    f'has no rule (new column?); add `"{ref}" = "keep"` or another rule '
-                    "to [sanitize]",
+                    f'has no rule (new column?); add `"{ref}" = "<rule>"` to [sanitize] '
+                    f"({RULE_HELP})",
                 )
             )
         out.columns[table.name] = cols

@@ -59,6 +59,7 @@ class Column:
     nullable: bool = True
     default: str | None = None  # the engine's default expression (same engine only)
     identity: bool = False  # auto-increment / serial / identity
+    generated: str | None = None  # the expression of a STORED generated column (computed)
 
 
 @dataclass(frozen=True)

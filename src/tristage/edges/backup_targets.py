@@ -91,8 +91,12 @@ class LocalDirectoryTarget:
             _publish(tmp, final, name)
             _fsync_dir(self.root)
         except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
+            try:
+                f.close()  # on a full disk, flushing what is left fails again
+            except OSError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
             raise
 
     def list(self) -> list[StoredBackup]:

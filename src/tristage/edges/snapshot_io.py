@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import struct
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -229,8 +230,13 @@ class ZipSink:
         self.box, self.context = box, context
 
     @contextmanager
-    def member(self, path: str) -> Iterator[IO[bytes]]:
-        with self.zip.open(path, "w", force_zip64=True) as raw:
+    def member(self, path: str, compress: bool = True) -> Iterator[IO[bytes]]:
+        """A member to write; without `compress` it is stored as it is (for bytes
+        compressed already, such as a pg_dump archive)."""
+        info = zipfile.ZipInfo(path, time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = 0o600 << 16
+        with self.zip.open(info, "w", force_zip64=True) as raw:
             if self.box is None:
                 yield raw
             else:
@@ -241,6 +247,15 @@ class ZipSink:
     def finish(self, manifest: Manifest) -> None:
         self.zip.writestr(MANIFEST_NAME, manifest.to_json())
         self.zip.close()
+
+    def abort(self) -> None:
+        """Give up an unfinished ZIP (its file is being discarded): what is left to
+        write may fail, as on a full disk, and is not retried when the object goes."""
+        try:
+            self.zip.close()
+        except (OSError, ValueError, RuntimeError):
+            pass
+        self.zip.fp = None
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -369,7 +384,38 @@ class Source:
         """The plain bytes of a table file, in chunks. With `exact`, reading stops with
         SnapshotError past the size the manifest lists (a verified read of a backup; an
         export may have been edited by hand)."""
-        entry = self.manifest.files[table]
+        yield from self.entry_chunks(self.manifest.files[table], exact)
+
+    @property
+    def dump_entry(self) -> FileEntry | None:
+        """The engine's own full dump in the snapshot (a PostgreSQL backup's pg_dump
+        archive), if it holds one."""
+        raw = self.manifest.extra.get("dump")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return FileEntry.from_json(
+                "dump", {k: raw[k] for k in ("path", "rows", "sha256", "bytes")}
+            )
+        except (KeyError, TypeError, SnapshotFormatError):
+            raise SnapshotError(f"{self.label}: the manifest's dump entry is malformed") from None
+
+    def checked_chunks(self, entry: FileEntry) -> Iterator[bytes]:
+        """The plain bytes of a member; after the last one its size and sha256 are
+        compared with `entry`, a mismatch raising SnapshotError."""
+        h = hashlib.sha256()
+        size = 0
+        for chunk in self.entry_chunks(entry, exact=True):
+            h.update(chunk)
+            size += len(chunk)
+            yield chunk
+        if size != entry.bytes or h.hexdigest() != entry.sha256:
+            raise SnapshotError(
+                f"{self.label}:{entry.path}: size or sha256 differs from the manifest",
+                "the snapshot is damaged; nothing was changed",
+            )
+
+    def entry_chunks(self, entry: FileEntry, exact: bool = False) -> Iterator[bytes]:
         path = _safe_member(entry.path)
         with self._open(path) as f:
             if self.manifest.encrypted:
@@ -442,6 +488,17 @@ class Source:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
             except (EOFError, ValueError) as exc:
                 problems.append(f"{entry.path}: unreadable ({_why(exc)})")
+        dump = self.dump_entry if tables is None else None
+        if dump is not None:
+            try:
+                for _chunk in self.checked_chunks(dump):
+                    pass
+            except SnapshotError as exc:
+                problems.append(exc.message)
+            except (OSError, zipfile.BadZipFile, SnapshotFormatError, TristageError) as exc:
+                problems.append(f"{dump.path}: unreadable ({_why(exc)})")
+            except (EOFError, ValueError) as exc:
+                problems.append(f"{dump.path}: unreadable ({_why(exc)})")
         return problems
 
     def ref(self, table: str, lineno: int) -> str:

@@ -17,10 +17,23 @@ from typing import IO, TYPE_CHECKING
 
 from ..domain import retention
 from ..domain.config import Tier
-from ..domain.snapshot import Manifest
+from ..domain.snapshot import FileEntry, Manifest
 from ..edges.backup_targets import BackupTarget, check_name
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
-from ..edges.datastores.postgres import database_of, drop_database, ensure_database, with_database
+from ..edges.datastores.postgres import (
+    DUMP_MEMBER,
+    database_of,
+    drop_database,
+    dump_schema_text,
+    ensure_database,
+    exclusive,
+    restore_dump,
+    schema_text,
+    scratch_name,
+    with_database,
+)
+from ..edges.datastores.postgres import PostgresSession as PgSession
+from ..edges.datastores.postgres import dump as pg_dump
 from ..edges.snapshot_io import (
     Progress,
     SnapshotError,
@@ -40,6 +53,7 @@ from .data_records import (
     DrillReport,
     PruneResult,
     RestoreResult,
+    WriteFailed,
 )
 from .data_snapshots import SnapshotService
 from .data_stores import DataStores, utcnow
@@ -87,16 +101,26 @@ class BackupService:
         now = utcnow()
         bid = _backup_id(now)
         box = self.api.secret_box if encrypt else None
-        with target.create(bid) as f:
-            sink = ZipSink(f, box, _context(project, owner, bid))
-            with store.read() as r:
-                tables = r.tables()
-                files = export_tables(r, tables, sink, progress)
-            manifest = self.snapshots.manifest(
-                store, tables, files, project, owner, kind, note, encrypt
-            )
-            manifest.created_at = now.isoformat(timespec="seconds")
-            sink.finish(manifest)
+        try:
+            with target.create(bid) as f:
+                sink = ZipSink(f, box, _context(project, owner, bid))
+                try:
+                    with store.read() as r:
+                        tables = r.tables()
+                        dump = _dump_member(store, r, sink)
+                        files = export_tables(r, tables, sink, progress)
+                    manifest = self.snapshots.manifest(
+                        store, tables, files, project, owner, kind, note, encrypt
+                    )
+                    manifest.created_at = now.isoformat(timespec="seconds")
+                    if dump:
+                        manifest.extra["dump"] = dump
+                    sink.finish(manifest)
+                except BaseException:
+                    sink.abort()
+                    raise
+        except OSError as exc:
+            raise WriteFailed(f"backup {bid} to {target.describe()}", exc) from None
         size = next((b.size for b in target.list() if b.name == bid), 0)
         info = BackupInfo(
             bid,
@@ -293,6 +317,33 @@ class BackupService:
                     "nothing was restored; restore another backup",
                 )
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
+            store = self.stores.open_store(project, owner)
+            dump = src.dump_entry
+            if dump is not None and isinstance(store, PostgresDataStore):
+                # the whole backup must be intact (the dump is checked while it loads)
+                problems = src.verify(list(src.manifest.files))
+                if problems:
+                    self._discard(project, owner, safety.id)
+                    raise BackupDamaged(
+                        f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
+                        "nothing was restored; restore another backup",
+                    )
+                try:
+                    # pg_restore into a new database, which then takes the live one's place
+                    with exclusive(store.url):
+                        restore_dump(store.url, store.role, src.checked_chunks(dump), swap=True)
+                except SnapshotError as exc:
+                    self._discard(project, owner, safety.id)
+                    raise BackupDamaged(
+                        f"backup {backup_id} failed verification: {exc.message}",
+                        "nothing was restored; restore another backup",
+                    ) from None
+                except BaseException:
+                    self._discard(project, owner, safety.id)
+                    raise
+                rows = {t.name: src.manifest.files[t.name].rows for t in src.manifest.tables}
+                self._restored(project, owner, backup_id, safety.id, rows)
+                return RestoreResult(backup_id, safety.id, rows)
             try:
                 # one pass: every file is checked against the manifest while it loads,
                 # and the transaction commits only after the last check passed
@@ -317,14 +368,19 @@ class BackupService:
                 raise
         finally:
             src.close()
+        self._restored(project, owner, backup_id, safety.id, result.rows)
+        return RestoreResult(backup_id, safety.id, result.rows)
+
+    def _restored(
+        self, project: str, owner: str, backup_id: str, safety: str, rows: dict[str, int]
+    ) -> None:
         self.api.audit.record(
             "db.restore",
             project=project,
             environment=owner,
             target=backup_id,
-            details={"safety_backup": safety.id, "rows": sum(result.rows.values())},
+            details={"safety_backup": safety, "rows": sum(rows.values())},
         )
-        return RestoreResult(backup_id, safety.id, result.rows)
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
         """Restore a backup (default: the latest) into a scratch store and compare."""
@@ -345,9 +401,10 @@ class BackupService:
             report.problems.append(exc.message)
             return self._drilled(report, started)
         try:
-            with self._scratch(project, owner) as scratch:
+            with self._scratch(project, owner, src, report) as scratch:
                 names = [t.name for t in src.manifest.tables]
-                self.snapshots.load(scratch, src, names, "recreate")
+                if not isinstance(scratch, _Restored):
+                    self.snapshots.load(scratch, src, names, "recreate")
                 with scratch.read() as r:
                     actual = {t.name: t for t in r.tables()}
                     tables = [actual[n] for n in names if n in actual]
@@ -382,9 +439,19 @@ class BackupService:
         return report
 
     @contextmanager
-    def _scratch(self, project: str, owner: str) -> Iterator[DataStoreT]:
+    def _scratch(
+        self, project: str, owner: str, src: Source, report: DrillReport
+    ) -> Iterator[DataStoreT]:
+        """A scratch store, dropped afterwards: a PostgreSQL backup with a dump is
+        restored into it by pg_restore, and its schema compared with the dump's."""
         url = self.stores.admin_url(project, owner)
         token = secrets.token_hex(4)
+        dump = src.dump_entry
+        if dump is not None and not url.startswith("sqlite:"):
+            role = self.stores.open_store(project, owner)
+            with exclusive(url):
+                yield from self._drill_dump(url, getattr(role, "role", None), src, dump, report)
+            return
         if url.startswith("sqlite:"):
             path = private_dirs(self.api.home, "tmp") / f"drill-{project}-{owner}-{token}.sqlite3"
             try:
@@ -394,12 +461,57 @@ class BackupService:
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
         else:
             server = with_database(url, "postgres")
-            name = f"{database_of(url)}_drill_{token}"[:63]
-            scratch_url = ensure_database(server, name)
-            try:
-                yield PostgresDataStore(scratch_url)
-            finally:
-                drop_database(server, name)
+            name = scratch_name(database_of(url), "drill", token)
+            with exclusive(url):
+                scratch_url = ensure_database(server, name)
+                try:
+                    yield PostgresDataStore(scratch_url)
+                finally:
+                    drop_database(server, name)
+
+    def _drill_dump(
+        self, url: str, role: str | None, src: Source, dump: FileEntry, report: DrillReport
+    ) -> Iterator[DataStoreT]:
+        """Restore a backup's dump into a scratch database (dropped after) and compare
+        its schema with the dump's."""
+        scratch_url = restore_dump(url, role, src.checked_chunks(dump), swap=False)
+        try:
+            expected = dump_schema_text(src.checked_chunks(dump))
+            actual = schema_text(scratch_url)
+            report.checks.append(
+                DrillCheck(
+                    "schema",
+                    expected.count("\n") + 1,
+                    actual.count("\n") + 1,
+                    expected == actual,
+                )
+            )
+            yield _Restored(scratch_url)
+        finally:
+            drop_database(with_database(url, "postgres"), database_of(scratch_url))
+
+
+class _Restored(PostgresDataStore):
+    """A scratch database already restored from a backup's dump."""
+
+
+def _dump_member(store: DataStoreT, reader: object, sink: ZipSink) -> dict[str, object] | None:
+    """On PostgreSQL, `pg_dump --format=custom` of the reader's own snapshot as a member
+    of the backup (what a restore loads); its manifest entry."""
+    if not isinstance(store, PostgresDataStore) or not isinstance(reader, PgSession):
+        return None
+    snapshot, major = reader.export_snapshot()
+    with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
+        sha, size = pg_dump(store.url, out, snapshot, major)
+    return {
+        "path": DUMP_MEMBER,
+        "rows": 0,
+        "sha256": sha,
+        "bytes": size,
+        "tool": "pg_dump",
+        "format": "custom",
+        "server_major": major,
+    }
 
 
 def _context(project: str, owner: str, backup_id: str) -> bytes:

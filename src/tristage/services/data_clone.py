@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from ..domain import sanitize
 from ..domain.config import Tier
 from ..domain.snapshot import Table, load_order
-from ..edges.datastores import pg_text
+from ..edges.datastores import PostgresDataStore, pg_text
 from ..edges.datastores.base import Reader, SourcedRow
 from ..edges.datastores.postgres import PostgresSession as PgSession
+from ..edges.datastores.postgres import clone_with_schema
 from ..edges.datastores.sqlite import SqliteSession
 from ..edges.snapshot_io import Progress
 from ..errors import UsageError
@@ -88,7 +89,24 @@ class CloneService:
                 else None
             )
             transformer = sanitize.Transformer(self.api.project_salt(project), self._fake)
-            counts = self._copy(r, dst, tables, src.engine, plan, transformer, progress)
+            if isinstance(r, PgSession) and isinstance(dst, PostgresDataStore):
+                # the whole schema as pg_dump sees it; rows through the transforms
+                def fill(w: PgSession) -> dict[str, int]:
+                    return {
+                        t.name: w.copy_text(
+                            t,
+                            _copy_rows(
+                                t, r, plan.columns.get(t.name, []) if plan else [],
+                                transformer, progress, r.count(t.name) if progress else 0,
+                            ),
+                            t.name,
+                        )
+                        for t in tables
+                    }  # fmt: skip
+
+                counts = clone_with_schema(r, src.url, dst.url, dst.role, fill)
+            else:
+                counts = self._copy(r, dst, tables, src.engine, plan, transformer, progress)
         transformed = plan.transformed() if plan else {}
         report = CloneReport(
             src_owner,

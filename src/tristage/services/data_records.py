@@ -38,6 +38,17 @@ class BackupDamaged(TristageError):
     pass
 
 
+class WriteFailed(TristageError):
+    """A snapshot or backup could not be written (full disk, lost directory, ...)."""
+
+    def __init__(self, what: str, exc: OSError) -> None:
+        super().__init__(
+            f"cannot write {what}: {exc.strerror or exc}",
+            "nothing was kept and the database's transaction was ended; free space there "
+            "(or choose another place) and run again",
+        )
+
+
 @dataclass(frozen=True)
 class BackupInfo:
     id: str

@@ -32,6 +32,7 @@ from .data_records import (
     ImportMode,
     LoadResult,
     T,
+    WriteFailed,
 )
 from .data_stores import DataStores, utcnow
 
@@ -69,23 +70,30 @@ class SnapshotService:
                 chosen = select_tables(r.tables(), tables, environment)
                 if fmt == "zip":
                     with private_open(tmp, exclusive=True) as f:
-                        sink: DirSink | ZipSink = ZipSink(f)
-                        files = export_tables(r, chosen, sink, progress)
-                        manifest = self.manifest(store, chosen, files, project, environment)
-                        sink.finish(manifest)
-                        f.flush()
-                        os.fsync(f.fileno())
+                        zsink = ZipSink(f)
+                        sink: DirSink | ZipSink = zsink
+                        try:
+                            files = export_tables(r, chosen, sink, progress)
+                            manifest = self.manifest(store, chosen, files, project, environment)
+                            sink.finish(manifest)
+                            f.flush()
+                            os.fsync(f.fileno())
+                        except BaseException:
+                            zsink.abort()
+                            raise
                 else:
                     sink = DirSink(tmp)
                     files = export_tables(r, chosen, sink, progress)
                     manifest = self.manifest(store, chosen, files, project, environment)
                     sink.finish(manifest)
             tmp.rename(out)
-        except BaseException:
+        except BaseException as exc:
             if tmp.is_dir():
                 remove_tree(tmp)
             else:
                 tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise WriteFailed(str(out), exc) from None
             raise
         self.api.audit.record(
             "db.export",

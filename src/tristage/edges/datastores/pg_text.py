@@ -93,3 +93,13 @@ def row_function(
         return b"\t".join(parts) + b"\n"
 
     return run
+
+
+def fields_function(keep: Sequence[int]) -> Callable[[bytes], bytes]:
+    """A function from a COPY text row to the row of only its fields at `keep`."""
+
+    def row(line: bytes) -> bytes:
+        parts = line.rstrip(b"\n").split(b"\t")
+        return b"\t".join([parts[i] for i in keep]) + b"\n"
+
+    return row

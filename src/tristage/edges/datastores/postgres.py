@@ -9,14 +9,21 @@ server (`jsonl`); a clone between two PostgreSQL stores streams COPY text rows
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import secrets
+import shutil
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 from urllib.parse import quote as urlquote
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
@@ -35,6 +42,24 @@ from .base import BATCH_ROWS, DataStoreError, LoadError, SourcedRow, batched, qu
 
 ENGINE = "postgres"
 SCHEMA = "public"
+# a table's snapshot name: `name` in the public schema, `schema.name` in another one
+# (and for a public table whose name holds a dot)
+_QUALIFIED = (
+    "CASE WHEN {n}.nspname = 'public' AND strpos({c}.relname, '.') = 0 THEN {c}.relname::text"
+    " ELSE {n}.nspname || '.' || {c}.relname END"
+)
+
+
+def qualified(name: str) -> str:
+    """The SQL of a snapshot table name (`table` or `schema.table`)."""
+    schema, dot, rel = name.partition(".")
+    return f"{quote(schema)}.{quote(rel)}" if dot else quote(name)
+
+
+def schema_of(name: str) -> str:
+    schema, dot, _rel = name.partition(".")
+    return schema if dot else SCHEMA
+
 
 KIND_TYPES = {
     "integer": "bigint",
@@ -349,7 +374,7 @@ def _json_expr(col: Column) -> str | None:
     return f"coalesce({e}, 'null')"
 
 
-def _jsonl_query(table: Table, order: str) -> str | None:
+def _jsonl_query(table: Table, order: str, source: str) -> str | None:
     parts = []
     for i, c in enumerate(table.columns):
         e = _json_expr(c)
@@ -359,7 +384,7 @@ def _jsonl_query(table: Table, order: str) -> str | None:
         lead = "{" if i == 0 else ","
         parts.append(f"'{(lead + key).replace(chr(39), chr(39) * 2)}:' || {e}")
     body = " || ".join(parts) + " || '}'" if parts else "'{}'"
-    return f"SELECT {body} FROM {quote(table.name)} ORDER BY {order}"
+    return f"SELECT {body} FROM {source} AS {_ROW} ORDER BY {order}"
 
 
 class PostgresDataStore:
@@ -377,10 +402,16 @@ class PostgresDataStore:
 
     @contextmanager
     def read(self) -> Iterator[PostgresSession]:
-        with _connect(self.url) as conn:
+        """A REPEATABLE READ, READ ONLY transaction that always ends: on an error or a
+        signal the connection is closed at once (the server then ends the transaction),
+        never rolled back through a COPY a reader left half-read."""
+        conn = _connect(self.url)
+        try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield PostgresSession(conn)
             conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     @contextmanager
     def write(self) -> Iterator[PostgresSession]:
@@ -401,22 +432,26 @@ class PostgresSession:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._deferred: list[str] = []  # primary keys to add in `finish`
+        self._sources: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------
     def tables(self) -> list[Table]:
         rows = self.conn.execute(
-            "SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid=c.relnamespace"
-            " WHERE n.nspname=%s AND c.relkind IN ('r','p') AND NOT c.relispartition"
-            " ORDER BY c.relname",
-            (SCHEMA,),
+            f"SELECT c.oid, {_QUALIFIED.format(n='n', c='c')} FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid=c.relnamespace"
+            f" WHERE {_NOT_SYSTEM.format(n='n')} AND c.relkind IN ('r','p')"
+            " AND NOT c.relispartition"
+            f" AND {_NOT_EXTENSION.format(catalog='pg_class', oid='c.oid')}"
+            " ORDER BY n.nspname <> 'public', n.nspname, c.relname",
         ).fetchall()
         return [self._table(oid, name) for oid, name in rows]
 
     def _table(self, oid: int, name: str) -> Table:
         cols = []
-        for attname, typ, notnull, default, ident, typname, typcat in self.conn.execute(
+        for attname, typ, notnull, default, ident, typname, typcat, gen in self.conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
-            " pg_get_expr(d.adbin, d.adrelid), a.attidentity, t.typname, t.typcategory"
+            " pg_get_expr(d.adbin, d.adrelid), a.attidentity, t.typname, t.typcategory,"
+            " a.attgenerated = 's'"
             " FROM pg_attribute a JOIN pg_type t ON t.oid=a.atttypid"
             " LEFT JOIN pg_attrdef d ON d.adrelid=a.attrelid AND d.adnum=a.attnum"
             " WHERE a.attrelid=%s AND a.attnum>0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -430,8 +465,9 @@ class PostgresSession:
                     type=typ,
                     kind=kind,
                     nullable=not notnull,
-                    default=None if identity else default,
+                    default=None if identity or gen else default,
                     identity=identity,
+                    generated=default if gen else None,
                 )
             )
         pk: tuple[str, ...] = ()
@@ -441,11 +477,12 @@ class PostgresSession:
             "SELECT con.contype, con.conname,"
             " array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n,o)"
             "  JOIN pg_attribute a ON a.attrelid=con.conrelid AND a.attnum=k.n ORDER BY k.o),"
-            " fc.relname::text,"
+            f" {_QUALIFIED.format(n='fn', c='fc')},"
             " array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n,o)"
             "  JOIN pg_attribute a ON a.attrelid=con.confrelid AND a.attnum=k.n ORDER BY k.o),"
             " pg_get_constraintdef(con.oid)"
             " FROM pg_constraint con LEFT JOIN pg_class fc ON fc.oid=con.confrelid"
+            " LEFT JOIN pg_namespace fn ON fn.oid=fc.relnamespace"
             " WHERE con.conrelid=%s AND con.contype IN ('p','f','u','c') ORDER BY con.conname",
             (oid,),
         ).fetchall():
@@ -454,7 +491,9 @@ class PostgresSession:
             elif contype == "f":
                 fks.append(ForeignKey(tuple(ccols), ref_table, tuple(ref_cols)))
             else:
-                extra.append(f"ALTER TABLE {quote(name)} ADD CONSTRAINT {quote(conname)} {condef}")
+                extra.append(
+                    f"ALTER TABLE {qualified(name)} ADD CONSTRAINT {quote(conname)} {condef}"
+                )
         for (indexdef,) in self.conn.execute(
             "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i"
             " WHERE i.indrelid=%s AND NOT EXISTS"
@@ -465,8 +504,30 @@ class PostgresSession:
             extra.append(indexdef)
         return Table(name, tuple(cols), pk, tuple(fks), None, tuple(extra))
 
+    def source(self, name: str) -> str:
+        """What a read of table `name` selects from: `ONLY` the table (the rows of
+        inheritance children are read as their own tables), or a partitioned table
+        as a whole (its partitions are not tables of the snapshot)."""
+        cached = self._sources.get(name)
+        if cached is None:
+            row = self.conn.execute(
+                "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)",
+                (qualified(name),),
+            ).fetchone()
+            kind = row[0] if row else "r"
+            cached = qualified(name) if kind == "p" else f"ONLY {qualified(name)}"
+            self._sources[name] = cached
+        return cached
+
+    def export_snapshot(self) -> tuple[str, int]:
+        """The id of this transaction's snapshot (for `pg_dump --snapshot`) and the
+        server's major version."""
+        row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        return str(row[0]), server_major(self.conn)
+
     def count(self, table: str) -> int:
-        row = self.conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()
+        row = self.conn.execute(f"SELECT count(*) FROM {self.source(table)}").fetchone()
         return int(row[0]) if row else 0
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
@@ -477,7 +538,7 @@ class PostgresSession:
         json_idx = [i for i, c in enumerate(table.columns) if c.kind == "json"]
         with self.conn.cursor(name=name) as cur:
             cur.itersize = BATCH_ROWS
-            cur.execute(f"SELECT {cols} FROM {quote(table.name)} ORDER BY {order}")
+            cur.execute(f"SELECT {cols} FROM {self.source(table.name)} AS {_ROW} ORDER BY {order}")
             while True:
                 batch = cur.fetchmany(BATCH_ROWS)
                 if not batch:
@@ -495,7 +556,7 @@ class PostgresSession:
     def jsonl(self, table: Table) -> Iterator[bytes] | None:
         """Blocks of snapshot JSONL lines built by the server, or None if some column
         kind (interval, array) is encoded in Python (then use `rows`)."""
-        query = _jsonl_query(table, _order(table))
+        query = _jsonl_query(table, _order(table), self.source(table.name))
         if query is None:
             return None
         return self._jsonl(query)
@@ -520,7 +581,7 @@ class PostgresSession:
         cols = ", ".join(quote(c) for c in table.column_names)
         with (
             self.conn.cursor() as cur,
-            cur.copy(f"COPY {quote(table.name)} ({cols}) TO STDOUT") as cp,
+            cur.copy(f"COPY (SELECT {cols} FROM {self.source(table.name)}) TO STDOUT") as cp,
         ):
             for row in cp:
                 yield bytes(row)
@@ -529,7 +590,7 @@ class PostgresSession:
         """For each column, a function from its COPY text to the value `rows` gives."""
         cols = ", ".join(quote(c) for c in table.column_names)
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT {cols} FROM {quote(table.name)} LIMIT 0")
+            cur.execute(f"SELECT {cols} FROM {qualified(table.name)} LIMIT 0")
             oids = [d.type_code for d in cur.description or ()]
         out: list[pg_text.Loader] = []
         for col, oid in zip(table.columns, oids, strict=True):
@@ -557,7 +618,9 @@ class PostgresSession:
     # -- writing ---------------------------------------------------------
     def drop(self, names: Sequence[str]) -> None:
         if names:
-            self.conn.execute(f"DROP TABLE IF EXISTS {', '.join(quote(n) for n in names)} CASCADE")
+            self.conn.execute(
+                f"DROP TABLE IF EXISTS {', '.join(qualified(n) for n in names)} CASCADE"
+            )
 
     def create(self, table: Table, source_engine: str, defer_keys: bool = False) -> None:
         """Create `table`; with `defer_keys` (rows from a store that enforced the key)
@@ -566,7 +629,9 @@ class PostgresSession:
         parts = []
         for c in table.columns:
             typ = c.type if same and c.type else KIND_TYPES.get(c.kind, "text")
-            if c.identity:
+            if c.generated and same:
+                ddl = f"{quote(c.name)} {typ} GENERATED ALWAYS AS ({c.generated}) STORED"
+            elif c.identity:
                 if not same:
                     typ = "bigint"
                 ddl = f"{quote(c.name)} {typ} GENERATED BY DEFAULT AS IDENTITY"
@@ -580,24 +645,30 @@ class PostgresSession:
         if table.primary_key:
             pk = f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})"
             if defer_keys:
-                self._deferred.append(f"ALTER TABLE {quote(table.name)} ADD {pk}")
+                self._deferred.append(f"ALTER TABLE {qualified(table.name)} ADD {pk}")
             else:
                 parts.append(pk)
-        self.conn.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(parts)})")
+        schema = schema_of(table.name)
+        if schema != SCHEMA:
+            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        self.conn.execute(f"CREATE TABLE {qualified(table.name)} ({', '.join(parts)})")
 
     def clear(self, tables: Sequence[Table]) -> None:
         if not tables:
             return
-        names = ", ".join(quote(t.name) for t in tables)
+        names = ", ".join(qualified(t.name) for t in tables)
         try:
             with self.conn.transaction():
                 self.conn.execute(f"TRUNCATE {names}")
         except psycopg.errors.FeatureNotSupported:
             # referenced from a table outside the set: delete children first
             for t in reversed(tables):
-                self.conn.execute(f"DELETE FROM {quote(t.name)}")
+                self.conn.execute(f"DELETE FROM {qualified(t.name)}")
 
     def insert(self, table: Table, columns: Sequence[str], rows: Iterable[SourcedRow]) -> int:
+        columns, keep = _writable(table, columns)
+        if keep is not None:
+            rows = ((ref, [vals[i] for i in keep]) for ref, vals in rows)
         dumpers: list[Callable[[Any], Any]] = []
         for name in columns:
             col = table.column(name)
@@ -605,7 +676,9 @@ class PostgresSession:
             dumpers.append(
                 _dump_json if kind == "json" else _dump_bool if kind == "boolean" else _dump
             )
-        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        copy_sql = (
+            f"COPY {qualified(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        )
         n = 0
         with self.conn.cursor() as cur:
             for batch in batched(rows, BATCH_ROWS * 2):
@@ -622,14 +695,17 @@ class PostgresSession:
     def copy_text(self, table: Table, rows: Iterable[bytes], label: str) -> int:
         """Load COPY text rows (values in `table.columns` order); a failing row raises
         LoadError naming `label row N`."""
-        cols = ", ".join(quote(c) for c in table.column_names)
+        names, keep = _writable(table, table.column_names)
+        cols = ", ".join(quote(c) for c in names)
+        if keep is not None:
+            rows = map(pg_text.fields_function(keep), rows)
         n = 0
         buf: list[bytes] = []
         size = 0
         try:
             with (
                 self.conn.cursor() as cur,
-                cur.copy(f"COPY {quote(table.name)} ({cols}) FROM STDIN") as cp,
+                cur.copy(f"COPY {qualified(table.name)} ({cols}) FROM STDIN") as cp,
             ):
                 write = cp.write
                 for row in rows:
@@ -657,11 +733,16 @@ class PostgresSession:
     ) -> int:
         """Load snapshot records (line number, JSON values in `columns` order) with COPY;
         a bad value or a row the database refuses raises naming `where(line)`."""
+        columns, keep = _writable(table, columns)
+        if keep is not None:
+            records = ((n, [vals[i] for i in keep]) for n, vals in records)
         kinds = table.kinds(columns)
         encoders = [self._json_field(k) for k in kinds]
         plain_int = [k != "boolean" for k in kinds]
         names = list(columns)
-        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        copy_sql = (
+            f"COPY {qualified(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        )
         escape = pg_text.escape_str
         n = 0
         lines: list[str] = []
@@ -782,27 +863,40 @@ class PostgresSession:
             for t in created:
                 for fk in t.foreign_keys:
                     self.conn.execute(
-                        f"ALTER TABLE {quote(t.name)} ADD FOREIGN KEY"
+                        f"ALTER TABLE {qualified(t.name)} ADD FOREIGN KEY"
                         f" ({', '.join(quote(c) for c in fk.columns)}) REFERENCES"
-                        f" {quote(fk.ref_table)} ({', '.join(quote(c) for c in fk.ref_columns)})"
+                        f" {qualified(fk.ref_table)}"
+                        f" ({', '.join(quote(c) for c in fk.ref_columns)})"
                     )
             for t in loaded:
                 for c in t.columns:
                     if c.identity:
                         self.conn.execute(
                             "SELECT setval(pg_get_serial_sequence(%s, %s),"
-                            f" coalesce((SELECT max({quote(c.name)}) FROM {quote(t.name)}), 0) + 1,"
+                            f" coalesce((SELECT max({quote(c.name)})"
+                            f" FROM {qualified(t.name)}), 0) + 1,"
                             " false)",
-                            (quote(t.name), c.name),
+                            (qualified(t.name), c.name),
                         )
         except psycopg.Error as exc:
             raise LoadError("schema", _reason(exc)) from None
 
 
+def _writable(table: Table, columns: Sequence[str]) -> tuple[list[str], list[int] | None]:
+    """`columns` less the generated ones (the server computes those), and the indexes of
+    the kept ones (None: all kept)."""
+    generated = {c.name for c in table.columns if c.generated}
+    if not generated.intersection(columns):
+        return list(columns), None
+    keep = [i for i, c in enumerate(columns) if c not in generated]
+    return [columns[i] for i in keep], keep
+
+
 def _order(table: Table) -> str:
-    return ", ".join(quote(c) for c in table.primary_key) or f"{quote(table.name)}::text"
+    return ", ".join(quote(c) for c in table.primary_key) or f"{_ROW}::text"
 
 
+_ROW = '"ts row"'  # the alias of the table read, for ordering by the whole row
 _BLOCK = 1 << 18  # bytes of COPY data per write
 _TEXT_TAGS = frozenset({"$ts", "$dec", "$date", "$time", "$uuid"})
 _COPY_ROWS = 100_000  # rows per COPY statement of a snapshot load (bounds the line index)
@@ -822,3 +916,297 @@ def _where(batch: list[SourcedRow], exc: psycopg.Error) -> str:
         if 0 <= i < len(batch):
             return batch[i][0]
     return f"{batch[0][0]}..{batch[-1][0].rsplit(':', 1)[-1]}"
+
+
+# ---------------------------------------------------------------------------
+# Full-fidelity dumps: pg_dump / pg_restore of the server's own major version
+
+DUMP_MEMBER = "postgres/database.dump"  # the pg_dump custom-format member of a backup
+_PIPE = 1 << 20
+
+
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its password, and an environment carrying it (never in argv)."""
+    parts = urlsplit(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if parts.password is not None:
+        env["PGPASSWORD"] = unquote(parts.password)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = f"{parts.username}@" if parts.username else ""
+        url = urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    env["PGCONNECT_TIMEOUT"] = "10"
+    return url, env
+
+
+def pg_tool(name: str, server_major: int | None = None) -> str:
+    """The path of a PostgreSQL client program, of `server_major` when installed."""
+    if server_major is not None:
+        p = Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
+        if p.is_file():
+            return str(p)
+    found = shutil.which(name)
+    if found is None:
+        raise DataStoreError(
+            f"{name} is not installed",
+            "install the PostgreSQL client programs (e.g. apt-get install postgresql-client)",
+        )
+    return found
+
+
+def server_major(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.info.server_version) // 10000
+
+
+def _tool_error(name: str, stderr: bytes) -> str:
+    lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    text = "; ".join(lines[-3:]) or "failed"
+    return f"{name}: {text}"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def dump(
+    url: str,
+    out: IO[bytes],
+    snapshot: str | None = None,
+    major: int | None = None,
+    schema_only: bool = False,
+) -> tuple[str, int]:
+    """Write `pg_dump --format=custom` of the database at `url` to `out` (at the exported
+    `snapshot`, if given); returns (sha256, bytes). A failing write stops pg_dump at once."""
+    dburl, env = _libpq(url)
+    args = [pg_tool("pg_dump", major), "--format=custom", "--no-sync"]
+    if snapshot:
+        args.append(f"--snapshot={snapshot}")
+    if schema_only:
+        args.append("--schema-only")
+    args += ["--dbname", dburl]
+    h = hashlib.sha256()
+    size = 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read(_PIPE):
+                out.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+        except BaseException:
+            _stop(proc)
+            raise
+        finally:
+            proc.stdout.close()
+        proc.wait()
+        if proc.returncode != 0:
+            err.seek(0)
+            raise DataStoreError(
+                _tool_error("pg_dump", err.read()[-4000:]),
+                "nothing was written; check the database and try again",
+            )
+    return h.hexdigest(), size
+
+
+def _feed(args: list[str], env: dict[str, str], chunks: Iterable[bytes]) -> bytes:
+    """Run a program with `chunks` on its standard input; returns its standard output.
+    An error while producing the chunks kills it."""
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as stdout:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stdout, stderr=err, env=env)
+        assert proc.stdin is not None
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the program stopped; its exit status says why
+        except BaseException:
+            _stop(proc)
+            raise
+        proc.wait()
+        if proc.returncode != 0:
+            err.seek(0)
+            raise DataStoreError(_tool_error(Path(args[0]).name, err.read()[-4000:]),
+                                 "nothing was changed")  # fmt: skip
+        stdout.seek(0)
+        return stdout.read()
+
+
+def dump_schema_text(chunks: Iterable[bytes], major: int | None = None) -> str:
+    """The schema of a custom-format dump as SQL (`pg_restore --schema-only`), normalized."""
+    args = [pg_tool("pg_restore", major), "--schema-only", "--no-owner", "--file=-"]
+    _url, env = _libpq("postgresql:///")
+    return normalize_schema(_feed(args, env, chunks).decode("utf-8", "replace"))
+
+
+def schema_text(url: str, major: int | None = None) -> str:
+    """The schema of a database as `pg_dump --schema-only` prints it, normalized."""
+    dburl, env = _libpq(url)
+    args = [pg_tool("pg_dump", major), "--schema-only", "--no-owner", "--dbname", dburl]
+    return normalize_schema(_feed(args, env, ()).decode("utf-8", "replace"))
+
+
+def normalize_schema(text: str) -> str:
+    """SQL of a schema without comments, blank lines, the per-run restrict key and the
+    refresh of materialized views (data, which an archive lists and a live schema not)."""
+    skip = ("--", "\\restrict", "\\unrestrict", "REFRESH MATERIALIZED VIEW ")
+    return "\n".join(
+        line for line in text.splitlines() if line.strip() and not line.startswith(skip)
+    )
+
+
+def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool = True) -> str:
+    """Load a custom-format dump into a new database next to the one at `url` (owned by
+    `role`, closed to PUBLIC), in one transaction; with `swap`, that database then takes
+    the place of the live one (renamed in one transaction, the old one dropped), else its
+    URL is returned for the caller to drop. An error leaves the live database as it was."""
+    live = database_of(url)
+    server = with_database(url, "postgres")
+    fresh = scratch_name(live, "restore" if swap else "drill")
+    with _connect(server, autocommit=True) as conn:
+        major = server_major(conn)
+        owner = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(role)) if role else pgsql.SQL("")
+        conn.execute(pgsql.SQL("CREATE DATABASE {}{}").format(pgsql.Identifier(fresh), owner))
+        conn.execute(pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+            pgsql.Identifier(fresh)))  # fmt: skip
+    fresh_url = with_database(url, fresh)
+    try:
+        dburl, env = _libpq(fresh_url)
+        args = [pg_tool("pg_restore", major), "--exit-on-error", "--single-transaction",
+                "--dbname", dburl]  # fmt: skip
+        _feed(args, env, chunks)
+        if swap:
+            _swap(server, live, fresh)
+    except BaseException:
+        drop_database(server, fresh)
+        raise
+    return with_database(url, live) if swap else fresh_url
+
+
+def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str = "") -> str:
+    """The name of a scratch database next to `live` (a drill's, a restore's new
+    database, or the replaced one), within PostgreSQL's 63 bytes."""
+    suffix = f"_{kind}_"
+    return f"{live[: 63 - len(suffix) - 8]}{suffix}{token or secrets.token_hex(4)}"
+
+
+_SCRATCH_TOKEN = re.compile(r"[0-9a-f]{8}")
+
+
+@contextmanager
+def exclusive(url: str) -> Iterator[None]:
+    """Hold the lock of the restores and drills of the database at `url` (one at a
+    time, across processes) and first drop the scratch databases a killed one left
+    (a killed process's session, and so its lock, is gone)."""
+    live = database_of(url)
+    key = "tristage-restore:" + live
+    with _connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+            for kind in ("drill", "restore", "old"):
+                prefix = scratch_name(live, kind, "x")[:-1]
+                for name in names:
+                    rest = name[len(prefix) :]
+                    if name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(rest):
+                        conn.execute(
+                            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                                pgsql.Identifier(name)
+                            )
+                        )
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+def _swap(server: str, live: str, fresh: str) -> None:
+    old = scratch_name(live, "old")
+    ident = pgsql.Identifier
+    with _connect(server, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(live)))
+        try:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (live,),
+            )
+            for _ in range(50):
+                try:
+                    with conn.transaction():
+                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            ident(live), ident(old)))  # fmt: skip
+                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            ident(fresh), ident(live)))  # fmt: skip
+                    break
+                except psycopg.errors.ObjectInUse:  # a session not yet gone
+                    time.sleep(0.1)
+            else:
+                raise DataStoreError(
+                    f"database {live} is still in use; it was not replaced",
+                    "stop the sessions using it and restore again",
+                )
+        except BaseException:
+            conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                ident(live)))  # fmt: skip
+            raise
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(old)))
+
+
+def clone_with_schema(
+    reader: PostgresSession,
+    source_url: str,
+    target_url: str,
+    role: str | None,
+    fill: Callable[[PostgresSession], dict[str, int]],
+) -> dict[str, int]:
+    """Replace the database at `target_url` by a copy of the reader's: the schema from
+    `pg_dump --schema-only` of the reader's snapshot (pre-data, then `fill` writes the
+    rows, then post-data: keys, indexes, triggers, policies), sequence values set as
+    the source's, in a new database owned by `role` that then takes the target's place.
+    An error leaves the target as it was."""
+    snapshot, major = reader.export_snapshot()
+    sequences = reader.conn.execute(
+        "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences"
+        " WHERE last_value IS NOT NULL"
+    ).fetchall()
+    live = database_of(target_url)
+    server = with_database(target_url, "postgres")
+    with tempfile.TemporaryFile() as archive, exclusive(target_url):
+        dump(source_url, archive, snapshot, major, schema_only=True)
+        fresh = scratch_name(live, "restore")
+        with _connect(server, autocommit=True) as conn:
+            owner = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(role)) if role else pgsql.SQL("")
+            conn.execute(pgsql.SQL("CREATE DATABASE {}{}").format(pgsql.Identifier(fresh), owner))
+            conn.execute(
+                pgsql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(fresh))
+            )
+        fresh_url = with_database(target_url, fresh)
+        try:
+            dburl, env = _libpq(fresh_url)
+            args = [pg_tool("pg_restore", major), "--exit-on-error", "--single-transaction",
+                    "--no-owner", "--dbname", dburl]  # fmt: skip
+            if role:
+                args.insert(-2, f"--role={role}")
+
+            def section(name: str) -> None:
+                archive.seek(0)
+                _feed([*args[:1], f"--section={name}", *args[1:]], env, _read_all(archive))
+
+            section("pre-data")
+            with PostgresDataStore(fresh_url, role).write() as w:
+                counts = fill(w)
+                for name, value in sequences:
+                    w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+            section("post-data")
+            _swap(server, live, fresh)
+        except BaseException:
+            drop_database(server, fresh)
+            raise
+    return counts
+
+
+def _read_all(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(_PIPE):
+        yield chunk
