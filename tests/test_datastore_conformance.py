@@ -24,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from conftest import PG_SERVER
@@ -405,19 +404,7 @@ def test_a_nul_in_text_is_kept_or_refused_naming_its_row(
     assert dump(store) == {"notes": rows}
 
 
-def test_clearing_a_parent_still_referenced_fails_with_a_load_error(
-    store: DataStore, harness: Harness, request: pytest.FixtureRequest
-) -> None:
-    if harness.name == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=psycopg.errors.ForeignKeyViolation,
-                reason="PostgresSession.clear falls back from TRUNCATE to DELETE, and the "
-                "DELETE's foreign-key violation leaks as psycopg.errors.ForeignKeyViolation "
-                "instead of a LoadError (the edge does not wrap it)",
-            )
-        )
+def test_clearing_a_parent_still_referenced_fails_with_a_load_error(store: DataStore) -> None:
     load(store, PARENT, [(1, "one")])
     load(store, CHILD, [(10, 1)])
     before = dump(store)

@@ -663,7 +663,12 @@ class PostgresSession:
         except psycopg.errors.FeatureNotSupported:
             # referenced from a table outside the set: delete children first
             for t in reversed(tables):
-                self.conn.execute(f"DELETE FROM {qualified(t.name)}")
+                try:
+                    self.conn.execute(f"DELETE FROM {qualified(t.name)}")
+                except psycopg.errors.IntegrityError as exc:
+                    raise LoadError(
+                        f"table {t.name}", f"rows of another table still refer to it ({exc})"
+                    ) from None
 
     def insert(self, table: Table, columns: Sequence[str], rows: Iterable[SourcedRow]) -> int:
         columns, keep = _writable(table, columns)
