@@ -33,6 +33,7 @@ class Upstream:
     def __init__(self, name: str) -> None:
         self.name = name
         self.client_ports: list[int] = []
+        self.paths: list[str] = []
         self.connections = 0
         self.gates: dict[str, asyncio.Event] = {}
         self.server: uvicorn.Server | None = None
@@ -79,6 +80,7 @@ class Upstream:
         assert scope["type"] == "http"
         self.client_ports.append(scope["client"][1])
         path = scope["path"]
+        self.paths.append(path)
         status, body, extra = 200, b"", []
         if path == "/count":
             # Count the request body; signal after the first chunk arrives.
@@ -644,5 +646,98 @@ def test_upstream_dying_mid_body_cuts_the_client_and_counts_an_error() -> None:
         finally:
             await router.stop()
             server.close()
+
+    run(main())
+
+
+# --- hardening: raw sockets ---------------------------------------------------------------
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to the router, read until it closes (or `timeout` of silence)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                break
+            out += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    return out
+
+
+def _port(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: myapp.localhost\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+CHUNKED_SMUGGLED = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # Connection naming a framing header would make the router drop it but still
+        # send the body, which the app then parses as a second request
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: content-length\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: keep-alive, Content-Length\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: transfer-encoding\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%b" % CHUNKED_SMUGGLED,
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: host\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: other.localhost\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: myapp.localhost\r\n\r\n",
+    ],
+    ids=["conn-cl", "conn-list-cl", "conn-te", "conn-host", "two-hosts", "same-host-twice"],
+)
+def test_requests_that_could_smuggle_or_confuse_routing_get_400(request_bytes: bytes) -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            out = await raw_exchange(_port(base), request_bytes)
+            assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+            assert b"connection: close" in out.lower()
+            await asyncio.sleep(0.2)  # an upstream that got the request would have parsed it
+            assert ups[0].paths == []
+            # and a normal request on a new connection is still served
+            out = await raw_exchange(
+                _port(base), b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"A")
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_client_forwarding_headers_are_replaced_not_passed_through() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            out = await raw_exchange(
+                _port(base),
+                b"GET /headers HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                b"Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\n"
+                b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\n"
+                b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+                b"X-Forwarded-Prefix: /admin\r\nX-Forwarded-Ssl: on\r\n"
+                b"Connection: close\r\n\r\n",
+            )
+            seen = json.loads(out.split(b"\r\n\r\n", 1)[1])
+            assert "6.6.6.6" not in json.dumps(seen)
+            assert seen["x-real-ip"] == "127.0.0.1"
+            assert seen["x-forwarded-for"] == "127.0.0.1"
+            assert seen["x-forwarded-proto"] == "http"
+            assert seen["x-forwarded-host"] == "myapp.localhost"
+            for gone in ("forwarded", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl"):
+                assert gone not in seen, gone
+        finally:
+            await teardown(router, ups)
 
     run(main())

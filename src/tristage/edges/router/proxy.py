@@ -11,7 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import pages
-from .headers import end_to_end, upstream_request_headers
+from .headers import end_to_end, request_problem, upstream_request_headers
 from .routes import RouteTable
 from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
@@ -29,18 +29,15 @@ def _host_of(scope: Scope) -> str:
     return f"{server[0]}:{server[1]}" if server else ""
 
 
-async def _page(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
+async def _page(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -81,6 +78,11 @@ class ProxyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        problem = request_problem(scope["headers"])
+        if problem is not None:
+            # the rest of the connection cannot be trusted to be framed as the client meant
+            await _page(send, 400, pages.bad_request(problem), close=True)
             return
         host = _host_of(scope)
         route = self.table.lookup(host)
@@ -216,12 +218,14 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
     client = scope.get("client")
     raw: list[tuple[bytes, bytes]] = scope["headers"]
     framing: bytes | None = None
+    length = b""
     for name, value in raw:
         if name == b"transfer-encoding":
             framing = b"chunked"
             break
-        if name == b"content-length" and value.strip() != b"0":
-            framing = b"length"
+        if name == b"content-length":
+            length = value.strip()
+            framing = b"length" if length != b"0" else None
     headers = upstream_request_headers(
         raw, client[0] if client else "", scope.get("scheme", "http")
     )
@@ -231,11 +235,14 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
         target += b"?" + qs
     lines = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
-        if name == b"expect" or (framing == b"chunked" and name == b"content-length"):
+        if name == b"expect" or name == b"content-length":
             continue
         lines += (name, b": ", value, b"\r\n")
+    # The body's framing is always the router's own, whatever the client's headers said.
     if framing == b"chunked":
         lines.append(b"transfer-encoding: chunked\r\n")
+    elif length:
+        lines += (b"content-length: ", length, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), framing
 
