@@ -125,6 +125,10 @@ class Upstream:
             body = json.dumps(
                 {k.decode(): v.decode() for k, v in scope["headers"]}, sort_keys=True
             ).encode()
+        elif path == "/refuse":
+            # answer before reading the upload, and close (as an app refusing a large body does)
+            status, body = 413, b"too large"
+            extra = [(b"connection", b"close")]
         elif path == "/teapot":
             status, body = 418, b"short and stout"
         elif path.startswith("/echo-path"):
@@ -737,6 +741,47 @@ def test_client_forwarding_headers_are_replaced_not_passed_through() -> None:
             assert seen["x-forwarded-host"] == "myapp.localhost"
             for gone in ("forwarded", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl"):
                 assert gone not in seen, gone
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_an_early_response_before_the_upload_is_read_reaches_the_client() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", _port(base))
+            size = 16 * MB
+            writer.write(
+                b"POST /refuse HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                b"Content-Length: %d\r\n\r\n" % size
+            )
+
+            async def upload() -> None:
+                chunk = b"x" * 65536
+                try:
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk)
+                        await writer.drain()
+                except ConnectionError:
+                    pass
+
+            sender = asyncio.ensure_future(upload())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            body = await asyncio.wait_for(reader.readexactly(9), 10)
+            assert body == b"too large"
+            # the rest of the upload is read and dropped; the connection then serves again
+            await asyncio.wait_for(sender, 20)
+            writer.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert await asyncio.wait_for(reader.readexactly(1), 10) == b"A"
+            writer.close()
+            s = router.stats()["dep-a"]
+            assert (s.requests, s.status_4xx, s.status_5xx, s.upstream_errors) == (2, 1, 0, 0)
+            assert router.inflight(ups[0].addr) == 0
         finally:
             await teardown(router, ups)
 

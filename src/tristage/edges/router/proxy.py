@@ -124,7 +124,7 @@ class ProxyApp:
         try:
             conn = await self.pool.acquire(upstream)
             try:
-                status, headers = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(conn, head, method, framing, receive)
             except UpstreamClosed:
                 # A reused keep-alive connection the upstream had just closed: replay a
                 # bodiless request once on a fresh connection.
@@ -132,7 +132,7 @@ class ProxyApp:
                     raise
                 conn.close()
                 conn = await self.pool.connect(upstream)
-                status, headers = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(conn, head, method, framing, receive)
         except (TimeoutError, OSError):
             if conn is not None:
                 conn.close()
@@ -146,6 +146,9 @@ class ProxyApp:
             raise
         if dep is not None:
             self.stats.record(dep, status, time.perf_counter() - started)
+        # After an early answer the client may still be sending its body: the server reads
+        # and discards the rest (closing now would reset the connection and could destroy
+        # the answer before the client reads it).
         try:
             await send(
                 {"type": "http.response.start", "status": status, "headers": end_to_end(headers)}
@@ -156,6 +159,8 @@ class ProxyApp:
             else:
                 await self._relay_body(conn, headers, receive, send, dep)
         finally:
+            if cut:
+                conn.close()  # it may still hold part of the request the upstream never read
             self.pool.release(upstream, conn)
 
     @staticmethod
@@ -165,18 +170,20 @@ class ProxyApp:
         method: str,
         framing: bytes | None,
         receive: Receive,
-    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+        """Send the request, return the response's status and headers and whether the
+        upload was cut short because the upstream answered (403, 413...) before it."""
         conn.begin(head, head_only=method == "HEAD")
+        cut = False
         if framing is not None:
-            chunked = framing == b"chunked"
-            async for chunk in _request_body(receive):
-                if chunked:
-                    await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                else:
-                    await conn.write(chunk)
-            if chunked:
-                await conn.write(b"0\r\n\r\n")
-        return await conn.response_head()
+            try:
+                await _upload(conn, framing == b"chunked", receive)
+            except UpstreamClosed:
+                if not conn.headers_done:
+                    raise
+                cut = True  # the app answered early: its answer is the response
+        status, headers = await conn.response_head()
+        return status, headers, cut
 
     async def _relay_body(
         self,
@@ -245,6 +252,16 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
         lines += (b"content-length: ", length, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), framing
+
+
+async def _upload(conn: UpstreamConnection, chunked: bool, receive: Receive) -> None:
+    async for chunk in _request_body(receive):
+        if chunked:
+            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            await conn.write(chunk)
+    if chunked:
+        await conn.write(b"0\r\n\r\n")
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:

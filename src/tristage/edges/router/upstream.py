@@ -120,6 +120,8 @@ class UpstreamConnection(asyncio.Protocol):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        if self.headers_done and self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # an upload stalled on an app that already answered
 
     async def _wait(self) -> None:
         self._waiter = self.loop.create_future()
@@ -135,7 +137,16 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamClosed("upstream connection not open")
         self.transport.write(head)
 
+    @property
+    def refused_early(self) -> bool:
+        """The upstream gave its final answer, not a success, before the request body was sent."""
+        return self.headers_done and self.status >= 300
+
     async def write(self, data: bytes) -> None:
+        """Send part of the request body. Raises `UpstreamClosed` when the upstream
+        closed, or answered with a non-2xx status and so does not want the rest."""
+        if self.refused_early:
+            raise UpstreamClosed("upstream answered before the request body was sent")
         if self.closed or self.transport is None:
             raise UpstreamClosed("upstream closed the connection")
         self.transport.write(data)
