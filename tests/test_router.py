@@ -157,12 +157,12 @@ def route(up: Upstream | None, dep: str | None = "dep-a", env: str = "production
 
 
 async def stack(
-    n_upstreams: int = 1, internal_app: Any = None
+    n_upstreams: int = 1, internal_app: Any = None, **options: Any
 ) -> tuple[Router, RouteTable, list[Upstream], str]:
     ups = [await Upstream(name).start() for name in "AB"[:n_upstreams]]
     table = RouteTable()
     table.replace({"myapp.localhost": route(ups[0])})
-    router = Router(table, internal_app=internal_app)
+    router = Router(table, internal_app=internal_app, **options)
     port = await router.start(host="127.0.0.1", port=0)
     return router, table, ups, f"http://127.0.0.1:{port}"
 
@@ -786,3 +786,141 @@ def test_an_early_response_before_the_upload_is_read_reaches_the_client() -> Non
             await teardown(router, ups)
 
     run(main())
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the router closes the connection (EOF or reset) within `seconds`."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), seconds):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_slowloris_and_idle_connections_are_closed_by_the_timeouts() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack(header_timeout=0.5, idle_timeout=0.8)
+        port = _port(base)
+        try:
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+            # conns[:10] connect and say nothing
+            slow = conns[10:20]  # headers one byte at a time, never finishing
+            slow_body = conns[20:]  # headers, then a body that stops coming
+            for _, w in slow_body:
+                w.write(
+                    b"POST /count HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                    b"Content-Length: 100\r\n\r\nab"
+                )
+
+            async def drip(w: asyncio.StreamWriter) -> None:
+                try:
+                    for b in b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nX-Pad: " + b"a" * 100:
+                        w.write(bytes([b]))
+                        await asyncio.sleep(0.05)
+                except ConnectionError:
+                    pass
+
+            drips = [asyncio.ensure_future(drip(w)) for _, w in slow]
+            closed = await asyncio.gather(*(_closed_within(r, 3.0) for r, _ in conns))
+            assert all(closed), closed
+            for d in drips:
+                d.cancel()
+            # a keep-alive connection idle after a response is closed too
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+            assert await r.readexactly(1) == b"A"
+            assert await _closed_within(r, 3.0)
+            # a client that stalls mid-upload is not an upstream failure
+            s = router.stats()["dep-a"]
+            assert s.upstream_errors == 0 and s.status_5xx == 0
+            assert router.inflight(ups[0].addr) == 0
+            # a prompt client is served meanwhile
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ")
+            for _, w in conns:
+                w.close()
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_connections_over_the_cap_get_503_and_the_rest_are_served() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack(max_connections=5)
+        port = _port(base)
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+            await asyncio.sleep(0.1)
+            out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 503 "), out
+            r, w = held[0]  # the held connections still work
+            w.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+            for _, w in held:
+                w.close()
+            await asyncio.sleep(0.2)
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ")
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+EMFILE_ROUTER = """
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from tristage.edges.router import Router, RouteTable
+
+async def main():
+    router = Router(RouteTable(), max_connections=10_000, header_timeout=60, idle_timeout=60)
+    port = await router.start(host="127.0.0.1", port=0)
+    print(port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_file_descriptors_backs_off_without_flooding_the_log(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    err = tmp_path / "router.err"
+    with err.open("wb") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EMFILE_ROUTER], stdout=subprocess.PIPE, stderr=errf
+        )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+
+        async def main() -> None:
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(150)]
+            await asyncio.sleep(2.0)  # the router is out of descriptors all this time
+            for _, w in conns:
+                w.close()
+            await asyncio.sleep(0.1)
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: x.localhost\r\nConnection: close\r\n\r\n", 5
+            )
+            assert out.startswith(b"HTTP/1.1 404 "), out  # serving again
+
+        run(main())
+        log = err.read_text()
+        assert len(log.splitlines()) <= 10, log[:2000]
+        assert "file descriptors" in log  # said once, plainly
+    finally:
+        proc.kill()
+        proc.wait()

@@ -21,6 +21,10 @@ INTERNAL_PREFIX = "/.tristage/"
 log = logging.getLogger(__name__)
 
 
+class ClientGone(Exception):
+    """The client went away (or was timed out) while sending its request body."""
+
+
 def _host_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"host":
@@ -133,6 +137,10 @@ class ProxyApp:
                 conn.close()
                 conn = await self.pool.connect(upstream)
                 status, headers, cut = await self._exchange(conn, head, method, framing, receive)
+        except ClientGone:
+            if conn is not None:
+                conn.close()  # the upstream holds half a request
+            return
         except (TimeoutError, OSError):
             if conn is not None:
                 conn.close()
@@ -268,7 +276,7 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client disconnected")
+            raise ClientGone("client disconnected")
         body = message.get("body", b"")
         if body:
             yield body

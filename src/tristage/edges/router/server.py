@@ -34,7 +34,14 @@ class Router:
         connect_timeout: float = 5.0,
         pool_size: int = 256,
         graceful_timeout: float = 5.0,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        max_connections: int | None = None,
     ) -> None:
+        """`header_timeout`: a request's head must arrive within it; `idle_timeout`: the
+        longest silence allowed in a request body or between two requests;
+        `max_connections`: open client connections past which new ones get 503 (default:
+        from the process's file descriptor limit)."""
         self.table = table
         self.internal_app = internal_app
         self._stats = StatsRecorder()
@@ -44,12 +51,13 @@ class Router:
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
-            http="httptools",
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
             interface="asgi3",
             ws="none",
             lifespan="off",
             date_header=False,
-            timeout_keep_alive=30,
             timeout_graceful_shutdown=int(graceful_timeout),
         )
 
