@@ -77,6 +77,10 @@ class Upstream:
             await self.server.shutdown()
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no WebSocket route here: refuse (uvicorn says 403)
+            self.paths.append("ws:" + scope["path"])
+            await send({"type": "websocket.close"})
+            return
         assert scope["type"] == "http"
         self.client_ports.append(scope["client"][1])
         path = scope["path"]
@@ -924,3 +928,73 @@ def test_running_out_of_file_descriptors_backs_off_without_flooding_the_log(
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- WebSocket ----------------------------------------------------------------------------
+
+
+def test_websocket_upgrade_is_proxied_both_ways() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    seen_headers: list[dict[str, str]] = []
+
+    async def echo(ws: ServerConnection) -> None:
+        seen_headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
+        await ws.send("hello from the app")  # the app speaks first
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        router, table, ups, base = await stack()
+        async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+            ws_addr = server.sockets[0].getsockname()[:2]
+            table.replace(
+                {
+                    "127.0.0.1": Route("myapp", "production", "dep-ws", ws_addr),
+                    "plain.localhost": route(ups[0]),
+                }
+            )
+            try:
+                uri = f"ws://127.0.0.1:{_port(base)}/socket?x=1"
+                async with connect(
+                    uri, additional_headers={"X-Forwarded-For": "6.6.6.6"}, compression=None
+                ) as ws:
+                    assert await asyncio.wait_for(ws.recv(), 5) == "hello from the app"
+                    await ws.send("ping")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "ping"
+                    big = bytes(range(256)) * 4000  # ~1 MB, more than any socket buffer
+                    await ws.send(big)
+                    assert await asyncio.wait_for(ws.recv(), 10) == big
+                assert seen_headers[0]["x-forwarded-for"] == "127.0.0.1"
+                assert seen_headers[0]["host"] == f"127.0.0.1:{_port(base)}"
+                s = router.stats()["dep-ws"]
+                assert (s.requests, s.upstream_errors) == (1, 0)
+                # an app without a WebSocket route answers the upgrade as plain HTTP, and
+                # the connection ends there (nothing after it reaches the app unchecked)
+                out = await raw_exchange(
+                    _port(base),
+                    b"GET /teapot HTTP/1.1\r\nHost: plain.localhost\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                    b"GET /smuggled HTTP/1.1\r\nHost: plain.localhost\r\n\r\n",
+                )
+                assert out.startswith(b"HTTP/1.1 403 "), out
+                assert ups[0].paths == ["ws:/teapot"]  # and not /smuggled
+                # an unknown host is refused by the router itself
+                out = await raw_exchange(
+                    _port(base),
+                    b"GET / HTTP/1.1\r\nHost: nope.localhost\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                )
+                assert out.startswith(b"HTTP/1.1 404 "), out
+                # stopping the router closes the sockets it holds open
+                held = await connect(uri, compression=None)
+                assert await asyncio.wait_for(held.recv(), 5) == "hello from the app"
+                await asyncio.wait_for(router.stop(), 10)
+                await asyncio.wait_for(held.wait_closed(), 10)
+            finally:
+                await teardown(router, ups)
+
+    run(main())

@@ -23,8 +23,10 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import httptools
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -67,6 +69,30 @@ def default_max_connections() -> int:
     return max(16, (soft - 128) // 2)
 
 
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """A request asking to switch the connection to WebSocket."""
+
+    method: bytes
+    target: bytes  # the raw request target: path and query
+    headers: list[tuple[bytes, bytes]]  # lowercase names
+    client_ip: str
+    scheme: str
+
+
+class ConnectionOwner(Protocol):
+    def shutdown(self) -> None: ...
+
+
+# Takes over the connection of an `UpgradeRequest`: the transport, the bytes that came
+# after the request head, and a callback for when it is done with the connection.
+# Returns what now owns the connection (closed by `shutdown()` when the server stops),
+# or None when it answered and closed it.
+UpgradeHook = Callable[
+    [UpgradeRequest, asyncio.Transport, bytes, Callable[[Any], None]], ConnectionOwner | None
+]
+
+
 class GuardedHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header deadline and a body idle timeout.
 
@@ -74,6 +100,41 @@ class GuardedHttp(HttpToolsProtocol):
 
     header_timeout = 10.0
     idle_timeout = 30.0
+    upgrade: UpgradeHook | None = None  # set as a staticmethod on a subclass
+
+    def _should_upgrade(self) -> bool:
+        return self.upgrade is not None and self._get_upgrade() == b"websocket"
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # answered as plain HTTP; a warning per request would let clients fill the log
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self._should_upgrade():
+                offset = int(exc.args[0]) if exc.args else len(data)
+                self._take_over(data[offset:])
+        except httptools.HttpParserError:
+            self.send_400_response("Invalid HTTP request received.")
+
+    def _take_over(self, rest: bytes) -> None:
+        hook = self.upgrade
+        assert hook is not None
+        self._disarm()
+        self.connections.discard(self)
+        req = UpgradeRequest(
+            method=self.scope["method"].encode(),
+            target=self.url,
+            headers=self.headers,
+            client_ip=self.client[0] if self.client else "",
+            scheme=self.scheme or "http",
+        )
+        connections: set[Any] = self.connections
+        owner = hook(req, self.transport, rest, connections.discard)
+        if owner is not None:
+            connections.add(owner)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -254,6 +315,7 @@ class EmbeddedServer:
         header_timeout: float = 10.0,
         idle_timeout: float = 30.0,
         max_connections: int | None = None,
+        upgrade: UpgradeHook | None = None,
         **options: Any,
     ) -> None:
         self.app = app
@@ -263,7 +325,11 @@ class EmbeddedServer:
         protocol = type(
             "GuardedHttp",
             (GuardedHttp,),
-            {"header_timeout": header_timeout, "idle_timeout": idle_timeout},
+            {
+                "header_timeout": header_timeout,
+                "idle_timeout": idle_timeout,
+                "upgrade": staticmethod(upgrade) if upgrade is not None else None,
+            },
         )
         self.options: dict[str, Any] = {
             "access_log": False,  # an access log line could carry a token in a query string

@@ -10,6 +10,7 @@ from ..embedded_server import EmbeddedServer
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
+from .tunnel import UpgradeHandler
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Router:
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
+            upgrade=UpgradeHandler(table, self._stats, connect_timeout),
             interface="asgi3",
             ws="none",
             lifespan="off",
