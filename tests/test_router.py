@@ -701,8 +701,17 @@ CHUNKED_SMUGGLED = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
         b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: host\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: other.localhost\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: myapp.localhost\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nX-Host: myapp.localhost\r\n\r\n",
     ],
-    ids=["conn-cl", "conn-list-cl", "conn-te", "conn-host", "two-hosts", "same-host-twice"],
+    ids=[
+        "conn-cl",
+        "conn-list-cl",
+        "conn-te",
+        "conn-host",
+        "two-hosts",
+        "same-host-twice",
+        "no-host",
+    ],
 )
 def test_requests_that_could_smuggle_or_confuse_routing_get_400(request_bytes: bytes) -> None:
     async def main() -> None:
@@ -996,5 +1005,41 @@ def test_websocket_upgrade_is_proxied_both_ways() -> None:
                 await asyncio.wait_for(held.wait_closed(), 10)
             finally:
                 await teardown(router, ups)
+
+    run(main())
+
+
+def test_an_upstream_slower_than_the_request_timeout_gets_504() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack(request_timeout=5.0)
+        try:
+            table.replace(
+                {
+                    "myapp.localhost": Route(
+                        "myapp", "production", "dep-a", ups[0].addr, request_timeout=0.3
+                    ),
+                    "patient.localhost": Route("myapp", "preview", "dep-p", ups[0].addr),
+                }
+            )
+            async with httpx.AsyncClient(timeout=10) as c:
+                t0 = asyncio.get_running_loop().time()
+                r = await c.get(base + "/slow", headers={"host": "myapp.localhost"})
+                took = asyncio.get_running_loop().time() - t0
+                assert r.status_code == 504 and "myapp.localhost" in r.text
+                assert 0.25 < took < 3.0, took
+                s = router.stats()["dep-a"]
+                assert (s.requests, s.status_5xx, s.upstream_errors) == (1, 1, 1)
+                # the router's own default applies to a route without one
+                slow = asyncio.ensure_future(
+                    c.get(base + "/slow", headers={"host": "patient.localhost"})
+                )
+                await asyncio.sleep(0.6)
+                assert not slow.done()
+                ups[0].gate("release").set()
+                r = await slow
+                assert (r.status_code, r.text) == (200, "A")
+            assert router.inflight(ups[0].addr) == 0
+        finally:
+            await teardown(router, ups)
 
     run(main())

@@ -36,12 +36,16 @@ def is_forwarding(lname: bytes) -> bool:
     return lname in FORWARDED or lname.startswith(FORWARDED_PREFIX)
 
 
-def request_problem(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+def request_problem(
+    headers: Iterable[tuple[bytes, bytes]], http_version: str = "1.1"
+) -> str | None:
     """Why a request's headers are refused (400), or None.
 
-    A request with two `Host` headers could be routed by one and read by the app by
-    the other; a `Connection` header naming a framing header would make a proxy drop
-    it while still sending the body, which the app would then read as a second request.
+    An HTTP/1.1 request must name its host exactly once (RFC 9112 3.2): without one it
+    could only be routed by the listening address; with two it could be routed by one
+    and read by the app by the other. A `Connection` header naming a framing header
+    would make a proxy drop it while still sending the body, which the app would then
+    read as a second request.
     """
     hosts = 0
     for name, value in headers:
@@ -58,6 +62,8 @@ def request_problem(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
                     )
     if hosts > 1:
         return "the request has more than one Host header"
+    if hosts == 0 and http_version == "1.1":
+        return "an HTTP/1.1 request must have a Host header"
     return None
 
 

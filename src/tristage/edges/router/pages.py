@@ -38,3 +38,11 @@ def internal_missing(host: str) -> bytes:
 
 def bad_request(reason: str) -> bytes:
     return page(400, "Bad Request", f"The request was refused: {escape(reason)}.")
+
+
+def gateway_timeout(host: str) -> bytes:
+    return page(
+        504,
+        "Gateway Timeout",
+        f"The deployment behind <code>{escape(host)}</code> did not answer in time.",
+    )

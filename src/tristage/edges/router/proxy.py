@@ -14,7 +14,7 @@ from . import pages
 from .headers import end_to_end, request_problem, upstream_request_headers
 from .routes import RouteTable
 from .stats import StatsRecorder
-from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
+from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
 INTERNAL_PREFIX = "/.tristage/"
 
@@ -73,7 +73,9 @@ class ProxyApp:
         stats: StatsRecorder,
         inflight: Inflight,
         pool: UpstreamPool,
+        request_timeout: float = 60.0,
     ) -> None:
+        self.request_timeout = request_timeout
         self.table = table
         self.internal_app = internal_app
         self.stats = stats
@@ -83,7 +85,7 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        problem = request_problem(scope["headers"])
+        problem = request_problem(scope["headers"], scope["http_version"])
         if problem is not None:
             # the rest of the connection cannot be trusted to be framed as the client meant
             await _page(send, 400, pages.bad_request(problem), close=True)
@@ -107,8 +109,9 @@ class ProxyApp:
             await _page(send, 503, pages.no_upstream(host))
             return
         self.inflight.enter(upstream)
+        timeout = route.request_timeout or self.request_timeout
         try:
-            await self._proxy(scope, receive, send, host, route.deployment, upstream)
+            await self._proxy(scope, receive, send, host, route.deployment, upstream, timeout)
         finally:
             self.inflight.leave(upstream)
 
@@ -120,6 +123,7 @@ class ProxyApp:
         host: str,
         dep: str | None,
         upstream: tuple[str, int],
+        timeout: float,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
@@ -128,7 +132,9 @@ class ProxyApp:
         try:
             conn = await self.pool.acquire(upstream)
             try:
-                status, headers, cut = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(
+                    conn, head, method, framing, receive, timeout
+                )
             except UpstreamClosed:
                 # A reused keep-alive connection the upstream had just closed: replay a
                 # bodiless request once on a fresh connection.
@@ -136,10 +142,19 @@ class ProxyApp:
                     raise
                 conn.close()
                 conn = await self.pool.connect(upstream)
-                status, headers, cut = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(
+                    conn, head, method, framing, receive, timeout
+                )
         except ClientGone:
             if conn is not None:
                 conn.close()  # the upstream holds half a request
+            return
+        except UpstreamTimeout:
+            if conn is not None:
+                conn.close()
+            if dep is not None:
+                self.stats.record_error(dep, 504)
+            await _page(send, 504, pages.gateway_timeout(host))
             return
         except (TimeoutError, OSError):
             if conn is not None:
@@ -178,10 +193,11 @@ class ProxyApp:
         method: str,
         framing: bytes | None,
         receive: Receive,
+        timeout: float,
     ) -> tuple[int, list[tuple[bytes, bytes]], bool]:
         """Send the request, return the response's status and headers and whether the
         upload was cut short because the upstream answered (403, 413...) before it."""
-        conn.begin(head, head_only=method == "HEAD")
+        conn.begin(head, head_only=method == "HEAD", timeout=timeout)
         cut = False
         if framing is not None:
             try:

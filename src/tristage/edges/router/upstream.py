@@ -24,6 +24,10 @@ class UpstreamClosed(ConnectionError):
     """The upstream closed the connection before the response was complete."""
 
 
+class UpstreamTimeout(TimeoutError):
+    """The upstream did not start answering within the request timeout."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -34,6 +38,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -95,6 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             return  # interim response (103 Early Hints...): wait for the final one
+        self._cancel_timer()
         self.status = status
         self.headers_done = True
         if self.head_only or status in (204, 304):
@@ -130,12 +136,30 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             self._waiter = None
 
-    def begin(self, head: bytes, head_only: bool) -> None:
+    def begin(self, head: bytes, head_only: bool, timeout: float | None = None) -> None:
+        """Send the request head; the response head must start within `timeout` seconds
+        (None: no limit here, the caller bounds the exchange)."""
         self._reset()
         self.head_only = head_only
         if self.transport is None:
             raise UpstreamClosed("upstream connection not open")
+        if timeout is not None:
+            self._timer = self.loop.call_later(timeout, self._timed_out, timeout)
         self.transport.write(head)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self, timeout: float) -> None:
+        self._timer = None
+        if not self.headers_done:
+            self.error = UpstreamTimeout(f"no answer from the upstream within {timeout:g} s")
+            self.close()
+            self._wake()
+            if self._drain is not None and not self._drain.done():
+                self._drain.set_exception(self.error)
 
     @property
     def refused_early(self) -> bool:
@@ -145,6 +169,8 @@ class UpstreamConnection(asyncio.Protocol):
     async def write(self, data: bytes) -> None:
         """Send part of the request body. Raises `UpstreamClosed` when the upstream
         closed, or answered with a non-2xx status and so does not want the rest."""
+        if isinstance(self.error, UpstreamTimeout):
+            raise self.error
         if self.refused_early:
             raise UpstreamClosed("upstream answered before the request body was sent")
         if self.closed or self.transport is None:
@@ -210,6 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._cancel_timer()
         self._close_transport()
 
 
