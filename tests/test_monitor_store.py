@@ -79,3 +79,47 @@ def test_samples_of_known_deployments_are_stored_and_listed(api: Tristage, proje
     assert metrics["1live"].live and metrics["1live"].requests == 8
     assert metrics["2prev"].environment == "preview" and not metrics["2prev"].live
     assert [m.deployment for m in api.monitor.metrics(project, "preview", now=now + 3)] == ["2prev"]
+
+
+def test_health_probes_send_the_environments_host(api: Tristage, project: str) -> None:
+    """A framework that checks the Host header (Django's ALLOWED_HOSTS) answers the probe."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            host = self.headers.get("Host", "")
+            seen.append(host)
+            self.send_response(200 if host == f"{project}.localhost" else 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _deployment(api, project, "production", "1aaaaaaa", 1)
+    _route(api, project, "production", "1aaaaaaa")
+    monitor = Monitor(api, dict, log=lambda line: None)
+    cfg = api.config_for(project)
+
+    async def probe() -> None:
+        monitor._client = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        try:
+            monitor.probing.add("1aaaaaaa")
+            await monitor._probe(cfg, project, "production", "1aaaaaaa", server.server_port)
+        finally:
+            await monitor._client.aclose()
+
+    try:
+        asyncio.run(probe())
+    finally:
+        server.shutdown()
+    assert seen == [f"{project}.localhost"]
+    assert monitor.health["1aaaaaaa"].streak == 0  # the probe passed

@@ -52,6 +52,8 @@ BWRAP = shutil.which("bwrap")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
+    # one control plane for the module, its tests in file order: one worker runs them all
+    pytest.mark.xdist_group("sandbox-hostile"),
     pytest.mark.skipif(BWRAP is None, reason="bubblewrap (bwrap) is not installed"),
     pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's cgroups need root here"),
 ]
@@ -475,7 +477,11 @@ def test_a_release_killed_for_memory_is_reported_as_out_of_memory(world: World) 
     assert "allocated 8 MiB" in log and "allocated 512 MiB" not in log
     mib = [int(m) for m in re.findall(r"allocated (\d+) MiB", log)]
     assert max(mib) <= 64
-    assert f"{world.dev} killed: out of memory (limit {MEMORY})" in world.cp.output()
+    wait_for(  # the supervisor reports it once it has seen the exit
+        lambda: f"{world.dev} killed: out of memory (limit {MEMORY})" in world.cp.output(),
+        10,
+        "the out-of-memory kill in the control plane's output",
+    )
     alerts = wait_for(
         lambda: [
             a
@@ -488,6 +494,10 @@ def test_a_release_killed_for_memory_is_reported_as_out_of_memory(world: World) 
     assert "out of memory" in alerts[0]["message"]
     # the supervisor restarted it
     wait_for(lambda: world.cp.serves(DEV_HOST) == world.dev, 20, "the restart")
+    # and `tristage status` says how it last ended
+    status = json.loads(world.cli("status", "--json").stdout)
+    dev = next(e for e in status["environments"] if e["environment"] == "development")
+    assert dev["deployment"] == world.dev and "out of memory (limit 64M)" in dev["health"], dev
 
 
 # -- nothing left behind ----------------------------------------------------------------

@@ -135,3 +135,70 @@ def test_standard_sample_and_distinct_ids() -> None:
     b = dom.sample_event("standard", "invoice.paid", 0.0, rng)
     assert a[0] != b[0]
     assert a[1]["type"] == "invoice.paid" and a[1]["timestamp"] == "1970-01-01T00:00:00Z"
+
+
+# The fields of Clerk's documented `paymentAttempt.updated` event.
+CLERK_PAYMENT_ATTEMPT = {
+    "billing_date", "charge_type", "created_at", "failed_at", "failed_reason",
+    "gateway_external_id", "id", "instance_id", "paid_at", "payee", "payer", "payment_id",
+    "payment_source", "statement_id", "status", "subscription_items", "totals", "updated_at",
+}  # fmt: skip
+CLERK_SUBSCRIPTION_ITEM = {
+    "amount", "canceled_at", "credit", "id", "lifetime_paid", "next_payment_amount",
+    "next_payment_date", "past_due_at", "period_end", "period_start", "plan", "plan_id",
+    "plan_period", "proration_date", "status",
+}  # fmt: skip
+CLERK_PLAN = {
+    "amount", "annual_monthly_amount", "currency", "description", "has_base_fee", "id",
+    "instance_id", "interval", "is_default", "is_prorated", "is_recurring", "name", "period",
+    "product_id", "publicly_visible", "slug",
+}  # fmt: skip
+
+
+def test_clerk_payment_attempt_sample_carries_every_documented_field() -> None:
+    _, event = dom.sample_event("clerk", "paymentAttempt.updated", 1.7e9, random.Random(4))
+    data = event["data"]
+    assert set(data) >= CLERK_PAYMENT_ATTEMPT
+    assert {"gateway_external_id", "gateway_status", "gateway_type", "id"} <= set(data["payee"])
+    assert {"email", "first_name", "last_name", "user_id", "id"} <= set(data["payer"])
+    assert {"card_type", "gateway", "last4", "payment_method", "status"} <= set(
+        data["payment_source"]
+    )
+    assert {"grand_total", "subtotal", "tax_total"} <= set(data["totals"])
+    item = data["subscription_items"][0]
+    assert set(item) >= CLERK_SUBSCRIPTION_ITEM and set(item["plan"]) >= CLERK_PLAN
+    assert item["plan_id"] == item["plan"]["id"]
+
+
+def _fields(cls: type) -> set[str]:
+    return {k for k in cls.__annotations__ if k[0].islower()}
+
+
+@pytest.mark.parametrize("event_type", dom.STRIPE_EVENTS)
+def test_stripe_samples_carry_every_field_and_parse_with_the_stripe_library(
+    event_type: str,
+) -> None:
+    import stripe
+    from stripe.checkout import Session
+
+    classes = {
+        "payment_intent": stripe.PaymentIntent,
+        "checkout": Session,
+        "customer": stripe.Subscription,
+        "invoice": stripe.Invoice,
+    }
+    _, event = dom.sample_event("stripe", event_type, 1.7e9, random.Random(5))
+    parsed = stripe.Event.construct_from(json.loads(json.dumps(event)), "sk_test_x")
+    assert parsed.type == event_type and _fields(stripe.Event) <= set(event)
+    obj = parsed.data.object
+    cls = classes[event_type.split(".", 1)[0]]
+    assert isinstance(obj, cls), type(obj)
+    missing = _fields(cls) - set(event["data"]["object"]) - {"deleted"}
+    assert not missing, sorted(missing)
+    if cls is stripe.Subscription:
+        item = obj["items"]["data"][0]
+        assert isinstance(item, stripe.SubscriptionItem)
+        assert isinstance(item.price, stripe.Price)
+        raw = event["data"]["object"]["items"]["data"][0]
+        assert not _fields(stripe.SubscriptionItem) - set(raw) - {"deleted"}
+        assert not _fields(stripe.Price) - set(raw["price"]) - {"deleted"}

@@ -129,3 +129,30 @@ def test_a_secret_that_is_not_base64_is_a_configuration_error() -> None:
     h = wv.sign("clerk", svix_secret(), "m", int(time.time()), BODY)
     with pytest.raises(wv.SecretFormatError):
         wv.verify("clerk", ["whsec_!!!not base64!!!"], h, BODY)
+
+
+@pytest.mark.parametrize("kind", ["clerk", "standard", "stripe"])
+def test_a_timestamp_more_than_five_minutes_ahead_is_refused(kind: str) -> None:
+    """Correctly signed but dated an hour in the future: 401, like one an hour old."""
+    secret = stripe_secret() if kind == "stripe" else svix_secret()
+    ahead = wv.sign(kind, secret, "msg_f", int(time.time()) + 3600, BODY)  # type: ignore[arg-type]
+    with pytest.raises(wv.VerificationError) as exc:
+        wv.verify(kind, [secret], ahead, BODY)  # type: ignore[arg-type]
+    assert (exc.value.status, exc.value.reason) == (401, "expired")
+    near = wv.sign(kind, secret, "msg_n", int(time.time()) + 60, BODY)  # type: ignore[arg-type]
+    assert wv.verify(kind, [secret], near, BODY).event_type == "user.created"
+
+
+def test_two_spellings_of_one_header_the_first_wins() -> None:
+    secret = svix_secret()
+    good = wv.sign("standard", secret, "msg_d", int(time.time()), BODY)
+    bad = wv.sign("standard", svix_secret(), "msg_d", int(time.time()), BODY)
+    first_good = {**good, "Webhook-Signature": bad["webhook-signature"]}
+    assert wv.verify("standard", [secret], first_good, BODY).message_id == "msg_d"
+    first_bad = {
+        **{k: v for k, v in good.items() if k != "webhook-signature"},
+        "Webhook-Signature": bad["webhook-signature"],
+        "webhook-signature": good["webhook-signature"],
+    }
+    with pytest.raises(wv.VerificationError):
+        wv.verify("standard", [secret], first_bad, BODY)

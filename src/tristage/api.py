@@ -184,6 +184,22 @@ class Tristage:
 
         run_foreground(self, host, port, log)
 
+    def run_command(
+        self,
+        project: str,
+        environment: str,
+        command: tuple[str, ...],
+        output: Callable[[str], None],
+        yes: bool = False,
+        timeout: float = 3600.0,
+    ) -> int:
+        """`tristage run`: `command` in a fresh process of the deployment `environment`
+        serves (its sandbox, variables and data directory), its redacted output to
+        `output` as it comes; returns its exit code. Audited; production needs `yes`."""
+        from .services.pipeline_steps import run_one_off
+
+        return run_one_off(self, project, environment, command, output, yes, timeout)
+
     # -- projects (services/projects.py) ---------------------------------
     def init_project(
         self,

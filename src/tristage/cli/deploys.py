@@ -1,4 +1,5 @@
-"""Deploy commands: up, down, deploy, deployments, status, promote, rollback, redeploy, logs."""
+"""Deploy commands: up, down, deploy, deployments, status, promote, rollback, redeploy, logs,
+run."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..domain.deployments import Deployment, Status
-from ..errors import EXIT_FAILED, TristageError
+from ..errors import EXIT_FAILED, TristageError, UsageError
 from .common import age, console, current_project, err_console, get_api, print_json
 
 if TYPE_CHECKING:
@@ -210,7 +212,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     table = Table("environment", "tier", "live", "branch", "commit", "url", "health", box=None)
     for r in rows:
         health = r["health"]
-        style = "green" if health == "healthy" else "red" if health != "no deployment" else "dim"
+        style = (
+            "green" if health.startswith("healthy") else "red" if health != "no deployment"
+            else "dim"
+        )  # fmt: skip
         live = r["deployment"] or "-"
         if r["pending"]:
             live += f" (-> {r['pending']})"
@@ -221,7 +226,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             r["branch"] or "",
             r["commit"] or "",
             r["url"],
-            f"[{style}]{health}[/]",
+            Text(health, style=style),
         )
     console.print(table)
 
@@ -296,19 +301,55 @@ def redeploy(
 
 
 def logs(
-    deployment: str = typer.Argument(...),
+    deployment: str | None = typer.Argument(None, help="A deployment id (or use --env)."),
+    env: str | None = typer.Option(
+        None, "--env", "-e", help="The runtime log of the deployment this environment serves."
+    ),
     build: bool = typer.Option(False, "--build", help="The build log instead of runtime logs."),
     follow: bool = typer.Option(False, "--follow", "-f"),
 ) -> None:
-    """Print a deployment's runtime (or build) log; --follow keeps printing."""
+    """Print a deployment's (or an environment's live) runtime log, or a build log;
+    --follow keeps printing (with --env, across the deployments that take its place)."""
+    if (deployment is None) == (env is None):
+        raise UsageError(
+            "name either a deployment or --env",
+            "e.g. 'tristage logs ID' or 'tristage logs --env production'",
+        )
     ref = current_project()
     svc = get_api().deploys
-    svc.get(deployment, ref.name)
+    if env is not None:
+        if build:
+            deployment = svc.live_deployment(ref.name, env)
+            lines = svc.tail(deployment, True, follow)
+        else:
+            lines = svc.tail_environment(ref.name, env, follow)
+    else:
+        assert deployment is not None
+        svc.get(deployment, ref.name)
+        lines = svc.tail(deployment, build, follow)
     try:
-        for line in svc.tail(deployment, build, follow):
+        for line in lines:
             typer.echo(line)
     except KeyboardInterrupt:
         pass
+
+
+def run(
+    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+    env: str = typer.Option(..., "--env", "-e", help="The environment whose live deployment."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before it is stopped."),
+) -> None:
+    """Run a one-off command (a migration, `createsuperuser`) in a fresh process of an
+    environment's live deployment: its sandbox, variables and data; exits with its code."""
+    ref = current_project()
+
+    def out(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    code = get_api().run_command(ref.name, env, tuple(command), out, yes, timeout)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -321,4 +362,5 @@ def register(app: typer.Typer) -> None:
     app.command()(rollback)
     app.command()(redeploy)
     app.command()(logs)
+    app.command()(run)
     app.command(hidden=True)(receive)

@@ -132,9 +132,10 @@ class WebhookSource(Strict):
     """A webhook provider endpoint of an environment, served at
     `/.tristage/webhooks/SOURCE` of the environment's host (docs/webhooks.md)."""
 
-    kind: Literal["clerk", "stripe", "standard"] = Field(
+    kind: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,39}$",
         description="How deliveries are signed: `clerk` (Svix), `stripe`, `standard` "
-        "(Standard Webhooks)."
+        "(Standard Webhooks), or the name of a registered provider plug-in.",
     )
     secret_var: str = Field(
         description="The variable that holds the signing secret in this environment, e.g. "
@@ -153,6 +154,12 @@ class WebhookSource(Strict):
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
         description="Seconds between forwarding attempts after the first (close to Svix's "
         "schedule); after the last the delivery is dead-lettered.",
+    )
+    retain_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days a delivered or dead-lettered delivery keeps its body (sealed at "
+        "rest); after that only its record stays (id, times, status, event type).",
     )
 
     @field_validator("secret_var")
@@ -546,13 +553,21 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
+def procfile_entries(text: str) -> dict[str, str]:
+    """A Procfile's `type: command` lines (the first of each type; comments skipped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        key, sep, cmd = line.partition(":")
+        if sep and key.strip() and cmd.strip():
+            out.setdefault(key.strip(), cmd.strip())
+    return out
+
+
 def procfile_web(root: Path) -> str | None:
     """The `web:` line of a Procfile in `root`, if any."""
     procfile = root / "Procfile"
     if not procfile.is_file():
         return None
-    for line in procfile.read_text(encoding="utf-8").splitlines():
-        key, sep, cmd = line.partition(":")
-        if sep and key.strip() == "web" and cmd.strip():
-            return cmd.strip()
-    return None
+    return procfile_entries(procfile.read_text(encoding="utf-8")).get("web")

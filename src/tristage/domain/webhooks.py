@@ -10,23 +10,19 @@ import random
 import string
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from . import aliases
 
-Kind = Literal["clerk", "stripe", "standard"]
+# A provider name (`kind` in tristage.toml): a built-in or a registered one
+# (edges/webhook_providers). The sample events below cover the built-ins.
+Kind = str
 
 # Jitter applied to every retry delay: the delay is multiplied by a factor drawn
 # uniformly from [1 - JITTER, 1 + JITTER], so many failed deliveries do not retry
 # in lock-step against an app that is coming back up.
 JITTER = 0.2
 
-# Headers that carry the provider's signature (forwarded so the app can verify itself).
-SIGNATURE_HEADERS: dict[str, tuple[str, ...]] = {
-    "clerk": ("svix-id", "svix-timestamp", "svix-signature"),
-    "standard": ("webhook-id", "webhook-timestamp", "webhook-signature"),
-    "stripe": ("stripe-signature",),
-}
 # Other request headers worth passing on to the app unchanged.
 PASSTHROUGH_HEADERS = ("content-type", "user-agent")
 
@@ -219,6 +215,113 @@ def _clerk_user(now_ms: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def _money(amount: int) -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "amount_formatted": f"{amount / 100:.2f}",
+        "currency": "USD",
+        "currency_symbol": "$",
+    }
+
+
+def _clerk_payment_attempt(now_ms: int, rng: random.Random) -> dict[str, Any]:
+    """Clerk Billing's payment attempt, every documented field present."""
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    amount = rng.choice((900, 1900, 4900))
+    tax = amount // 10
+    instance = _rid(rng, "ins_")
+    plan_id = _rid(rng, "cplan_")
+    day_ms = 86_400_000
+    return {
+        "billing_date": now_ms,
+        "charge_type": "recurring",
+        "created_at": now_ms - 2000,
+        "failed_at": None,
+        "failed_reason": None,
+        "gateway_external_id": _rid(rng, "pi_", 24),
+        "id": _rid(rng, "cpayattempt_"),
+        "instance_id": instance,
+        "object": "commerce_payment_attempt",
+        "paid_at": now_ms,
+        "payee": {
+            "gateway_external_id": _rid(rng, "acct_", 16),
+            "gateway_status": "active",
+            "gateway_type": "stripe",
+            "id": _rid(rng, "cpayee_"),
+        },
+        "payer": {
+            "email": _email(f"{first}.{last}", rng),
+            "first_name": first,
+            "id": _rid(rng, "cpayer_"),
+            "image_url": "https://img.clerk.com/placeholder",
+            "last_name": last,
+            "organization_id": None,
+            "organization_name": None,
+            "user_id": _rid(rng, "user_"),
+        },
+        "payment_id": _rid(rng, "cpay_"),
+        "payment_source": {
+            "card_type": "visa",
+            "gateway": "stripe",
+            "gateway_external_account_id": _rid(rng, "acct_", 16),
+            "gateway_external_id": _rid(rng, "pm_", 24),
+            "id": _rid(rng, "cps_"),
+            "last4": "4242",
+            "payment_method": "card",
+            "status": "active",
+        },
+        "statement_id": _rid(rng, "cstmt_"),
+        "status": "paid",
+        "subscription_items": [
+            {
+                "amount": _money(amount),
+                "canceled_at": None,
+                "credit": {
+                    "amount": _money(0),
+                    "cycle_days_remaining": 0,
+                    "cycle_days_total": 30,
+                    "cycle_remaining_percent": 0.0,
+                },
+                "id": _rid(rng, "csubi_"),
+                "lifetime_paid": amount,
+                "next_payment_amount": amount,
+                "next_payment_date": now_ms + 30 * day_ms,
+                "past_due_at": None,
+                "period_end": now_ms + 30 * day_ms,
+                "period_start": now_ms,
+                "plan": {
+                    "amount": amount,
+                    "annual_monthly_amount": amount * 10 // 12,
+                    "currency": "USD",
+                    "description": "Everything in Free, and more",
+                    "has_base_fee": True,
+                    "id": plan_id,
+                    "instance_id": instance,
+                    "interval": 1,
+                    "is_default": False,
+                    "is_prorated": True,
+                    "is_recurring": True,
+                    "name": "Pro",
+                    "period": "month",
+                    "product_id": _rid(rng, "cprod_"),
+                    "publicly_visible": True,
+                    "slug": "pro",
+                },
+                "plan_id": plan_id,
+                "plan_period": "month",
+                "proration_date": None,
+                "status": "active",
+            }
+        ],
+        "totals": {
+            "grand_total": _money(amount + tax),
+            "subtotal": _money(amount),
+            "tax_total": _money(tax),
+        },
+        "updated_at": now_ms,
+    }
+
+
 def _clerk_event(event_type: str, now: float, rng: random.Random) -> dict[str, Any]:
     now_ms = int(now * 1000)
     data: dict[str, Any]
@@ -227,27 +330,7 @@ def _clerk_event(event_type: str, now: float, rng: random.Random) -> dict[str, A
     elif event_type == "user.deleted":
         data = {"deleted": True, "id": _rid(rng, "user_"), "object": "user"}
     elif event_type == "paymentAttempt.updated":
-        amount = rng.choice((900, 1900, 4900))
-        data = {
-            "object": "commerce_payment_attempt",
-            "id": _rid(rng, "pay_"),
-            "status": "paid",
-            "charge_type": "recurring",
-            "created_at": now_ms - 2000,
-            "updated_at": now_ms,
-            "paid_at": now_ms,
-            "payer": {
-                "user_id": _rid(rng, "user_"),
-                "email": _email(rng.choice(_FIRST), rng),
-            },
-            "totals": {
-                "grand_total": {"amount": amount, "currency": "USD", "currency_symbol": "$"},
-                "subtotal": {"amount": amount, "currency": "USD", "currency_symbol": "$"},
-            },
-            "subscription_items": [
-                {"plan": {"id": _rid(rng, "cplan_"), "name": "Pro", "slug": "pro"}}
-            ],
-        }
+        data = _clerk_payment_attempt(now_ms, rng)
     else:
         data = {"id": _rid(rng, "obj_"), "object": event_type.split(".", 1)[0]}
     return {
@@ -262,72 +345,351 @@ def _clerk_event(event_type: str, now: float, rng: random.Random) -> dict[str, A
     }
 
 
+# The fields of each object at STRIPE_API_VERSION (the stripe library's own API
+# version); a sample sets every one, most to the value an ordinary test-mode event
+# carries (null, empty list, empty map) and the meaningful ones below.
+STRIPE_API_VERSION = "2026-10-28.endive"
+_STRIPE_FIELDS: dict[str, str] = {
+    "payment_intent": "allowed_payment_method_types amount amount_capturable amount_details"
+    " amount_received application application_fee_amount automatic_payment_methods"
+    " canceled_at cancellation_reason capture_method client_secret confirmation_method"
+    " created currency customer customer_account description excluded_payment_method_types"
+    " hooks id last_payment_error latest_charge livemode managed_payments metadata"
+    " next_action object on_behalf_of payment_details payment_method"
+    " payment_method_configuration_details payment_method_options payment_method_types"
+    " payment_record presentment_details processing receipt_email review setup_future_usage"
+    " shipping source statement_descriptor statement_descriptor_suffix status transfer_data"
+    " transfer_group",
+    "checkout.session": "adaptive_pricing after_expiration allow_promotion_codes"
+    " allowed_payment_method_types amount_subtotal amount_total automatic_tax"
+    " billing_address_collection branding_settings cancel_url client_reference_id"
+    " client_secret collected_information consent consent_collection created currency"
+    " currency_conversion custom_fields custom_text customer customer_account"
+    " customer_creation customer_details customer_email discounts"
+    " excluded_payment_method_types expires_at id integration_identifier invoice"
+    " invoice_creation line_items livemode locale managed_payments metadata mode"
+    " name_collection object optional_items origin_context payment_intent payment_link"
+    " payment_method_collection payment_method_configuration_details payment_method_options"
+    " payment_method_types payment_status permissions phone_number_collection"
+    " presentment_details recovered_from redirect_on_completion return_url"
+    " saved_payment_method_options setup_intent shipping_address_collection shipping_cost"
+    " shipping_options status submit_type subscription success_url tax_id_collection"
+    " total_details ui_mode url wallet_options",
+    "subscription": "application application_fee_percent automatic_tax billing_cycle_anchor"
+    " billing_cycle_anchor_config billing_mode billing_schedules billing_thresholds"
+    " cancel_at cancel_at_period_end canceled_at cancellation_details collection_method"
+    " created currency customer customer_account days_until_due default_payment_method"
+    " default_source default_tax_rates description discounts ended_at id invoice_settings"
+    " items latest_invoice livemode managed_payments metadata"
+    " next_pending_invoice_item_invoice object on_behalf_of pause_collection"
+    " payment_settings pending_invoice_item_interval pending_setup_intent pending_update"
+    " presentment_details schedule start_date status status_details test_clock"
+    " transfer_data trial_end trial_settings trial_start",
+    "subscription_item": "billed_until billing_thresholds created current_period_end"
+    " current_period_start current_trial discounts id metadata object plan price quantity"
+    " subscription tax_rates",
+    "price": "active billing_scheme created currency currency_options custom_unit_amount id"
+    " livemode lookup_key metadata nickname object product recurring tax_behavior tiers"
+    " tiers_mode transform_quantity type unit_amount unit_amount_decimal",
+    "invoice": "account_country account_name account_tax_ids amount_due amount_overpaid"
+    " amount_paid amount_paid_off_stripe amount_remaining amount_shipping application"
+    " attempt_count attempted auto_advance automatic_tax automatically_finalizes_at"
+    " billing_reason collection_method confirmation_secret created currency custom_fields"
+    " customer customer_account customer_address customer_email customer_name"
+    " customer_phone customer_shipping customer_tax_exempt customer_tax_ids"
+    " default_payment_method default_source default_tax_rates description discounts"
+    " due_date effective_at ending_balance footer from_invoice hosted_invoice_url id"
+    " invoice_pdf issuer last_finalization_error latest_revision lines livemode metadata"
+    " next_payment_attempt number object on_behalf_of parent payment_settings payments"
+    " period_end period_start post_payment_credit_notes_amount"
+    " pre_payment_credit_notes_amount receipt_number rendering shipping_cost"
+    " shipping_details starting_balance statement_descriptor status status_details"
+    " status_transitions subtotal subtotal_excluding_tax test_clock threshold_reason total"
+    " total_discount_amounts total_excluding_tax total_pretax_credit_amounts total_taxes"
+    " webhooks_delivered_at",
+}
+_EMPTY_LISTS = frozenset(
+    [
+        "custom_fields",
+        "default_tax_rates",
+        "discounts",
+        "payment_method_types",
+        "shipping_options",
+        "total_discount_amounts",
+        "total_pretax_credit_amounts",
+        "total_taxes",
+        "tax_rates",
+        "billing_schedules",
+    ]
+)
+
+
+def _stripe_base(kind: str, **values: Any) -> dict[str, Any]:
+    """Every field of a Stripe `kind` object: null, [] or {} unless given."""
+    out: dict[str, Any] = {}
+    for name in _STRIPE_FIELDS[kind].split():
+        out[name] = [] if name in _EMPTY_LISTS else {} if name == "metadata" else None
+    out.update(object=kind, livemode=False, **values)
+    return out
+
+
+def _stripe_list(url: str, data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": data, "has_more": False, "total_count": len(data), "url": url}
+
+
+def _address(rng: random.Random) -> dict[str, Any]:
+    return {
+        "city": "Springfield",
+        "country": "US",
+        "line1": f"{rng.randint(1, 999)} Main Street",
+        "line2": None,
+        "postal_code": f"{rng.randint(10000, 99999)}",
+        "state": "IL",
+    }
+
+
+def _stripe_price(now: int, amount: int, rng: random.Random) -> dict[str, Any]:
+    return _stripe_base(
+        "price",
+        id=_rid(rng, "price_", 24),
+        active=True,
+        billing_scheme="per_unit",
+        created=now - 86400,
+        currency="usd",
+        nickname="Pro monthly",
+        product=_rid(rng, "prod_", 14),
+        recurring={
+            "interval": "month",
+            "interval_count": 1,
+            "meter": None,
+            "trial_period_days": None,
+            "usage_type": "licensed",
+        },
+        tax_behavior="exclusive",
+        type="recurring",
+        unit_amount=amount,
+        unit_amount_decimal=str(amount),
+    )
+
+
 def _stripe_object(event_type: str, now: int, rng: random.Random) -> dict[str, Any]:
     customer = _rid(rng, "cus_", 14)
     amount = rng.choice((900, 1900, 4900))
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    email = _email(f"{first}.{last}", rng)
+    card = {"card": {"installments": None, "mandate_options": None, "network": None,
+                     "request_three_d_secure": "automatic"}}  # fmt: skip
     if event_type.startswith("payment_intent."):
-        return {
-            "id": _rid(rng, "pi_", 24),
-            "object": "payment_intent",
-            "amount": amount,
-            "amount_received": amount,
-            "currency": "usd",
-            "customer": customer,
-            "status": "succeeded",
-            "created": now - 5,
-            "livemode": False,
-        }
+        pi = _rid(rng, "pi_", 24)
+        return _stripe_base(
+            "payment_intent",
+            id=pi,
+            amount=amount,
+            amount_capturable=0,
+            amount_details={"tip": {}},
+            amount_received=amount,
+            automatic_payment_methods={"allow_redirects": "always", "enabled": True},
+            capture_method="automatic_async",
+            client_secret=f"{pi}_secret_{_rid(rng, '', 25)}",
+            confirmation_method="automatic",
+            created=now - 5,
+            currency="usd",
+            customer=customer,
+            description="Subscription creation",
+            latest_charge=_rid(rng, "ch_", 24),
+            payment_method=_rid(rng, "pm_", 24),
+            payment_method_options=card,
+            payment_method_types=["card"],
+            receipt_email=email,
+            status="succeeded",
+        )
     if event_type.startswith("checkout.session."):
-        return {
-            "id": _rid(rng, "cs_test_", 58),
-            "object": "checkout.session",
-            "amount_total": amount,
-            "currency": "usd",
-            "customer": customer,
-            "mode": "subscription",
-            "payment_status": "paid",
-            "status": "complete",
-            "subscription": _rid(rng, "sub_", 24),
-            "created": now - 30,
-            "livemode": False,
-        }
-    if event_type.startswith("customer.subscription."):
-        status = "canceled" if event_type.endswith("deleted") else "active"
-        return {
-            "id": _rid(rng, "sub_", 24),
-            "object": "subscription",
-            "customer": customer,
-            "status": status,
-            "current_period_start": now - 60,
-            "current_period_end": now + 30 * 86400,
-            "items": {
-                "object": "list",
-                "data": [{"price": {"id": _rid(rng, "price_", 24), "unit_amount": amount}}],
+        return _stripe_base(
+            "checkout.session",
+            id=_rid(rng, "cs_test_", 58),
+            amount_subtotal=amount,
+            amount_total=amount,
+            automatic_tax={"enabled": False, "liability": None, "provider": None, "status": None},
+            billing_address_collection="auto",
+            cancel_url="https://example.com/pricing",
+            created=now - 30,
+            currency="usd",
+            custom_text={
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
             },
-            "livemode": False,
-        }
+            customer=customer,
+            customer_creation="always",
+            customer_details={
+                "address": _address(rng),
+                "business_name": None,
+                "email": email,
+                "individual_name": None,
+                "name": f"{first} {last}",
+                "phone": None,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            },
+            expires_at=now + 86400,
+            invoice=_rid(rng, "in_", 24),
+            invoice_creation=None,
+            locale="auto",
+            mode="subscription",
+            payment_method_collection="always",
+            payment_method_options={"card": {"request_three_d_secure": "automatic"}},
+            payment_method_types=["card"],
+            payment_status="paid",
+            phone_number_collection={"enabled": False},
+            status="complete",
+            subscription=_rid(rng, "sub_", 24),
+            success_url="https://example.com/welcome?session_id={CHECKOUT_SESSION_ID}",
+            total_details={"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            ui_mode="hosted",
+        )
+    if event_type.startswith("customer.subscription."):
+        sub = _rid(rng, "sub_", 24)
+        deleted = event_type.endswith("deleted")
+        item = _stripe_base(
+            "subscription_item",
+            id=_rid(rng, "si_", 14),
+            created=now - 60,
+            current_period_start=now - 60,
+            current_period_end=now + 30 * 86400,
+            price=_stripe_price(now, amount, rng),
+            quantity=1,
+            subscription=sub,
+        )
+        del item["livemode"]  # a subscription item has none
+        return _stripe_base(
+            "subscription",
+            id=sub,
+            automatic_tax={"disabled_reason": None, "enabled": False, "liability": None},
+            billing_cycle_anchor=now - 60,
+            billing_mode={"flexible": None, "type": "classic"},
+            cancel_at_period_end=False,
+            canceled_at=now if deleted else None,
+            cancellation_details={
+                "comment": None,
+                "feedback": None,
+                "reason": "cancellation_requested" if deleted else None,
+            },
+            collection_method="charge_automatically",
+            created=now - 60,
+            currency="usd",
+            customer=customer,
+            default_payment_method=_rid(rng, "pm_", 24),
+            ended_at=now if deleted else None,
+            invoice_settings={"account_tax_ids": None, "issuer": {"type": "self"}},
+            items=_stripe_list(f"/v1/subscription_items?subscription={sub}", [item]),
+            latest_invoice=_rid(rng, "in_", 24),
+            payment_settings={
+                "payment_method_options": None,
+                "payment_method_types": None,
+                "save_default_payment_method": "off",
+            },
+            start_date=now - 60,
+            status="canceled" if deleted else "active",
+            trial_settings={"end_behavior": {"missing_payment_method": "create_invoice"}},
+        )
     if event_type.startswith("invoice."):
-        return {
-            "id": _rid(rng, "in_", 24),
-            "object": "invoice",
-            "amount_paid": amount,
+        inv = _rid(rng, "in_", 24)
+        line = {
+            "id": _rid(rng, "il_", 24),
+            "object": "line_item",
+            "amount": amount,
             "currency": "usd",
-            "customer": customer,
-            "status": "paid",
-            "created": now - 10,
+            "description": f"1 x Pro (at ${amount / 100:.2f} / month)",
+            "discount_amounts": [],
+            "discountable": True,
+            "discounts": [],
+            "invoice": inv,
             "livemode": False,
+            "metadata": {},
+            "period": {"end": now + 30 * 86400, "start": now},
+            "pricing": {
+                "price_details": {
+                    "price": _rid(rng, "price_", 24),
+                    "product": _rid(rng, "prod_", 14),
+                },
+                "type": "price_details",
+                "unit_amount_decimal": str(amount),
+            },
+            "quantity": 1,
         }
+        return _stripe_base(
+            "invoice",
+            id=inv,
+            account_country="US",
+            account_name="Example Shop",
+            amount_due=amount,
+            amount_overpaid=0,
+            amount_paid=amount,
+            amount_paid_off_stripe=0,
+            amount_remaining=0,
+            amount_shipping=0,
+            attempt_count=1,
+            attempted=True,
+            auto_advance=False,
+            automatic_tax={
+                "disabled_reason": None,
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
+            billing_reason="subscription_create",
+            collection_method="charge_automatically",
+            created=now - 10,
+            currency="usd",
+            customer=customer,
+            customer_address=_address(rng),
+            customer_email=email,
+            customer_name=f"{first} {last}",
+            customer_tax_exempt="none",
+            customer_tax_ids=[],
+            effective_at=now - 10,
+            ending_balance=0,
+            hosted_invoice_url=f"https://invoice.stripe.com/i/acct_test/{_rid(rng, 'test_', 40)}",
+            invoice_pdf=f"https://pay.stripe.com/invoice/acct_test/{_rid(rng, 'test_', 40)}/pdf",
+            issuer={"type": "self"},
+            lines=_stripe_list(f"/v1/invoices/{inv}/lines", [line]),
+            number=f"{_rid(rng, '', 8).upper()}-0001",
+            period_end=now,
+            period_start=now,
+            post_payment_credit_notes_amount=0,
+            pre_payment_credit_notes_amount=0,
+            starting_balance=0,
+            status="paid",
+            status_transitions={
+                "finalized_at": now - 10,
+                "marked_uncollectible_at": None,
+                "paid_at": now - 5,
+                "voided_at": None,
+            },
+            subtotal=amount,
+            subtotal_excluding_tax=amount,
+            total=amount,
+            total_excluding_tax=amount,
+            webhooks_delivered_at=now - 10,
+        )
     return {"id": _rid(rng, "obj_", 24), "object": event_type.split(".", 1)[0]}
 
 
 def _stripe_event(event_type: str, now: float, rng: random.Random) -> dict[str, Any]:
     ts = int(now)
+    data: dict[str, Any] = {"object": _stripe_object(event_type, ts, rng)}
+    if event_type.endswith(".updated"):
+        data["previous_attributes"] = {"metadata": {}}
     return {
         "id": _rid(rng, "evt_", 24),
         "object": "event",
-        "api_version": "2024-06-20",
+        "account": None,
+        "api_version": STRIPE_API_VERSION,
+        "context": None,
         "created": ts,
-        "data": {"object": _stripe_object(event_type, ts, rng)},
+        "data": data,
         "livemode": False,
         "pending_webhooks": 1,
         "request": {"id": _rid(rng, "req_", 14), "idempotency_key": None},

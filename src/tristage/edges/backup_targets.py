@@ -10,11 +10,13 @@ final object whose name is listed).
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,7 @@ class LocalDirectoryTarget:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            os.replace(tmp, final)
+            _publish(tmp, final, name)
             _fsync_dir(self.root)
         except BaseException:
             f.close()
@@ -135,6 +137,23 @@ class LocalDirectoryTarget:
         return n
 
 
+def _publish(tmp: Path, final: Path, name: str) -> None:
+    """Give `tmp` its final name, never replacing a backup published meanwhile (a hard
+    link fails if the name exists; a file system without hard links is renamed onto)."""
+    try:
+        os.link(tmp, final, follow_symlinks=False)
+    except FileExistsError:
+        raise UsageError(f"backup {name} already exists") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if final.exists():
+            raise UsageError(f"backup {name} already exists") from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -144,3 +163,72 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class _Partial:
+    name: str
+    data: IO[bytes]
+    started: float
+
+
+class MemoryTarget:
+    """An in-memory `BackupTarget` for tests: the same contract as a directory, nothing
+    on disk. Published objects are kept as bytes; writes in progress are partials that
+    `sweep` removes once they are old enough (their age follows `clock`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.objects: dict[str, tuple[bytes, float]] = {}
+        self.partials: dict[int, _Partial] = {}
+        self._next = 0
+
+    def describe(self) -> str:
+        return "memory"
+
+    @contextmanager
+    def create(self, name: str) -> Iterator[IO[bytes]]:
+        check_name(name)
+        if name in self.objects:
+            raise UsageError(f"backup {name} already exists")
+        key = self._next = self._next + 1
+        f = io.BytesIO()
+        self.partials[key] = _Partial(name, f, self.clock())
+        try:
+            yield f
+            if self.partials.pop(key, None) is None:
+                raise UsageError(f"backup {name} was swept before it was complete")
+            if name in self.objects:
+                raise UsageError(f"backup {name} already exists")
+            self.objects[name] = (f.getvalue(), self.clock())
+        finally:
+            self.partials.pop(key, None)
+
+    def list(self) -> list[StoredBackup]:
+        return [
+            StoredBackup(name, len(data), modified)
+            for name, (data, modified) in sorted(self.objects.items())
+        ]
+
+    def open(self, name: str) -> IO[bytes]:
+        check_name(name)
+        if name not in self.objects:
+            raise NotFound(
+                f"no backup {name} in memory", "list them with 'tristage db backups ENV'"
+            )
+        return io.BytesIO(self.objects[name][0])
+
+    def local_path(self, name: str) -> Path | None:
+        check_name(name)
+        return None
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        self.objects.pop(name, None)
+
+    def sweep(self, older_than: float) -> int:
+        cutoff = self.clock() - older_than
+        stale = [k for k, p in self.partials.items() if p.started < cutoff]
+        for k in stale:
+            del self.partials[k]
+        return len(stale)

@@ -148,12 +148,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         try:
             ep = await service.endpoint_async(route.project, route.environment, source)
         except TristageError as exc:
-            # a source the configuration does not declare is 404; a failure of the
-            # platform is its own 5xx, so the provider retries the delivery later
-            status, code = (
-                (exc.http_status, exc.code) if exc.http_status >= 500 else (404, "unknown_source")
-            )
-            await _respond(send, status, {"ok": False, "error": code, "message": str(exc)})
+            # 404 or the platform's 5xx, logged in full, answered without details
+            refused = service.unavailable(route.project, route.environment, source, exc)
+            await _respond(send, refused.status, refused.body)
             return
         try:
             async with gates.enter((route.project, route.environment)):
@@ -171,7 +168,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
             )
 
     async def _deliver(ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:  # a repeated header: the first copy wins
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
         client = scope.get("client")
         remote = f"{client[0]}:{client[1]}" if client else None
         limit = ep.config.max_body_bytes

@@ -243,8 +243,8 @@ class DataStores:
             sealed = self.api.secret_box.encrypt_text(secrets.token_urlsafe(32), context)
             with self.api.store.transaction():
                 added = self.api.store.execute(
-                    "INSERT OR IGNORE INTO data_roles (project, environment, sealed, created_at)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO data_roles (project, environment, sealed, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (project, environment) DO NOTHING",
                     (project, owner, sealed, time.time()),
                 )
                 if added:

@@ -16,6 +16,7 @@ from ..edges.builders import BuildContext, BuildLog
 from ..errors import TristageError
 from . import pipeline_steps as steps
 from .plane_core import PlaneCore
+from .releases import StartFailed
 
 
 class DeployPipeline(PlaneCore):
@@ -80,6 +81,8 @@ class DeployPipeline(PlaneCore):
             raise
         except (TristageError, OSError) as exc:
             reason = str(exc)
+            if isinstance(exc, StartFailed):
+                reason = await self._with_output(dep, exc, log)
             log.line(f"error: {reason}")
             await self.set_status(dep.id, Status.error, reason)
             self.log(f"{dep.id} error: {reason}")
@@ -93,6 +96,19 @@ class DeployPipeline(PlaneCore):
         log.line(f"ready: {url}")
         log.close()
         self.log(f"{dep.id} ready: {url}")
+
+    async def _with_output(self, dep: Deployment, exc: StartFailed, log: BuildLog) -> str:
+        """A failed start's reason with the app's last line; its last lines in the log."""
+        tail = await asyncio.to_thread(steps.release_log_tail, self.api, dep)
+        if not tail:
+            return str(exc)
+        log.line("  the app's last output:")
+        for line in tail:
+            log.line(f"  | {line}")
+        last = steps.last_app_line(tail)
+        if last is None:
+            return str(exc)
+        return str(StartFailed(f"{exc.message}; the app's last line: {last}", exc.hint))
 
     def _track(self, dep_id: str, ctx: BuildContext) -> None:
         """Remember a deployment's running build step so shutdown can cancel it."""

@@ -256,6 +256,8 @@ class DeployService:
                 health = "down"
             else:
                 health = "healthy" if rel["status"] == "healthy" else str(rel["status"])
+                if rel.get("last_exit") and rel.get("restarts"):
+                    health += f" (restarted {rel['restarts']}x, last {rel['last_exit']})"
             out.append(
                 {
                     "environment": env,
@@ -563,6 +565,40 @@ class DeployService:
             if not follow:
                 return
             time.sleep(0.2)
+
+    def live_deployment(self, project: str, environment: str) -> str:
+        """The deployment an environment serves; NotFound (with what to do) if none."""
+        environments = self.api.config_for(project).environments
+        if environment not in environments:
+            raise NotFound(
+                f"{project} has no environment {environment!r}",
+                f"use one of: {', '.join(environments)}",
+            )
+        live = self.live(project, environment)
+        if live is None:
+            raise NotFound(
+                f"{environment} has no live deployment",
+                f"deploy to it first (see 'tristage deployments --env {environment}')",
+            )
+        return live
+
+    def tail_environment(self, project: str, environment: str, follow: bool) -> Iterator[str]:
+        """The runtime log of the deployment an environment serves; with `follow`, the
+        log of each deployment that takes its place after it, announced by a line."""
+        current = self.live_deployment(project, environment)
+        pos = 0
+        while True:
+            lines, pos = _new_lines(self.log_path(project, current, build=False), pos)
+            yield from lines
+            if not follow:
+                return
+            time.sleep(0.2)
+            now = self.live(project, environment)
+            if now is not None and now != current:
+                lines, pos = _new_lines(self.log_path(project, current, build=False), pos)
+                yield from lines
+                yield f"tristage: {environment} now serves {now}"
+                current, pos = now, 0
 
 
 def _new_lines(path: Path, pos: int) -> tuple[list[str], int]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..domain import aliases
 from ..domain import monitor as rules
 from ..domain.config import MonitorConfig, PipelineConfig
 from ..domain.deployments import rollback_target
@@ -600,9 +601,12 @@ class Monitor:
             else:
                 try:
                     assert self._client is not None
+                    # the environment's own host, as the router sends it (ALLOWED_HOSTS)
+                    host = aliases.environment_host(project, env, cfg.production)
                     resp = await self._client.get(
-                        f"http://{LOOPBACK}:{port}{path}", timeout=timeout
-                    )
+                        f"http://{LOOPBACK}:{port}{path}", timeout=timeout,
+                        headers={"Host": host},
+                    )  # fmt: skip
                     ok, detail = resp.status_code < 400, f"HTTP {resp.status_code}"
                 except httpx.HTTPError as exc:
                     ok, detail = False, type(exc).__name__

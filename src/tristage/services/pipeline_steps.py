@@ -15,20 +15,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..domain.config import ProcessSettings
+from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, procfile_entries
 from ..domain.deployments import Deployment, Status
 from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
+from ..edges.runtime import Status as RunStatus
+from ..errors import NotFound, UsageError
 from ..paths import private_mkdirs
+from .data_records import ConfirmationRequired
+from .runtimes import Runtimes
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -51,6 +58,27 @@ def base_env(extra_path: tuple[str, ...] = ()) -> dict[str, str]:
     env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
     env["PATH"] = ":".join([*extra_path, *_system_path()])
     return env
+
+
+def commit_settings(api: Tristage, dep: Deployment) -> ProcessSettings:
+    """The process settings of `dep`'s environment as its commit's own tristage.toml
+    says (read from git: the artifact is what the deployment's code made of it and is
+    never read back by the platform); the Procfile's `release:` line is the migration
+    step when `migrate` is unset."""
+    bare = api.deploys.bare_repo(dep.project)
+    cfg = api.config_for(dep.project)
+    text = git.show_file(bare, dep.commit, FILE_NAME)
+    if text is not None:
+        own = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
+        if dep.environment in own.environments:
+            cfg = own
+    settings = cfg.settings(dep.environment)
+    if not settings.migrate:
+        procfile = git.show_file(bare, dep.commit, "Procfile")
+        release = procfile_entries(procfile).get("release") if procfile else None
+        if release:
+            settings = settings.model_copy(update={"migrate": release})
+    return settings
 
 
 def limits_of(settings: ProcessSettings) -> Limits:
@@ -102,6 +130,37 @@ def release_spec(
     )
 
 
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def release_log_tail(api: Tristage, dep: Deployment, lines: int = 12) -> list[str]:
+    """The last non-blank lines the release printed (its log is redacted as written),
+    without terminal escapes: what a failed start shows in the push output."""
+    path = api.deploys.log_path(dep.project, dep.id, build=False)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - 16384))
+        text = fh.read().decode("utf-8", "replace")
+    out = [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
+    return [line[:500] for line in out if line.strip()][-lines:]
+
+
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ")
+
+
+def last_app_line(tail: list[str]) -> str | None:
+    """The last line of a release log tail the app printed (not the platform's own)."""
+    for line in reversed(tail):
+        text = _STAMP.sub("", line, count=1)
+        if not text.startswith("tristage: "):
+            return text
+    return None
+
+
 def deployment_vars(dep: Deployment) -> dict[str, str]:
     """What a build or release knows about the deployment it belongs to."""
     return {
@@ -131,6 +190,8 @@ def runtime_env(api: Tristage, dep: Deployment, port: int) -> dict[str, str]:
         **api.variables.runtime_env(dep.project, dep.environment, dep.branch),
         "PORT": str(port),
         **deployment_vars(dep),
+        # the environment's files that outlive deployments (mounted writable)
+        "TRISTAGE_DATA_DIR": str(api.data.data_dir(dep.project, dep.environment)),
         "PYTHONUNBUFFERED": "1",
     }
     if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
@@ -205,7 +266,8 @@ def run_migration(
     on_context: OnContext,
     runtime: Runtime,
 ) -> None:
-    """The release command (`migrate`), after a snapshot of the environment's data."""
+    """The release command (`migrate`, else the Procfile's `release:` line), after a
+    snapshot of the environment's data."""
     settings = settings_for(dep)
     if not settings.migrate or not dep.artifact:
         return
@@ -291,3 +353,99 @@ def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
             "deploy.ready", project=dep.project, environment=dep.environment, target=dep.id
         )
     return api.deploys.get(dep.id)
+
+
+# -- one-off commands -------------------------------------------------------------
+
+
+def one_off_spec(
+    api: Tristage, dep: Deployment, command: tuple[str, ...], settings: ProcessSettings
+) -> ProcessSpec:
+    """A fresh process of `dep`'s release: its artifact (read-only), dependencies,
+    variables and data directory, without a port."""
+    assert dep.artifact
+    env = runtime_env(api, dep, 0)
+    env.pop("PORT")
+    return ProcessSpec(
+        name=f"run-{dep.id}",
+        command=f"exec {shlex.join(command)}",  # through sh: PATH lookup, 127 if not found
+        cwd=Path(dep.artifact),
+        env=env,
+        mounts=release_mounts(api, dep),
+        limits=limits_of(settings),
+    )
+
+
+def exit_code_of(status: RunStatus) -> int:
+    """A shell's exit code for a finished one-off: 128+N for signal N, 137 out of memory,
+    124 timed out."""
+    if status.oom_killed:
+        return 137
+    if status.detail.startswith("timed out"):
+        return 124
+    if status.exit_code is None:
+        return 1
+    return 128 - status.exit_code if status.exit_code < 0 else status.exit_code
+
+
+def run_one_off(
+    api: Tristage,
+    project: str,
+    environment: str,
+    command: tuple[str, ...],
+    output: Callable[[str], None],
+    yes: bool = False,
+    timeout: float = 3600.0,
+) -> int:
+    """Run `command` in a fresh process of the deployment `environment` serves, its
+    output (redacted) to `output` as it comes; its exit code. Audited, before and after;
+    production asks for `yes`."""
+    if not command:
+        raise UsageError("no command to run", "e.g. 'tristage run --env production -- ls'")
+    dep_id = api.deploys.live_deployment(project, environment)
+    cfg = api.config_for(project)
+    if cfg.env(environment).tier is Tier.production and not yes:
+        raise ConfirmationRequired(
+            f"this runs {' '.join(command)!r} against {environment}'s live data and secrets",
+            "pass --yes to confirm",
+        )
+    dep = api.deploys.get(dep_id)
+    if not dep.artifact or not Path(dep.artifact).is_dir():
+        raise NotFound(f"the artifact of {dep.id} is gone", "redeploy it first")
+    choice = Runtimes().choose(cfg, environment)
+    spec = one_off_spec(api, dep, command, commit_settings(api, dep))
+    shown = api.variables.redactor(project)(shlex.join(command))
+    facts = {"command": shown, "runtime": choice.runtime.name}
+    if choice.warning:
+        output(f"warning: {choice.warning}\n")
+    api.audit.record("deploy.run.start", project=project, environment=environment,
+                     target=dep.id, details=facts)  # fmt: skip
+    stream = api.variables.redactor(project).stream()
+    canceled = threading.Event()
+    result: list[RunStatus] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(choice.runtime.run(
+                spec, lambda text: output(stream.feed(text.rstrip("\n") + "\n")),
+                timeout, canceled.is_set,
+            ))  # fmt: skip
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, name=f"run-{dep.id}", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:  # Ctrl-C stops the command (and its whole process group)
+        canceled.set()
+        worker.join(30)
+    output(stream.flush())
+    code = exit_code_of(result[0]) if result else 130 if canceled.is_set() else 1
+    api.audit.record("deploy.run", project=project, environment=environment, target=dep.id,
+                     details={**facts, "exit_code": code})  # fmt: skip
+    if errors:
+        raise errors[0]
+    return code

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..domain.config import FILE_NAME, ProcessSettings, parse_config
+from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
 from ..domain.monitor import Kind
-from ..edges import git
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
@@ -68,11 +67,16 @@ class PlaneCore:
         self.http: Any = None  # the HTTP API + dashboard server
         self.dashboard_port: int | None = None
         self.monitor_runner: Any = None
-        self.records = ReleaseRecords(api.store)
         self._lock = HomeLock(api.home)
         # the control plane's store work, one call at a time in issue order
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tristage-store")
         self._reconciling = asyncio.Lock()
+
+    @functools.cached_property
+    def records(self) -> ReleaseRecords:
+        # opened on first use, after `run` holds the home's lock (two `up` at once must
+        # not race on creating the state store)
+        return ReleaseRecords(self.api.store)
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
@@ -215,16 +219,6 @@ class PlaneCore:
         cached = self._settings.get(dep.id)
         if cached is not None:
             return cached
-        cfg = self.api.config_for(dep.project)
-        # the commit's own tristage.toml, read from git: the artifact is what the
-        # deployment's code made of it and is never read back by the platform
-        text = git.show_file(self.svc.bare_repo(dep.project), dep.commit, FILE_NAME)
-        if text is not None:
-            cfg = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
-        settings = (
-            cfg.settings(dep.environment)
-            if dep.environment in cfg.environments
-            else (self.api.config_for(dep.project).settings(dep.environment))
-        )
+        settings = steps.commit_settings(self.api, dep)
         self._settings[dep.id] = settings
         return settings

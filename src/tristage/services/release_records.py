@@ -54,6 +54,10 @@ class ReleaseRecords:
     def all(self) -> list[ReleaseRow]:
         return [_row(r) for r in self.store.query("SELECT * FROM releases")]
 
+    def record_exit(self, deployment: str, how: str) -> None:
+        """How the release last ended (kept across its restarts, for `tristage status`)."""
+        self.store.execute("UPDATE releases SET last_exit=? WHERE deployment=?", (how, deployment))
+
     def get(self, deployment: str) -> ReleaseRow | None:
         r = self.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
         return _row(r) if r else None

@@ -67,6 +67,7 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
         if st.oom_killed or final.oom_killed:
             how = (st if st.oom_killed else final).describe()
             await cp.report_oom(rel, how)
+        await cp._db(cp.records.record_exit, rel.dep.id, how)
         now = time.time()
         rel.crashes = [t for t in rel.crashes if now - t < tuning.crash_window] + [now]
         if len(rel.crashes) >= tuning.crash_limit:
@@ -74,9 +75,12 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
                 f"crash loop: the web process ended {len(rel.crashes)} times within "
                 f"{tuning.crash_window:g}s (last: {how})"
             )
+            # a reconcile that read the store before the status changes must not bring
+            # it back up between the two steps
+            cp.failed_starts[rel.dep.id] = time.monotonic()
+            await cp.set_status(rel.dep.id, DeployStatus.crashed, reason)
             cp.releases.pop(rel.dep.id, None)
             await cp.forget_release(rel.dep.id)
-            await cp.set_status(rel.dep.id, DeployStatus.crashed, reason)
             cp.log(f"{rel.dep.id} crashed: {reason}")
             await cp.reconcile()
             return

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..domain import webhooks as dom
 from ..domain.config import WebhookSource
+from ..edges.secrets import SecretBox
 from ..edges.store import Row, Store
 
 
@@ -51,6 +52,7 @@ class Delivery:
     duplicates: int
     size: int
     path: str
+    pruned_at: float | None = None  # the body was removed after the retention
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +134,7 @@ class Claimed:
 DELIVERY_COLUMNS = (
     "id, project, environment, source, kind, message_id, event_type, received_at, status,"
     " tries, attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
-    " delivered_at, duplicates, size, path"
+    " delivered_at, duplicates, size, path, pruned_at"
 )
 
 
@@ -157,16 +159,33 @@ def delivery_from_row(r: Row) -> Delivery:
         duplicates=r["duplicates"],
         size=r["size"],
         path=r["path"],
+        pruned_at=r["pruned_at"],
     )
 
 
-def insert_delivery(store: Store, row: tuple[Any, ...]) -> tuple[str, bool]:
+def _context(delivery_id: str) -> bytes:
+    return b"webhook-body:" + delivery_id.encode()
+
+
+def seal(box: SecretBox, delivery_id: str, body: bytes) -> bytes:
+    """A body as stored: encrypted, bound to its delivery (not movable to another row)."""
+    return box.encrypt(body, _context(delivery_id))
+
+
+def unseal(box: SecretBox, delivery_id: str, stored: bytes, sealed: int) -> bytes:
+    """The original body of a stored row (rows from before sealing are plain)."""
+    return box.decrypt(stored, _context(delivery_id)) if sealed else stored
+
+
+def insert_delivery(store: Store, row: tuple[Any, ...], box: SecretBox) -> tuple[str, bool]:
+    """Store a verified delivery, its body sealed; a message id seen before is counted."""
+    sealed_row = (*row[:9], seal(box, str(row[0]), row[9]), *row[10:])
     changed = store.execute(
         "INSERT INTO webhook_deliveries (id, project, environment, source, kind,"
         " message_id, event_type, received_at, headers, body, size, path, status,"
-        " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)"
+        " next_attempt_at, sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,1)"
         " ON CONFLICT (project, environment, source, message_id) DO NOTHING",
-        (*row, row[7]),
+        (*sealed_row, row[7]),
     )
     if changed:
         return str(row[0]), False
@@ -234,3 +253,44 @@ def record_attempt(
             item.id,
         ),
     )
+
+
+SEAL_BATCH = 200
+
+
+def seal_plain_rows(store: Store, box: SecretBox, limit: int = SEAL_BATCH) -> int:
+    """Encrypt up to `limit` bodies stored in plain text (before sealing existed)."""
+    rows = store.query(
+        "SELECT id, body FROM webhook_deliveries WHERE sealed = 0 AND pruned_at IS NULL LIMIT ?",
+        (limit,),
+    )
+    for r in rows:
+        store.execute(
+            "UPDATE webhook_deliveries SET body=?, sealed=1 WHERE id=? AND sealed=0"
+            " AND pruned_at IS NULL",
+            (seal(box, r["id"], bytes(r["body"])), r["id"]),
+        )
+    return len(rows)
+
+
+def prune_bodies(
+    store: Store, project: str, environment: str, source: str, before: float, now: float
+) -> int:
+    """Remove the bodies of a source's finished deliveries received before `before`;
+    the rows stay as stubs. Waiting deliveries keep theirs."""
+    return store.execute(
+        "UPDATE webhook_deliveries SET body=x'', sealed=0, pruned_at=? WHERE project=?"
+        " AND environment=? AND source=? AND received_at < ? AND pruned_at IS NULL"
+        " AND status IN ('delivered', 'dead')",
+        (now, project, environment, source, before),
+    )
+
+
+def prunable_sources(store: Store) -> list[tuple[str, str, str, float]]:
+    """(project, environment, source, oldest receipt) with finished bodies still kept."""
+    rows = store.query(
+        "SELECT project, environment, source, MIN(received_at) AS oldest"
+        " FROM webhook_deliveries WHERE pruned_at IS NULL AND status IN ('delivered', 'dead')"
+        " GROUP BY project, environment, source"
+    )
+    return [(r["project"], r["environment"], r["source"], float(r["oldest"])) for r in rows]

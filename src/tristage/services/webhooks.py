@@ -33,6 +33,7 @@ import httpx
 
 from ..domain import webhooks as dom
 from ..domain.config import WebhookSource
+from ..edges import webhook_providers as providers
 from ..edges import webhook_verify as wv
 from ..edges.store import Store
 from ..errors import NotFound, TristageError, UsageError
@@ -51,8 +52,12 @@ from .webhook_records import (
     count_rejection,
     delivery_from_row,
     insert_delivery,
+    prunable_sources,
+    prune_bodies,
     record_attempt,
     release_claims,
+    seal_plain_rows,
+    unseal,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +72,10 @@ ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
 RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
-DEFAULT_SCHEDULE = WebhookSource(kind="standard", secret_var="UNSET").retry_schedule
+HOUSEKEEPING_INTERVAL = 300.0  # seconds between the forwarder's seal-and-prune passes
+DEFAULT_SOURCE = WebhookSource(kind="standard", secret_var="UNSET")
+DEFAULT_SCHEDULE = DEFAULT_SOURCE.retry_schedule
+DAY = 86400.0
 
 __all__ = [
     "Attempt",
@@ -176,12 +184,11 @@ class WebhookService:
                 remote,
                 len(body),
             )
+        except wv.UnknownProvider as exc:
+            return self.reject(ep, 503, "unknown_kind", str(exc), remote, len(body))
         lower = {k.lower(): v for k, v in headers.items()}
-        keep = {
-            h: lower[h]
-            for h in (*dom.SIGNATURE_HEADERS[kind], *dom.PASSTHROUGH_HEADERS)
-            if h in lower
-        }
+        keep = {h: lower[h] for h in dom.PASSTHROUGH_HEADERS if h in lower}
+        keep.update(verified.forward)  # what verified, under the app library's names
         row = (
             "whd_" + pysecrets.token_hex(8),
             ep.project,
@@ -196,7 +203,8 @@ class WebhookService:
             len(body),
             ep.config.path,
         )
-        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row))
+        box = self.api.secret_box
+        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row, box))
         if not duplicate:
             self.notify()
         return IngestResult(
@@ -226,7 +234,11 @@ class WebhookService:
         remote: str | None,
         size: int,
     ) -> IngestResult:
-        """Count and log a refused request (never its body) and build the answer."""
+        """Count and log a refused request (never its body) and build the answer.
+
+        The log carries the details for the operator; the answer goes to whoever sent
+        the request, unauthenticated, so it never names the configuration (sources,
+        project, environment, variables): a 5xx says only that the source is not ready."""
         level = logging.ERROR if status >= 500 else logging.WARNING
         log.log(
             level,
@@ -243,7 +255,29 @@ class WebhookService:
         )
         key = (ep.project, ep.environment, ep.source, reason, time.time())
         self.writer.submit(lambda s: count_rejection(s, key))
-        return IngestResult(status, {"ok": False, "error": reason, "message": message})
+        return IngestResult(
+            status, {"ok": False, "error": reason, "message": public(status, message)}
+        )
+
+    def unavailable(
+        self, project: str, environment: str, source: str, exc: TristageError
+    ) -> IngestResult:
+        """The answer for a source that cannot be loaded: 404 when the configuration does
+        not declare it, the platform's own 5xx otherwise (the provider retries later)."""
+        status, code = (
+            (exc.http_status, exc.code) if exc.http_status >= 500 else (404, "unknown_source")
+        )
+        log.log(
+            logging.ERROR if status >= 500 else logging.WARNING,
+            "webhook refused: project=%s env=%s source=%s status=%d reason=%s: %s",
+            project,
+            environment,
+            source,
+            status,
+            code,
+            exc,
+        )
+        return IngestResult(status, {"ok": False, "error": code, "message": public(status, "")})
 
     def notify(self) -> None:
         """Wake the forwarder now (a fresh delivery) instead of at its next poll."""
@@ -312,7 +346,14 @@ class WebhookService:
             async with Poster(timeout, concurrency) as client:
                 workers = [asyncio.create_task(worker(client)) for _ in range(concurrency)]
                 last_round = 0.0
+                housekept = -HOUSEKEEPING_INTERVAL
                 while not stop.is_set():
+                    if time.monotonic() - housekept >= HOUSEKEEPING_INTERVAL:
+                        housekept = time.monotonic()
+                        try:
+                            await self.housekeeping()
+                        except Exception as exc:  # the store is busy or gone: next pass
+                            log.error("webhook forwarder: sealing or pruning failed: %s", exc)
                     # coalesce wake-ups: at most one claim round per ROUND_INTERVAL
                     gap = last_round + ROUND_INTERVAL - time.monotonic()
                     if gap > 0:
@@ -359,6 +400,40 @@ class WebhookService:
                 self._wake = None
                 self._wake_loop = None
 
+    async def housekeeping(self, now: float | None = None) -> tuple[int, int]:
+        """Seal bodies stored in plain text, and remove the bodies of finished deliveries
+        older than their source's `retain_days` (the rows stay). (sealed, pruned)"""
+        box = self.api.secret_box
+        sealed = 0
+        while True:
+            n = await self.writer.run(lambda s: seal_plain_rows(s, box))
+            sealed += n
+            if n == 0:
+                break
+        now = time.time() if now is None else now
+        cuts: list[tuple[str, str, str, float]] = []
+        for project, environment, source, oldest in await asyncio.to_thread(
+            prunable_sources, self.api.store
+        ):
+            days = await asyncio.to_thread(self._retain_days, project, environment, source)
+            before = now - days * DAY
+            if oldest < before:
+                cuts.append((project, environment, source, before))
+
+        def prune(store: Store) -> int:
+            return sum(prune_bodies(store, *cut, now) for cut in cuts)
+
+        pruned = await self.writer.run(prune) if cuts else 0
+        if pruned:
+            log.info("webhooks: removed %d delivery bodies past their retention", pruned)
+        return sealed, pruned
+
+    def _retain_days(self, project: str, environment: str, source: str) -> float:
+        try:
+            return self.source_config(project, environment, source).retain_days
+        except TristageError:  # the source or project is gone: the default retention
+            return DEFAULT_SOURCE.retain_days
+
     async def _claim_round(
         self, upstream: UpstreamLookup, room: int, lease: float
     ) -> tuple[list[Claimed], float | None]:
@@ -390,11 +465,26 @@ class WebhookService:
         return base
 
     def _waiting_pairs(self) -> list[tuple[str, str, float]]:
-        rows = self.api.store.query(
-            "SELECT project, environment, MIN(next_attempt_at) AS due FROM webhook_deliveries"
-            " WHERE status IN ('pending', 'failed') GROUP BY project, environment"
+        """(project, environment, earliest due time) of every environment with waiting
+        deliveries. A skip-scan of the `webhook_deliveries_due` index: a few seeks per
+        environment and status, so a wake-up costs the same whatever the backlog."""
+        head = (
+            "SELECT project, environment, next_attempt_at FROM webhook_deliveries"
+            " INDEXED BY webhook_deliveries_due WHERE status=? AND "
         )
-        return [(r["project"], r["environment"], float(r["due"] or 0)) for r in rows]
+        order = " ORDER BY status, project, environment, next_attempt_at LIMIT 1"
+        due: dict[tuple[str, str], float] = {}
+        for status in (dom.DeliveryStatus.pending.value, dom.DeliveryStatus.failed.value):
+            r = self.api.store.query_one(head + "1" + order, (status,))
+            while r is not None:
+                key = (r["project"], r["environment"])
+                at = float(r["next_attempt_at"] or 0)
+                due[key] = min(at, due.get(key, at))
+                # the next environment of this project, else the next project
+                r = self.api.store.query_one(
+                    head + "project=? AND environment>?" + order, (status, *key)
+                ) or self.api.store.query_one(head + "project>?" + order, (status, key[0]))
+        return [(p, e, at) for (p, e), at in sorted(due.items())]
 
     def _claim(
         self,
@@ -405,11 +495,13 @@ class WebhookService:
         lease: float,
     ) -> list[Claimed]:
         out: list[Claimed] = []
+        box = self.api.secret_box
         for (project, environment), base in pairs.items():
             if len(out) >= room:
                 break
             rows = store.query(
-                "SELECT id, source, kind, message_id, received_at, headers, body, tries, path"
+                "SELECT id, source, kind, message_id, received_at, headers, body, sealed,"
+                " tries, path"
                 " FROM webhook_deliveries WHERE status IN ('pending', 'failed')"
                 " AND project=? AND environment=? AND next_attempt_at <= ?"
                 " ORDER BY next_attempt_at LIMIT ?",
@@ -438,7 +530,7 @@ class WebhookService:
                         message_id=r["message_id"],
                         received_at=r["received_at"],
                         headers=json.loads(r["headers"]),
-                        body=bytes(r["body"]),
+                        body=unseal(box, r["id"], bytes(r["body"]), r["sealed"]),
                         tries=r["tries"],
                         url=dom.forward_url(base, path),
                         schedule=list(schedule),
@@ -529,7 +621,7 @@ class WebhookService:
 
     def show(self, delivery_id: str) -> DeliveryDetail:
         row = self.api.store.query_one(
-            f"SELECT {DELIVERY_COLUMNS}, headers, body FROM webhook_deliveries WHERE id=?",
+            f"SELECT {DELIVERY_COLUMNS}, headers, body, sealed FROM webhook_deliveries WHERE id=?",
             (delivery_id,),
         )
         if row is None:
@@ -544,14 +636,20 @@ class WebhookService:
                 (delivery_id,),
             )
         ]
-        return DeliveryDetail(
-            delivery_from_row(row), attempts, json.loads(row["headers"]), row["body"]
-        )
+        body = unseal(self.api.secret_box, delivery_id, bytes(row["body"]), row["sealed"])
+        return DeliveryDetail(delivery_from_row(row), attempts, json.loads(row["headers"]), body)
 
     def replay(self, delivery_id: str) -> Delivery:
         """Queue a delivery again (any status) with a fresh retry schedule."""
         detail = self.show(delivery_id)
         d = detail.delivery
+        if d.pruned_at is not None:
+            raise UsageError(
+                f"webhook delivery {delivery_id} cannot be replayed: its body was removed "
+                "after the source's retention",
+                f"raise retain_days of [environments.{d.environment}.webhooks.{d.source}] "
+                "to keep bodies longer",
+            )
         tr = dom.requeue(time.time())
         self.api.store.execute(
             "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=? WHERE id=?",
@@ -575,13 +673,13 @@ class WebhookService:
                 r["id"]
                 for r in self.api.store.query(
                     "SELECT id FROM webhook_deliveries WHERE project=? AND environment=?"
-                    " AND status='dead' ORDER BY received_at",
+                    " AND status='dead' AND pruned_at IS NULL ORDER BY received_at",
                     (project, environment),
                 )
             ]
             self.api.store.execute(
                 "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=?"
-                " WHERE project=? AND environment=? AND status='dead'",
+                " WHERE project=? AND environment=? AND status='dead' AND pruned_at IS NULL",
                 (tr.status.value, tr.tries, tr.next_attempt_at, project, environment),
             )
         if ids:
@@ -644,11 +742,12 @@ class WebhookService:
                 "--secret' (the value from the provider's dashboard)",
             )
         now = time.time()
-        msg_id, event = dom.sample_event(config.kind, event_type, now, random.Random())
+        provider = providers.get(config.kind)
+        msg_id, event = provider.sample_event(event_type, now, random.Random())
         body = json.dumps(event, separators=(",", ":")).encode()
         secret = wv.split_secrets(value)[-1]
         try:
-            headers = wv.sign(config.kind, secret, msg_id, int(now), body)
+            headers = provider.sign(secret, msg_id, int(now), body)
         except Exception as exc:
             raise UsageError(
                 f"{config.secret_var} is not a valid {config.kind} signing secret: {exc}",
@@ -690,6 +789,16 @@ class WebhookService:
         return SendTestResult(
             url, resp.status_code, msg_id, event_type, answer if isinstance(answer, dict) else {}
         )
+
+
+def public(status: int, message: str) -> str:
+    """What an unauthenticated answer may say: the request's own fault in full (it
+    names nothing of the configuration), else only the kind of failure."""
+    if status == 404:
+        return "no webhook source here"
+    if status >= 500:
+        return "this webhook source cannot take deliveries now; retry later"
+    return message
 
 
 def _is_address(host: str) -> bool:

@@ -4,7 +4,8 @@ Detection order: Python (pyproject.toml / requirements.txt / setup.py, or a
 `python` web command), Node (package.json); both may apply. Then the `build`
 command of tristage.toml runs in the artifact with the build-time variables.
 The web command is tristage.toml's `web`, else the Procfile's `web:` line,
-else `npm start` for Node apps.
+else `npm start` for Node apps; a `release:` line is the migration step (read by
+the control plane from git); any other process type is named in a warning.
 
 Everything the builders need to know from the artifact is read before the first
 step runs: after that, the artifact holds what the deployment's code made of it.
@@ -14,16 +15,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...domain.config import procfile_web
+from ...domain.config import procfile_entries, procfile_web
 from ..runtime import Mount
 from . import node, python
 from .base import BuildContext, BuildFailed, BuildLog, BuildResult
 
 __all__ = ["BuildContext", "BuildFailed", "BuildLog", "BuildResult", "build"]
 
+RUN_TYPES = ("web", "release")  # the Procfile's process types a deployment runs
+
 
 def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildResult:
     root = ctx.artifact
+    procfile = root / "Procfile"
+    if procfile.is_file() and not procfile.is_symlink():
+        for kind in procfile_entries(procfile.read_text(encoding="utf-8", errors="replace")):
+            if kind not in RUN_TYPES:
+                ctx.log.line(
+                    f"warning: the Procfile's `{kind}:` line does not run (only "
+                    f"{' and '.join(RUN_TYPES)} do); run it from `web` or another deployment"
+                )
     web = web or procfile_web(root)
     is_python = python.detect(root) or (web or "").split(" ", 1)[0].startswith("python")
     py_plan = python.Plan.of(root) if is_python else None
@@ -42,10 +53,13 @@ def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildRes
         web = web or node_web
     if build_cmd:
         path = ":".join([*prefix, ctx.env.get("PATH", "")])
+        env = {**ctx.env, "PATH": path}
+        if py_plan is not None:  # the artifact's venv is the active one (pip, uv, poetry)
+            env["VIRTUAL_ENV"] = str(root / ".venv")
         ctx.step(
             f"build: {build_cmd}",
             build_cmd,
-            env={**ctx.env, "PATH": path},
+            env=env,
             mounts=tuple(Mount(Path(p)) for p in layers),
         )
     if not web:

@@ -5,8 +5,11 @@ virtualenv under `CACHE/python/<hash>`, where CACHE belongs to one environment o
 one project: a build of another environment (a feature branch's, say) can neither
 read nor write it. Each artifact gets a tiny venv of its own (`--without-pip`,
 ~50 ms) with a `.pth` file naming the artifact's code first and the cached
-site-packages second. Redeploying unchanged dependencies therefore costs one venv
-creation instead of an install.
+site-packages second, and a copy of each of the dependencies' console scripts
+(`gunicorn`, `flask`, `pip`) whose interpreter is the artifact's venv: they run
+with the app's code, and `pip` in a build command installs into the artifact.
+Redeploying unchanged dependencies therefore costs one venv creation instead of
+an install.
 
 In the sandbox, an install runs in a fresh directory mounted at the cache entry's
 final path (a venv is not relocatable) and is renamed into place only when it
@@ -51,6 +54,24 @@ with open(os.path.join(site, "00-tristage-app.pth"), "w") as f:
 if deps:
     with open(os.path.join(site, "10-tristage-deps.pth"), "w") as f:
         f.write(os.path.join(deps, "lib", ver, "site-packages") + "\n")
+    # the dependencies' console scripts (gunicorn, flask, pip), run by this venv's python
+    ours = os.path.join(venv_dir, "bin", "python").encode()
+    theirs = os.path.join(deps, "bin", "python").encode()
+    bin_dir = os.path.join(deps, "bin")
+    for name in sorted(os.listdir(bin_dir)):
+        src, dst = os.path.join(bin_dir, name), os.path.join(venv_dir, "bin", name)
+        if os.path.islink(src) or not os.path.isfile(src) or os.path.lexists(dst):
+            continue
+        with open(src, "rb") as f:
+            body = f.read()
+        lines = body.split(b"\n", 2)  # a long path puts the interpreter on line 2
+        head = [i for i, line in enumerate(lines[:2]) if theirs in line]
+        if not body.startswith(b"#!") or not head:
+            continue
+        lines[head[0]] = lines[head[0]].replace(theirs, ours)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\n".join(lines))
 """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -38,7 +38,7 @@ class SqliteStore:
         private_dir(path.parent)
         _private_files(path)
         conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
+        _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         self.migrate(migration_files() if migrations is None else migrations)
 
     # -- connections ---------------------------------------------------
@@ -116,10 +116,10 @@ class SqliteStore:
 
     def migrate(self, migrations: Iterable[Migration]) -> list[str]:
         conn = self._conn()
-        conn.execute(
+        _retry_locked(lambda: conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (id TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
+        ))  # fmt: skip
         applied = set(self.applied_migrations())
         done: list[str] = []
         for mid, sql in sorted(migrations):
@@ -179,6 +179,21 @@ def _private_files(path: Path) -> None:
         side = path.with_name(path.name + suffix)
         if side.exists():
             private_file(side)
+
+
+def _retry_locked(run: Callable[[], object]) -> None:
+    """Run a statement the busy handler does not cover (switching a new file to WAL,
+    creating a table while another process creates the store), retrying while locked."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            with _wrapped():
+                run()
+            return
+        except StoreError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
