@@ -1043,3 +1043,25 @@ def test_an_upstream_slower_than_the_request_timeout_gets_504() -> None:
             await teardown(router, ups)
 
     run(main())
+
+
+def test_websocket_upgrade_to_a_dead_upstream_gets_502_and_counts_an_error() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack()
+        try:
+            dead = ("127.0.0.1", free_port())
+            table.replace({"myapp.localhost": Route("myapp", "production", "dep-d", dead)})
+            out = await raw_exchange(
+                _port(base),
+                b"GET /socket HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            assert out.startswith(b"HTTP/1.1 502 "), out
+            assert str(dead[1]).encode() not in out
+            s = router.stats()["dep-d"]
+            assert (s.requests, s.status_5xx, s.upstream_errors) == (1, 1, 1)
+        finally:
+            await teardown(router, ups)
+
+    run(main())
