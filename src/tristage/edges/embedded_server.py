@@ -233,7 +233,10 @@ class Acceptor:
                 if exc.errno in OUT_OF_RESOURCES:
                     self._pause(exc)
                     return
-                raise
+                # Linux passes a pending network error of the new connection on
+                # (ENETDOWN, EPROTO...): that connection is lost, the next may not be
+                self._failures += 1
+                continue
             self._backoff = BACKOFF_START
             if self.open_connections() + len(self._pending) >= self.max_connections:
                 _refuse(conn)
