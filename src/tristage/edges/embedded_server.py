@@ -101,6 +101,12 @@ class GuardedHttp(HttpToolsProtocol):
     header_timeout = 10.0
     idle_timeout = 30.0
     upgrade: UpgradeHook | None = None  # set as a staticmethod on a subclass
+    _deadline: asyncio.TimerHandle | None
+    _body_timer: asyncio.TimerHandle | None
+    _last_body: float
+    _head_started: float
+    _in_head: bool
+    _in_body: bool
 
     def _should_upgrade(self) -> bool:
         return self.upgrade is not None and self._get_upgrade() == b"websocket"
@@ -116,8 +122,23 @@ class GuardedHttp(HttpToolsProtocol):
             if self._should_upgrade():
                 offset = int(exc.args[0]) if exc.args else len(data)
                 self._take_over(data[offset:])
+            return
         except httptools.HttpParserError:
             self.send_400_response("Invalid HTTP request received.")
+            return
+        self._watch()
+
+    def _watch(self) -> None:
+        """After each read, arm the clock that applies (most requests arrive whole in
+        one read and need none)."""
+        if self._in_head:
+            if self._deadline is None:
+                left = self._head_started + self.header_timeout - self.loop.time()
+                self._deadline = self.loop.call_later(max(left, 0.0), self._too_slow)
+        elif self._in_body:
+            self._last_body = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.idle_timeout, self._check_body)
 
     def _take_over(self, rest: bytes) -> None:
         hook = self.upgrade
@@ -138,18 +159,15 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
-        self._last_body = 0.0
-        self._arm_deadline()
+        self._body_timer = None
+        self._last_body = self._head_started = 0.0
+        self._in_head = self._in_body = False
+        # a connection that never sends a byte is closed too
+        self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-
-    def _arm_deadline(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
     def _disarm(self) -> None:
         for timer in (self._deadline, self._body_timer):
@@ -163,6 +181,8 @@ class GuardedHttp(HttpToolsProtocol):
             self.transport.close()
 
     def _check_body(self) -> None:
+        if self.flow.read_paused:  # the app is slow to take the body, not the client to send
+            self._last_body = self.loop.time()
         left = self._last_body + self.idle_timeout - self.loop.time()
         if left > 0:
             self._body_timer = self.loop.call_later(left, self._check_body)
@@ -171,22 +191,17 @@ class GuardedHttp(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_deadline()
+        self._in_head, self._head_started = True, self.loop.time()
 
     def on_headers_complete(self) -> None:
+        self._in_head, self._in_body = False, True
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._last_body = self.loop.time()
-        if self._body_timer is None:
-            self._body_timer = self.loop.call_later(self.idle_timeout, self._check_body)
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        self._last_body = self.loop.time()
-        super().on_body(body)
-
     def on_message_complete(self) -> None:
+        self._in_body = False
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None

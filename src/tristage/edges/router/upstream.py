@@ -28,9 +28,39 @@ class UpstreamTimeout(TimeoutError):
     """The upstream did not start answering within the request timeout."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class Deadlines:
+    """Request timeouts of many connections checked by one timer (every `TICK` s), so a
+    request costs a set insertion rather than a timer of its own."""
+
+    TICK = 0.1
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.watched: set[UpstreamConnection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: UpstreamConnection) -> None:
+        self.watched.add(conn)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.TICK, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.watched):
+            if conn.deadline is None or conn.closed:
+                self.watched.discard(conn)
+            elif now >= conn.deadline:
+                self.watched.discard(conn)
+                conn.timed_out()
+        self._timer = self.loop.call_later(self.TICK, self._sweep) if self.watched else None
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines | None = None) -> None:
+        self.loop = loop
+        self.deadlines = deadlines
+        self.deadline: float | None = None
+        self.timeout = 0.0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -38,7 +68,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -100,7 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             return  # interim response (103 Early Hints...): wait for the final one
-        self._cancel_timer()
+        self.deadline = None
         self.status = status
         self.headers_done = True
         if self.head_only or status in (204, 304):
@@ -144,18 +173,16 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is None:
             raise UpstreamClosed("upstream connection not open")
         if timeout is not None:
-            self._timer = self.loop.call_later(timeout, self._timed_out, timeout)
+            if self.deadlines is None:
+                self.deadlines = Deadlines(self.loop)
+            self.timeout, self.deadline = timeout, self.loop.time() + timeout
+            self.deadlines.watch(self)
         self.transport.write(head)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _timed_out(self, timeout: float) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
+        self.deadline = None
         if not self.headers_done:
-            self.error = UpstreamTimeout(f"no answer from the upstream within {timeout:g} s")
+            self.error = UpstreamTimeout(f"no answer from the upstream within {self.timeout:g} s")
             self.close()
             self._wake()
             if self._drain is not None and not self._drain.done():
@@ -236,7 +263,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        self._cancel_timer()
+        self.deadline = None
         self._close_transport()
 
 
@@ -247,6 +274,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self._deadlines: Deadlines | None = None
 
     async def acquire(self, addr: tuple[str, int]) -> UpstreamConnection:
         idle = self._idle.get(addr)
@@ -262,8 +290,11 @@ class UpstreamPool:
 
     async def connect(self, addr: tuple[str, int]) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop)
+        deadlines = self._deadlines
         _transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(loop), addr[0], addr[1]),
+            loop.create_connection(lambda: UpstreamConnection(loop, deadlines), addr[0], addr[1]),
             self.connect_timeout,
         )
         return conn
