@@ -33,6 +33,7 @@ class Upstream:
     def __init__(self, name: str) -> None:
         self.name = name
         self.client_ports: list[int] = []
+        self.paths: list[str] = []
         self.connections = 0
         self.gates: dict[str, asyncio.Event] = {}
         self.server: uvicorn.Server | None = None
@@ -76,9 +77,14 @@ class Upstream:
             await self.server.shutdown()
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no WebSocket route here: refuse (uvicorn says 403)
+            self.paths.append("ws:" + scope["path"])
+            await send({"type": "websocket.close"})
+            return
         assert scope["type"] == "http"
         self.client_ports.append(scope["client"][1])
         path = scope["path"]
+        self.paths.append(path)
         status, body, extra = 200, b"", []
         if path == "/count":
             # Count the request body; signal after the first chunk arrives.
@@ -123,6 +129,10 @@ class Upstream:
             body = json.dumps(
                 {k.decode(): v.decode() for k, v in scope["headers"]}, sort_keys=True
             ).encode()
+        elif path == "/refuse":
+            # answer before reading the upload, and close (as an app refusing a large body does)
+            status, body = 413, b"too large"
+            extra = [(b"connection", b"close")]
         elif path == "/teapot":
             status, body = 418, b"short and stout"
         elif path.startswith("/echo-path"):
@@ -151,12 +161,12 @@ def route(up: Upstream | None, dep: str | None = "dep-a", env: str = "production
 
 
 async def stack(
-    n_upstreams: int = 1, internal_app: Any = None
+    n_upstreams: int = 1, internal_app: Any = None, **options: Any
 ) -> tuple[Router, RouteTable, list[Upstream], str]:
     ups = [await Upstream(name).start() for name in "AB"[:n_upstreams]]
     table = RouteTable()
     table.replace({"myapp.localhost": route(ups[0])})
-    router = Router(table, internal_app=internal_app)
+    router = Router(table, internal_app=internal_app, **options)
     port = await router.start(host="127.0.0.1", port=0)
     return router, table, ups, f"http://127.0.0.1:{port}"
 
@@ -644,5 +654,414 @@ def test_upstream_dying_mid_body_cuts_the_client_and_counts_an_error() -> None:
         finally:
             await router.stop()
             server.close()
+
+    run(main())
+
+
+# --- hardening: raw sockets ---------------------------------------------------------------
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to the router, read until it closes (or `timeout` of silence)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                break
+            out += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    return out
+
+
+def _port(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: myapp.localhost\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+CHUNKED_SMUGGLED = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # Connection naming a framing header would make the router drop it but still
+        # send the body, which the app then parses as a second request
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: content-length\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: keep-alive, Content-Length\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+        b"POST / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: transfer-encoding\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%b" % CHUNKED_SMUGGLED,
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: host\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: other.localhost\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\nHost: myapp.localhost\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nX-Host: myapp.localhost\r\n\r\n",
+    ],
+    ids=[
+        "conn-cl",
+        "conn-list-cl",
+        "conn-te",
+        "conn-host",
+        "two-hosts",
+        "same-host-twice",
+        "no-host",
+    ],
+)
+def test_requests_that_could_smuggle_or_confuse_routing_get_400(request_bytes: bytes) -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            out = await raw_exchange(_port(base), request_bytes)
+            assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+            assert b"connection: close" in out.lower()
+            await asyncio.sleep(0.2)  # an upstream that got the request would have parsed it
+            assert ups[0].paths == []
+            # and a normal request on a new connection is still served
+            out = await raw_exchange(
+                _port(base), b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"A")
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_client_forwarding_headers_are_replaced_not_passed_through() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            out = await raw_exchange(
+                _port(base),
+                b"GET /headers HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                b"Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\n"
+                b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\n"
+                b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+                b"X-Forwarded-Prefix: /admin\r\nX-Forwarded-Ssl: on\r\n"
+                b"Connection: close\r\n\r\n",
+            )
+            seen = json.loads(out.split(b"\r\n\r\n", 1)[1])
+            assert "6.6.6.6" not in json.dumps(seen)
+            assert seen["x-real-ip"] == "127.0.0.1"
+            assert seen["x-forwarded-for"] == "127.0.0.1"
+            assert seen["x-forwarded-proto"] == "http"
+            assert seen["x-forwarded-host"] == "myapp.localhost"
+            for gone in ("forwarded", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl"):
+                assert gone not in seen, gone
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_an_early_response_before_the_upload_is_read_reaches_the_client() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", _port(base))
+            size = 16 * MB
+            writer.write(
+                b"POST /refuse HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                b"Content-Length: %d\r\n\r\n" % size
+            )
+
+            async def upload() -> None:
+                chunk = b"x" * 65536
+                try:
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk)
+                        await writer.drain()
+                except ConnectionError:
+                    pass
+
+            sender = asyncio.ensure_future(upload())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            body = await asyncio.wait_for(reader.readexactly(9), 10)
+            assert body == b"too large"
+            # the rest of the upload is read and dropped; the connection then serves again
+            await asyncio.wait_for(sender, 20)
+            writer.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert await asyncio.wait_for(reader.readexactly(1), 10) == b"A"
+            writer.close()
+            s = router.stats()["dep-a"]
+            assert (s.requests, s.status_4xx, s.status_5xx, s.upstream_errors) == (2, 1, 0, 0)
+            assert router.inflight(ups[0].addr) == 0
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the router closes the connection (EOF or reset) within `seconds`."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), seconds):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_slowloris_and_idle_connections_are_closed_by_the_timeouts() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack(header_timeout=0.5, idle_timeout=0.8)
+        port = _port(base)
+        try:
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+            # conns[:10] connect and say nothing
+            slow = conns[10:20]  # headers one byte at a time, never finishing
+            slow_body = conns[20:]  # headers, then a body that stops coming
+            for _, w in slow_body:
+                w.write(
+                    b"POST /count HTTP/1.1\r\nHost: myapp.localhost\r\n"
+                    b"Content-Length: 100\r\n\r\nab"
+                )
+
+            async def drip(w: asyncio.StreamWriter) -> None:
+                try:
+                    for b in b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nX-Pad: " + b"a" * 100:
+                        w.write(bytes([b]))
+                        await asyncio.sleep(0.05)
+                except ConnectionError:
+                    pass
+
+            drips = [asyncio.ensure_future(drip(w)) for _, w in slow]
+            closed = await asyncio.gather(*(_closed_within(r, 3.0) for r, _ in conns))
+            assert all(closed), closed
+            for d in drips:
+                d.cancel()
+            # a keep-alive connection idle after a response is closed too
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+            assert await r.readexactly(1) == b"A"
+            assert await _closed_within(r, 3.0)
+            # a client that stalls mid-upload is not an upstream failure
+            s = router.stats()["dep-a"]
+            assert s.upstream_errors == 0 and s.status_5xx == 0
+            assert router.inflight(ups[0].addr) == 0
+            # a prompt client is served meanwhile
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ")
+            for _, w in conns:
+                w.close()
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_connections_over_the_cap_get_503_and_the_rest_are_served() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack(max_connections=5)
+        port = _port(base)
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+            await asyncio.sleep(0.1)
+            out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 503 "), out
+            r, w = held[0]  # the held connections still work
+            w.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+            for _, w in held:
+                w.close()
+            await asyncio.sleep(0.2)
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 200 ")
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+EMFILE_ROUTER = """
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from tristage.edges.router import Router, RouteTable
+
+async def main():
+    router = Router(RouteTable(), max_connections=10_000, header_timeout=60, idle_timeout=60)
+    port = await router.start(host="127.0.0.1", port=0)
+    print(port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_file_descriptors_backs_off_without_flooding_the_log(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    err = tmp_path / "router.err"
+    with err.open("wb") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EMFILE_ROUTER], stdout=subprocess.PIPE, stderr=errf
+        )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+
+        async def main() -> None:
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(150)]
+            await asyncio.sleep(2.0)  # the router is out of descriptors all this time
+            for _, w in conns:
+                w.close()
+            await asyncio.sleep(0.1)
+            out = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: x.localhost\r\nConnection: close\r\n\r\n", 5
+            )
+            assert out.startswith(b"HTTP/1.1 404 "), out  # serving again
+
+        run(main())
+        log = err.read_text()
+        assert len(log.splitlines()) <= 10, log[:2000]
+        assert "file descriptors" in log  # said once, plainly
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- WebSocket ----------------------------------------------------------------------------
+
+
+def test_websocket_upgrade_is_proxied_both_ways() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    seen_headers: list[dict[str, str]] = []
+
+    async def echo(ws: ServerConnection) -> None:
+        seen_headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
+        await ws.send("hello from the app")  # the app speaks first
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        router, table, ups, base = await stack()
+        async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+            ws_addr = server.sockets[0].getsockname()[:2]
+            table.replace(
+                {
+                    "127.0.0.1": Route("myapp", "production", "dep-ws", ws_addr),
+                    "plain.localhost": route(ups[0]),
+                }
+            )
+            try:
+                uri = f"ws://127.0.0.1:{_port(base)}/socket?x=1"
+                async with connect(
+                    uri, additional_headers={"X-Forwarded-For": "6.6.6.6"}, compression=None
+                ) as ws:
+                    assert await asyncio.wait_for(ws.recv(), 5) == "hello from the app"
+                    await ws.send("ping")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "ping"
+                    big = bytes(range(256)) * 4000  # ~1 MB, more than any socket buffer
+                    await ws.send(big)
+                    assert await asyncio.wait_for(ws.recv(), 10) == big
+                assert seen_headers[0]["x-forwarded-for"] == "127.0.0.1"
+                assert seen_headers[0]["host"] == f"127.0.0.1:{_port(base)}"
+                s = router.stats()["dep-ws"]
+                assert (s.requests, s.upstream_errors) == (1, 0)
+                # an app without a WebSocket route answers the upgrade as plain HTTP, and
+                # the connection ends there (nothing after it reaches the app unchecked)
+                out = await raw_exchange(
+                    _port(base),
+                    b"GET /teapot HTTP/1.1\r\nHost: plain.localhost\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                    b"GET /smuggled HTTP/1.1\r\nHost: plain.localhost\r\n\r\n",
+                )
+                assert out.startswith(b"HTTP/1.1 403 "), out
+                assert ups[0].paths == ["ws:/teapot"]  # and not /smuggled
+                # an unknown host is refused by the router itself
+                out = await raw_exchange(
+                    _port(base),
+                    b"GET / HTTP/1.1\r\nHost: nope.localhost\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                )
+                assert out.startswith(b"HTTP/1.1 404 "), out
+                # stopping the router closes the sockets it holds open
+                held = await connect(uri, compression=None)
+                assert await asyncio.wait_for(held.recv(), 5) == "hello from the app"
+                await asyncio.wait_for(router.stop(), 10)
+                await asyncio.wait_for(held.wait_closed(), 10)
+            finally:
+                await teardown(router, ups)
+
+    run(main())
+
+
+def test_an_upstream_slower_than_the_request_timeout_gets_504() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack(request_timeout=5.0)
+        try:
+            table.replace(
+                {
+                    "myapp.localhost": Route(
+                        "myapp", "production", "dep-a", ups[0].addr, request_timeout=0.3
+                    ),
+                    "patient.localhost": Route("myapp", "preview", "dep-p", ups[0].addr),
+                }
+            )
+            async with httpx.AsyncClient(timeout=10) as c:
+                t0 = asyncio.get_running_loop().time()
+                r = await c.get(base + "/slow", headers={"host": "myapp.localhost"})
+                took = asyncio.get_running_loop().time() - t0
+                assert r.status_code == 504 and "myapp.localhost" in r.text
+                assert 0.25 < took < 3.0, took
+                s = router.stats()["dep-a"]
+                assert (s.requests, s.status_5xx, s.upstream_errors) == (1, 1, 1)
+                # the router's own default applies to a route without one
+                slow = asyncio.ensure_future(
+                    c.get(base + "/slow", headers={"host": "patient.localhost"})
+                )
+                await asyncio.sleep(0.6)
+                assert not slow.done()
+                ups[0].gate("release").set()
+                r = await slow
+                assert (r.status_code, r.text) == (200, "A")
+            assert router.inflight(ups[0].addr) == 0
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
+def test_websocket_upgrade_to_a_dead_upstream_gets_502_and_counts_an_error() -> None:
+    async def main() -> None:
+        router, table, ups, base = await stack()
+        try:
+            dead = ("127.0.0.1", free_port())
+            table.replace({"myapp.localhost": Route("myapp", "production", "dep-d", dead)})
+            out = await raw_exchange(
+                _port(base),
+                b"GET /socket HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            assert out.startswith(b"HTTP/1.1 502 "), out
+            assert str(dead[1]).encode() not in out
+            s = router.stats()["dep-d"]
+            assert (s.requests, s.status_5xx, s.upstream_errors) == (1, 1, 1)
+        finally:
+            await teardown(router, ups)
 
     run(main())

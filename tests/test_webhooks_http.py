@@ -1065,3 +1065,55 @@ def test_a_source_whose_provider_is_not_registered_answers_503_and_logs_why(
     with caplog.at_level("ERROR", logger="tristage.webhooks"):
         run(main)
     assert "no webhook provider 'acme'" in caplog.text and "use one of" in caplog.text
+
+
+def test_a_flood_at_one_environment_does_not_hold_up_another(project: Project) -> None:
+    """Deliveries are verified a few at a time per environment; past a short queue an
+    environment's deliveries get 503 (providers retry), other environments are untouched."""
+    project.api.variables.set(
+        "shop",
+        "CLERK_WEBHOOK_SECRET",
+        project.secrets["clerk"],
+        environments=["production"],
+        secret=True,
+    )
+
+    async def main() -> None:
+        routes = {
+            HOST: Route("shop", "development", None, None),
+            "shop.localhost": Route("shop", "production", None, None),
+        }
+        app = build_internal_app(project.api, per_environment=2, queue=2)
+        router = Router(RouteTable(routes), internal_app=app)
+        port = await router.start(host="127.0.0.1", port=0)
+        held: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(4):  # two being read, two waiting: development is full
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(
+                    f"POST /.tristage/webhooks/clerk HTTP/1.1\r\nHost: {HOST}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+                )
+                held.append(w)
+            await asyncio.sleep(0.3)
+            url = f"http://127.0.0.1:{port}/.tristage/webhooks/clerk"
+            async with httpx.AsyncClient(timeout=5) as c:
+                headers, body, _ = signed(project, "clerk")
+                r = await c.post(url, content=body, headers={**headers, "host": HOST})
+                assert r.status_code == 503, r.text
+                assert r.json()["error"] == "busy" and r.headers["retry-after"]
+                headers, body, _ = signed(project, "clerk")
+                r = await c.post(url, content=body, headers={**headers, "host": "shop.localhost"})
+                assert r.status_code == 200, r.text  # production is served at once
+                for w in held:
+                    w.close()
+                await asyncio.sleep(0.3)
+                headers, body, _ = signed(project, "clerk")
+                r = await c.post(url, content=body, headers={**headers, "host": HOST})
+                assert r.status_code == 200, r.text  # and development again once it drains
+        finally:
+            for w in held:
+                w.close()
+            await router.stop()
+
+    run(main)

@@ -7,12 +7,20 @@ environment say whose webhook source a request is for.
 request is verified with the provider's scheme and stored before the 2xx. It is a
 plain ASGI handler (no framework) because it sits on the hot path of every delivery:
 the body is read at most up to the source's `max_body_bytes`.
+
+Deliveries are taken a few at a time per environment (`per_environment`), with a short
+queue behind them (`queue`); past that an environment's deliveries are answered 503 with
+`Retry-After` (providers retry), so a flood at one environment, forged or not, cannot
+hold up another's webhooks or its traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,6 +30,7 @@ from ..errors import TristageError
 
 if TYPE_CHECKING:
     from ..api import Tristage
+    from ..services.webhooks import Endpoint
 
 WEBHOOK_PREFIX = ingest_path("")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -62,8 +71,42 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def build_internal_app(api: Tristage) -> ASGIApp:
+class _Busy(Exception):
+    pass
+
+
+class EnvironmentGates:
+    """At most `limit` deliveries in progress per environment, `queue` more waiting."""
+
+    def __init__(self, limit: int, queue: int) -> None:
+        self.limit, self.queue = limit, queue
+        self._gates: dict[tuple[str, str], tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def enter(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = (asyncio.Semaphore(self.limit), [0])
+        sem, waiting = gate
+        if sem.locked():
+            if waiting[0] >= self.queue:
+                raise _Busy
+            waiting[0] += 1
+            try:
+                await sem.acquire()
+            finally:
+                waiting[0] -= 1
+        else:
+            await sem.acquire()
+        try:
+            yield
+        finally:
+            sem.release()
+
+
+def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 512) -> ASGIApp:
     service = api.webhooks
+    gates = EnvironmentGates(per_environment, queue)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -109,6 +152,22 @@ def build_internal_app(api: Tristage) -> ASGIApp:
             refused = service.unavailable(route.project, route.environment, source, exc)
             await _respond(send, refused.status, refused.body)
             return
+        try:
+            async with gates.enter((route.project, route.environment)):
+                await _deliver(ep, scope, receive, send)
+        except _Busy:
+            await _respond(
+                send,
+                503,
+                {
+                    "ok": False,
+                    "error": "busy",
+                    "message": "too many deliveries at this environment right now; retry later",
+                },
+                [(b"retry-after", b"1")],
+            )
+
+    async def _deliver(ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:  # a repeated header: the first copy wins
             headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))

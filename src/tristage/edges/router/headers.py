@@ -21,7 +21,50 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# Headers that describe the client or the way it reached the edge: a client could forge any
+# of them, so the router drops every one it receives and sets its own.
+FORWARDED = frozenset({b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip"})
+FORWARDED_PREFIX = b"x-forwarded-"
+
+# What a `Connection` header may never name: removing these as hop-by-hop would change
+# how the request is framed or routed once it reaches the app.
+PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
+
+
+def is_forwarding(lname: bytes) -> bool:
+    """`Forwarded`, `X-Real-IP` and friends, `X-Forwarded-*` (lowercase names)."""
+    return lname in FORWARDED or lname.startswith(FORWARDED_PREFIX)
+
+
+def request_problem(
+    headers: Iterable[tuple[bytes, bytes]], http_version: str = "1.1"
+) -> str | None:
+    """Why a request's headers are refused (400), or None.
+
+    An HTTP/1.1 request must name its host exactly once (RFC 9112 3.2): without one it
+    could only be routed by the listening address; with two it could be routed by one
+    and read by the app by the other. A `Connection` header naming a framing header
+    would make a proxy drop it while still sending the body, which the app would then
+    read as a second request.
+    """
+    hosts = 0
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"host":
+            hosts += 1
+        elif lname == b"connection":
+            for token in value.split(b","):
+                t = token.strip().lower()
+                if t in PROTECTED:
+                    return (
+                        f"the Connection header names {t.decode('latin-1')}, "
+                        "which is part of how a request is framed and routed"
+                    )
+    if hosts > 1:
+        return "the request has more than one Host header"
+    if hosts == 0 and http_version == "1.1":
+        return "an HTTP/1.1 request must have a Host header"
+    return None
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -43,21 +86,25 @@ def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
 def upstream_request_headers(
     headers: Iterable[tuple[bytes, bytes]], client_ip: str, proto: str
 ) -> RawHeaders:
-    """The headers sent upstream: end-to-end ones plus `X-Forwarded-For/Proto/Host`.
+    """The headers sent upstream: end-to-end ones plus `X-Forwarded-For/Proto/Host`
+    and `X-Real-IP`.
 
-    The router is the edge, so forwarded headers coming from the client are
-    replaced rather than trusted. `Host` is passed through unchanged.
+    The router is the edge, so forwarding headers coming from the client (`Forwarded`,
+    `X-Real-IP`, any `X-Forwarded-*`) are dropped and replaced rather than trusted.
+    `Host` is passed through unchanged.
     """
     out: RawHeaders = []
     host = b""
     for name, value in end_to_end(headers):
         lname = name.lower()
-        if lname in FORWARDED:
+        if is_forwarding(lname):
             continue
         if lname == b"host":
             host = value
         out.append((lname, value))
-    out.append((b"x-forwarded-for", client_ip.encode()))
+    ip = client_ip.encode()
+    out.append((b"x-forwarded-for", ip))
+    out.append((b"x-real-ip", ip))
     out.append((b"x-forwarded-proto", proto.encode()))
     if host:
         out.append((b"x-forwarded-host", host))

@@ -34,3 +34,15 @@ def bad_gateway(host: str) -> bytes:
 
 def internal_missing(host: str) -> bytes:
     return page(404, "Not Found", f"Nothing is served here on <code>{escape(host)}</code>.")
+
+
+def bad_request(reason: str) -> bytes:
+    return page(400, "Bad Request", f"The request was refused: {escape(reason)}.")
+
+
+def gateway_timeout(host: str) -> bytes:
+    return page(
+        504,
+        "Gateway Timeout",
+        f"The deployment behind <code>{escape(host)}</code> did not answer in time.",
+    )

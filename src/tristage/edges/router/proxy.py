@@ -11,14 +11,18 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import pages
-from .headers import end_to_end, upstream_request_headers
+from .headers import end_to_end, request_problem, upstream_request_headers
 from .routes import RouteTable
 from .stats import StatsRecorder
-from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
+from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
 INTERNAL_PREFIX = "/.tristage/"
 
 log = logging.getLogger(__name__)
+
+
+class ClientGone(Exception):
+    """The client went away (or was timed out) while sending its request body."""
 
 
 def _host_of(scope: Scope) -> str:
@@ -29,18 +33,15 @@ def _host_of(scope: Scope) -> str:
     return f"{server[0]}:{server[1]}" if server else ""
 
 
-async def _page(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
+async def _page(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -72,7 +73,9 @@ class ProxyApp:
         stats: StatsRecorder,
         inflight: Inflight,
         pool: UpstreamPool,
+        request_timeout: float = 60.0,
     ) -> None:
+        self.request_timeout = request_timeout
         self.table = table
         self.internal_app = internal_app
         self.stats = stats
@@ -81,6 +84,11 @@ class ProxyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        problem = request_problem(scope["headers"], scope["http_version"])
+        if problem is not None:
+            # the rest of the connection cannot be trusted to be framed as the client meant
+            await _page(send, 400, pages.bad_request(problem), close=True)
             return
         host = _host_of(scope)
         route = self.table.lookup(host)
@@ -101,8 +109,9 @@ class ProxyApp:
             await _page(send, 503, pages.no_upstream(host))
             return
         self.inflight.enter(upstream)
+        timeout = route.request_timeout or self.request_timeout
         try:
-            await self._proxy(scope, receive, send, host, route.deployment, upstream)
+            await self._proxy(scope, receive, send, host, route.deployment, upstream, timeout)
         finally:
             self.inflight.leave(upstream)
 
@@ -114,6 +123,7 @@ class ProxyApp:
         host: str,
         dep: str | None,
         upstream: tuple[str, int],
+        timeout: float,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
@@ -122,7 +132,9 @@ class ProxyApp:
         try:
             conn = await self.pool.acquire(upstream)
             try:
-                status, headers = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(
+                    conn, head, method, framing, receive, timeout
+                )
             except UpstreamClosed:
                 # A reused keep-alive connection the upstream had just closed: replay a
                 # bodiless request once on a fresh connection.
@@ -130,7 +142,20 @@ class ProxyApp:
                     raise
                 conn.close()
                 conn = await self.pool.connect(upstream)
-                status, headers = await self._exchange(conn, head, method, framing, receive)
+                status, headers, cut = await self._exchange(
+                    conn, head, method, framing, receive, timeout
+                )
+        except ClientGone:
+            if conn is not None:
+                conn.close()  # the upstream holds half a request
+            return
+        except UpstreamTimeout:
+            if conn is not None:
+                conn.close()
+            if dep is not None:
+                self.stats.record_error(dep, 504)
+            await _page(send, 504, pages.gateway_timeout(host))
+            return
         except (TimeoutError, OSError):
             if conn is not None:
                 conn.close()
@@ -144,6 +169,9 @@ class ProxyApp:
             raise
         if dep is not None:
             self.stats.record(dep, status, time.perf_counter() - started)
+        # After an early answer the client may still be sending its body: the server reads
+        # and discards the rest (closing now would reset the connection and could destroy
+        # the answer before the client reads it).
         try:
             await send(
                 {"type": "http.response.start", "status": status, "headers": end_to_end(headers)}
@@ -154,6 +182,8 @@ class ProxyApp:
             else:
                 await self._relay_body(conn, headers, receive, send, dep)
         finally:
+            if cut:
+                conn.close()  # it may still hold part of the request the upstream never read
             self.pool.release(upstream, conn)
 
     @staticmethod
@@ -163,18 +193,21 @@ class ProxyApp:
         method: str,
         framing: bytes | None,
         receive: Receive,
-    ) -> tuple[int, list[tuple[bytes, bytes]]]:
-        conn.begin(head, head_only=method == "HEAD")
+        timeout: float,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+        """Send the request, return the response's status and headers and whether the
+        upload was cut short because the upstream answered (403, 413...) before it."""
+        conn.begin(head, head_only=method == "HEAD", timeout=timeout)
+        cut = False
         if framing is not None:
-            chunked = framing == b"chunked"
-            async for chunk in _request_body(receive):
-                if chunked:
-                    await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                else:
-                    await conn.write(chunk)
-            if chunked:
-                await conn.write(b"0\r\n\r\n")
-        return await conn.response_head()
+            try:
+                await _upload(conn, framing == b"chunked", receive)
+            except UpstreamClosed:
+                if not conn.headers_done:
+                    raise
+                cut = True  # the app answered early: its answer is the response
+        status, headers = await conn.response_head()
+        return status, headers, cut
 
     async def _relay_body(
         self,
@@ -216,12 +249,14 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
     client = scope.get("client")
     raw: list[tuple[bytes, bytes]] = scope["headers"]
     framing: bytes | None = None
+    length = b""
     for name, value in raw:
         if name == b"transfer-encoding":
             framing = b"chunked"
             break
-        if name == b"content-length" and value.strip() != b"0":
-            framing = b"length"
+        if name == b"content-length":
+            length = value.strip()
+            framing = b"length" if length != b"0" else None
     headers = upstream_request_headers(
         raw, client[0] if client else "", scope.get("scheme", "http")
     )
@@ -231,20 +266,33 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
         target += b"?" + qs
     lines = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
-        if name == b"expect" or (framing == b"chunked" and name == b"content-length"):
+        if name == b"expect" or name == b"content-length":
             continue
         lines += (name, b": ", value, b"\r\n")
+    # The body's framing is always the router's own, whatever the client's headers said.
     if framing == b"chunked":
         lines.append(b"transfer-encoding: chunked\r\n")
+    elif length:
+        lines += (b"content-length: ", length, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines), framing
+
+
+async def _upload(conn: UpstreamConnection, chunked: bool, receive: Receive) -> None:
+    async for chunk in _request_body(receive):
+        if chunked:
+            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            await conn.write(chunk)
+    if chunked:
+        await conn.write(b"0\r\n\r\n")
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client disconnected")
+            raise ClientGone("client disconnected")
         body = message.get("body", b"")
         if body:
             yield body

@@ -12,13 +12,17 @@ class Route:
     """Where a host's requests go.
 
     `upstream` is the loopback address of the running release; None means the
-    environment has nothing running (the router answers 503).
+    environment has nothing running (the router answers 503). `request_timeout` is how
+    long the release may take to start answering a request (seconds, from the request's
+    arrival to the response headers) before the router answers 504; None means the
+    router's default.
     """
 
     project: str
     environment: str
     deployment: str | None
     upstream: tuple[str, int] | None
+    request_timeout: float | None = None
 
 
 def normalize_host(host: str) -> str:

@@ -10,6 +10,7 @@ from ..embedded_server import EmbeddedServer
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
+from .tunnel import UpgradeHandler
 from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,35 @@ class Router:
         connect_timeout: float = 5.0,
         pool_size: int = 256,
         graceful_timeout: float = 5.0,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        max_connections: int | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
+        """`header_timeout`: a request's head must arrive within it; `idle_timeout`: the
+        longest silence allowed in a request body or between two requests;
+        `max_connections`: open client connections past which new ones get 503 (default:
+        from the process's file descriptor limit); `request_timeout`: how long a release may
+        take to start answering (504 after), unless its route says otherwise."""
         self.table = table
         self.internal_app = internal_app
         self._stats = StatsRecorder()
         self._inflight = Inflight()
         self._pool = UpstreamPool(connect_timeout=connect_timeout, max_idle=pool_size)
-        self._app = ProxyApp(table, internal_app, self._stats, self._inflight, self._pool)
+        self._app = ProxyApp(
+            table, internal_app, self._stats, self._inflight, self._pool, request_timeout
+        )
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
-            http="httptools",
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
+            upgrade=UpgradeHandler(table, self._stats, connect_timeout),
             interface="asgi3",
             ws="none",
             lifespan="off",
             date_header=False,
-            timeout_keep_alive=30,
             timeout_graceful_shutdown=int(graceful_timeout),
         )
 

@@ -24,9 +24,43 @@ class UpstreamClosed(ConnectionError):
     """The upstream closed the connection before the response was complete."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamTimeout(TimeoutError):
+    """The upstream did not start answering within the request timeout."""
+
+
+class Deadlines:
+    """Request timeouts of many connections checked by one timer (every `TICK` s), so a
+    request costs a set insertion rather than a timer of its own."""
+
+    TICK = 0.1
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.watched: set[UpstreamConnection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: UpstreamConnection) -> None:
+        self.watched.add(conn)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.TICK, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.watched):
+            if conn.deadline is None or conn.closed:
+                self.watched.discard(conn)
+            elif now >= conn.deadline:
+                self.watched.discard(conn)
+                conn.timed_out()
+        self._timer = self.loop.call_later(self.TICK, self._sweep) if self.watched else None
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines | None = None) -> None:
+        self.loop = loop
+        self.deadlines = deadlines
+        self.deadline: float | None = None
+        self.timeout = 0.0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -95,6 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             return  # interim response (103 Early Hints...): wait for the final one
+        self.deadline = None
         self.status = status
         self.headers_done = True
         if self.head_only or status in (204, 304):
@@ -120,6 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        if self.headers_done and self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # an upload stalled on an app that already answered
 
     async def _wait(self) -> None:
         self._waiter = self.loop.create_future()
@@ -128,14 +165,41 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             self._waiter = None
 
-    def begin(self, head: bytes, head_only: bool) -> None:
+    def begin(self, head: bytes, head_only: bool, timeout: float | None = None) -> None:
+        """Send the request head; the response head must start within `timeout` seconds
+        (None: no limit here, the caller bounds the exchange)."""
         self._reset()
         self.head_only = head_only
         if self.transport is None:
             raise UpstreamClosed("upstream connection not open")
+        if timeout is not None:
+            if self.deadlines is None:
+                self.deadlines = Deadlines(self.loop)
+            self.timeout, self.deadline = timeout, self.loop.time() + timeout
+            self.deadlines.watch(self)
         self.transport.write(head)
 
+    def timed_out(self) -> None:
+        self.deadline = None
+        if not self.headers_done:
+            self.error = UpstreamTimeout(f"no answer from the upstream within {self.timeout:g} s")
+            self.close()
+            self._wake()
+            if self._drain is not None and not self._drain.done():
+                self._drain.set_exception(self.error)
+
+    @property
+    def refused_early(self) -> bool:
+        """The upstream gave its final answer, not a success, before the request body was sent."""
+        return self.headers_done and self.status >= 300
+
     async def write(self, data: bytes) -> None:
+        """Send part of the request body. Raises `UpstreamClosed` when the upstream
+        closed, or answered with a non-2xx status and so does not want the rest."""
+        if isinstance(self.error, UpstreamTimeout):
+            raise self.error
+        if self.refused_early:
+            raise UpstreamClosed("upstream answered before the request body was sent")
         if self.closed or self.transport is None:
             raise UpstreamClosed("upstream closed the connection")
         self.transport.write(data)
@@ -199,6 +263,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.deadline = None
         self._close_transport()
 
 
@@ -209,6 +274,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self._deadlines: Deadlines | None = None
 
     async def acquire(self, addr: tuple[str, int]) -> UpstreamConnection:
         idle = self._idle.get(addr)
@@ -224,8 +290,11 @@ class UpstreamPool:
 
     async def connect(self, addr: tuple[str, int]) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop)
+        deadlines = self._deadlines
         _transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(loop), addr[0], addr[1]),
+            loop.create_connection(lambda: UpstreamConnection(loop, deadlines), addr[0], addr[1]),
             self.connect_timeout,
         )
         return conn
