@@ -42,13 +42,14 @@ if TYPE_CHECKING:
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter, Summary
     from .services.variables import VariableService
-    from .services.webhook_records import Delivery
+    from .services.webhook_records import Delivery, Endpoint
     from .services.webhooks import WebhookService
 
 # Records re-exported lazily: name -> the module that defines it (see `__getattr__`).
 LAZY: dict[str, str] = {
     "BackupInfo": ".services.data_records",
     "Delivery": ".services.webhook_records",
+    "Endpoint": ".services.webhook_records",
     "DeploymentStats": ".edges.router.stats",
     "Progress": ".edges.snapshot_io",
     "Quickstart": ".services.quickstart",
@@ -64,6 +65,7 @@ __all__ = [
     "Delivery",
     "Deployment",
     "DeploymentStats",
+    "Endpoint",
     "InitResult",
     "NewToken",
     "Progress",

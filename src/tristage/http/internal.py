@@ -29,8 +29,7 @@ from ..domain.webhooks import ingest_path
 from ..errors import TristageError
 
 if TYPE_CHECKING:
-    from ..api import Tristage
-    from ..services.webhooks import Endpoint
+    from ..api import Endpoint, Tristage
 
 WEBHOOK_PREFIX = ingest_path("")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
