@@ -250,8 +250,10 @@ class Harness:
         mounts: tuple[Mount, ...] = (),
         env: dict[str, str] | None = None,
         log: bool = True,
+        scope: str = "",
     ) -> ProcessSpec:
         return ProcessSpec(
+            scope=scope,
             name=name,
             command=command,
             cwd=self.artifact,
@@ -400,6 +402,22 @@ def test_a_setsid_child_dies_with_stop(h: Harness) -> None:
     assert len(sessions) >= 2, "the child must have left the release's session"
     h.runtime.stop(rel.handle, 1.0)
     assert h.leftovers(rel) == []
+
+
+def test_reap_stops_what_no_known_handle_names_in_its_scope_only(h: Harness) -> None:
+    if h.local:
+        cgroups_only(h)
+    scope = f"conformance-{os.getpid()}-{h.mark[-6:]}"
+    kept, lost = h.serve(scope=scope), h.serve(scope=scope)
+    other = h.serve(scope=scope + "-other")
+    fresh = open_runtime(h.kind) if h.local else h.runtime  # as after a restart
+    assert fresh.reap(scope, [kept.handle]) == 1
+    wait_exited(h.runtime, lost.handle)
+    assert not listening(lost.port)  # (the marker scan would see the two that still run)
+    for d in (lost.handle.get("cgroup") or {}).get("paths", {}).values():
+        assert not Path(d).exists()
+    assert h.runtime.status(kept.handle).state is State.running
+    assert h.runtime.status(other.handle).state is State.running
 
 
 def test_stop_is_idempotent_and_a_stopped_handle_stays_exited(h: Harness) -> None:

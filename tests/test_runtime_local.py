@@ -202,3 +202,53 @@ def test_a_release_log_masks_every_form_of_a_secret(tmp_path: Path, sandboxed: b
     assert secret.encode().hex() not in text
     # the pause wrote the held start masked, on its own line; the rest is masked with it
     assert " split" in text and text.count("****") >= 4, text
+
+
+@needs_cgroups
+def test_reap_stops_only_the_unrecorded_groups_of_its_scope(tmp_path: Path) -> None:
+    rt = LocalRuntime(sandboxed=False)
+    made = []
+    for name, scope in (("kept", "home-a"), ("lost", "home-a"), ("other", "home-b")):
+        d = tmp_path / name
+        d.mkdir()
+        s = spec(d, SLEEPER, name)
+        made.append(rt.start(ProcessSpec(s.name, s.command, s.cwd, s.env, s.mounts, s.limits,
+                                         s.log_path, scope=scope)))  # fmt: skip
+    kept, lost, other = made
+    try:
+        for h in made:
+            wait(lambda h=h: bool(Cgroup.from_json(h["cgroup"]).pids()))
+        # a fresh runtime, as a control plane after a crash, knows only `kept`
+        assert LocalRuntime(sandboxed=False).reap("home-a", [kept]) == 1
+        wait(lambda: rt.status(lost).state is State.exited)
+        assert not any(d.exists() for d in Cgroup.from_json(lost["cgroup"]).dirs)
+        assert rt.status(kept).state is State.running
+        assert rt.status(other).state is State.running  # another home's: not ours to stop
+    finally:
+        for h in made:
+            rt.stop(h, 1.0)
+
+
+@needs_cgroups
+def test_a_control_plane_stops_a_release_it_has_no_record_of(home: Path, tmp_path: Path) -> None:
+    """A release started by a control plane that died before recording it is stopped at
+    the next start (it would otherwise run for ever, unseen, holding its port)."""
+    from tristage.api import Tristage
+    from tristage.services.pipeline_steps import runtime_scope
+
+    scope = runtime_scope(Tristage(home, actor="tester"))
+    rt = LocalRuntime(sandboxed=False)
+    s = spec(tmp_path, SLEEPER, "1lostapp")
+    h = rt.start(ProcessSpec(s.name, s.command, s.cwd, s.env, s.mounts, s.limits, s.log_path,
+                             scope=scope))  # fmt: skip
+    wait(lambda: bool(Cgroup.from_json(h["cgroup"]).pids()))
+    env = {**os.environ, "TRISTAGE_HOME": str(home)}
+    up = subprocess.Popen([sys.executable, "-m", "tristage", "up", "--port", "0"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait(lambda: rt.status(h).state is State.exited, 30)
+    finally:
+        up.send_signal(signal.SIGINT)
+        out = up.communicate(timeout=30)[0].decode()
+        rt.stop(h, 0.5)
+    assert "stopped 1 unrecorded release process group" in out, out

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..domain.deployments import Deployment, Status
 from ..edges.router import Router
 from ..edges.runtime import proc_start
+from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
 from .reconciler import Reconciler
@@ -141,6 +142,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         )
         await self._db(self.records.clear)
         self.releases.clear()
+        await self.reap("shutdown")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -181,6 +183,20 @@ class ControlPlane(DeployPipeline, Reconciler):
             self.releases[found.dep.id] = rel
             self.log(f"{found.dep.id} re-adopted ({runtime.name}, port {rel.port})")
             rel.task = self._spawn_task(supervise(self, rel), f"supervise-{found.dep.id}")
+        await self.reap("recovery")
+
+    async def reap(self, when: str) -> None:
+        """Stop this home's process groups that no release record names (started by a
+        control plane that died before it recorded them): never two copies, none left."""
+        known = [r.handle for r in self.releases.values()]
+        for runtime in self.runtimes.opened():
+            try:
+                n = await asyncio.to_thread(runtime.reap, steps.runtime_scope(self.api), known)
+            except OSError as exc:
+                self.log(f"could not look for unrecorded releases: {exc}")
+                continue
+            if n:
+                self.log(f"{when}: stopped {n} unrecorded release process group(s)")
 
     def _recover_store(self) -> list[Adoption]:
         """(store thread) Mark interrupted builds; the releases rows to adopt or stop."""

@@ -13,6 +13,7 @@ environment's data directory (when it runs).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -81,6 +82,11 @@ def commit_settings(api: Tristage, dep: Deployment) -> ProcessSettings:
     return settings
 
 
+def runtime_scope(api: Tristage) -> str:
+    """Names this platform home's process groups in the runtime (see `Runtime.reap`)."""
+    return "home-" + hashlib.sha256(str(api.home).encode()).hexdigest()[:12]
+
+
 def limits_of(settings: ProcessSettings) -> Limits:
     return Limits.from_settings(settings.memory, settings.cpus, settings.pids)
 
@@ -127,6 +133,7 @@ def release_spec(
         limits=limits_of(settings),
         log_path=api.deploys.log_path(dep.project, dep.id, build=False),
         redact=tuple(api.variables.secret_values(dep.project)),
+        scope=runtime_scope(api),
     )
 
 
@@ -247,6 +254,7 @@ def build_artifact(
         cache=environment_cache(api, dep.project, dep.environment),
         runtime=runtime,
         name=f"build-{dep.id}",
+        scope=runtime_scope(api),
         limits=limits,
     )
     on_context(ctx)
@@ -285,6 +293,7 @@ def run_migration(
         cache=environment_cache(api, dep.project, dep.environment),
         runtime=runtime,
         name=f"migrate-{dep.id}",
+        scope=runtime_scope(api),
         limits=limits_of(settings),
         mounts=mounts[1:],
         artifact_writable=False,

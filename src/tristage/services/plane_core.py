@@ -4,6 +4,7 @@ health, records), which the deploy pipeline, the reconciler and the supervisor u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -123,7 +124,15 @@ class PlaneCore:
         settings = await self._db(self._settings_for, dep)
         runtime = await self.choose_runtime(dep)
         spec = await self._db(steps.release_spec, self.api, dep, port, settings)
-        handle = await asyncio.to_thread(runtime.start, spec)
+        starting = asyncio.ensure_future(asyncio.to_thread(runtime.start, spec))
+        try:
+            handle = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # canceled (the control plane stops) while the process was being started:
+            # the start goes on in its thread, so wait for it and stop what it started
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(runtime.stop, await starting, 1.0)
+            raise
         return runtime, handle
 
     async def start_release(self, dep: Deployment, port: int | None = None) -> Release:

@@ -50,6 +50,12 @@ class Runtimes:
         with self._lock:
             self._by_name[runtime.name] = runtime
 
+    def opened(self) -> list[Runtime]:
+        """The runtimes used so far, and the local one (its groups are this machine's)."""
+        self.get(self.forced or "unsandboxed")
+        with self._lock:
+            return list(self._by_name.values())
+
     def for_handle(self, handle: Handle) -> Runtime:
         return self.get(str(handle.get("runtime") or "unsandboxed"))
 

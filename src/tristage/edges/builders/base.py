@@ -103,6 +103,7 @@ class BuildContext:
     cache: Path  # the dependency caches of this environment only
     runtime: Runtime
     name: str = "build"
+    scope: str = ""  # whose processes these are (see `Runtime.reap`)
     limits: Limits = field(default_factory=Limits)
     mounts: tuple[Mount, ...] = ()  # what every step sees besides the artifact
     artifact_writable: bool = True
@@ -138,6 +139,7 @@ class BuildContext:
             env=dict(env or self.env),
             mounts=(Mount(self.artifact, writable=self.artifact_writable), *self.mounts, *mounts),
             limits=self.limits,
+            scope=self.scope,
         )
         status = self.runtime.run(
             spec, self.log.output, self.timeout, self._canceled.is_set

@@ -10,7 +10,7 @@ output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -55,6 +55,7 @@ class ProcessSpec:
     limits: Limits = field(default_factory=Limits)
     log_path: Path | None = None  # a release's output, redacted, appended here
     redact: tuple[str, ...] = ()  # secret values never written to the log
+    scope: str = ""  # whose process this is (a platform home): see `Runtime.reap`
 
     def argv(self) -> list[str]:
         if isinstance(self.command, str):
@@ -119,4 +120,9 @@ class Runtime(Protocol):
         cancel: Callable[[], bool] = lambda: False,
     ) -> Status:
         """Run a one-off to completion, each output line to `on_output`."""
+        ...
+
+    def reap(self, scope: str, known: Sequence[Handle]) -> int:
+        """Stop every process group of `scope` that none of `known` names (one a crash
+        left behind between starting it and recording it); how many were stopped."""
         ...

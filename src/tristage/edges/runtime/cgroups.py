@@ -139,14 +139,19 @@ class Cgroup:
 
     # -- creation ---------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, limits: Limits, where: Hierarchy | None = None) -> Cgroup:
+    def create(
+        cls, name: str, limits: Limits, where: Hierarchy | None = None, scope: str = ""
+    ) -> Cgroup:
+        """A new group `name-XXXXXX`, under the `scope` directory when one is given (the
+        groups of one platform home, so that home's control plane can find them all)."""
         h = where or hierarchy()
         if not h.usable:
             raise CgroupError(errno.ENOTSUP, h.problem)
         leaf = f"{name}-{secrets.token_hex(3)}"
-        cg = cls(h.version, {ctrl: base / leaf for ctrl, base in h.bases.items()})
+        cg = cls(h.version, {ctrl: base / scope / leaf for ctrl, base in h.bases.items()})
         try:
             for d in cg.dirs:
+                d.parent.mkdir(exist_ok=True)
                 d.mkdir()
             cg._limit(limits)
         except OSError:
@@ -257,6 +262,21 @@ class Cgroup:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
+
+    @classmethod
+    def in_scope(cls, scope: str, where: Hierarchy | None = None) -> list[Cgroup]:
+        """Every group created under `scope`."""
+        h = where or hierarchy()
+        if not h.usable or not scope:
+            return []
+        leaves: set[str] = set()
+        for base in h.bases.values():
+            try:
+                leaves.update(p.name for p in (base / scope).iterdir() if p.is_dir())
+            except FileNotFoundError:
+                continue
+        return [cls(h.version, {c: b / scope / leaf for c, b in h.bases.items()})
+                for leaf in sorted(leaves)]  # fmt: skip
 
     def remove(self) -> None:
         """Delete the (empty) group's directories; what is already gone is fine."""

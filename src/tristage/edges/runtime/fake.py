@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -144,6 +144,15 @@ class FakeRuntime:
         self.ran.append(spec)
         on_output(f"fake: {spec.argv()[-1]}")
         return Status(State.exited, self.run_result(spec))
+
+    def reap(self, scope: str, known: Sequence[Handle]) -> int:
+        keep = {str(h.get("id")) for h in known}
+        reaped = 0
+        for key, proc in list(self.procs.items()):
+            if proc.spec.scope == scope and key not in keep and proc.state is not State.exited:
+                self._halt(proc, -9)
+                reaped += 1
+        return reaped
 
     # -- what a test does to a release ------------------------------------------------
     def crash(self, handle: Handle, code: int = 1, oom: bool = False) -> None:

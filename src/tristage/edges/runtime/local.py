@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +145,7 @@ class LocalRuntime:
                 raise SandboxUnavailable(f"cgroups are not usable: {hierarchy().problem}")
             return None
         try:
-            return Cgroup.create(spec.name, spec.limits)
+            return Cgroup.create(spec.name, spec.limits, scope=spec.scope)
         except CgroupError as exc:
             raise RuntimeError_(f"could not set the limits of {spec.name}: {exc}") from None
 
@@ -274,6 +274,23 @@ class LocalRuntime:
             return True  # keep it; the supervisor asks again
         self.stop(handle, 0.5)  # orphaned (never doubled) or gone: clean up
         return False
+
+    def reap(self, scope: str, known: Sequence[Handle]) -> int:
+        keep = {
+            str(path)
+            for h in known
+            if h.get("cgroup")
+            for path in Cgroup.from_json(h["cgroup"]).dirs
+        }
+        reaped = 0
+        for cg in Cgroup.in_scope(scope):
+            if any(str(d) in keep for d in cg.dirs):
+                continue
+            if cg.pids():
+                reaped += 1
+            cg.kill()
+            cg.remove()
+        return reaped
 
     # -- one-offs -----------------------------------------------------------------------
     def run(
