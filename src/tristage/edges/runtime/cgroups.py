@@ -151,8 +151,7 @@ class Cgroup:
         cg = cls(h.version, {ctrl: base / scope / leaf for ctrl, base in h.bases.items()})
         try:
             for d in cg.dirs:
-                d.parent.mkdir(exist_ok=True)
-                d.mkdir()
+                d.mkdir(parents=True)  # its scope directory too
             cg._limit(limits)
         except OSError:
             cg.remove()
@@ -284,6 +283,9 @@ class Cgroup:
             for _ in range(50):
                 try:
                     d.rmdir()
+                    if d.parent not in hierarchy().bases.values():
+                        with contextlib.suppress(OSError):  # the last of its scope
+                            d.parent.rmdir()
                     break
                 except FileNotFoundError:
                     break
