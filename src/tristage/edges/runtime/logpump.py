@@ -46,6 +46,7 @@ class LogFile:
         self.path = path
         self.dropped = 0
         self._fh: IO[str] | None = None
+        self._open()  # the log exists from the start, even for a quiet app
 
     def _open(self) -> IO[str] | None:
         if self._fh is None:
