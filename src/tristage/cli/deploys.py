@@ -56,10 +56,14 @@ def _follow(dep: Deployment) -> int:
     api = get_api()
     svc = api.deploys
     if svc.controlplane() is None:
-        console.print(
-            "the control plane is not running: the deployment starts when 'tristage up' runs",
-            markup=False,
-        )
+        status = svc.get(dep.id).status
+        if status == Status.queued:
+            message = (
+                "the control plane is not running: the deployment starts when 'tristage up' runs"
+            )
+        else:  # it had taken the deployment, then stopped before this command looked
+            message = api.deploys.stopped_message(status)
+        console.print(message, markup=False)
         return 0
     for line in svc.follow(dep.id):
         console.print(line, markup=False, soft_wrap=True)

@@ -528,6 +528,17 @@ class DeployService:
         return False
 
     # -- following -----------------------------------------------------------
+    @staticmethod
+    def stopped_message(status: Status) -> str:
+        """What a follower says when the control plane is gone, by how far the deployment
+        got (a queued one starts when it is back; one it was building is interrupted)."""
+        if status == Status.queued:
+            return "the control plane stopped: the deployment starts when 'tristage up' runs"
+        return (
+            "the control plane stopped during the deployment, which is interrupted: run "
+            "'tristage up', then deploy again"
+        )
+
     def follow(self, deployment: str, timeout: float = 900.0) -> Iterator[str]:
         """Build log lines as they are written, until the deployment settles."""
         dep = self.get(deployment)
@@ -548,7 +559,7 @@ class DeployService:
             if time.monotonic() > deadline:
                 return
             if self.controlplane() is None:
-                yield "the control plane stopped: the deployment resumes when 'tristage up' runs"
+                yield self.stopped_message(dep.status)
                 return
             time.sleep(0.05)
 
