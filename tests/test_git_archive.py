@@ -169,8 +169,11 @@ def test_a_large_file_streams_with_flat_memory(big_repo: tuple[Path, str], tmp_p
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     own, git_child = (int(kib) / 1024 for kib in proc.stdout.split())  # KiB on Linux
-    assert own < 150, f"peak RSS {own:.0f} MB extracting a {BIG >> 20} MB file"
-    assert git_child < 150, f"git archive peaked at {git_child:.0f} MB"
+    # holding the file or the tar in memory peaks above the file's size (it was 415 MB);
+    # streaming stays well below it (14 MB run alone here; up to ~150 MB seen under load)
+    bound = 0.95 * (BIG >> 20)
+    assert own < bound, f"peak RSS {own:.0f} MB extracting a {BIG >> 20} MB file"
+    assert git_child < bound, f"git archive peaked at {git_child:.0f} MB"
     assert (dest / "zeros.bin").stat().st_size == BIG
     assert elapsed < 60, f"took {elapsed:.1f}s"
 
