@@ -45,7 +45,7 @@ from test_deploy_helpers import (
     wait_for,
 )
 from tristage.api import Tristage
-from tristage.paths import private_dir
+from tristage.paths import private_mkdirs
 
 BWRAP = shutil.which("bwrap")
 
@@ -565,17 +565,17 @@ def test_private_dir_makes_every_directory_it_creates_0700(tmp_path: Path) -> No
     old = os.umask(0o022)
     try:
         (tmp_path / "kept").mkdir()
-        made = private_dir(tmp_path / "kept" / "a" / "b" / "c")
+        made = private_mkdirs(tmp_path / "kept" / "a" / "b" / "c")
     finally:
         os.umask(old)
     assert made.is_dir()
     assert stat.S_IMODE((tmp_path / "kept").stat().st_mode) == 0o755  # not made: untouched
     for d in (made.parent.parent, made.parent, made):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    assert private_dir(made) == made  # already there: fine
+    assert private_mkdirs(made) == made  # already there: fine
     (made / "file").write_text("x")
     with pytest.raises(NotADirectoryError):
-        private_dir(made / "file")
+        private_mkdirs(made / "file")
 
 
 # -- the master key from the environment ---------------------------------------------------

@@ -25,7 +25,7 @@ from .domain.presets import Preset
 from .edges.secrets import SecretBox
 from .edges.store import Store, open_store
 from .errors import NotFound
-from .paths import platform_home, private_dir
+from .paths import platform_home, private_mkdirs
 from .services.audit import AuditEvent, AuditLog, current_actor
 from .services.projects import InitResult, ProjectRef, ProjectService
 from .services.tokens import NAME_RE as TOKEN_NAME_RE
@@ -94,7 +94,7 @@ def __getattr__(name: str) -> Any:
 
 class Tristage:
     def __init__(self, home: Path | None = None, actor: str | None = None) -> None:
-        self.home = private_dir(home or platform_home()).resolve()
+        self.home = private_mkdirs(home or platform_home()).resolve()
         self.actor = actor or current_actor()
 
     # -- edges -----------------------------------------------------------

@@ -16,16 +16,7 @@ def platform_home() -> Path:
     else:
         base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         home = Path(base) / "tristage"
-    return private_dir(home).resolve()
-
-
-def private_dir(path: Path) -> Path:
-    """Make sure directory `path` exists; what is created (it and missing parents) is
-    0700 whatever the umask. An existing directory is left as it is."""
-    private_mkdirs(path)
-    if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a directory")
-    return path
+    return private_mkdirs(home).resolve()
 
 
 def safe_child(root: Path, *parts: str) -> Path:
@@ -58,12 +49,15 @@ def private_dirs(root: Path, *parts: str) -> Path:
 
 
 def private_mkdirs(path: Path) -> Path:
-    """Create the missing directories of `path`, each 0700 (existing ones are left alone)."""
+    """Make sure directory `path` exists; what is created (it and missing parents) is
+    0700 whatever the umask. An existing directory is left as it is; a file is refused."""
     missing: list[str] = []
     base = path
     while not base.exists() and base != base.parent:
         missing.append(base.name)
         base = base.parent
+    if not missing and not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
     return private_dirs(base, *reversed(missing))
 
 

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import TristageError
-from ..paths import private_dir
+from ..paths import private_mkdirs
 
 MAGIC = b"ts1:"
 NONCE_BYTES = 12
@@ -58,7 +58,7 @@ def load_master_key(home: Path) -> bytes:
 def _create_key_file(path: Path) -> bytes:
     """A new key in a 0600 file (its directory 0700 if new), whatever the umask. The
     complete file is linked into place, so concurrent first uses agree on one key."""
-    private_dir(path.parent)
+    private_mkdirs(path.parent)
     key = AESGCM.generate_key(bit_length=256)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import StoreError
-from ...paths import private_dir, private_file
+from ...paths import private_file, private_mkdirs
 from .base import Migration, Params, Row
 
 BUSY_TIMEOUT_MS = 15_000
@@ -35,7 +35,7 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        private_dir(path.parent)
+        private_mkdirs(path.parent)
         _private_files(path)
         conn = self._conn()
         _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
