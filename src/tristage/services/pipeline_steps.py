@@ -189,18 +189,22 @@ def path_prefix(dep: Deployment) -> tuple[str, ...]:
     return tuple(out)
 
 
-def runtime_env(api: Tristage, dep: Deployment, port: int) -> dict[str, str]:
+def runtime_env(api: Tristage, dep: Deployment, port: int | None) -> dict[str, str]:
+    """What a process of `dep`'s release gets; `port` None for one without a port (a
+    migration, a one-off), which then has no PORT at all."""
     env = {
         **base_env(path_prefix(dep)),
         # the environment's data store, unless a DATABASE_URL variable points elsewhere
         "DATABASE_URL": api.data.database_url(dep.project, dep.environment),
         **api.variables.runtime_env(dep.project, dep.environment, dep.branch),
-        "PORT": str(port),
+        "PORT": str(port) if port is not None else "",
         **deployment_vars(dep),
         # the environment's files that outlive deployments (mounted writable)
         "TRISTAGE_DATA_DIR": str(api.data.data_dir(dep.project, dep.environment)),
         "PYTHONUNBUFFERED": "1",
     }
+    if port is None:
+        del env["PORT"]
     if dep.artifact and (Path(dep.artifact) / ".venv").is_dir():
         env["VIRTUAL_ENV"] = str(Path(dep.artifact) / ".venv")
     return env
@@ -283,8 +287,7 @@ def run_migration(
     if snapshot:
         api.store.execute("UPDATE deployments SET snapshot=? WHERE id=?", (snapshot, dep.id))
         log.line(f"> snapshot {snapshot} taken before the migration")
-    env = runtime_env(api, dep, 0)
-    env.pop("PORT")
+    env = runtime_env(api, dep, None)
     mounts = release_mounts(api, dep)
     ctx = BuildContext(
         artifact=Path(dep.artifact),
@@ -373,8 +376,7 @@ def one_off_spec(
     """A fresh process of `dep`'s release: its artifact (read-only), dependencies,
     variables and data directory, without a port."""
     assert dep.artifact
-    env = runtime_env(api, dep, 0)
-    env.pop("PORT")
+    env = runtime_env(api, dep, None)
     return ProcessSpec(
         name=f"run-{dep.id}",
         command=f"exec {shlex.join(command)}",  # through sh: PATH lookup, 127 if not found

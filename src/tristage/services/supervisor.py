@@ -63,9 +63,12 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             cp.log(f"{rel.dep.id}: could not clean up ({exc}); retrying")
             await asyncio.sleep(UNKNOWN_BACKOFF)
             continue
-        how = (st if st.oom_killed or st.exit_code is not None else final).describe()
-        if st.oom_killed or final.oom_killed:
-            how = (st if st.oom_killed else final).describe()
+        # how it ended: the out-of-memory kill whichever look saw it, else the exit code
+        ended = next((x for x in (st, final) if x.oom_killed), None) or (
+            st if st.exit_code is not None else final
+        )
+        how = ended.describe()
+        if ended.oom_killed:
             await cp.report_oom(rel, how)
         await cp._db(cp.records.record_exit, rel.dep.id, how)
         now = time.time()
