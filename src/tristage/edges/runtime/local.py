@@ -183,7 +183,8 @@ class LocalRuntime:
         pump.stdin.close()
         started = None
         for _ in range(500):
-            started = proc_start(pump.pid)
+            with contextlib.suppress(OSError):  # out of descriptors: the pump runs, ask again
+                started = proc_start(pump.pid)
             if started:
                 break
             time.sleep(0.001)
