@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass
 
 from .database import Connection, utcnow
@@ -138,10 +140,24 @@ def migrate(conn: Connection) -> list[Migration]:
             )
             applied.append(migration)
     if conn.engine == "sqlite":
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
     else:
         sync_sequences(conn)
     return applied
+
+
+def use_wal(conn: Connection, wait: float = 10.0) -> None:
+    """SQLite: switch to WAL. The busy timeout does not cover this switch, so two
+    processes migrating a new file at once retry while the other holds it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def sync_sequences(conn: Connection) -> None:
