@@ -17,6 +17,25 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# `--test`: also the system packages the tests drive for real (the production edge, a local ACME
+# CA, a browser); the main command does not need them.
+if [ "${1:-}" = "--test" ]; then
+  missing=()
+  for pkg in caddy pebble chromium; do
+    command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing ${missing[*]} (used by the tests)" >&2
+      (apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; }) \
+        || echo "setup: could not install ${missing[*]}; the tests that need them are skipped" >&2
+    else
+      echo "setup: ${missing[*]} missing; install with: sudo apt-get install -y ${missing[*]}" >&2
+    fi
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -7,5 +7,5 @@
 # leaves out the end-to-end tests that start a control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"
