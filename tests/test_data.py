@@ -37,13 +37,24 @@ SANITIZE = {
     "users.avatar": "null",
     "users.balance": "keep",
     "users.score": "keep",
+    "users.is_admin": "keep",
     "payments.customer_email": "email",
+    "payments.amount_cents": "keep",
     "payments.card_number": "hash",
     "payments.meta": "keep",
 }
 
 
-def config_text(engine: str, token: str, sanitize: dict[str, str], encrypt: bool = False) -> str:
+def toml_value(v: Any) -> str:
+    """A string, bool or table of them as TOML (inline tables for tables)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+def config_text(engine: str, token: str, sanitize: dict[str, Any], encrypt: bool = False) -> str:
     def db(env: str) -> str:
         if engine == "sqlite":
             return ""
@@ -52,7 +63,7 @@ def config_text(engine: str, token: str, sanitize: dict[str, str], encrypt: bool
             f'url = "{PG_SERVER}"\nname = "tristage_t{token}_{env}"\n'
         )
 
-    rules = "\n".join(f'"{k}" = "{v}"' for k, v in sanitize.items())
+    rules = "\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in sanitize.items())
     return f"""
 [project]
 name = "shop"
@@ -139,7 +150,7 @@ class Env:
     def __init__(self, api: Tristage, repo: Path, engine: str, token: str) -> None:
         self.api, self.repo, self.engine, self.token = api, repo, engine, token
 
-    def configure(self, sanitize: dict[str, str] | None = None, encrypt: bool = False) -> None:
+    def configure(self, sanitize: dict[str, Any] | None = None, encrypt: bool = False) -> None:
         text = config_text(self.engine, self.token, SANITIZE if sanitize is None else sanitize,
                            encrypt)  # fmt: skip
         (self.repo / "tristage.toml").write_text(text)

@@ -128,6 +128,35 @@ class BackupConfig(Strict):
         return v
 
 
+class SanitizeTable(Strict):
+    """A `[sanitize]` rule written as a table: a forced keep or rules by JSON path."""
+
+    keep: bool | None = Field(
+        default=None,
+        description="`true`: keep the values even if they look like personal data "
+        "(needs `reason`, recorded with every clone).",
+    )
+    reason: str | None = Field(
+        default=None, description="Why the kept values are not personal data."
+    )
+    json_: dict[str, str] | None = Field(
+        default=None,
+        alias="json",
+        description='Rules by JSON path, `{ "$.email" = "email", "$.address" = "address" }`; '
+        "fields no path names are kept (and checked).",
+    )
+
+    def model_dump_rule(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.keep is not None:
+            out["keep"] = self.keep
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.json_ is not None:
+            out["json"] = self.json_
+        return out
+
+
 class WebhookSource(Strict):
     """A webhook provider endpoint of an environment, served at
     `/.tristage/webhooks/SOURCE` of the environment's host (docs/webhooks.md)."""
@@ -406,11 +435,13 @@ class PipelineConfig(Strict):
         description="The environments by name (at least one).",
         json_schema_extra={"key": "NAME"},
     )
-    sanitize: dict[str, str] = Field(
+    sanitize: dict[str, str | SanitizeTable] = Field(
         default_factory=dict,
-        description="Clones from production: one transform per personal-data column, "
+        description="Clones from production: one transform per column, "
         '`"table.column" = "TRANSFORM"` with TRANSFORM one of `email`, `name`, `phone`, '
-        "`address`, `null`, `hash`, `keep`, `redact`, `fake:<provider>` (docs/data.md).",
+        "`address`, `scrub`, `null`, `hash`, `redact`, `keep`, `fake:<provider>`, "
+        '`{ json = { "$.path" = "TRANSFORM" } }` or `{ keep = true, reason = "…" }` '
+        "(docs/data.md).",
     )
 
     @model_validator(mode="after")

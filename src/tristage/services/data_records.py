@@ -34,6 +34,19 @@ class SanitizeRefused(TristageError):
         self.problems = list(problems)
 
 
+class SanitizeLeak(TristageError):
+    """The check after a clone found production values in the copy; nothing was kept."""
+
+    def __init__(self, found: Sequence[str]) -> None:
+        lines = "\n".join(f"  {f}" for f in found)
+        super().__init__(
+            f"clone refused: production values of ruled columns found in the copy\n{lines}",
+            "the copy was rolled back and the target is as it was; a column the rules keep "
+            "holds the same personal data (give it a rule too)",
+        )
+        self.found = list(found)
+
+
 class BackupDamaged(TristageError):
     pass
 
@@ -136,6 +149,9 @@ class CloneReport:
     transformed: dict[str, list[str]]
     safety_backup: str | None
     seconds: float
+    # the check of the copy for production values (sampled): tables, rows, values, found
+    scan: dict[str, Any] | None = None
+    forced_keep: dict[str, str] = field(default_factory=dict)  # "t.c" -> reason
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
