@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..domain.numbers import ascii_int
 from ..domain.webhooks import ingest_path
 from ..errors import TristageError
 
@@ -174,8 +175,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         remote = f"{client[0]}:{client[1]}" if client else None
         limit = ep.config.max_body_bytes
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            result = service.too_large(ep, remote, int(declared))
+        size = ascii_int(declared)
+        if size is not None and size > limit:
+            result = service.too_large(ep, remote, size)
             await _respond(send, result.status, result.body, [(b"connection", b"close")])
             return
         try:
