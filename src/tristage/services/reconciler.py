@@ -247,3 +247,6 @@ class Reconciler(PlaneCore):
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...domain.edge import LETS_ENCRYPT
+
 EDGE_HEADER = "X-Tristage-Edge"
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
 LOCAL_HOSTS = ["localhost", "*.localhost", "*.*.localhost", "*.*.*.localhost"]
 HSTS = "max-age=31536000"
 # below the router's idle timeout (30 s), so Caddy never reuses a connection the router
