@@ -87,6 +87,12 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.router = Router(self.table, internal_app=internal_app)
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
+        if self.frontdoor is not None:
+            try:
+                await self.frontdoor.start(self.router, bound, self.last_routes)
+            except BaseException:
+                await self.router.stop()
+                raise
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
@@ -131,6 +137,8 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
         if self.http is not None:
             await self.http.stop()
+        if self.frontdoor is not None:
+            await self.frontdoor.stop()
         if self.router is not None:
             await self.router.stop()
         await asyncio.gather(
@@ -241,6 +249,7 @@ class ControlPlane(DeployPipeline, Reconciler):
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
+
 
 class _Nudge(asyncio.DatagramProtocol):
     def __init__(self, wake: asyncio.Event) -> None:

@@ -217,7 +217,13 @@ class Reconciler(PlaneCore):
                 )
             out.append(
                 ProjectRoutes(
-                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                    project,
+                    cfg.production,
+                    tuple(cfg.environments),
+                    live,
+                    branch_latest,
+                    deps,
+                    cfg.public_names(),
                 )
             )
         return out
@@ -233,10 +239,14 @@ class Reconciler(PlaneCore):
                 if p == pr.project:
                     live[env] = dep_id
             hosts = alias_domain.host_table(
-                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
-            )
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
+                pr.public,
+            )  # fmt: skip
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)
