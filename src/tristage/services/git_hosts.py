@@ -189,6 +189,7 @@ class GitHostService:
                 project=project,
                 details={"host": host.name, "repo": repo, "clone_url": origin},
             )
+        self.api.deploys.nudge()  # the router serves the new project's hosts at once
         conn = self.connection(project)
         return Connected(conn, self.webhook_url(project), secret, host.events, replaced)
 
