@@ -209,14 +209,34 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert recorder.statuses() == []  # pushes get no commit statuses
 
 
+STATUS_PATH = {
+    "github": f"/repos/{REPO}/statuses/",
+    "gitea": f"/repos/{REPO}/statuses/",
+    "gitlab": "/projects/acme%2Fshop/statuses/",
+}
+COMMENT_PATHS = {  # create, then edit (+ the id)
+    "github": (f"/repos/{REPO}/issues/7/comments", "PATCH", f"/repos/{REPO}/issues/comments/"),
+    "gitea": (f"/repos/{REPO}/issues/7/comments", "PATCH", f"/repos/{REPO}/issues/comments/"),
+    "gitlab": ("/projects/acme%2Fshop/merge_requests/7/notes", "PUT",
+               "/projects/acme%2Fshop/merge_requests/7/notes/"),
+}  # fmt: skip
+AUTH = {
+    "github": ("authorization", f"Bearer {TOKEN}"),
+    "gitea": ("authorization", f"token {TOKEN}"),
+    "gitlab": ("private-token", TOKEN),
+}
+
+
+@pytest.mark.parametrize("host_name", ["github", "gitlab", "gitea"])
 def test_pull_request_preview_status_comment_and_teardown(
-    repo: Path, tmp_path: Path, cp: ControlPlane, recorder: RecordingApi, api: Tristage
-) -> None:
-    project, origin, host = setup(repo, tmp_path, cp, recorder, "github")
+    repo: Path, tmp_path: Path, cp: ControlPlane, recorder: RecordingApi, api: Tristage,
+    host_name: str,
+) -> None:  # fmt: skip
+    project, origin, host = setup(repo, tmp_path, cp, recorder, host_name)
     git(project, "checkout", "-qb", "feature/x")
     first = commit(project, {"note.txt": "feature\n"}, "feature")
     origin.push("feature/x")
-    origin.pull_request("github", 7)
+    origin.pull_request(host_name, 7)
 
     delivery = new_delivery()
     r = host.pr(7, "opened", "feature/x", first, delivery=delivery)
@@ -236,16 +256,18 @@ def test_pull_request_preview_status_comment_and_teardown(
     wait_for(lambda: states(first) == ["pending", "success"], 30, "pending then success")
     final = recorder.statuses(first)[-1]
     assert final.json["target_url"] == url
-    assert final.path == f"/repos/{REPO}/statuses/{first}"
-    assert final.headers["authorization"] == f"Bearer {TOKEN}"
+    assert final.path == STATUS_PATH[host_name] + first
+    header, value = AUTH[host_name]
+    assert final.headers[header] == value
+    create_path, edit_method, edit_prefix = COMMENT_PATHS[host_name]
     comments = recorder.comments()
-    assert comments[0].method == "POST" and comments[0].path == f"/repos/{REPO}/issues/7/comments"
+    assert comments[0].method == "POST" and comments[0].path == create_path
     assert url in comments[-1].json["body"]
 
     # the next push to the pull request: a new deployment, the same comment edited
     second = commit(project, {"note.txt": "feature 2\n"}, "feature 2")
     origin.push("feature/x")
-    origin.pull_request("github", 7)
+    origin.pull_request(host_name, 7)
     sync = new_delivery()
     assert host.pr(7, "synchronize", "feature/x", second, delivery=sync).status_code == 202
     outcome(api, sync)
@@ -255,10 +277,10 @@ def test_pull_request_preview_status_comment_and_teardown(
     wait_for(lambda: cp.serves("pr-7.shop.localhost") == newer[0].id, 30, "pr-7 moves on")
     comments = recorder.comments()
     posts = [c for c in comments if c.method == "POST"]
-    edits = [c for c in comments if c.method == "PATCH"]
-    assert len(posts) == 1, [(c.method, c.path) for c in comments]
+    edits = [c for c in comments if c.method == edit_method]
+    assert len(posts) == 1 and len(posts) + len(edits) == len(comments), comments
     comment_id = str(1000 + 1 + recorder.snapshot().index(posts[0]))
-    assert edits and {c.path for c in edits} == {f"/repos/{REPO}/issues/comments/{comment_id}"}
+    assert edits and {c.path for c in edits} == {edit_prefix + comment_id}
     assert second[:7] in edits[-1].json["body"]
 
     # closed: the preview is torn down
@@ -306,3 +328,26 @@ def test_connect_errors_and_disconnect(repo: Path, tmp_path: Path) -> None:
     assert data["api_url"] == "https://git.example.com/api/v4"
     r = run_cli("disconnect", cwd=project)
     assert r.returncode == 0 and "disconnected shop from gitlab" in r.stdout
+
+
+def test_a_pull_request_whose_deploy_fails_gets_a_failure_status(
+    repo: Path, tmp_path: Path, cp: ControlPlane, recorder: RecordingApi, api: Tristage
+) -> None:
+    project, origin, host = setup(repo, tmp_path, cp, recorder, "github")
+    git(project, "checkout", "-qb", "feature/broken")
+    sha = commit(project, {"MODE": "unhealthy\n"}, "break health")
+    origin.push("feature/broken")
+    origin.pull_request("github", 9)
+    delivery = new_delivery()
+    assert host.pr(9, "opened", "feature/broken", sha, delivery=delivery).status_code == 202
+    outcome(api, delivery)
+    wait_for(lambda: [c.json["state"] for c in recorder.statuses(sha)] == ["pending", "failure"],
+             90, "pending then failure")  # fmt: skip
+    failed = recorder.statuses(sha)[-1]
+    assert "health check" in failed.json["description"]
+    assert len(failed.json["description"]) <= 140
+    (dep,) = deployments(api, branch="PR #9")
+    assert failed.json["target_url"] == f"http://{dep.id}.shop.localhost:{cp.port}"
+    body = recorder.comments()[-1].json["body"]
+    assert "failed" in body and dep.id in body
+    assert cp.get("pr-9.shop.localhost").status_code == 404
