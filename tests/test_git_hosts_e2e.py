@@ -22,7 +22,7 @@ from git_host_fixtures import (
     pull_request_event,
     push_event,
 )
-from test_deploy_helpers import ControlPlane, commit, make_project, wait_for
+from test_deploy_helpers import ControlPlane, commit, make_project, push, wait_for
 from tristage.api import Tristage
 from tristage.edges import git_hosts
 
@@ -205,8 +205,12 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert "release stopped" in outcome(api, gone)
     wait_for(lambda: cp.get("test.shop.localhost").status_code == 404, 30, "branch host gone")
     assert cp.serves("preview.shop.localhost") == dep.id
-    # the own remote keeps deploying
-    assert recorder.statuses() == []  # pushes get no commit statuses
+    assert recorder.statuses() == []  # branch pushes get no commit statuses
+    if host_name == "github":  # the own remote keeps deploying
+        git(project, "checkout", "-qb", "dev")
+        r = push(project, "dev")
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: cp.serves("development.shop.localhost"), 60, "dev deployed")
 
 
 STATUS_PATH = {
@@ -351,3 +355,30 @@ def test_a_pull_request_whose_deploy_fails_gets_a_failure_status(
     body = recorder.comments()[-1].json["body"]
     assert "failed" in body and dep.id in body
     assert cp.get("pr-9.shop.localhost").status_code == 404
+
+
+def test_a_delivery_accepted_before_a_stop_is_acted_on_when_the_control_plane_starts(
+    repo: Path, tmp_path: Path, home: Path, recorder: RecordingApi
+) -> None:
+    project = make_project(repo)
+    origin = Origin(tmp_path, project)
+    origin.push("main")
+    secret = connect(project, "github", origin, recorder)["secret"]
+    git(project, "checkout", "-qb", "test")
+    sha = commit(project, {"note.txt": "qa\n"}, "qa")
+    origin.push("test")
+    event, body = push_event("github", REPO, origin.url, "test", ZERO, sha)
+    raw = json.dumps(body).encode()
+    headers = git_hosts.get("github").sign(secret, new_delivery(), event, raw)
+    api = Tristage(home)
+    try:  # answered 202, then the control plane went away before acting on it
+        assert api.git_hosts.ingest("shop", {k.lower(): v for k, v in headers.items()},
+                                    raw).status == 202  # fmt: skip
+    finally:
+        api.close()
+    plane = ControlPlane(home).start()
+    try:
+        wait_for(lambda: plane.serves("test.shop.localhost"), 90, "the push deployed")
+        assert "acted on 1 git host delivery left from before" in plane.output()
+    finally:
+        plane.stop()

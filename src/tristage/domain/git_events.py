@@ -15,9 +15,10 @@ have that name (a space is not allowed in a ref), and its host label is `pr-N`, 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .branches import slug
 
@@ -55,6 +56,19 @@ class Ignored:
 
 
 GitEvent = Push | PullRequest | Ping | Ignored
+
+
+def to_json(event: GitEvent) -> dict[str, object]:
+    """The event as JSON (kept with its delivery until it is acted on)."""
+    return {"kind": type(event).__name__, **dataclasses.asdict(event)}
+
+
+def from_json(data: dict[str, Any]) -> GitEvent:
+    kinds: dict[str, type[Push | PullRequest | Ping | Ignored]] = {
+        "Push": Push, "PullRequest": PullRequest, "Ping": Ping, "Ignored": Ignored,
+    }  # fmt: skip
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    return kinds[str(data["kind"])](**fields)
 
 
 def pr_branch(number: int) -> str:

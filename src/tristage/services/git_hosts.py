@@ -20,6 +20,7 @@ id: GitHub and Gitea sign the body only) deploys nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets as pysecrets
@@ -42,7 +43,9 @@ from ..domain.git_events import (
     Push,
     StatusState,
     comment_text,
+    from_json,
     pr_branch,
+    to_json,
 )
 from ..edges import git
 from ..edges import git_hosts as hosts
@@ -248,10 +251,11 @@ class GitHostService:
                 (project, delivery),
             )
             if seen is None:
+                job = None if isinstance(event, Ping | Ignored) else json.dumps(to_json(event))
                 self.api.store.execute(
-                    "INSERT INTO git_deliveries (project, delivery, host, event, received_at)"
-                    " VALUES (?,?,?,?,?)",
-                    (project, delivery, host.name, _event_name(event), now),
+                    "INSERT INTO git_deliveries (project, delivery, host, event, received_at,"
+                    " job) VALUES (?,?,?,?,?,?)",
+                    (project, delivery, host.name, _event_name(event), now, job),
                 )
         if seen is not None:
             log.warning("%s: %s delivery %s replayed: refused", project, host.name, delivery)
@@ -267,28 +271,61 @@ class GitHostService:
 
     def start(self, job: Job) -> threading.Thread:
         """Run `job` on a thread of its own (the endpoint has answered already)."""
-        thread = threading.Thread(target=self._run_logged, args=(job,), daemon=True,
-                                  name=f"git-{job.project}-{job.delivery[:8]}")  # fmt: skip
+        return self._spawn(self.run_recorded, f"git-{job.project}-{job.delivery[:8]}", job)
+
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                target(*args)
+            except Exception as exc:  # a background thread logs what went wrong, whatever it was
+                log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+            finally:
+                self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=body, daemon=True, name=name)
         self._threads.add(thread)
         thread.start()
         return thread
 
-    def _run_logged(self, job: Job) -> None:
+    def run_recorded(self, job: Job) -> str:
+        """`run`, and what it did recorded with the delivery (its event then forgotten)."""
         try:
             outcome = self.run(job)
-        except Exception as exc:  # the thread must record what went wrong, whatever it was
+        except Exception as exc:  # recorded with the delivery, whatever it was
             outcome = f"error: {exc}" if isinstance(exc, TristageError) else (
                 f"error: {type(exc).__name__}: {exc}")  # fmt: skip
             log.error("%s: delivery %s failed: %s", job.project, job.delivery, outcome)
-        finally:
-            self._threads.discard(threading.current_thread())
         self._outcome(job.project, job.delivery, outcome)
+        return outcome
 
     def _outcome(self, project: str, delivery: str, outcome: str) -> None:
         self.api.store.execute(
-            "UPDATE git_deliveries SET outcome=? WHERE project=? AND delivery=?",
+            "UPDATE git_deliveries SET outcome=?, job=NULL WHERE project=? AND delivery=?",
             (outcome[:500], project, delivery),
         )
+
+    def resume(self) -> int:
+        """After a restart: act on the deliveries that were answered 202 but not acted on
+        (in the order they came), and report the previews whose status is still pending.
+        The number of deliveries resumed."""
+        rows = self.api.store.query(
+            "SELECT project, delivery, job FROM git_deliveries WHERE outcome IS NULL"
+            " AND job IS NOT NULL AND received_at > ? ORDER BY received_at",
+            (time.time() - 86400,),
+        )
+        for r in rows:
+            self.run_recorded(Job(r["project"], r["delivery"], from_json(json.loads(r["job"]))))
+        for pr in self.api.store.query(
+            "SELECT p.project, p.number, p.deployment FROM pull_requests p"
+            " JOIN git_connections c ON c.project = p.project"
+            " WHERE p.state=? AND p.reported=? AND p.deployment IS NOT NULL",
+            ("open", "pending"),
+        ):
+            conn = self._row(pr["project"])
+            if conn is not None:
+                dep = self.api.deploys.get(pr["deployment"])
+                self._spawn(self._report, f"git-report-{dep.id}", conn, pr["number"], dep)
+        return len(rows)
 
     def deliveries(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
         return self.api.store.query(
@@ -318,7 +355,7 @@ class GitHostService:
             with self._lock(job.project):
                 dep, outcome = self._open(row, event)
             if dep is not None:
-                self._report(row, event.number, dep)
+                self._spawn(self._report, f"git-report-{dep.id}", row, event.number, dep)
             return outcome
         return "ignored"
 
@@ -448,11 +485,10 @@ class GitHostService:
                             reason=reason)  # fmt: skip
         existing = pr["comment_id"] if pr is not None else None
         new_id = self._api_call(row, lambda api: api.upsert_comment(number, body, existing))
-        if new_id and new_id != existing:
-            self.api.store.execute(
-                "UPDATE pull_requests SET comment_id=? WHERE project=? AND number=?",
-                (new_id, row["project"], number),
-            )
+        self.api.store.execute(
+            "UPDATE pull_requests SET comment_id=?, reported=? WHERE project=? AND number=?",
+            (new_id or existing, state, row["project"], number),
+        )
 
     def _api_call(self, row: Row, call: Any) -> Any:
         """One call to the host's API; a failure is logged, never raised (the deploy

@@ -21,6 +21,7 @@ CREATE TABLE git_deliveries (
     host          TEXT NOT NULL,
     event         TEXT NOT NULL,         -- push, pull_request, ping, ignored: ...
     received_at   REAL NOT NULL,
+    job           TEXT,                  -- the event to act on, JSON (until acted on)
     outcome       TEXT,                  -- what the background work did
     PRIMARY KEY (project, delivery)
 );
@@ -36,6 +37,7 @@ CREATE TABLE pull_requests (
     state         TEXT NOT NULL,         -- open | closed
     comment_id    TEXT,
     deployment    TEXT,
+    reported      TEXT,                  -- the last commit status sent: pending success failure
     updated_at    REAL NOT NULL,
     PRIMARY KEY (project, number)
 );
