@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp
 
+from .domain.numbers import ascii_int
 from .edges.embedded_server import EmbeddedServer
 from .errors import UsageError
 
@@ -44,7 +45,7 @@ async def serve_http(
     from .http.app import build_app
 
     wanted_text = os.environ.get("TRISTAGE_DASHBOARD_PORT", "")
-    if wanted_text.isdigit():
+    if ascii_int(wanted_text) is not None:
         wanted = int(wanted_text)
     elif wanted_text:
         raise UsageError(

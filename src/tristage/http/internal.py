@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..domain.git_events import INGEST_PATH as GIT_PATH
+from ..domain.numbers import ascii_int
 from ..domain.webhooks import ingest_path
 from ..errors import TristageError
 
@@ -192,11 +193,16 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:
             headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        too_large = {"ok": False, "error": "too_large",
+                     "message": f"the body is larger than {GIT_MAX_BODY} bytes"}  # fmt: skip
+        size = ascii_int(headers.get("content-length", ""))
+        if size is not None and size > GIT_MAX_BODY:
+            await _respond(send, 413, too_large, [(b"connection", b"close")])
+            return
         try:
             body = await _read_body(receive, GIT_MAX_BODY)
         except _TooLarge:
-            await _respond(send, 413, {"ok": False, "error": "too_large"},
-                           [(b"connection", b"close")])  # fmt: skip
+            await _respond(send, 413, too_large, [(b"connection", b"close")])
             return
         except ConnectionError:
             return
@@ -218,8 +224,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         remote = f"{client[0]}:{client[1]}" if client else None
         limit = ep.config.max_body_bytes
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            result = service.too_large(ep, remote, int(declared))
+        size = ascii_int(declared)
+        if size is not None and size > limit:
+            result = service.too_large(ep, remote, size)
             await _respond(send, result.status, result.body, [(b"connection", b"close")])
             return
         try:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..domain import aliases as alias_domain
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
 from ..domain.git_events import PULL_REQUEST
+from ..domain.numbers import ascii_int
 from ..edges import git
 from ..edges.runtime import proc_start
 from ..errors import Conflict, NotFound, TristageError, UsageError
@@ -147,7 +148,8 @@ class DeployService:
         raw = os.environ.get("TRISTAGE_PORT", "").strip()
         if not raw:
             return LOOPBACK, DEFAULT_ROUTER_PORT
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
+        port = ascii_int(raw)
+        if port is None or not 0 < port < 65536:
             raise UsageError(
                 f"TRISTAGE_PORT={raw!r} is not a port number",
                 "set it to the router's port (e.g. 8080) or unset it",
