@@ -118,12 +118,23 @@ class ControlPlane(DeployPipeline, Reconciler):
         self._spawn_task(
             self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
         )
+        self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
         try:
             await stop_event.wait()
         finally:
             await self.shutdown(main)
+
+    def _resume_git_hosts(self) -> None:
+        """Git host deliveries answered before a stop but not acted on yet."""
+        try:
+            n = self.api.git_hosts.resume()
+        except Exception as exc:  # never keeps the control plane from serving
+            self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
+            return
+        if n:
+            self.log(f"acted on {n} git host deliver{'y' if n == 1 else 'ies'} left from before")
 
     async def shutdown(self, main: asyncio.Task[Any] | None = None) -> None:
         self.stopping = True
