@@ -31,7 +31,8 @@ class DeliveryStatus(StrEnum):
     pending = "pending"  # stored, not yet attempted (or requeued by a replay)
     failed = "failed"  # at least one attempt failed; a retry is scheduled
     delivered = "delivered"  # the app answered 2xx
-    dead = "dead"  # every attempt of the schedule failed: dead-lettered
+    dead = "dead"  # every attempt of the schedule failed, or the endpoint is gone (410)
+    filtered = "filtered"  # stored, not forwarded: its event type is not in `events`
 
     @property
     def waiting(self) -> bool:
@@ -59,16 +60,49 @@ def retry_delay(schedule: list[float], failures: int, u: float) -> float | None:
     return jittered(schedule[failures - 1], u)
 
 
+# Delivery signals from the app's answer.
+RETRY_AFTER_CAP = 3600.0  # seconds: a longer Retry-After waits this long
+RATE_LIMITED_FACTOR = 4.0  # a 429 without Retry-After waits this many times the schedule's delay
+RATE_LIMITED_MIN = 1.0  # ... and at least this many seconds
+GONE = 410  # the endpoint says it is gone: dead-lettered at once, with an alert
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or an HTTP date),
+    capped at RETRY_AFTER_CAP; None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return min(float(text), RETRY_AFTER_CAP)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:
+        return None  # an HTTP date is always GMT; a zone-less one is not one
+    return min(max(0.0, at.timestamp() - now), RETRY_AFTER_CAP)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The result of one forwarding attempt."""
 
     status_code: int | None  # None: no HTTP answer (refused, timeout, reset)
     error: str | None = None
+    retry_after: float | None = None  # seconds, from the answer's Retry-After (capped)
 
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == GONE
 
 
 @dataclass(frozen=True)
@@ -86,10 +120,49 @@ def after_attempt(
     made = tries + 1
     if outcome.ok:
         return Transition(DeliveryStatus.delivered, made, None)
+    if outcome.gone:
+        return Transition(DeliveryStatus.dead, made, None)
     delay = retry_delay(schedule, made, u)
     if delay is None:
         return Transition(DeliveryStatus.dead, made, None)
+    if outcome.status_code == 429 and outcome.retry_after is None:
+        delay = max(delay * RATE_LIMITED_FACTOR, RATE_LIMITED_MIN)
+    if outcome.retry_after is not None:
+        delay = max(delay, outcome.retry_after)
     return Transition(DeliveryStatus.failed, made, now + delay)
+
+
+def event_selected(patterns: list[str], event_type: str | None) -> bool:
+    """Whether a source with `events = patterns` forwards `event_type` (globs match
+    case-sensitively; an empty list forwards everything; a delivery without an event
+    type passes only an empty list)."""
+    if not patterns:
+        return True
+    if event_type is None:
+        return False
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(event_type, p) for p in patterns)
+
+
+def combine(states: list[Transition]) -> Transition:
+    """A delivery's state from its destinations': delivered when every one is, waiting
+    while one waits (due at the earliest), else dead."""
+    waiting = [t for t in states if t.status.waiting]
+    tries = max((t.tries for t in states), default=0)
+    if waiting:
+        due = min(
+            (t.next_attempt_at for t in waiting if t.next_attempt_at is not None), default=None
+        )
+        status = (
+            DeliveryStatus.pending
+            if all(t.status == DeliveryStatus.pending for t in waiting) and tries == 0
+            else DeliveryStatus.failed
+        )
+        return Transition(status, tries, due)
+    if all(t.status == DeliveryStatus.delivered for t in states):
+        return Transition(DeliveryStatus.delivered, tries, None)
+    return Transition(DeliveryStatus.dead, tries, None)
 
 
 def requeue(now: float) -> Transition:

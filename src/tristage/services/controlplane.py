@@ -109,10 +109,13 @@ class ControlPlane(DeployPipeline, Reconciler):
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
-        self._spawn_task(
-            self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
-        )
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self._spawn_task(
+            self.api.webhooks.run_forwarder(
+                stop_event, self.svc.live_upstream, monitor=self.monitor_runner
+            ),
+            "forwarder",
+        )
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
         try:
             await stop_event.wait()
@@ -241,6 +244,7 @@ class ControlPlane(DeployPipeline, Reconciler):
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
+
 
 class _Nudge(asyncio.DatagramProtocol):
     def __init__(self, wake: asyncio.Event) -> None:
