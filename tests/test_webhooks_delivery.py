@@ -431,3 +431,35 @@ def test_past_the_environment_retention_a_delivery_keeps_only_its_stub(
             assert kept.delivery.pruned_at is None and b"user.created" in kept.body
 
     run(main)
+
+
+def test_cli_replay_dry_run_lists_and_resume_says_what_it_did(
+    api: Tristage, tmp_path: Path, cli: Any
+) -> None:
+    root = tmp_path / "shop"
+
+    async def main() -> None:
+        async with rig(api, root) as r:
+            r.app.script["/clerk"] = [(410, {})]
+            d = await r.post("clerk")
+            await wait_for(lambda: r.status(d) == "dead", 10, "dead-lettered")
+            await wait_for(lambda: bool(api.webhooks.paused("shop")), 10, "paused")
+
+    run(main)
+    dry = cli("hooks", "replay", "--status", "dead", "--since", "1h", "--dry-run", cwd=root)
+    assert dry.returncode == 0, dry.stderr
+    assert "would queue 1 deliveries" in dry.stdout and "user.created" in dry.stdout
+    assert api.webhooks.select("shop", status="dead")  # still dead: nothing was queued
+    as_json = cli("hooks", "replay", "--event", "user.*", "--dry-run", "--json", cwd=root)
+    assert json.loads(as_json.stdout)["dry_run"] is True
+    assert len(json.loads(as_json.stdout)["replayed"]) == 1
+    bad = cli("hooks", "replay", "--since", "yesterday", cwd=root)
+    assert bad.returncode == 2 and "not a time" in bad.stderr
+    urls = cli("hooks", "urls", "--env", "development", cwd=root)
+    assert "paused:" in urls.stdout and "hooks resume development clerk" in urls.stdout
+    resumed = cli("hooks", "resume", "development", "clerk", cwd=root)
+    assert resumed.returncode == 0 and "resumed development/clerk -> app" in resumed.stdout
+    again = cli("hooks", "resume", "development", "clerk", cwd=root)
+    assert "nothing of development/clerk was paused" in again.stdout
+    nope = cli("hooks", "resume", "development", "clerk", "--destination", "x", cwd=root)
+    assert nope.returncode == 1 and "no destination 'x'" in nope.stderr

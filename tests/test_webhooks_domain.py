@@ -202,3 +202,99 @@ def test_stripe_samples_carry_every_field_and_parse_with_the_stripe_library(
         raw = event["data"]["object"]["items"]["data"][0]
         assert not _fields(stripe.SubscriptionItem) - set(raw) - {"deleted"}
         assert not _fields(stripe.Price) - set(raw["price"]) - {"deleted"}
+
+
+# ---------------------------------------------------------------------------
+# Delivery signals, filters, destinations, times
+
+
+def test_retry_after_in_seconds_or_an_http_date_capped() -> None:
+    now = 1_700_000_000.0
+    assert dom.parse_retry_after("2", now) == 2.0
+    assert dom.parse_retry_after(" 120 ", now) == 120.0
+    assert dom.parse_retry_after("999999", now) == dom.RETRY_AFTER_CAP
+    from email.utils import formatdate
+
+    assert dom.parse_retry_after(formatdate(now + 30, usegmt=True), now) == 30.0
+    assert dom.parse_retry_after(formatdate(now - 30, usegmt=True), now) == 0.0
+    for junk in (None, "", "soon", "-5", "1.5e3"):
+        assert dom.parse_retry_after(junk, now) is None
+
+
+def test_410_is_dead_at_once_429_backs_off_harder_and_retry_after_is_a_floor() -> None:
+    schedule = [1.0, 2.0, 3.0]
+    gone = dom.after_attempt(0, dom.Outcome(410, "HTTP 410"), schedule, 0.0, 0.5)
+    assert gone.status == dom.DeliveryStatus.dead and gone.tries == 1
+    plain = dom.after_attempt(0, dom.Outcome(500), schedule, 0.0, 0.5)
+    limited = dom.after_attempt(0, dom.Outcome(429), schedule, 0.0, 0.5)
+    assert plain.next_attempt_at == 1.0 and limited.next_attempt_at == 4.0
+    told = dom.after_attempt(0, dom.Outcome(429, retry_after=2.0), [0.05], 10.0, 0.5)
+    assert told.next_attempt_at == 12.0
+    short = dom.after_attempt(0, dom.Outcome(503, retry_after=0.1), schedule, 0.0, 0.5)
+    assert short.next_attempt_at == 1.0  # never sooner than the schedule
+    last = dom.after_attempt(3, dom.Outcome(429, retry_after=5.0), schedule, 0.0, 0.5)
+    assert last.status == dom.DeliveryStatus.dead  # the schedule still ends
+
+
+def test_event_filters_match_names_and_globs() -> None:
+    patterns = ["user.*", "paymentAttempt.updated"]
+    assert dom.event_selected(patterns, "user.created")
+    assert dom.event_selected(patterns, "paymentAttempt.updated")
+    assert not dom.event_selected(patterns, "paymentAttempt.created")
+    assert not dom.event_selected(patterns, "session.created")
+    assert not dom.event_selected(patterns, None)
+    assert dom.event_selected([], None) and dom.event_selected([], "anything")
+
+
+def test_a_delivery_is_delivered_when_every_destination_is() -> None:
+    T, S = dom.Transition, dom.DeliveryStatus
+    done, dead = T(S.delivered, 1, None), T(S.dead, 8, None)
+    waiting = T(S.failed, 2, 50.0)
+    assert dom.combine([done, done]).status == S.delivered
+    both = dom.combine([done, waiting, T(S.failed, 1, 20.0)])
+    assert both.status == S.failed and both.next_attempt_at == 20.0 and both.tries == 2
+    assert dom.combine([done, dead]).status == S.dead
+    assert dom.combine([T(S.pending, 0, 5.0)]).status == S.pending
+
+
+def test_rates_and_times_on_the_command_line() -> None:
+    from tristage.domain.config import parse_rate
+
+    assert parse_rate("10/s") == 10.0 and parse_rate("600/m") == 10.0
+    assert parse_rate("36/h") == 0.01
+    for bad in ("10", "x/s", "0/s", "5/day"):
+        with pytest.raises(ValueError, match="not a rate"):
+            parse_rate(bad)
+    now = 1_700_000_000.0
+    assert dom.parse_when("2h", now) == now - 7200
+    assert dom.parse_when("30m", now) == now - 1800
+    assert dom.parse_when("2023-11-14T22:13:20Z", now) == now
+    assert dom.parse_when("1700000000", now) == now
+    with pytest.raises(ValueError, match="not a time"):
+        dom.parse_when("yesterday", now)
+
+
+def test_bad_routing_and_limit_keys_are_one_clear_error_each() -> None:
+    from tristage.domain.config import parse_config
+    from tristage.errors import ConfigError
+
+    base = (
+        '[project]\nname = "shop"\n[environments.production]\ntier = "production"\n'
+        '[environments.production.webhooks.clerk]\nkind = "clerk"\nsecret_var = "S"\n'
+    )
+    good = parse_config(base + 'events = ["user.*"]\nrate = "10/s"\nmax_in_flight = 4\n')
+    src = good.environments["production"].webhooks["clerk"]
+    assert [d.label for d in src.routes()] == ["app"] and src.routes()[0].path == "/webhooks"
+    assert good.environments["production"].webhook_retain_days == 30.0
+    cases = {
+        'rate = "fast"': "not a rate",
+        'events = ["user created"]': "not an event type",
+        'destinations = [{ path = "/a", url = "http://x/b" }]': "exactly one of",
+        'destinations = [{ url = "ftp://x/b" }]': "http:// or https://",
+        'destinations = [{ path = "/a" }, { path = "/b" }]': "distinct `name`",
+        "max_in_flight = 0": "greater than or equal to 1",
+    }
+    for line, message in cases.items():
+        with pytest.raises(ConfigError, match="environments.production.webhooks.clerk") as err:
+            parse_config(base + line + "\n")
+        assert message in str(err.value), (line, str(err.value))

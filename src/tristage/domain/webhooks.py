@@ -788,3 +788,32 @@ def event_types(kind: Kind) -> tuple[str, ...]:
     if kind == "stripe":
         return STRIPE_EVENTS
     return ()
+
+
+# ---------------------------------------------------------------------------
+# Times on the command line (`hooks replay --since/--until`)
+
+_AGO_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_when(text: str, now: float) -> float:
+    """A point in time: `30m`, `2h`, `7d` (that long ago), an ISO date or date-time
+    (`2026-11-30`, `2026-11-30T14:00`, with or without a zone; none: local time) or a
+    Unix timestamp."""
+    import datetime as dt
+
+    value = text.strip()
+    if len(value) > 1 and value[-1] in _AGO_UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * _AGO_UNITS[value[-1]]
+    if value.replace(".", "", 1).isdigit() and len(value) >= 9:
+        return float(value)
+    try:
+        at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use a duration ago (30m, 2h, 7d), an ISO date or "
+            "date-time (2026-11-30, 2026-11-30T14:00Z) or a Unix timestamp"
+        ) from None
+    if at.tzinfo is None:
+        at = at.astimezone()  # local time
+    return at.timestamp()
