@@ -295,6 +295,6 @@ def test_bad_routing_and_limit_keys_are_one_clear_error_each() -> None:
         "max_in_flight = 0": "greater than or equal to 1",
     }
     for line, message in cases.items():
-        with pytest.raises(ConfigError, match="environments.production.webhooks.clerk") as err:
+        with pytest.raises(ConfigError, match=r"environments\.production\.webhooks\.clerk") as err:
             parse_config(base + line + "\n")
         assert message in str(err.value), (line, str(err.value))
