@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ..domain import webhooks as dom
 from ..errors import EXIT_FAILED, UsageError
 from .common import age, console, current_project, get_api, print_json, when
+from .tables import print_table
 
 hooks_app = typer.Typer(
     help="Webhook gateway: ingest URLs, deliveries, replay and test events.",
@@ -47,11 +48,21 @@ def urls(
             markup=False,
         )
         return
-    table = Table("env", "source", "kind", "forwards to", "secret", "ingest URL", box=None)
-    for i in infos:
-        secret = i.secret_var if i.secret_set else f"{i.secret_var} (not set)"
-        table.add_row(i.environment, i.source, i.kind, i.path, secret, "\n".join(i.urls))
-    console.print(table)
+    print_table(
+        console,
+        ("env", "source", "kind", "forwards to", "secret", "ingest URL"),
+        [
+            (
+                i.environment,
+                i.source,
+                i.kind,
+                i.path,
+                i.secret_var if i.secret_set else f"{i.secret_var} (not set)",
+                "\n".join(i.urls),
+            )
+            for i in infos
+        ],
+    )
     missing = [i for i in infos if not i.secret_set]
     for i in missing:
         console.print(
@@ -66,9 +77,10 @@ def urls(
     for p in api.webhooks.paused(ref.name, env):
         if p["paused_at"] is not None:
             console.print(
-                f"[yellow]paused:[/] {p['environment']}/{p['source']} -> {p['destination']} "
+                f"paused: {p['environment']}/{p['source']} -> {p['destination']} "
                 f"({p['reason']}); resume with 'tristage hooks resume {p['environment']} "
-                f"{p['source']}'"
+                f"{p['source']}'",
+                markup=False,
             )
 
 
@@ -96,9 +108,7 @@ def deliveries(
         console.print("no deliveries", markup=False)
         return
     now = time.time()
-    table = Table(
-        "id", "env", "source", "event", "status", "attempts", "last", "received", box=None
-    )
+    cells: list[tuple[str | Text, ...]] = []
     for d in rows:
         last = ""
         if d.last_status is not None:
@@ -110,17 +120,21 @@ def deliveries(
             st += " (stub)"
         if st == "failed" and d.next_attempt_at:
             st = f"failed (retry in {age(d.next_attempt_at - now)})"
-        table.add_row(
-            d.id,
-            d.environment,
-            d.source,
-            d.event_type or "",
-            f"[{_STYLE.get(d.status, '')}]{st}[/]",
-            str(d.attempts),
-            last,
-            f"{age(now - d.received_at)} ago",
+        cells.append(
+            (
+                d.id,
+                d.environment,
+                d.source,
+                d.event_type or "",
+                Text(st, style=_STYLE.get(d.status, "")),
+                str(d.attempts),
+                last,
+                f"{age(now - d.received_at)} ago",
+            )
         )
-    console.print(table)
+    print_table(
+        console, ("id", "env", "source", "event", "status", "attempts", "last", "received"), cells
+    )
 
 
 @hooks_app.command("show")
@@ -160,24 +174,36 @@ def show(
     if d.pruned_at is not None:
         console.print(f"{'body':>13}: removed after the retention ({when(d.pruned_at)})")
     if len(detail.destinations) > 1:
-        dests = Table("destination", "status", "attempts", "last", box=None)
-        for s in detail.destinations:
-            last = str(s.last_status) if s.last_status is not None else (s.last_error or "")
-            dests.add_row(s.destination, s.status, str(s.attempts), last)
-        console.print(dests)
+        print_table(
+            console,
+            ("destination", "status", "attempts", "last"),
+            [
+                (
+                    s.destination,
+                    s.status,
+                    str(s.attempts),
+                    str(s.last_status) if s.last_status is not None else (s.last_error or ""),
+                )
+                for s in detail.destinations
+            ],
+        )
     if detail.attempts:
-        table = Table("#", "at", "destination", "url", "status", "ms", "error", box=None)
-        for n, a in enumerate(detail.attempts, 1):
-            table.add_row(
-                str(n),
-                when(a.at),
-                a.destination or "",
-                a.url,
-                str(a.status_code) if a.status_code is not None else "-",
-                f"{a.duration_ms:.1f}",
-                a.error or "",
-            )
-        console.print(table)
+        print_table(
+            console,
+            ("#", "at", "destination", "url", "status", "ms", "error"),
+            [
+                (
+                    str(n),
+                    when(a.at),
+                    a.destination or "",
+                    a.url,
+                    str(a.status_code) if a.status_code is not None else "-",
+                    f"{a.duration_ms:.1f}",
+                    a.error or "",
+                )
+                for n, a in enumerate(detail.attempts, 1)
+            ],
+        )
     else:
         console.print("no attempts yet", markup=False)
     if body:
