@@ -298,3 +298,39 @@ def test_bad_routing_and_limit_keys_are_one_clear_error_each() -> None:
         with pytest.raises(ConfigError, match=r"environments\.production\.webhooks\.clerk") as err:
             parse_config(base + line + "\n")
         assert message in str(err.value), (line, str(err.value))
+
+
+# The fields of Clerk's user object as its `user.created` / `user.updated` webhooks carry
+# it (the documented example payload plus the Backend API's User object).
+CLERK_USER = {
+    "backup_code_enabled", "banned", "birthday", "create_organization_enabled",
+    "create_organizations_limit", "created_at", "delete_self_enabled", "email_addresses",
+    "enterprise_accounts", "external_accounts", "external_id", "first_name", "gender",
+    "has_image", "id", "image_url", "last_active_at", "last_name", "last_sign_in_at",
+    "legal_accepted_at", "locked", "lockout_expires_in_seconds", "mfa_disabled_at",
+    "mfa_enabled_at", "object", "passkeys", "password_enabled", "password_last_updated_at",
+    "phone_numbers", "primary_email_address_id", "primary_phone_number_id",
+    "primary_web3_wallet_id", "private_metadata", "profile_image_url", "public_metadata",
+    "saml_accounts", "totp_enabled", "two_factor_enabled", "unsafe_metadata", "updated_at",
+    "username", "verification_attempts_remaining", "web3_wallets",
+}  # fmt: skip
+CLERK_EMAIL = {
+    "created_at", "email_address", "id", "linked_to", "matches_sso_connection", "object",
+    "reserved", "updated_at", "verification",
+}  # fmt: skip
+CLERK_ENVELOPE = {"data", "event_attributes", "instance_id", "object", "timestamp", "type"}
+
+
+@pytest.mark.parametrize("event_type", ["user.created", "user.updated", "user.deleted"])
+def test_clerk_user_samples_carry_every_documented_field(event_type: str) -> None:
+    _, event = dom.sample_event("clerk", event_type, 1.7e9, random.Random(6))
+    assert set(event) == CLERK_ENVELOPE
+    assert set(event["event_attributes"]["http_request"]) == {"client_ip", "user_agent"}
+    data = event["data"]
+    if event_type == "user.deleted":
+        assert data == {"deleted": True, "id": data["id"], "object": "user"}
+        return
+    assert set(data) >= CLERK_USER, sorted(CLERK_USER - set(data))
+    email = data["email_addresses"][0]
+    assert set(email) >= CLERK_EMAIL
+    assert {"attempts", "expire_at", "status", "strategy"} <= set(email["verification"])
