@@ -115,11 +115,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
-        self._spawn_task(
-            self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
-        )
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self._spawn_task(
+            self.api.webhooks.run_forwarder(
+                stop_event, self.svc.live_upstream, monitor=self.monitor_runner
+            ),
+            "forwarder",
+        )
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
         try:
             await stop_event.wait()
