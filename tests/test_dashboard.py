@@ -3,6 +3,7 @@ rollback from the deployments page carried out by a real control plane."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from conftest import git, run_cli
 from test_deploy_helpers import ControlPlane, commit, deployment_id, make_project, push
 from test_http_api import ApiServer
 from tristage.api import Role, Tristage
+from tristage.errors import TristageError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,7 +95,8 @@ def test_pages_render_the_environment_table_and_the_lists(
                        "Requests/min", "Errors"):  # fmt: skip
             assert f"<th>{header}</th>" in html
         rows = re.findall(r'<tr data-environment="([a-z]+)">', html)
-        assert rows == ["development", "production", "preview"]
+        # pipeline order, not the file's (development, production, preview)
+        assert rows == ["development", "preview", "production"]
         assert "http://shop.localhost:" in html and "no deployment" in html
         assert "dev, feature/*" in html
         deps = c.get("/projects/shop/deployments")
@@ -194,3 +197,194 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
         assert events[0].actor == "token:oncall" and events[0].target == first
     finally:
         cp.stop()
+
+
+# -- the one-time sign-in link ('tristage open') --------------------------------------
+
+
+def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
+    server: ApiServer, api: Tristage
+) -> None:
+    code = api.tokens.sign_in_link()
+    stored = api.store.query("SELECT * FROM api_signin_links")
+    assert len(stored) == 1
+    assert code not in json.dumps(stored)  # only its sha256
+    assert stored[0]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    with browser(server.url) as c:
+        r = c.get("/login/link", params={"code": code})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = next(h for h in r.headers.get_list("set-cookie") if "tristage_session=" in h)
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = c.get("/")
+        assert page.status_code == 200 and "local-owner (admin)" in page.text
+        assert c.get("/tokens").status_code == 200  # the owner is an admin
+    with browser(server.url) as again:  # the same link a second time: refused
+        r = again.get("/login/link", params={"code": code})
+        assert r.status_code == 401 and "used, expired or unknown" in r.text
+        assert "tristage open" in r.text and "tristage_session=" not in r.headers.get(
+            "set-cookie", ""
+        )
+        assert again.get("/").status_code == 303
+    expired = api.tokens.sign_in_link(ttl=-1.0)
+    with browser(server.url) as late:
+        assert late.get("/login/link", params={"code": expired}).status_code == 401
+        assert late.get("/login/link", params={"code": "x" * 500}).status_code == 401
+        assert late.get("/login/link").status_code == 401
+    actions = [e.action for e in api.audit.events(action="token.*")]
+    assert actions.count("token.sign_in") == 1 and actions.count("token.sign_in_link") == 2
+
+
+def test_a_sign_in_link_for_an_owner_token_that_is_not_admin_is_refused(api: Tristage) -> None:
+    api.tokens.create("local-owner", Role.viewer)
+    with pytest.raises(TristageError) as exc:
+        api.tokens.sign_in_link()
+    assert "not admin" in exc.value.message and "token revoke local-owner" in (exc.value.hint or "")
+    api.tokens.revoke("local-owner")
+    assert api.tokens.sign_in_link() and api.tokens.get("local-owner").role == Role.admin
+
+
+def test_open_without_a_control_plane_says_how_to_start_it(home: Path) -> None:
+    r = run_cli("open", "--print")
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "control plane is not running" in out and "tristage up" in out
+
+
+# -- pages that change things ---------------------------------------------------------
+
+
+def test_variables_set_change_remove_with_rule_findings_next_to_them(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        page = v.get("/projects/shop/variables?environment=preview")
+        assert page.status_code == 200 and "Set a variable" not in page.text
+        r = v.post("/projects/shop/variables", data={"csrf": csrf_of(page.text),
+                   "environment": "preview", "name": "A", "value": "1"})  # fmt: skip
+        assert r.status_code == 403 and "this needs admin" in r.text
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/projects/shop/variables?environment=preview")
+        csrf = csrf_of(page.text)
+        no_csrf = c.post("/projects/shop/variables", data={"environment": "preview"})
+        assert no_csrf.status_code == 403
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "scope": "environment",
+            "name": "STRIPE_SECRET_KEY", "value": "sk_live_abcdef123456",
+            "secret": "yes"})  # fmt: skip
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == (
+            "/projects/shop/variables?environment=preview&notice=var-set&id=STRIPE_SECRET_KEY"
+        )
+        page = c.get(r.headers["location"])
+        row = page.text.split('<tr data-variable="STRIPE_SECRET_KEY"')[1].split("</tr>")[0]
+        assert "sk_live_abcdef123456" not in page.text  # masked
+        assert "finding-error" in row and "live" in row and "preview" in row
+        # a plain value with markup in it is escaped, and changing it keeps the rule running
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "GREETING",
+            "value": "<script>alert(1)</script>", "secret": "no"})  # fmt: skip
+        assert r.status_code == 303
+        page = c.get(r.headers["location"]).text
+        assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "STRIPE_SECRET_KEY",
+            "value": "sk_test_abcdef123456"})  # fmt: skip
+        page = c.get(r.headers["location"]).text
+        row = page.split('<tr data-variable="STRIPE_SECRET_KEY"')[1].split("</tr>")[0]
+        assert "finding-error" not in row
+        assert api.variables.get("shop", "STRIPE_SECRET_KEY", "preview").secret
+        # a bad name: one clear error on the page, nothing stored
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "1 BAD", "value": "x"})  # fmt: skip
+        assert r.status_code == 400 and "is not a variable name" in r.text
+        r = c.post("/projects/shop/variables/GREETING/remove",
+                   data={"csrf": csrf, "environment": "preview"})  # fmt: skip
+        assert r.status_code == 303 and "notice=var-removed" in r.headers["location"]
+        assert "GREETING" not in {e.name for e in api.variables.entries("shop", "preview")}
+    events = api.audit.events(project="shop", action="env.*")
+    assert {e.actor for e in events} == {"token:admin-1"}
+
+
+def test_tokens_are_shown_once_and_revoked_by_admins_only(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as d:
+        sign_in(d, tokens["deployer"])
+        assert d.get("/tokens").status_code == 403
+        assert "/tokens" not in d.get("/").text.split("<main>")[0]
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/tokens")
+        assert page.status_code == 200 and 'data-token="viewer-1"' in page.text
+        csrf = csrf_of(page.text)
+        r = c.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "deployer"})
+        assert r.status_code == 201
+        shown = re.search(r'id="new-token">(tst_[^<]+)<', r.text)
+        assert shown and api.tokens.authenticate(shown.group(1)).name == "ci"
+        again = c.get("/tokens").text
+        assert shown.group(1) not in again and 'data-token="ci"' in again  # once
+        r = c.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "viewer"})
+        assert r.status_code == 409 and "already exists" in r.text
+        r = c.post("/tokens/ci/revoke", data={"csrf": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/tokens?notice=revoked&id=ci"
+        assert "ci" not in {t.name for t in api.tokens.list()}
+
+
+def test_audit_filters_and_pages(server: ApiServer, tokens: dict[str, str], api: Tristage) -> None:
+    for i in range(120):
+        api.audit.record(f"note.n{i % 3}", project="shop", environment="preview", target=str(i))
+    api.audit.record("deploy.promote", project="shop", environment="production", target="p",
+                     actor="token:ci")  # fmt: skip
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        first = c.get("/audit").text
+        ids = [int(x) for x in re.findall(r'<tr data-event="(\d+)">', first)]
+        assert len(ids) == 50 and ids == sorted(ids, reverse=True)
+        older = re.search(r'<a href="([^"]+)" rel="next">Older', first)
+        assert older
+        second = c.get(older.group(1).replace("&amp;", "&")).text
+        ids2 = [int(x) for x in re.findall(r'<tr data-event="(\d+)">', second)]
+        assert len(ids2) == 50 and max(ids2) < min(ids) and "Newest" in second
+        by_actor = c.get("/audit", params={"actor": "token:ci"}).text
+        assert by_actor.count("<tr data-event=") == 1 and "deploy.promote" in by_actor
+        by_action = c.get("/audit", params={"action": "deploy"}).text  # deploy = deploy.*
+        assert by_action.count("<tr data-event=") == 1
+        by_env = c.get("/audit", params={"environment": "production", "project": "shop"}).text
+        assert by_env.count("<tr data-event=") == 1
+        n1 = c.get("/audit", params={"action": "note.n1"}).text
+        assert n1.count("<tr data-event=") == 40 and "Older" not in n1
+        assert c.get("/audit", params={"environment": "Bad Env"}).status_code == 400
+        assert c.get("/audit", params={"before": "²"}).status_code == 400
+        weird = c.get("/audit", params={"actor": '"><b>x'}).text
+        assert '"><b>x' not in weird and "&#34;&gt;&lt;b&gt;x" in weird
+
+
+def test_navigation_is_one_line_with_a_project_switcher(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, tmp_path: Path
+) -> None:
+    for i in range(8):
+        other = tmp_path / f"app{i}"
+        other.mkdir()
+        git(other, "init", "-q", "-b", "main")
+        api.init_project(other, name=f"app{i}")
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        page = c.get("/projects/shop/deployments").text
+        header = page.split("<header>")[1].split("</header>")[0]
+        assert header.count("/deployments") == 1  # one project's links, not nine
+        assert header.count("<option") == 9 and '<option value="shop" selected>' in header
+        r = c.get("/go", params={"project": "app3"})
+        assert r.status_code == 303 and r.headers["location"] == "/projects/app3"
+        assert c.get("/go", params={"project": "../x"}).status_code == 400
+        one = c.get("/projects/app3").text
+        assert one.count("<section data-project=") == 1
+        assert "flex-wrap: nowrap" in c.get("/static/style.css").text
+
+
+def test_log_lines_follow_from_a_line_and_lose_terminal_escapes() -> None:
+    from tristage.http.dashboard_data import strip_ansi
+
+    assert strip_ansi("\x1b[31mred\x1b[0m \x1b]0;title\x07ok\x1b[2K\r") == "red ok"
+    assert strip_ansi("tab\tkept") == "tab\tkept"
