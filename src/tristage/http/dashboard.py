@@ -62,6 +62,8 @@ NOTICES = {
     "redeployed": "Deployment {id} queued.",
     "replayed": "Delivery {id} queued again.",
     "var-set": "{id} saved; the rules ran on the new value (findings are shown next to it).",
+    "var-set-redeploy": "{id} saved; the rules ran on the new value (findings are shown next "
+    "to it), and the environments it reaches redeploy ([app] redeploy_on_change).",
     "var-removed": "{id} removed.",
     "backed-up": "Backup {id} taken and verified.",
     "restored": "Restored {id} (a safety backup was taken first).",
@@ -495,12 +497,13 @@ def routes(http: Http) -> list[BaseRoute]:
             name = fields.get("name", "").strip()
             envs, every, branch = _scope(fields)
             flag = {"yes": True, "no": False}
-            api.variables.set(
+            results = api.variables.set(
                 project, name, fields.get("value", ""),
                 environments=envs, all_environments=every, branch=branch,
                 secret=flag.get(fields.get("secret", "")), build=flag.get(fields.get("build", "")),
             )  # fmt: skip
-            return "var-set", name
+            redeploys = api.variables.redeploy_after(project, api.variables.changed_scopes(results))
+            return ("var-set-redeploy" if redeploys else "var-set"), name
 
         return await act(request, info, sid, Role.admin, do, _vars_url(project), _var_error)
 
