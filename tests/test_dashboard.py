@@ -388,3 +388,99 @@ def test_log_lines_follow_from_a_line_and_lose_terminal_escapes() -> None:
 
     assert strip_ansi("\x1b[31mred\x1b[0m \x1b]0;title\x07ok\x1b[2K\r") == "red ok"
     assert strip_ansi("tab\tkept") == "tab\tkept"
+
+
+def test_a_failed_deployment_shows_its_reason_inline_and_its_log_as_text(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, repo: Path
+) -> None:
+    (repo / "app.py").write_text("print('hi')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "an app")
+    sha = git(repo, "rev-parse", "HEAD")
+    git(api.deploys.bare_repo("shop"), "fetch", "-q", str(repo), "main:refs/heads/test")
+    api.variables.set("shop", "STRIPE_SECRET_KEY", "sk_live_abcdef123456",
+                      environments=["preview"], secret=True)  # fmt: skip
+    dep, _ = api.deploys.create("shop", "test", sha, "push", "preview")
+    assert dep.status.value == "error" and dep.reason
+    log = api.deploys.log_path("shop", dep.id, build=False)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("\x1b[31mfirst\x1b[0m <b>line</b>\nsecond\x1b]0;title\x07\nthird\n")
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        page = c.get("/projects/shop/deployments").text
+        row = page.split(f'<tr data-deployment="{dep.id}">')[1].split("</tr>")[0]
+        assert '<span class="status status-error">error</span>' in row
+        reason = row.split('<div class="reason">')[1].split("</div>")[0]
+        assert "live Stripe key" in reason and "sk_live_abcdef123456" not in page
+        shown = c.get(f"/projects/shop/deployments/{dep.id}/log?kind=runtime")
+        assert shown.status_code == 200
+        assert "first &lt;b&gt;line&lt;/b&gt;\nsecond\nthird" in shown.text
+        assert "\x1b" not in shown.text and "data-follow=" in shown.text
+        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=1")
+        assert lines.json() == {"lines": ["second", "third"], "next": 3, "status": "error"}
+        with log.open("a") as f:
+            f.write("\x1b[1mfourth\x1b[0m\n")
+        more = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=3")
+        assert more.json()["lines"] == ["fourth"]
+        for bad in ("from=-1", "from=²", "kind=other&from=0"):
+            r = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&{bad}")
+            assert r.status_code == 400
+
+
+def test_backups_need_their_roles_and_a_restore_the_typed_name(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    url = "/projects/shop/environments/production"
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        page = v.get("/projects/shop/backups").text
+        assert "Back up now" not in page
+        r = v.post(f"{url}/backup", data={"csrf": csrf_of(page)})
+        assert r.status_code == 403 and "this needs deployer" in r.text
+    with browser(server.url) as d:
+        sign_in(d, tokens["deployer"])
+        page = d.get("/projects/shop/backups").text
+        csrf = csrf_of(page)
+        assert "Back up now" in page and 'name="confirm"' not in page  # no restore form
+        r = d.post(f"{url}/backup", data={"csrf": csrf})
+        assert r.status_code == 303 and "notice=backed-up" in r.headers["location"]
+        backup = r.headers["location"].split("id=")[1]
+        assert "taken and verified" in d.get(r.headers["location"]).text
+        r = d.post(f"{url}/drill", data={"csrf": csrf})
+        assert r.status_code == 200 and "Drill passed" in r.text
+        r = d.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": "production"})
+        assert r.status_code == 403 and "this needs admin" in r.text
+    with browser(server.url) as a:
+        sign_in(a, tokens["admin"])
+        csrf = csrf_of(a.get("/projects/shop/backups").text)
+        before = len(api.data.backups("shop", "production"))
+        for typed in ("", "preview", "Production"):
+            r = a.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": typed})
+            assert r.status_code == 400 and "not confirmed" in r.text
+        assert len(api.data.backups("shop", "production")) == before  # nothing happened
+        assert not api.audit.events(project="shop", action="db.restore")
+        r = a.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": "production"})
+        assert r.status_code == 303 and r.headers["location"].endswith(
+            f"notice=restored&id={backup}"
+        )
+        assert api.audit.events(project="shop", action="db.restore")[0].actor == "token:admin-1"
+
+
+def test_the_preflight_says_what_stops_a_promotion(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        assert "/promote?from=preview" not in v.get("/projects/shop").text  # viewers: no link
+    with browser(server.url) as c:
+        sign_in(c, tokens["deployer"])
+        assert "/projects/shop/promote?from=preview" in c.get("/projects/shop").text
+        page = c.get("/projects/shop/promote?from=preview")
+        assert page.status_code == 200
+        assert "preview has no live deployment to promote" in page.text
+        assert (
+            '/promote" class="confirm"' not in page.text
+            and "<button" not in page.text.split("<main>")[1]
+        )
+        assert c.get("/projects/shop/promote?from=production").status_code == 404
+        assert c.get("/projects/shop/promote?from=../x").status_code == 400
