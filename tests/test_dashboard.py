@@ -484,3 +484,27 @@ def test_the_preflight_says_what_stops_a_promotion(
         )
         assert c.get("/projects/shop/promote?from=production").status_code == 404
         assert c.get("/projects/shop/promote?from=../x").status_code == 400
+
+
+def test_a_deployment_stays_marked_rolled_back_until_it_is_live_again(
+    api: Tristage, repo: Path
+) -> None:
+    from tristage.http.dashboard_data import rollback_marks
+
+    api.init_project(repo, name="shop")
+
+    def rollback(to: str, left: str, actor: str = "token:oncall") -> None:
+        api.audit.record("deploy.rollback", project="shop", environment="production",
+                         target=to, details={"from": left}, actor=actor)  # fmt: skip
+
+    rollback("1aaaaaaa", "2bbbbbbb")
+    marks = rollback_marks(api, "shop")
+    assert set(marks) == {"2bbbbbbb"} and marks["2bbbbbbb"].actor == "token:oncall"
+    assert marks["2bbbbbbb"].to == "1aaaaaaa" and not marks["2bbbbbbb"].automatic
+    rollback("2bbbbbbb", "1aaaaaaa")  # put back: live again, so no longer marked
+    assert set(rollback_marks(api, "shop")) == {"1aaaaaaa"}
+    api.audit.record("deploy.promote", project="shop", environment="production",
+                     target="1aaaaaaa", details={"from": "3ccccccc"})  # fmt: skip
+    rollback("2bbbbbbb", "1aaaaaaa", actor="tristage-monitor")
+    marks = rollback_marks(api, "shop")
+    assert set(marks) == {"1aaaaaaa"} and marks["1aaaaaaa"].automatic

@@ -8,18 +8,20 @@ Plain calls on the Python API (they block: run them in worker threads).
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..domain.config import PipelineConfig, Tier
 from ..domain.deployments import Status
-from ..errors import Conflict, NotFound, TristageError
+from ..errors import Conflict, NotFound
 from . import views
 from .models import DeploymentOut, EnvironmentOut, Traffic
 
 if TYPE_CHECKING:
     from ..api import Tristage
 
+RECENT_ROLLBACKS = 24 * 3600.0  # the overview shows automatic rollbacks of the last day
 TIER_RANK = {Tier.development: 0, Tier.preview: 1, Tier.production: 2}
 # CSI (colours, cursor moves), OSC (titles, links) and two-character escapes
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -55,8 +57,7 @@ def path_environments(cfg: PipelineConfig) -> tuple[str | None, str | None]:
 @dataclass
 class EnvRow:
     env: EnvironmentOut
-    alerts: int
-    rolled_back: RollbackMark | None
+    alerts: int  # open alerts
 
 
 @dataclass(frozen=True)
@@ -72,21 +73,26 @@ class RollbackMark:
 
 
 def rollback_marks(api: Tristage, project: str, limit: int = 500) -> dict[str, RollbackMark]:
-    """Each deployment a rollback left (its latest one), automatic ones with their reason."""
+    """Each deployment a rollback took out and that has not been made live again since
+    (by a promote or another rollback), with the automatic rollback's reason."""
+    reasons = {
+        a.deployment: a.message
+        for a in reversed(api.monitor.alerts(project, limit=limit))
+        if a.kind == "auto_rollback"
+    }
     marks: dict[str, RollbackMark] = {}
-    for alert in api.monitor.alerts(project, limit=limit):
-        if alert.kind == "auto_rollback" and alert.deployment not in marks:
-            marks[alert.deployment] = RollbackMark(
-                alert.deployment, alert.details.get("rolled_back_to"), "tristage-monitor",
-                alert.at, True, alert.message,
-            )  # fmt: skip
-    for event in api.audit.events(project=project, action="deploy.rollback", limit=limit):
+    live_again: set[str] = set()  # targets of switches newer than the event at hand
+    for event in api.audit.events(project=project, action="deploy.*", limit=limit):
+        if event.action not in ("deploy.rollback", "deploy.promote"):
+            continue
         left = event.details.get("from")
-        if isinstance(left, str) and left not in marks:
-            marks[left] = RollbackMark(
-                left, event.target, event.actor, event.at,
-                event.actor == "tristage-monitor", None,
-            )  # fmt: skip
+        fresh = isinstance(left, str) and left not in marks and left not in live_again
+        if event.action == "deploy.rollback" and isinstance(left, str) and fresh:
+            automatic = event.actor == "tristage-monitor"
+            marks[left] = RollbackMark(left, event.target, event.actor, event.at, automatic,
+                                       reasons.get(left) if automatic else None)  # fmt: skip
+        if event.target:
+            live_again.add(event.target)
     return marks
 
 
@@ -101,10 +107,11 @@ def overview(
     for alert in api.monitor.alerts(project, open_only=True, limit=200):
         open_alerts[alert.environment] = open_alerts.get(alert.environment, 0) + 1
     marks = rollback_marks(api, project)
-    rows = [
-        EnvRow(by_name[n], open_alerts.get(n, 0), None) for n in pipeline_order(cfg) if n in by_name
-    ]
-    automatic = sorted((m for m in marks.values() if m.automatic), key=lambda m: -m.at)
+    rows = [EnvRow(by_name[n], open_alerts.get(n, 0)) for n in pipeline_order(cfg) if n in by_name]
+    recent = time.time() - RECENT_ROLLBACKS
+    automatic = sorted(
+        (m for m in marks.values() if m.automatic and m.at >= recent), key=lambda m: -m.at
+    )
     return rows, automatic[:5]
 
 
@@ -144,7 +151,6 @@ class Preflight:
     rebuild: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -199,28 +205,10 @@ def preflight(api: Tristage, project: str, source: str | None = None) -> Preflig
             _shown(a.value if a else None, secret), _shown(b.value if b else None, secret),
         ))  # fmt: skip
     out.rebuild = dep.build_hash != api.variables.build_hash(project, production, dep.branch)
-    preflight_fn = getattr(api, "promote_preflight", None)
-    if callable(preflight_fn):  # the deploy engine's own preflight, when it has one
-        try:
-            report = preflight_fn(project, dep.id)
-        except TristageError as exc:
-            out.problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        else:
-            out.checks = _as_checks(report)
     for finding in api.variables.check(project, production, dep.branch):
         line = f"[{finding.rule}] {finding.variable or ''} {finding.message}".replace("  ", " ")
         (out.problems if finding.severity == "error" else out.warnings).append(line)
     return out
-
-
-def _as_checks(report: Any) -> list[dict[str, Any]]:
-    data = report.as_json() if hasattr(report, "as_json") else report
-    if isinstance(data, dict):
-        checks = data.get("checks", [data])
-        return [c for c in checks if isinstance(c, dict)]
-    if isinstance(data, list):
-        return [c if isinstance(c, dict) else {"check": str(c)} for c in data]
-    return [{"check": str(data)}]
 
 
 # -- variables -------------------------------------------------------------------
