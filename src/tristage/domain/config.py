@@ -110,9 +110,10 @@ class BackupConfig(Strict):
         default_factory=Retention,
         description="Retention: how many daily, weekly and monthly backups are kept.",
     )
-    encrypt: bool = Field(
-        default=False,
-        description="Encrypt backups (AES-256-GCM under the platform master key).",
+    encrypt: bool | None = Field(
+        default=None,
+        description="Encrypt backups (AES-256-GCM under the platform master key); default: "
+        "`true` for production, `false` elsewhere.",
     )
 
     @field_validator("schedule")

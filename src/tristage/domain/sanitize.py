@@ -365,7 +365,11 @@ def plan(
                 cols.append(ColumnRule(table.name, col.name, "keep", "generated"))
                 continue
             out.problems.append(
-                Problem(table.name, col.name, f"has no rule ({col.type}, new column?); {hint}")
+                Problem(
+                    table.name,
+                    col.name,
+                    f"has no rule ({col.type or col.kind}, new column?); {hint}",
+                )
             )
         out.columns[table.name] = cols
     out.unused = sorted(set(rules) - used)

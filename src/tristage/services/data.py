@@ -117,8 +117,14 @@ class DataService:
         tables: Sequence[str] = (),
         mode: ImportMode = None,
         progress: Progress | None = None,
+        not_production: bool = False,
     ) -> LoadResult:
-        return self.snapshots.import_snapshot(project, environment, path, tables, mode, progress)
+        """Load a snapshot in one transaction, checked against its manifest. A Convex ZIP
+        into a non-production environment is sanitized with `[sanitize]` (it may hold
+        production data) unless `not_production`."""
+        return self.snapshots.import_snapshot(
+            project, environment, path, tables, mode, progress, not_production
+        )
 
     # -- backups --------------------------------------------------------------
     def backup(

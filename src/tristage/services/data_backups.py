@@ -96,6 +96,8 @@ class BackupService:
         cfg = self.stores.config(project)
         owner = cfg.owner(environment)
         encrypt = cfg.env(owner).backups.encrypt
+        if encrypt is None:  # production's backups are encrypted unless told otherwise
+            encrypt = cfg.env(owner).tier == Tier.production
         store = self.stores.open_store(project, owner)
         target = self.stores.target(project, owner)
         now = utcnow()

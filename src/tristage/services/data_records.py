@@ -25,11 +25,16 @@ class ConfirmationRequired(UsageError):
 
 
 class SanitizeRefused(TristageError):
-    def __init__(self, problems: Sequence[sanitize.Problem]) -> None:
+    def __init__(
+        self,
+        problems: Sequence[sanitize.Problem],
+        hint: str = "add the rules to [sanitize] in tristage.toml; nothing was copied",
+    ) -> None:
         lines = "\n".join(f"  {p}" for p in problems)
+        what = "import" if "imported" in hint else "clone"
         super().__init__(
-            f"clone refused: {len(problems)} column(s) without a sanitization rule\n{lines}",
-            "add the rules to [sanitize] in tristage.toml; nothing was copied",
+            f"{what} refused: {len(problems)} column(s) without a sanitization rule\n{lines}",
+            hint,
         )
         self.problems = list(problems)
 
