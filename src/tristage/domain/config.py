@@ -115,6 +115,31 @@ class BackupConfig(Strict):
         description="Encrypt backups (AES-256-GCM under the platform master key); default: "
         "`true` for production, `false` elsewhere.",
     )
+    target: str | None = Field(
+        default=None,
+        description="Where backups go, by URL: `file:///abs/dir` or `s3://bucket/prefix` "
+        "(`?endpoint=https://host:9000` for an S3-compatible server); each environment "
+        "gets `<project>/<env>/` below it. Unset: `$TRISTAGE_HOME/backups/`.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The endpoint of an S3-compatible server (MinIO, Ceph, Garage…), if "
+        "not in `target`'s `?endpoint=`.",
+    )
+    region: str | None = Field(default=None, description="The S3 region, if it matters.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("file://"):
+            if not v[len("file://") :].startswith("/"):
+                raise ValueError(f"{v!r}: a file:// target needs an absolute path (file:///dir)")
+            return v
+        if v.startswith("s3://") and len(v) > len("s3://") and not v[5:].startswith("/"):
+            return v
+        raise ValueError(f"{v!r} is not a backup target: use file:///abs/dir or s3://bucket/prefix")
 
     @field_validator("schedule")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from ..domain import retention
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, Manifest
-from ..edges.backup_targets import BackupTarget, check_name
+from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
     DUMP_MEMBER,
@@ -43,7 +44,7 @@ from ..edges.snapshot_io import (
     open_source,
 )
 from ..errors import NotFound, TristageError
-from ..paths import private_dirs
+from ..paths import private_dirs, private_mkdirs, private_open
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -236,17 +237,32 @@ class BackupService:
         check_name(backup_id)
         target = self.stores.target(project, owner)
         path = target.local_path(backup_id)
+        downloaded = path is None
         if path is None:
-            raise NotFound(
-                f"no backup {backup_id} of {project}/{owner}",
-                f"list them with 'tristage db backups {owner}'",
-            )
+            path = self._download(target, project, owner, backup_id)
         try:
             return open_source(path, self.api.secret_box, _context(project, owner, backup_id))
         except SnapshotError as exc:
             raise BackupDamaged(
                 f"backup {backup_id} is damaged: {exc.message}", "restore another backup"
             ) from None
+        finally:
+            if downloaded:
+                path.unlink(missing_ok=True)  # the open source keeps reading it
+
+    def _download(self, target: BackupTarget, project: str, owner: str, backup_id: str) -> Path:
+        """A remote backup copied into a private file that is unlinked as soon as it is
+        open: no copy of it stays on this disk (the open file keeps it readable)."""
+        if backup_id not in {b.name for b in target.list()}:
+            raise NotFound(
+                f"no backup {backup_id} of {project}/{owner} in {target.describe()}",
+                f"list them with 'tristage db backups {owner}'",
+            )
+        folder = private_mkdirs(self.api.home / "tmp" / "backup-downloads")
+        path = folder / f"{TMP_PREFIX}{backup_id}-{secrets.token_hex(4)}{SUFFIX}"
+        with target.open(backup_id) as remote, private_open(path, exclusive=True) as f:
+            shutil.copyfileobj(remote, f, 1 << 20)
+        return path
 
     def _discard(self, project: str, owner: str, backup_id: str) -> None:
         self.stores.target(project, owner).delete(backup_id)
