@@ -7,6 +7,7 @@ import logging
 from starlette.types import ASGIApp
 
 from ..embedded_server import EmbeddedServer
+from .fastpath import FastPath
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
@@ -53,6 +54,7 @@ class Router:
         self._app = ProxyApp(
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout
         )
+        self._fast = FastPath(table, self._stats, self._inflight, self._pool, request_timeout)
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
@@ -60,6 +62,7 @@ class Router:
             idle_timeout=idle_timeout,
             max_connections=max_connections,
             upgrade=UpgradeHandler(table, self._stats, connect_timeout),
+            shortcut=self._fast.take,
             interface="asgi3",
             ws="none",
             lifespan="off",
