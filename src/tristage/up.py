@@ -78,7 +78,7 @@ def run_foreground(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        cp = ControlPlane(api, host, port, log=log)
+        cp = ControlPlane(api, host, port, log=log, router_process=True)
         await cp.run(stop_event, internal_app=build_internal_app(api), serve_http=serve)
 
     asyncio.run(main())

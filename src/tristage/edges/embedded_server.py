@@ -383,11 +383,15 @@ class EmbeddedServer:
     def port(self) -> int | None:
         return int(self._sock.getsockname()[1]) if self._sock is not None else None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> int:
+        """Listen on host:port (0 picks a free port), or on `sock`, a listening socket
+        made by the caller; returns the bound port."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} already started")
-        sock = bind_socket(host, port, self.backlog)
+        if sock is None:
+            sock = bind_socket(host, port, self.backlog)
+        else:
+            sock.setblocking(False)
         config = uvicorn.Config(self.app, **self.options)
         server = uvicorn.Server(config)
         config.load()

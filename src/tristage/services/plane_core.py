@@ -20,6 +20,7 @@ from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
+from .front_door import RouterProcess
 from .health import probe
 from .release_records import ReleaseRecords
 from .releases import Release, StartFailed, Tuning, release_row
@@ -43,8 +44,12 @@ class PlaneCore:
         tuning: Tuning | None = None,
         log: Callable[[str], None] | None = None,
         runtimes: Runtimes | None = None,
+        router_process: bool = False,
     ) -> None:
+        """`router_process`: the router runs in a process of its own that outlives this
+        one (`tristage up`), else inside this loop."""
         self.api = api
+        self.router_process = router_process
         self.svc = api.deploys
         self.host = host
         self.port = port
@@ -52,7 +57,7 @@ class PlaneCore:
         self.runtimes = runtimes or Runtimes()
         self._log = log or (lambda line: print(line, flush=True))
         self.table = RouteTable()
-        self.router: Router | None = None
+        self.router: Router | RouterProcess | None = None
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}
@@ -221,8 +226,6 @@ class PlaneCore:
                 target=dep_id,
                 details={"reason": reason} if reason else {},
             )
-
-
 
     def _settings_for(self, dep: Deployment) -> ProcessSettings:
         cached = self._settings.get(dep.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from starlette.types import ASGIApp
 
@@ -74,9 +75,12 @@ class Router:
     def port(self) -> int | None:
         return self._server.port
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
-        return await self._server.start(host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+    ) -> int:
+        """Listen on host:port (0 picks a free port), or on the listening socket `sock`;
+        returns the bound port."""
+        return await self._server.start(host, port, sock)
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (bounded), close upstream connections."""
@@ -87,6 +91,10 @@ class Router:
 
     def inflight(self, upstream: tuple[str, int]) -> int:
         """Requests currently being proxied to `upstream` (0 once it is drained)."""
+        return self._inflight.get(upstream)
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        """`inflight`, as a router in another process answers it (see `RouterProcess`)."""
         return self._inflight.get(upstream)
 
     def stats(self) -> dict[str, DeploymentStats]:
