@@ -48,7 +48,9 @@ class Reconciler(PlaneCore):
             deadline = time.monotonic() + drain
             await asyncio.sleep(min(0.2, drain))
             while (
-                time.monotonic() < deadline and self.router and self.router.inflight(rel.upstream)
+                time.monotonic() < deadline
+                and self.router
+                and await self.router.inflight_now(rel.upstream)
             ):
                 await asyncio.sleep(0.05)
             if dep_id in self._wanted:
