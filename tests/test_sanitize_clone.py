@@ -212,3 +212,37 @@ def test_keep_on_values_that_look_personal_names_what_they_look_like(hidden: Env
         hidden.api.data.clone("shop", "production", "preview", yes=True)
     (line,) = [x for x in str(caught.value).splitlines() if "referrer_id" in x]
     assert re.search(r"emails \(\d+ of \d+\)", line) and "keep" not in line.split("is kept")[1]
+
+
+def test_errors_of_a_clone_from_production_quote_no_value(api: Tristage, repo: Path) -> None:
+    """The database's complaint (here a CHECK the pseudonym fails, whose message lists
+    the whole failing row) is stripped of the values it quotes; the failure is audited."""
+    e = Env(api, repo, "postgres", secrets.token_hex(4))
+    try:
+        e.configure({"users.email": "email", "users.note": {"keep": True, "reason": "r"}})
+        e.execute("production", [
+            "CREATE TABLE users (id bigint PRIMARY KEY, email text"
+            " CHECK (email NOT LIKE '%example.invalid'), note text)",
+            "INSERT INTO users VALUES (1, 'ann@real.test',"
+            " 'call ann@real.test, 4111 1111 1111 1111')",
+        ])  # fmt: skip
+        with pytest.raises(Exception) as caught:
+            e.api.data.clone("shop", "production", "preview", yes=True)
+        text = str(caught.value)
+        assert "check constraint" in text and "ann@real.test" not in text and "4111" not in text
+        (event,) = e.api.audit.events(action="db.clone.failed")
+        assert event.details == {"error": type(caught.value).__name__}
+    finally:
+        e.cleanup()
+
+
+def test_without_values_strips_quoted_values() -> None:
+    from tristage.domain.sanitize import without_values
+
+    assert without_values(
+        'insert on table "o" violates foreign key constraint "f" (Key (user_email)='
+        '(ann@real.test) is not present in table "users".)'
+    ) == ('insert on table "o" violates foreign key constraint "f" (Key (user_email)=(…) '
+          'is not present in table "users".)')  # fmt: skip
+    assert without_values('invalid input syntax for type integer: "12ab"').endswith(": …")
+    assert "bob@x.test" not in without_values("duplicate of bob@x.test")

@@ -98,6 +98,14 @@ class Retention(Strict):
     )
 
 
+def _cron_or_error(v: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(v):
+        raise ValueError(f"{v!r} is not a cron expression (e.g. '0 4 * * 1' for Mondays at 04:00)")
+    return v
+
+
 class BackupConfig(Strict):
     """Scheduled backups of an environment's data store (docs/data.md)."""
 
@@ -127,6 +135,23 @@ class BackupConfig(Strict):
         "not in `target`'s `?endpoint=`.",
     )
     region: str | None = Field(default=None, description="The S3 region, if it matters.")
+    drill: str | None = Field(
+        default=None,
+        description="A cron expression for restore drills of the latest backup; default "
+        "monthly (`0 4 1 * *`) when `schedule` is set; `off` for none.",
+    )
+
+    @field_validator("drill")
+    @classmethod
+    def _drill_cron(cls, v: str | None) -> str | None:
+        if v is None or v == "off":
+            return v
+        return _cron_or_error(v)
+
+    def drill_schedule(self) -> str | None:
+        if self.drill == "off":
+            return None
+        return self.drill or ("0 4 1 * *" if self.schedule else None)
 
     @field_validator("target")
     @classmethod
@@ -469,6 +494,18 @@ class EnvironmentConfig(ProcessSettings):
     backups: BackupConfig = Field(
         default_factory=BackupConfig, description="Scheduled backups of the data store."
     )
+    refresh: str | None = Field(
+        default=None,
+        description="A cron expression (e.g. `0 4 * * 1`, Mondays 04:00): refill this "
+        "environment's data store from production by a sanitized clone, run by "
+        "`tristage up`; never on production.",
+    )
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh_cron(cls, v: str | None) -> str | None:
+        return v if v is None else _cron_or_error(v)
+
     webhooks: dict[str, WebhookSource] = Field(
         default_factory=dict,
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
@@ -661,6 +698,16 @@ class PipelineConfig(Strict):
                     problems.append(
                         f"environments.{name}.shares: production never shares its instances"
                     )
+            if env.refresh is not None and env.tier == Tier.production:
+                problems.append(
+                    f"environments.{name}.refresh: production is never refreshed from "
+                    "another environment; remove it"
+                )
+            elif env.refresh is not None and env.shares is not None:
+                problems.append(
+                    f"environments.{name}.refresh: {name} shares {env.shares}'s data store; "
+                    f"set refresh on {env.shares}"
+                )
         problems += self._domain_problems()
         prods = [n for n, e in self.environments.items() if e.tier == Tier.production]
         if len(prods) > 1:

@@ -374,3 +374,22 @@ def plan(
         out.columns[table.name] = cols
     out.unused = sorted(set(rules) - used)
     return out
+
+
+_KEY_VALUES = re.compile(r"=\((?:[^()]|\([^()]*\))*\)")
+_ROW = re.compile(r"(Failing row contains |row )\((?:[^()]|\([^()]*\))*\)")
+_QUOTED = re.compile(r"(:\s*)(\"[^\"]*\"|'[^']*')")
+
+
+def without_values(text: str) -> str:
+    """A database's error message with the values it quotes taken out (`Key (email)=(…)`,
+    `Failing row contains (…)`, `syntax for type integer: "…"`), and any email, phone,
+    card number or national id left in it: errors of a clone from production print no
+    production value."""
+    text = _KEY_VALUES.sub("=(…)", text)
+    text = _ROW.sub(lambda m: m.group(1) + "(…)", text)
+    text = _QUOTED.sub(lambda m: m.group(1) + "…", text)
+    spans = list(pii_values.spans(text))
+    for start, end, _ in reversed(spans):
+        text = text[:start] + "…" + text[end:]
+    return text

@@ -78,6 +78,9 @@ class _HashSink:
         pass
 
 
+SWEEP_AGE = 3600.0  # a partial write this old belongs to a process that died
+
+
 class BackupService:
     """Backups of an environment's store: take, list, verify, prune, restore, drill."""
 
@@ -101,6 +104,7 @@ class BackupService:
             encrypt = cfg.env(owner).tier == Tier.production
         store = self.stores.open_store(project, owner)
         target = self.stores.target(project, owner)
+        self.sweep(project, owner)
         now = utcnow()
         bid = _backup_id(now)
         box = self.api.secret_box if encrypt else None
@@ -250,6 +254,26 @@ class BackupService:
             if downloaded:
                 path.unlink(missing_ok=True)  # the open source keeps reading it
 
+    def sweep(self, project: str, owner: str) -> int:
+        """Remove what killed operations left: partial backups of the target and
+        downloaded copies of remote backups, older than `SWEEP_AGE` seconds."""
+        n = self.stores.target(project, owner).sweep(SWEEP_AGE)
+        folder = self.api.home / "tmp" / "backup-downloads"
+        if folder.is_dir():
+            cutoff = time.time() - SWEEP_AGE
+            for p in folder.glob(f"{TMP_PREFIX}*"):
+                try:
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        n += 1
+                except FileNotFoundError:
+                    pass
+        if n:
+            self.api.audit.record(
+                "db.sweep", project=project, environment=owner, details={"removed": n}
+            )
+        return n
+
     def _download(self, target: BackupTarget, project: str, owner: str, backup_id: str) -> Path:
         """A remote backup copied into a private file that is unlinked as soon as it is
         open: no copy of it stays on this disk (the open file keeps it readable)."""
@@ -326,6 +350,7 @@ class BackupService:
                 f"restoring {owner} replaces its live data with backup {backup_id}",
                 "pass --yes to confirm",
             )
+        self.sweep(project, owner)
         src = self._open_backup(project, owner, backup_id)
         try:
             missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
@@ -404,6 +429,7 @@ class BackupService:
         """Restore a backup (default: the latest) into a scratch store and compare."""
         started = time.monotonic()
         owner = self.stores.owner(project, environment)
+        self.sweep(project, owner)
         if backup_id is None:
             items = self.backups(project, owner)
             if not items:

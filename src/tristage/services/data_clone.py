@@ -12,12 +12,12 @@ from ..domain import leak_scan, sanitize
 from ..domain.config import Tier
 from ..domain.snapshot import JsonValue, Table, load_order
 from ..edges.datastores import PostgresDataStore, pg_text
-from ..edges.datastores.base import Reader, SourcedRow
+from ..edges.datastores.base import LoadError, Reader, SourcedRow
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.postgres import clone_with_schema
 from ..edges.datastores.sqlite import SqliteSession
 from ..edges.snapshot_io import Progress
-from ..errors import UsageError
+from ..errors import TristageError, UsageError
 from .data_backups import BackupService
 from .data_records import (
     CloneReport,
@@ -136,6 +136,14 @@ class CloneService:
                     target=src_owner,
                     details={"leaks": exc.found, "scan": scan.as_json()},
                 )
+                raise
+            except BaseException as exc:
+                if must_sanitize and isinstance(exc, TristageError):
+                    # the database's complaint may quote production values: not those
+                    exc.message = sanitize.without_values(exc.message)
+                    exc.args = (exc.message,)
+                    if isinstance(exc, LoadError):
+                        exc.reason = sanitize.without_values(exc.reason)
                 raise
         transformed = plan.transformed() if plan else {}
         report = CloneReport(
