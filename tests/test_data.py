@@ -608,7 +608,7 @@ def test_scheduler_runs_due_backups_and_catches_up_once(sqlite_env: Env) -> None
 def test_prune_keeps_by_policy_and_dry_run_deletes_nothing(sqlite_env: Env) -> None:
     env = sqlite_env
     env.seed("production", users=2)
-    ids = [env.api.data.backup("shop", "production").id for _ in range(4)]
+    ids = [env.api.data.backup("shop", "production", kind="scheduled").id for _ in range(4)]
     # spread them over days by rewriting the catalog times
     for i, bid in enumerate(ids):
         at = dt.datetime(2030, 1, 1 + i * 10, tzinfo=dt.UTC).timestamp()

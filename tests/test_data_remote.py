@@ -56,14 +56,17 @@ def test_backup_to_s3_restores_drills_and_prunes_there(remote: Env) -> None:
     assert leftovers == []
     # retention deletes in the bucket: three more backups, keep the newest only
     for _ in range(3):
-        remote.api.data.backup("shop", "production")
+        remote.api.data.backup("shop", "production", kind="scheduled")
     cfg = remote.repo / "tristage.toml"
     old, new = "daily = 2, weekly = 1, monthly = 1", "daily = 1, weekly = 0, monthly = 0"
     cfg.write_text(cfg.read_text().replace(old, new))
     remote.api.open_project(remote.repo)
     pruned = remote.api.data.prune("shop", "production")
-    assert info.id in pruned.delete and result.safety_backup in pruned.delete
-    assert len(_objects(remote)) == len(pruned.keep) == 1
+    # the manual backup stays until deleted by hand; retention took the others there
+    assert result.safety_backup in pruned.delete and info.id in pruned.keep
+    assert len(_objects(remote)) == len(pruned.keep) == 2
+    remote.api.data.delete_backup("shop", "production", info.id, yes=True)
+    assert len(_objects(remote)) == 1
 
 
 def test_large_backups_go_up_in_parts_and_are_checked_when_read(tmp_path: Path) -> None:

@@ -367,7 +367,7 @@ CASES = [
         {},
         "sanitize",
         {("error", "production", None)},
-        toml=PRO.replace("[sanitize]", "[sanitize]\n\"users.plan\" = \"kep\"", 1)
+        toml=PRO.replace("[sanitize]", '[sanitize]\n"users.plan" = "kep"', 1)
         if "[sanitize]" in PRO
         else PRO + '\n[sanitize]\n"users.plan" = "kep"\n',
     ),
@@ -376,7 +376,7 @@ CASES = [
         {},
         "sanitize",
         set(),
-        toml=PRO.replace("[sanitize]", "[sanitize]\n\"users.plan\" = \"keep\"", 1)
+        toml=PRO.replace("[sanitize]", '[sanitize]\n"users.plan" = "keep"', 1)
         if "[sanitize]" in PRO
         else PRO + '\n[sanitize]\n"users.plan" = "keep"\n',
     ),

@@ -182,6 +182,18 @@ def prune(
     console.print(f"{len(result.keep)} kept, {len(result.delete)} {verb}")
 
 
+@db_app.command("delete")
+def delete(
+    env: str = typer.Argument(..., help="The environment."),
+    backup_id: str = typer.Argument(..., metavar="BACKUP", help="A backup id (db backups ENV)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm."),
+) -> None:
+    """Delete one backup by hand (manual backups are kept until then, or keep_manual)."""
+    ref = current_project()
+    get_api().data.delete_backup(ref.name, env, backup_id, yes)
+    console.print(f"[green]deleted[/] backup {backup_id} of {env}")
+
+
 @db_app.command("restore")
 def restore(
     env: str = typer.Argument(..., help="The environment to restore."),

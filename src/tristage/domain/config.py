@@ -123,6 +123,12 @@ class BackupConfig(Strict):
         description="Encrypt backups (AES-256-GCM under the platform master key); default: "
         "`true` for production, `false` elsewhere.",
     )
+    keep_manual: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many manual backups (`tristage db backup`) `prune` keeps, newest "
+        "first; unset: every one, until deleted by hand (`tristage db delete`).",
+    )
     target: str | None = Field(
         default=None,
         description="Where backups go, by URL: `file:///abs/dir` or `s3://bucket/prefix` "

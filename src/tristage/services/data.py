@@ -167,7 +167,15 @@ class DataService:
         return self.backup_service.verify(project, environment, backup_id)
 
     def prune(self, project: str, environment: str, dry_run: bool = False) -> PruneResult:
+        """Apply retention to scheduled, pre-migration and safety backups; manual ones
+        are kept until deleted by hand, or the newest `keep_manual`."""
         return self.backup_service.prune(project, environment, dry_run)
+
+    def delete_backup(
+        self, project: str, environment: str, backup_id: str, yes: bool = False
+    ) -> None:
+        """Delete one backup (needs `yes`); audited."""
+        self.backup_service.delete(project, environment, backup_id, yes)
 
     # -- restore / drill ---------------------------------------------------------
     def restore(

@@ -313,14 +313,31 @@ class BackupService:
         owner = cfg.owner(environment)
         keep = cfg.env(owner).backups.keep
         policy = retention.Policy(keep.daily, keep.weekly, keep.monthly)
-        items = self.backups(project, owner)
+        items = self.backups(project, owner)  # newest first
+        manual = [b for b in items if b.kind == "manual"]
         stamped = [
-            retention.Backup(b.id, dt.datetime.fromtimestamp(b.created_at, dt.UTC)) for b in items
+            retention.Backup(b.id, dt.datetime.fromtimestamp(b.created_at, dt.UTC))
+            for b in items
+            if b.kind != "manual"
         ]
         sel = retention.select(stamped, policy)
-        if not dry_run and sel.prune:
+        kept = dict(sel.keep)
+        prune = list(sel.prune)
+        # manual backups are not the schedule's: kept until deleted by hand, or the
+        # newest `keep_manual` of them
+        limit = cfg.env(owner).backups.keep_manual
+        for i, b in enumerate(manual):
+            if limit is None:
+                kept[b.id] = (
+                    f"manual: kept until deleted by hand (tristage db delete {owner} ID)",
+                )
+            elif i < limit:
+                kept[b.id] = (f"manual {i + 1} of keep_manual = {limit}",)
+            else:
+                prune.append(b.id)
+        if not dry_run and prune:
             target = self.stores.target(project, owner)
-            for bid in sel.prune:
+            for bid in prune:
                 target.delete(bid)
                 self.api.store.execute(
                     "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
@@ -330,9 +347,27 @@ class BackupService:
                 "db.prune",
                 project=project,
                 environment=owner,
-                details={"deleted": list(sel.prune), "kept": len(sel.keep)},
+                details={"deleted": prune, "kept": len(kept)},
             )
-        return PruneResult(sel.keep, list(sel.prune), dry_run)
+        return PruneResult(kept, prune, dry_run)
+
+    def delete(self, project: str, environment: str, backup_id: str, yes: bool = False) -> None:
+        """Delete one backup by hand (how manual backups go, unless `keep_manual`)."""
+        owner = self.stores.owner(project, environment)
+        check_name(backup_id)
+        if backup_id not in {b.id for b in self.backups(project, owner)}:
+            raise NotFound(
+                f"no backup {backup_id} of {project}/{owner}",
+                f"list them with 'tristage db backups {owner}'",
+            )
+        if not yes:
+            raise ConfirmationRequired(
+                f"deleting backup {backup_id} of {owner} cannot be undone", "pass --yes to confirm"
+            )
+        self._discard(project, owner, backup_id)
+        self.api.audit.record(
+            "db.backup.delete", project=project, environment=owner, target=backup_id
+        )
 
     # -- restore / drill ---------------------------------------------------------
     def restore(
