@@ -52,6 +52,7 @@ COMMAND_MODULES = [
     "doctor",
     "service",
     "githost",
+    "platform",
 ]
 
 
