@@ -352,8 +352,10 @@ def test_a_pull_request_whose_deploy_fails_gets_a_failure_status(
     assert len(failed.json["description"]) <= 140
     (dep,) = deployments(api, branch="PR #9")
     assert failed.json["target_url"] == f"http://{dep.id}.shop.localhost:{cp.port}"
-    body = recorder.comments()[-1].json["body"]
-    assert "failed" in body and dep.id in body
+    # the comment is edited right after the status
+    body = wait_for(lambda: "failed" in (b := recorder.comments()[-1].json["body"]) and b, 30,
+                    "the comment to say it failed")  # fmt: skip
+    assert dep.id in body and "health check" in body
     assert cp.get("pr-9.shop.localhost").status_code == 404
 
 
