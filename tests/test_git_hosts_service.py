@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import git
-from git_host_fixtures import ZERO, new_delivery, push_event
+from git_host_fixtures import ZERO, new_delivery, pull_request_event, push_event
 from test_deploy_helpers import commit, make_project
 from tristage.api import Tristage
 from tristage.domain.git_events import PullRequest, Push, from_json, to_json
@@ -92,3 +92,19 @@ def test_the_token_and_secret_are_sealed(repo: Path, tmp_path: Path, api: Trista
     assert row is not None
     assert bytes(row["token"]).startswith(b"ts1:") and b"tok-1" not in bytes(row["token"])
     assert bytes(row["secret"]).startswith(b"ts1:")
+
+
+def test_a_pull_request_from_a_fork_gets_no_preview(
+    repo: Path, tmp_path: Path, api: Tristage
+) -> None:
+    project, secret = connected(repo, tmp_path, api, "gitlab")
+    sha = git(project, "rev-parse", "HEAD")
+    event, body = pull_request_event("gitlab", REPO, "file:///x", 3, "opened", "x", sha,
+                                     fork="eve/shop")  # fmt: skip
+    headers, raw = signed("gitlab", secret, event, body, new_delivery())
+    accepted = api.git_hosts.ingest("shop", headers, raw)
+    assert accepted.job is not None
+    assert api.git_hosts.run_recorded(accepted.job).startswith(
+        "ignored: a pull request from a fork"
+    )
+    assert api.deploys.list_deployments("shop") == []

@@ -404,6 +404,9 @@ class GitHostService:
 
     def _open(self, row: Row, event: PullRequest) -> tuple[Deployment | None, str]:
         project, host = row["project"], hosts.get(row["host"])
+        if event.from_fork:
+            # its author's code would run with preview's variables (secrets included)
+            return None, "ignored: a pull request from a fork gets no preview"
         tip = self._fetch(row, host.pull_ref(event.number), _origin_ref("pull", str(event.number)))
         if event.head_sha and tip != event.head_sha:
             return None, f"stale: the pull request's head is {tip[:12]}, not {event.head_sha[:12]}"
