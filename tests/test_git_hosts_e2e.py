@@ -188,6 +188,13 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert host.push("test", second, first, delivery=stale).status_code == 202
     assert outcome(api, stale).startswith("stale")
     assert len(deployments(api, branch="test")) == 1
+    shown = run_cli("connection", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{host_name} {REPO}, fetching from {origin.url}" in shown.stdout
+    assert stale in shown.stdout and "stale: the origin's test is at" in shown.stdout
+    listed = json.loads(run_cli("connection", "--json", cwd=project).stdout)
+    assert {d["delivery"] for d in listed["deliveries"]} >= {delivery, replay, stale}
+    assert TOKEN not in shown.stdout and host.secret not in shown.stdout + json.dumps(listed)
 
     # a malformed signature header, a missing one: refused, nothing recorded
     raw = b"{}"
