@@ -22,6 +22,7 @@ from .errors import UsageError
 
 if TYPE_CHECKING:
     from .api import Tristage
+    from .domain.edge import EdgeOptions
     from .http.views import StatsSource
 
 
@@ -65,7 +66,11 @@ async def serve_http(
 
 
 def run_foreground(
-    api: Tristage, host: str, port: int, log: Callable[[str], None] | None = None
+    api: Tristage,
+    host: str,
+    port: int,
+    log: Callable[[str], None] | None = None,
+    edge: EdgeOptions | None = None,
 ) -> None:
     """`tristage up`: run until SIGINT/SIGTERM, then stop children and exit cleanly."""
     from .http.internal import build_internal_app
@@ -79,7 +84,10 @@ def run_foreground(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        cp = ControlPlane(api, host, port, log=log)
+        # the router runs in a process of its own that outlives this one; with the production
+        # edge in front it still runs in-process (the edge's token is handed to it here)
+        in_front = edge is not None and edge.tls
+        cp = ControlPlane(api, host, port, log=log, edge=edge, router_process=not in_front)
         await cp.run(stop_event, internal_app=build_internal_app(api), serve_http=serve)
 
     asyncio.run(main())
