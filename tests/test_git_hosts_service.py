@@ -4,6 +4,7 @@ answers, what it refuses, and acting after a restart on what it had answered 202
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from conftest import git
@@ -108,3 +109,42 @@ def test_a_pull_request_from_a_fork_gets_no_preview(
         "ignored: a pull request from a fork"
     )
     assert api.deploys.list_deployments("shop") == []
+
+
+def test_a_delivery_another_process_works_on_is_left_to_it(
+    repo: Path, tmp_path: Path, api: Tristage
+) -> None:
+    project, secret = connected(repo, tmp_path, api)
+    sha = git(project, "rev-parse", "HEAD")
+    event, body = push_event("github", REPO, "file:///x", "main", ZERO, sha)
+    headers, raw = signed("github", secret, event, body, new_delivery())
+    job = api.git_hosts.ingest("shop", headers, raw).job
+    assert job is not None
+    claim = "UPDATE git_deliveries SET claimed_at=? WHERE delivery=?"
+    api.store.execute(claim, (time.time(), job.delivery))  # the router process has it
+    assert api.git_hosts.resume() == 0
+    assert api.git_hosts.run_recorded(job) is None
+    assert api.deploys.list_deployments("shop") == []
+    api.store.execute(claim, (time.time() - 3600, job.delivery))  # ... and died with it
+    assert api.git_hosts.resume() == 1
+    (dep,) = api.deploys.list_deployments("shop")
+    assert dep.branch == "main" and dep.environment == "production"
+
+
+def test_public_names_give_the_webhook_and_preview_urls(
+    repo: Path, tmp_path: Path, api: Tristage
+) -> None:
+    project, _ = connected(repo, tmp_path, api)
+    toml = (project / "tristage.toml").read_text()
+    toml = toml.replace(
+        "[environments.production]\n",
+        '[environments.production]\ndomains = ["shop.example.com"]\n',
+    ).replace(
+        "[environments.preview]\n",
+        '[environments.preview]\nbranch_domain = "{branch}.preview.shop.example.com"\n',
+    )
+    (project / "tristage.toml").write_text(toml)
+    api.open_project(project)
+    assert api.git_hosts.webhook_url("shop") == "https://shop.example.com/.tristage/git"
+    url = api.git_hosts.preview_url("shop", 7, "preview")
+    assert url == "https://pr-7.preview.shop.example.com"

@@ -45,8 +45,10 @@ from ..domain.git_events import (
     comment_text,
     from_json,
     pr_branch,
+    pr_label,
     to_json,
 )
+from ..domain.hostnames import expand
 from ..edges import git
 from ..edges import git_hosts as hosts
 from ..edges.git_hosts import GitHost, HostApi, HostApiError, VerificationError
@@ -61,6 +63,7 @@ log = logging.getLogger("tristage.git_hosts")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+\Z")
 DELIVERY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 DELIVERY_DAYS = 30  # delivery ids are remembered this long
+CLAIM_LEASE = 900.0  # seconds: a claimed delivery not done by then is taken over
 OUTCOME_TIMEOUT = 1800.0  # how long a preview's status waits for its deployment
 STATUS_CONTEXT = "tristage/preview"
 
@@ -216,9 +219,12 @@ class GitHostService:
         return _row(row)
 
     def webhook_url(self, project: str) -> str:
+        """The endpoint on the production environment's public domain if it has one
+        (the host must reach it), else on its local host."""
         cfg = self.api.config_for(project)
         env = cfg.production or next(iter(cfg.environments))
-        return self.api.deploys.environment_url(project, env) + INGEST_PATH
+        public = alias_domain.public_url(cfg.public_names().get(env, alias_domain.NO_NAMES))
+        return (public or self.api.deploys.environment_url(project, env)) + INGEST_PATH
 
     def _sealed(self, row: Row, what: str) -> str:
         return self.api.secret_box.decrypt_text(bytes(row[what]), _context(row["project"], what))
@@ -287,8 +293,20 @@ class GitHostService:
         thread.start()
         return thread
 
-    def run_recorded(self, job: Job) -> str:
-        """`run`, and what it did recorded with the delivery (its event then forgotten)."""
+    def _claim(self, job: Job) -> bool:
+        """Take the delivery for this process (False: another one acts on it, or did)."""
+        now = time.time()
+        return bool(self.api.store.execute(
+            "UPDATE git_deliveries SET claimed_at=? WHERE project=? AND delivery=?"
+            " AND outcome IS NULL AND (claimed_at IS NULL OR claimed_at < ?)",
+            (now, job.project, job.delivery, now - CLAIM_LEASE),
+        ))  # fmt: skip
+
+    def run_recorded(self, job: Job) -> str | None:
+        """`run`, and what it did recorded with the delivery (its event then forgotten);
+        None when another process has claimed it."""
+        if not self._claim(job):
+            return None
         try:
             outcome = self.run(job)
         except Exception as exc:  # recorded with the delivery, whatever it was
@@ -308,13 +326,17 @@ class GitHostService:
         """After a restart: act on the deliveries that were answered 202 but not acted on
         (in the order they came), and report the previews whose status is still pending.
         The number of deliveries resumed."""
+        now = time.time()
         rows = self.api.store.query(
             "SELECT project, delivery, job FROM git_deliveries WHERE outcome IS NULL"
-            " AND job IS NOT NULL AND received_at > ? ORDER BY received_at",
-            (time.time() - 86400,),
+            " AND job IS NOT NULL AND received_at > ?"
+            " AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY received_at",
+            (now - 86400, now - CLAIM_LEASE),
         )
+        done = 0
         for r in rows:
-            self.run_recorded(Job(r["project"], r["delivery"], from_json(json.loads(r["job"]))))
+            job = Job(r["project"], r["delivery"], from_json(json.loads(r["job"])))
+            done += self.run_recorded(job) is not None
         for pr in self.api.store.query(
             "SELECT p.project, p.number, p.deployment FROM pull_requests p"
             " JOIN git_connections c ON c.project = p.project"
@@ -325,7 +347,7 @@ class GitHostService:
             if conn is not None:
                 dep = self.api.deploys.get(pr["deployment"])
                 self._spawn(self._report, f"git-report-{dep.id}", conn, pr["number"], dep)
-        return len(rows)
+        return done
 
     def deliveries(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
         return self.api.store.query(
@@ -424,7 +446,7 @@ class GitHostService:
             " updated_at=excluded.updated_at",
             (project, event.number, event.head_branch, tip, "open", dep.id, now),
         )
-        url = self.preview_url(project, event.number)
+        url = self.preview_url(project, event.number, env)
         if dep.status == Status.error:
             self._tell(row, event.number, tip, "failure", url, dep, dep.reason)
             return None, f"deployment {dep.id} refused: {dep.reason}"
@@ -451,7 +473,12 @@ class GitHostService:
             self._api_call(row, lambda api: api.upsert_comment(event.number, body, existing))
         return "preview stopped" if stopped else "preview already stopped"
 
-    def preview_url(self, project: str, number: int) -> str:
+    def preview_url(self, project: str, number: int, environment: str) -> str:
+        """`https://` and the environment's `branch_domain` with `pr-N`, if it has one;
+        else the local host `pr-N.APP.localhost`."""
+        names = self.api.config_for(project).public_names().get(environment)
+        if names is not None and names.branch_domain:
+            return "https://" + expand(names.branch_domain, pr_label(number))
         host = alias_domain.branch_host(project, pr_branch(number))
         return alias_domain.url(host, self.api.deploys.router_address()[1])
 
@@ -463,7 +490,7 @@ class GitHostService:
             if dep.status not in ACTIVE or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        url = self.preview_url(row["project"], number)
+        url = self.preview_url(row["project"], number, dep.environment)
         state: StatusState = "success" if dep.status == Status.ready else "failure"
         reason = dep.reason or (f"still {dep.status.value}" if dep.status in ACTIVE else None)
         with self._lock(row["project"]):
