@@ -137,10 +137,11 @@ class ControlPlane(DeployPipeline, Reconciler):
         finally:
             await self.shutdown(main)
 
-    def _resume_git_hosts(self) -> None:
-        """Git host deliveries answered before a stop but not acted on yet."""
+    def _resume_git_hosts(self, starting: bool = True) -> None:
+        """Git host deliveries answered but not acted on (before a stop, or by a router
+        process that stopped); when `starting`, also the previews still to report."""
         try:
-            n = self.api.git_hosts.resume()
+            n = self.api.git_hosts.resume(reports=starting, min_age=0 if starting else 60)
         except Exception as exc:  # never keeps the control plane from serving
             self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
             return
@@ -269,6 +270,7 @@ class ControlPlane(DeployPipeline, Reconciler):
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 

@@ -322,21 +322,27 @@ class GitHostService:
             (outcome[:500], project, delivery),
         )
 
-    def resume(self) -> int:
-        """After a restart: act on the deliveries that were answered 202 but not acted on
-        (in the order they came), and report the previews whose status is still pending.
-        The number of deliveries resumed."""
+    def resume(self, *, reports: bool = True, min_age: float = 0.0) -> int:
+        """Act on the deliveries that were answered 202 but not acted on: never claimed
+        (and received at least `min_age` seconds ago), or whose claim expired; in the order
+        they came. With `reports` (a control plane that starts), also report the previews
+        whose status is still pending. The number of deliveries acted on."""
         now = time.time()
         rows = self.api.store.query(
             "SELECT project, delivery, job FROM git_deliveries WHERE outcome IS NULL"
-            " AND job IS NOT NULL AND received_at > ?"
-            " AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY received_at",
-            (now - 86400, now - CLAIM_LEASE),
+            " AND job IS NOT NULL AND received_at > ? AND ((claimed_at IS NULL AND"
+            " received_at <= ?) OR claimed_at < ?) ORDER BY received_at",
+            (now - 86400, now - min_age, now - CLAIM_LEASE),
         )
         done = 0
         for r in rows:
             job = Job(r["project"], r["delivery"], from_json(json.loads(r["job"])))
             done += self.run_recorded(job) is not None
+        if reports:
+            self._resume_reports()
+        return done
+
+    def _resume_reports(self) -> None:
         for pr in self.api.store.query(
             "SELECT p.project, p.number, p.deployment FROM pull_requests p"
             " JOIN git_connections c ON c.project = p.project"
@@ -347,7 +353,6 @@ class GitHostService:
             if conn is not None:
                 dep = self.api.deploys.get(pr["deployment"])
                 self._spawn(self._report, f"git-report-{dep.id}", conn, pr["number"], dep)
-        return done
 
     def deliveries(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
         return self.api.store.query(
