@@ -3,16 +3,21 @@ answers, what it refuses, and acting after a restart on what it had answered 202
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import git
-from git_host_fixtures import ZERO, new_delivery, pull_request_event, push_event
+from git_host_fixtures import ZERO, RecordingApi, new_delivery, pull_request_event, push_event
 from test_deploy_helpers import commit, make_project
 from tristage.api import Tristage
 from tristage.domain.git_events import PullRequest, Push, from_json, to_json
+from tristage.edges import git as git_edge
 from tristage.edges import git_hosts
+from tristage.errors import GitError, NotFound, UsageError
 
 REPO = "acme/shop"
 
@@ -150,3 +155,35 @@ def test_public_names_give_the_webhook_and_preview_urls(
     assert api.git_hosts.webhook_url("shop") == "https://shop.example.com/.tristage/git"
     url = api.git_hosts.preview_url("shop", 7, "preview")
     assert url == "https://pr-7.preview.shop.example.com"
+
+
+def test_the_token_goes_to_git_in_a_header_and_never_into_its_errors(tmp_path: Path) -> None:
+    server = RecordingApi().start()
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    try:
+        with pytest.raises(GitError) as info:
+            git_edge.fetch(bare, f"{server.url}/acme/shop.git", ["+refs/heads/main:refs/x"],
+                           basic_auth=("x-access-token", "tok-secret-42"))  # fmt: skip
+    finally:
+        server.stop()
+    pair = base64.b64encode(b"x-access-token:tok-secret-42").decode()
+    said = f"{info.value.message} {info.value.hint}"
+    assert "tok-secret-42" not in said and pair not in said
+    (call,) = [c for c in server.snapshot() if "/info/refs" in c.path][:1]
+    assert call.headers["authorization"] == f"Basic {pair}"
+    assert "tok-secret" not in call.path
+
+
+def test_a_clone_url_with_credentials_is_refused(repo: Path, tmp_path: Path, api: Tristage) -> None:
+    make_project(repo)
+    with pytest.raises(UsageError, match="credentials"):
+        api.git_hosts.connect("shop", "github", REPO, "tok",
+                              clone_url="https://me:pw@github.com/acme/shop.git")  # fmt: skip
+    with pytest.raises(NotFound):
+        api.git_hosts.connection("shop")
+    ssh = "ssh://git@github.com/acme/shop.git"  # a user name for ssh is no credential
+    assert (
+        api.git_hosts.connect("shop", "github", REPO, "tok", clone_url=ssh).connection.clone_url
+        == ssh
+    )

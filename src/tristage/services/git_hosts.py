@@ -168,7 +168,7 @@ class GitHostService:
         api_base = _http_url(api_url, "--api-url") if api_url else host.api_base(web)
         https, ssh_url = host.clone_urls(web, repo)
         origin = clone_url or (ssh_url if ssh else https)
-        if "@" in origin.split("://", 1)[-1].split("/", 1)[0] and "://" in origin:
+        if origin.startswith(("https://", "http://")) and "@" in origin.split("/")[2]:
             raise UsageError(
                 "the clone URL has credentials in it",
                 "give the URL without them; the token is sent to git in a header",
