@@ -204,6 +204,11 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert cp.client.get(f"http://127.0.0.1:{cp.port}/.tristage/git",
                          headers={"Host": "shop.localhost"}).status_code == 405  # fmt: skip
 
+    # a delete the origin disagrees with (a replayed or early event) stops nothing
+    early = new_delivery()
+    event, body = delete_event(host_name, REPO, origin.url, "test", second)
+    assert host.send(event, body, delivery=early).status_code == 202
+    assert outcome(api, early).startswith("stale: the origin still has test")
     # a deleted branch stops its release (its branch host goes; the environment keeps it)
     origin.delete("test")
     gone = new_delivery()

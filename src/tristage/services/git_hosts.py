@@ -386,20 +386,27 @@ class GitHostService:
             return outcome
         return "ignored"
 
+    def _auth(self, row: Row) -> tuple[str, str] | None:
+        """What git sends with an https origin: the host's user name and the token."""
+        if row["clone_url"].startswith(("https://", "http://")):
+            return hosts.get(row["host"]).basic_user, self._sealed(row, "token")
+        return None
+
     def _fetch(self, row: Row, ref: str, into: str) -> str:
         """Fetch `ref` of the origin into `into` of the hosted repository; its commit."""
-        host = hosts.get(row["host"])
         bare = self.api.deploys.bare_repo(row["project"])
         git.ensure_bare(bare, self.api.home, row["project"])
-        auth = None
-        if row["clone_url"].startswith(("https://", "http://")):
-            auth = (host.basic_user, self._sealed(row, "token"))
-        git.fetch(bare, row["clone_url"], [f"+{ref}:{into}"], basic_auth=auth)
+        git.fetch(bare, row["clone_url"], [f"+{ref}:{into}"], basic_auth=self._auth(row))
         return git.rev_parse(bare, into)
 
     def _push(self, row: Row, event: Push) -> str:
         project, host = row["project"], hosts.get(row["host"])
         if event.deleted:
+            bare = self.api.deploys.bare_repo(project)
+            still = git.remote_commit(bare, row["clone_url"], f"refs/heads/{event.branch}",
+                                      basic_auth=self._auth(row))  # fmt: skip
+            if still is not None:
+                return f"stale: the origin still has {event.branch} (at {still[:12]})"
             stopped = self.api.deploys.stop_branch(
                 project, event.branch, f"branch deleted on {host.title}"
             )
