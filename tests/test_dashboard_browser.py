@@ -203,11 +203,13 @@ def test_sign_in_with_the_one_time_link(browser: Any, stage: Stage) -> None:
         assert "local-owner (admin)" in text(page, "header")
         cookie = next(c for c in first.cookies() if c["name"] == "tristage_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        rows = page.locator("tr[data-environment]").evaluate_all(
+        rows = page.locator('section[data-project="shop"] tr[data-environment]').evaluate_all(
             "rows => rows.map(r => r.dataset.environment)"
         )
         assert rows == ["development", "preview", "production"]  # pipeline order
-        assert "development → preview → production" in text(page, "p.path")
+        assert "development → preview → production" in text(
+            page, 'section[data-project="shop"] p.path'
+        )
         shot(page, stage, "01-signed-in-overview")
         # the same link in another browser: spent
         tab = second.new_page()
@@ -345,3 +347,28 @@ def test_an_automatic_rollback_shows_on_the_overview_and_the_deployment(
     row = text(page, f'tr[data-deployment="{bad}"]')
     assert "rolled back" in row and "automatically" in row and "ready" not in row
     shot(page, stage, "12-rolled-back-deployment")
+
+
+def test_the_header_stays_on_one_line_with_many_projects(
+    page: Any, stage: Stage, tmp_path: Path
+) -> None:
+    api = stage.api()
+    try:
+        for i in range(12):
+            other = tmp_path / f"a-project-with-a-long-name-{i}"
+            other.mkdir()
+            git(other, "init", "-q", "-b", "main")
+            api.init_project(other, name=f"a-project-with-a-long-name-{i}")
+    finally:
+        api.close()
+    page.goto(stage.base + "/projects/shop/deployments")
+    header = page.locator("header").bounding_box()
+    assert header["height"] < 60, header
+    tops = page.locator("header nav a").evaluate_all(
+        "links => links.map(a => Math.round(a.getBoundingClientRect().top))"
+    )
+    assert len(tops) >= 7 and len(set(tops)) == 1, tops
+    shot(page, stage, "13-many-projects")
+    page.locator("#project-switcher").select_option("a-project-with-a-long-name-7")
+    page.wait_for_url("**/projects/a-project-with-a-long-name-7")
+    assert "a-project-with-a-long-name-7: environments" in text(page, "h1")
