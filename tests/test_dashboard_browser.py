@@ -224,6 +224,14 @@ def test_sign_in_with_the_one_time_link(browser: Any, stage: Stage) -> None:
 
 
 def test_promote_preview_after_the_preflight_then_roll_back(page: Any, stage: Stage) -> None:
+    api = stage.api()
+    try:
+        for env in ("preview", "production"):
+            api.variables.set("shop", "GREETING", f"hello from {env}", environments=[env])
+        api.variables.set("shop", "PREVIEW_ONLY_TOKEN", "s3cr3t-preview-only",
+                          environments=["preview"], secret=True)  # fmt: skip
+    finally:
+        api.close()
     page.goto(stage.base + "/projects/shop")
     page.get_by_role("link", name="Promote preview's live deployment to production…").click()
     page.wait_for_url("**/projects/shop/promote?from=preview")
@@ -231,6 +239,12 @@ def test_promote_preview_after_the_preflight_then_roll_back(page: Any, stage: St
     assert stage.preview in facts and "artifact is reused" in facts
     before = stage.cp.serves("shop.localhost")
     assert before is not None and before in facts  # what production serves now
+    greeting = text(page, 'table.variable-diff tr[data-variable="GREETING"]')
+    assert "differs" in greeting and "hello from preview" in greeting
+    assert "hello from production" in greeting
+    secret = text(page, 'table.variable-diff tr[data-variable="PREVIEW_ONLY_TOKEN"]')
+    assert "only in preview" in secret and "secret" in secret
+    assert "s3cr3t-preview-only" not in page.content()  # masked
     shot(page, stage, "03-preflight")
     page.get_by_role("button", name=f"Promote {stage.preview} to production").click()
     page.wait_for_selector("p.notice")

@@ -133,7 +133,7 @@ def deployment_rows(
 @dataclass
 class VarChange:
     name: str
-    change: str  # added | removed | changed
+    change: str  # only in SOURCE | only in PRODUCTION | differs
     secret: bool
     build: bool
     candidate: str | None  # the value shown (secrets masked)
@@ -198,7 +198,13 @@ def preflight(api: Tristage, project: str, source: str | None = None) -> Preflig
             continue
         secret = bool((a and a.secret) or (b and b.secret))
         build = bool((a and a.build) or (b and b.build))
-        change = "added" if b is None else "removed" if a is None else "changed"
+        change = (
+            f"only in {source}"
+            if b is None
+            else f"only in {production}"
+            if a is None
+            else "differs"
+        )
         # what production's deployment receives is production's own values: show both sides
         out.changes.append(VarChange(
             name, change, secret, build,
