@@ -416,13 +416,22 @@ def test_a_failed_deployment_shows_its_reason_inline_and_its_log_as_text(
         assert shown.status_code == 200
         assert "first &lt;b&gt;line&lt;/b&gt;\nsecond\nthird" in shown.text
         assert "\x1b" not in shown.text and "data-follow=" in shown.text
-        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=1")
-        assert lines.json() == {"lines": ["second", "third"], "next": 3, "status": "error"}
+        follow_from = re.search(r'data-next="(\d+)"', shown.text)
+        assert follow_from
+        offset = int(follow_from.group(1))
+        assert offset == log.stat().st_size
+        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=0")
+        assert lines.json()["lines"] == ["first <b>line</b>", "second", "third"]
+        assert lines.json()["next"] == offset and lines.json()["status"] == "error"
         with log.open("a") as f:
-            f.write("\x1b[1mfourth\x1b[0m\n")
-        more = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=3")
-        assert more.json()["lines"] == ["fourth"]
-        for bad in ("from=-1", "from=²", "kind=other&from=0"):
+            f.write("\x1b[1mfourth\x1b[0m\nfif")  # a line being written waits for its end
+        base = f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime"
+        more = c.get(f"{base}&from={offset}").json()
+        assert more["lines"] == ["fourth"]
+        with log.open("a") as f:
+            f.write("th\n")
+        assert c.get(f"{base}&from={more['next']}").json()["lines"] == ["fifth"]
+        for bad in ("from=-1", "from=²", "from=1e3", "kind=other&from=0"):
             r = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&{bad}")
             assert r.status_code == 400
 
