@@ -517,3 +517,24 @@ def test_a_deployment_stays_marked_rolled_back_until_it_is_live_again(
     rollback("2bbbbbbb", "1aaaaaaa", actor="tristage-monitor")
     marks = rollback_marks(api, "shop")
     assert set(marks) == {"1aaaaaaa"} and marks["1aaaaaaa"].automatic
+
+
+def test_a_sharing_environment_edits_its_owners_variables(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    git(tiny, "init", "-q", "-b", "main")
+    api.init_project(tiny, preset="simple", name="tiny")
+    api.variables.set("tiny", "GREETING", "hi", environments=["development"])
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/projects/tiny/variables?environment=preview").text
+        assert "preview shares development's variables" in page
+        assert 'id="set-variable"' not in page  # set them on development
+        row = page.split('<tr data-variable="GREETING"')[1].split("</tr>")[0]
+        assert '<input type="hidden" name="environment" value="development">' in row
+        r = c.post("/projects/tiny/variables", data={"csrf": csrf_of(page),
+                   "environment": "development", "name": "GREETING", "value": "hello"})  # fmt: skip
+        assert r.status_code == 303
+        assert api.variables.get("tiny", "GREETING", "preview").value == "hello"
