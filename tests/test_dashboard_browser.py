@@ -160,14 +160,19 @@ def browser(stage: Stage) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def page(browser: Any, stage: Stage) -> Iterator[Any]:
-    """One tab for the module, signed in as the local owner with a one-time link."""
+    """One tab for the module, signed in as the local owner with a one-time link; no page
+    it shows may break the Content-Security-Policy or throw."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
+    broken: list[str] = []
+    tab.on("pageerror", lambda exc: broken.append(f"script error: {exc}"))
+    tab.on("console", lambda m: broken.append(m.text) if "Content Security" in m.text else None)
     tab.goto(sign_in_link())
     tab.wait_for_url(stage.base + "/")
     yield tab
     context.close()
+    assert not broken, broken
 
 
 def shot(page: Any, stage: Stage, name: str) -> None:
