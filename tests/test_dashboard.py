@@ -203,7 +203,7 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
 
 
 def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
-    server: ApiServer, api: Tristage
+    server: ApiServer, api: Tristage, tokens: dict[str, str]
 ) -> None:
     code = api.tokens.sign_in_link()
     stored = api.store.query("SELECT * FROM api_signin_links")
@@ -211,8 +211,12 @@ def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
     assert code not in json.dumps(stored)  # only its sha256
     assert stored[0]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
     with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        earlier = c.cookies["tristage_session"]
         r = c.get("/login/link", params={"code": code})
         assert r.status_code == 303 and r.headers["location"] == "/"
+        with pytest.raises(TristageError):
+            api.tokens.session(earlier)  # the viewer session this browser had is over
         cookie = next(h for h in r.headers.get_list("set-cookie") if "tristage_session=" in h)
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = c.get("/")

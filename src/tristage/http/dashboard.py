@@ -238,6 +238,9 @@ def routes(http: Http) -> list[BaseRoute]:
                                     error=exc.message, hint=exc.hint, user=None)  # fmt: skip
             _cookie(resp, LOGIN_COOKIE, pre, http.secure_cookies, 600)
             return resp
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:  # the browser's earlier session (perhaps another token's) ends
+            await run_in_threadpool(tokens.close_session, previous)
         sid = await run_in_threadpool(tokens.open_session, info)
         resp = RedirectResponse(_safe_next(request.query_params.get("next", "/")), 303)
         _cookie(resp, SESSION_COOKIE, sid, http.secure_cookies, None)
@@ -265,14 +268,13 @@ def routes(http: Http) -> list[BaseRoute]:
             for p in views.projects(api):
                 if only is not None and p.name != only:
                     continue
-                p_cfg = api.config_for(p.name)
-                preview, production = data.path_environments(p_cfg)
-                item: dict[str, Any] = {
-                    "project": p, "envs": [], "error": None, "rollbacks": [],
-                    "preview": preview, "production": production,
-                    "path": data.pipeline_order(p_cfg),
-                }  # fmt: skip
+                item: dict[str, Any] = {"project": p, "envs": [], "error": None,
+                                        "rollbacks": [], "preview": None, "production": None,
+                                        "path": []}  # fmt: skip
                 try:
+                    p_cfg = api.config_for(p.name)
+                    item["preview"], item["production"] = data.path_environments(p_cfg)
+                    item["path"] = data.pipeline_order(p_cfg)
                     item["envs"], item["rollbacks"] = data.overview(api, p.name, traffic)
                 except TristageError as exc:
                     item["error"] = exc.message
