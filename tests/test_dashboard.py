@@ -179,7 +179,11 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
             prod_row = overview.split('<tr data-environment="production">')[1].split("</tr>")[0]
             assert second in prod_row and "healthy" in prod_row
             page = c.get("/projects/shop/deployments")
-            assert f'action="/projects/shop/deployments/{preview}/promote"' in page.text
+            # promote goes through its preflight, which posts the promotion
+            assert f'href="/projects/shop/promote?deployment={preview}"' in page.text
+            preflight = c.get(f"/projects/shop/promote?deployment={preview}").text
+            assert f'action="/projects/shop/deployments/{preview}/promote"' in preflight
+            assert "Variables that differ" in preflight
             assert f'value="{first}"' in page.text  # "roll back to this" on the older one
             csrf = csrf_of(page.text)
             r = c.post("/projects/shop/rollback", data={})

@@ -304,10 +304,13 @@ def routes(http: Http) -> list[BaseRoute]:
         source = request.query_params.get("from") or None
         if source is not None:
             check_param("environment", source)
+        chosen = request.query_params.get("deployment") or None
+        if chosen is not None:
+            check_param("deployment", chosen)
         api = http.faces.for_token(info)
 
         def build() -> dict[str, Any]:
-            pf = data.preflight(api, project, source)
+            pf = data.preflight(api, project, source, chosen)
             return base(info, sid, api, project=project, pf=pf, section="overview")
 
         return render("preflight.html", **await run_in_threadpool(build))

@@ -163,12 +163,16 @@ def _shown(value: str | None, secret: bool) -> str | None:
     return "••••••" if secret else value
 
 
-def preflight(api: Tristage, project: str, source: str | None = None) -> Preflight:
-    """What promoting `source`'s (default: preview's) live deployment to production would
-    do: the candidate, the variables that differ, whether it rebuilds, the rule errors."""
+def preflight(
+    api: Tristage, project: str, source: str | None = None, deployment: str | None = None
+) -> Preflight:
+    """What promoting `deployment` (default: the live deployment of `source`, default
+    preview) to production would do: the candidate, the variables that differ, whether
+    it rebuilds, the rule errors."""
     cfg = api.config_for(project)
     preview, production = path_environments(cfg)
-    source = source or preview
+    picked = api.deploys.get(deployment, project) if deployment is not None else None
+    source = picked.environment if picked is not None else source or preview
     if production is None:
         raise Conflict("this project has no production environment",
                        'declare one with tier = "production" in tristage.toml')  # fmt: skip
@@ -177,14 +181,14 @@ def preflight(api: Tristage, project: str, source: str | None = None) -> Preflig
                        "promote from a preview environment")  # fmt: skip
     live = views.live_ids(api, project)
     out = Preflight(project, source, production, None, None)
-    cand_id = api.deploys.live(project, source)
+    cand_id = picked.id if picked is not None else api.deploys.live(project, source)
     prod_id = api.deploys.live(project, production)
     if prod_id:
         out.current = views.deployment_out(api, api.deploys.get(prod_id, project), live)
     if cand_id is None:
         out.problems.append(f"{source} has no live deployment to promote")
         return out
-    dep = api.deploys.get(cand_id, project)
+    dep = picked or api.deploys.get(cand_id, project)
     out.candidate = views.deployment_out(api, dep, live)
     if dep.status != Status.ready:
         out.problems.append(f"{dep.id} is {dep.status.value}, not ready")
