@@ -115,7 +115,10 @@ class ControlPlane(DeployPipeline, Reconciler):
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
         if self.dashboard_port:
-            self.log(f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/")
+            self.log(
+                f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/"
+                " ('tristage open' opens it signed in)"
+            )
         problem = await asyncio.to_thread(self.runtimes.sandbox_problem)
         if problem and not self.runtimes.forced:
             self.log(f"warning: the sandbox cannot run here: {problem} (see 'tristage doctor')")
