@@ -337,13 +337,24 @@ def fill_floor_backlog(db: Path, n: int) -> None:
 
 
 def side_by_side(label: str, floor: LoadResult, gw: LoadResult) -> str:
-    return (
-        f"{label:<22} floor {floor.rps:7.0f}/s p99 {floor.p99:6.2f} ms | gateway "
-        f"{gw.rps:7.0f}/s p99 {gw.p99:6.2f} ms | throughput {gw.rps / floor.rps:4.2f}x, "
-        f"p99 {gw.p99 / floor.p99:4.2f}x"
-        + (f"  (errors {floor.errors}/{gw.errors})" if floor.errors or gw.errors else "")
-        + (f"  statuses {dict(sorted(gw.statuses.items()))}" if set(gw.statuses) - {200} else "")
+    line = (
+        f"{label:<22} floor {floor.rps:6.0f}/s p50 {floor.p50:5.2f} p99 {floor.p99:6.2f} ms"
+        f" | gateway {gw.rps:6.0f}/s p50 {gw.p50:5.2f} p99 {gw.p99:6.2f} ms"
+        f" | throughput {gw.rps / floor.rps:4.2f}x, p99 {gw.p99 / floor.p99:4.2f}x"
     )
+    if floor.errors or gw.errors:
+        line += f"  (errors {floor.errors}/{gw.errors})"
+    if set(gw.statuses) - {200}:
+        line += f"  statuses {dict(sorted(gw.statuses.items()))}"
+    return line
+
+
+def merge(into: LoadResult, r: LoadResult) -> None:
+    into.seconds += r.seconds
+    into.latencies_ms += r.latencies_ms
+    into.errors += r.errors
+    for k, v in r.statuses.items():
+        into.statuses[k] = into.statuses.get(k, 0) + v
 
 
 def report(rows: dict[str, tuple[LoadResult, LoadResult]]) -> None:
@@ -361,6 +372,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=3000, help="deliveries per phase")
     parser.add_argument("--backlog", type=int, default=50_000, help="pending deliveries")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per phase")
     parser.add_argument(
         "--phases",
         default="1,16,64,forwarding,backlog,environments",
@@ -425,14 +437,15 @@ def main() -> None:
                 asyncio.run(drive("warmup", port, signed_requests(secret, 300, port, "w"), 16))
 
             def pair(label: str, c: int) -> tuple[LoadResult, LoadResult]:
-                f = asyncio.run(
-                    drive(
-                        "floor", floor_port, signed_requests(secret, n, floor_port, f"f{label}"), c
-                    )
-                )
-                g = asyncio.run(
-                    drive("gateway", gw_port, signed_requests(secret, n, gw_port, f"g{label}"), c)
-                )
+                """Floor and gateway in turn, in `rounds` alternating rounds (the machine
+                is shared: a burst of someone else's load hits both alike)."""
+                f, g = LoadResult("floor", 0.0), LoadResult("gateway", 0.0)
+                for k in range(args.rounds):
+                    order = ((f, floor_port), (g, gw_port))
+                    for into, port in order if k % 2 == 0 else order[::-1]:
+                        reqs = signed_requests(secret, n // args.rounds, port, f"{label}{k}")
+                        r = asyncio.run(drive(into.label, port, reqs, c))
+                        merge(into, r)
                 print(side_by_side(label, f, g), flush=True)
                 return f, g
 

@@ -222,8 +222,6 @@ class PlaneCore:
                 details={"reason": reason} if reason else {},
             )
 
-
-
     def _settings_for(self, dep: Deployment) -> ProcessSettings:
         cached = self._settings.get(dep.id)
         if cached is not None:
