@@ -349,6 +349,12 @@ def side_by_side(label: str, floor: LoadResult, gw: LoadResult) -> str:
     return line
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def merge(into: LoadResult, r: LoadResult) -> None:
     into.seconds += r.seconds
     into.latencies_ms += r.latencies_ms
@@ -426,7 +432,7 @@ def main() -> None:
         procs = (gateway, floor, app)
         try:
             for p in (gw_port, floor_port, app_port):
-                wait_port("127.0.0.1", p)
+                wait_port("127.0.0.1", p, timeout=120.0)
             n = args.events
             print(
                 f"webhook ingest, {n} signed Clerk deliveries per phase and server, "
@@ -438,15 +444,27 @@ def main() -> None:
 
             def pair(label: str, c: int) -> tuple[LoadResult, LoadResult]:
                 """Floor and gateway in turn, in `rounds` alternating rounds (the machine
-                is shared: a burst of someone else's load hits both alike)."""
+                is shared: a burst of someone else's load hits both alike), with the CPU
+                time each server process spent per request."""
                 f, g = LoadResult("floor", 0.0), LoadResult("gateway", 0.0)
+                cpu = {"floor": 0.0, "gateway": 0.0}
                 for k in range(args.rounds):
-                    order = ((f, floor_port), (g, gw_port))
-                    for into, port in order if k % 2 == 0 else order[::-1]:
+                    order = ((f, floor_port, floor.pid), (g, gw_port, gateway.pid))
+                    for into, port, pid in order if k % 2 == 0 else order[::-1]:
                         reqs = signed_requests(secret, n // args.rounds, port, f"{label}{k}")
+                        before = cpu_seconds(pid)
                         r = asyncio.run(drive(into.label, port, reqs, c))
+                        cpu[into.label] += cpu_seconds(pid) - before
                         merge(into, r)
                 print(side_by_side(label, f, g), flush=True)
+                fc, gc = (
+                    cpu[x] / max(1, r.requests) * 1e6 for x, r in (("floor", f), ("gateway", g))
+                )
+                print(
+                    f"{'':<22} CPU per request: floor {fc:.0f} us, gateway {gc:.0f} us "
+                    f"(including its forwarder) = {gc / fc:.2f}x",
+                    flush=True,
+                )
                 return f, g
 
             phases = set(args.phases.split(","))
