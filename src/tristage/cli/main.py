@@ -50,6 +50,8 @@ COMMAND_MODULES = [
     "monitor",
     "dev",
     "doctor",
+    "service",
+    "githost",
 ]
 
 

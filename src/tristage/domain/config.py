@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, Problem
+from .hostnames import PublicNames, check_hostname, check_pattern
 from .limits import parse_size
 
 FILE_NAME = "tristage.toml"
@@ -418,6 +419,36 @@ class EnvironmentConfig(ProcessSettings):
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
         json_schema_extra={"key": "SOURCE"},
     )
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Public host names of the environment's live deployment, e.g. "
+        '`["shop.example.com", "www.shop.example.com"]`: the first is canonical (the app\'s '
+        "`TRISTAGE_URL`), the production edge redirects the others to it (docs/server.md). "
+        "A name serves one environment; `*.localhost` names exist already.",
+    )
+    branch_domain: str | None = Field(
+        default=None,
+        description="A host pattern for the environment's branch and deployment hosts, with "
+        "`{branch}` in its first label, e.g. `{branch}.preview.shop.example.com`: branch "
+        "`feature/x` is served at `feature-x.preview...`, a deployment at `ID.preview...`.",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in v:
+            host = check_hostname(name)
+            if host in out:
+                raise ValueError(f"{host!r} is listed twice")
+            out.append(host)
+        return out
+
+    @field_validator("branch_domain")
+    @classmethod
+    def _branch_domain(cls, v: str | None) -> str | None:
+        return None if v is None else check_pattern(v)
+
     webhook_retain_days: float = Field(
         default=30.0,
         gt=0,
@@ -573,6 +604,7 @@ class PipelineConfig(Strict):
                     problems.append(
                         f"environments.{name}.shares: production never shares its instances"
                     )
+        problems += self._domain_problems()
         prods = [n for n, e in self.environments.items() if e.tier == Tier.production]
         if len(prods) > 1:
             problems.append(
@@ -581,6 +613,31 @@ class PipelineConfig(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _domain_problems(self) -> list[str]:
+        """A host name or branch pattern claimed by two environments."""
+        problems: list[str] = []
+        claimed: dict[str, str] = {}
+        for name, env in self.environments.items():
+            for i, host in enumerate(env.domains):
+                other = claimed.setdefault(host, name)
+                if other != name:
+                    problems.append(
+                        f"environments.{name}.domains[{i}]: {host!r} is also a domain of "
+                        f"environment {other!r} (a host serves one environment: remove it "
+                        "from one of them)"
+                    )
+        patterns: dict[str, str] = {}
+        for name, env in self.environments.items():
+            if env.branch_domain is None:
+                continue
+            other = patterns.setdefault(env.branch_domain, name)
+            if other != name:
+                problems.append(
+                    f"environments.{name}.branch_domain: {env.branch_domain!r} is also the "
+                    f"branch_domain of environment {other!r} (give each its own)"
+                )
+        return problems
 
     # -- derived views -------------------------------------------------
     def env(self, name: str) -> EnvironmentConfig:
@@ -600,6 +657,14 @@ class PipelineConfig(Strict):
             if env.tier == Tier.production:
                 return name
         return None
+
+    def public_names(self) -> dict[str, PublicNames]:
+        """Each environment's public host names (empty ones left out)."""
+        return {
+            name: PublicNames(tuple(env.domains), env.branch_domain)
+            for name, env in self.environments.items()
+            if env.domains or env.branch_domain
+        }
 
     def owner(self, name: str) -> str:
         """The environment whose instances (variables, data store) `name` uses."""
@@ -645,7 +710,7 @@ def _problems(err: ValidationError) -> list[Problem]:
             msg = "required key is missing"
         elif e["type"] in ("literal_error", "enum"):
             msg = f"{msg}; got {e.get('input')!r}"
-        if not path and "; " in msg and msg.startswith("environments"):
+        if not path and msg.startswith("environments"):
             # cross-check problems carry their own path
             for part in msg.split("; "):
                 p, _, m = part.partition(": ")

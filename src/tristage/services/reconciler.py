@@ -48,7 +48,9 @@ class Reconciler(PlaneCore):
             deadline = time.monotonic() + drain
             await asyncio.sleep(min(0.2, drain))
             while (
-                time.monotonic() < deadline and self.router and self.router.inflight(rel.upstream)
+                time.monotonic() < deadline
+                and self.router
+                and await self.router.inflight_now(rel.upstream)
             ):
                 await asyncio.sleep(0.05)
             if dep_id in self._wanted:
@@ -144,8 +146,9 @@ class Reconciler(PlaneCore):
             for row in store.query(
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
-                " AND trigger != ? GROUP BY branch)",
-                (project, Status.ready.value, "promote", project, Status.ready.value, "promote"),
+                " AND trigger != ? GROUP BY branch)"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
+                (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
@@ -209,15 +212,23 @@ class Reconciler(PlaneCore):
             branch_latest: dict[str, alias_domain.DeploymentRef] = {}
             for r in store.query(
                 "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
-                " AND trigger != 'promote' ORDER BY seq",
-                (project, Status.ready.value),
+                " AND trigger != 'promote'"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)"
+                " ORDER BY seq",
+                (project, Status.ready.value, project),
             ):
                 branch_latest[r["branch"]] = alias_domain.DeploymentRef(
                     r["id"], r["environment"], r["branch"]
                 )
             out.append(
                 ProjectRoutes(
-                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                    project,
+                    cfg.production,
+                    tuple(cfg.environments),
+                    live,
+                    branch_latest,
+                    deps,
+                    cfg.public_names(),
                 )
             )
         return out
@@ -233,10 +244,14 @@ class Reconciler(PlaneCore):
                 if p == pr.project:
                     live[env] = dep_id
             hosts = alias_domain.host_table(
-                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
-            )
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
+                pr.public,
+            )  # fmt: skip
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)
