@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ..edges.store import Store, StoreBusy
+from ..edges.store import Store
 
 log = logging.getLogger("tristage.webhooks")
 
@@ -56,7 +56,8 @@ class BatchWriter:
         self._q: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._writing = threading.Lock()  # held while a batch (or an inline write) runs
+        self._writing = threading.Lock()  # held while a batch (or a loop's batch) is written
+        self._here: list[_Job[Any]] = []  # gathered on the event loop (run_here)
 
     def _ensure(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -74,21 +75,43 @@ class BatchWriter:
         self._q.put(_Job(fn, fut, loop))
         return await fut
 
-    def now(self, fn: Callable[[Store], T]) -> tuple[bool, T | None]:
-        """Run `fn` in its own transaction on the calling thread, if that costs no
-        waiting: nothing queued or being written here, and the store's write lock free
-        (else `(False, None)`, and the caller queues it with `run`). An idle writer
-        then costs no hand-over to its thread and back, which on a busy machine is most
-        of a lone request's time."""
-        if not self._q.empty() or not self._writing.acquire(blocking=False):
-            return False, None
-        try:
-            with self.store.transaction(wait=False):
-                return True, fn(self.store)
-        except StoreBusy:
-            return False, None
-        finally:
-            self._writing.release()
+    async def run_here(self, fn: Callable[[Store], T]) -> T:
+        """Like `run`, but committed on the calling event loop when that costs no
+        waiting: the jobs of one turn of the loop (requests that arrived together) are
+        gathered and committed in one transaction right after it, when nothing is queued
+        for or being written by the writer thread and the store's write lock is free.
+        Otherwise they go to the writer thread. A lone request then pays no hand-over
+        to the writer's thread and back, which on a busy machine is most of its time."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        if not self._here:
+            loop.call_soon(self._flush_here, loop)
+        self._here.append(_Job(fn, fut, loop))
+        return await fut
+
+    def _flush_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._here = self._here[: self.MAX_BATCH], self._here[self.MAX_BATCH :]
+        if self._here:
+            loop.call_soon(self._flush_here, loop)
+        results: list[Any] = []
+        done = False
+        if self._q.empty() and self._writing.acquire(blocking=False):
+            try:
+                with self.store.transaction(wait=False):
+                    results = [job.fn(self.store) for job in batch]
+                done = True
+            except BaseException:  # busy, or a job failed: the writer retries them one by one
+                done = False
+            finally:
+                self._writing.release()
+        if not done:
+            self._ensure()
+            for job in batch:
+                self._q.put(job)
+            return
+        for job, value in zip(batch, results, strict=True):
+            if job.fut is not None and not job.fut.done():
+                job.fut.set_result(value)
 
     def submit(self, fn: Callable[[Store], object]) -> None:
         """Fire and forget (counters)."""

@@ -125,7 +125,6 @@ class WebhookService:
         # failing or paused destinations, as of the last claim round
         self._endpoint_state: dict[EndpointKey, tuple[float, float | None]] = {}
         self._monitor: Monitor | None = None
-        self._storing = 0  # deliveries waiting for the writer's commit
 
     def close(self) -> None:
         self.writer.stop()
@@ -239,17 +238,9 @@ class WebhookService:
         def store(s: Store) -> tuple[str, bool]:
             return insert_delivery(s, row, box, filtered)
 
-        # a lone delivery is committed right here when the writer is idle (no hand-over
-        # to its thread and back); concurrent ones share the writer's group commits
-        done, stored = self.writer.now(store) if self._storing == 0 else (False, None)
-        if done and stored is not None:
-            delivery_id, duplicate = stored
-        else:
-            self._storing += 1
-            try:
-                delivery_id, duplicate = await self.writer.run(store)
-            finally:
-                self._storing -= 1
+        # committed on this loop with the deliveries that arrived with it, when nothing
+        # waits; else by the writer thread's group commit
+        delivery_id, duplicate = await self.writer.run_here(store)
         if not duplicate and filtered is None:
             self.notify((ep.project, ep.environment))
         return IngestResult(
