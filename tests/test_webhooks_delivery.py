@@ -532,3 +532,44 @@ def test_deliveries_of_one_loop_turn_commit_together_here_or_on_the_writer(
         writer.stop()
         other.close()
         store.close()
+
+
+def test_a_flood_of_forged_large_bodies_is_shed_unread_and_small_ones_still_verified(
+    api: Tristage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tristage.services import webhooks as svc
+
+    async def main() -> None:
+        async with rig(api, tmp_path / "shop") as r:
+            url = f"http://127.0.0.1:{r.router_port}/.tristage/webhooks/clerk"
+            big = b'{"type":"user.created","data":"' + b"x" * 200_000 + b'"}'
+            forged = {
+                "svix-id": "msg_forged",
+                "svix-timestamp": str(int(time.time())),
+                "svix-signature": "v1,bm90IGEgc2lnbmF0dXJl",
+                "host": HOST,
+            }
+            codes = []
+            for _ in range(svc.SHED_AFTER + 5):
+                resp = await r.client.post(url, content=big, headers=forged)
+                codes.append(resp.status_code)
+            assert codes[: svc.SHED_AFTER] == [401] * svc.SHED_AFTER  # verified, refused
+            assert set(codes[svc.SHED_AFTER :]) == {503}  # then refused unread
+            resp = await r.client.post(url, content=big, headers=forged)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "2"
+            assert resp.json()["error"] == "busy"
+            # a genuine (small) delivery at the same environment still gets in
+            d = await r.post("clerk")
+            await wait_for(lambda: r.status(d) == "delivered", 10, "the genuine one")
+            # another environment is not shed
+            from tristage.api import Endpoint
+
+            dev = api.webhooks.endpoint("shop", "development", "clerk")
+            assert api.webhooks.shedding(dev, 10**6) is not None
+            assert api.webhooks.shedding(dev, 1000) is None  # small ones are verified
+            other = Endpoint("shop", "production", "clerk", dev.config, dev.secrets)
+            assert api.webhooks.shedding(other, 10**6) is None
+
+    with caplog.at_level("WARNING", logger="tristage.webhooks"):
+        run(main)
+    assert "webhook flood: project=shop env=development" in caplog.text

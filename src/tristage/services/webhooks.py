@@ -82,6 +82,9 @@ UpstreamLookup = Callable[[str, str], str | None]
 
 ENDPOINT_TTL = 2.0  # seconds a source's config and secret are cached by ingest
 INLINE_VERIFY_BYTES = 16384  # bodies up to this size are verified on the event loop
+SHED_AFTER = 50  # refused (forged, malformed) requests in a second at one environment ...
+SHED_BODY_BYTES = 65536  # ... after which its bodies larger than this are refused unread
+SHED_SECONDS = 2.0  # ... for this long (renewed while the flood lasts)
 RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than this
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
@@ -125,6 +128,9 @@ class WebhookService:
         # failing or paused destinations, as of the last claim round
         self._endpoint_state: dict[EndpointKey, tuple[float, float | None]] = {}
         self._monitor: Monitor | None = None
+        # environments under a flood of refused requests: (window start, count), until
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
+        self._shed_until: dict[tuple[str, str], float] = {}
 
     def close(self) -> None:
         self.writer.stop()
@@ -291,8 +297,51 @@ class WebhookService:
         )
         key = (ep.project, ep.environment, ep.source, reason, time.time())
         self.writer.submit(lambda s: count_rejection(s, key))
+        if status in (400, 401):
+            self._refused_at((ep.project, ep.environment))
         return IngestResult(
             status, {"ok": False, "error": reason, "message": public(status, message)}
+        )
+
+    def _refused_at(self, environment: tuple[str, str]) -> None:
+        """Count a forged or malformed request at an environment; past SHED_AFTER in a
+        second its large bodies are refused unread for SHED_SECONDS."""
+        now = time.monotonic()
+        start, count = self._refusals.get(environment, (now, 0))
+        if now - start > 1.0:
+            start, count = now, 0
+        count += 1
+        self._refusals[environment] = (start, count)
+        if count == SHED_AFTER:
+            if self._shed_until.get(environment, 0.0) <= now:
+                log.warning(
+                    "webhook flood: project=%s env=%s refused %d requests in a second; "
+                    "bodies over %d bytes are refused unread for %g s",
+                    *environment,
+                    count,
+                    SHED_BODY_BYTES,
+                    SHED_SECONDS,
+                )
+            self._shed_until[environment] = now + SHED_SECONDS
+            self._refusals[environment] = (now, 0)
+
+    def shedding(self, ep: Endpoint, size: int) -> IngestResult | None:
+        """The answer for a large body at an environment under a flood of refused
+        requests (503 with Retry-After, read no further), else None. Small bodies are
+        still verified: a genuine delivery is rarely large, and cheap to check."""
+        if size <= SHED_BODY_BYTES:
+            return None
+        until = self._shed_until.get((ep.project, ep.environment))
+        if until is None or until <= time.monotonic():
+            return None
+        self._refused_at((ep.project, ep.environment))  # the flood goes on: keep shedding
+        return IngestResult(
+            503,
+            {
+                "ok": False,
+                "error": "busy",
+                "message": "too many refused deliveries at this environment; retry later",
+            },
         )
 
     def unavailable(
