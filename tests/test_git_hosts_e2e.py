@@ -352,8 +352,11 @@ def test_a_pull_request_whose_deploy_fails_gets_a_failure_status(
     assert len(failed.json["description"]) <= 140
     (dep,) = deployments(api, branch="PR #9")
     assert failed.json["target_url"] == f"http://{dep.id}.shop.localhost:{cp.port}"
-    body = recorder.comments()[-1].json["body"]
-    assert "failed" in body and dep.id in body
+    # the comment is edited right after the status: wait for it rather than race it
+    body = wait_for(lambda: next((c.json["body"] for c in reversed(recorder.comments())
+                                  if "failed" in c.json["body"]), None),
+                    30, "the comment to say the preview failed")  # fmt: skip
+    assert dep.id in body
     assert cp.get("pr-9.shop.localhost").status_code == 404
 
 
