@@ -7,8 +7,12 @@ and requests across route-table swaps (no failures)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import signal
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from acme_ca import (
 )
 from caddy_front import caddy_front
 from test_edge_conformance import Upstream, route
-from tristage.edges.caddy import EdgePlan
+from tristage.edges.caddy import CaddyEdge, EdgePlan
 from tristage.edges.router import Route
 
 pytestmark = [needs_caddy, needs_pebble, pytest.mark.timeout(120)]
@@ -218,5 +222,53 @@ def test_the_config_changes_only_with_the_public_names(tmp_path: Path, pebble: P
             await f.edge.apply(more)
             assert len(loads) == 1 and "shop2.test" in loads[0]
             assert f.edge.healthy()
+
+    run(main())
+
+
+def test_a_caddy_that_exits_is_started_again_and_a_restarted_control_plane_adopts_it(
+    tmp_path: Path, pebble: Pebble
+) -> None:
+    async def main() -> None:
+        async with front(tmp_path, pebble) as f, Upstream("prod") as up:
+            f.router.table.replace({"shop.localhost": route("d1", up)})
+            first = f.edge.pid
+            assert first is not None and f.edge.healthy()
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not (f.edge.healthy() and f.edge.pid != first):
+                assert time.monotonic() < deadline, "caddy was not started again"
+                await asyncio.sleep(0.1)
+            async with httpx.AsyncClient(timeout=10) as client:
+                url = f"http://127.0.0.1:{f.http_port}/"
+                while True:  # serving again once the new caddy listens
+                    try:
+                        r = await client.get(url, headers={"Host": "shop.localhost"})
+                        break
+                    except httpx.ConnectError:
+                        assert time.monotonic() < deadline, "caddy does not listen again"
+                        await asyncio.sleep(0.1)
+                assert r.content == b"prod"
+                # a second edge on the same directory (a control plane back after kill -9)
+                # takes the running caddy over instead of starting another
+                assert f.edge.settings is not None
+                settings = f.edge.settings
+                again = CaddyEdge(
+                    f.edge.directory,
+                    lambda ask, token: dataclasses.replace(settings, ask_url=ask, token=token),
+                    allowed=lambda host: True,
+                    binary=f.edge.binary,
+                )
+                await again.start(PLAN)
+                try:
+                    assert again.pid == f.edge.pid
+                    f.router.trust_edge(again.token)
+                    r = await client.get(url, headers={"Host": "shop.localhost"})
+                    assert r.content == b"prod"
+                    seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
+                    assert "x-tristage-edge" not in seen
+                finally:
+                    again._watch.cancel()  # type: ignore[union-attr]
+                    await again.ask.stop()
 
     run(main())

@@ -169,7 +169,7 @@ class CaddyEdge:
         self.pid = self._proc.pid
         self._write_pidfile(self._proc.pid)
         deadline = time.monotonic() + START_TIMEOUT
-        while not await self._admin_alive():
+        while not (await self._admin_alive() and await self._listening()):
             if self._proc.returncode is not None or time.monotonic() > deadline:
                 raise EdgeError(
                     f"caddy did not start: {self._log_tail()}",
@@ -197,6 +197,20 @@ class CaddyEdge:
                 failures = 0
             except EdgeError as exc:
                 self.log(f"edge: {exc}")
+
+    async def _listening(self) -> bool:
+        """Both ports accept connections (Caddy's admin API answers before its apps run)."""
+        assert self.settings is not None
+        host = self.settings.bind or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        for port in (self.settings.http_port, self.settings.https_port):
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+        return True
 
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
