@@ -6,6 +6,8 @@
 - router: the embedded router in front of it (plain HTTP);
 - caddy-tls: the production edge, Caddy with tristage's own configuration
   (`edges/caddy/config.py`) terminating TLS in front of the router;
+- caddy-tls-app: the same Caddy configuration forwarding straight to the app (no router):
+  what Caddy itself costs, the ceiling of caddy-tls with a router as fast as the app;
 - nginx: nginx 1.22 in front of the app (plain HTTP, keep-alive upstream);
 - nginx-tls: nginx terminating TLS with the same certificate, in front of the app.
 
@@ -126,7 +128,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 
 
 def caddy_json(
-    d: Path, router: int, http: int, https: int, token: str, cert: Path, key: Path
+    d: Path, router: int, http: int, https: int, token: str, cert: Path, key: Path, name: str
 ) -> Path:
     from tristage.edges.caddy import EdgePlan, EdgeSettings, caddy_config
 
@@ -134,9 +136,9 @@ def caddy_json(
         router=("127.0.0.1", router),
         ask_url="http://127.0.0.1:9/ask",
         token=token,
-        admin_socket=d / "caddy-admin.sock",
-        storage=d / "caddy-data",
-        log_file=d / "caddy.log",
+        admin_socket=d / f"{name}-admin.sock",
+        storage=d / f"{name}-data",
+        log_file=d / f"{name}.log",
         http_port=http,
         https_port=https,
         bind="127.0.0.1",
@@ -145,7 +147,7 @@ def caddy_json(
     config["apps"]["tls"]["certificates"] = {
         "load_files": [{"certificate": str(cert), "key": str(key)}]
     }
-    path = d / "caddy.json"
+    path = d / f"{name}.json"
     path.write_text(json.dumps(config))
     return path
 
@@ -262,7 +264,7 @@ def main() -> None:
 
     me = str(Path(__file__).resolve())
     token = os.urandom(16).hex()
-    app, router, c_http, c_https, n_plain, n_tls = (free_port() for _ in range(6))
+    app, router, c_http, c_https, n_plain, n_tls, a_http, a_https = (free_port() for _ in range(8))
     with tempfile.TemporaryDirectory(prefix="tristage-frontdoor-") as tmp:
         d = Path(tmp)
         cert, key = make_cert(d)
@@ -280,16 +282,20 @@ def main() -> None:
                 token,
             ),
         ]
-        config = caddy_json(d, router, c_http, c_https, token, cert, key)
         caddy_env = {**os.environ, "HOME": tmp, "XDG_DATA_HOME": tmp, "XDG_CONFIG_HOME": tmp}
-        procs.append(
-            subprocess.Popen(
-                ["caddy", "run", "--config", str(config)],
-                env=caddy_env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        for name, upstream, http, https in (
+            ("caddy", router, c_http, c_https),
+            ("caddy-app", app, a_http, a_https),
+        ):
+            config = caddy_json(d, upstream, http, https, token, cert, key, name)
+            procs.append(
+                subprocess.Popen(
+                    ["caddy", "run", "--config", str(config)],
+                    env=caddy_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
         nginx_conf = d / "nginx.conf"
         nginx_conf.write_text(
             NGINX.format(
@@ -306,12 +312,13 @@ def main() -> None:
             subprocess.Popen(["nginx", "-p", tmp, "-c", str(nginx_conf)], stderr=subprocess.DEVNULL)
         )
         try:
-            for port in (app, router, c_https, n_plain, n_tls):
+            for port in (app, router, c_https, a_https, n_plain, n_tls):
                 wait_port("127.0.0.1", port, 20)
             targets = {
                 "direct": f"http://127.0.0.1:{app}/",
                 "router": f"http://127.0.0.1:{router}/",
                 "caddy-tls": f"https://{HOST}:{c_https}/",
+                "caddy-tls-app": f"https://{HOST}:{a_https}/",
                 "nginx": f"http://127.0.0.1:{n_plain}/",
                 "nginx-tls": f"https://{HOST}:{n_tls}/",
             }
@@ -327,7 +334,7 @@ def main() -> None:
                     r = wrk(url, args.seconds, args.connections)
                     runs[name].append(r)
                     print(
-                        f"  round {i + 1} {name:<10} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms"
+                        f"  round {i + 1} {name:<13} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms"
                         f"  p99 {r['p99']:6.2f} ms  errors {r['errors']:.0f}"
                     )
             med = {
@@ -337,19 +344,24 @@ def main() -> None:
             print("-- medians")
             for name, m in med.items():
                 print(
-                    f"{name:<10} {m['rps']:>9.0f} req/s  p50 {m['p50']:6.2f} ms  "
+                    f"{name:<13} {m['rps']:>9.0f} req/s  p50 {m['p50']:6.2f} ms  "
                     f"p99 {m['p99']:6.2f} ms  {m['rps'] / med['direct']['rps']:.2f}x direct"
                 )
-            c = med["caddy-tls"]["rps"]
+            c, a = med["caddy-tls"]["rps"], med["caddy-tls-app"]["rps"]
             print(
                 f"caddy-tls / nginx-tls: {c / med['nginx-tls']['rps']:.2f}x;  "
                 f"caddy-tls / nginx (plain): {c / med['nginx']['rps']:.2f}x;  "
+                f"caddy-tls-app / nginx-tls: {a / med['nginx-tls']['rps']:.2f}x;  "
                 f"router / nginx (plain): {med['router']['rps'] / med['nginx']['rps']:.2f}x"
             )
             print(f"-- new connection + first byte, p50 of {args.handshakes}")
             base = first_byte_ms(router, False, args.handshakes)
             print(f"router (plain)   {base:6.2f} ms")
-            for name, port in (("caddy-tls", c_https), ("nginx-tls", n_tls)):
+            for name, port in (
+                ("caddy-tls", c_https),
+                ("caddy-tls-app", a_https),
+                ("nginx-tls", n_tls),
+            ):
                 v = first_byte_ms(port, True, args.handshakes)
                 print(f"{name:<16} {v:6.2f} ms  ({v / base:.1f}x the plain connect)")
         finally:
