@@ -3,6 +3,7 @@ a real project with public domains, real pushes, promote and rollback under HTTP
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -152,3 +153,22 @@ def test_production_on_its_domain_over_https_and_promote_rollback_drop_nothing(
     assert load.requests > 100
     assert set(load.seen) == {first, promoted}
     assert "edge: configuration updated" not in cp.output()  # no Caddy reload on a switch
+
+
+def test_an_edge_that_cannot_start_is_one_clear_error(home: Path) -> None:
+    ports = ["--http-port", str(free_port()), "--https-port", str(free_port())]
+    r = run_cli("up", "--port", "0", "--edge", "caddy", "--caddy", "/nonexistent/caddy", *ports)
+    assert r.returncode == 1
+    assert "error: the production edge needs caddy, and '/nonexistent/caddy' was not found" in (
+        r.stderr
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        r = run_cli("up", "--port", "0", "--edge", "caddy", "--edge-bind", "127.0.0.1",
+                    "--http-port", busy, "--https-port", str(free_port()))  # fmt: skip
+    assert r.returncode == 1
+    assert "error: caddy did not start" in r.stderr and "address already in use" in r.stderr
+    assert f"ports {busy} and" in r.stderr
+    assert not (home / "controlplane.json").exists()
