@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from conftest import GIT_ENV, git, run_cli
+from tristage.services.front_door import stop_router_process
 
 APPS = Path(__file__).parent / "apps"
 FAST = {
@@ -124,6 +125,8 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # the router process outlives a control plane that was killed: stop it too
+        stop_router_process(self.home)
         self.client.close()
 
     def get(self, host: str, path: str = "/") -> httpx.Response:

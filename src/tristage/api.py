@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .services.data_records import BackupInfo
     from .services.deploys import ControlPlaneInfo, DeployService, Switch
     from .services.doctor import Finding
+    from .services.git_hosts import Connected, Connection, GitHostService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter, Summary
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 # Records re-exported lazily: name -> the module that defines it (see `__getattr__`).
 LAZY: dict[str, str] = {
     "BackupInfo": ".services.data_records",
+    "Connected": ".services.git_hosts",
+    "Connection": ".services.git_hosts",
     "Delivery": ".services.webhook_records",
     "Endpoint": ".services.webhook_records",
     "DeploymentStats": ".edges.router.stats",
@@ -64,6 +67,8 @@ __all__ = [
     "TOKEN_NAME_RE",
     "AuditEvent",
     "BackupInfo",
+    "Connected",
+    "Connection",
     "Delivery",
     "Deployment",
     "DeploymentStats",
@@ -148,6 +153,12 @@ class Tristage:
         from .services.webhooks import WebhookService
 
         return WebhookService(self)
+
+    @cached_property
+    def git_hosts(self) -> GitHostService:
+        from .services.git_hosts import GitHostService
+
+        return GitHostService(self)
 
     @cached_property
     def monitor(self) -> MonitorService:

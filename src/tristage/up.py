@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp
 
+from .domain.numbers import ascii_int
 from .edges.embedded_server import EmbeddedServer
 from .errors import UsageError
 
@@ -45,7 +46,7 @@ async def serve_http(
     from .http.app import build_app
 
     wanted_text = os.environ.get("TRISTAGE_DASHBOARD_PORT", "")
-    if wanted_text.isdigit():
+    if ascii_int(wanted_text) is not None:
         wanted = int(wanted_text)
     elif wanted_text:
         raise UsageError(
@@ -83,7 +84,10 @@ def run_foreground(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        cp = ControlPlane(api, host, port, log=log, edge=edge)
+        # the router runs in a process of its own that outlives this one; with the production
+        # edge in front it still runs in-process (the edge's token is handed to it here)
+        in_front = edge is not None and edge.tls
+        cp = ControlPlane(api, host, port, log=log, edge=edge, router_process=not in_front)
         await cp.run(stop_event, internal_app=build_internal_app(api), serve_http=serve)
 
     asyncio.run(main())

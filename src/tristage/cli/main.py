@@ -51,6 +51,7 @@ COMMAND_MODULES = [
     "dev",
     "doctor",
     "service",
+    "githost",
 ]
 
 

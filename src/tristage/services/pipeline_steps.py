@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ..domain import aliases
 from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, procfile_entries
 from ..domain.deployments import Deployment, Status
+from ..domain.git_events import PULL_REQUEST
 from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
@@ -369,7 +370,8 @@ def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
             (dep.project, dep.environment),
         )
         seq = store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
-        if current is None or (seq is not None and seq["seq"] > current["seq"]):
+        preview = dep.trigger == PULL_REQUEST  # a PR preview never takes the environment
+        if not preview and (current is None or (seq is not None and seq["seq"] > current["seq"])):
             store.execute(
                 "INSERT INTO aliases (project, environment, desired, desired_at)"
                 " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"
