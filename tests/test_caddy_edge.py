@@ -272,3 +272,31 @@ def test_a_caddy_that_exits_is_started_again_and_a_restarted_control_plane_adopt
                     await again.ask.stop()
 
     run(main())
+
+
+@pytest.mark.parametrize("path", ["asgi", "fast"])
+def test_both_router_paths_trust_forwarding_headers_only_with_the_edge_token(path: str) -> None:
+    from tristage.edges.router.fastpath import request_head
+    from tristage.edges.router.headers import upstream_request_headers
+
+    def sent(headers: list[tuple[bytes, bytes]], token: bytes | None) -> dict[bytes, bytes]:
+        if path == "asgi":
+            return dict(upstream_request_headers(headers, "127.0.0.1", "http", token))
+        head = request_head(b"GET", b"/", headers, b"127.0.0.1", b"http", token)
+        assert head is not None
+        lines = head.split(b"\r\n")[1:-2]
+        return dict(tuple(line.split(b": ", 1)) for line in lines)  # type: ignore[misc]
+
+    base = [(b"host", b"shop.test"), (b"x-forwarded-for", b"6.6.6.6, 203.0.113.9"),
+            (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.test")]  # fmt: skip
+    trusted = sent([*base, (b"x-tristage-edge", b"s3cret")], b"s3cret")
+    assert trusted[b"x-forwarded-for"] == b"203.0.113.9"  # the address the edge saw
+    assert trusted[b"x-real-ip"] == b"203.0.113.9"
+    assert trusted[b"x-forwarded-proto"] == b"https"
+    assert b"x-tristage-edge" not in trusted
+    for token, header in ((b"s3cret", b"guess"), (None, b"s3cret")):
+        forged = sent([*base, (b"x-tristage-edge", header)], token)
+        assert forged[b"x-forwarded-for"] == b"127.0.0.1"
+        assert forged[b"x-forwarded-proto"] == b"http"
+        assert forged[b"x-forwarded-host"] == b"shop.test"
+        assert b"x-tristage-edge" not in forged

@@ -113,6 +113,7 @@ def test_production_on_its_domain_over_https_and_promote_rollback_drop_nothing(
         body = client.get(f"https://shop.test:{https}/").json()
         assert body["deployment"] == first and body["environment"] == "production"
         assert body["url"] == "https://shop.test"
+        assert body["proto"] == "https"  # the edge's header, trusted by the router process
         assert {"shop.test", "www.shop.test", "shop.localhost"} <= set(body["hosts"])
         redirect = client.get(f"http://shop.test:{http}/pricing")
         assert redirect.status_code == 308
@@ -153,6 +154,21 @@ def test_production_on_its_domain_over_https_and_promote_rollback_drop_nothing(
     assert load.requests > 100
     assert set(load.seen) == {first, promoted}
     assert "edge: configuration updated" not in cp.output()  # no Caddy reload on a switch
+
+    # kill -9 of the control plane: Caddy and the router process keep serving production
+    live = promoted
+    cp.kill9()
+    with https_client(pebble.root_pem, timeout=30) as client:
+        for _ in range(20):
+            body = client.get(f"https://shop.test:{https}/").json()
+            assert body["deployment"] == live and body["proto"] == "https"
+    # the next control plane takes both over instead of starting others
+    cp.start()
+    wait_for(lambda: "adopted the running caddy" in cp.output(), 30, "caddy adopted")
+    assert "re-adopted" in cp.output()
+    with https_client(pebble.root_pem, timeout=30) as client:
+        body = client.get(f"https://shop.test:{https}/").json()
+        assert body["deployment"] == live and body["proto"] == "https"
 
 
 def test_an_edge_that_cannot_start_is_one_clear_error(home: Path) -> None:

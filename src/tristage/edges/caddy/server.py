@@ -10,7 +10,7 @@ await edge.stop()
 Caddy runs as its own process (its own session, so a signal to the control plane's
 group does not reach it); its admin API listens on a unix socket in the private edge
 directory; its pid is in `caddy.pid`. A control plane that died and came back adopts the
-running Caddy and loads a fresh configuration (a new token, a new `ask` address) instead
+running Caddy and loads a fresh configuration (its token, a new `ask` address) instead
 of starting a second one. A Caddy that exits is started again, with a back-off.
 
 The `ask` endpoint (`ask.py`) answers Caddy's question before each certificate: is this a
@@ -56,13 +56,14 @@ class CaddyEdge:
         *,
         binary: str = "caddy",
         log: Callable[[str], None] = lambda line: None,
+        token: str | None = None,
     ) -> None:
         self.directory = directory
         self.settings_for = settings_for
         self.binary = binary
         self.log = log
         self.ask = AskServer(allowed)
-        self.token = os.urandom(24).hex()
+        self.token = token or os.urandom(24).hex()
         self.settings: EdgeSettings | None = None
         self.plan: EdgePlan | None = None
         self.pid: int | None = None
