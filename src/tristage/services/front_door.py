@@ -264,6 +264,18 @@ class RouterProcess:
 
     # -- routes and counters ----------------------------------------------------------------
 
+    async def synced(self, timeout: float = 5.0) -> bool:
+        """Wait until the router process has the table as it is now (a switch is recorded
+        as served only then); False if it did not take it within `timeout`."""
+        target = self._generation
+        deadline = time.monotonic() + timeout
+        while self._pushed < target:
+            if time.monotonic() > deadline or self._stopping:
+                return False
+            self._dirty.set()
+            await asyncio.sleep(0.002)
+        return True
+
     def _table_changed(self, _routes: Mapping[str, Route]) -> None:
         self._generation += 1
         self._dirty.set()

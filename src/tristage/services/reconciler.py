@@ -18,6 +18,7 @@ from ..domain import aliases as alias_domain
 from ..domain.deployments import Deployment, Status, warm_set
 from ..edges.router import Route
 from ..errors import TristageError
+from .front_door import RouterProcess
 from .plane_core import PlaneCore
 from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release
@@ -92,6 +93,8 @@ class Reconciler(PlaneCore):
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
+        if switched and isinstance(self.router, RouterProcess):
+            await self.router.synced()  # recorded as served once the router process has it
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
