@@ -92,15 +92,13 @@ class ControlPlane(DeployPipeline, Reconciler):
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         if self.frontdoor is not None:
-            # the edge's token reaches an in-process router only (see up.py)
-            assert isinstance(self.router, Router), (
-                "the production edge needs the router in-process"
-            )
             try:
                 await self.frontdoor.start(self.router, bound, self.last_routes)
             except BaseException:
                 await self.router.stop()
                 raise
+        elif isinstance(self.router, RouterProcess):
+            await self.router.trust_edge(None)  # one adopted from a run with the edge
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
