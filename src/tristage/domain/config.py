@@ -366,7 +366,7 @@ class WebhookSource(Strict):
 
     def routes(self) -> list[WebhookDestination]:
         """The destinations deliveries go to (the live deployment's `path` by default)."""
-        return self.destinations or [WebhookDestination(path=self.path)]
+        return self.destinations or [WebhookDestination.model_construct(path=self.path)]
 
 
 EVENT_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]{1,200}\Z")
