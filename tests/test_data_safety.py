@@ -127,3 +127,44 @@ def test_a_convex_zip_goes_to_preview_only_sanitized(sq: Env, tmp_path: Path) ->
     # production takes it as it is; --not-production is an explicit, audited choice
     sq.api.data.import_snapshot("shop", "development", z, not_production=True)
     assert any("real0@person.test" in str(r) for r in sq.dump("development")["users"])
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_convex_import_empty_tables_special_floats_and_stored_files(
+    engine: str, api: Tristage, repo: Path, tmp_path: Path
+) -> None:
+    import base64
+    import math
+    import struct
+
+    e = Env(api, repo, engine, secrets.token_hex(4))
+    e.configure({})
+    try:
+        z = tmp_path / "convex.zip"
+        nan = base64.b64encode(struct.pack("<d", math.nan)).decode()
+        inf = base64.b64encode(struct.pack("<d", -math.inf)).decode()
+        with zipfile.ZipFile(z, "w") as zf:
+            zf.writestr("empty/documents.jsonl", "")
+            docs = [{"_id": "a", "_creationTime": 1.5, "x": {"$float": nan}},
+                    {"_id": "b", "_creationTime": 2.5, "x": {"$float": inf}},
+                    {"_id": "c", "_creationTime": 3.5, "x": 1.25}]  # fmt: skip
+            zf.writestr("m/documents.jsonl", "".join(json.dumps(d) + "\n" for d in docs))
+            zf.writestr("_storage/documents.jsonl", '{"_id": "kg2abc", "size": 5}\n')
+            zf.writestr("_storage/kg2abc", b"\x89PNG!")
+        result = api.data.import_snapshot("shop", "development", z, not_production=True)
+        assert result.rows == {"empty": 0, "m": 3}
+        xs = [r[2] for r in e.dump("development")["m"]]
+        # SQLite has no NaN (it stores NULL); PostgreSQL keeps it
+        assert xs[0] is None if engine == "sqlite" else math.isnan(xs[0])
+        assert xs[1] == -math.inf and xs[2] == 1.25
+        stored = api.data.data_dir("shop", "development") / "convex-storage" / "kg2abc"
+        assert stored.read_bytes() == b"\x89PNG!" and stored.stat().st_mode & 0o077 == 0
+        # sanitized into preview: the stored files (personal data, perhaps) stay out
+        e.configure({"m.x": "keep", "m._id": "keep", "m._creationTime": "keep",
+                     "empty._id": "keep", "empty._creationTime": "keep"})  # fmt: skip
+        api.data.import_snapshot("shop", "preview", z)
+        assert not (api.data.data_dir("shop", "preview") / "convex-storage").exists()
+        event = api.audit.events(action="db.import")[0]
+        assert event.details["storage_skipped"] == 1
+    finally:
+        e.cleanup()

@@ -22,7 +22,9 @@ from ..edges.snapshot_io import (
     Progress,
     Source,
     ZipSink,
+    convex_storage_files,
     export_tables,
+    extract_convex_storage,
     open_source,
     remove_tree,
 )
@@ -39,6 +41,7 @@ from .data_records import (
 )
 from .data_stores import DataStores, utcnow
 
+CONVEX_STORAGE_DIR = "convex-storage"  # a Convex ZIP's `_storage` files, in the data dir
 # table -> the function that sanitizes its rows (None: as they are)
 Transform = Callable[[Table], Callable[[Sequence[Any]], Sequence[Any]] | None]
 
@@ -171,6 +174,14 @@ class SnapshotService:
                 self.stores.open_store(project, environment), source, names, mode, progress,
                 check=verify, enforced=False, transform=transform,
             )  # fmt: skip
+            stored = skipped = 0
+            if m.engine == "convex" and path.is_file():
+                files = convex_storage_files(path)
+                if sanitized:
+                    skipped = len(files)  # stored files may hold personal data: not copied
+                elif files:
+                    folder = self.stores.data_dir(project, environment) / CONVEX_STORAGE_DIR
+                    stored = extract_convex_storage(path, files, folder)
         except BaseException as exc:
             self.api.audit.record(
                 "db.import.failed",
@@ -193,6 +204,11 @@ class SnapshotService:
                 "mode": mode or "empty",
                 "sanitized": sanitized,
                 "not_production": not_production,
+                **(
+                    {"storage_files": stored, "storage_skipped": skipped}
+                    if stored or skipped
+                    else {}
+                ),
             },
         )
         return result
