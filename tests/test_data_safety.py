@@ -168,3 +168,68 @@ def test_convex_import_empty_tables_special_floats_and_stored_files(
         assert event.details["storage_skipped"] == 1
     finally:
         e.cleanup()
+
+
+# What `npx convex import` accepts of a snapshot ZIP (convex-backend: table names are
+# identifiers not starting with "_", field names identifiers of at most 64 characters
+# starting neither with "$" nor "_", object keys not starting with "$", and only the
+# tagged values $integer, $float and $bytes).
+_CONVEX_IDENT = r"[A-Za-z][A-Za-z0-9_]{0,63}"
+
+
+def _convex_accepts(value: object, top: bool = False) -> bool:
+    import re
+
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in ("$integer", "$float", "$bytes"):
+            return isinstance(next(iter(value.values())), str)
+        for k, v in value.items():
+            ok = re.fullmatch(_CONVEX_IDENT, k) if top else not k.startswith("$")
+            if not ok or not _convex_accepts(v):
+                return False
+        return True
+    if isinstance(value, list):
+        return all(_convex_accepts(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_export_as_convex_follows_what_convex_import_accepts(
+    engine: str, api: Tristage, repo: Path, tmp_path: Path
+) -> None:
+    import re
+
+    e = Env(api, repo, engine, secrets.token_hex(4))
+    e.configure()
+    try:
+        e.seed("development", users=5)
+        e.execute("development", ['CREATE TABLE "_odd.name" ("_id" integer, "$x" text)',
+                                  "INSERT INTO \"_odd.name\" VALUES (1, 'a')"])  # fmt: skip
+        out = tmp_path / "dev-convex.zip"
+        result = api.data.export("shop", "development", out, "convex")
+        assert result.manifest.total_rows == 5 + 10 + 1
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            folders = {n.split("/")[0] for n in names}
+            assert all(n.endswith("/documents.jsonl") for n in names)
+            mine = {f for f in folders if not f.startswith("_")}
+            (odd_table,) = mine - {"users", "payments"}  # odd_name, public__odd_name on PG
+            assert odd_table.endswith("odd_name")
+            for member in names:
+                table = member.split("/")[0]
+                if table != "_tables":
+                    assert re.fullmatch(_CONVEX_IDENT, table) and not table.startswith("_")
+                for line in zf.read(member).decode().splitlines():
+                    doc = json.loads(line)
+                    assert _convex_accepts(doc, top=table != "_tables"), (member, doc)
+            odd = json.loads(zf.read(f"{odd_table}/documents.jsonl"))
+            assert odd == {"id_": 1, "x_": "a"}  # _id and $x are the system's
+            user = json.loads(zf.read("users/documents.jsonl").splitlines()[0])
+            assert user["email"] == "person1@real-mail.test" and isinstance(user["id"], int)
+        assert out.stat().st_mode & 0o077 == 0
+        # and tristage reads it back as a Convex ZIP
+        assert (
+            api.data.import_snapshot("shop", "preview", out, not_production=True).rows["users"] == 5
+        )
+    finally:
+        e.cleanup()

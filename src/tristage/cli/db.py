@@ -28,6 +28,7 @@ db_app = typer.Typer(
 class Format(StrEnum):
     dir = "dir"
     zip = "zip"
+    convex = "convex"
 
 
 @contextmanager
@@ -67,12 +68,16 @@ def _size(n: int) -> str:
 def export(
     env: str = typer.Argument(..., help="The environment whose data to export."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Directory or .zip path."),
-    fmt: Format = typer.Option(Format.dir, "--format", help="dir or zip."),
+    fmt: Format = typer.Option(
+        Format.dir,
+        "--format",
+        help="dir, zip, or convex (a ZIP in the layout 'npx convex import' accepts).",
+    ),
     table: list[str] = typer.Option([], "--table", "-t", help="Only this table (repeatable)."),
 ) -> None:
     """Export a snapshot: one JSONL file per table plus a manifest with checksums."""
     ref = current_project()
-    chosen: Literal["dir", "zip"] = "zip" if fmt is Format.zip else "dir"
+    chosen: Literal["dir", "zip", "convex"] = fmt.value
     with _progress() as progress:
         result = get_api().data.export(ref.name, env, output, chosen, table, progress)
     m = result.manifest

@@ -109,7 +109,7 @@ class DataService:
         project: str,
         environment: str,
         out: Path | None = None,
-        fmt: Literal["dir", "zip"] = "dir",
+        fmt: Literal["dir", "zip", "convex"] = "dir",
         tables: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ExportResult:

@@ -14,6 +14,7 @@ from .. import __version__
 from ..domain import sanitize
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, JsonValue, Manifest, Table, load_order
+from ..edges.convex_export import write_convex_zip
 from ..edges.datastores.base import SourcedRow, Writer
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.sqlite import SqliteSession
@@ -61,14 +62,15 @@ class SnapshotService:
         project: str,
         environment: str,
         out: Path | None = None,
-        fmt: Literal["dir", "zip"] = "dir",
+        fmt: Literal["dir", "zip", "convex"] = "dir",
         tables: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ExportResult:
         store = self.stores.open_store(project, environment)
         stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
         if out is None:
-            out = Path.cwd() / f"{project}-{environment}-{stamp}{'.zip' if fmt == 'zip' else ''}"
+            suffix = ".zip" if fmt in ("zip", "convex") else ""
+            out = Path.cwd() / f"{project}-{environment}-{stamp}{suffix}"
         out = out.resolve()
         if out.exists():
             raise Conflict(f"{out} already exists", "choose another path with -o")
@@ -77,7 +79,23 @@ class SnapshotService:
         try:
             with store.read() as r:
                 chosen = select_tables(r.tables(), tables, environment)
-                if fmt == "zip":
+                if fmt == "convex":
+                    with private_open(tmp, exclusive=True) as f:
+                        counts = write_convex_zip(r, chosen, f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    manifest = Manifest(
+                        engine="convex",
+                        tables=list(chosen),
+                        files={
+                            t.name: FileEntry(f"{n}/documents.jsonl", rows, "", 0)
+                            for t, (n, rows) in zip(chosen, counts.items(), strict=True)
+                        },
+                        project=project,
+                        environment=environment,
+                        kind="export",
+                    )
+                elif fmt == "zip":
                     with private_open(tmp, exclusive=True) as f:
                         zsink = ZipSink(f)
                         sink: DirSink | ZipSink = zsink
