@@ -233,3 +233,28 @@ def test_export_as_convex_follows_what_convex_import_accepts(
         )
     finally:
         e.cleanup()
+
+
+def test_leftovers_of_killed_operations_are_swept(sq: Env) -> None:
+    """A partial backup, a downloaded copy and a drill's scratch copy left by processes
+    that died are removed by the next backup (once older than an hour)."""
+    import os
+
+    sq.seed("production", users=2)
+    sq.api.data.backup("shop", "production")
+    tmp = sq.api.home / "tmp"
+    (tmp / "backup-downloads").mkdir(parents=True, exist_ok=True)
+    left = [
+        sq.api.home / "backups" / "shop" / "production" / ".partial-x-1234",
+        tmp / "backup-downloads" / ".partial-y.tsbackup.zip",
+        tmp / "drill-shop-production-abcd1234.sqlite3",
+    ]
+    fresh = tmp / "drill-shop-production-beefbeef.sqlite3"  # a drill running right now
+    for p in [*left, fresh]:
+        p.write_bytes(b"production rows")
+    for p in left:
+        os.utime(p, (1, 1))
+    sq.api.data.backup("shop", "production")
+    assert [p.exists() for p in left] == [False, False, False] and fresh.exists()
+    (event,) = sq.api.audit.events(action="db.sweep")
+    assert event.details == {"removed": 3}
