@@ -269,6 +269,15 @@ def clone(
         cols = report.transformed.get(name, [])
         note = f"  sanitized: {', '.join(cols)}" if cols else ""
         console.print(f"  {name}: {n} row(s){note}", markup=False)
+    for column, reason in report.forced_keep.items():
+        console.print(f"  kept as forced: {column} ({reason})", markup=False)
+    if report.scan is not None:
+        scan = report.scan
+        console.print(
+            f"  checked the copy: {scan['rows']} row(s) of {scan['tables']} table(s) for "
+            f"{scan['values']} production value(s) of ruled columns: none found",
+            markup=False,
+        )
     how = "sanitized clone" if report.sanitized else "clone"
     console.print(
         f"[green]{how}[/] {report.source} -> {report.target}: "
