@@ -113,7 +113,8 @@ class DataService:
         tables: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ExportResult:
-        return self.snapshots.export(project, environment, out, fmt, tables, progress)
+        with self._audited("db.export", project, environment):
+            return self.snapshots.export(project, environment, out, fmt, tables, progress)
 
     def import_snapshot(
         self,
