@@ -10,6 +10,9 @@ import datetime as dt
 import io
 import secrets
 import shutil
+import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,8 +117,10 @@ class BackupService:
                 try:
                     with store.read() as r:
                         tables = r.tables()
-                        dump = _dump_member(store, r, sink)
-                        files = export_tables(r, tables, sink, progress)
+                        # pg_dump runs beside the table export, from the same snapshot
+                        with _ConcurrentDump(self.api.home, store, r) as dumping:
+                            files = export_tables(r, tables, sink, progress)
+                            dump = dumping.finish(sink)
                     manifest = self.snapshots.manifest(
                         store, tables, files, project, owner, kind, note, encrypt
                     )
@@ -578,23 +583,76 @@ class _Restored(PostgresDataStore):
     """A scratch database already restored from a backup's dump."""
 
 
-def _dump_member(store: DataStoreT, reader: object, sink: ZipSink) -> dict[str, object] | None:
-    """On PostgreSQL, `pg_dump --format=custom` of the reader's own snapshot as a member
-    of the backup (what a restore loads); its manifest entry."""
-    if not isinstance(store, PostgresDataStore) or not isinstance(reader, PgSession):
-        return None
-    snapshot, major = reader.export_snapshot()
-    with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
-        sha, size = pg_dump(store.url, out, snapshot, major)
-    return {
-        "path": DUMP_MEMBER,
-        "rows": 0,
-        "sha256": sha,
-        "bytes": size,
-        "tool": "pg_dump",
-        "format": "custom",
-        "server_major": major,
-    }
+class _ConcurrentDump:
+    """`pg_dump --format=custom` of the reader's snapshot in a thread, into a private
+    unlinked temporary file, while the caller exports the tables; `finish` waits for it
+    and copies it into the backup. Leaving the block early (an error, Ctrl-C) kills
+    pg_dump, so its session on the database ends at once too."""
+
+    def __init__(self, home: Path, store: DataStoreT, reader: object) -> None:
+        self.home, self.store, self.reader = home, store, reader
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.thread: threading.Thread | None = None
+        self.result: tuple[str, int] | None = None
+        self.error: BaseException | None = None
+        self.file: IO[bytes] | None = None
+        self.major = 0
+
+    def __enter__(self) -> _ConcurrentDump:
+        if not isinstance(self.store, PostgresDataStore) or not isinstance(self.reader, PgSession):
+            return self
+        snapshot, self.major = self.reader.export_snapshot()
+        self.file = tempfile.TemporaryFile(dir=private_dirs(self.home, "tmp"))
+
+        def run() -> None:
+            assert self.file is not None
+            try:
+                self.result = pg_dump(
+                    self.store.url, self.file, snapshot, self.major, started=self._started
+                )
+            except BaseException as exc:  # handed to the caller's thread
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="pg_dump", daemon=True)
+        self.thread.start()
+        return self
+
+    def _started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def finish(self, sink: ZipSink) -> dict[str, object] | None:
+        if self.thread is None or self.file is None:
+            return None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        sha, size = self.result
+        self.file.seek(0)
+        with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
+            shutil.copyfileobj(self.file, out, 1 << 20)
+        return {
+            "path": DUMP_MEMBER,
+            "rows": 0,
+            "sha256": sha,
+            "bytes": size,
+            "tool": "pg_dump",
+            "format": "custom",
+            "server_major": self.major,
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.thread is not None and self.thread.is_alive():
+                deadline = time.monotonic() + 5
+                while self.proc is None and time.monotonic() < deadline:
+                    time.sleep(0.01)  # the process is being started
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.kill()
+                self.thread.join(5)
+        finally:
+            if self.file is not None:
+                self.file.close()
 
 
 def _context(project: str, owner: str, backup_id: str) -> bytes:

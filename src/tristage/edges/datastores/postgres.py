@@ -980,9 +980,11 @@ def dump(
     snapshot: str | None = None,
     major: int | None = None,
     schema_only: bool = False,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> tuple[str, int]:
     """Write `pg_dump --format=custom` of the database at `url` to `out` (at the exported
-    `snapshot`, if given); returns (sha256, bytes). A failing write stops pg_dump at once."""
+    `snapshot`, if given); returns (sha256, bytes). A failing write stops pg_dump at once;
+    `started` receives the process (so another thread can stop it)."""
     dburl, env = _libpq(url)
     args = [pg_tool("pg_dump", major), "--format=custom", "--no-sync"]
     if snapshot:
@@ -995,6 +997,8 @@ def dump(
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
         assert proc.stdout is not None
+        if started is not None:
+            started(proc)
         try:
             while chunk := proc.stdout.read(_PIPE):
                 out.write(chunk)
