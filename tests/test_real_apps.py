@@ -233,7 +233,7 @@ def test_the_procfiles_release_line_runs_before_the_release_takes_traffic(
     r = push(repo, "main", timeout=120)
     first = deployment_id(r.stderr)
     assert "release step ran" in r.stderr, r.stderr
-    assert "the Procfile's `clock:` line does not run" in r.stderr
+    assert "Procfile process types: web, release, clock" in r.stderr
     assert cp.get("shop.localhost").json() == {"deployment": first, "releases": [first]}
     # a failing release line aborts the release: the previous deployment keeps serving
     assert (

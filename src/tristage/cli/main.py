@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "monitor",
     "dev",
     "doctor",
+    "processes",
 ]
 
 

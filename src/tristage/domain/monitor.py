@@ -37,6 +37,7 @@ class Kind(StrEnum):
     health = "health"
     auto_rollback = "auto_rollback"
     out_of_memory = "out_of_memory"
+    cron_failed = "cron_failed"
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ class DeployService:
         """`http://127.0.0.1:PORT` of the release the environment serves, or None."""
         row = self.api.store.query_one(
             "SELECT r.port, r.status FROM aliases a"
-            " JOIN releases r ON r.deployment = a.routed"
+            " JOIN releases r ON r.deployment = a.routed AND r.process = 'web.1'"
             " WHERE a.project=? AND a.environment=?",
             (project, environment),
         )
@@ -234,8 +234,10 @@ class DeployService:
         return f"http://127.0.0.1:{row['port']}"
 
     def release(self, deployment: str) -> dict[str, Any] | None:
-        row = self.api.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
-        return row
+        """The `web.1` process of a deployment's release, if it runs."""
+        return self.api.store.query_one(
+            "SELECT * FROM releases WHERE deployment=? AND process='web.1'", (deployment,)
+        )
 
     def status(self, project: str) -> list[dict[str, Any]]:
         """Each environment: its live deployment, URL and health."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, procfile_entries
 from ..domain.deployments import Deployment, Status
 from ..domain.limits import Limits
+from ..domain.processes import WEB_1, ProcessName, process_types
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
@@ -82,6 +83,13 @@ def commit_settings(api: Tristage, dep: Deployment) -> ProcessSettings:
     return settings
 
 
+def commit_process_types(api: Tristage, dep: Deployment) -> dict[str, str]:
+    """Each process type of `dep` and its command: `web` (the resolved web command) and
+    the other lines of the commit's Procfile (read from git), but `release`."""
+    procfile = git.show_file(api.deploys.bare_repo(dep.project), dep.commit, "Procfile")
+    return process_types(dep.web or "", procfile_entries(procfile) if procfile else {})
+
+
 def runtime_scope(api: Tristage) -> str:
     """Names this platform home's process groups in the runtime (see `Runtime.reap`)."""
     return "home-" + hashlib.sha256(str(api.home).encode()).hexdigest()[:12]
@@ -120,20 +128,30 @@ def release_mounts(api: Tristage, dep: Deployment) -> tuple[Mount, ...]:
 
 
 def release_spec(
-    api: Tristage, dep: Deployment, port: int, settings: ProcessSettings
+    api: Tristage,
+    dep: Deployment,
+    port: int,
+    settings: ProcessSettings,
+    process: ProcessName = WEB_1,
+    command: str | None = None,
 ) -> ProcessSpec:
-    """What the runtime starts for the web process of `dep` on `port`."""
+    """What the runtime starts for one process of `dep` (`web.1` by default): a web
+    process on `port`, any other type without one (`port` 0). Every process of a
+    release writes to the release's log; all but `web.1` mark their lines."""
     assert dep.artifact and dep.web
+    env = runtime_env(api, dep, port if process.is_web else None)
+    env["TRISTAGE_PROCESS"] = str(process)
     return ProcessSpec(
-        name=dep.id,
-        command=dep.web,
+        name=dep.id if process == WEB_1 else f"{dep.id}-{process.type}-{process.index}",
+        command=command or dep.web,
         cwd=Path(dep.artifact),
-        env=runtime_env(api, dep, port),
+        env=env,
         mounts=release_mounts(api, dep),
         limits=limits_of(settings),
         log_path=api.deploys.log_path(dep.project, dep.id, build=False),
         redact=tuple(api.variables.secret_values(dep.project)),
         scope=runtime_scope(api),
+        log_prefix="" if process == WEB_1 else f"[{process}] ",
     )
 
 

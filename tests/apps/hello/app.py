@@ -38,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
                 "commit": os.environ.get("TRISTAGE_GIT_COMMIT"),
                 "database": bool(os.environ.get("DATABASE_URL")),
                 "greeting": os.environ.get("GREETING", "hello"),
+                "process": os.environ.get("TRISTAGE_PROCESS"),
             },
         )
 

@@ -59,7 +59,7 @@ class Router:
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
-            upgrade=UpgradeHandler(table, self._stats, connect_timeout),
+            upgrade=UpgradeHandler(table, self._stats, connect_timeout, self._app.balancer),
             interface="asgi3",
             ws="none",
             lifespan="off",

@@ -55,6 +55,7 @@ class ProcessSpec:
     limits: Limits = field(default_factory=Limits)
     log_path: Path | None = None  # a release's output, redacted, appended here
     redact: tuple[str, ...] = ()  # secret values never written to the log
+    log_prefix: str = ""  # before each line of the log (`[worker.1] `): several processes
     scope: str = ""  # whose process this is (a platform home): see `Runtime.reap`
 
     def argv(self) -> list[str]:

@@ -159,6 +159,7 @@ class LocalRuntime:
             "argv": argv,
             "cwd": str(spec.cwd),
             "log": str(spec.log_path),
+            "prefix": spec.log_prefix,
             "cgroup": cgroup.to_json() if cgroup else None,
             "redact": list(spec.redact),
             "memory_limit": format_size(spec.limits.memory) if spec.limits.memory else None,

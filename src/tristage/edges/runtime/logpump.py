@@ -42,8 +42,9 @@ def _redactor(values: list[str]) -> Any:
 class LogFile:
     """Appends lines to the log, private (0600); survives ENOSPC and a deleted directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, prefix: str = "") -> None:
         self.path = path
+        self.prefix = prefix  # which process of the release wrote the line
         self.dropped = 0
         self._fh: IO[str] | None = None
         self._open()  # the log exists from the start, even for a quiet app
@@ -71,7 +72,7 @@ class LogFile:
                 fh.write(f"{stamp} tristage: {self.dropped} lines dropped (the log was not"
                          " writable: disk full?)\n")  # fmt: skip
                 self.dropped = 0
-            fh.write(f"{stamp} {line}\n")
+            fh.write(f"{stamp} {self.prefix}{line}\n")
             fh.flush()
         except OSError:
             self.dropped += 1
@@ -153,7 +154,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spec = json.loads(sys.stdin.read())
-    log = LogFile(Path(spec["log"]))
+    log = LogFile(Path(spec["log"]), spec.get("prefix") or "")
     cgroup = spec.get("cgroup")
     redact = _redactor(spec.get("redact") or [])
     try:
