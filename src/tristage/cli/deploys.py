@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..domain.deployments import Deployment, Status
 from ..errors import EXIT_FAILED, TristageError, UsageError
 from .common import age, console, current_project, err_console, get_api, print_json
+from .tables import print_table
 
 if TYPE_CHECKING:
     from ..api import Switch
@@ -181,22 +181,24 @@ def deployments(
             ]
         )
         return
-    table = Table("id", "env", "branch", "commit", "status", "age", "url", "", box=None)
     now = time.time()
-    for d in deps:
-        style = STATUS_STYLE.get(d.status.value, "")
-        commit = f"{d.commit[:7]} {d.message[:40]}"
-        table.add_row(
-            d.id,
-            d.environment,
-            d.branch,
-            commit,
-            f"[{style}]{d.status.value}[/]",
-            age(now - d.created_at),
-            svc.deployment_url(d),
-            "[bold green]live[/]" if d.id in live else "",
-        )
-    console.print(table)
+    print_table(
+        console,
+        ("id", "env", "branch", "commit", "status", "age", "url", ""),
+        [
+            (
+                d.id,
+                d.environment,
+                d.branch,
+                f"{d.commit[:7]} {d.message[:40]}",
+                Text(d.status.value, style=STATUS_STYLE.get(d.status.value, "")),
+                age(now - d.created_at),
+                svc.deployment_url(d),
+                Text("live", style="bold green") if d.id in live else "",
+            )
+            for d in deps
+        ],
+    )
     for d in deps[:10]:
         if d.status in (Status.error, Status.crashed) and d.reason:
             console.print(f"[red]{d.id}[/]: {d.reason}", soft_wrap=True, highlight=False)
@@ -213,7 +215,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     if cp is None:
         err_console.print("the control plane is not running ('tristage up')", markup=False)
-    table = Table("environment", "tier", "live", "branch", "commit", "url", "health", box=None)
+    cells: list[tuple[str | Text, ...]] = []
     for r in rows:
         health = r["health"]
         style = (
@@ -223,16 +225,20 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         live = r["deployment"] or "-"
         if r["pending"]:
             live += f" (-> {r['pending']})"
-        table.add_row(
-            r["environment"],
-            r["tier"],
-            live,
-            r["branch"] or "",
-            r["commit"] or "",
-            r["url"],
-            Text(health, style=style),
+        cells.append(
+            (
+                r["environment"],
+                r["tier"],
+                live,
+                r["branch"] or "",
+                r["commit"] or "",
+                r["url"],
+                Text(health, style=style),
+            )
         )
-    console.print(table)
+    print_table(
+        console, ("environment", "tier", "live", "branch", "commit", "url", "health"), cells
+    )
 
 
 def _report_switch(sw: Switch) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ..errors import EXIT_FAILED, UsageError
 from .common import age, console, current_project, get_api, print_json, when
+from .tables import print_table
 
 hooks_app = typer.Typer(
     help="Webhook gateway: ingest URLs, deliveries, replay and test events.",
@@ -40,11 +41,21 @@ def urls(
             markup=False,
         )
         return
-    table = Table("env", "source", "kind", "forwards to", "secret", "ingest URL", box=None)
-    for i in infos:
-        secret = i.secret_var if i.secret_set else f"{i.secret_var} (not set)"
-        table.add_row(i.environment, i.source, i.kind, i.path, secret, "\n".join(i.urls))
-    console.print(table)
+    print_table(
+        console,
+        ("env", "source", "kind", "forwards to", "secret", "ingest URL"),
+        [
+            (
+                i.environment,
+                i.source,
+                i.kind,
+                i.path,
+                i.secret_var if i.secret_set else f"{i.secret_var} (not set)",
+                "\n".join(i.urls),
+            )
+            for i in infos
+        ],
+    )
     missing = [i for i in infos if not i.secret_set]
     for i in missing:
         console.print(
@@ -82,9 +93,7 @@ def deliveries(
         console.print("no deliveries", markup=False)
         return
     now = time.time()
-    table = Table(
-        "id", "env", "source", "event", "status", "attempts", "last", "received", box=None
-    )
+    cells: list[tuple[str | Text, ...]] = []
     for d in rows:
         last = ""
         if d.last_status is not None:
@@ -94,17 +103,21 @@ def deliveries(
         st = d.status
         if st == "failed" and d.next_attempt_at:
             st = f"failed (retry in {age(d.next_attempt_at - now)})"
-        table.add_row(
-            d.id,
-            d.environment,
-            d.source,
-            d.event_type or "",
-            f"[{_STYLE.get(d.status, '')}]{st}[/]",
-            str(d.attempts),
-            last,
-            f"{age(now - d.received_at)} ago",
+        cells.append(
+            (
+                d.id,
+                d.environment,
+                d.source,
+                d.event_type or "",
+                Text(st, style=_STYLE.get(d.status, "")),
+                str(d.attempts),
+                last,
+                f"{age(now - d.received_at)} ago",
+            )
         )
-    console.print(table)
+    print_table(
+        console, ("id", "env", "source", "event", "status", "attempts", "last", "received"), cells
+    )
 
 
 @hooks_app.command("show")
@@ -140,17 +153,21 @@ def show(
     for k, v in lines:
         console.print(f"{k:>13}: {v}", markup=False)
     if detail.attempts:
-        table = Table("#", "at", "url", "status", "ms", "error", box=None)
-        for n, a in enumerate(detail.attempts, 1):
-            table.add_row(
-                str(n),
-                when(a.at),
-                a.url,
-                str(a.status_code) if a.status_code is not None else "-",
-                f"{a.duration_ms:.1f}",
-                a.error or "",
-            )
-        console.print(table)
+        print_table(
+            console,
+            ("#", "at", "url", "status", "ms", "error"),
+            [
+                (
+                    str(n),
+                    when(a.at),
+                    a.url,
+                    str(a.status_code) if a.status_code is not None else "-",
+                    f"{a.duration_ms:.1f}",
+                    a.error or "",
+                )
+                for n, a in enumerate(detail.attempts, 1)
+            ],
+        )
     else:
         console.print("no attempts yet", markup=False)
     if body:

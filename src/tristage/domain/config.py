@@ -281,6 +281,12 @@ class AppConfig(ProcessSettings):
         description="Seconds a replaced release keeps serving its in-flight requests before "
         "it is stopped.",
     )
+    redeploy_on_change: bool = Field(
+        default=False,
+        description="Redeploy an environment's live deployment when one of its variables "
+        "changes (`env set`, `env rm`, `env import`); otherwise the change waits for the next "
+        "deploy or `tristage redeploy`.",
+    )
 
 
 class EnvironmentConfig(ProcessSettings):
