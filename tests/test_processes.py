@@ -118,6 +118,14 @@ def test_web_replicas_and_a_worker_run_and_a_killed_replica_costs_no_request(
         load.answered(50, 30)
     assert load.failures == [], load.failures[:5]
     assert load.requests > 100
+    # the log: each process's lines, the health probes' requests left out
+    r = run_cli("logs", "--env", "production", "--process", "worker.1", cwd=repo)
+    assert r.returncode == 0 and "[worker.1] worker worker.1 False" in r.stdout, r.stdout
+    assert all("[worker.1]" in x for x in r.stdout.splitlines()), r.stdout[-500:]
+    r = run_cli("logs", "--env", "production", "--process", "web.1", cwd=repo)
+    assert '"GET / HTTP/1.1" 200' in r.stdout and "[worker.1]" not in r.stdout
+    whole = run_cli("logs", "--env", "production", cwd=repo).stdout
+    assert "GET /health" not in whole and "tristage-probe" not in whole
 
 
 def test_scale_starts_and_stops_replicas_and_a_deploy_replaces_them_without_failures(
@@ -142,6 +150,11 @@ def test_scale_starts_and_stops_replicas_and_a_deploy_replaces_them_without_fail
     assert load.failures == [], load.failures[:5]
     procs = wait_for(lambda: healthy(repo, {"web.1", "web.2", "web.3"}), 30, "3 new replicas")
     assert {p["deployment"] for p in procs.values()} == {second}
+    # --since: the lines of both deployments, each after its deployment's id
+    r = run_cli("logs", "--env", "production", "--since", "10m", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    starts = {x.split(" ", 1)[0] for x in r.stdout.splitlines()}
+    assert {first, second} <= starts, r.stdout[-500:]
     # the previous deployment stays warm with one web process only
     wait_for(lambda: {str(p["process"]) for p in ps(repo) if p["deployment"] == first}
              == {"web.1"}, 30, "the warm release to shrink")  # fmt: skip

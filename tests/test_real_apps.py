@@ -116,6 +116,8 @@ def test_a_dependencys_console_script_runs_with_the_apps_code_and_venv(
     assert r.returncode == 0, r.stderr + run_cli("logs", "--build", cwd=repo).stdout
     dep = deployment_id(r.stderr)
     assert deployments(repo)[0]["status"] == "ready", r.stderr
+    # installed with uv (tristage's dependency), in the sandbox
+    assert "> uv pip install requirements.txt" in r.stderr and "trying pip" not in r.stderr
     body = cp.get("shop.localhost").json()
     artifact = home / "artifacts" / "shop" / dep
     assert body["deployment"] == dep

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from .common import age, console, current_project, get_api, print_json
+from .tables import print_table
 
 
 def ps(
@@ -23,17 +23,21 @@ def ps(
     if as_json:
         print_json(rows)
         return
-    table = Table("environment", "deployment", "process", "status", "port", "restarts",
-                  "up", "last exit", box=None)  # fmt: skip
-    for r in rows:
-        style = "green" if r["status"] == "healthy" else "yellow"
-        dep = r["deployment"] + (" (live)" if r["live"] else "")
-        table.add_row(
-            r["environment"], dep, r["process"], Text(r["status"], style=style),
-            str(r["port"] or "-"), str(r["restarts"]), age(time.time() - r["since"]),
-            r["last_exit"] or "",
-        )  # fmt: skip
-    console.print(table)
+    now = time.time()
+    print_table(
+        console,
+        ("environment", "deployment", "live", "process", "status", "port", "restarts", "up",
+         "last exit"),
+        [
+            (
+                r["environment"], r["deployment"], "live" if r["live"] else "", r["process"],
+                Text(r["status"], style="green" if r["status"] == "healthy" else "yellow"),
+                str(r["port"] or "-"), str(r["restarts"]), age(now - r["since"]),
+                r["last_exit"] or "",
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 def scale(
@@ -68,11 +72,16 @@ def cron_ls(
     if as_json:
         print_json(rows)
         return
-    table = Table("environment", "schedule", "command", "next", "last", box=None)
-    for r in rows:
-        last = "-" if r["last_status"] is None else f"{r['last_status']} ({r['last_exit_code']})"
-        table.add_row(r["environment"], r["schedule"], r["command"], _when(r["next"]), last)
-    console.print(table)
+    print_table(
+        console,
+        ("environment", "schedule", "command", "next", "last"),
+        [
+            (r["environment"], r["schedule"], r["command"], _when(r["next"]),
+             "-" if r["last_status"] is None else f"{r['last_status']} ({r['last_exit_code']})")
+            for r in rows
+        ],
+        whole=("schedule", "command"),
+    )  # fmt: skip
 
 
 @cron_app.command("runs")
@@ -93,17 +102,21 @@ def cron_runs(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "environment", "command", "started", "status", "exit", "took",
-                  "last line", box=None)  # fmt: skip
-    for r in rows:
-        style = {"ok": "green", "failed": "red", "running": "yellow"}.get(r["status"], "dim")
-        took = f"{r['duration']:.1f}s" if r["duration"] is not None else "-"
-        table.add_row(
-            str(r["id"]), r["environment"], r["command"], _when(r["started"] or r["due"]),
-            Text(r["status"], style=style), "-" if r["exit_code"] is None else str(r["exit_code"]),
-            took, r["reason"] or r["last_line"] or "",
-        )  # fmt: skip
-    console.print(table)
+    styles = {"ok": "green", "failed": "red", "running": "yellow"}
+    print_table(
+        console,
+        ("id", "environment", "command", "started", "status", "exit", "took", "last line"),
+        [
+            (
+                str(r["id"]), r["environment"], r["command"], _when(r["started"] or r["due"]),
+                Text(r["status"], style=styles.get(r["status"], "dim")),
+                "-" if r["exit_code"] is None else str(r["exit_code"]),
+                "-" if r["duration"] is None else f"{r['duration']:.1f}s",
+                r["reason"] or r["last_line"] or "",
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -49,6 +49,7 @@ from ..edges.runtime import proc_start
 from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
+from .log_retention import sweep as sweep_logs
 from .reconciler import Reconciler
 from .releases import LOOPBACK, Adoption, Release, process_key
 from .supervisor import supervise
@@ -247,6 +248,10 @@ class ControlPlane(DeployPipeline, Reconciler):
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            running = {r.dep.id for r in self.releases.values()} | set(self.pipelines)
+            with contextlib.suppress(OSError):
+                if n := await asyncio.to_thread(sweep_logs, self.api.home / "logs", running):
+                    self.log(f"{n} log file(s) past their retention deleted")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 

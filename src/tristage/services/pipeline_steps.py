@@ -34,6 +34,7 @@ from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
 from ..edges.runtime import Status as RunStatus
+from ..edges.runtime.base import PROBE_MARK
 from ..errors import NotFound, UsageError
 from ..paths import private_mkdirs
 from .data_records import ConfirmationRequired
@@ -42,7 +43,10 @@ from .runtimes import Runtimes
 if TYPE_CHECKING:
     from ..api import Tristage
 
-BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE")
+BASE_ENV_KEYS = (
+    "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",  # the machine's CA bundle for Node (a TLS-inspecting proxy)
+)  # fmt: skip
 
 SettingsFor = Callable[[Deployment], ProcessSettings]
 OnContext = Callable[[BuildContext], None]  # lets the control plane cancel a running step
@@ -152,6 +156,7 @@ def release_spec(
         redact=tuple(api.variables.secret_values(dep.project)),
         scope=runtime_scope(api),
         log_prefix="" if process == WEB_1 else f"[{process}] ",
+        drop_lines=(PROBE_MARK,),
     )
 
 
@@ -235,9 +240,9 @@ def build_artifact(
     settings_for: SettingsFor,
     on_context: OnContext,
     runtime: Runtime,
-) -> tuple[str, str, str, tuple[str, ...]]:
+) -> tuple[str, str, str, tuple[str, ...], str | None]:
     """Build (or reuse) the deployment's artifact: (artifact dir, web command, build
-    hash, read-only layers)."""
+    hash, read-only layers, language runtimes)."""
     svc = api.deploys
     log.line(
         f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
@@ -251,7 +256,7 @@ def build_artifact(
         if not src.artifact or not src.web:
             raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
         log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
-        return src.artifact, src.web, src.build_hash or build_hash, src.layers
+        return src.artifact, src.web, src.build_hash or build_hash, src.layers, src.runtime
     artifact = svc.artifact_dir(dep.project, dep.id)
     if artifact.exists():
         shutil.rmtree(artifact)
@@ -285,7 +290,7 @@ def build_artifact(
     result = build(ctx, settings.web, settings.build)
     log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
     assert result.web is not None
-    return str(artifact), result.web, build_hash, result.layers
+    return str(artifact), result.web, build_hash, result.layers, result.runtime
 
 
 def run_migration(
@@ -345,13 +350,14 @@ def mark_built(
     web: str,
     build_hash: str,
     layers: tuple[str, ...] = (),
+    runtime: str | None = None,
 ) -> Deployment:
     """Record the built artifact; the deployment is now `starting`."""
     api.store.execute(
-        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, layers=?, updated_at=?"
-        " WHERE id=?",
-        (Status.starting.value, artifact, web, build_hash, json.dumps(list(layers)), time.time(),
-         dep_id),
+        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, layers=?, runtime=?,"
+        " updated_at=? WHERE id=?",
+        (Status.starting.value, artifact, web, build_hash, json.dumps(list(layers)), runtime,
+         time.time(), dep_id),
     )  # fmt: skip
     return api.deploys.get(dep_id)
 

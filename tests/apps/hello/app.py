@@ -39,6 +39,7 @@ class Handler(BaseHTTPRequestHandler):
                 "database": bool(os.environ.get("DATABASE_URL")),
                 "greeting": os.environ.get("GREETING", "hello"),
                 "process": os.environ.get("TRISTAGE_PROCESS"),
+                "python": "%d.%d.%d" % sys.version_info[:3],
             },
         )
 

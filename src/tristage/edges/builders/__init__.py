@@ -62,6 +62,12 @@ def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildRes
             "no web command",
             "set `web` in tristage.toml's [app], or add a Procfile with a `web:` line",
         )
+    runtimes = []
+    if py_plan is not None and py_plan.python is not None:
+        runtimes.append(f"python {py_plan.python.version}")
+    if node_plan is not None and node_plan.version:
+        runtimes.append(f"node {node_plan.version}")
     return BuildResult(
-        kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix), layers=layers
-    )
+        kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix), layers=layers,
+        runtime=" + ".join(runtimes) or None,
+    )  # fmt: skip
