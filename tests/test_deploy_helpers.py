@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from conftest import GIT_ENV, git, run_cli
+from tristage.services.front_door import stop_router_process
 
 APPS = Path(__file__).parent / "apps"
 FAST = {
@@ -82,12 +83,13 @@ class ControlPlane:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5, trust_env=False))
+    args: tuple[str, ...] = ()  # more arguments of `tristage up`
 
     def start(self) -> ControlPlane:
         self.log = self.home / f"up-{time.monotonic_ns()}.log"
         out = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tristage", "up", "--port", str(self.port)],
+            [sys.executable, "-m", "tristage", "up", "--port", str(self.port), *self.args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **FAST},
@@ -123,6 +125,8 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # the router process outlives a control plane that was killed: stop it too
+        stop_router_process(self.home)
         self.client.close()
 
     def get(self, host: str, path: str = "/") -> httpx.Response:

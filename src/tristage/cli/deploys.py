@@ -14,6 +14,7 @@ from rich.text import Text
 from ..domain.deployments import Deployment, Status
 from ..domain.logs import keep, parse_since
 from ..errors import EXIT_FAILED, TristageError, UsageError
+from . import service
 from .common import age, console, current_project, err_console, get_api, print_json
 from .tables import print_table
 
@@ -34,18 +35,42 @@ STATUS_STYLE = {
 def up(
     host: str = typer.Option("127.0.0.1", "--host", help="Address the router listens on."),
     port: int = typer.Option(8080, "--port", "-p", help="Router port (0 picks a free one)."),
+    edge: str = service.edge_option(),
+    http_port: int = service.http_port_option(),
+    https_port: int = service.https_port_option(),
+    edge_bind: str = service.edge_bind_option(),
+    acme_ca: str = service.acme_ca_option(),
+    acme_email: str | None = service.acme_email_option(),
+    acme_ca_root: list[Path] = service.acme_root_option(),
+    caddy: str = service.caddy_option(),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        "-d",
+        help="Run in the background: the log goes to $TRISTAGE_HOME/logs/up.log, the pid to "
+        "$TRISTAGE_HOME/up.pid; returns once it serves. 'tristage down' stops it.",
+    ),
 ) -> None:
-    """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler."""
+    """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler;
+    with --edge caddy, the production edge (HTTPS through ACME) in front of the router."""
+    options = service.build_edge(edge, port, http_port, https_port, edge_bind, acme_ca,
+                                 acme_email, acme_ca_root, caddy)  # fmt: skip
+    if detach:
+        service.detach(host, port, options)
+        return
     api = get_api()
     console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")
-    api.run_control_plane(host, port, log=lambda line: console.print(line, markup=False))
+    api.run_control_plane(
+        host, port, log=lambda line: console.print(line, markup=False), edge=options
+    )
 
 
 def down(
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for it to stop."),
 ) -> None:
-    """Stop the running control plane and the releases it supervises."""
-    info = get_api().deploys.stop_controlplane(timeout)
+    """Stop the running control plane (also one started with 'up --detach'), its releases
+    and its edge."""
+    info = get_api().stop_control_plane(timeout)
     if info is None:
         err_console.print("no control plane is running for this platform home", markup=False)
         raise typer.Exit(EXIT_FAILED)

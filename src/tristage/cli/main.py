@@ -51,6 +51,8 @@ COMMAND_MODULES = [
     "dev",
     "doctor",
     "processes",
+    "service",
+    "githost",
 ]
 
 

@@ -92,6 +92,17 @@ class ErrorOut(Out):
     hint: str | None = None
 
 
+class Problem(Out):
+    at: str = Field(description="the path of the field in the body ('' for the body itself)")
+    message: str
+
+
+class InvalidBodyOut(ErrorOut):
+    """A body that is not JSON or does not match its schema (`error`: invalid_body)."""
+
+    problems: list[Problem]
+
+
 class ProjectOut(Out):
     name: str
     environments: list[str]
@@ -156,7 +167,11 @@ class PromoteIn(In):
 
 
 class RollbackIn(In):
-    to: str | None = Field(None, description="a production deployment id; default: previous")
+    to: str | None = Field(
+        None,
+        pattern=r"^[0-9][0-9a-z]{7}$",
+        description="a production deployment id; default: previous",
+    )
     wait: float = Field(30.0, ge=0, le=300)
 
 

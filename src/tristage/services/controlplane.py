@@ -49,6 +49,7 @@ from ..edges.runtime import proc_start
 from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
+from .front_door import RouterProcess
 from .log_retention import sweep as sweep_logs
 from .reconciler import Reconciler
 from .releases import LOOPBACK, Adoption, Release, process_key
@@ -86,9 +87,22 @@ class ControlPlane(DeployPipeline, Reconciler):
         serve_http: HttpFactory | None,
     ) -> None:
         await self.recover()
-        self.router = Router(self.table, internal_app=internal_app)
+        if self.router_process:
+            self.router = RouterProcess(self.api.home, self.table, self.log)
+        else:
+            self.router = Router(self.table, internal_app=internal_app)
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
+        if self.frontdoor is not None:
+            # the edge's token reaches an in-process router only (see up.py)
+            assert isinstance(self.router, Router), (
+                "the production edge needs the router in-process"
+            )
+            try:
+                await self.frontdoor.start(self.router, bound, self.last_routes)
+            except BaseException:
+                await self.router.stop()
+                raise
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
@@ -96,7 +110,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.port = bound
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Nudge(self.wake), local_addr=(LOOPBACK, 0)
+            lambda: _Nudge(self.wake, self.api.webhooks.notify), local_addr=(LOOPBACK, 0)
         )
         self._transport = transport
         control_port = transport.get_extra_info("sockname")[1]
@@ -111,10 +125,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
-        self._spawn_task(
-            self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
-        )
+        self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self._spawn_task(
+            self.api.webhooks.run_forwarder(
+                stop_event, self.svc.live_upstream, monitor=self.monitor_runner
+            ),
+            "forwarder",
+        )
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
         if os.environ.get("TRISTAGE_CRON", "on") != "off":
             self._spawn_task(self._cron(stop_event), "cron")
@@ -122,6 +140,16 @@ class ControlPlane(DeployPipeline, Reconciler):
             await stop_event.wait()
         finally:
             await self.shutdown(main)
+
+    def _resume_git_hosts(self) -> None:
+        """Git host deliveries answered before a stop but not acted on yet."""
+        try:
+            n = self.api.git_hosts.resume()
+        except Exception as exc:  # never keeps the control plane from serving
+            self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
+            return
+        if n:
+            self.log(f"acted on {n} git host deliver{'y' if n == 1 else 'ies'} left from before")
 
     async def shutdown(self, main: asyncio.Task[Any] | None = None) -> None:
         self.stopping = True
@@ -135,6 +163,8 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
         if self.http is not None:
             await self.http.stop()
+        if self.frontdoor is not None:
+            await self.frontdoor.stop()
         if self.router is not None:
             await self.router.stop()
         await asyncio.gather(
@@ -280,8 +310,13 @@ class ControlPlane(DeployPipeline, Reconciler):
 
 
 class _Nudge(asyncio.DatagramProtocol):
-    def __init__(self, wake: asyncio.Event) -> None:
+    """A command changed the desired state, or the router process stored a webhook
+    delivery: reconcile, and look for deliveries to forward, now."""
+
+    def __init__(self, wake: asyncio.Event, deliveries: Callable[[], None]) -> None:
         self.wake = wake
+        self.deliveries = deliveries
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.wake.set()
+        self.deliveries()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
+from ..domain.edge import EdgeOptions
 from ..domain.monitor import Kind
 from ..domain.processes import WEB_1, ProcessName
 from ..edges.builders import BuildContext, BuildLog
@@ -21,9 +22,11 @@ from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
+from .front_door import RouterProcess
+from .frontdoor import FrontDoor
 from .health import probe
 from .release_records import ReleaseRecords
-from .releases import Release, StartFailed, Tuning, release_row
+from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
 from .runtimes import Runtimes
 from .supervisor import supervise
 
@@ -45,8 +48,13 @@ class PlaneCore:
         tuning: Tuning | None = None,
         log: Callable[[str], None] | None = None,
         runtimes: Runtimes | None = None,
+        edge: EdgeOptions | None = None,
+        router_process: bool = False,
     ) -> None:
+        """`router_process`: the router runs in a process of its own that outlives this
+        one (`tristage up`), else inside this loop."""
         self.api = api
+        self.router_process = router_process
         self.svc = api.deploys
         self.host = host
         self.port = port
@@ -54,7 +62,11 @@ class PlaneCore:
         self.runtimes = runtimes or Runtimes()
         self._log = log or (lambda line: print(line, flush=True))
         self.table = RouteTable()
-        self.router: Router | None = None
+        self.router: Router | RouterProcess | None = None
+        self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
+        self.frontdoor = (
+            FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
+        )
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}

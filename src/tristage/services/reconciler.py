@@ -58,7 +58,7 @@ class Reconciler(PlaneCore):
                 while (
                     time.monotonic() < deadline
                     and self.router
-                    and self.router.inflight(rel.upstream)
+                    and await self.router.inflight_now(rel.upstream)
                 ):
                     await asyncio.sleep(0.05)
             if key in self._wanted_keys:
@@ -173,8 +173,9 @@ class Reconciler(PlaneCore):
             for row in store.query(
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
-                " AND trigger != ? GROUP BY branch)",
-                (project, Status.ready.value, "promote", project, Status.ready.value, "promote"),
+                " AND trigger != ? GROUP BY branch)"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
+                (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
@@ -256,15 +257,23 @@ class Reconciler(PlaneCore):
             branch_latest: dict[str, alias_domain.DeploymentRef] = {}
             for r in store.query(
                 "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
-                " AND trigger != 'promote' ORDER BY seq",
-                (project, Status.ready.value),
+                " AND trigger != 'promote'"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)"
+                " ORDER BY seq",
+                (project, Status.ready.value, project),
             ):
                 branch_latest[r["branch"]] = alias_domain.DeploymentRef(
                     r["id"], r["environment"], r["branch"]
                 )
             out.append(
                 ProjectRoutes(
-                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                    project,
+                    cfg.production,
+                    tuple(cfg.environments),
+                    live,
+                    branch_latest,
+                    deps,
+                    cfg.public_names(),
                 )
             )
         return out
@@ -287,8 +296,9 @@ class Reconciler(PlaneCore):
                     live[env] = dep_id
             cache.append(dataclasses.replace(pr, live=live))
             hosts = alias_domain.host_table(
-                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
-            )
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
+                pr.public,
+            )  # fmt: skip
             for host, target in hosts.items():
                 procs = sorted(webs.get(target.deployment or "", []), key=lambda r: r.process)
                 healthy = [r for r in procs if r.status == "healthy"] or procs
@@ -299,3 +309,6 @@ class Reconciler(PlaneCore):
                 )  # fmt: skip
         self._routes_cache = cache
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain.aliases import DeploymentRef
+from ..domain.aliases import DeploymentRef, PublicNames
 from ..domain.deployments import Deployment
 from ..domain.processes import WEB_1, ProcessName
 from ..edges.runtime import Handle, Runtime, Status
@@ -111,6 +111,7 @@ class ProjectRoutes:
     live: dict[str, str | None]
     branch_latest: dict[str, DeploymentRef]
     deps: list[DeploymentRef]
+    public: dict[str, PublicNames] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from starlette.types import ASGIApp
 
 from ..embedded_server import EmbeddedServer
+from .fastpath import FastPath
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
@@ -53,13 +55,20 @@ class Router:
         self._app = ProxyApp(
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout
         )
+        # one rotation over a route's replicas for every way a request goes
+        balancer = self._app.balancer
+        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, balancer)
+        self._fast = FastPath(
+            table, self._stats, self._inflight, self._pool, request_timeout, balancer
+        )
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
-            upgrade=UpgradeHandler(table, self._stats, connect_timeout, self._app.balancer),
+            upgrade=self._upgrade,
+            shortcut=self._fast.take,
             interface="asgi3",
             ws="none",
             lifespan="off",
@@ -67,13 +76,23 @@ class Router:
             timeout_graceful_shutdown=int(graceful_timeout),
         )
 
+    def trust_edge(self, token: str | None) -> None:
+        """Keep the forwarding headers of requests that carry `X-Tristage-Edge: token`
+        (from the production edge in front, `edges/caddy`); None trusts no one."""
+        raw = token.encode() if token else None
+        self._app.edge_token = raw
+        self._upgrade.edge_token = raw
+
     @property
     def port(self) -> int | None:
         return self._server.port
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
-        return await self._server.start(host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+    ) -> int:
+        """Listen on host:port (0 picks a free port), or on the listening socket `sock`;
+        returns the bound port."""
+        return await self._server.start(host, port, sock)
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (bounded), close upstream connections."""
@@ -84,6 +103,10 @@ class Router:
 
     def inflight(self, upstream: tuple[str, int]) -> int:
         """Requests currently being proxied to `upstream` (0 once it is drained)."""
+        return self._inflight.get(upstream)
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        """`inflight`, as a router in another process answers it (see `RouterProcess`)."""
         return self._inflight.get(upstream)
 
     def stats(self) -> dict[str, DeploymentStats]:
