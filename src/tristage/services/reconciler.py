@@ -121,19 +121,26 @@ class Reconciler(PlaneCore):
                     f"{row['project']}/{row['environment']} now serves {row['desired']}"
                     f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
                 )
-        # 2. start what should run: web.1 first, the other processes once it runs
+        # 2. start what should run: web.1 first, the other processes once it runs, web
+        # replicas one at a time (each health-checked before the next starts)
         for dep_id, procs in wanted_procs.items():
             if dep_id in self.pipelines:
                 continue
+            web_starting = any(
+                process_key(dep_id, p) in self.bringing_up for p in procs if p.is_web
+            )
             for p in procs:
                 key = process_key(dep_id, p)
                 if key in self.releases or key in self.bringing_up:
                     continue
                 if p != WEB_1 and dep_id not in self.releases:
                     break
+                if p.is_web and web_starting:
+                    continue
                 failed = self.failed_starts.get(key)
                 if failed is not None and time.monotonic() - failed < 30:
                     continue
+                web_starting = web_starting or p.is_web
                 self.bringing_up.add(key)
                 dep = Deployment.from_row(ready[dep_id])
                 self._spawn_task(self._bring_up(dep, p), f"start-{key}")
