@@ -87,6 +87,7 @@ class RouterProcess:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
+        self._edge_token: str | None = None
         table.on_replace(self._table_changed)
 
     # -- the control plane's side of `Router` ---------------------------------------------
@@ -127,6 +128,11 @@ class RouterProcess:
 
     def stats(self) -> dict[str, DeploymentStats]:
         return self._stats
+
+    async def trust_edge(self, token: str | None) -> None:
+        """`Router.trust_edge` in the router process (sent again to a restarted one)."""
+        self._edge_token = token
+        await asyncio.to_thread(request, self.control, "edge", CONTROL_TIMEOUT, token=token)
 
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         try:
@@ -242,6 +248,8 @@ class RouterProcess:
             try:
                 await self._spawn()
                 await self._push_now()
+                if self._edge_token is not None:
+                    await self.trust_edge(self._edge_token)
             except (OSError, ValueError) as exc:
                 self.log(f"could not restart the router process: {exc}")
                 continue
@@ -255,6 +263,18 @@ class RouterProcess:
         self._restarts = 0
 
     # -- routes and counters ----------------------------------------------------------------
+
+    async def synced(self, timeout: float = 5.0) -> bool:
+        """Wait until the router process has the table as it is now (a switch is recorded
+        as served only then); False if it did not take it within `timeout`."""
+        target = self._generation
+        deadline = time.monotonic() + timeout
+        while self._pushed < target:
+            if time.monotonic() > deadline or self._stopping:
+                return False
+            self._dirty.set()
+            await asyncio.sleep(0.002)
+        return True
 
     def _table_changed(self, _routes: Mapping[str, Route]) -> None:
         self._generation += 1

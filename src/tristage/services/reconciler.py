@@ -20,6 +20,7 @@ from ..domain.deployments import Deployment, Status, warm_set
 from ..domain.processes import WEB, WEB_1, ProcessName, formation, replicas
 from ..edges.router import Route
 from ..errors import TristageError
+from .front_door import RouterProcess
 from .plane_core import PlaneCore
 from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release, process_key
@@ -113,6 +114,8 @@ class Reconciler(PlaneCore):
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
+        if switched and isinstance(self.router, RouterProcess):
+            await self.router.synced()  # recorded as served once the router process has it
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
@@ -240,6 +243,14 @@ class Reconciler(PlaneCore):
         async with self._reconciling:
             self._install_routes(await self._db(self._read_routes), {})
 
+    def _claimed_twice(self, host: str, kept: str, other: str) -> None:
+        if (host, other) not in self._reported_claims:
+            self._reported_claims.add((host, other))
+            self.log(
+                f"warning: {host} is a domain of projects {kept} and {other}; {kept} keeps "
+                f"it (remove it from one tristage.toml)"
+            )
+
     def _read_routes(self) -> list[ProjectRoutes]:
         """(store thread) Each project's hosts: aliases, branches and deployments."""
         store = self.api.store
@@ -307,6 +318,9 @@ class Reconciler(PlaneCore):
                 pr.public,
             )  # fmt: skip
             for host, target in hosts.items():
+                if host in table and table[host].project != pr.project:
+                    self._claimed_twice(host, table[host].project, pr.project)
+                    continue  # a public name two projects claim: the first (by name) keeps it
                 procs = sorted(webs.get(target.deployment or "", []), key=lambda r: r.process)
                 healthy = [r for r in procs if r.status == "healthy"] or procs
                 addresses = tuple(r.upstream for r in healthy)

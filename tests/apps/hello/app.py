@@ -45,6 +45,7 @@ class Handler(BaseHTTPRequestHandler):
                 "python": ".".join(map(str, sys.version_info[:3])),
                 "url": os.environ.get("TRISTAGE_URL"),
                 "hosts": os.environ.get("TRISTAGE_HOSTS", "").split(","),
+                "proto": self.headers.get("X-Forwarded-Proto"),
             },
         )
 
