@@ -60,3 +60,15 @@ def test_requests_spread_over_replicas_and_survive_one_going_away() -> None:
             await teardown(router, ups)
 
     run(main())
+
+
+def test_replicas_travel_to_the_router_process_and_back() -> None:
+    from tristage.edges.router.wire import routes_from_json, routes_to_json
+
+    routes = {
+        "myapp.localhost": replicas(("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)),
+        "preview.myapp.localhost": Route("myapp", "preview", None, None),
+    }
+    data = routes_to_json(routes)
+    assert "replicas" not in data["preview.myapp.localhost"]
+    assert routes_from_json(data) == routes
