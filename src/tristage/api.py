@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .services.git_hosts import Connected, Connection, GitHostService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
+    from .services.platform_backup import PlatformBackup
     from .services.processes import ProcessService
     from .services.quickstart import Quickstart, Reporter, Summary
     from .services.variables import VariableService
@@ -149,6 +150,18 @@ class Tristage:
         from .services.data import DataService
 
         return DataService(self)
+
+    def platform_backup(self, out: Path) -> PlatformBackup:
+        """An encrypted copy of the platform's own state store (the master key is not in it)."""
+        from .services.platform_backup import PlatformBackupService
+
+        return PlatformBackupService(self).backup(out)
+
+    def platform_restore(self, path: Path, yes: bool = False) -> None:
+        """Replace the platform's state store by a `platform_backup` (needs `yes`)."""
+        from .services.platform_backup import PlatformBackupService
+
+        PlatformBackupService(self).restore(path, yes)
 
     @cached_property
     def webhooks(self) -> WebhookService:

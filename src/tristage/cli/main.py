@@ -53,6 +53,7 @@ COMMAND_MODULES = [
     "processes",
     "service",
     "githost",
+    "platform",
 ]
 
 
