@@ -36,6 +36,7 @@ from .services.tokens import NewToken, Role, TokenInfo, TokenService, require
 if TYPE_CHECKING:
     from .edges.router.stats import DeploymentStats
     from .edges.snapshot_io import Progress
+    from .services.cron import CronService
     from .services.data import DataService
     from .services.data_records import BackupInfo
     from .services.deploys import ControlPlaneInfo, DeployService, Switch
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.platform_backup import PlatformBackup
+    from .services.processes import ProcessService
     from .services.quickstart import Quickstart, Reporter, Summary
     from .services.variables import VariableService
     from .services.webhook_records import Delivery, Endpoint
@@ -166,6 +168,20 @@ class Tristage:
         from .services.webhooks import WebhookService
 
         return WebhookService(self)
+
+    @cached_property
+    def processes(self) -> ProcessService:
+        """`tristage ps` and `tristage scale` (services/processes.py)."""
+        from .services.processes import ProcessService
+
+        return ProcessService(self)
+
+    @cached_property
+    def cron(self) -> CronService:
+        """Scheduled jobs: `tristage cron ls/runs` (services/cron.py)."""
+        from .services.cron import CronService
+
+        return CronService(self)
 
     @cached_property
     def git_hosts(self) -> GitHostService:

@@ -50,6 +50,7 @@ COMMAND_MODULES = [
     "monitor",
     "dev",
     "doctor",
+    "processes",
     "service",
     "githost",
     "platform",
