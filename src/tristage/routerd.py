@@ -76,7 +76,10 @@ def _internal_app(home: Path) -> Any:
 
     api = Tristage(home, actor="router")
     # a delivery stored here is forwarded by the control plane: nudge it at once
-    api.webhooks.notify = api.deploys.nudge  # type: ignore[method-assign, assignment]
+    def nudge(environment: tuple[str, str] | None = None) -> None:
+        api.deploys.nudge()
+
+    api.webhooks.notify = nudge  # type: ignore[method-assign]
     return build_internal_app(api)
 
 
