@@ -38,6 +38,7 @@ from .edges.router.control import (
     ROUTES_FILE,
     ControlServer,
 )
+from .edges.router.guard import load_access_key
 from .edges.router.routes import RouteTable
 from .edges.router.server import Router
 from .edges.router.wire import routes_from_json
@@ -106,7 +107,7 @@ async def serve(home: Path, listener: socket.socket) -> None:
     routes_path = rdir / ROUTES_FILE
     table = RouteTable(routes_from_json(read_json(routes_path) or {}))
     internal = LaterApp(home)
-    router = Router(table, internal_app=internal)
+    router = Router(table, internal_app=internal, access_key=load_access_key(home))
     port = await router.start(sock=listener)
     internal.build()
     loop = asyncio.get_running_loop()

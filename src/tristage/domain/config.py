@@ -291,6 +291,32 @@ class EnvironmentConfig(ProcessSettings):
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
         json_schema_extra={"key": "SOURCE"},
     )
+    protect: Literal["password", "token"] | None = Field(
+        default=None,
+        description="Require sign-in on this environment's hosts (its own, its branch and "
+        "deployment hosts): `password` (the environment's secret variable "
+        "`TRISTAGE_ACCESS_PASSWORD`, or a tristage API token) or `token` (a tristage API token "
+        "only); `false` or unset: public. Webhook ingest paths stay open. Refused on the "
+        "production tier unless `protect_production = true`.",
+    )
+    protect_production: bool = Field(
+        default=False,
+        description="Allow `protect` on the production tier (production is public otherwise).",
+    )
+
+    @field_validator("protect", mode="before")
+    @classmethod
+    def _protect(cls, v: object) -> object:
+        return None if v is False else v
+
+    @model_validator(mode="after")
+    def _public_production(self) -> EnvironmentConfig:
+        if self.protect and self.tier == Tier.production and not self.protect_production:
+            raise ValueError(
+                "protect: production stays public; remove 'protect', or set "
+                "'protect_production = true' to require sign-in on production too"
+            )
+        return self
 
 
 class ProjectSection(Strict):

@@ -88,7 +88,9 @@ class ControlPlane(DeployPipeline, Reconciler):
         if self.router_process:
             self.router = RouterProcess(self.api.home, self.table, self.log)
         else:
-            self.router = Router(self.table, internal_app=internal_app)
+            self.router = Router(
+                self.table, internal_app=internal_app, access_key=self.api.access_key
+            )
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         if serve_http is not None:

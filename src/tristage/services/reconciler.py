@@ -11,10 +11,12 @@ switch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
 from ..domain import aliases as alias_domain
+from ..domain.access import PASSWORD_VARIABLE, Access, hash_password
 from ..domain.deployments import Deployment, Status, warm_set
 from ..edges.router import Route
 from ..errors import TristageError
@@ -219,9 +221,38 @@ class Reconciler(PlaneCore):
                 )
             out.append(
                 ProjectRoutes(
-                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                    project,
+                    cfg.production,
+                    tuple(cfg.environments),
+                    live,
+                    branch_latest,
+                    deps,
+                    self._access(project, cfg),
                 )
             )
+        return out
+
+    def _access(self, project: str, cfg: Any) -> dict[str, Access]:
+        """(store thread) Each protected environment's sign-in: its password's hash (hashed
+        once per password, kept in memory; the password itself never reaches the router)."""
+        out: dict[str, Access] = {}
+        cache: dict[tuple[str, str, str], str] = self.__dict__.setdefault("_password_hashes", {})
+        for env, ec in cfg.environments.items():
+            if not ec.protect:
+                continue
+            password_hash = None
+            if ec.protect == "password":
+                try:
+                    value = self.api.variables.get(project, PASSWORD_VARIABLE, env).value
+                except TristageError:
+                    value = ""
+                if value:
+                    fp = hashlib.sha256(value.encode()).hexdigest()
+                    key = (project, env, fp)
+                    if key not in cache:
+                        cache[key] = hash_password(value)
+                    password_hash = cache[key]
+            out[env] = Access(ec.protect, password_hash)
         return out
 
     def _install_routes(
@@ -240,5 +271,11 @@ class Reconciler(PlaneCore):
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
-                table[host] = Route(pr.project, target.environment, target.deployment, upstream)
+                table[host] = Route(
+                    pr.project,
+                    target.environment,
+                    target.deployment,
+                    upstream,
+                    access=pr.access.get(target.environment),
+                )
         self.table.replace(table)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..domain.access import Access
 from ..domain.aliases import DeploymentRef
 from ..domain.deployments import Deployment
 from ..edges.runtime import Handle, Runtime, Status
@@ -93,6 +94,7 @@ class ProjectRoutes:
     live: dict[str, str | None]
     branch_latest: dict[str, DeploymentRef]
     deps: list[DeploymentRef]
+    access: dict[str, Access] = field(default_factory=dict)  # environment -> sign-in
 
 
 @dataclass(frozen=True)

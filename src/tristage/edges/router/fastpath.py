@@ -25,8 +25,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import pages
+from .guard import AccessGuard
 from .headers import FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
-from .routes import Route, RouteTable
+from .routes import Route, RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamConnection, UpstreamPool, UpstreamTimeout
 
@@ -348,8 +349,10 @@ class FastPath:
         inflight: Inflight,
         pool: UpstreamPool,
         request_timeout: float,
+        guard: AccessGuard,
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
+        self.guard = guard
         self.request_timeout = request_timeout
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -394,6 +397,10 @@ class FastPath:
         route = self.table.lookup(host_text)
         if route is None or route.upstream is None:
             return False  # the ASGI path answers 404/503 with its page
+        if route.access is not None and not self.guard.allows(
+            route, proto.headers, normalize_host(host_text)
+        ):
+            return False  # the ASGI path answers with the sign-in page
         upstream = route.upstream
         ex = FastExchange(
             self,

@@ -10,9 +10,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...domain.access import exempt, sign_in_page
 from . import pages
+from .guard import AccessGuard
 from .headers import end_to_end, request_problem, upstream_request_headers
-from .routes import RouteTable
+from .routes import RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
@@ -33,12 +35,16 @@ def _host_of(scope: Scope) -> str:
     return f"{server[0]}:{server[1]}" if server else ""
 
 
-async def _page(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+async def _page(
+    send: Send, status: int, body: bytes, *, close: bool = False, private: bool = False
+) -> None:
     headers = [
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
     ]
+    if private:  # the sign-in page of a protected host: never framed, never indexed
+        headers += [(b"x-frame-options", b"DENY"), (b"x-robots-tag", b"noindex")]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -74,8 +80,10 @@ class ProxyApp:
         inflight: Inflight,
         pool: UpstreamPool,
         request_timeout: float = 60.0,
+        guard: AccessGuard | None = None,
     ) -> None:
         self.request_timeout = request_timeout
+        self.guard = guard or AccessGuard(None)
         self.table = table
         self.internal_app = internal_app
         self.stats = stats
@@ -96,11 +104,24 @@ class ProxyApp:
             await _page(send, 404, pages.not_found(host))
             return
         path: str = scope["path"]
+        canonical = normalize_host(host)
+        if (
+            route.access is not None
+            and not exempt(path)
+            and not self.guard.allows(route, scope["headers"], canonical)
+        ):
+            target = path + (
+                "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
+            )
+            body = sign_in_page(canonical, target, route.access.kind)
+            await _page(send, 401, body, private=True)
+            return
         if path.startswith(INTERNAL_PREFIX):
             if self.internal_app is None:
                 await _page(send, 404, pages.internal_missing(host))
                 return
-            await self.internal_app({**scope, "tristage.route": route}, receive, send)
+            inner = {**scope, "tristage.route": route, "tristage.host": canonical}
+            await self.internal_app(inner, receive, send)
             return
         upstream = route.upstream
         if upstream is None:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ...domain.access import Access
+
 
 @dataclass(frozen=True)
 class Route:
@@ -15,7 +17,7 @@ class Route:
     environment has nothing running (the router answers 503). `request_timeout` is how
     long the release may take to start answering a request (seconds, from the request's
     arrival to the response headers) before the router answers 504; None means the
-    router's default.
+    router's default. `access` says the host requires sign-in (None: public).
     """
 
     project: str
@@ -23,6 +25,7 @@ class Route:
     deployment: str | None
     upstream: tuple[str, int] | None
     request_timeout: float | None = None
+    access: Access | None = None
 
 
 def normalize_host(host: str) -> str:

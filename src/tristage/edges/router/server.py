@@ -9,6 +9,7 @@ from starlette.types import ASGIApp
 
 from ..embedded_server import EmbeddedServer
 from .fastpath import FastPath
+from .guard import AccessGuard
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
@@ -41,28 +42,34 @@ class Router:
         idle_timeout: float = 30.0,
         max_connections: int | None = None,
         request_timeout: float = 60.0,
+        access_key: bytes | None = None,
     ) -> None:
         """`header_timeout`: a request's head must arrive within it; `idle_timeout`: the
         longest silence allowed in a request body or between two requests;
         `max_connections`: open client connections past which new ones get 503 (default:
         from the process's file descriptor limit); `request_timeout`: how long a release may
-        take to start answering (504 after), unless its route says otherwise."""
+        take to start answering (504 after), unless its route says otherwise; `access_key`:
+        the key access cookies of protected hosts are signed with (`guard.load_access_key`;
+        None: a protected host lets no one in)."""
+        guard = AccessGuard(access_key)
         self.table = table
         self.internal_app = internal_app
         self._stats = StatsRecorder()
         self._inflight = Inflight()
         self._pool = UpstreamPool(connect_timeout=connect_timeout, max_idle=pool_size)
         self._app = ProxyApp(
-            table, internal_app, self._stats, self._inflight, self._pool, request_timeout
+            table, internal_app, self._stats, self._inflight, self._pool, request_timeout, guard
         )
-        self._fast = FastPath(table, self._stats, self._inflight, self._pool, request_timeout)
+        self._fast = FastPath(
+            table, self._stats, self._inflight, self._pool, request_timeout, guard
+        )
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
-            upgrade=UpgradeHandler(table, self._stats, connect_timeout),
+            upgrade=UpgradeHandler(table, self._stats, connect_timeout, guard),
             shortcut=self._fast.take,
             interface="asgi3",
             ws="none",

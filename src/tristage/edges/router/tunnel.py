@@ -15,8 +15,9 @@ import httptools
 
 from ..embedded_server import UpgradeRequest
 from . import pages
+from .guard import AccessGuard
 from .headers import RawHeaders, request_problem, upstream_request_headers
-from .routes import RouteTable
+from .routes import RouteTable, normalize_host
 from .stats import StatsRecorder
 
 INTERNAL_PREFIX = b"/.tristage/"
@@ -174,8 +175,13 @@ class UpgradeHandler:
     """Takes over a client connection whose request asks for a WebSocket upgrade."""
 
     def __init__(
-        self, table: RouteTable, stats: StatsRecorder, connect_timeout: float = 5.0
+        self,
+        table: RouteTable,
+        stats: StatsRecorder,
+        connect_timeout: float = 5.0,
+        guard: AccessGuard | None = None,
     ) -> None:
+        self.guard = guard or AccessGuard(None)
         self.table = table
         self.stats = stats
         self.connect_timeout = connect_timeout
@@ -196,6 +202,11 @@ class UpgradeHandler:
         route = self.table.lookup(host)
         if route is None or req.target.startswith(INTERNAL_PREFIX):
             _reply(client, 404, b"Not Found", pages.not_found(host))
+            return None
+        if route.access is not None and not self.guard.allows(
+            route, req.headers, normalize_host(host)
+        ):
+            _reply(client, 401, b"Unauthorized", pages.sign_in_required(host))
             return None
         if route.upstream is None:
             if route.deployment is not None:

@@ -2,8 +2,9 @@
 process (`tristage.routerd`), and in the router's `routes.json`.
 
 A route is `{"project", "environment", "deployment", "upstream": [host, port] | null,
-"request_timeout": seconds | null}`; more keys may be added (a list of upstreams for
-replicas) and are ignored by a router that does not know them.
+"request_timeout": seconds | null, "access": {"kind", "password_hash"} | null}`; more
+keys may be added (a list of upstreams for replicas) and are ignored by a router that
+does not know them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ...domain.access import Access
 from .routes import Route
 from .stats import DeploymentStats
 
@@ -24,6 +26,11 @@ def routes_to_json(routes: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
             "deployment": r.deployment,
             "upstream": list(r.upstream) if r.upstream is not None else None,
             "request_timeout": r.request_timeout,
+            "access": (
+                {"kind": r.access.kind, "password_hash": r.access.password_hash}
+                if r.access is not None
+                else None
+            ),
         }
         for host, r in routes.items()
     }
@@ -34,12 +41,14 @@ def routes_from_json(data: Mapping[str, Any]) -> dict[str, Route]:
     for host, r in data.items():
         up = r.get("upstream")
         timeout = r.get("request_timeout")
+        acc = r.get("access")
         out[str(host)] = Route(
             str(r["project"]),
             str(r["environment"]),
             str(r["deployment"]) if r.get("deployment") is not None else None,
             (str(up[0]), int(up[1])) if up else None,
             float(timeout) if timeout is not None else None,
+            Access(str(acc["kind"]), acc.get("password_hash")) if acc else None,
         )
     return out
 
