@@ -21,7 +21,7 @@ COOKIE_NAME = "__tristage_access"
 COOKIE_TTL = 7 * 24 * 3600  # seconds
 PBKDF2_ROUNDS = 200_000
 PASSWORD_VARIABLE = "TRISTAGE_ACCESS_PASSWORD"
-EXEMPT_PREFIXES = ("/.tristage/webhooks/", "/.tristage/sign-in")
+EXEMPT_PREFIXES = ("/.tristage/webhooks/", "/.tristage/git", "/.tristage/sign-in")
 SIGN_IN_PATH = "/.tristage/sign-in"
 
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..domain import aliases as alias_domain
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
+from ..domain.git_events import PULL_REQUEST
+from ..domain.numbers import ascii_int
 from ..edges import git
 from ..edges.runtime import proc_start
 from ..errors import Conflict, NotFound, TristageError, UsageError
@@ -146,7 +148,8 @@ class DeployService:
         raw = os.environ.get("TRISTAGE_PORT", "").strip()
         if not raw:
             return LOOPBACK, DEFAULT_ROUTER_PORT
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
+        port = ascii_int(raw)
+        if port is None or not 0 < port < 65536:
             raise UsageError(
                 f"TRISTAGE_PORT={raw!r} is not a port number",
                 "set it to the router's port (e.g. 8080) or unset it",
@@ -161,6 +164,14 @@ class DeployService:
         return alias_domain.url(
             self.environment_host(project, environment), self.router_address()[1]
         )
+
+    def home_url(self, dep: Deployment) -> str:
+        """Where a deployment is meant to be seen: its environment's URL, or for a
+        pull-request preview (which never takes the environment's host) `pr-N.APP…`."""
+        if dep.trigger == PULL_REQUEST:
+            host = alias_domain.branch_host(dep.project, dep.branch)
+            return alias_domain.url(host, self.router_address()[1])
+        return self.environment_url(dep.project, dep.environment)
 
     def deployment_url(self, dep: Deployment) -> str:
         host = alias_domain.deployment_host(dep.project, dep.id)
@@ -308,6 +319,9 @@ class DeployService:
                 (dep_id, seq, project, env, branch, commit, message, trigger, source,
                  status.value, reason, now, now),
             )  # fmt: skip
+            self.api.store.execute(
+                "DELETE FROM stopped_branches WHERE project=? AND branch=?", (project, branch)
+            )
             self.api.audit.record(
                 "deploy.create",
                 project=project,
@@ -320,6 +334,39 @@ class DeployService:
             git.keep_ref(bare, dep_id, commit)
         self.nudge()
         return self.get(dep_id), warnings
+
+    def stop_branch(self, project: str, branch: str, reason: str) -> bool:
+        """Stop a branch's release (a deleted branch, a closed pull request): its latest
+        deployment no longer runs nor has a branch host, and its queued deployments are
+        canceled. An environment that serves it keeps serving it. A new deployment of
+        the branch starts it again. False when it was already stopped."""
+        now = time.time()
+        with self.api.store.transaction():
+            if self.api.store.query_one(
+                "SELECT 1 FROM stopped_branches WHERE project=? AND branch=?", (project, branch)
+            ):
+                return False
+            self.api.store.execute(
+                "INSERT INTO stopped_branches (project, branch, reason, at) VALUES (?,?,?,?)",
+                (project, branch, reason, now),
+            )
+            self.api.store.execute(
+                "UPDATE deployments SET status=?, reason=?, updated_at=?"
+                " WHERE project=? AND branch=? AND status=?",
+                (Status.canceled.value, f"canceled: {reason}", now, project, branch,
+                 Status.queued.value),
+            )  # fmt: skip
+            self.api.audit.record(
+                "branch.stop", project=project, target=branch, details={"reason": reason}
+            )
+        self.nudge()
+        return True
+
+    def stopped_branches(self, project: str) -> set[str]:
+        rows = self.api.store.query(
+            "SELECT branch FROM stopped_branches WHERE project=?", (project,)
+        )
+        return {r["branch"] for r in rows}
 
     def receive(self, project: str, lines: list[str]) -> list[tuple[str, Deployment | None, str]]:
         """The push hook: one deployment per pushed branch (deletions are skipped)."""

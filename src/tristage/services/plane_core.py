@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
+from ..domain.edge import EdgeOptions
 from ..domain.monitor import Kind
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
@@ -21,9 +22,10 @@ from ..edges.router import Router, RouteTable
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
 from .front_door import RouterProcess
+from .frontdoor import FrontDoor
 from .health import probe
 from .release_records import ReleaseRecords
-from .releases import Release, StartFailed, Tuning, release_row
+from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
 from .runtimes import Runtimes
 from .supervisor import supervise
 
@@ -44,6 +46,7 @@ class PlaneCore:
         tuning: Tuning | None = None,
         log: Callable[[str], None] | None = None,
         runtimes: Runtimes | None = None,
+        edge: EdgeOptions | None = None,
         router_process: bool = False,
     ) -> None:
         """`router_process`: the router runs in a process of its own that outlives this
@@ -58,6 +61,10 @@ class PlaneCore:
         self._log = log or (lambda line: print(line, flush=True))
         self.table = RouteTable()
         self.router: Router | RouterProcess | None = None
+        self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
+        self.frontdoor = (
+            FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
+        )
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}

@@ -148,8 +148,9 @@ class Reconciler(PlaneCore):
             for row in store.query(
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
-                " AND trigger != ? GROUP BY branch)",
-                (project, Status.ready.value, "promote", project, Status.ready.value, "promote"),
+                " AND trigger != ? GROUP BY branch)"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
+                (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
@@ -213,8 +214,10 @@ class Reconciler(PlaneCore):
             branch_latest: dict[str, alias_domain.DeploymentRef] = {}
             for r in store.query(
                 "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
-                " AND trigger != 'promote' ORDER BY seq",
-                (project, Status.ready.value),
+                " AND trigger != 'promote'"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)"
+                " ORDER BY seq",
+                (project, Status.ready.value, project),
             ):
                 branch_latest[r["branch"]] = alias_domain.DeploymentRef(
                     r["id"], r["environment"], r["branch"]
@@ -227,7 +230,8 @@ class Reconciler(PlaneCore):
                     live,
                     branch_latest,
                     deps,
-                    self._access(project, cfg),
+                    public=cfg.public_names(),
+                    access=self._access(project, cfg),
                 )
             )
         return out
@@ -266,8 +270,9 @@ class Reconciler(PlaneCore):
                 if p == pr.project:
                     live[env] = dep_id
             hosts = alias_domain.host_table(
-                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
-            )
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
+                pr.public,
+            )  # fmt: skip
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
@@ -279,3 +284,6 @@ class Reconciler(PlaneCore):
                     access=pr.access.get(target.environment),
                 )
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.access import Access
-from ..domain.aliases import DeploymentRef
+from ..domain.aliases import DeploymentRef, PublicNames
 from ..domain.deployments import Deployment
 from ..edges.runtime import Handle, Runtime, Status
 from ..errors import TristageError
@@ -94,6 +94,7 @@ class ProjectRoutes:
     live: dict[str, str | None]
     branch_latest: dict[str, DeploymentRef]
     deps: list[DeploymentRef]
+    public: dict[str, PublicNames] = field(default_factory=dict)
     access: dict[str, Access] = field(default_factory=dict)  # environment -> sign-in
 
 

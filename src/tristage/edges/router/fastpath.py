@@ -353,6 +353,7 @@ class FastPath:
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
         self.guard = guard
+        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.request_timeout = request_timeout
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -378,6 +379,10 @@ class FastPath:
         path = target if q == -1 else target[:q]
         if not path.startswith(b"/") or path.startswith(INTERNAL) or b"%" in path:
             return False
+        if self.edge_token is not None:
+            for name, _value in proto.headers:
+                if name == b"x-tristage-edge":
+                    return False  # from the production edge: the ASGI path keeps its headers
         client = proto.client
         head = request_head(
             parser.get_method(),
