@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL = b"/.tristage/"
-_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect"}  # a Content-Length here is 0: kept
+_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", b"x-tristage-edge"}  # a Content-Length: 0 is kept
 _DROP_DOWN = HOP_BY_HOP | {b"content-length"}
 
 
