@@ -51,6 +51,17 @@ BranchPattern = Annotated[str, AfterValidator(_check_pattern)]
 VarName = Annotated[str, AfterValidator(_check_var)]
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """`"90s"`, `"30m"`, `"2h"`, `"1d"` (a bare number is seconds) -> seconds (> 0)."""
+    m = _DURATION_RE.match(str(text))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: use e.g. '90s', '30m' or '2h'")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
 class Tier(StrEnum):
     development = "development"
     preview = "preview"
@@ -465,6 +476,21 @@ class EnvironmentConfig(ProcessSettings):
         "only); `false` or unset: public. Webhook ingest paths stay open. Refused on the "
         "production tier unless `protect_production = true`.",
     )
+    sleep_after: str | None = Field(
+        default=None,
+        description="Stop a branch or pull-request preview release of this environment after "
+        "this long without a request (`90s`, `30m`, `2h`); the next request to its host is "
+        "held while it starts again. The environment's own host and production never "
+        "sleep.",
+    )
+
+    @field_validator("sleep_after")
+    @classmethod
+    def _sleep_after(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
     protect_production: bool = Field(
         default=False,
         description="Allow `protect` on the production tier (production is public otherwise).",
@@ -477,6 +503,8 @@ class EnvironmentConfig(ProcessSettings):
 
     @model_validator(mode="after")
     def _public_production(self) -> EnvironmentConfig:
+        if self.sleep_after and self.tier == Tier.production:
+            raise ValueError("sleep_after: production never sleeps; remove it")
         if self.protect and self.tier == Tier.production and not self.protect_production:
             raise ValueError(
                 "protect: production stays public; remove 'protect', or set "

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..domain import aliases as alias_domain
 from ..domain.access import PASSWORD_VARIABLE, Access, hash_password
+from ..domain.config import parse_duration
 from ..domain.deployments import Deployment, Status, warm_set
 from ..edges.router import Route
 from ..errors import TristageError
@@ -36,6 +37,7 @@ class Reconciler(PlaneCore):
             self.log(f"{dep.id} started (port {self.releases[dep.id].port})")
         except TristageError as exc:
             self.failed_starts[dep.id] = time.monotonic()
+            self.waking.discard(dep.id)  # held requests get the 503 now
             self.log(f"{dep.id} could not start: {exc}")
         finally:
             self.bringing_up.discard(dep.id)
@@ -90,7 +92,8 @@ class Reconciler(PlaneCore):
                 rel = self.releases.get(desired)
                 if rel is not None and rel.status == "healthy":
                     switched.append(row)
-        self._wanted = state.wanted | set(self.pipelines)
+        wanted = state.wanted - self._fall_asleep(state)
+        self._wanted = wanted | set(self.pipelines)
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
@@ -103,7 +106,7 @@ class Reconciler(PlaneCore):
                     f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
                 )
         # 2. start what should run
-        for dep_id in state.wanted:
+        for dep_id in wanted:
             if dep_id in self.releases or dep_id in self.bringing_up or dep_id in self.pipelines:
                 continue
             failed = self.failed_starts.get(dep_id)
@@ -122,6 +125,34 @@ class Reconciler(PlaneCore):
             self.retiring.add(dep_id)
             self._spawn_task(self._retire(rel, drain), f"retire-{dep_id}")
 
+    def _fall_asleep(self, state: DesiredState) -> set[str]:
+        """(loop) The branch and pull-request previews that sleep now: those idle (no
+        request, by the router's counters) for their environment's `sleep_after`."""
+        now = time.time()
+        self.asleep &= set(state.sleepers)  # one that became an environment's: awake
+        stats = self.router.stats() if self.router is not None else {}
+        for dep_id, after in state.sleepers.items():
+            rel = self.releases.get(dep_id)
+            if dep_id in self.asleep or rel is None or rel.status != "healthy":
+                continue
+            since = self.awake_since.setdefault(dep_id, now)
+            seen = stats.get(dep_id)
+            last = seen.last_request_at if seen is not None else None
+            idle = now - max(since, last or 0.0)
+            if idle >= after:
+                self.asleep.add(dep_id)
+                self.log(f"{dep_id} sleeps (no request for {idle:.0f} s)")
+        return self.asleep
+
+    def wake_deployment(self, dep_id: str) -> None:
+        """(loop) A request came for a sleeping deployment: start it again now."""
+        if dep_id in self.asleep:
+            self.asleep.discard(dep_id)
+            self.waking.add(dep_id)  # its host holds requests until it serves
+            self.awake_since[dep_id] = time.time()
+            self.log(f"{dep_id} wakes (a request came)")
+            self.wake.set()
+
     def _read_desired(self) -> DesiredState:
         """(store thread) What should be served and running, as the store says now."""
         store = self.api.store
@@ -138,6 +169,8 @@ class Reconciler(PlaneCore):
             if desired and desired != routed and desired in ready:
                 wanted.add(desired)
         drain: dict[str, float] = {}
+        sleepers: dict[str, float] = {}
+        aliased = {r["routed"] for r in aliases} | {r["desired"] for r in aliases}
         for project in project_names(store):
             try:
                 cfg = self.api.config_for(project)
@@ -146,13 +179,17 @@ class Reconciler(PlaneCore):
             drain[project] = cfg.app.drain_seconds
             prod = cfg.production
             for row in store.query(
-                "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
+                "SELECT branch, id, environment FROM deployments"
+                " WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
                 " AND trigger != ? GROUP BY branch)"
                 " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
                 (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
+                env_cfg = cfg.environments.get(row["environment"])
+                if env_cfg is not None and env_cfg.sleep_after and row["id"] not in aliased:
+                    sleepers[row["id"]] = parse_duration(env_cfg.sleep_after)
             if prod and cfg.app.keep_warm:
                 history = self.svc.alias_history(project, prod, limit=200)
                 current = next(
@@ -161,7 +198,7 @@ class Reconciler(PlaneCore):
                 )  # fmt: skip
                 wanted.update(warm_set(history, current, cfg.app.keep_warm, set(ready)))
         wanted &= set(ready)
-        return DesiredState(ready, aliases, wanted, self._read_routes(), drain)
+        return DesiredState(ready, aliases, wanted, self._read_routes(), drain, sleepers)
 
     def _record_switches(self, switched: list[dict[str, Any]], now: float) -> None:
         """(store thread) The router serves these desired deployments now: record it."""
@@ -275,13 +312,22 @@ class Reconciler(PlaneCore):
             )  # fmt: skip
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
-                upstream = rel.upstream if rel is not None and rel.status != "draining" else None
+                serving = (
+                    rel is not None
+                    and rel.status != "draining"
+                    and target.deployment not in self.asleep
+                )
+                upstream = rel.upstream if serving and rel is not None else None
+                if upstream is not None:
+                    self.waking.discard(target.deployment)
                 table[host] = Route(
                     pr.project,
                     target.environment,
                     target.deployment,
                     upstream,
                     access=pr.access.get(target.environment),
+                    asleep=upstream is None
+                    and (target.deployment in self.asleep or target.deployment in self.waking),
                 )
         self.table.replace(table)
         self.last_routes = routes

@@ -109,3 +109,4 @@ class DesiredState:
     wanted: set[str]
     routes: list[ProjectRoutes]
     drain_seconds: dict[str, float]
+    sleepers: dict[str, float] = field(default_factory=dict)  # may sleep after N s idle

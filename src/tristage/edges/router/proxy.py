@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,11 +15,12 @@ from ...domain.access import exempt, sign_in_page
 from . import pages
 from .guard import AccessGuard
 from .headers import end_to_end, request_problem, upstream_request_headers
-from .routes import RouteTable, normalize_host
+from .routes import Route, RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
 INTERNAL_PREFIX = "/.tristage/"
+WAKE_TIMEOUT = 60.0  # seconds a request to a sleeping deployment is held at most
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ class ProxyApp:
     ) -> None:
         self.request_timeout = request_timeout
         self.guard = guard or AccessGuard(None)
+        self.waker: Callable[[str], None] | None = None  # set by `Router(waker=...)`
+        self.wake_timeout = WAKE_TIMEOUT
+        self._changed = asyncio.Event()
+        table.on_replace(self._table_replaced)
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.table = table
         self.internal_app = internal_app
@@ -125,6 +131,9 @@ class ProxyApp:
             await self.internal_app(inner, receive, send)
             return
         upstream = route.upstream
+        if upstream is None and route.asleep and route.deployment is not None:
+            route = await self._wake(route, host)
+            upstream = route.upstream
         if upstream is None:
             if route.deployment is not None:
                 self.stats.record(route.deployment, 503, None)
@@ -136,6 +145,32 @@ class ProxyApp:
             await self._proxy(scope, receive, send, host, route.deployment, upstream, timeout)
         finally:
             self.inflight.leave(upstream)
+
+    def _table_replaced(self, _routes: Any) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _wake(self, route: Route, host: str) -> Route:
+        """Hold a request to a sleeping deployment: ask for it to be started, and wait
+        (up to `wake_timeout`) for the table to route its host to a running release."""
+        assert route.deployment is not None
+        if self.waker is not None:
+            self.waker(route.deployment)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wake_timeout
+        asked = loop.time()
+        while True:
+            current = self.table.lookup(host)
+            if current is None or current.upstream is not None or not current.asleep:
+                return current or route
+            left = deadline - loop.time()
+            if left <= 0:
+                return current
+            if self.waker is not None and loop.time() - asked > 2.0:
+                self.waker(route.deployment)  # once more, in case the first ask was lost
+                asked = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
 
     async def _proxy(
         self,

@@ -17,7 +17,9 @@ class Route:
     environment has nothing running (the router answers 503). `request_timeout` is how
     long the release may take to start answering a request (seconds, from the request's
     arrival to the response headers) before the router answers 504; None means the
-    router's default. `access` says the host requires sign-in (None: public).
+    router's default. `access` says the host requires sign-in (None: public);
+    `asleep`: the deployment was stopped for being idle, and a request to it is held
+    while it is woken (`Router(waker=...)`).
     """
 
     project: str
@@ -26,6 +28,7 @@ class Route:
     upstream: tuple[str, int] | None
     request_timeout: float | None = None
     access: Access | None = None
+    asleep: bool = False
 
 
 def normalize_host(host: str) -> str:

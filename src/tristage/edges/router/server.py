@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from starlette.types import ASGIApp
 
@@ -43,6 +44,7 @@ class Router:
         max_connections: int | None = None,
         request_timeout: float = 60.0,
         access_key: bytes | None = None,
+        waker: Callable[[str], None] | None = None,
     ) -> None:
         """`header_timeout`: a request's head must arrive within it; `idle_timeout`: the
         longest silence allowed in a request body or between two requests;
@@ -50,7 +52,8 @@ class Router:
         from the process's file descriptor limit); `request_timeout`: how long a release may
         take to start answering (504 after), unless its route says otherwise; `access_key`:
         the key access cookies of protected hosts are signed with (`guard.load_access_key`;
-        None: a protected host lets no one in)."""
+        None: a protected host lets no one in); `waker(deployment)`: called when a request
+        comes for a sleeping deployment (it is held until the table routes it)."""
         guard = AccessGuard(access_key)
         self.table = table
         self.internal_app = internal_app
@@ -60,6 +63,7 @@ class Router:
         self._app = ProxyApp(
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout, guard
         )
+        self._app.waker = waker
         self._fast = FastPath(
             table, self._stats, self._inflight, self._pool, request_timeout, guard
         )

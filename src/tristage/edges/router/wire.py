@@ -31,6 +31,7 @@ def routes_to_json(routes: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
                 if r.access is not None
                 else None
             ),
+            "asleep": r.asleep,
         }
         for host, r in routes.items()
     }
@@ -49,6 +50,7 @@ def routes_from_json(data: Mapping[str, Any]) -> dict[str, Route]:
             (str(up[0]), int(up[1])) if up else None,
             float(timeout) if timeout is not None else None,
             Access(str(acc["kind"]), acc.get("password_hash")) if acc else None,
+            bool(r.get("asleep", False)),
         )
     return out
 
