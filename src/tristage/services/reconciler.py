@@ -97,6 +97,8 @@ class Reconciler(PlaneCore):
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
+        if switched and self.router is not None and not await self.router.flush():
+            self.log("the router process did not take the new routes in time")
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000

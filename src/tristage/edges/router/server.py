@@ -113,6 +113,10 @@ class Router:
         """Requests currently being proxied to `upstream` (0 once it is drained)."""
         return self._inflight.get(upstream)
 
+    async def flush(self) -> bool:
+        """The table in use is the latest one (always so in this process)."""
+        return True
+
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         """`inflight`, as a router in another process answers it (see `RouterProcess`)."""
         return self._inflight.get(upstream)
