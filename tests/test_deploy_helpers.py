@@ -95,7 +95,8 @@ class ControlPlane:
             env={**os.environ, **FAST},
             start_new_session=True,
         )
-        info = wait_for(self._info, 15, "the control plane to start")
+        # two Python processes start (the control plane and its router): generous on a busy machine
+        info = wait_for(self._info, 45, "the control plane to start")
         self.port = info["router_port"]
         return self
 

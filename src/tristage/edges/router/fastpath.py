@@ -19,6 +19,7 @@ client goes away).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import logging
 import time
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import pages
 from .guard import AccessGuard
-from .headers import FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
+from .headers import EDGE_HEADER, FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
 from .routes import Route, RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamConnection, UpstreamPool, UpstreamTimeout
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL = b"/.tristage/"
-_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", b"x-tristage-edge"}  # a Content-Length: 0 is kept
+_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", EDGE_HEADER}  # a Content-Length here is 0: kept
 _DROP_DOWN = HOP_BY_HOP | {b"content-length"}
 
 
@@ -58,14 +59,22 @@ def request_head(
     headers: list[tuple[bytes, bytes]],
     client_ip: bytes,
     scheme: bytes,
+    edge_token: bytes | None = None,
 ) -> bytes | None:
     """The upstream request head of a bodiless request in one pass over its (lowercase)
     headers, or None when the request must take the ASGI path (it has a body, a Host
-    problem, or a Connection header naming a framing header: the ASGI path answers it)."""
+    problem, or a Connection header naming a framing header: the ASGI path answers it).
+
+    With `edge_token`, a request carrying `X-Tristage-Edge: edge_token` (from the
+    production edge) keeps the edge's X-Forwarded-For (last address), -Proto and -Host
+    (as `headers.upstream_request_headers` does)."""
     host = None
     named: set[bytes] | None = None
+    edge: bytes | None = None
     for name, value in headers:
-        if name == b"host":
+        if name == EDGE_HEADER:
+            edge = value
+        elif name == b"host":
             if host is not None:
                 return None
             host = value
@@ -85,6 +94,19 @@ def request_head(
             return None
     if host is None:
         return None
+    forwarded_host = host
+    if (
+        edge is not None
+        and edge_token is not None
+        and hmac.compare_digest(edge.strip(), edge_token)
+    ):
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                client_ip = value.rsplit(b",", 1)[-1].strip() or client_ip
+            elif name == b"x-forwarded-proto":
+                scheme = value
+            elif name == b"x-forwarded-host":
+                forwarded_host = value
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         if name in _DROP_UP or name.startswith(FORWARDED_PREFIX):
@@ -94,7 +116,8 @@ def request_head(
         out += (name, b": ", value, b"\r\n")
     out += (
         b"x-forwarded-for: ", client_ip, b"\r\nx-real-ip: ", client_ip,
-        b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", host, b"\r\n\r\n",
+        b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", forwarded_host,
+        b"\r\n\r\n",
     )  # fmt: skip
     return b"".join(out)
 
@@ -353,8 +376,8 @@ class FastPath:
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
         self.guard = guard
-        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.request_timeout = request_timeout
+        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, coro: Any) -> None:
@@ -379,10 +402,6 @@ class FastPath:
         path = target if q == -1 else target[:q]
         if not path.startswith(b"/") or path.startswith(INTERNAL) or b"%" in path:
             return False
-        if self.edge_token is not None:
-            for name, _value in proto.headers:
-                if name == b"x-tristage-edge":
-                    return False  # from the production edge: the ASGI path keeps its headers
         client = proto.client
         head = request_head(
             parser.get_method(),
@@ -390,6 +409,7 @@ class FastPath:
             proto.headers,
             client[0].encode() if client else b"",
             b"https" if proto.scheme == "https" else b"http",
+            self.edge_token,
         )
         if head is None:
             return False
