@@ -50,8 +50,10 @@ COMMAND_MODULES = [
     "monitor",
     "dev",
     "doctor",
+    "processes",
     "service",
     "githost",
+    "platform",
 ]
 
 

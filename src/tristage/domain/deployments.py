@@ -61,6 +61,7 @@ class Deployment:
     updated_at: float
     ready_at: float | None
     layers: tuple[str, ...] = ()  # read-only directories the artifact needs (its dependencies)
+    runtime: str | None = None  # "python 3.12.1 + node 20.11.0": what it was built with
 
     @classmethod
     def from_row(cls, row: dict[str, object]) -> Deployment:
@@ -88,6 +89,7 @@ class Deployment:
             updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
             ready_at=None if ready is None else float(ready),  # type: ignore[arg-type]
             layers=_layers(row.get("layers")),
+            runtime=opt("runtime"),
         )
 
 

@@ -64,10 +64,12 @@ class Router:
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout, guard
         )
         self._app.waker = waker
+        # one rotation over a route's replicas for every way a request goes
+        balancer = self._app.balancer
+        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, balancer, guard=guard)
         self._fast = FastPath(
-            table, self._stats, self._inflight, self._pool, request_timeout, guard
+            table, self._stats, self._inflight, self._pool, request_timeout, balancer, guard
         )
-        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, guard)
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",

@@ -17,7 +17,7 @@ from ..embedded_server import UpgradeRequest
 from . import pages
 from .guard import AccessGuard
 from .headers import RawHeaders, request_problem, upstream_request_headers
-from .routes import RouteTable, normalize_host
+from .routes import Balancer, RouteTable, normalize_host
 from .stats import StatsRecorder
 
 INTERNAL_PREFIX = b"/.tristage/"
@@ -179,10 +179,12 @@ class UpgradeHandler:
         table: RouteTable,
         stats: StatsRecorder,
         connect_timeout: float = 5.0,
+        balancer: Balancer | None = None,
         guard: AccessGuard | None = None,
     ) -> None:
         self.guard = guard or AccessGuard(None)
         self.table = table
+        self.balancer = balancer or Balancer()
         self.stats = stats
         self.connect_timeout = connect_timeout
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
@@ -209,7 +211,8 @@ class UpgradeHandler:
         ):
             _reply(client, 401, b"Unauthorized", pages.sign_in_required(host))
             return None
-        if route.upstream is None:
+        upstream = self.balancer.order(route)[:1]
+        if not upstream:
             if route.deployment is not None:
                 self.stats.record(route.deployment, 503, None)
             _reply(client, 503, b"Service Unavailable", pages.no_upstream(host))
@@ -218,7 +221,7 @@ class UpgradeHandler:
         tunnel = Tunnel(client, route.deployment, self.stats, on_close)
         head = upgrade_head(req, self.edge_token)
         task = asyncio.get_running_loop().create_task(
-            tunnel.open(route.upstream, head + rest, self.connect_timeout, host)
+            tunnel.open(upstream[0], head + rest, self.connect_timeout, host)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
