@@ -111,6 +111,16 @@ def main() -> None:
             f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
         )
         print(f"via the CLI:       p50 {pct(cli, 50):.0f} ms (includes interpreter start)")
+        took = [
+            float(line.rsplit("; ", 1)[1].split(" ms")[0])
+            for line in (s.dir / "up.log").read_text().splitlines()
+            if "production now serves" in line and "; " in line
+        ]
+        if took:
+            print(
+                f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
+                "(its reconcile, read to recorded, from its log)"
+            )
         print(f"load requests:     {counts['requests']} from {args.workers} client processes")
         print(f"failed requests:   {counts['failed']} {sorted(set(failures))[:5]}")
         print(

@@ -320,6 +320,48 @@ def test_forwarded_headers_reach_the_upstream() -> None:
     run(main())
 
 
+def test_behind_the_production_edge_its_forwarding_headers_are_kept_on_every_path() -> None:
+    async def main() -> None:
+        router, _table, ups, base = await stack()
+        router.trust_edge("edge-secret")
+        try:
+            async with httpx.AsyncClient() as c:
+                for method in ("GET", "POST"):  # the fast path and the ASGI path
+                    r = await c.request(
+                        method,
+                        base + "/headers",
+                        content=b"x" if method == "POST" else None,
+                        headers={
+                            "host": "myapp.localhost",
+                            "x-tristage-edge": "edge-secret",
+                            "x-forwarded-for": "203.0.113.7",
+                            "x-forwarded-proto": "https",
+                        },
+                    )
+                    seen = r.json()
+                    assert seen["x-forwarded-for"] == "203.0.113.7", method
+                    assert seen["x-forwarded-proto"] == "https", method
+                    assert "x-tristage-edge" not in seen, method
+                    # without the edge's token the client's claims are replaced
+                    r = await c.request(
+                        method,
+                        base + "/headers",
+                        content=b"x" if method == "POST" else None,
+                        headers={
+                            "host": "myapp.localhost",
+                            "x-tristage-edge": "guess",
+                            "x-forwarded-for": "203.0.113.7",
+                        },
+                    )
+                    seen = r.json()
+                    assert seen["x-forwarded-for"] == "127.0.0.1", method
+                    assert "x-tristage-edge" not in seen, method
+        finally:
+            await teardown(router, ups)
+
+    run(main())
+
+
 # --- streaming ----------------------------------------------------------------------------
 
 MB = 1024 * 1024

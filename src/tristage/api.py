@@ -120,6 +120,13 @@ class Tristage:
     def audit(self) -> AuditLog:
         return AuditLog(self.store, self.actor)
 
+    @cached_property
+    def access_key(self) -> bytes:
+        """The key the access cookies of protected hosts are signed with."""
+        from .edges.router.guard import load_access_key
+
+        return load_access_key(self.home)
+
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()

@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from .edges.router.control import (
     ROUTES_FILE,
     ControlServer,
 )
+from .edges.router.guard import load_access_key
 from .edges.router.routes import RouteTable
 from .edges.router.server import Router
 from .edges.router.wire import routes_from_json
@@ -83,6 +85,22 @@ def _internal_app(home: Path) -> Any:
     return build_internal_app(api)
 
 
+def _waker(home: Path) -> Callable[[str], None]:
+    """Ask the control plane (its nudge port, from `controlplane.json`) to wake a sleeping
+    deployment; nothing happens while no control plane runs (the request waits, then 503)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+
+    def wake(deployment: str) -> None:
+        info = read_json(home / "controlplane.json")
+        port = info.get("control_port") if info else None
+        if isinstance(port, int):
+            with contextlib.suppress(OSError):
+                sock.sendto(b"wake " + deployment.encode("ascii", "replace"), ("127.0.0.1", port))
+
+    return wake
+
+
 class LaterApp:
     """The internal app, built in a thread once the router serves (it imports much of
     tristage: a restarted router answers the releases' traffic before it is ready);
@@ -109,7 +127,9 @@ async def serve(home: Path, listener: socket.socket) -> None:
     routes_path = rdir / ROUTES_FILE
     table = RouteTable(routes_from_json(read_json(routes_path) or {}))
     internal = LaterApp(home)
-    router = Router(table, internal_app=internal)
+    router = Router(
+        table, internal_app=internal, access_key=load_access_key(home), waker=_waker(home)
+    )
     port = await router.start(sock=listener)
     internal.build()
     loop = asyncio.get_running_loop()

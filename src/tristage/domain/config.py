@@ -54,6 +54,17 @@ BranchPattern = Annotated[str, AfterValidator(_check_pattern)]
 VarName = Annotated[str, AfterValidator(_check_var)]
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """`"90s"`, `"30m"`, `"2h"`, `"1d"` (a bare number is seconds) -> seconds (> 0)."""
+    m = _DURATION_RE.match(str(text))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: use e.g. '90s', '30m' or '2h'")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
 class Tier(StrEnum):
     development = "development"
     preview = "preview"
@@ -600,6 +611,50 @@ class EnvironmentConfig(ProcessSettings):
         description="Days the bodies of this environment's finished webhook deliveries are "
         "kept (a source's `retain_days` overrides it); after that only a stub stays.",
     )
+
+    protect: Literal["password", "token"] | None = Field(
+        default=None,
+        description="Require sign-in on this environment's hosts (its own, its branch and "
+        "deployment hosts): `password` (the environment's secret variable "
+        "`TRISTAGE_ACCESS_PASSWORD`, or a tristage API token) or `token` (a tristage API token "
+        "only); `false` or unset: public. Webhook ingest paths stay open. Refused on the "
+        "production tier unless `protect_production = true`.",
+    )
+    sleep_after: str | None = Field(
+        default=None,
+        description="Stop a branch or pull-request preview release of this environment after "
+        "this long without a request (`90s`, `30m`, `2h`); the next request to its host is "
+        "held while it starts again. The environment's own host and production never "
+        "sleep.",
+    )
+
+    @field_validator("sleep_after")
+    @classmethod
+    def _sleep_after(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    protect_production: bool = Field(
+        default=False,
+        description="Allow `protect` on the production tier (production is public otherwise).",
+    )
+
+    @field_validator("protect", mode="before")
+    @classmethod
+    def _protect(cls, v: object) -> object:
+        return None if v is False else v
+
+    @model_validator(mode="after")
+    def _public_production(self) -> EnvironmentConfig:
+        if self.sleep_after and self.tier == Tier.production:
+            raise ValueError("sleep_after: production never sleeps; remove it")
+        if self.protect and self.tier == Tier.production and not self.protect_production:
+            raise ValueError(
+                "protect: production stays public; remove 'protect', or set "
+                "'protect_production = true' to require sign-in on production too"
+            )
+        return self
 
 
 class ProjectSection(Strict):

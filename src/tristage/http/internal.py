@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..domain import access as access_rules
 from ..domain.git_events import INGEST_PATH as GIT_PATH
 from ..domain.numbers import ascii_int
 from ..domain.webhooks import ingest_path
@@ -54,6 +57,17 @@ async def _respond(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _html(send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-frame-options", b"DENY"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
@@ -126,6 +140,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path.rstrip("/") == access_rules.SIGN_IN_PATH:
+            await _sign_in(scope, receive, send)
+            return
         if path.rstrip("/") == GIT_PATH:
             await _git(scope, receive, send)
             return
@@ -175,6 +192,67 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
                 },
                 [(b"retry-after", b"1")],
             )
+
+    async def _sign_in(scope: Scope, receive: Receive, send: Send) -> None:
+        """GET: the sign-in page; POST (a form: `secret`, `next`): the access cookie and a
+        redirect to `next`, or the page again with why not."""
+        route = scope.get("tristage.route")
+        host: str = scope.get("tristage.host", "")
+        access = getattr(route, "access", None)
+        if route is None or access is None:
+            await _html(send, 404, b"<!doctype html><p>This host is public.</p>")
+            return
+        if scope["method"] != "POST":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            page = access_rules.sign_in_page(host, query.get("next", ["/"])[0], access.kind)
+            await _html(send, 200, page)
+            return
+        try:
+            form = parse_qs((await _read_body(receive, 16 * 1024)).decode("utf-8", "replace"))
+        except (_TooLarge, ConnectionError):
+            await _html(send, 413, b"<!doctype html><p>Too large.</p>")
+            return
+        secret = form.get("secret", [""])[0]
+        next_path = access_rules.safe_next(form.get("next", ["/"])[0])
+        if not await asyncio.to_thread(_accepts, access, secret):
+            page = access_rules.sign_in_page(
+                host, next_path, access.kind, "That did not sign you in; try again."
+            )
+            await _html(send, 401, page)
+            return
+        https = scope.get("scheme") == "https" or any(
+            k == b"x-forwarded-proto" and v == b"https" for k, v in scope["headers"]
+        )
+        cookie = access_rules.make_cookie(
+            api.access_key, host, route.environment, access, time.time(), https
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [
+                    (b"location", next_path.encode("latin-1", "replace")),
+                    (b"set-cookie", cookie.encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    def _accepts(access: Any, secret: str) -> bool:
+        """(thread) The environment's password, or any tristage API token."""
+        if not secret:
+            return False
+        if secret.startswith("tst_"):
+            try:
+                api.tokens.authenticate(secret)
+            except TristageError:
+                return False
+            return True
+        return access.kind == "password" and access_rules.check_password(
+            secret, access.password_hash
+        )
 
     async def _git(scope: Scope, receive: Receive, send: Send) -> None:
         route = scope.get("tristage.route")

@@ -90,7 +90,12 @@ class ControlPlane(DeployPipeline, Reconciler):
         if self.router_process:
             self.router = RouterProcess(self.api.home, self.table, self.log)
         else:
-            self.router = Router(self.table, internal_app=internal_app)
+            self.router = Router(
+                self.table,
+                internal_app=internal_app,
+                access_key=self.api.access_key,
+                waker=self.wake_deployment,
+            )
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         if self.frontdoor is not None:
@@ -108,7 +113,8 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.port = bound
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Nudge(self.wake, self.api.webhooks.notify), local_addr=(LOOPBACK, 0)
+            lambda: _Nudge(self.wake, self.api.webhooks.notify, self.wake_deployment),
+            local_addr=(LOOPBACK, 0),
         )
         self._transport = transport
         control_port = transport.get_extra_info("sockname")[1]
@@ -316,10 +322,19 @@ class _Nudge(asyncio.DatagramProtocol):
     """A command changed the desired state, or the router process stored a webhook
     delivery: reconcile, and look for deliveries to forward, now."""
 
-    def __init__(self, wake: asyncio.Event, deliveries: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        wake: asyncio.Event,
+        deliveries: Callable[[], None],
+        wake_deployment: Callable[[str], None],
+    ) -> None:
         self.wake = wake
         self.deliveries = deliveries
+        self.wake_deployment = wake_deployment
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if data.startswith(b"wake ") and len(data) < 128:
+            # the router holds a request for a sleeping deployment
+            self.wake_deployment(data[5:].decode("ascii", "replace").strip())
         self.wake.set()
         self.deliveries()

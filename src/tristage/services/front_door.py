@@ -82,6 +82,7 @@ class RouterProcess:
         self._pidfd: int | None = None
         self._stopping = False
         self._dirty = asyncio.Event()
+        self._flushed = asyncio.Event()
         self._pushed = 0  # table generation the router has
         self._generation = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -128,6 +129,18 @@ class RouterProcess:
 
     def stats(self) -> dict[str, DeploymentStats]:
         return self._stats
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the router process has the latest table (a switch is recorded as
+        served only then); False if it did not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self._pushed < self._generation:
+            if time.monotonic() > deadline or self._stopping:
+                return False
+            self._flushed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flushed.wait(), max(0.0, deadline - time.monotonic()))
+        return True
 
     async def trust_edge(self, token: str | None) -> None:
         """`Router.trust_edge` in the router process (sent again to a restarted one)."""
@@ -264,18 +277,6 @@ class RouterProcess:
 
     # -- routes and counters ----------------------------------------------------------------
 
-    async def synced(self, timeout: float = 5.0) -> bool:
-        """Wait until the router process has the table as it is now (a switch is recorded
-        as served only then); False if it did not take it within `timeout`."""
-        target = self._generation
-        deadline = time.monotonic() + timeout
-        while self._pushed < target:
-            if time.monotonic() > deadline or self._stopping:
-                return False
-            self._dirty.set()
-            await asyncio.sleep(0.002)
-        return True
-
     def _table_changed(self, _routes: Mapping[str, Route]) -> None:
         self._generation += 1
         self._dirty.set()
@@ -285,6 +286,7 @@ class RouterProcess:
         routes = routes_to_json(self.table.snapshot())
         await asyncio.to_thread(request, self.control, "routes", CONTROL_TIMEOUT, routes=routes)
         self._pushed = max(self._pushed, generation)
+        self._flushed.set()
 
     async def _pusher(self) -> None:
         while True:

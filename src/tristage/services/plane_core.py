@@ -74,6 +74,9 @@ class PlaneCore:
         self.contexts: dict[str, BuildContext] = {}
         self.failed_starts: dict[str, float] = {}
         self.retiring: set[str] = set()
+        self.asleep: set[str] = set()  # idle previews stopped until a request comes
+        self.waking: set[str] = set()  # woken, not serving yet
+        self.awake_since: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.stopping = False
         self.build_slots = asyncio.Semaphore(self.tuning.builds)

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
 from ..domain import aliases as alias_domain
+from ..domain.access import PASSWORD_VARIABLE, Access, hash_password
+from ..domain.config import parse_duration
 from ..domain.deployments import Deployment, Status, warm_set
 from ..domain.processes import WEB, WEB_1, ProcessName, formation, replicas
 from ..edges.router import Route
 from ..errors import TristageError
-from .front_door import RouterProcess
 from .plane_core import PlaneCore
 from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release, process_key
@@ -41,6 +43,7 @@ class Reconciler(PlaneCore):
             self.log(f"{key} started ({where})")
         except TristageError as exc:
             self.failed_starts[key] = time.monotonic()
+            self.waking.discard(dep.id)  # held requests get the 503 now
             self.log(f"{key} could not start: {exc}")
         finally:
             self.bringing_up.discard(key)
@@ -95,8 +98,9 @@ class Reconciler(PlaneCore):
 
     async def _act(self, state: DesiredState, began: float) -> None:
         ready = state.ready
+        wanted = state.wanted - self._fall_asleep(state)
         wanted_procs = {
-            dep_id: formation(state.formations.get(dep_id, {WEB: 1})) for dep_id in state.wanted
+            dep_id: formation(state.formations.get(dep_id, {WEB: 1})) for dep_id in wanted
         }
         switched: list[dict[str, Any]] = []
         for row in state.aliases:
@@ -107,15 +111,15 @@ class Reconciler(PlaneCore):
                 rels = [self.releases.get(process_key(desired, p)) for p in webs]
                 if all(r is not None and r.status == "healthy" for r in rels):
                     switched.append(row)
-        self._wanted = state.wanted | set(self.pipelines)
+        self._wanted = wanted | set(self.pipelines)
         self._wanted_keys = {
             process_key(dep_id, p) for dep_id, procs in wanted_procs.items() for p in procs
         } | set(self.pipelines)
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
-        if switched and isinstance(self.router, RouterProcess):
-            await self.router.synced()  # recorded as served once the router process has it
+        if switched and self.router is not None and not await self.router.flush():
+            self.log("the router process did not take the new routes in time")
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
@@ -157,6 +161,34 @@ class Reconciler(PlaneCore):
             self.retiring.add(key)
             self._spawn_task(self._retire(rel, drain), f"retire-{key}")
 
+    def _fall_asleep(self, state: DesiredState) -> set[str]:
+        """(loop) The branch and pull-request previews that sleep now: those idle (no
+        request, by the router's counters) for their environment's `sleep_after`."""
+        now = time.time()
+        self.asleep &= set(state.sleepers)  # one that became an environment's: awake
+        stats = self.router.stats() if self.router is not None else {}
+        for dep_id, after in state.sleepers.items():
+            rel = self.releases.get(dep_id)
+            if dep_id in self.asleep or rel is None or rel.status != "healthy":
+                continue
+            since = self.awake_since.setdefault(dep_id, now)
+            seen = stats.get(dep_id)
+            last = seen.last_request_at if seen is not None else None
+            idle = now - max(since, last or 0.0)
+            if idle >= after:
+                self.asleep.add(dep_id)
+                self.log(f"{dep_id} sleeps (no request for {idle:.0f} s)")
+        return self.asleep
+
+    def wake_deployment(self, dep_id: str) -> None:
+        """(loop) A request came for a sleeping deployment: start it again now."""
+        if dep_id in self.asleep:
+            self.asleep.discard(dep_id)
+            self.waking.add(dep_id)  # its host holds requests until it serves
+            self.awake_since[dep_id] = time.time()
+            self.log(f"{dep_id} wakes (a request came)")
+            self.wake.set()
+
     def _read_desired(self) -> DesiredState:
         """(store thread) What should be served and running, as the store says now."""
         store = self.api.store
@@ -173,6 +205,8 @@ class Reconciler(PlaneCore):
             if desired and desired != routed and desired in ready:
                 wanted.add(desired)
         drain: dict[str, float] = {}
+        sleepers: dict[str, float] = {}
+        aliased = {r["routed"] for r in aliases} | {r["desired"] for r in aliases}
         for project in project_names(store):
             try:
                 cfg = self.api.config_for(project)
@@ -181,13 +215,17 @@ class Reconciler(PlaneCore):
             drain[project] = cfg.app.drain_seconds
             prod = cfg.production
             for row in store.query(
-                "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
+                "SELECT branch, id, environment FROM deployments"
+                " WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
                 " AND trigger != ? GROUP BY branch)"
                 " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
                 (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
+                env_cfg = cfg.environments.get(row["environment"])
+                if env_cfg is not None and env_cfg.sleep_after and row["id"] not in aliased:
+                    sleepers[row["id"]] = parse_duration(env_cfg.sleep_after)
             if prod and cfg.app.keep_warm:
                 history = self.svc.alias_history(project, prod, limit=200)
                 current = next(
@@ -204,7 +242,9 @@ class Reconciler(PlaneCore):
             dep_id: self._formation_now(Deployment.from_row(ready[dep_id]), dep_id in live)
             for dep_id in wanted
         }
-        return DesiredState(ready, aliases, wanted, self._read_routes(), drain, formations)
+        return DesiredState(
+            ready, aliases, wanted, self._read_routes(), drain, formations, sleepers
+        )
 
     def _formation_now(self, dep: Deployment, live: bool) -> dict[str, int]:
         """(store thread) How many processes of each type `dep` runs now."""
@@ -291,9 +331,33 @@ class Reconciler(PlaneCore):
                     live,
                     branch_latest,
                     deps,
-                    cfg.public_names(),
+                    public=cfg.public_names(),
+                    access=self._access(project, cfg),
                 )
             )
+        return out
+
+    def _access(self, project: str, cfg: Any) -> dict[str, Access]:
+        """(store thread) Each protected environment's sign-in: its password's hash (hashed
+        once per password, kept in memory; the password itself never reaches the router)."""
+        out: dict[str, Access] = {}
+        cache: dict[tuple[str, str, str], str] = self.__dict__.setdefault("_password_hashes", {})
+        for env, ec in cfg.environments.items():
+            if not ec.protect:
+                continue
+            password_hash = None
+            if ec.protect == "password":
+                try:
+                    value = self.api.variables.get(project, PASSWORD_VARIABLE, env).value
+                except TristageError:
+                    value = ""
+                if value:
+                    fp = hashlib.sha256(value.encode()).hexdigest()
+                    key = (project, env, fp)
+                    if key not in cache:
+                        cache[key] = hash_password(value)
+                    password_hash = cache[key]
+            out[env] = Access(ec.protect, password_hash)
         return out
 
     def _install_routes(
@@ -324,9 +388,16 @@ class Reconciler(PlaneCore):
                 procs = sorted(webs.get(target.deployment or "", []), key=lambda r: r.process)
                 healthy = [r for r in procs if r.status == "healthy"] or procs
                 addresses = tuple(r.upstream for r in healthy)
+                if target.deployment in self.asleep:
+                    addresses = ()  # stopping for being idle: its next request wakes it
+                elif addresses:
+                    self.waking.discard(target.deployment or "")
                 table[host] = Route(
                     pr.project, target.environment, target.deployment,
                     addresses[0] if addresses else None, replicas=addresses[1:],
+                    access=pr.access.get(target.environment),
+                    asleep=not addresses
+                    and (target.deployment in self.asleep or target.deployment in self.waking),
                 )  # fmt: skip
         self._routes_cache = cache
         self.table.replace(table)

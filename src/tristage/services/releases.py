@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..domain.access import Access
 from ..domain.aliases import DeploymentRef, PublicNames
 from ..domain.deployments import Deployment
 from ..domain.processes import WEB_1, ProcessName
@@ -112,6 +113,7 @@ class ProjectRoutes:
     branch_latest: dict[str, DeploymentRef]
     deps: list[DeploymentRef]
     public: dict[str, PublicNames] = field(default_factory=dict)
+    access: dict[str, Access] = field(default_factory=dict)  # environment -> sign-in
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,4 @@ class DesiredState:
     drain_seconds: dict[str, float]
     # per wanted deployment: how many processes of each type it runs
     formations: dict[str, dict[str, int]] = field(default_factory=dict)
+    sleepers: dict[str, float] = field(default_factory=dict)  # may sleep after N s idle

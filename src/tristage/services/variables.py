@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..domain import dotenv
+from ..domain.access import PASSWORD_VARIABLE
 from ..domain.config import PipelineConfig, Tier
 from ..domain.redaction import Redactor, build_redactor
 from ..domain.rules import ERROR, Context, Finding, RuleViolation, run
@@ -505,7 +506,11 @@ class VariableService:
         `DATABASE_URL` is included only when set as a variable; the deploy engine adds the
         environment's data store otherwise (`api.data.database_url`).
         """
-        return {n: r.value for n, r in self.resolve(project, environment, branch).items()}
+        return {
+            n: r.value
+            for n, r in self.resolve(project, environment, branch).items()
+            if n != PASSWORD_VARIABLE  # the sign-in password of a protected host
+        }
 
     def build_env(self, project: str, environment: str, branch: str | None) -> dict[str, str]:
         """The build-time variables (flagged `--build`) the build step receives."""

@@ -26,8 +26,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import pages
+from .guard import AccessGuard
 from .headers import EDGE_HEADER, FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
-from .routes import Balancer, Route, RouteTable
+from .routes import Balancer, Route, RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamConnection, UpstreamPool, UpstreamTimeout
 
@@ -415,8 +416,10 @@ class FastPath:
         pool: UpstreamPool,
         request_timeout: float,
         balancer: Balancer | None = None,
+        guard: AccessGuard | None = None,
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
+        self.guard = guard or AccessGuard(None)
         self.request_timeout = request_timeout
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
@@ -464,6 +467,10 @@ class FastPath:
         route = self.table.lookup(host_text)
         if route is None or route.upstream is None:
             return False  # the ASGI path answers 404/503 with its page
+        if route.access is not None and not self.guard.allows(
+            route, proto.headers, normalize_host(host_text)
+        ):
+            return False  # the ASGI path answers with the sign-in page
         tries = self.balancer.order(route) if route.replicas else [route.upstream]
         upstream = tries[0]
         ex = FastExchange(

@@ -46,3 +46,11 @@ def gateway_timeout(host: str) -> bytes:
         "Gateway Timeout",
         f"The deployment behind <code>{escape(host)}</code> did not answer in time.",
     )
+
+
+def sign_in_required(host: str) -> bytes:
+    return page(
+        401,
+        "Unauthorized",
+        f"<code>{escape(host)}</code> requires sign-in: open it in a browser first.",
+    )

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...domain.access import exempt, sign_in_page
 from . import pages
+from .guard import AccessGuard
 from .headers import end_to_end, request_problem, upstream_request_headers
-from .routes import Balancer, RouteTable
+from .routes import Balancer, Route, RouteTable, normalize_host
 from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
 INTERNAL_PREFIX = "/.tristage/"
+WAKE_TIMEOUT = 60.0  # seconds a request to a sleeping deployment is held at most
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS"})  # sent again to another replica
 
 log = logging.getLogger(__name__)
@@ -34,12 +38,16 @@ def _host_of(scope: Scope) -> str:
     return f"{server[0]}:{server[1]}" if server else ""
 
 
-async def _page(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+async def _page(
+    send: Send, status: int, body: bytes, *, close: bool = False, private: bool = False
+) -> None:
     headers = [
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
     ]
+    if private:  # the sign-in page of a protected host: never framed, never indexed
+        headers += [(b"x-frame-options", b"DENY"), (b"x-robots-tag", b"noindex")]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -75,8 +83,14 @@ class ProxyApp:
         inflight: Inflight,
         pool: UpstreamPool,
         request_timeout: float = 60.0,
+        guard: AccessGuard | None = None,
     ) -> None:
         self.request_timeout = request_timeout
+        self.guard = guard or AccessGuard(None)
+        self.waker: Callable[[str], None] | None = None  # set by `Router(waker=...)`
+        self.wake_timeout = WAKE_TIMEOUT
+        self._changed = asyncio.Event()
+        table.on_replace(self._table_replaced)
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.table = table
         self.internal_app = internal_app
@@ -99,12 +113,27 @@ class ProxyApp:
             await _page(send, 404, pages.not_found(host))
             return
         path: str = scope["path"]
+        canonical = normalize_host(host)
+        if (
+            route.access is not None
+            and not exempt(path)
+            and not self.guard.allows(route, scope["headers"], canonical)
+        ):
+            target = path + (
+                "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
+            )
+            body = sign_in_page(canonical, target, route.access.kind)
+            await _page(send, 401, body, private=True)
+            return
         if path.startswith(INTERNAL_PREFIX):
             if self.internal_app is None:
                 await _page(send, 404, pages.internal_missing(host))
                 return
-            await self.internal_app({**scope, "tristage.route": route}, receive, send)
+            inner = {**scope, "tristage.route": route, "tristage.host": canonical}
+            await self.internal_app(inner, receive, send)
             return
+        if route.upstream is None and route.asleep and route.deployment is not None:
+            route = await self._wake(route, host)
         tries = self.balancer.order(route)
         if not tries:
             if route.deployment is not None:
@@ -125,6 +154,32 @@ class ProxyApp:
                 return
             # that replica failed before answering and the request can be sent again
             self.balancer.failed(upstream)
+
+    def _table_replaced(self, _routes: Any) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _wake(self, route: Route, host: str) -> Route:
+        """Hold a request to a sleeping deployment: ask for it to be started, and wait
+        (up to `wake_timeout`) for the table to route its host to a running release."""
+        assert route.deployment is not None
+        if self.waker is not None:
+            self.waker(route.deployment)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wake_timeout
+        asked = loop.time()
+        while True:
+            current = self.table.lookup(host)
+            if current is None or current.upstream is not None or not current.asleep:
+                return current or route
+            left = deadline - loop.time()
+            if left <= 0:
+                return current
+            if self.waker is not None and loop.time() - asked > 2.0:
+                self.waker(route.deployment)  # once more, in case the first ask was lost
+                asked = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
 
     async def _proxy(
         self,

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ...domain.access import Access
+
 Address = tuple[str, int]
 
 
@@ -21,6 +23,9 @@ class Route:
     arrival to the response headers) before the router answers 504; None means the
     router's default. `replicas` are further addresses of the same deployment (its
     other web processes): requests go round-robin over all of them (`Balancer`).
+    `access` says the host requires sign-in (None: public); `asleep`: the deployment was
+    stopped for being idle, and a request to it is held while it is woken
+    (`Router(waker=...)`).
     """
 
     project: str
@@ -29,6 +34,8 @@ class Route:
     upstream: tuple[str, int] | None
     request_timeout: float | None = None
     replicas: tuple[Address, ...] = ()
+    access: Access | None = None
+    asleep: bool = False
 
     @property
     def upstreams(self) -> tuple[Address, ...]:

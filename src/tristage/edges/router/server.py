@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from starlette.types import ASGIApp
 
 from ..embedded_server import EmbeddedServer
 from .fastpath import FastPath
+from .guard import AccessGuard
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
@@ -41,25 +43,32 @@ class Router:
         idle_timeout: float = 30.0,
         max_connections: int | None = None,
         request_timeout: float = 60.0,
+        access_key: bytes | None = None,
+        waker: Callable[[str], None] | None = None,
     ) -> None:
         """`header_timeout`: a request's head must arrive within it; `idle_timeout`: the
         longest silence allowed in a request body or between two requests;
         `max_connections`: open client connections past which new ones get 503 (default:
         from the process's file descriptor limit); `request_timeout`: how long a release may
-        take to start answering (504 after), unless its route says otherwise."""
+        take to start answering (504 after), unless its route says otherwise; `access_key`:
+        the key access cookies of protected hosts are signed with (`guard.load_access_key`;
+        None: a protected host lets no one in); `waker(deployment)`: called when a request
+        comes for a sleeping deployment (it is held until the table routes it)."""
+        guard = AccessGuard(access_key)
         self.table = table
         self.internal_app = internal_app
         self._stats = StatsRecorder()
         self._inflight = Inflight()
         self._pool = UpstreamPool(connect_timeout=connect_timeout, max_idle=pool_size)
         self._app = ProxyApp(
-            table, internal_app, self._stats, self._inflight, self._pool, request_timeout
+            table, internal_app, self._stats, self._inflight, self._pool, request_timeout, guard
         )
+        self._app.waker = waker
         # one rotation over a route's replicas for every way a request goes
         balancer = self._app.balancer
-        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, balancer)
+        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, balancer, guard=guard)
         self._fast = FastPath(
-            table, self._stats, self._inflight, self._pool, request_timeout, balancer
+            table, self._stats, self._inflight, self._pool, request_timeout, balancer, guard
         )
         self._server = EmbeddedServer(
             self._app,
@@ -83,6 +92,7 @@ class Router:
         self._app.edge_token = raw
         self._fast.edge_token = raw
         self._upgrade.edge_token = raw
+        self._fast.edge_token = raw
 
     @property
     def port(self) -> int | None:
@@ -105,6 +115,10 @@ class Router:
     def inflight(self, upstream: tuple[str, int]) -> int:
         """Requests currently being proxied to `upstream` (0 once it is drained)."""
         return self._inflight.get(upstream)
+
+    async def flush(self) -> bool:
+        """The table in use is the latest one (always so in this process)."""
+        return True
 
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         """`inflight`, as a router in another process answers it (see `RouterProcess`)."""

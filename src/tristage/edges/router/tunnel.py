@@ -15,8 +15,9 @@ import httptools
 
 from ..embedded_server import UpgradeRequest
 from . import pages
+from .guard import AccessGuard
 from .headers import RawHeaders, request_problem, upstream_request_headers
-from .routes import Balancer, RouteTable
+from .routes import Balancer, RouteTable, normalize_host
 from .stats import StatsRecorder
 
 INTERNAL_PREFIX = b"/.tristage/"
@@ -179,7 +180,9 @@ class UpgradeHandler:
         stats: StatsRecorder,
         connect_timeout: float = 5.0,
         balancer: Balancer | None = None,
+        guard: AccessGuard | None = None,
     ) -> None:
+        self.guard = guard or AccessGuard(None)
         self.table = table
         self.balancer = balancer or Balancer()
         self.stats = stats
@@ -202,6 +205,11 @@ class UpgradeHandler:
         route = self.table.lookup(host)
         if route is None or req.target.startswith(INTERNAL_PREFIX):
             _reply(client, 404, b"Not Found", pages.not_found(host))
+            return None
+        if route.access is not None and not self.guard.allows(
+            route, req.headers, normalize_host(host)
+        ):
+            _reply(client, 401, b"Unauthorized", pages.sign_in_required(host))
             return None
         upstream = self.balancer.order(route)[:1]
         if not upstream:

@@ -2,9 +2,10 @@
 process (`tristage.routerd`), and in the router's `routes.json`.
 
 A route is `{"project", "environment", "deployment", "upstream": [host, port] | null,
-"request_timeout": seconds | null, "replicas": [[host, port], ...]}` (`replicas`: the
-deployment's other web processes, omitted when there are none); more keys may be added
-and are ignored by a router that does not know them.
+"request_timeout": seconds | null, "replicas": [[host, port], ...], "access": {"kind",
+"password_hash"} | null, "asleep": bool}` (`replicas`: the deployment's other web
+processes, omitted when there are none); more keys may be added and are ignored by a
+router that does not know them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ...domain.access import Access
 from .routes import Route
 from .stats import DeploymentStats
 
@@ -25,6 +27,12 @@ def routes_to_json(routes: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
             "deployment": r.deployment,
             "upstream": list(r.upstream) if r.upstream is not None else None,
             "request_timeout": r.request_timeout,
+            "access": (
+                {"kind": r.access.kind, "password_hash": r.access.password_hash}
+                if r.access is not None
+                else None
+            ),
+            "asleep": r.asleep,
             **({"replicas": [list(a) for a in r.replicas]} if r.replicas else {}),
         }
         for host, r in routes.items()
@@ -36,13 +44,16 @@ def routes_from_json(data: Mapping[str, Any]) -> dict[str, Route]:
     for host, r in data.items():
         up = r.get("upstream")
         timeout = r.get("request_timeout")
+        acc = r.get("access")
         out[str(host)] = Route(
             str(r["project"]),
             str(r["environment"]),
             str(r["deployment"]) if r.get("deployment") is not None else None,
             (str(up[0]), int(up[1])) if up else None,
             float(timeout) if timeout is not None else None,
-            tuple((str(a[0]), int(a[1])) for a in r.get("replicas") or ()),
+            replicas=tuple((str(a[0]), int(a[1])) for a in r.get("replicas") or ()),
+            access=Access(str(acc["kind"]), acc.get("password_hash")) if acc else None,
+            asleep=bool(r.get("asleep", False)),
         )
     return out
 
