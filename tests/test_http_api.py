@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -329,7 +330,15 @@ def test_deployer_promotes_and_rolls_back_through_the_api(repo: Path, home: Path
 
         with client(base, viewer) as c:
             assert c.post(f"/api/v1/projects/shop/deployments/{preview}/promote").status_code == 403
-            envs = {e["environment"]: e for e in c.get("/api/v1/projects/shop/environments").json()}
+
+            def counted() -> dict[str, Any] | None:
+                # the router process's counters reach the control plane twice a second
+                envs = {e["environment"]: e
+                        for e in c.get("/api/v1/projects/shop/environments").json()}  # fmt: skip
+                traffic = envs["production"]["traffic"]
+                return envs if traffic and traffic["requests"] >= 5 else None
+
+            envs = wait_for(counted, 10, "production's traffic in the API")
         assert envs["production"]["deployment"] == first
         assert envs["production"]["health"] == "healthy"
         assert envs["production"]["traffic"]["requests"] >= 5
