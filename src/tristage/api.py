@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from .edges.snapshot_io import Progress
     from .services.data import DataService
     from .services.data_records import BackupInfo
-    from .services.deploys import DeployService, Switch
+    from .services.deploys import DeployService, PushedRef, Switch
     from .services.doctor import Finding
+    from .services.lifecycle import CleanupReport, DestroyReport, LifecycleService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.quickstart import Quickstart, Reporter, Summary
@@ -56,20 +57,26 @@ LAZY: dict[str, str] = {
     "Reporter": ".services.quickstart",
     "Summary": ".services.quickstart",
     "Switch": ".services.deploys",
+    "CleanupReport": ".services.lifecycle",
+    "DestroyReport": ".services.lifecycle",
+    "PushedRef": ".services.deploys",
 }
 
 __all__ = [
     "TOKEN_NAME_RE",
     "AuditEvent",
     "BackupInfo",
+    "CleanupReport",
     "Delivery",
     "Deployment",
     "DeploymentStats",
+    "DestroyReport",
     "Endpoint",
     "InitResult",
     "NewToken",
     "Progress",
     "ProjectRef",
+    "PushedRef",
     "Quickstart",
     "Reporter",
     "Role",
@@ -148,6 +155,31 @@ class Tristage:
         return WebhookService(self)
 
     @cached_property
+    def lifecycle(self) -> LifecycleService:
+        from .services.lifecycle import LifecycleService
+
+        return LifecycleService(self)
+
+    def branch_deleted(self, project: str, branch: str) -> list[str]:
+        """A branch is gone (deleted from the hosted repository or the git host): its
+        release stops and its branch host goes; returns what was done."""
+        return self.lifecycle.branch_deleted(project, branch)
+
+    def cleanup(self, project: str | None = None, dry_run: bool = False) -> list[CleanupReport]:
+        """`tristage gc`: remove old deployments of one project (every project when
+        None) under its `[cleanup]` policy, with their artifacts and logs; `dry_run`
+        only says what would go. Never a live deployment, one in progress, or one of
+        production's rollback targets."""
+        names = [project] if project is not None else self.project_service.names()
+        return [self.lifecycle.cleanup.run(name, dry_run) for name in names]
+
+    def destroy_project(self, project: str, confirm: str) -> DestroyReport:
+        """`tristage destroy`: stop and remove a project with all its data, after a final
+        backup of each environment's data (kept; its path is in the report). `confirm`
+        must be the project's name."""
+        return self.lifecycle.destroy(project, confirm)
+
+    @cached_property
     def monitor(self) -> MonitorService:
         from .services.monitor import MonitorService
 
@@ -215,6 +247,11 @@ class Tristage:
     def open_project(self, start: Path | None = None) -> ProjectRef:
         """The project of the working copy at `start` (walking up), registered/updated."""
         return self.project_service.open(start or Path.cwd())
+
+    def open_named_project(self, name: str) -> ProjectRef:
+        """A registered project by name (`-p/--project`), from its working copy when it
+        is still where it was registered, else its last stored configuration."""
+        return self.project_service.named(name)
 
     def projects(self) -> list[ProjectRef]:
         return [self.project(name) for name in self.project_service.names()]

@@ -84,6 +84,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         serve_http: HttpFactory | None,
     ) -> None:
         await self.recover()
+        await asyncio.to_thread(self.svc.install_hooks)
         self.router = Router(self.table, internal_app=internal_app)
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
@@ -239,8 +240,19 @@ class ControlPlane(DeployPipeline, Reconciler):
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            try:
+                for report in await asyncio.to_thread(self.api.lifecycle.cleanup.run_due):
+                    if report.removed or report.retired:
+                        self.log(
+                            f"cleanup {report.project}: removed {len(report.removed)} "
+                            f"deployments ({report.freed_bytes} bytes), retired "
+                            f"{len(report.retired)} branches"
+                        )
+            except Exception as exc:
+                self.log(f"scheduled cleanup failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
+
 
 class _Nudge(asyncio.DatagramProtocol):
     def __init__(self, wake: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..domain import aliases as alias_domain
+from ..domain import branches
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
 from ..edges import git
 from ..edges.runtime import proc_start
@@ -55,6 +56,17 @@ class Switch:
     message: str
 
 
+@dataclass(frozen=True)
+class PushedRef:
+    """What the pre-receive hook made of one pushed branch."""
+
+    branch: str
+    old: str  # the commit the branch was at (git.ZERO for a new branch)
+    deployment: Deployment | None  # None: nothing to deploy (a deletion) or refused
+    note: str  # warnings, or why nothing was deployed
+    accepted: bool  # False: the push must be refused (no rule takes the branch)
+
+
 class DeployService:
     def __init__(self, api: Tristage) -> None:
         self.api = api
@@ -89,6 +101,14 @@ class DeployService:
         if what != "unchanged":
             lines.append(f"git remote '{git.REMOTE}' {what}: {bare}")
         return lines
+
+    def install_hooks(self) -> None:
+        """(Re)write every hosted repository's hooks for the tristage running now
+        (`tristage up`), so a push never runs an interpreter that moved or went."""
+        for project in self.api.project_service.names():
+            bare = self.bare_repo(project)
+            if (bare / "HEAD").exists():
+                git.install_hooks(bare, self.home, project)
 
     # -- control plane -----------------------------------------------------
     def controlplane(self) -> ControlPlaneInfo | None:
@@ -161,6 +181,16 @@ class DeployService:
         return alias_domain.url(
             self.environment_host(project, environment), self.router_address()[1]
         )
+
+    def branch_url(self, project: str, branch: str) -> str:
+        return alias_domain.url(alias_domain.branch_host(project, branch), self.router_address()[1])
+
+    def serving_url(self, dep: Deployment) -> str:
+        """Where a ready deployment is served: its environment's host when it takes it
+        over, else its branch host (a branch a glob caught)."""
+        if dep.takes_host:
+            return self.environment_url(dep.project, dep.environment)
+        return self.branch_url(dep.project, dep.branch)
 
     def deployment_url(self, dep: Deployment) -> str:
         host = alias_domain.deployment_host(dep.project, dep.id)
@@ -282,12 +312,22 @@ class DeployService:
         trigger: str,
         environment: str | None = None,
         source: str | None = None,
+        *,
+        takes_host: bool | None = None,
+        objects: Path | None = None,
     ) -> tuple[Deployment, list[str]]:
-        """Record a queued deployment (or an `error` one if a rule refuses it)."""
+        """Record a queued deployment (or an `error` one if a rule refuses it).
+
+        `takes_host`: whether it takes over the environment's own host once ready
+        (default: `domain.branches.moves_host`). `objects`: the quarantine directory of
+        a push being decided (pre-receive), where its commit is until git accepts it;
+        its ref is pinned by `received` after the push."""
         cfg = self.api.config_for(project)
         env = environment or self.api.resolve_branch(cfg, branch).environment
+        if takes_host is None:
+            takes_host = branches.moves_host(cfg, env, branch, trigger)
         bare = self.bare_repo(project)
-        message = git.commit_message(bare, commit) if bare.exists() else ""
+        message = git.commit_message(bare, commit, objects) if bare.exists() else ""
         dep_id = new_id()
         status, reason = Status.queued, None
         warnings: list[str] = []
@@ -303,11 +343,16 @@ class DeployService:
             seq = int(seq_row["n"]) if seq_row else 1
             self.api.store.execute(
                 "INSERT INTO deployments (id, seq, project, environment, branch, commit_sha,"
-                " message, trigger, source, status, reason, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message, trigger, source, status, reason, created_at, updated_at,"
+                " takes_host, objects_dir)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (dep_id, seq, project, env, branch, commit, message, trigger, source,
-                 status.value, reason, now, now),
+                 status.value, reason, now, now, int(takes_host),
+                 str(objects) if objects is not None else None),
             )  # fmt: skip
+            self.api.store.execute(
+                "DELETE FROM deleted_branches WHERE project=? AND branch=?", (project, branch)
+            )
             self.api.audit.record(
                 "deploy.create",
                 project=project,
@@ -316,32 +361,57 @@ class DeployService:
                 details={"branch": branch, "commit": commit, "trigger": trigger,
                          "source": source, "status": status.value},
             )  # fmt: skip
-        if bare.exists():
+        if bare.exists() and objects is None:
             git.keep_ref(bare, dep_id, commit)
         self.nudge()
         return self.get(dep_id), warnings
 
-    def receive(self, project: str, lines: list[str]) -> list[tuple[str, Deployment | None, str]]:
-        """The push hook: one deployment per pushed branch (deletions are skipped)."""
-        out: list[tuple[str, Deployment | None, str]] = []
-        for line in lines:
-            parts = line.split()
-            if len(parts) != 3:
-                continue
-            _old, new, ref = parts
+    def receive(self, project: str, lines: list[str]) -> list[PushedRef]:
+        """The pre-receive hook: one deployment per pushed branch, built from git's
+        quarantine (the objects of a push being decided); a branch no rule takes is
+        refused. Deletions and other refs pass (the post-receive hook handles them)."""
+        bare = self.bare_repo(project)
+        objects = git.quarantine_dir(bare)
+        out: list[PushedRef] = []
+        for old, new, ref in _ref_updates(lines):
             if not ref.startswith("refs/heads/"):
                 continue
             branch = ref.removeprefix("refs/heads/")
             if new == git.ZERO:
-                out.append((branch, None, "branch deleted: nothing to deploy"))
+                out.append(PushedRef(branch, old, None, "deleted: its release stops", True))
                 continue
             try:
-                dep, warnings = self.create(project, branch, new, "push")
+                dep, warnings = self.create(project, branch, new, "push", objects=objects)
             except TristageError as exc:
-                out.append((branch, None, str(exc)))
+                out.append(PushedRef(branch, old, None, str(exc), False))
                 continue
-            out.append((branch, dep, "\n".join(warnings)))
+            out.append(PushedRef(branch, old, dep, "\n".join(warnings), True))
         return out
+
+    def received(self, project: str, lines: list[str]) -> list[str]:
+        """The post-receive hook, once git accepted the push: pin the commits of the
+        deployments the push made (their objects left the quarantine), and stop the
+        branches it deleted (`branch_deleted`). Returns what it did, one line each."""
+        bare = self.bare_repo(project)
+        done: list[str] = []
+        for _old, new, ref in _ref_updates(lines):
+            if not ref.startswith("refs/heads/"):
+                continue
+            branch = ref.removeprefix("refs/heads/")
+            if new == git.ZERO:
+                done.extend(self.api.lifecycle.branch_deleted(project, branch))
+                continue
+            rows = self.api.store.query(
+                "SELECT id FROM deployments WHERE project=? AND commit_sha=? AND branch=?"
+                " AND objects_dir IS NOT NULL",
+                (project, new, branch),
+            )
+            for row in rows:
+                git.keep_ref(bare, row["id"], new)
+                self.api.store.execute(
+                    "UPDATE deployments SET objects_dir=NULL WHERE id=?", (row["id"],)
+                )
+        return done
 
     def deploy(
         self, project: str, root: Path, branch: str | None = None, commit: str | None = None
@@ -397,6 +467,7 @@ class DeployService:
             "redeploy",
             old.environment,
             source=old.id if reusable else None,
+            takes_host=old.takes_host or self.live(project, old.environment) == old.id,
         )
         return dep
 
@@ -610,6 +681,14 @@ class DeployService:
                 yield from lines
                 yield f"tristage: {environment} now serves {now}"
                 current, pos = now, 0
+
+
+def _ref_updates(lines: list[str]) -> Iterator[tuple[str, str, str]]:
+    """`OLD NEW REF` lines as git hands them to a hook on stdin."""
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            yield parts[0], parts[1], parts[2]
 
 
 def _new_lines(path: Path, pos: int) -> tuple[list[str], int]:

@@ -144,8 +144,17 @@ class Reconciler(PlaneCore):
             for row in store.query(
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
-                " AND trigger != ? GROUP BY branch)",
-                (project, Status.ready.value, "promote", project, Status.ready.value, "promote"),
+                " AND trigger != ? GROUP BY branch)"
+                " AND branch NOT IN (SELECT branch FROM deleted_branches WHERE project=?)",
+                (
+                    project,
+                    Status.ready.value,
+                    "promote",
+                    project,
+                    Status.ready.value,
+                    "promote",
+                    project,
+                ),
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
@@ -209,8 +218,10 @@ class Reconciler(PlaneCore):
             branch_latest: dict[str, alias_domain.DeploymentRef] = {}
             for r in store.query(
                 "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
-                " AND trigger != 'promote' ORDER BY seq",
-                (project, Status.ready.value),
+                " AND trigger != 'promote'"
+                " AND branch NOT IN (SELECT branch FROM deleted_branches WHERE project=?)"
+                " ORDER BY seq",
+                (project, Status.ready.value, project),
             ):
                 branch_latest[r["branch"]] = alias_domain.DeploymentRef(
                     r["id"], r["environment"], r["branch"]
