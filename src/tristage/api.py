@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .domain import branches
 from .domain.config import PipelineConfig
 from .domain.deployments import Deployment, Status
+from .domain.preflight import PreflightFinding, PromotionPreflight
 from .domain.presets import Preset
 from .edges.secrets import SecretBox
 from .edges.store import Store, open_store
@@ -74,8 +75,10 @@ __all__ = [
     "Endpoint",
     "InitResult",
     "NewToken",
+    "PreflightFinding",
     "Progress",
     "ProjectRef",
+    "PromotionPreflight",
     "PushedRef",
     "Quickstart",
     "Reporter",
@@ -164,6 +167,19 @@ class Tristage:
         """A branch is gone (deleted from the hosted repository or the git host): its
         release stops and its branch host goes; returns what was done."""
         return self.lifecycle.branch_deleted(project, branch)
+
+    def promote_preflight(
+        self, project: str, deployment: str, run_dry: bool = True
+    ) -> PromotionPreflight:
+        """Before `promote` to production: what differs between the deployment's
+        environment and production (variable names present in one only, build-variable
+        hash, webhook sources, production's rule errors and warnings) and the pending
+        migrations (the release command's own dry run when it has one, run in
+        production's sandbox; else that a release command will run). `.ok` is False on
+        errors: `deploys.promote` refuses it then."""
+        from .services.preflight import promote_preflight
+
+        return promote_preflight(self, project, deployment, run_dry)
 
     def cleanup(self, project: str | None = None, dry_run: bool = False) -> list[CleanupReport]:
         """`tristage gc`: remove old deployments of one project (every project when

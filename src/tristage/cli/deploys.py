@@ -19,6 +19,7 @@ from .common import age, console, current_project, err_console, get_api, print_j
 
 if TYPE_CHECKING:
     from ..api import Switch
+    from ..domain.preflight import PromotionPreflight
 
 STATUS_STYLE = {
     "ready": "green",
@@ -287,13 +288,46 @@ def _report_switch(sw: Switch) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def _print_preflight(pf: PromotionPreflight) -> None:
+    console.print(
+        f"preflight: {pf.deployment} ({pf.source}) -> {pf.target}", markup=False, soft_wrap=True
+    )
+    if not pf.findings:
+        console.print("  nothing differs", markup=False)
+    for f in pf.findings:
+        line = Text(f"  {f.severity}: ", style=SEVERITY_STYLE.get(f.severity, ""))
+        line.append(f.message)
+        console.print(line, soft_wrap=True)
+        for out in f.output:
+            console.print(f"    | {out}", markup=False, soft_wrap=True)
+
+
 def promote(
     deployment: str = typer.Argument(..., help="A ready deployment id."),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait for the switch."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the preflight only (exit 1 when it has errors)."
+    ),
 ) -> None:
-    """Move production to a ready deployment (rebuilds only if build-time variables differ)."""
+    """Move production to a ready deployment (rebuilds only if build-time variables differ).
+
+    First a preflight against production: variables set in one and missing in the other
+    (names only), build-variable hash, webhook sources, production's rules, and the
+    pending migrations (the release command's own dry run where it has one). Errors
+    refuse the promote; warnings are printed."""
     ref = current_project()
-    _report_switch(get_api().deploys.promote(ref.name, deployment, wait=timeout))
+    api = get_api()
+    pf = api.promote_preflight(ref.name, deployment)
+    _print_preflight(pf)
+    if not pf.ok:
+        err_console.print("promote refused by the preflight: fix the errors above", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    if dry_run:
+        return
+    _report_switch(api.deploys.promote(ref.name, deployment, wait=timeout, preflight=pf))
 
 
 def rollback(

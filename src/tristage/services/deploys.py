@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..domain import aliases as alias_domain
 from ..domain import branches
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
+from ..domain.preflight import PromotionPreflight
 from ..edges import git
 from ..edges.runtime import proc_start
 from ..errors import Conflict, NotFound, TristageError, UsageError
@@ -482,9 +483,29 @@ class DeployService:
                 (project, environment, deployment, now),
             )
 
-    def promote(self, project: str, deployment: str, wait: float = 60.0) -> Switch:
-        """Move production to `deployment` (reusing its artifact unless build variables differ)."""
+    def promote(
+        self,
+        project: str,
+        deployment: str,
+        wait: float = 60.0,
+        preflight: PromotionPreflight | None = None,
+    ) -> Switch:
+        """Move production to `deployment` (reusing its artifact unless build variables
+        differ), after the promotion preflight (`preflight`: one the caller already ran
+        and showed; else it runs here without the migration dry run). Refused when the
+        preflight has errors."""
         started = time.monotonic()
+        if preflight is None or preflight.deployment != deployment:
+            from .preflight import promote_preflight
+
+            preflight = promote_preflight(self.api, project, deployment, run_dry=False)
+        if not preflight.ok:
+            raise Conflict(
+                "promote refused by the preflight: "
+                + "; ".join(f.message for f in preflight.errors),
+                "fix what it names ('tristage promote --dry-run ID' shows the preflight), "
+                "then promote again",
+            )
         cfg = self.api.config_for(project)
         prod = cfg.production
         if prod is None:
