@@ -1,22 +1,27 @@
-"""Webhook gateway: verified, durably stored ingest and forwarding throughput.
+"""Webhook gateway against a floor: verified, durably stored ingest, side by side.
 
-    .venv/bin/python bench/webhooks.py [--events 5000] [--concurrency 16]
+    .venv/bin/python bench/webhooks.py [--events 3000] [--backlog 50000]
 
-Starts, as child processes: the router with the webhook ingest app and the forwarder
-(what `tristage up` runs), and a minimal app under uvicorn that the forwarder posts
-to. This process drives the ingest URL with distinct, correctly signed Clerk
-`user.created` deliveries (Svix signatures, ~1.2 KB bodies) over keep-alive
-connections, one request at a time per connection, and measures each
-time-to-acknowledge: the 200 comes only after the delivery is committed to the
-SQLite state store (WAL).
+Starts, as child processes, one at a time on the same cores:
+  - the gateway: the router with the webhook ingest app and the forwarder (what
+    `tristage up` runs), five environments each with a Clerk source;
+  - the floor: a minimal Starlette endpoint (uvicorn, httptools) that verifies the same
+    Svix signature with `standardwebhooks` and commits each delivery to SQLite in WAL
+    mode with the same durability (synchronous=NORMAL), de-duplicated by message id;
+  - a minimal app under uvicorn that the forwarder posts to.
+This process drives both with distinct, correctly signed Clerk `user.created`
+deliveries (~2 KB bodies) over keep-alive connections, one request at a time per
+connection, and measures each time-to-acknowledge (a 200 comes only after the commit).
 
-Phases:
-  1. ingest with the app down (no live release: deliveries wait in the store)
-  2. forwarding: the release goes live; time until every stored delivery is delivered
-  3. ingest with the app up (forwarding runs concurrently on the same 2 cores)
-  4. the same, paced at the goal's 1,000 events/s (open loop) instead of flat out
+Phases, each measured on the floor and on the gateway in turn:
+  1, 16, 64 connections   the app down (deliveries wait in the store)
+  forwarding              16 connections while the forwarder posts every delivery to the app
+  backlog                 16 connections with 50,000 deliveries pending in the store
+  five environments       4 connections to each of four environments, then again while a
+                          fifth is flooded with forged 1 MB deliveries (the others' p99)
 
-The baseline is the goal: 1,000 verified, stored events/s with p99 under 20 ms.
+Goals: throughput >= 1.0x the floor's and p99 <= 1.0x the floor's in every phase; the
+flooded phase's p99 < 2x the same environments' unflooded p99.
 """
 
 from __future__ import annotations
@@ -40,24 +45,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import httptools
-from _util import LoadResult, exchange, free_port, wait_port
+from _util import LoadResult, exchange, free_port, percentile, wait_port
 
-GOAL_RPS = 1000.0
-GOAL_P99_MS = 20.0
-HOST = "development.bench.localhost"
+ENVIRONMENTS = ("development", "e1", "e2", "e3", "e4")
+FLOODED = "e4"
+SOURCE_PATH = "/.tristage/webhooks/clerk"
+
+
+def host(environment: str) -> str:
+    return f"{environment}.bench.localhost"
+
+
 CONFIG = """
 [project]
 name = "bench"
+""" + "".join(
+    f"""
+[environments.{e}]
+tier = "{"development" if e == "development" else "preview"}"
+branches = ["{e}"]
 
-[environments.development]
-tier = "development"
-branches = ["dev"]
-
-[environments.development.webhooks.clerk]
+[environments.{e}.webhooks.clerk]
 kind = "clerk"
 secret_var = "CLERK_WEBHOOK_SECRET"
 path = "/clerk-users-webhook"
 """
+    for e in ENVIRONMENTS
+)
 
 
 # ---------------------------------------------------------------------------
@@ -65,13 +79,17 @@ path = "/clerk-users-webhook"
 
 
 def serve_gateway(home: str, port: int, live_file: str) -> None:
+    import logging
+
     from tristage.api import Tristage
     from tristage.edges.router import Route, Router, RouteTable
     from tristage.http.internal import build_internal_app
 
+    logging.getLogger("tristage.webhooks").setLevel(logging.CRITICAL)  # refusals: counted
+
     async def main() -> None:
         api = Tristage(Path(home))
-        table = RouteTable({HOST: Route("bench", "development", None, None)})
+        table = RouteTable({host(e): Route("bench", e, None, None) for e in ENVIRONMENTS})
         router = Router(table, internal_app=build_internal_app(api))
         await router.start(host="127.0.0.1", port=port)
         cache: dict[str, Any] = {"at": 0.0, "url": None}
@@ -86,6 +104,50 @@ def serve_gateway(home: str, port: int, live_file: str) -> None:
         await api.webhooks.run_forwarder(stop, upstream)
 
     asyncio.run(main())
+
+
+def serve_floor(db: str, port: int, secret: str) -> None:
+    """The floor: verify with standardwebhooks, one commit per delivery, WAL, NORMAL."""
+    import uvicorn
+    from standardwebhooks import Webhook, WebhookVerificationError
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY, message_id TEXT"
+        " NOT NULL UNIQUE, received_at REAL NOT NULL, headers TEXT NOT NULL, body BLOB"
+        " NOT NULL)"
+    )
+    hook = Webhook(secret)
+
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        h = request.headers
+        headers = {
+            "webhook-id": h.get("svix-id", ""),
+            "webhook-timestamp": h.get("svix-timestamp", ""),
+            "webhook-signature": h.get("svix-signature", ""),
+        }
+        try:
+            hook.verify(body, headers)
+        except WebhookVerificationError:
+            return JSONResponse({"ok": False}, status_code=401)
+        conn.execute(
+            "INSERT INTO deliveries (message_id, received_at, headers, body) VALUES (?,?,?,?)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            (headers["webhook-id"], time.time(), json.dumps(headers), body),
+        )
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route(SOURCE_PATH, receive, methods=["POST"])])
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", http="httptools", lifespan="off"
+    )
 
 
 def serve_app(port: int) -> None:
@@ -116,7 +178,9 @@ def serve_app(port: int) -> None:
 # the load generator
 
 
-def signed_requests(secret: str, n: int, port: int, tag: str) -> list[bytes]:
+def signed_requests(
+    secret: str, n: int, port: int, tag: str, environment: str = "development"
+) -> list[bytes]:
     from tristage.domain.webhooks import sample_event
     from tristage.edges.webhook_verify import sign
 
@@ -127,16 +191,33 @@ def signed_requests(secret: str, n: int, port: int, tag: str) -> list[bytes]:
         msg_id, event = sample_event("clerk", "user.created", now, rng)
         msg_id = f"{msg_id}_{tag}_{i}"
         body = json.dumps(event, separators=(",", ":")).encode()
-        headers = sign("clerk", secret, msg_id, int(now), body)
-        lines = [
-            "POST /.tristage/webhooks/clerk HTTP/1.1",
-            f"Host: {HOST}:{port}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        out.append(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        out.append(_request(port, environment, body, sign("clerk", secret, msg_id, int(now), body)))
     return out
+
+
+def forged_requests(n: int, port: int, environment: str, size: int = 1_000_000) -> list[bytes]:
+    """1 MB bodies with well-formed Svix headers whose signature is wrong."""
+    filler = base64.b64encode(secrets.token_bytes(size * 3 // 4))[: size - 40]
+    body = b'{"type":"user.created","data":"' + filler + b'"}'
+    now = int(time.time())
+    out = []
+    for i in range(n):
+        sig = base64.b64encode(secrets.token_bytes(32)).decode()
+        headers = {"svix-id": f"msg_forged_{i}", "svix-timestamp": str(now),
+                   "svix-signature": f"v1,{sig}"}  # fmt: skip
+        out.append(_request(port, environment, body, headers))
+    return out
+
+
+def _request(port: int, environment: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"POST {SOURCE_PATH} HTTP/1.1",
+        f"Host: {host(environment)}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 async def drive(
@@ -169,6 +250,51 @@ async def drive(
     return result
 
 
+async def flood(port: int, requests: list[bytes], concurrency: int, stop: asyncio.Event) -> int:
+    """Forged requests in a loop on `concurrency` connections until `stop`."""
+    sent = 0
+
+    async def connection() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                while not stop.is_set():
+                    scratch = LoadResult("flood", 0.0)
+                    await exchange(reader, writer, random.choice(requests), scratch, 0.0)
+                    sent += 1
+            except (OSError, httptools.HttpParserError):
+                pass
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return sent
+
+
+async def environments_phase(
+    port: int, secret: str, n: int, flooded: bool
+) -> tuple[dict[str, LoadResult], int]:
+    """4 connections to each of four environments; optionally a flood at the fifth."""
+    quiet = [e for e in ENVIRONMENTS if e != FLOODED]
+    tag = "flooded" if flooded else "calm"
+    batches = {e: signed_requests(secret, n // 4, port, f"{tag}-{e}", e) for e in quiet}
+    stop = asyncio.Event()
+    flooder = None
+    if flooded:
+        forged = forged_requests(4, port, FLOODED)
+        flooder = asyncio.ensure_future(flood(port, forged, 8, stop))
+        await asyncio.sleep(0.5)  # the flood is on before the measured traffic starts
+    results = await asyncio.gather(*(drive(e, port, batches[e], 4) for e in quiet))
+    stop.set()
+    sent = await flooder if flooder is not None else 0
+    return dict(zip(quiet, results, strict=True)), sent
+
+
 def count(db: Path, status: str) -> int:
     with sqlite3.connect(db, timeout=10) as conn:
         row = conn.execute(
@@ -177,7 +303,7 @@ def count(db: Path, status: str) -> int:
         return int(row[0])
 
 
-def wait_delivered(db: Path, n: int, timeout: float = 300.0) -> float:
+def wait_delivered(db: Path, n: int, timeout: float = 600.0) -> float:
     start = time.perf_counter()
     while count(db, "delivered") < n:
         if time.perf_counter() - start > timeout:
@@ -186,16 +312,71 @@ def wait_delivered(db: Path, n: int, timeout: float = 300.0) -> float:
     return time.perf_counter() - start
 
 
+def fill_gateway_backlog(db: Path, n: int) -> None:
+    """`n` pending deliveries, as ingest stores them (sealed bodies of the usual size)."""
+    now = time.time()
+    body = secrets.token_bytes(2100)
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO webhook_deliveries (id, project, environment, source, kind,"
+            " message_id, event_type, received_at, headers, body, size, path, status,"
+            " next_attempt_at, sealed) VALUES (?, 'bench', 'development', 'clerk', 'clerk',"
+            " ?, 'user.created', ?, '{}', ?, 2072, '/clerk-users-webhook', 'pending', ?, 1)",
+            ((f"whd_backlog{i}", f"msg_backlog{i}", now, body, now) for i in range(n)),
+        )
+
+
+def fill_floor_backlog(db: Path, n: int) -> None:
+    now = time.time()
+    body = secrets.token_bytes(2072)
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO deliveries (message_id, received_at, headers, body) VALUES (?,?,?,?)",
+            ((f"msg_backlog{i}", now, "{}", body) for i in range(n)),
+        )
+
+
+def side_by_side(label: str, floor: LoadResult, gw: LoadResult) -> str:
+    return (
+        f"{label:<22} floor {floor.rps:7.0f}/s p99 {floor.p99:6.2f} ms | gateway "
+        f"{gw.rps:7.0f}/s p99 {gw.p99:6.2f} ms | throughput {gw.rps / floor.rps:4.2f}x, "
+        f"p99 {gw.p99 / floor.p99:4.2f}x"
+        + (f"  (errors {floor.errors}/{gw.errors})" if floor.errors or gw.errors else "")
+        + (f"  statuses {dict(sorted(gw.statuses.items()))}" if set(gw.statuses) - {200} else "")
+    )
+
+
+def report(rows: dict[str, tuple[LoadResult, LoadResult]]) -> None:
+    if not rows:
+        return
+    worst_t = min(g.rps / f.rps for f, g in rows.values())
+    worst_p = max(g.p99 / f.p99 for f, g in rows.values())
+    print(
+        f"\nagainst the floor: worst throughput {worst_t:.2f}x (goal >= 1.0x), "
+        f"worst p99 {worst_p:.2f}x (goal <= 1.0x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=5000, help="deliveries per phase")
-    parser.add_argument("--concurrency", type=int, default=16, help="client connections")
+    parser.add_argument("--events", type=int, default=3000, help="deliveries per phase")
+    parser.add_argument("--backlog", type=int, default=50_000, help="pending deliveries")
+    parser.add_argument(
+        "--phases",
+        default="1,16,64,forwarding,backlog,environments",
+        help="a comma-separated subset of the phases",
+    )
     parser.add_argument("--serve-gateway", nargs=3, metavar=("HOME", "PORT", "LIVE"))
+    parser.add_argument("--serve-floor", nargs=3, metavar=("DB", "PORT", "SECRET"))
     parser.add_argument("--serve-app", type=int, metavar="PORT")
     args = parser.parse_args()
     if args.serve_gateway:
         home, port, live = args.serve_gateway
         serve_gateway(home, int(port), live)
+        return
+    if args.serve_floor:
+        db, port, secret = args.serve_floor
+        serve_floor(db, int(port), secret)
         return
     if args.serve_app:
         serve_app(args.serve_app)
@@ -214,65 +395,95 @@ def main() -> None:
         api.open_project(root)
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         api.variables.set(
-            "bench", "CLERK_WEBHOOK_SECRET", secret, environments=["development"], secret=True
+            "bench", "CLERK_WEBHOOK_SECRET", secret, environments=list(ENVIRONMENTS), secret=True
         )
         api.close()
         live = Path(tmp) / "live"
         live.write_text("")
-        gw_port, app_port = free_port(), free_port()
+        floor_db = Path(tmp) / "floor.db"
+        gw_port, floor_port, app_port = free_port(), free_port(), free_port()
         env = {**os.environ, "TRISTAGE_MASTER_KEY_FILE": str(home / "master.key")}
         me = str(Path(__file__).resolve())
         gateway = subprocess.Popen(
             [sys.executable, me, "--serve-gateway", str(home), str(gw_port), str(live)], env=env
         )
+        floor = subprocess.Popen(
+            [sys.executable, me, "--serve-floor", str(floor_db), str(floor_port), secret], env=env
+        )
         app = subprocess.Popen([sys.executable, me, "--serve-app", str(app_port)], env=env)
+        procs = (gateway, floor, app)
         try:
-            wait_port("127.0.0.1", gw_port)
-            wait_port("127.0.0.1", app_port)
-            n, c = args.events, args.concurrency
+            for p in (gw_port, floor_port, app_port):
+                wait_port("127.0.0.1", p)
+            n = args.events
             print(
-                f"webhook gateway on 2 cores: {n} signed Clerk deliveries per phase, "
-                f"{c} connections"
+                f"webhook ingest, {n} signed Clerk deliveries per phase and server, "
+                f"{os.cpu_count()} cores; floor = Starlette + standardwebhooks + SQLite WAL"
             )
-            warm = signed_requests(secret, 300, gw_port, "warm")
-            asyncio.run(drive("warmup", gw_port, warm, c))
             db = home / "state.db"
+            for port in (floor_port, gw_port):
+                asyncio.run(drive("warmup", port, signed_requests(secret, 300, port, "w"), 16))
 
-            batch = signed_requests(secret, n, gw_port, "down")
-            down = asyncio.run(drive("app down", gw_port, batch, c))
-            print(f"ingest, app down   {down.line()}")
-            stored = count(db, "pending")
-            print(f"                   stored and waiting: {stored}")
-
-            live.write_text(f"http://127.0.0.1:{app_port}")
-            secs = wait_delivered(db, stored + 0)
-            fwd_rate = stored / secs
-            print(f"forwarding         {fwd_rate:9.0f} deliveries/s ({stored} in {secs:.2f} s)")
-
-            before = count(db, "delivered")
-            batch = signed_requests(secret, n, gw_port, "up")
-            up = asyncio.run(drive("app up", gw_port, batch, c))
-            print(f"ingest, app up     {up.line()}")
-            drained = wait_delivered(db, before + n)
-            print(f"                   all forwarded {drained:.2f} s after the last ack")
-
-            before = count(db, "delivered")
-            batch = signed_requests(secret, n, gw_port, "paced")
-            paced = asyncio.run(drive("paced", gw_port, batch, c, rate=GOAL_RPS))
-            print(f"paced at {GOAL_RPS:.0f}/s, app up {paced.line()}")
-            wait_delivered(db, before + n)
-
-            print()
-            for label, r in (("app down", down), ("app up", up), ("paced, app up", paced)):
-                print(
-                    f"vs goal ({label}): throughput {r.rps / GOAL_RPS:.2f}x of "
-                    f"{GOAL_RPS:.0f}/s, p99 {r.p99:.2f} ms = {r.p99 / GOAL_P99_MS:.2f}x of "
-                    f"the {GOAL_P99_MS:.0f} ms budget"
+            def pair(label: str, c: int) -> tuple[LoadResult, LoadResult]:
+                f = asyncio.run(
+                    drive(
+                        "floor", floor_port, signed_requests(secret, n, floor_port, f"f{label}"), c
+                    )
                 )
+                g = asyncio.run(
+                    drive("gateway", gw_port, signed_requests(secret, n, gw_port, f"g{label}"), c)
+                )
+                print(side_by_side(label, f, g), flush=True)
+                return f, g
+
+            phases = set(args.phases.split(","))
+            rows: dict[str, tuple[LoadResult, LoadResult]] = {}
+            for c in (1, 16, 64):
+                if str(c) in phases:
+                    rows[f"{c} conn, app down"] = pair(f"{c} conn, app down", c)
+
+            if "forwarding" in phases:
+                # forwarding running: the release goes live, the waiting ones drain first
+                waiting = count(db, "pending")
+                live.write_text(f"http://127.0.0.1:{app_port}")
+                secs = wait_delivered(db, waiting)
+                rate = waiting / secs if secs else 0.0
+                print(f"{'forwarding':<22} {rate:7.0f} deliveries/s ({waiting} in {secs:.2f} s)")
+                before = count(db, "delivered")
+                rows["16 conn, forwarding"] = pair("16 conn, forwarding", 16)
+                drained = wait_delivered(db, before + n)
+                print(f"{'':<22} all forwarded {drained:.2f} s after the last ack")
+                live.write_text("")
+                time.sleep(0.3)  # the forwarder's live-release cache lapses
+
+            if "backlog" in phases:
+                fill_gateway_backlog(db, args.backlog)
+                fill_floor_backlog(floor_db, args.backlog)
+                print(f"{'':<22} {count(db, 'pending')} deliveries pending")
+                label = f"16 conn, {args.backlog // 1000}k pending"
+                rows[label] = pair(label, 16)
+            if "environments" not in phases:
+                report(rows)
+                return
+            calm, _ = asyncio.run(environments_phase(gw_port, secret, n, flooded=False))
+            hit, forged = asyncio.run(environments_phase(gw_port, secret, n, flooded=True))
+            calm_p99 = percentile([x for r in calm.values() for x in r.latencies_ms], 99)
+            hit_p99 = percentile([x for r in hit.values() for x in r.latencies_ms], 99)
+            errors = sum(r.errors for r in hit.values())
+            statuses: dict[int, int] = {}
+            for r in hit.values():
+                for k, v in r.statuses.items():
+                    statuses[k] = statuses.get(k, 0) + v
+            print(
+                f"{'5 environments':<22} 4 quiet ones at 4 conn each: p99 {calm_p99:.2f} ms; "
+                f"with {FLOODED} flooded ({forged} forged 1 MB requests): p99 {hit_p99:.2f} ms "
+                f"= {hit_p99 / calm_p99:.2f}x (goal < 2x); statuses {statuses}, errors {errors}"
+            )
+            report(rows)
         finally:
-            for proc in (gateway, app):
+            for proc in procs:
                 proc.terminate()
-            for proc in (gateway, app):
+            for proc in procs:
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@ subprocess where a test needs a process of its own)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
@@ -18,6 +19,34 @@ from tristage.api import Tristage
 
 # The PostgreSQL server the data-store tests create (and drop) their databases on.
 PG_SERVER = os.environ.get("TRISTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+@functools.cache
+def _pg_problem() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any reason the server cannot be used
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def require_pg() -> None:
+    """Skip the calling test (with the reason) when no PostgreSQL server answers at
+    `PG_SERVER`; with TRISTAGE_REQUIRE_PG=1 (CI) fail it instead, so a run that was meant
+    to cover PostgreSQL cannot pass without it."""
+    problem = _pg_problem()
+    if problem is None:
+        return
+    why = (
+        f"no PostgreSQL server answers at {PG_SERVER.rsplit('@', 1)[-1]} ({problem}); "
+        "start one (trust auth) or set TRISTAGE_TEST_PG=postgresql://user@host:port"
+    )
+    if os.environ.get("TRISTAGE_REQUIRE_PG") == "1":
+        pytest.fail(why + " [TRISTAGE_REQUIRE_PG=1]")
+    pytest.skip(why)
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

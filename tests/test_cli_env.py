@@ -155,3 +155,33 @@ def test_bad_usage_is_one_line(app: Path) -> None:
     assert r.returncode == 2 and "--env" in r.stderr
     for res in (r,):
         assert "Traceback" not in res.stderr
+
+
+def test_set_runs_the_rules_on_the_new_value_at_once(app: Path) -> None:
+    """A live Stripe key set in preview is flagged when it is set, not at the next deploy."""
+    r = run_cli("env", "set", "STRIPE_SECRET_KEY", "--env", "preview", cwd=app,
+                input="sk_live_51abcdef")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "added STRIPE_SECRET_KEY in preview" in r.stdout
+    assert "error [stripe.live-outside-production] preview STRIPE_SECRET_KEY" in r.stderr
+    assert "sk_live_51abcdef" not in r.stdout + r.stderr
+    listed = json.loads(ok("env", "set", "STRIPE_SECRET_KEY", "--env", "preview", "--json",
+                           cwd=app, input="sk_live_51abcdef"))  # fmt: skip
+    assert [f["rule"] for f in listed[0]["findings"]] == ["stripe.live-outside-production"]
+    # a value the rules accept prints no finding
+    clean = run_cli("env", "set", "STRIPE_SECRET_KEY", "--env", "preview", cwd=app,
+                    input="sk_test_51abcdef")  # fmt: skip
+    assert clean.returncode == 0 and "error [" not in clean.stderr, clean.stderr
+
+
+def test_strict_set_refuses_a_rule_error_and_writes_nothing(app: Path) -> None:
+    ok("env", "set", "STRIPE_SECRET_KEY", "--env", "preview", cwd=app, input="sk_test_51keep")
+    r = run_cli("env", "set", "STRIPE_SECRET_KEY", "--env", "preview", "--strict", cwd=app,
+                input="sk_live_51abcdef")  # fmt: skip
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith("error: change refused: 1 rule error"), r.stderr
+    assert "[stripe.live-outside-production] STRIPE_SECRET_KEY" in r.stderr
+    value = ok("env", "get", "STRIPE_SECRET_KEY", "--env", "preview", "--reveal", cwd=app)
+    assert value.strip() == "sk_test_51keep"
+    audit = json.loads(ok("audit", "--json", cwd=app))
+    assert sum(e["action"] == "env.set" for e in audit) == 1  # the refused write left no event

@@ -3,6 +3,7 @@ rollback from the deployments page carried out by a real control plane."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from conftest import git, run_cli
 from test_deploy_helpers import ControlPlane, commit, deployment_id, make_project, push
 from test_http_api import ApiServer
 from tristage.api import Role, Tristage
+from tristage.errors import TristageError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,7 +95,8 @@ def test_pages_render_the_environment_table_and_the_lists(
                        "Requests/min", "Errors"):  # fmt: skip
             assert f"<th>{header}</th>" in html
         rows = re.findall(r'<tr data-environment="([a-z]+)">', html)
-        assert rows == ["development", "production", "preview"]
+        # pipeline order, not the file's (development, production, preview)
+        assert rows == ["development", "preview", "production"]
         assert "http://shop.localhost:" in html and "no deployment" in html
         assert "dev, feature/*" in html
         deps = c.get("/projects/shop/deployments")
@@ -194,3 +197,314 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
         assert events[0].actor == "token:oncall" and events[0].target == first
     finally:
         cp.stop()
+
+
+# -- the one-time sign-in link ('tristage open') --------------------------------------
+
+
+def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
+    server: ApiServer, api: Tristage
+) -> None:
+    code = api.tokens.sign_in_link()
+    stored = api.store.query("SELECT * FROM api_signin_links")
+    assert len(stored) == 1
+    assert code not in json.dumps(stored)  # only its sha256
+    assert stored[0]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    with browser(server.url) as c:
+        r = c.get("/login/link", params={"code": code})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = next(h for h in r.headers.get_list("set-cookie") if "tristage_session=" in h)
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = c.get("/")
+        assert page.status_code == 200 and "local-owner (admin)" in page.text
+        assert c.get("/tokens").status_code == 200  # the owner is an admin
+    with browser(server.url) as again:  # the same link a second time: refused
+        r = again.get("/login/link", params={"code": code})
+        assert r.status_code == 401 and "used, expired or unknown" in r.text
+        assert "tristage open" in r.text and "tristage_session=" not in r.headers.get(
+            "set-cookie", ""
+        )
+        assert again.get("/").status_code == 303
+    expired = api.tokens.sign_in_link(ttl=-1.0)
+    with browser(server.url) as late:
+        assert late.get("/login/link", params={"code": expired}).status_code == 401
+        assert late.get("/login/link", params={"code": "x" * 500}).status_code == 401
+        assert late.get("/login/link").status_code == 401
+    actions = [e.action for e in api.audit.events(action="token.*")]
+    assert actions.count("token.sign_in") == 1 and actions.count("token.sign_in_link") == 2
+
+
+def test_a_sign_in_link_for_an_owner_token_that_is_not_admin_is_refused(api: Tristage) -> None:
+    api.tokens.create("local-owner", Role.viewer)
+    with pytest.raises(TristageError) as exc:
+        api.tokens.sign_in_link()
+    assert "not admin" in exc.value.message and "token revoke local-owner" in (exc.value.hint or "")
+    api.tokens.revoke("local-owner")
+    assert api.tokens.sign_in_link() and api.tokens.get("local-owner").role == Role.admin
+
+
+def test_open_without_a_control_plane_says_how_to_start_it(home: Path) -> None:
+    r = run_cli("open", "--print")
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "control plane is not running" in out and "tristage up" in out
+
+
+# -- pages that change things ---------------------------------------------------------
+
+
+def test_variables_set_change_remove_with_rule_findings_next_to_them(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        page = v.get("/projects/shop/variables?environment=preview")
+        assert page.status_code == 200 and "Set a variable" not in page.text
+        r = v.post("/projects/shop/variables", data={"csrf": csrf_of(page.text),
+                   "environment": "preview", "name": "A", "value": "1"})  # fmt: skip
+        assert r.status_code == 403 and "this needs admin" in r.text
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/projects/shop/variables?environment=preview")
+        csrf = csrf_of(page.text)
+        no_csrf = c.post("/projects/shop/variables", data={"environment": "preview"})
+        assert no_csrf.status_code == 403
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "scope": "environment",
+            "name": "STRIPE_SECRET_KEY", "value": "sk_live_abcdef123456",
+            "secret": "yes"})  # fmt: skip
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == (
+            "/projects/shop/variables?environment=preview&notice=var-set&id=STRIPE_SECRET_KEY"
+        )
+        page = c.get(r.headers["location"])
+        row = page.text.split('<tr data-variable="STRIPE_SECRET_KEY"')[1].split("</tr>")[0]
+        assert "sk_live_abcdef123456" not in page.text  # masked
+        assert "finding-error" in row and "live" in row and "preview" in row
+        # a plain value with markup in it is escaped, and changing it keeps the rule running
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "GREETING",
+            "value": "<script>alert(1)</script>", "secret": "no"})  # fmt: skip
+        assert r.status_code == 303
+        page = c.get(r.headers["location"]).text
+        assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "STRIPE_SECRET_KEY",
+            "value": "sk_test_abcdef123456"})  # fmt: skip
+        page = c.get(r.headers["location"]).text
+        row = page.split('<tr data-variable="STRIPE_SECRET_KEY"')[1].split("</tr>")[0]
+        assert "finding-error" not in row
+        assert api.variables.get("shop", "STRIPE_SECRET_KEY", "preview").secret
+        # a bad name: one clear error on the page, nothing stored
+        r = c.post("/projects/shop/variables", data={
+            "csrf": csrf, "environment": "preview", "name": "1 BAD", "value": "x"})  # fmt: skip
+        assert r.status_code == 400 and "is not a variable name" in r.text
+        r = c.post("/projects/shop/variables/GREETING/remove",
+                   data={"csrf": csrf, "environment": "preview"})  # fmt: skip
+        assert r.status_code == 303 and "notice=var-removed" in r.headers["location"]
+        assert "GREETING" not in {e.name for e in api.variables.entries("shop", "preview")}
+    events = api.audit.events(project="shop", action="env.*")
+    assert {e.actor for e in events} == {"token:admin-1"}
+
+
+def test_tokens_are_shown_once_and_revoked_by_admins_only(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as d:
+        sign_in(d, tokens["deployer"])
+        assert d.get("/tokens").status_code == 403
+        assert "/tokens" not in d.get("/").text.split("<main>")[0]
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/tokens")
+        assert page.status_code == 200 and 'data-token="viewer-1"' in page.text
+        csrf = csrf_of(page.text)
+        r = c.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "deployer"})
+        assert r.status_code == 201
+        shown = re.search(r'id="new-token">(tst_[^<]+)<', r.text)
+        assert shown and api.tokens.authenticate(shown.group(1)).name == "ci"
+        again = c.get("/tokens").text
+        assert shown.group(1) not in again and 'data-token="ci"' in again  # once
+        r = c.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "viewer"})
+        assert r.status_code == 409 and "already exists" in r.text
+        r = c.post("/tokens/ci/revoke", data={"csrf": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/tokens?notice=revoked&id=ci"
+        assert "ci" not in {t.name for t in api.tokens.list()}
+
+
+def test_audit_filters_and_pages(server: ApiServer, tokens: dict[str, str], api: Tristage) -> None:
+    for i in range(120):
+        api.audit.record(f"note.n{i % 3}", project="shop", environment="preview", target=str(i))
+    api.audit.record("deploy.promote", project="shop", environment="production", target="p",
+                     actor="token:ci")  # fmt: skip
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        first = c.get("/audit").text
+        ids = [int(x) for x in re.findall(r'<tr data-event="(\d+)">', first)]
+        assert len(ids) == 50 and ids == sorted(ids, reverse=True)
+        older = re.search(r'<a href="([^"]+)" rel="next">Older', first)
+        assert older
+        second = c.get(older.group(1).replace("&amp;", "&")).text
+        ids2 = [int(x) for x in re.findall(r'<tr data-event="(\d+)">', second)]
+        assert len(ids2) == 50 and max(ids2) < min(ids) and "Newest" in second
+        by_actor = c.get("/audit", params={"actor": "token:ci"}).text
+        assert by_actor.count("<tr data-event=") == 1 and "deploy.promote" in by_actor
+        by_action = c.get("/audit", params={"action": "deploy"}).text  # deploy = deploy.*
+        assert by_action.count("<tr data-event=") == 1
+        by_env = c.get("/audit", params={"environment": "production", "project": "shop"}).text
+        assert by_env.count("<tr data-event=") == 1
+        n1 = c.get("/audit", params={"action": "note.n1"}).text
+        assert n1.count("<tr data-event=") == 40 and "Older" not in n1
+        assert c.get("/audit", params={"environment": "Bad Env"}).status_code == 400
+        assert c.get("/audit", params={"before": "²"}).status_code == 400
+        weird = c.get("/audit", params={"actor": '"><b>x'}).text
+        assert '"><b>x' not in weird and "&#34;&gt;&lt;b&gt;x" in weird
+
+
+def test_navigation_is_one_line_with_a_project_switcher(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, tmp_path: Path
+) -> None:
+    for i in range(8):
+        other = tmp_path / f"app{i}"
+        other.mkdir()
+        git(other, "init", "-q", "-b", "main")
+        api.init_project(other, name=f"app{i}")
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        page = c.get("/projects/shop/deployments").text
+        header = page.split("<header>")[1].split("</header>")[0]
+        assert header.count("/deployments") == 1  # one project's links, not nine
+        assert header.count("<option") == 9 and '<option value="shop" selected>' in header
+        r = c.get("/go", params={"project": "app3"})
+        assert r.status_code == 303 and r.headers["location"] == "/projects/app3"
+        assert c.get("/go", params={"project": "../x"}).status_code == 400
+        one = c.get("/projects/app3").text
+        assert one.count("<section data-project=") == 1
+        assert "flex-wrap: nowrap" in c.get("/static/style.css").text
+
+
+def test_log_lines_follow_from_a_line_and_lose_terminal_escapes() -> None:
+    from tristage.http.dashboard_data import strip_ansi
+
+    assert strip_ansi("\x1b[31mred\x1b[0m \x1b]0;title\x07ok\x1b[2K\r") == "red ok"
+    assert strip_ansi("tab\tkept") == "tab\tkept"
+
+
+def test_a_failed_deployment_shows_its_reason_inline_and_its_log_as_text(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, repo: Path
+) -> None:
+    (repo / "app.py").write_text("print('hi')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "an app")
+    sha = git(repo, "rev-parse", "HEAD")
+    git(api.deploys.bare_repo("shop"), "fetch", "-q", str(repo), "main:refs/heads/test")
+    api.variables.set("shop", "STRIPE_SECRET_KEY", "sk_live_abcdef123456",
+                      environments=["preview"], secret=True)  # fmt: skip
+    dep, _ = api.deploys.create("shop", "test", sha, "push", "preview")
+    assert dep.status.value == "error" and dep.reason
+    log = api.deploys.log_path("shop", dep.id, build=False)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("\x1b[31mfirst\x1b[0m <b>line</b>\nsecond\x1b]0;title\x07\nthird\n")
+    with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        page = c.get("/projects/shop/deployments").text
+        row = page.split(f'<tr data-deployment="{dep.id}">')[1].split("</tr>")[0]
+        assert '<span class="status status-error">error</span>' in row
+        reason = row.split('<div class="reason">')[1].split("</div>")[0]
+        assert "live Stripe key" in reason and "sk_live_abcdef123456" not in page
+        shown = c.get(f"/projects/shop/deployments/{dep.id}/log?kind=runtime")
+        assert shown.status_code == 200
+        assert "first &lt;b&gt;line&lt;/b&gt;\nsecond\nthird" in shown.text
+        assert "\x1b" not in shown.text and "data-follow=" in shown.text
+        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=1")
+        assert lines.json() == {"lines": ["second", "third"], "next": 3, "status": "error"}
+        with log.open("a") as f:
+            f.write("\x1b[1mfourth\x1b[0m\n")
+        more = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=3")
+        assert more.json()["lines"] == ["fourth"]
+        for bad in ("from=-1", "from=²", "kind=other&from=0"):
+            r = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&{bad}")
+            assert r.status_code == 400
+
+
+def test_backups_need_their_roles_and_a_restore_the_typed_name(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    url = "/projects/shop/environments/production"
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        page = v.get("/projects/shop/backups").text
+        assert "Back up now" not in page
+        r = v.post(f"{url}/backup", data={"csrf": csrf_of(page)})
+        assert r.status_code == 403 and "this needs deployer" in r.text
+    with browser(server.url) as d:
+        sign_in(d, tokens["deployer"])
+        page = d.get("/projects/shop/backups").text
+        csrf = csrf_of(page)
+        assert "Back up now" in page and 'name="confirm"' not in page  # no restore form
+        r = d.post(f"{url}/backup", data={"csrf": csrf})
+        assert r.status_code == 303 and "notice=backed-up" in r.headers["location"]
+        backup = r.headers["location"].split("id=")[1]
+        assert "taken and verified" in d.get(r.headers["location"]).text
+        r = d.post(f"{url}/drill", data={"csrf": csrf})
+        assert r.status_code == 200 and "Drill passed" in r.text
+        r = d.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": "production"})
+        assert r.status_code == 403 and "this needs admin" in r.text
+    with browser(server.url) as a:
+        sign_in(a, tokens["admin"])
+        csrf = csrf_of(a.get("/projects/shop/backups").text)
+        before = len(api.data.backups("shop", "production"))
+        for typed in ("", "preview", "Production"):
+            r = a.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": typed})
+            assert r.status_code == 400 and "not confirmed" in r.text
+        assert len(api.data.backups("shop", "production")) == before  # nothing happened
+        assert not api.audit.events(project="shop", action="db.restore")
+        r = a.post(f"{url}/restore", data={"csrf": csrf, "backup": backup, "confirm": "production"})
+        assert r.status_code == 303 and r.headers["location"].endswith(
+            f"notice=restored&id={backup}"
+        )
+        assert api.audit.events(project="shop", action="db.restore")[0].actor == "token:admin-1"
+
+
+def test_the_preflight_says_what_stops_a_promotion(
+    server: ApiServer, tokens: dict[str, str], api: Tristage
+) -> None:
+    with browser(server.url) as v:
+        sign_in(v, tokens["viewer"])
+        assert "/promote?from=preview" not in v.get("/projects/shop").text  # viewers: no link
+    with browser(server.url) as c:
+        sign_in(c, tokens["deployer"])
+        assert "/projects/shop/promote?from=preview" in c.get("/projects/shop").text
+        page = c.get("/projects/shop/promote?from=preview")
+        assert page.status_code == 200
+        assert "preview has no live deployment to promote" in page.text
+        assert (
+            '/promote" class="confirm"' not in page.text
+            and "<button" not in page.text.split("<main>")[1]
+        )
+        assert c.get("/projects/shop/promote?from=production").status_code == 404
+        assert c.get("/projects/shop/promote?from=../x").status_code == 400
+
+
+def test_a_deployment_stays_marked_rolled_back_until_it_is_live_again(
+    api: Tristage, repo: Path
+) -> None:
+    from tristage.http.dashboard_data import rollback_marks
+
+    api.init_project(repo, name="shop")
+
+    def rollback(to: str, left: str, actor: str = "token:oncall") -> None:
+        api.audit.record("deploy.rollback", project="shop", environment="production",
+                         target=to, details={"from": left}, actor=actor)  # fmt: skip
+
+    rollback("1aaaaaaa", "2bbbbbbb")
+    marks = rollback_marks(api, "shop")
+    assert set(marks) == {"2bbbbbbb"} and marks["2bbbbbbb"].actor == "token:oncall"
+    assert marks["2bbbbbbb"].to == "1aaaaaaa" and not marks["2bbbbbbb"].automatic
+    rollback("2bbbbbbb", "1aaaaaaa")  # put back: live again, so no longer marked
+    assert set(rollback_marks(api, "shop")) == {"1aaaaaaa"}
+    api.audit.record("deploy.promote", project="shop", environment="production",
+                     target="1aaaaaaa", details={"from": "3ccccccc"})  # fmt: skip
+    rollback("2bbbbbbb", "1aaaaaaa", actor="tristage-monitor")
+    marks = rollback_marks(api, "shop")
+    assert set(marks) == {"1aaaaaaa"} and marks["1aaaaaaa"].automatic

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import PG_SERVER
+from conftest import PG_SERVER, require_pg
 from tristage.api import Tristage
 from tristage.domain.snapshot import JsonValue
 from tristage.edges import snapshot_io
@@ -137,6 +137,8 @@ class Env:
     """A project `shop` with three environments on one engine."""
 
     def __init__(self, api: Tristage, repo: Path, engine: str, token: str) -> None:
+        if engine == "postgres":
+            require_pg()
         self.api, self.repo, self.engine, self.token = api, repo, engine, token
 
     def configure(self, sanitize: dict[str, str] | None = None, encrypt: bool = False) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import PG_SERVER
+from conftest import PG_SERVER, require_pg
 from pgcluster import PgCluster, scram_pg_fixture  # noqa: F401 - the scram_pg fixture
 from tristage.api import Tristage
 from tristage.edges.datastores import DataStoreError
@@ -89,6 +89,7 @@ def shop(api: Tristage, repo: Path, scram_pg: PgCluster) -> Iterator[Project]:
 @pytest.fixture
 def trusting(api: Tristage, repo: Path) -> Iterator[Project]:
     """The same project on the shared server, which trusts loopback connections."""
+    require_pg()
     p = Project(api, repo, PG_SERVER)
     yield p
     p.cleanup()

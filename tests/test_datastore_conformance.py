@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PG_SERVER
+from conftest import PG_SERVER, require_pg
 from fake_datastore import MemoryDataStore
 from tristage.domain.snapshot import (
     Column,
@@ -56,6 +56,7 @@ def _sqlite(place: Path) -> tuple[DataStore, Callable[[], None]]:
 
 
 def _postgres(place: Path) -> tuple[DataStore, Callable[[], None]]:
+    require_pg()
     name = f"tristage_conf_{secrets.token_hex(5)}"
     url = ensure_database(PG_SERVER, name)
     return open_datastore(url), lambda: drop_database(PG_SERVER, name)

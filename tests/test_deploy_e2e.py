@@ -334,3 +334,24 @@ def test_failed_migration_keeps_the_previous_release_and_names_the_snapshot(
     build_log = run_cli("logs", bad, "--build", cwd=project).stdout
     assert f"snapshot {snapshot} taken before the migration" in build_log
     assert "migration: column already exists" in build_log
+
+
+def test_redeploy_on_change_redeploys_the_environment_a_variable_reaches(
+    repo: Path, cp: ControlPlane
+) -> None:
+    project = make_project(repo, redeploy_on_change="true")
+    first = deployment_id(push(project, "main").stderr)
+    wait_for(lambda: cp.serves("shop.localhost") == first, 20, "production")
+    r = run_cli("env", "set", "GREETING", "bonjour", "--env", "production", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "redeploying production: deployment " in r.stderr, r.stderr
+    second = r.stderr.split("redeploying production: deployment ")[1].split()[0]
+    wait_for(lambda: cp.serves("shop.localhost") == second, 20, "the redeploy")
+    assert cp.get("shop.localhost").json()["greeting"] == "bonjour"
+    # setting the same value again changes nothing and redeploys nothing
+    r = run_cli("env", "set", "GREETING", "bonjour", "--env", "production", cwd=project)
+    assert r.returncode == 0 and "redeploying" not in r.stderr, r.stderr
+    # an environment with nothing live is not redeployed; the hint says when it applies
+    r = run_cli("env", "set", "GREETING", "hallo", "--env", "preview", cwd=project)
+    assert r.returncode == 0 and "redeploying" not in r.stderr
+    assert "takes effect on the next release" in r.stderr

@@ -82,12 +82,13 @@ class ControlPlane:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5, trust_env=False))
+    args: tuple[str, ...] = ()  # more arguments of `tristage up`
 
     def start(self) -> ControlPlane:
         self.log = self.home / f"up-{time.monotonic_ns()}.log"
         out = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tristage", "up", "--port", str(self.port)],
+            [sys.executable, "-m", "tristage", "up", "--port", str(self.port), *self.args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **FAST},

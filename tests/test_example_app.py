@@ -32,7 +32,7 @@ import psycopg
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from conftest import PG_SERVER
+from conftest import PG_SERVER, require_pg
 from tristage.edges.runtime import free_port
 
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "saas-app"
@@ -159,6 +159,7 @@ def store(
         path = tmp_path_factory.mktemp("sqlite") / "app.sqlite3"
         yield Store("sqlite", f"sqlite:///{path}")
         return
+    require_pg()
     name = f"saas_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

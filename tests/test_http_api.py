@@ -163,7 +163,7 @@ def test_user_provided_ids_and_bodies_are_validated(
         problems = {p["at"] for p in r.json()["problems"]}
         assert problems == {"wait", "extra"}
         r = c.post("/api/v1/projects/shop/rollback", json={"to": "../x"})
-        assert r.status_code == 400 and "not a deployment id" in r.json()["message"]
+        assert r.status_code == 422 and [p["at"] for p in r.json()["problems"]] == ["to"]
         r = c.put("/api/v1/projects/shop/variables/API_KEY", json={"value": "v"})
         assert r.status_code == 400 and "hint" in r.json()
         big = c.put("/api/v1/projects/shop/variables/API_KEY", content=b"x" * 1_100_000)
@@ -192,9 +192,18 @@ def test_variables_are_listed_masked_and_changes_name_the_token(
         assert r.status_code == 200, r.text
         assert r.json() == [
             {"name": "WEBHOOK_SECRET", "where": "preview", "change": "added", "secret": True,
-             "build": False}
+             "build": False, "findings": [], "redeploys": []}
         ]  # fmt: skip
         assert new_secret not in r.text
+        # the rules run on the new value: a finding comes back; strict refuses it (422)
+        live = {"value": "sk_live_" + "Q" * 30, "environments": ["preview"], "secret": True}
+        r = c.put("/api/v1/projects/shop/variables/STRIPE_SECRET_KEY", json=live)
+        assert r.status_code == 200, r.text
+        assert [f["rule"] for f in r.json()[0]["findings"]] == ["stripe.live-outside-production"]
+        r = c.put("/api/v1/projects/shop/variables/STRIPE_SECRET_KEY",
+                  json={**live, "value": "sk_live_" + "R" * 30, "strict": True})  # fmt: skip
+        assert r.status_code == 422 and r.json()["error"] == "refused", r.text
+        assert "R" * 30 not in r.text
         listed = c.get("/api/v1/projects/shop/variables", params={"environment": "preview"})
         assert listed.json()[0]["value"] == "****"
         r = c.delete(

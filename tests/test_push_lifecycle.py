@@ -165,17 +165,19 @@ def test_deleting_a_branch_stops_its_release(
     wait_for(lambda: cp.get("feature-gone.shop.localhost").status_code == 404, 20, "its host")
     wait_for(lambda: f"{feature} stopped" in cp.output(), 20, "its release to stop")
     assert cp.serves("shop.localhost") == prod
-    # a deleted exact branch takes its environment's host with it (not production's)
+    # an environment serving the deleted branch's deployment keeps serving it
     git(project, "checkout", "-qb", "test")
     preview = deployment_id(push(project, "test").stderr)
     assert cp.serves("preview.shop.localhost") == preview
     r = git_push(project, "tristage", ":test")
     assert r.returncode == 0, r.stderr
-    assert f"preview no longer serves {preview}" in r.stderr
-    wait_for(lambda: cp.get("preview.shop.localhost").status_code == 503, 20, "preview")
+    assert f"preview keeps serving {preview} until its next deploy" in r.stderr
+    wait_for(lambda: cp.get("test.shop.localhost").status_code == 404, 20, "its branch host")
+    assert cp.serves("preview.shop.localhost") == preview
     # the git host's deletion of main (git refuses it here) never takes production down
     assert "production keeps serving" in "\n".join(api.branch_deleted("shop", "main"))
     assert cp.serves("shop.localhost") == prod
+    assert api.branch_deleted("shop", "main") == ["main: already stopped"]
     # pushing the branch again starts over
     r = push(project, "feature/gone")
     assert r.returncode == 0, r.stderr

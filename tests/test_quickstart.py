@@ -157,6 +157,8 @@ def test_quickstart_end_to_end_then_again_then_ctrl_c(
             assert f"http://{host}:{port}" in out
         assert "drill PASS" in out and "tristage promote" in out and "tristage rollback" in out
         assert "feature/broken" in out and "svix-signature: v1," in out  # what to try next
+        # the platform's dashboard, and how to open it signed in
+        assert f"dashboard: http://127.0.0.1:{port + 1}/" in out and "tristage open" in out
 
         # three environments, each serving its own data at its own host
         prod = users(port, "shop.localhost")

@@ -202,3 +202,135 @@ def test_stripe_samples_carry_every_field_and_parse_with_the_stripe_library(
         raw = event["data"]["object"]["items"]["data"][0]
         assert not _fields(stripe.SubscriptionItem) - set(raw) - {"deleted"}
         assert not _fields(stripe.Price) - set(raw["price"]) - {"deleted"}
+
+
+# ---------------------------------------------------------------------------
+# Delivery signals, filters, destinations, times
+
+
+def test_retry_after_in_seconds_or_an_http_date_capped() -> None:
+    now = 1_700_000_000.0
+    assert dom.parse_retry_after("2", now) == 2.0
+    assert dom.parse_retry_after(" 120 ", now) == 120.0
+    assert dom.parse_retry_after("999999", now) == dom.RETRY_AFTER_CAP
+    from email.utils import formatdate
+
+    assert dom.parse_retry_after(formatdate(now + 30, usegmt=True), now) == 30.0
+    assert dom.parse_retry_after(formatdate(now - 30, usegmt=True), now) == 0.0
+    for junk in (None, "", "soon", "-5", "1.5e3"):
+        assert dom.parse_retry_after(junk, now) is None
+
+
+def test_410_is_dead_at_once_429_backs_off_harder_and_retry_after_is_a_floor() -> None:
+    schedule = [1.0, 2.0, 3.0]
+    gone = dom.after_attempt(0, dom.Outcome(410, "HTTP 410"), schedule, 0.0, 0.5)
+    assert gone.status == dom.DeliveryStatus.dead and gone.tries == 1
+    plain = dom.after_attempt(0, dom.Outcome(500), schedule, 0.0, 0.5)
+    limited = dom.after_attempt(0, dom.Outcome(429), schedule, 0.0, 0.5)
+    assert plain.next_attempt_at == 1.0 and limited.next_attempt_at == 4.0
+    told = dom.after_attempt(0, dom.Outcome(429, retry_after=2.0), [0.05], 10.0, 0.5)
+    assert told.next_attempt_at == 12.0
+    short = dom.after_attempt(0, dom.Outcome(503, retry_after=0.1), schedule, 0.0, 0.5)
+    assert short.next_attempt_at == 1.0  # never sooner than the schedule
+    last = dom.after_attempt(3, dom.Outcome(429, retry_after=5.0), schedule, 0.0, 0.5)
+    assert last.status == dom.DeliveryStatus.dead  # the schedule still ends
+
+
+def test_event_filters_match_names_and_globs() -> None:
+    patterns = ["user.*", "paymentAttempt.updated"]
+    assert dom.event_selected(patterns, "user.created")
+    assert dom.event_selected(patterns, "paymentAttempt.updated")
+    assert not dom.event_selected(patterns, "paymentAttempt.created")
+    assert not dom.event_selected(patterns, "session.created")
+    assert not dom.event_selected(patterns, None)
+    assert dom.event_selected([], None) and dom.event_selected([], "anything")
+
+
+def test_a_delivery_is_delivered_when_every_destination_is() -> None:
+    T, S = dom.Transition, dom.DeliveryStatus
+    done, dead = T(S.delivered, 1, None), T(S.dead, 8, None)
+    waiting = T(S.failed, 2, 50.0)
+    assert dom.combine([done, done]).status == S.delivered
+    both = dom.combine([done, waiting, T(S.failed, 1, 20.0)])
+    assert both.status == S.failed and both.next_attempt_at == 20.0 and both.tries == 2
+    assert dom.combine([done, dead]).status == S.dead
+    assert dom.combine([T(S.pending, 0, 5.0)]).status == S.pending
+
+
+def test_rates_and_times_on_the_command_line() -> None:
+    from tristage.domain.config import parse_rate
+
+    assert parse_rate("10/s") == 10.0 and parse_rate("600/m") == 10.0
+    assert parse_rate("36/h") == 0.01
+    for bad in ("10", "x/s", "0/s", "5/day"):
+        with pytest.raises(ValueError, match="not a rate"):
+            parse_rate(bad)
+    now = 1_700_000_000.0
+    assert dom.parse_when("2h", now) == now - 7200
+    assert dom.parse_when("30m", now) == now - 1800
+    assert dom.parse_when("2023-11-14T22:13:20Z", now) == now
+    assert dom.parse_when("1700000000", now) == now
+    with pytest.raises(ValueError, match="not a time"):
+        dom.parse_when("yesterday", now)
+
+
+def test_bad_routing_and_limit_keys_are_one_clear_error_each() -> None:
+    from tristage.domain.config import parse_config
+    from tristage.errors import ConfigError
+
+    base = (
+        '[project]\nname = "shop"\n[environments.production]\ntier = "production"\n'
+        '[environments.production.webhooks.clerk]\nkind = "clerk"\nsecret_var = "S"\n'
+    )
+    good = parse_config(base + 'events = ["user.*"]\nrate = "10/s"\nmax_in_flight = 4\n')
+    src = good.environments["production"].webhooks["clerk"]
+    assert [d.label for d in src.routes()] == ["app"] and src.routes()[0].path == "/webhooks"
+    assert good.environments["production"].webhook_retain_days == 30.0
+    cases = {
+        'rate = "fast"': "not a rate",
+        'events = ["user created"]': "not an event type",
+        'destinations = [{ path = "/a", url = "http://x/b" }]': "exactly one of",
+        'destinations = [{ url = "ftp://x/b" }]': "http:// or https://",
+        'destinations = [{ path = "/a" }, { path = "/b" }]': "distinct `name`",
+        "max_in_flight = 0": "greater than or equal to 1",
+    }
+    for line, message in cases.items():
+        with pytest.raises(ConfigError, match=r"environments\.production\.webhooks\.clerk") as err:
+            parse_config(base + line + "\n")
+        assert message in str(err.value), (line, str(err.value))
+
+
+# The fields of Clerk's user object as its `user.created` / `user.updated` webhooks carry
+# it (the documented example payload plus the Backend API's User object).
+CLERK_USER = {
+    "backup_code_enabled", "banned", "birthday", "create_organization_enabled",
+    "create_organizations_limit", "created_at", "delete_self_enabled", "email_addresses",
+    "enterprise_accounts", "external_accounts", "external_id", "first_name", "gender",
+    "has_image", "id", "image_url", "last_active_at", "last_name", "last_sign_in_at",
+    "legal_accepted_at", "locked", "lockout_expires_in_seconds", "mfa_disabled_at",
+    "mfa_enabled_at", "object", "passkeys", "password_enabled", "password_last_updated_at",
+    "phone_numbers", "primary_email_address_id", "primary_phone_number_id",
+    "primary_web3_wallet_id", "private_metadata", "profile_image_url", "public_metadata",
+    "saml_accounts", "totp_enabled", "two_factor_enabled", "unsafe_metadata", "updated_at",
+    "username", "verification_attempts_remaining", "web3_wallets",
+}  # fmt: skip
+CLERK_EMAIL = {
+    "created_at", "email_address", "id", "linked_to", "matches_sso_connection", "object",
+    "reserved", "updated_at", "verification",
+}  # fmt: skip
+CLERK_ENVELOPE = {"data", "event_attributes", "instance_id", "object", "timestamp", "type"}
+
+
+@pytest.mark.parametrize("event_type", ["user.created", "user.updated", "user.deleted"])
+def test_clerk_user_samples_carry_every_documented_field(event_type: str) -> None:
+    _, event = dom.sample_event("clerk", event_type, 1.7e9, random.Random(6))
+    assert set(event) == CLERK_ENVELOPE
+    assert set(event["event_attributes"]["http_request"]) == {"client_ip", "user_agent"}
+    data = event["data"]
+    if event_type == "user.deleted":
+        assert data == {"deleted": True, "id": data["id"], "object": "user"}
+        return
+    assert set(data) >= CLERK_USER, sorted(CLERK_USER - set(data))
+    email = data["email_addresses"][0]
+    assert set(email) >= CLERK_EMAIL
+    assert {"attempts", "expire_at", "status", "strategy"} <= set(email["verification"])

@@ -787,7 +787,7 @@ def test_cli_urls_send_test_deliveries_show_and_replay(project: Project, cli: An
     usage = cli("hooks", "replay", "--dead", cwd=project.root)
     assert usage.returncode == 2
     dead = cli("hooks", "replay", "--dead", "--env", "development", "--json", cwd=project.root)
-    assert dead.returncode == 0 and json.loads(dead.stdout) == {"replayed": []}
+    assert dead.returncode == 0 and json.loads(dead.stdout) == {"replayed": [], "dry_run": False}
 
 
 def test_an_unbranded_clerk_delivery_reaches_the_app_verifiable_on_the_first_attempt(

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from .domain import branches
 from .domain.config import PipelineConfig
 from .domain.deployments import Deployment, Status
+from .domain.edge import EdgeOptions
 from .domain.preflight import PreflightFinding, PromotionPreflight
 from .domain.presets import Preset
+from .domain.service_unit import ServiceUnit
 from .edges.secrets import SecretBox
 from .edges.store import Store, open_store
 from .errors import NotFound
@@ -37,8 +39,9 @@ if TYPE_CHECKING:
     from .edges.snapshot_io import Progress
     from .services.data import DataService
     from .services.data_records import BackupInfo
-    from .services.deploys import DeployService, PushedRef, Switch
+    from .services.deploys import ControlPlaneInfo, DeployService, PushedRef, Switch
     from .services.doctor import Finding
+    from .services.git_hosts import Connected, Connection, GitHostService
     from .services.lifecycle import CleanupReport, DestroyReport, LifecycleService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 # Records re-exported lazily: name -> the module that defines it (see `__getattr__`).
 LAZY: dict[str, str] = {
     "BackupInfo": ".services.data_records",
+    "Connected": ".services.git_hosts",
+    "Connection": ".services.git_hosts",
     "Delivery": ".services.webhook_records",
     "Endpoint": ".services.webhook_records",
     "DeploymentStats": ".edges.router.stats",
@@ -68,6 +73,8 @@ __all__ = [
     "AuditEvent",
     "BackupInfo",
     "CleanupReport",
+    "Connected",
+    "Connection",
     "Delivery",
     "Deployment",
     "DeploymentStats",
@@ -158,6 +165,12 @@ class Tristage:
         return WebhookService(self)
 
     @cached_property
+    def git_hosts(self) -> GitHostService:
+        from .services.git_hosts import GitHostService
+
+        return GitHostService(self)
+
+    @cached_property
     def lifecycle(self) -> LifecycleService:
         from .services.lifecycle import LifecycleService
 
@@ -226,13 +239,40 @@ class Tristage:
         return Quickstart(self, Options(directory, preset, port), reporter)
 
     def run_control_plane(
-        self, host: str, port: int, log: Callable[[str], None] | None = None
+        self,
+        host: str,
+        port: int,
+        log: Callable[[str], None] | None = None,
+        edge: EdgeOptions | None = None,
     ) -> None:
         """`tristage up`: router, deploy worker, supervisor, scheduler, HTTP API and
-        dashboard in the foreground, until SIGINT/SIGTERM stops them and their releases."""
+        dashboard in the foreground, until SIGINT/SIGTERM stops them and their releases;
+        with `edge` of kind `caddy`, the production edge in front of the router."""
         from .up import run_foreground
 
-        run_foreground(self, host, port, log)
+        run_foreground(self, host, port, log, edge)
+
+    def detach_control_plane(self, up_args: list[str], timeout: float = 60.0) -> tuple[int, Path]:
+        """`tristage up --detach`: start it in the background; (pid, log file) once it serves."""
+        from .services.daemon import detach
+
+        return detach(self, up_args, timeout)
+
+    def stop_control_plane(self, timeout: float = 30.0) -> ControlPlaneInfo | None:
+        """`tristage down`: stop the running control plane (None: none was running)."""
+        from .services.daemon import forget_pidfile
+
+        info = self.deploys.stop_controlplane(timeout)
+        forget_pidfile(self)
+        return info
+
+    def install_service(
+        self, up_args: list[str], *, user: bool, path: Path | None = None, low_ports: bool = False
+    ) -> ServiceUnit:
+        """`tristage service install`: a systemd unit running `tristage up ARGS`."""
+        from .services.daemon import install_unit
+
+        return install_unit(self, up_args, user=user, path=path, low_ports=low_ports)
 
     def run_command(
         self,

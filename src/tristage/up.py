@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp
 
+from .domain.numbers import ascii_int
 from .edges.embedded_server import EmbeddedServer
 from .errors import UsageError
 
 if TYPE_CHECKING:
     from .api import Tristage
+    from .domain.edge import EdgeOptions
     from .http.views import StatsSource
 
 
@@ -44,7 +46,7 @@ async def serve_http(
     from .http.app import build_app
 
     wanted_text = os.environ.get("TRISTAGE_DASHBOARD_PORT", "")
-    if wanted_text.isdigit():
+    if ascii_int(wanted_text) is not None:
         wanted = int(wanted_text)
     elif wanted_text:
         raise UsageError(
@@ -64,7 +66,11 @@ async def serve_http(
 
 
 def run_foreground(
-    api: Tristage, host: str, port: int, log: Callable[[str], None] | None = None
+    api: Tristage,
+    host: str,
+    port: int,
+    log: Callable[[str], None] | None = None,
+    edge: EdgeOptions | None = None,
 ) -> None:
     """`tristage up`: run until SIGINT/SIGTERM, then stop children and exit cleanly."""
     from .http.internal import build_internal_app
@@ -78,7 +84,7 @@ def run_foreground(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        cp = ControlPlane(api, host, port, log=log)
+        cp = ControlPlane(api, host, port, log=log, edge=edge)
         await cp.run(stop_event, internal_app=build_internal_app(api), serve_http=serve)
 
     asyncio.run(main())

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..errors import EXIT_FAILED, UsageError
 from .common import console, current_project, err_console, get_api, print_json, when
+from .tables import print_table
 
 if TYPE_CHECKING:
     from ..api import Progress as ProgressFn
@@ -135,19 +135,22 @@ def backups(
     if not items:
         console.print(f"no backups of {env} yet (tristage db backup {env})")
         return
-    t = Table("id", "when", "kind", "tables", "rows", "size", "note", box=None)
-    for b in items:
-        kind = b.kind + (" (encrypted)" if b.encrypted else "")
-        t.add_row(
-            b.id,
-            when(b.created_at),
-            kind,
-            str(b.tables),
-            str(b.rows),
-            _size(b.size),
-            b.note or "",
-        )
-    console.print(t)
+    print_table(
+        console,
+        ("id", "when", "kind", "tables", "rows", "size", "note"),
+        [
+            (
+                b.id,
+                when(b.created_at),
+                b.kind + (" (encrypted)" if b.encrypted else ""),
+                str(b.tables),
+                str(b.rows),
+                _size(b.size),
+                b.note or "",
+            )
+            for b in items
+        ],
+    )
 
 
 @db_app.command("prune")
@@ -198,15 +201,19 @@ def drill(
     if as_json:
         print_json(report.as_json())
     else:
-        t = Table("table", "rows (backup)", "rows (restored)", "checksum", box=None)
-        for c in report.checks:
-            t.add_row(
-                c.table,
-                str(c.expected_rows),
-                str(c.actual_rows),
-                "match" if c.checksum_ok else "DIFFERS",
-            )
-        console.print(t)
+        print_table(
+            console,
+            ("table", "rows (backup)", "rows (restored)", "checksum"),
+            [
+                (
+                    c.table,
+                    str(c.expected_rows),
+                    str(c.actual_rows),
+                    "match" if c.checksum_ok else "DIFFERS",
+                )
+                for c in report.checks
+            ],
+        )
         for p in report.problems:
             console.print(f"problem: {p}", markup=False)
         verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"

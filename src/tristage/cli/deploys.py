@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..domain.deployments import Deployment, Status
 from ..errors import EXIT_FAILED, TristageError, UsageError
+from . import service
 from .common import age, console, current_project, err_console, get_api, print_json
+from .tables import print_table
 
 if TYPE_CHECKING:
     from ..api import Switch
@@ -35,18 +36,42 @@ STATUS_STYLE = {
 def up(
     host: str = typer.Option("127.0.0.1", "--host", help="Address the router listens on."),
     port: int = typer.Option(8080, "--port", "-p", help="Router port (0 picks a free one)."),
+    edge: str = service.edge_option(),
+    http_port: int = service.http_port_option(),
+    https_port: int = service.https_port_option(),
+    edge_bind: str = service.edge_bind_option(),
+    acme_ca: str = service.acme_ca_option(),
+    acme_email: str | None = service.acme_email_option(),
+    acme_ca_root: list[Path] = service.acme_root_option(),
+    caddy: str = service.caddy_option(),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        "-d",
+        help="Run in the background: the log goes to $TRISTAGE_HOME/logs/up.log, the pid to "
+        "$TRISTAGE_HOME/up.pid; returns once it serves. 'tristage down' stops it.",
+    ),
 ) -> None:
-    """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler."""
+    """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler;
+    with --edge caddy, the production edge (HTTPS through ACME) in front of the router."""
+    options = service.build_edge(edge, port, http_port, https_port, edge_bind, acme_ca,
+                                 acme_email, acme_ca_root, caddy)  # fmt: skip
+    if detach:
+        service.detach(host, port, options)
+        return
     api = get_api()
     console.print(f"tristage control plane (home {api.home}); Ctrl-C stops it and its releases")
-    api.run_control_plane(host, port, log=lambda line: console.print(line, markup=False))
+    api.run_control_plane(
+        host, port, log=lambda line: console.print(line, markup=False), edge=options
+    )
 
 
 def down(
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for it to stop."),
 ) -> None:
-    """Stop the running control plane and the releases it supervises."""
-    info = get_api().deploys.stop_controlplane(timeout)
+    """Stop the running control plane (also one started with 'up --detach'), its releases
+    and its edge."""
+    info = get_api().stop_control_plane(timeout)
     if info is None:
         err_console.print("no control plane is running for this platform home", markup=False)
         raise typer.Exit(EXIT_FAILED)
@@ -73,7 +98,7 @@ def _follow(dep: Deployment) -> int:
     if final.status == Status.ready:
         where = final.environment if final.takes_host else f"{final.environment} ({final.branch})"
         console.print(
-            f"{where}: {svc.serving_url(final)}  (deployment {svc.deployment_url(final)})",
+            f"{where}: {svc.home_url(final)}  (deployment {svc.deployment_url(final)})",
             markup=False,
             soft_wrap=True,
         )
@@ -212,22 +237,24 @@ def deployments(
             ]
         )
         return
-    table = Table("id", "env", "branch", "commit", "status", "age", "url", "", box=None)
     now = time.time()
-    for d in deps:
-        style = STATUS_STYLE.get(d.status.value, "")
-        commit = f"{d.commit[:7]} {d.message[:40]}"
-        table.add_row(
-            d.id,
-            d.environment,
-            d.branch,
-            commit,
-            f"[{style}]{d.status.value}[/]",
-            age(now - d.created_at),
-            svc.deployment_url(d),
-            "[bold green]live[/]" if d.id in live else "",
-        )
-    console.print(table)
+    print_table(
+        console,
+        ("id", "env", "branch", "commit", "status", "age", "url", ""),
+        [
+            (
+                d.id,
+                d.environment,
+                d.branch,
+                f"{d.commit[:7]} {d.message[:40]}",
+                Text(d.status.value, style=STATUS_STYLE.get(d.status.value, "")),
+                age(now - d.created_at),
+                svc.deployment_url(d),
+                Text("live", style="bold green") if d.id in live else "",
+            )
+            for d in deps
+        ],
+    )
     for d in deps[:10]:
         if d.status in (Status.error, Status.crashed) and d.reason:
             console.print(f"[red]{d.id}[/]: {d.reason}", soft_wrap=True, highlight=False)
@@ -244,7 +271,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     if cp is None:
         err_console.print("the control plane is not running ('tristage up')", markup=False)
-    table = Table("environment", "tier", "live", "branch", "commit", "url", "health", box=None)
+    cells: list[tuple[str | Text, ...]] = []
     for r in rows:
         health = r["health"]
         style = (
@@ -254,16 +281,20 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         live = r["deployment"] or "-"
         if r["pending"]:
             live += f" (-> {r['pending']})"
-        table.add_row(
-            r["environment"],
-            r["tier"],
-            live,
-            r["branch"] or "",
-            r["commit"] or "",
-            r["url"],
-            Text(health, style=style),
+        cells.append(
+            (
+                r["environment"],
+                r["tier"],
+                live,
+                r["branch"] or "",
+                r["commit"] or "",
+                r["url"],
+                Text(health, style=style),
+            )
         )
-    console.print(table)
+    print_table(
+        console, ("environment", "tier", "live", "branch", "commit", "url", "health"), cells
+    )
 
 
 def _report_switch(sw: Switch) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from .common import console, get_api, print_json
+from .tables import print_table
 
 
 def doctor(
@@ -16,11 +17,12 @@ def doctor(
     if as_json:
         print_json([f.as_json() for f in findings])
     else:
-        table = Table("check", "status", "detail", "how to fix", box=None)
         colors = {"ok": "green", "warning": "yellow", "missing": "red"}
-        for f in findings:
-            table.add_row(f.check, f"[{colors[f.status]}]{f.status}[/]", f.detail, f.fix)
-        console.print(table)
+        print_table(
+            console,
+            ("check", "status", "detail", "how to fix"),
+            [(f.check, Text(f.status, style=colors[f.status]), f.detail, f.fix) for f in findings],
+        )
     if any(f.status == "missing" for f in findings):
         raise typer.Exit(1)
 

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
+from ..domain.deployments import Deployment
 from ..domain.variables import MASK, SHARED, scope_label, shown
 from ..errors import EXIT_FAILED, UsageError
 from .common import age, console, current_project, err_console, get_api, print_json
+from .tables import print_table
 
 env_app = typer.Typer(
     name="env",
@@ -66,14 +67,23 @@ def set_(
         "--build/--no-build",
         help="Reach the build step too (default: NEXT_PUBLIC_* and other public prefixes).",
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the change when a rule finds an error in the new value."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Set a variable in one or more environments (or --all)."""
+    """Set a variable in one or more environments (or --all).
+
+    The rules of 'tristage check' run on the new value at once: their findings are printed
+    (with --strict an error refuses the change); with '[app] redeploy_on_change = true' the
+    environments it reaches are redeployed.
+    """
     ref = current_project()
     from_argument = value is not None
     if value is None:
         value = _read_value(name)
-    results = get_api().variables.set(
+    api = get_api()
+    results = api.variables.set(
         ref.name,
         name,
         value,
@@ -82,7 +92,9 @@ def set_(
         branch=branch,
         secret=secret,
         build=build,
+        strict=strict,
     )
+    redeploys = api.variables.redeploy_after(ref.name, api.variables.changed_scopes(results))
     if as_json:
         print_json(
             [
@@ -93,6 +105,8 @@ def set_(
                     "change": r.change,
                     "secret": r.secret,
                     "build": r.build,
+                    "findings": [f.as_json() for f in r.findings],
+                    "redeploys": [d.id for d in redeploys],
                 }
                 for r in results
             ]
@@ -100,14 +114,32 @@ def set_(
         return
     for r in results:
         flags = ", ".join(f for f, on in (("secret", r.secret), ("build", r.build)) if on)
-        console.print(f"{r.change} {r.name} in {r.where}" + (f" ({flags})" if flags else ""))
+        line = f"{r.change} {r.name} in {r.where}" + (f" ({flags})" if flags else "")
+        console.print(line, markup=False)
+    for finding in dict.fromkeys(f for r in results for f in r.findings):
+        err_console.print(finding.line(), markup=False, soft_wrap=True)
     if any(r.change != "unchanged" for r in results):
-        err_console.print(_note(env or [], results[0].build, all_), markup=False, soft_wrap=True)
+        _after_change(redeploys, env or [], results[0].build, all_)
     if from_argument and results[0].secret:
         err_console.print(
             f"tip: omit the value to read it from stdin: tristage env set {name} ... < file",
             markup=False,
         )
+
+
+def _after_change(
+    redeploys: list[Deployment], environments: list[str], build: bool, all_: bool
+) -> None:
+    """Say how a change takes effect: the redeploys it started, or when it will."""
+    for d in redeploys:
+        err_console.print(
+            f"redeploying {d.environment}: deployment {d.id} queued (redeploy_on_change); "
+            f"follow it with 'tristage logs {d.id} --build -f'",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not redeploys:
+        err_console.print(_note(environments, build, all_), markup=False, soft_wrap=True)
 
 
 def get(
@@ -185,7 +217,7 @@ def ls(
     if not rows:
         err_console.print("no variables" + (f" for {env}" if env else ""), markup=False)
         return
-    table = Table("name", "value", "from", "flags", "set", box=None)
+    cells = []
     for row in rows:
         flags = ",".join(f for f in ("secret", "build") if row[f])
         value = str(row["value"])
@@ -193,8 +225,8 @@ def ls(
             value = value.replace("\n", "\\n")[:57] + "..."
         set_at = row["set_at"]
         assert isinstance(set_at, float | int)
-        table.add_row(str(row["name"]), value, str(row["from"]), flags, age(now - set_at) + " ago")
-    console.print(table, markup=False, soft_wrap=True)
+        cells.append((str(row["name"]), value, str(row["from"]), flags, age(now - set_at) + " ago"))
+    print_table(console, ("name", "value", "from", "flags", "set"), cells, whole=("name",))
 
 
 def rm(
@@ -205,11 +237,14 @@ def rm(
 ) -> None:
     """Remove a variable from one or more environments (or the --all value)."""
     ref = current_project()
-    removed = get_api().variables.remove(
+    api = get_api()
+    removed = api.variables.remove(
         ref.name, name, environments=env or [], all_environments=all_, branch=branch
     )
     for where in removed:
         console.print(f"removed {name} from {where}", markup=False)
+    redeploys = api.variables.redeploy_after(ref.name, [SHARED] if all_ else env or [])
+    _after_change(redeploys, env or [], False, all_)
 
 
 def import_(
@@ -244,7 +279,8 @@ def import_(
                 f"{file} is not UTF-8 text", "save it as UTF-8, then import it"
             ) from None
         source = str(file)
-    report = get_api().variables.import_dotenv(
+    api = get_api()
+    report = api.variables.import_dotenv(
         ref.name,
         text,
         source,
@@ -254,6 +290,9 @@ def import_(
         secret=secret,
         build=build,
     )
+    redeploys = api.variables.redeploy_after(
+        ref.name, api.variables.changed_scopes(report.results)
+    )
     if as_json:
         print_json(report.as_json())
         return
@@ -261,8 +300,12 @@ def import_(
         names = report.names(change)
         if names:
             console.print(f"{change} ({len(names)}): {', '.join(names)}", markup=False)
+    for finding in dict.fromkeys(f for r in report.results for f in r.findings):
+        err_console.print(finding.line(), markup=False, soft_wrap=True)
     if not report.results:
         console.print("nothing to import", markup=False)
+    elif any(r.change != "unchanged" for r in report.results):
+        _after_change(redeploys, env or [], bool(build), all_)
 
 
 def pull(

@@ -9,11 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import typer.core
 from rich.text import Text
 
 from .. import __version__
 from ..errors import EXIT_FAILED, TristageError
 from .common import err_console, state
+
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type_hidden(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """`--help` shows a value's type (`<str>`), never `<bool>` after a flag that takes none."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type_hidden  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="tristage",
@@ -40,6 +51,8 @@ COMMAND_MODULES = [
     "dev",
     "doctor",
     "lifecycle",
+    "service",
+    "githost",
 ]
 
 

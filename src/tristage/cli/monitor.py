@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from .common import age, console, current_project, err_console, get_api, print_json
+from .tables import print_table
 
 
 def _ms(value: float | None) -> str:
@@ -34,23 +35,35 @@ def metrics(
         console.print("no traffic recorded yet", markup=False)
         return
     window = rows[0].window_seconds
-    table = Table(
-        "deployment", "env", "", "requests", "2xx", "4xx", "5xx", "upstream err",
-        f"req/s ({window:g}s)", "error rate", "p50 ms", "p99 ms", "health", box=None,
+    # eight short columns fit 80 columns; the counts by status class are in --json
+    print_table(
+        console,
+        ("deployment", "env", "requests", "req/s", "errors", "p50 ms", "p99 ms", "health"),
+        [
+            (
+                m.deployment,
+                Text(f"{m.environment}*", style="bold green") if m.live else m.environment,
+                str(m.requests),
+                f"{m.requests_per_second:.2f}",
+                "-" if m.error_rate is None else f"{m.error_rate:.1%}",
+                _ms(m.p50_ms),
+                _ms(m.p99_ms),
+                Text(m.health, style="red" if m.health == "failing"
+                     else "green" if m.health == "healthy" else "dim"),
+            )
+            for m in rows
+        ],
     )  # fmt: skip
-    for m in rows:
-        rate = "-" if m.error_rate is None else f"{m.error_rate:.1%}"
-        style = "red" if m.health == "failing" else "green" if m.health == "healthy" else "dim"
-        table.add_row(
-            m.deployment, m.environment, "[bold green]live[/]" if m.live else "",
-            str(m.requests), str(m.status_2xx), str(m.status_4xx), str(m.status_5xx),
-            str(m.upstream_errors), f"{m.requests_per_second:.2f}", rate,
-            _ms(m.p50_ms), _ms(m.p99_ms), f"[{style}]{m.health}[/]",
-        )  # fmt: skip
-    console.print(table)
+    console.print(
+        f"* live; req/s and errors (5xx, upstream) over {window:g}s; --json for all counts",
+        style="dim",
+        soft_wrap=True,
+    )
     for m in rows:
         if m.health == "failing" and m.health_detail:
-            console.print(f"[red]{m.deployment}[/]: health {m.health_detail}", soft_wrap=True)
+            line = Text(f"{m.deployment}", style="red")
+            line.append(f": health {m.health_detail}")
+            console.print(line, soft_wrap=True)
 
 
 def alerts(
@@ -69,13 +82,24 @@ def alerts(
         console.print("no alerts", markup=False)
         return
     now = time.time()
-    table = Table("id", "age", "env", "deployment", "kind", "state", "message", box=None)
-    for a in rows:
-        state = "[red]open[/]" if a.open else f"[dim]{a.resolution or 'resolved'}[/]"
-        table.add_row(
-            str(a.id), age(now - a.at), a.environment, a.deployment, a.kind, state, a.message
-        )
-    console.print(table, soft_wrap=True)
+    print_table(
+        console,
+        ("id", "age", "env", "deployment", "kind", "state", "message"),
+        [
+            (
+                str(a.id),
+                age(now - a.at),
+                a.environment,
+                a.deployment,
+                a.kind,
+                Text("open", style="red")
+                if a.open
+                else Text(a.resolution or "resolved", style="dim"),
+                a.message,
+            )
+            for a in rows
+        ],
+    )
 
 
 def register(app: typer.Typer) -> None:

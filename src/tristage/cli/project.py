@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from rich.table import Table
 
 from ..domain.aliases import branch_host, environment_host
 from ..domain.branches import follows_host
 from ..domain.branches import resolve as resolve_branch
 from ..errors import EXIT_FAILED
 from .common import console, current_project, err_console, get_api, print_json, when
+from .tables import print_table
 
 
 class PresetName(StrEnum):
@@ -103,11 +103,22 @@ def audit(
     if as_json:
         print_json([e.as_json() for e in events])
         return
-    table = Table("when", "actor", "action", "env", "target", "details", box=None)
-    for e in events:
-        details = " ".join(f"{k}={v}" for k, v in e.details.items())
-        table.add_row(when(e.at), e.actor, e.action, e.environment or "", e.target or "", details)
-    console.print(table)
+    print_table(
+        console,
+        ("when", "actor", "action", "env", "target", "details"),
+        [
+            (
+                when(e.at),
+                e.actor,
+                e.action,
+                e.environment or "",
+                e.target or "",
+                " ".join(f"{k}={v}" for k, v in e.details.items()),
+            )
+            for e in events
+        ],
+        whole=(),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -100,12 +100,28 @@ def interrupt_on_term() -> Iterator[Callable[[], bool]]:
             signal.signal(s, h)
 
 
+def _dashboard_url() -> str | None:
+    """The platform dashboard's URL (None when the control plane does not serve one)."""
+    from .open import dashboard_url
+
+    try:
+        return dashboard_url()
+    except TristageError:
+        return None
+
+
 def show_summary(qs: Quickstart, summary: Summary, out: Console) -> None:
     out.print()
     urls = Table.grid(padding=(0, 2))
     for e in summary.environments:
         urls.add_row(f"[bold]{e.environment}[/]", f"[link={e.url}]{e.url}[/link]", "/dashboard")
     out.print(Panel(urls, title=f"{summary.project} is live", expand=False, border_style="green"))
+    dashboard = _dashboard_url()
+    if dashboard:
+        out.print(
+            f"dashboard: {dashboard}  (run 'tristage open' to open it signed in)",
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
     table = Table(box=None)
     for column in ("environment", "tier", "branch", "live", "health", "users", "payments"):
         table.add_column(column, no_wrap=True)

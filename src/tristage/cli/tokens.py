@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.table import Table
 
 from ..api import Role, TokenService
 from .common import age, console, err_console, get_api, print_json
+from .tables import print_table
 
 token_app = typer.Typer(
     help="API tokens for the HTTP API and the dashboard (roles: viewer, deployer, admin).",
@@ -54,16 +54,20 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
         err_console.print("no tokens: create one with 'tristage token create NAME --role R'")
         return
     now = time.time()
-    table = Table("name", "role", "created", "by", "last used", box=None)
-    for t in items:
-        table.add_row(
-            t.name,
-            t.role.value,
-            age(now - t.created_at) + " ago",
-            t.created_by,
-            age(now - t.last_used_at) + " ago" if t.last_used_at else "never",
-        )
-    console.print(table, markup=False, soft_wrap=True)
+    print_table(
+        console,
+        ("name", "role", "created", "by", "last used"),
+        [
+            (
+                t.name,
+                t.role.value,
+                age(now - t.created_at) + " ago",
+                t.created_by,
+                age(now - t.last_used_at) + " ago" if t.last_used_at else "never",
+            )
+            for t in items
+        ],
+    )
 
 
 @token_app.command("revoke")

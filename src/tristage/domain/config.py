@@ -24,6 +24,7 @@ from pydantic import (
 
 from ..errors import ConfigError, Problem
 from .cleanup import CleanupPolicy
+from .hostnames import PublicNames, check_hostname, check_pattern
 from .limits import parse_size
 
 FILE_NAME = "tristage.toml"
@@ -129,6 +130,47 @@ class BackupConfig(Strict):
         return v
 
 
+class WebhookDestination(Strict):
+    """One place a source's deliveries are forwarded to, with its own attempts and
+    status: a path of the environment's live deployment, or a URL."""
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_.:-]{0,62}$",
+        description="Its name in listings; default `app` for a path, the URL's host:port "
+        "for a URL.",
+    )
+    path: str | None = Field(
+        default=None,
+        description="A path of the environment's live deployment (e.g. `/clerk-users-webhook`).",
+    )
+    url: str | None = Field(
+        default=None,
+        description="An http(s) URL outside the deployment (another process's port, an "
+        "archive service); it gets the same body and signature headers.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WebhookDestination:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("a destination has exactly one of `path` or `url`")
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError("path must start with '/', e.g. '/clerk-users-webhook'")
+        if self.url is not None and not re.match(r"^https?://[^\s/]+(/\S*)?\Z", self.url):
+            raise ValueError("url must be an http:// or https:// URL")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.url is not None:
+            from urllib.parse import urlsplit
+
+            return urlsplit(self.url).netloc.lower()
+        return "app"
+
+
 class WebhookSource(Strict):
     """A webhook provider endpoint of an environment, served at
     `/.tristage/webhooks/SOURCE` of the environment's host (docs/webhooks.md)."""
@@ -156,11 +198,42 @@ class WebhookSource(Strict):
         description="Seconds between forwarding attempts after the first (close to Svix's "
         "schedule); after the last the delivery is dead-lettered.",
     )
-    retain_days: float = Field(
-        default=30.0,
+    retain_days: float | None = Field(
+        default=None,
         gt=0,
-        description="Days a delivered or dead-lettered delivery keeps its body (sealed at "
-        "rest); after that only its record stays (id, times, status, event type).",
+        description="Days a finished delivery (delivered, dead-lettered or filtered) keeps "
+        "its body (sealed at rest); after that only its record stays (id, times, status, "
+        "event type). Unset: the environment's `webhook_retain_days`.",
+    )
+    events: list[str] = Field(
+        default_factory=list,
+        description='Event types forwarded, names or globs (`["user.*", '
+        '"paymentAttempt.updated"]`); any other is stored as `filtered` and not forwarded. '
+        "Empty: every event type.",
+    )
+    destinations: list[WebhookDestination] = Field(
+        default_factory=list,
+        description="Where deliveries go, each with its own attempts and status; empty: the "
+        "live deployment's `path` only.",
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Most deliveries of this source being forwarded at once; unset: no "
+        "limit but the forwarder's own (16).",
+    )
+    rate: str | None = Field(
+        default=None,
+        description='Most deliveries forwarded per second, minute or hour (`"10/s"`, '
+        '`"600/m"`, `"1000/h"`); unset: no limit.',
+    )
+    pause_after: float | None = Field(
+        default=432000.0,
+        gt=0,
+        description="Seconds a destination may keep failing (no 2xx since its first failure) "
+        "before it is paused with an alert (`tristage hooks resume` or a successful "
+        "`hooks send-test` resumes it); the default is 5 days; unset never pauses.",
     )
 
     @field_validator("secret_var")
@@ -176,6 +249,55 @@ class WebhookSource(Strict):
         if not v.startswith("/"):
             raise ValueError("must start with '/', e.g. '/clerk-users-webhook'")
         return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not EVENT_PATTERN_RE.match(pattern):
+                raise ValueError(
+                    f"{pattern!r} is not an event type or glob (e.g. 'user.*', "
+                    "'paymentAttempt.updated')"
+                )
+        return v
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_rate(v)
+        return v
+
+    @model_validator(mode="after")
+    def _destination_names(self) -> WebhookSource:
+        seen: set[str] = set()
+        for d in self.destinations:
+            if d.label in seen:
+                raise ValueError(
+                    f"two destinations are named {d.label!r}: give each a distinct `name`"
+                )
+            seen.add(d.label)
+        return self
+
+    def routes(self) -> list[WebhookDestination]:
+        """The destinations deliveries go to (the live deployment's `path` by default)."""
+        return self.destinations or [WebhookDestination(path=self.path)]
+
+
+EVENT_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]{1,200}\Z")
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """`"10/s"`, `"600/m"`, `"1000/h"` -> deliveries per second."""
+    count, _, unit = text.strip().partition("/")
+    try:
+        n = float(count)
+    except ValueError:
+        n = -1.0
+    if n <= 0 or unit.strip() not in RATE_UNITS:
+        raise ValueError(f"{text!r} is not a rate: use COUNT/UNIT, e.g. '10/s', '600/m', '1000/h'")
+    return n / RATE_UNITS[unit.strip()]
 
 
 class ProcessSettings(Strict):
@@ -257,6 +379,12 @@ class AppConfig(ProcessSettings):
         description="Seconds a replaced release keeps serving its in-flight requests before "
         "it is stopped.",
     )
+    redeploy_on_change: bool = Field(
+        default=False,
+        description="Redeploy an environment's live deployment when one of its variables "
+        "changes (`env set`, `env rm`, `env import`); otherwise the change waits for the next "
+        "deploy or `tristage redeploy`.",
+    )
 
 
 class EnvironmentConfig(ProcessSettings):
@@ -291,6 +419,43 @@ class EnvironmentConfig(ProcessSettings):
         default_factory=dict,
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
         json_schema_extra={"key": "SOURCE"},
+    )
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Public host names of the environment's live deployment, e.g. "
+        '`["shop.example.com", "www.shop.example.com"]`: the first is canonical (the app\'s '
+        "`TRISTAGE_URL`), the production edge redirects the others to it (docs/server.md). "
+        "A name serves one environment; `*.localhost` names exist already.",
+    )
+    branch_domain: str | None = Field(
+        default=None,
+        description="A host pattern for the environment's branch and deployment hosts, with "
+        "`{branch}` in its first label, e.g. `{branch}.preview.shop.example.com`: branch "
+        "`feature/x` is served at `feature-x.preview...`, a deployment at `ID.preview...`.",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in v:
+            host = check_hostname(name)
+            if host in out:
+                raise ValueError(f"{host!r} is listed twice")
+            out.append(host)
+        return out
+
+    @field_validator("branch_domain")
+    @classmethod
+    def _branch_domain(cls, v: str | None) -> str | None:
+        return None if v is None else check_pattern(v)
+
+    webhook_retain_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=36500,
+        description="Days the bodies of this environment's finished webhook deliveries are "
+        "kept (a source's `retain_days` overrides it); after that only a stub stays.",
     )
 
 
@@ -492,6 +657,7 @@ class PipelineConfig(Strict):
                     problems.append(
                         f"environments.{name}.shares: production never shares its instances"
                     )
+        problems += self._domain_problems()
         prods = [n for n, e in self.environments.items() if e.tier == Tier.production]
         if len(prods) > 1:
             problems.append(
@@ -500,6 +666,31 @@ class PipelineConfig(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _domain_problems(self) -> list[str]:
+        """A host name or branch pattern claimed by two environments."""
+        problems: list[str] = []
+        claimed: dict[str, str] = {}
+        for name, env in self.environments.items():
+            for i, host in enumerate(env.domains):
+                other = claimed.setdefault(host, name)
+                if other != name:
+                    problems.append(
+                        f"environments.{name}.domains[{i}]: {host!r} is also a domain of "
+                        f"environment {other!r} (a host serves one environment: remove it "
+                        "from one of them)"
+                    )
+        patterns: dict[str, str] = {}
+        for name, env in self.environments.items():
+            if env.branch_domain is None:
+                continue
+            other = patterns.setdefault(env.branch_domain, name)
+            if other != name:
+                problems.append(
+                    f"environments.{name}.branch_domain: {env.branch_domain!r} is also the "
+                    f"branch_domain of environment {other!r} (give each its own)"
+                )
+        return problems
 
     # -- derived views -------------------------------------------------
     def env(self, name: str) -> EnvironmentConfig:
@@ -519,6 +710,14 @@ class PipelineConfig(Strict):
             if env.tier == Tier.production:
                 return name
         return None
+
+    def public_names(self) -> dict[str, PublicNames]:
+        """Each environment's public host names (empty ones left out)."""
+        return {
+            name: PublicNames(tuple(env.domains), env.branch_domain)
+            for name, env in self.environments.items()
+            if env.domains or env.branch_domain
+        }
 
     def owner(self, name: str) -> str:
         """The environment whose instances (variables, data store) `name` uses."""
@@ -564,7 +763,7 @@ def _problems(err: ValidationError) -> list[Problem]:
             msg = "required key is missing"
         elif e["type"] in ("literal_error", "enum"):
             msg = f"{msg}; got {e.get('input')!r}"
-        if not path and "; " in msg and msg.startswith("environments"):
+        if not path and msg.startswith("environments"):
             # cross-check problems carry their own path
             for part in msg.split("; "):
                 p, _, m = part.partition(": ")

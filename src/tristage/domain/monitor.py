@@ -37,6 +37,12 @@ class Kind(StrEnum):
     health = "health"
     auto_rollback = "auto_rollback"
     out_of_memory = "out_of_memory"
+    webhook_gone = "webhook_gone"  # a webhook destination answered 410 Gone
+    webhook_paused = "webhook_paused"  # a webhook destination failed past `pause_after`
+
+
+# Alerts about webhook destinations, not deployments: they stay open across deploys.
+WEBHOOK_KINDS = (Kind.webhook_gone, Kind.webhook_paused)
 
 
 @dataclass(frozen=True)

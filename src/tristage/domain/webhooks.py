@@ -31,7 +31,8 @@ class DeliveryStatus(StrEnum):
     pending = "pending"  # stored, not yet attempted (or requeued by a replay)
     failed = "failed"  # at least one attempt failed; a retry is scheduled
     delivered = "delivered"  # the app answered 2xx
-    dead = "dead"  # every attempt of the schedule failed: dead-lettered
+    dead = "dead"  # every attempt of the schedule failed, or the endpoint is gone (410)
+    filtered = "filtered"  # stored, not forwarded: its event type is not in `events`
 
     @property
     def waiting(self) -> bool:
@@ -59,16 +60,49 @@ def retry_delay(schedule: list[float], failures: int, u: float) -> float | None:
     return jittered(schedule[failures - 1], u)
 
 
+# Delivery signals from the app's answer.
+RETRY_AFTER_CAP = 3600.0  # seconds: a longer Retry-After waits this long
+RATE_LIMITED_FACTOR = 4.0  # a 429 without Retry-After waits this many times the schedule's delay
+RATE_LIMITED_MIN = 1.0  # ... and at least this many seconds
+GONE = 410  # the endpoint says it is gone: dead-lettered at once, with an alert
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or an HTTP date),
+    capped at RETRY_AFTER_CAP; None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return min(float(text), RETRY_AFTER_CAP)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:
+        return None  # an HTTP date is always GMT; a zone-less one is not one
+    return min(max(0.0, at.timestamp() - now), RETRY_AFTER_CAP)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The result of one forwarding attempt."""
 
     status_code: int | None  # None: no HTTP answer (refused, timeout, reset)
     error: str | None = None
+    retry_after: float | None = None  # seconds, from the answer's Retry-After (capped)
 
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == GONE
 
 
 @dataclass(frozen=True)
@@ -86,10 +120,49 @@ def after_attempt(
     made = tries + 1
     if outcome.ok:
         return Transition(DeliveryStatus.delivered, made, None)
+    if outcome.gone:
+        return Transition(DeliveryStatus.dead, made, None)
     delay = retry_delay(schedule, made, u)
     if delay is None:
         return Transition(DeliveryStatus.dead, made, None)
+    if outcome.status_code == 429 and outcome.retry_after is None:
+        delay = max(delay * RATE_LIMITED_FACTOR, RATE_LIMITED_MIN)
+    if outcome.retry_after is not None:
+        delay = max(delay, outcome.retry_after)
     return Transition(DeliveryStatus.failed, made, now + delay)
+
+
+def event_selected(patterns: list[str], event_type: str | None) -> bool:
+    """Whether a source with `events = patterns` forwards `event_type` (globs match
+    case-sensitively; an empty list forwards everything; a delivery without an event
+    type passes only an empty list)."""
+    if not patterns:
+        return True
+    if event_type is None:
+        return False
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(event_type, p) for p in patterns)
+
+
+def combine(states: list[Transition]) -> Transition:
+    """A delivery's state from its destinations': delivered when every one is, waiting
+    while one waits (due at the earliest), else dead."""
+    waiting = [t for t in states if t.status.waiting]
+    tries = max((t.tries for t in states), default=0)
+    if waiting:
+        due = min(
+            (t.next_attempt_at for t in waiting if t.next_attempt_at is not None), default=None
+        )
+        status = (
+            DeliveryStatus.pending
+            if all(t.status == DeliveryStatus.pending for t in waiting) and tries == 0
+            else DeliveryStatus.failed
+        )
+        return Transition(status, tries, due)
+    if all(t.status == DeliveryStatus.delivered for t in states):
+        return Transition(DeliveryStatus.delivered, tries, None)
+    return Transition(DeliveryStatus.dead, tries, None)
 
 
 def requeue(now: float) -> Transition:
@@ -175,42 +248,67 @@ def sample_event(
 def _clerk_user(now_ms: int, rng: random.Random) -> dict[str, Any]:
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     email_id = _rid(rng, "idn_")
+    created = now_ms - 1000
     return {
         "backup_code_enabled": False,
         "banned": False,
         "birthday": "",
-        "created_at": now_ms - 1000,
+        "create_organization_enabled": True,
+        "create_organizations_limit": None,
+        "created_at": created,
+        "delete_self_enabled": True,
         "email_addresses": [
             {
+                "created_at": created,
                 "email_address": _email(f"{first}.{last}", rng),
                 "id": email_id,
                 "linked_to": [],
+                "matches_sso_connection": False,
                 "object": "email_address",
                 "reserved": False,
-                "verification": {"attempts": None, "status": "verified", "strategy": "email_code"},
+                "updated_at": now_ms,
+                "verification": {
+                    "attempts": 1,
+                    "expire_at": created + 600_000,
+                    "status": "verified",
+                    "strategy": "email_code",
+                },
             }
         ],
+        "enterprise_accounts": [],
         "external_accounts": [],
         "external_id": None,
         "first_name": first,
+        "gender": "",
         "has_image": False,
         "id": _rid(rng, "user_"),
         "image_url": "https://img.clerk.com/placeholder",
+        "last_active_at": now_ms,
         "last_name": last,
         "last_sign_in_at": None,
+        "legal_accepted_at": None,
         "locked": False,
+        "lockout_expires_in_seconds": None,
+        "mfa_disabled_at": None,
+        "mfa_enabled_at": None,
         "object": "user",
+        "passkeys": [],
         "password_enabled": True,
+        "password_last_updated_at": created,
         "phone_numbers": [],
         "primary_email_address_id": email_id,
         "primary_phone_number_id": None,
         "primary_web3_wallet_id": None,
         "private_metadata": {},
+        "profile_image_url": "https://www.gravatar.com/avatar?d=mp",
         "public_metadata": {},
+        "saml_accounts": [],
+        "totp_enabled": False,
         "two_factor_enabled": False,
         "unsafe_metadata": {},
         "updated_at": now_ms,
         "username": None,
+        "verification_attempts_remaining": 100,
         "web3_wallets": [],
     }
 
@@ -715,3 +813,32 @@ def event_types(kind: Kind) -> tuple[str, ...]:
     if kind == "stripe":
         return STRIPE_EVENTS
     return ()
+
+
+# ---------------------------------------------------------------------------
+# Times on the command line (`hooks replay --since/--until`)
+
+_AGO_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_when(text: str, now: float) -> float:
+    """A point in time: `30m`, `2h`, `7d` (that long ago), an ISO date or date-time
+    (`2026-11-30`, `2026-11-30T14:00`, with or without a zone; none: local time) or a
+    Unix timestamp."""
+    import datetime as dt
+
+    value = text.strip()
+    if len(value) > 1 and value[-1] in _AGO_UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * _AGO_UNITS[value[-1]]
+    if value.replace(".", "", 1).isdigit() and len(value) >= 9:
+        return float(value)
+    try:
+        at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use a duration ago (30m, 2h, 7d), an ISO date or "
+            "date-time (2026-11-30, 2026-11-30T14:00Z) or a Unix timestamp"
+        ) from None
+    if at.tzinfo is None:
+        at = at.astimezone()  # local time
+    return at.timestamp()

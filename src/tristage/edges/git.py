@@ -6,6 +6,7 @@ directory; nothing outside that tree (untracked files, `.git`) reaches it.
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import shutil
@@ -356,3 +357,64 @@ def _extract_stream(stream: IO[bytes], into: Path, limit: int) -> None:
                     "TRISTAGE_ARCHIVE_MAX_BYTES",
                 )
             tar.extract(member, into, filter="data")
+
+
+FETCH_TIMEOUT = 600.0  # seconds
+
+
+def fetch(
+    repo: Path,
+    url: str,
+    refspecs: list[str],
+    *,
+    basic_auth: tuple[str, str] | None = None,
+    timeout: float = FETCH_TIMEOUT,
+) -> None:
+    """`git fetch URL REFSPEC...` into `repo` (no tags, no hooks run).
+
+    A token for https goes to git as an `http.extraHeader` through the environment
+    (`GIT_CONFIG_*`), never on the command line or in the URL, and is cut out of any
+    error text. ssh origins use the machine's ssh keys and known hosts."""
+    env = _env()
+    hide: list[str] = []
+    if basic_auth is not None:
+        user, token = basic_auth
+        pair = base64.b64encode(f"{user}:{token}".encode()).decode()
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {pair}",
+        )
+        hide = [s for s in (token, pair) if s]
+    env["GIT_SSH_COMMAND"] = os.environ.get(
+        "GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+    )
+    cmd = ["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, *refspecs]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=repo, capture_output=True, env=env, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise GitError(
+            f"git fetch from {url} took longer than {timeout:g}s",
+            "check that the origin is reachable from this machine",
+        ) from None
+    except OSError as exc:
+        raise GitError(f"could not run git fetch in {repo}: {exc.strerror or exc}") from exc
+    if proc.returncode != 0:
+        said = proc.stderr.decode(errors="replace").strip()
+        for s in hide:
+            said = said.replace(s, "***")
+        raise GitError(
+            f"git fetch from {url} failed: {said}",
+            "check the clone URL and the token given to 'tristage connect'",
+        )
+
+
+def has_commit(repo: Path, sha: str) -> bool:
+    proc = subprocess.run(
+        ["git", "cat-file", "-e", f"{sha}^{{commit}}"],
+        cwd=repo, capture_output=True, env=_env(), check=False,
+    )  # fmt: skip
+    return proc.returncode == 0

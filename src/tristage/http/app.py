@@ -31,14 +31,15 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..api import Role, require
+from ..domain.numbers import ascii_int
 from ..errors import TristageError, UsageError
 from .auth import bearer
-from .models import ErrorOut, Health, check_param
+from .models import ErrorOut, Health, InvalidBodyOut, Problem, check_param
 from .openapi import API, openapi
 from .ops import OPS, Call, Op
 from .views import Faces, Http, StatsSource, TrafficMeter
@@ -50,8 +51,14 @@ MAX_BODY = 1_000_000
 # Errors as JSON
 
 
-def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
-    headers = {"cache-control": "no-store"}
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    headers = {"cache-control": "no-store", **(headers or {})}
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="tristage"'
     body = ErrorOut(error=code, message=message, hint=hint).model_dump()
@@ -66,7 +73,8 @@ def tristage_error(exc: TristageError) -> JSONResponse:
 async def read_limited(request: Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it exceeds `limit` bytes (never buffered)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    size = ascii_int(declared)
+    if size is not None and size > limit:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -82,11 +90,12 @@ def _query(op: Op, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for q in op.query:
         raw = request.query_params.get(q.name)
-        if raw is None or raw == "":
+        if raw is None:
             continue
         value: Any = raw
         if q.kind == "integer":
-            if not raw.isdigit() or not 1 <= int(raw) <= (q.maximum or 10**6):
+            number = ascii_int(raw)
+            if number is None or not 1 <= number <= (q.maximum or 10**6):
                 raise UsageError(
                     f"query parameter {q.name}={raw[:40]!r} is not a number in range",
                     f"use 1..{q.maximum}",
@@ -105,6 +114,22 @@ def _query(op: Op, request: Request) -> dict[str, Any]:
 class _InvalidBody(Exception):
     def __init__(self, problems: list[dict[str, str]]) -> None:
         self.problems = problems
+
+
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+
+
+def _by_method(
+    endpoints: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    get = endpoints.get("GET")
+
+    async def endpoint(request: Request) -> Response:
+        handler = endpoints.get(request.method) or (get if request.method == "HEAD" else None)
+        assert handler is not None  # the route admits only these methods
+        return await handler(request)
+
+    return endpoint
 
 
 def _endpoint(http: Http, op: Op) -> Callable[[Request], Awaitable[Response]]:
@@ -142,12 +167,13 @@ def _endpoint(http: Http, op: Op) -> Callable[[Request], Awaitable[Response]]:
             return tristage_error(exc)
         except _InvalidBody as exc:
             assert op.body is not None
-            body = ErrorOut(
+            body = InvalidBodyOut(
                 error="invalid_body",
                 message=f"the request body is not a valid {op.body.__name__}",
                 hint="see the schema in /api/v1/openapi.json",
+                problems=[Problem(**p) for p in exc.problems],
             ).model_dump()
-            return JSONResponse({**body, "problems": exc.problems}, status_code=422)
+            return JSONResponse(body, status_code=422)
         return JSONResponse(
             adapter.dump_python(result, mode="json"),
             status_code=op.status,
@@ -196,15 +222,28 @@ def build_app(
         Route(f"{API}/health", health, methods=["GET"]),
         Route(f"{API}/openapi.json", openapi_doc, methods=["GET"]),
     ]
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for op in OPS:
-        routes.append(Route(API + op.path, _endpoint(http, op), methods=[op.method]))
-    routes.append(
-        Route(
-            "/api/{rest:path}",
-            api_not_found,
-            methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        )
-    )
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(http, op)
+    for path, endpoints in by_path.items():
+        # one route per path: another method gets 405 with an Allow of all the path's methods
+        routes.append(Route(API + path, _by_method(endpoints), methods=list(endpoints)))
+    api_routes = list(routes)
+
+    async def api_fallback(request: Request) -> Response:
+        allowed = sorted(
+            {m for r in api_routes if isinstance(r, Route) and r.matches(request.scope)[0]
+             != Match.NONE for m in (r.methods or ())}
+        )  # fmt: skip
+        if allowed:
+            return error_response(
+                405, "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path}",
+                hint=f"use {', '.join(allowed)}", headers={"allow": ", ".join(allowed)},
+            )  # fmt: skip
+        return await api_not_found(request)
+
+    routes.append(Route("/api/{rest:path}", api_fallback, methods=list(ANY_METHOD)))
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     routes.extend(dashboard_routes(http))
 

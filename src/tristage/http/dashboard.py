@@ -1,35 +1,39 @@
 """The dashboard: server-rendered pages over the same views as the HTTP API.
 
-Sign-in takes an API token and opens a session (an HttpOnly, SameSite=Strict
-cookie). Every state change is a POST form carrying the session's CSRF token
-(and, when the browser sends one, an Origin matching the host); the session's
-token role is checked exactly as the API checks it. Pages send a strict
-Content-Security-Policy: no inline script, everything from this server.
+Sign-in takes an API token, or a one-time link from `tristage open`, and opens a
+session (an HttpOnly, SameSite=Strict cookie). Every state change is a POST form
+carrying the session's CSRF token (and, when the browser sends one, an Origin
+matching the host); the session's token role is checked exactly as the API checks
+it. Pages send a strict Content-Security-Policy: no inline script, everything from
+this server.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..api import Role, TokenInfo, require
 from ..domain.config import NAME_RE
+from ..domain.deployments import ACTIVE
 from ..errors import TristageError, Unauthorized, UsageError
+from . import dashboard_data as data
 from . import views
 from .app import read_limited
 from .auth import csrf_ok, csrf_token
-from .models import check_param
+from .models import AuditOut, check_param, from_record
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -49,6 +53,7 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
+PAGE_SIZE = 50
 NOTICES = {
     "promoted": "Production now serves {id}.",
     "promote-pending": "Promotion to {id} recorded; the control plane switches when it is healthy.",
@@ -56,7 +61,15 @@ NOTICES = {
     "rollback-pending": "Rollback to {id} recorded; the control plane switches when it is healthy.",
     "redeployed": "Deployment {id} queued.",
     "replayed": "Delivery {id} queued again.",
+    "var-set": "{id} saved; the rules ran on the new value (findings are shown next to it).",
+    "var-set-redeploy": "{id} saved; the rules ran on the new value (findings are shown next "
+    "to it), and the environments it reaches redeploy ([app] redeploy_on_change).",
+    "var-removed": "{id} removed.",
+    "backed-up": "Backup {id} taken and verified.",
+    "restored": "Restored {id} (a safety backup was taken first).",
+    "revoked": "Token {id} revoked; its sessions ended.",
 }
+NOTICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}\Z")
 
 
 def _ago(ts: float | None) -> str:
@@ -167,19 +180,23 @@ def routes(http: Http) -> list[BaseRoute]:
         return endpoint
 
     def base(info: TokenInfo, sid: str, api: Tristage, **ctx: Any) -> dict[str, Any]:
+        names = [p.name for p in views.projects(api)]
+        current = ctx.get("project") or (names[0] if names else None)
         return {
             "user": info,
             "csrf": csrf_token(sid),
             "can_deploy": info.role.allows(Role.deployer),
             "can_admin": info.role.allows(Role.admin),
-            "project_names": [p.name for p in views.projects(api)],
+            "project_names": names,
+            "current_project": current if current in names else None,
+            "section": ctx.get("section", ""),
             **ctx,
         }
 
     def notice(request: Request) -> str | None:
         code = request.query_params.get("notice", "")
         dep = request.query_params.get("id", "")
-        if code in NOTICES and dep.replace("_", "").isalnum() and len(dep) <= 40:
+        if code in NOTICES and NOTICE_ID_RE.match(dep):
             return NOTICES[code].format(id=dep)
         return None
 
@@ -209,6 +226,22 @@ def routes(http: Http) -> list[BaseRoute]:
         resp.delete_cookie(LOGIN_COOKIE, path="/")
         return resp
 
+    async def login_link(request: Request) -> Response:
+        code = request.query_params.get("code", "")
+        try:
+            info = await run_in_threadpool(tokens.redeem_link, code)
+        except Unauthorized as exc:
+            pre = secrets.token_urlsafe(32)
+            resp: Response = render("login.html", 401, csrf=csrf_token(pre), next="/",
+                                    error=exc.message, hint=exc.hint, user=None)  # fmt: skip
+            _cookie(resp, LOGIN_COOKIE, pre, http.secure_cookies, 600)
+            return resp
+        sid = await run_in_threadpool(tokens.open_session, info)
+        resp = RedirectResponse(_safe_next(request.query_params.get("next", "/")), 303)
+        _cookie(resp, SESSION_COOKIE, sid, http.secure_cookies, None)
+        resp.delete_cookie(LOGIN_COOKIE, path="/")
+        return resp
+
     async def logout(request: Request) -> Response:
         try:
             _info, sid = await session(request)
@@ -221,23 +254,59 @@ def routes(http: Http) -> list[BaseRoute]:
         return resp
 
     # -- pages -------------------------------------------------------------
-    async def overview(request: Request, info: TokenInfo, sid: str) -> Response:
+    async def _overview(request: Request, info: TokenInfo, sid: str, only: str | None) -> Response:
         api = http.faces.for_token(info)
         traffic = http.traffic.read()
 
         def build() -> dict[str, Any]:
             rows = []
             for p in views.projects(api):
-                try:
-                    envs = views.environments(api, p.name, traffic)
-                except TristageError as exc:
-                    rows.append({"project": p, "envs": [], "error": exc.message})
+                if only is not None and p.name != only:
                     continue
-                rows.append({"project": p, "envs": envs, "error": None})
-            return base(info, sid, api, projects=rows, live_traffic=http.traffic.source is not None)
+                p_cfg = api.config_for(p.name)
+                preview, production = data.path_environments(p_cfg)
+                item: dict[str, Any] = {
+                    "project": p, "envs": [], "error": None, "rollbacks": [],
+                    "preview": preview, "production": production,
+                    "path": data.pipeline_order(p_cfg),
+                }  # fmt: skip
+                try:
+                    item["envs"], item["rollbacks"] = data.overview(api, p.name, traffic)
+                except TristageError as exc:
+                    item["error"] = exc.message
+                rows.append(item)
+            if only is not None and not rows:
+                api.config_for(only)  # a clear 404
+            return base(info, sid, api, projects=rows, project=only, section="overview",
+                        live_traffic=http.traffic.source is not None,
+                        notice=notice(request))  # fmt: skip
 
         ctx = await run_in_threadpool(build)
         return render("overview.html", **ctx)
+
+    async def overview(request: Request, info: TokenInfo, sid: str) -> Response:
+        return await _overview(request, info, sid, None)
+
+    async def project_overview(request: Request, info: TokenInfo, sid: str) -> Response:
+        return await _overview(request, info, sid, request.path_params["project"])
+
+    async def go(request: Request, info: TokenInfo, sid: str) -> Response:
+        """The project switcher without JavaScript."""
+        name = check_param("project", request.query_params.get("project", ""))
+        return RedirectResponse(f"/projects/{name}", 303)
+
+    async def preflight_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        project = request.path_params["project"]
+        source = request.query_params.get("from") or None
+        if source is not None:
+            check_param("environment", source)
+        api = http.faces.for_token(info)
+
+        def build() -> dict[str, Any]:
+            pf = data.preflight(api, project, source)
+            return base(info, sid, api, project=project, pf=pf, section="overview")
+
+        return render("preflight.html", **await run_in_threadpool(build))
 
     async def deployments_page(request: Request, info: TokenInfo, sid: str) -> Response:
         return await _deployments(request, info, sid, None, 200)
@@ -255,9 +324,9 @@ def routes(http: Http) -> list[BaseRoute]:
             cfg = api.config_for(project)
             return base(
                 info, sid, api,
-                project=project, environment=environment,
-                environments=list(cfg.environments), production=cfg.production,
-                deployments=views.deployments(api, project, environment, 100),
+                project=project, environment=environment, section="deployments",
+                environments=data.pipeline_order(cfg), production=cfg.production,
+                rows=data.deployment_rows(api, project, environment, 100),
                 notice=notice(request), error=error,
             )  # fmt: skip
 
@@ -284,6 +353,8 @@ def routes(http: Http) -> list[BaseRoute]:
 
     def _deps_url(project: str) -> Callable[[dict[str, str]], str]:
         def url(fields: dict[str, str]) -> str:
+            if fields.get("back") == "overview":
+                return f"/projects/{project}?"
             env_name = fields.get("environment", "")
             if env_name and NAME_RE.match(env_name):
                 return f"/projects/{project}/deployments?environment={env_name}&"
@@ -327,20 +398,141 @@ def routes(http: Http) -> list[BaseRoute]:
 
     async def log_page(request: Request, info: TokenInfo, sid: str) -> Response:
         project, dep = request.path_params["project"], request.path_params["deployment"]
-        kind = request.query_params.get("kind", "build")
-        if kind not in ("build", "runtime"):
-            raise UsageError(f"unknown log kind {kind[:20]!r}", "use build or runtime")
+        kind = _log_kind(request)
         api = http.faces.for_token(info)
 
         def build() -> dict[str, Any]:
-            d = views.deployment_out(
-                api, api.deploys.get(dep, project), views.live_ids(api, project)
-            )
+            record = api.deploys.get(dep, project)
+            live = views.live_ids(api, project)
+            d = views.deployment_out(api, record, live)
             log = views.deployment_log(api, project, dep, kind)
-            return base(info, sid, api, project=project, dep=d, log=log, kind=kind)
+            mark = None if dep in live else data.rollback_marks(api, project).get(dep)
+            lines = [data.strip_ansi(line) for line in log.lines]
+            total = _log_total(api, project, dep, kind)
+            return base(info, sid, api, project=project, dep=d, log=log, lines=lines,
+                        kind=kind, mark=mark, section="deployments", next_line=total,
+                        follow=kind == "runtime" or record.status in ACTIVE)  # fmt: skip
 
         return render("log.html", **await run_in_threadpool(build))
 
+    async def log_lines(request: Request, info: TokenInfo, sid: str) -> Response:
+        """New lines of a log from line `from` on (JSON, for the page that follows it)."""
+        project, dep = request.path_params["project"], request.path_params["deployment"]
+        kind = _log_kind(request)
+        raw = request.query_params.get("from", "0")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+            raise UsageError(f"from={raw[:20]!r} is not a line number", "use 0 or more")
+        start = int(raw)
+        api = http.faces.for_token(info)
+
+        def build() -> dict[str, Any]:
+            record = api.deploys.get(dep, project)
+            lines: list[str] = []
+            for n, line in enumerate(api.deploys.tail(dep, build=kind == "build", follow=False)):
+                if n >= start and len(lines) < 2000:
+                    lines.append(data.strip_ansi(line))
+            return {"lines": lines, "next": start + len(lines), "status": record.status.value}
+
+        return JSONResponse(await run_in_threadpool(build), headers={"cache-control": "no-store"})
+
+    def _log_kind(request: Request) -> str:
+        kind = request.query_params.get("kind", "build")
+        if kind not in ("build", "runtime"):
+            raise UsageError(f"unknown log kind {kind[:20]!r}", "use build or runtime")
+        return kind
+
+    def _log_total(api: Tristage, project: str, dep: str, kind: str) -> int:
+        return sum(1 for _ in api.deploys.tail(dep, build=kind == "build", follow=False))
+
+    # -- variables -----------------------------------------------------------
+    async def variables_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        return await _variables(request, info, sid, None, 200)
+
+    async def _variables(
+        request: Request, info: TokenInfo, sid: str, error: str | None, status: int,
+        fields: dict[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        project = request.path_params["project"]
+        environment = (fields or {}).get("environment") or request.query_params.get("environment")
+        api = http.faces.for_token(info)
+
+        def build() -> dict[str, Any]:
+            cfg = api.config_for(project)
+            order = data.pipeline_order(cfg)
+            env_name = environment if environment in cfg.environments else order[0]
+            rows, general, shares = data.variable_rows(api, project, env_name)
+            return base(info, sid, api, project=project, environment=env_name,
+                        environments=order, rows=rows, general=general, shares=shares,
+                        section="variables", notice=notice(request), error=error,
+                        changed=request.query_params.get("id"),
+                        form=fields or {})  # fmt: skip
+
+        return render("variables.html", status, **await run_in_threadpool(build))
+
+    async def _var_error(
+        request: Request, info: TokenInfo, sid: str, message: str, status: int
+    ) -> Response:
+        return await _variables(request, info, sid, message, status)
+
+    def _vars_url(project: str) -> Callable[[dict[str, str]], str]:
+        def url(fields: dict[str, str]) -> str:
+            env_name = fields.get("environment", "")
+            if env_name and NAME_RE.match(env_name):
+                return f"/projects/{project}/variables?environment={env_name}&"
+            return f"/projects/{project}/variables?"
+
+        return url
+
+    def _scope(fields: dict[str, str]) -> tuple[list[str], bool, str | None]:
+        env_name = fields.get("environment", "")
+        check_param("environment", env_name)
+        every = fields.get("scope") == "all"
+        branch = fields.get("branch") or None
+        return ([] if every else [env_name]), every, branch
+
+    async def set_variable(request: Request, info: TokenInfo, sid: str) -> Response:
+        project = request.path_params["project"]
+
+        def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
+            name = fields.get("name", "").strip()
+            envs, every, branch = _scope(fields)
+            flag = {"yes": True, "no": False}
+            results = api.variables.set(
+                project, name, fields.get("value", ""),
+                environments=envs, all_environments=every, branch=branch,
+                secret=flag.get(fields.get("secret", "")), build=flag.get(fields.get("build", "")),
+            )  # fmt: skip
+            redeploys = api.variables.redeploy_after(project, api.variables.changed_scopes(results))
+            return ("var-set-redeploy" if redeploys else "var-set"), name
+
+        return await act(request, info, sid, Role.admin, do, _vars_url(project), _var_error)
+
+    async def remove_variable(request: Request, info: TokenInfo, sid: str) -> Response:
+        project, name = request.path_params["project"], request.path_params["name"]
+
+        def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
+            envs, every, branch = _scope(fields)
+            api.variables.remove(
+                project, name, environments=envs, all_environments=every, branch=branch
+            )
+            return "var-removed", name
+
+        return await act(request, info, sid, Role.admin, do, _vars_url(project), _var_error)
+
+    # -- alerts --------------------------------------------------------------
+    async def alerts_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        project = request.path_params["project"]
+        only_open = request.query_params.get("open") == "1"
+        api = http.faces.for_token(info)
+
+        def build() -> dict[str, Any]:
+            alerts = api.monitor.alerts(project, open_only=only_open, limit=200)
+            return base(info, sid, api, project=project, alerts=alerts, only_open=only_open,
+                        section="alerts")  # fmt: skip
+
+        return render("alerts.html", **await run_in_threadpool(build))
+
+    # -- webhooks ------------------------------------------------------------
     async def webhooks_page(request: Request, info: TokenInfo, sid: str) -> Response:
         return await _webhooks(request, info, sid, None, 200)
 
@@ -354,7 +546,7 @@ def routes(http: Http) -> list[BaseRoute]:
         def build() -> dict[str, Any]:
             cfg = api.config_for(project)
             groups = []
-            for name in cfg.environments:
+            for name in data.pipeline_order(cfg):
                 groups.append(
                     {
                         "environment": name,
@@ -363,7 +555,7 @@ def routes(http: Http) -> list[BaseRoute]:
                     }
                 )
             return base(info, sid, api, project=project, groups=groups, status_filter=wanted,
-                        notice=notice(request), error=error)  # fmt: skip
+                        notice=notice(request), error=error, section="webhooks")  # fmt: skip
 
         return render("webhooks.html", status, **await run_in_threadpool(build))
 
@@ -379,7 +571,14 @@ def routes(http: Http) -> list[BaseRoute]:
             lambda f: f"/projects/{project}/webhooks?", _webhooks,
         )  # fmt: skip
 
+    # -- backups -------------------------------------------------------------
     async def backups_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        return await _backups(request, info, sid, None, 200)
+
+    async def _backups(
+        request: Request, info: TokenInfo, sid: str, error: str | None, status: int,
+        message: str | None = None,
+    ) -> Response:  # fmt: skip
         project = request.path_params["project"]
         api = http.faces.for_token(info)
 
@@ -387,7 +586,7 @@ def routes(http: Http) -> list[BaseRoute]:
             cfg = api.config_for(project)
             groups = []
             seen: set[str] = set()
-            for name in cfg.environments:
+            for name in data.pipeline_order(cfg):
                 owner = cfg.owner(name)
                 if owner in seen:
                     continue
@@ -397,19 +596,141 @@ def routes(http: Http) -> list[BaseRoute]:
                 except TristageError as exc:
                     items, err = [], exc.message
                 groups.append({"environment": owner, "backups": items, "error": err})
-            return base(info, sid, api, project=project, groups=groups)
+            return base(info, sid, api, project=project, groups=groups, section="backups",
+                        notice=message or notice(request), error=error)  # fmt: skip
 
-        return render("backups.html", **await run_in_threadpool(build))
+        return render("backups.html", status, **await run_in_threadpool(build))
 
-    async def audit_page(request: Request, info: TokenInfo, sid: str) -> Response:
-        project = request.query_params.get("project") or None
-        if project is not None:
-            check_param("project", project)
+    def _backups_url(project: str) -> Callable[[dict[str, str]], str]:
+        return lambda fields: f"/projects/{project}/backups?"
+
+    async def backup_now(request: Request, info: TokenInfo, sid: str) -> Response:
+        project, environment = request.path_params["project"], request.path_params["environment"]
+
+        def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
+            note = fields.get("note", "").strip()[:200] or "from the dashboard"
+            return "backed-up", api.data.backup(project, environment, note=note).id
+
+        return await act(request, info, sid, Role.deployer, do, _backups_url(project), _backups)
+
+    async def drill(request: Request, info: TokenInfo, sid: str) -> Response:
+        project, environment = request.path_params["project"], request.path_params["environment"]
+        fields = await form(request, sid)
+        try:
+            require(info, Role.deployer)
+            api = http.faces.for_token(info)
+            backup = fields.get("backup") or None
+            report = await run_in_threadpool(api.data.drill, project, environment, backup)
+        except TristageError as exc:
+            text = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return await _backups(request, info, sid, text, exc.http_status)
+        rows = sum(c.actual_rows for c in report.checks)
+        if report.passed:
+            return await _backups(request, info, sid, None, 200, (
+                f"Drill passed: backup {report.backup} restored into a scratch store, "
+                f"{len(report.checks)} tables and {rows} rows match its manifest "
+                f"({report.seconds:.1f} s)."))  # fmt: skip
+        problems = "; ".join(report.problems) or "rows or checksums differ"
+        return await _backups(request, info, sid, f"Drill of {report.backup} failed: {problems}",
+                              409)  # fmt: skip
+
+    async def restore(request: Request, info: TokenInfo, sid: str) -> Response:
+        project, environment = request.path_params["project"], request.path_params["environment"]
+
+        def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
+            backup = fields.get("backup", "")
+            typed = fields.get("confirm", "").strip()
+            if typed != environment:
+                raise UsageError(
+                    f"restore of {environment} not confirmed: type the environment's name "
+                    f"({environment}) to restore {backup[:80]}",
+                    "nothing was changed",
+                )
+            return "restored", api.data.restore(project, environment, backup, yes=True).backup
+
+        return await act(request, info, sid, Role.admin, do, _backups_url(project), _backups)
+
+    # -- tokens --------------------------------------------------------------
+    async def tokens_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        require(info, Role.admin)
+        return await _tokens(request, info, sid, None, 200)
+
+    async def _tokens(
+        request: Request, info: TokenInfo, sid: str, error: str | None, status: int,
+        created: Any = None,
+    ) -> Response:  # fmt: skip
         api = http.faces.for_token(info)
 
         def build() -> dict[str, Any]:
-            events = views.audit_events(api, project=project, limit=200)
-            return base(info, sid, api, project=project, events=events)
+            return base(info, sid, api, tokens=api.tokens.list(), created=created,
+                        roles=[r.value for r in Role], section="tokens",
+                        notice=notice(request), error=error)  # fmt: skip
+
+        return render("tokens.html", status, **await run_in_threadpool(build))
+
+    async def create_token(request: Request, info: TokenInfo, sid: str) -> Response:
+        fields = await form(request, sid)
+        try:
+            require(info, Role.admin)
+            api = http.faces.for_token(info)
+            name, role = fields.get("name", "").strip(), fields.get("role", "viewer")
+            new = await run_in_threadpool(api.tokens.create, name, role)
+        except TristageError as exc:
+            text = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return await _tokens(request, info, sid, text, exc.http_status)
+        return await _tokens(request, info, sid, None, 201, created=new)
+
+    async def revoke_token(request: Request, info: TokenInfo, sid: str) -> Response:
+        name = request.path_params["token"]
+
+        def do(api: Tristage, fields: dict[str, str]) -> tuple[str, str]:
+            return "revoked", api.tokens.revoke(name).name
+
+        return await act(request, info, sid, Role.admin, do, lambda f: "/tokens?", _tokens)
+
+    # -- audit ---------------------------------------------------------------
+    async def audit_page(request: Request, info: TokenInfo, sid: str) -> Response:
+        q = request.query_params
+        filters: dict[str, str] = {}
+        for key in ("project", "environment"):
+            if q.get(key):
+                filters[key] = check_param(key, q[key])
+        for key in ("action", "actor"):
+            value = (q.get(key) or "").strip()
+            if value:
+                if len(value) > 80 or not value.isprintable():
+                    raise UsageError(f"{key} filter {value[:40]!r} is not valid",
+                                     "use up to 80 printable characters")  # fmt: skip
+                filters[key] = value
+        raw_before = q.get("before", "")
+        before = None
+        if raw_before:
+            if not raw_before.isascii() or not raw_before.isdigit() or len(raw_before) > 15:
+                raise UsageError(f"before={raw_before[:20]!r} is not an event id",
+                                 "follow the 'Older' link")  # fmt: skip
+            before = int(raw_before)
+        api = http.faces.for_token(info)
+
+        def build() -> dict[str, Any]:
+            action = filters.get("action")
+            if action is not None and "*" not in action and "." not in action:
+                action += ".*"  # "deploy" means every deploy.* action
+            events = api.audit.events(
+                project=filters.get("project"), environment=filters.get("environment"),
+                action=action, actor=filters.get("actor"), limit=PAGE_SIZE + 1, before=before,
+            )  # fmt: skip
+            more = len(events) > PAGE_SIZE
+            events = events[:PAGE_SIZE]
+            older = (
+                "/audit?" + urlencode({**filters, "before": events[-1].id})
+                if more and events
+                else None
+            )
+            newest = "/audit?" + urlencode(filters) if before is not None else None
+            return base(info, sid, api, events=[from_record(AuditOut, e)
+                                                for e in events],
+                        filters=filters, older=older, newest=newest,
+                        project=filters.get("project"), section="audit")  # fmt: skip
 
         return render("audit.html", **await run_in_threadpool(build))
 
@@ -417,16 +738,31 @@ def routes(http: Http) -> list[BaseRoute]:
     return [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
+        Route("/login/link", login_link, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/", page(overview), methods=["GET"]),
+        Route("/go", page(go), methods=["GET"]),
+        Route(p, page(project_overview), methods=["GET"]),
+        Route(f"{p}/promote", page(preflight_page), methods=["GET"]),
         Route(f"{p}/deployments", page(deployments_page), methods=["GET"]),
         Route(f"{p}/deployments/{{deployment}}/promote", page(promote), methods=["POST"]),
         Route(f"{p}/deployments/{{deployment}}/redeploy", page(redeploy), methods=["POST"]),
         Route(f"{p}/rollback", page(rollback), methods=["POST"]),
         Route(f"{p}/deployments/{{deployment}}/log", page(log_page), methods=["GET"]),
+        Route(f"{p}/deployments/{{deployment}}/log/lines", page(log_lines), methods=["GET"]),
+        Route(f"{p}/variables", page(variables_page), methods=["GET"]),
+        Route(f"{p}/variables", page(set_variable), methods=["POST"]),
+        Route(f"{p}/variables/{{name}}/remove", page(remove_variable), methods=["POST"]),
+        Route(f"{p}/alerts", page(alerts_page), methods=["GET"]),
         Route(f"{p}/webhooks", page(webhooks_page), methods=["GET"]),
         Route(f"{p}/webhooks/{{delivery}}/replay", page(replay), methods=["POST"]),
         Route(f"{p}/backups", page(backups_page), methods=["GET"]),
+        Route(f"{p}/environments/{{environment}}/backup", page(backup_now), methods=["POST"]),
+        Route(f"{p}/environments/{{environment}}/drill", page(drill), methods=["POST"]),
+        Route(f"{p}/environments/{{environment}}/restore", page(restore), methods=["POST"]),
+        Route("/tokens", page(tokens_page), methods=["GET"]),
+        Route("/tokens", page(create_token), methods=["POST"]),
+        Route("/tokens/{token}/revoke", page(revoke_token), methods=["POST"]),
         Route("/audit", page(audit_page), methods=["GET"]),
     ]
 

@@ -3,6 +3,10 @@
 The router puts the matched `Route` in `scope["tristage.route"]`; its project and
 environment say whose webhook source a request is for.
 
+`POST /.tristage/git` is the push endpoint of a project connected to its git host
+(`services/git_hosts.py`): verified and recorded, answered 202, acted on in the
+background.
+
 `POST /.tristage/webhooks/{source}` is the ingest URL of a webhook source: the
 request is verified with the provider's scheme and stored before the 2xx. It is a
 plain ASGI handler (no framework) because it sits on the hot path of every delivery:
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..domain.git_events import INGEST_PATH as GIT_PATH
+from ..domain.numbers import ascii_int
 from ..domain.webhooks import ingest_path
 from ..errors import TristageError
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from ..api import Endpoint, Tristage
 
 WEBHOOK_PREFIX = ingest_path("")
+GIT_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
@@ -119,6 +126,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path.rstrip("/") == GIT_PATH:
+            await _git(scope, receive, send)
+            return
         if not path.startswith(WEBHOOK_PREFIX):
             await _respond(send, 404, {"ok": False, "error": "not_found"})
             return
@@ -166,6 +176,46 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
                 [(b"retry-after", b"1")],
             )
 
+    async def _git(scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope.get("tristage.route")
+        if route is None:
+            await _respond(send, 404, {"ok": False, "error": "not_found"})
+            return
+        if scope["method"] != "POST":
+            await _respond(
+                send,
+                405,
+                {"ok": False, "error": "method_not_allowed",
+                 "message": "this is the git host push endpoint: the host POSTs events here"},
+                [(b"allow", b"POST")],
+            )  # fmt: skip
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        too_large = {"ok": False, "error": "too_large",
+                     "message": f"the body is larger than {GIT_MAX_BODY} bytes"}  # fmt: skip
+        size = ascii_int(headers.get("content-length", ""))
+        if size is not None and size > GIT_MAX_BODY:
+            await _respond(send, 413, too_large, [(b"connection", b"close")])
+            return
+        try:
+            body = await _read_body(receive, GIT_MAX_BODY)
+        except _TooLarge:
+            await _respond(send, 413, too_large, [(b"connection", b"close")])
+            return
+        except ConnectionError:
+            return
+        git_hosts = api.git_hosts
+        try:
+            result = await asyncio.to_thread(git_hosts.ingest, route.project, headers, body)
+        except TristageError as exc:
+            await _respond(send, 503, {"ok": False, "error": "unavailable", "message": exc.message})
+            return
+        if result.job is not None:
+            git_hosts.start(result.job)
+        await _respond(send, result.status, result.body)
+
     async def _deliver(ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:  # a repeated header: the first copy wins
@@ -174,8 +224,9 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
         remote = f"{client[0]}:{client[1]}" if client else None
         limit = ep.config.max_body_bytes
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            result = service.too_large(ep, remote, int(declared))
+        size = ascii_int(declared)
+        if size is not None and size > limit:
+            result = service.too_large(ep, remote, size)
             await _respond(send, result.status, result.body, [(b"connection", b"close")])
             return
         try:

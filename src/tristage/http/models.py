@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ..api import TOKEN_NAME_RE, AuditEvent, BackupInfo, Delivery, Role
 from ..domain.config import NAME_RE, VAR_RE
 from ..domain.deployments import Deployment, is_deployment_id
+from ..domain.rules import Finding
 from ..domain.variables import MASK
 from ..errors import UsageError
 
@@ -89,6 +90,17 @@ class ErrorOut(Out):
     error: str = Field(description="unauthorized, forbidden, not_found, conflict, bad_request")
     message: str
     hint: str | None = None
+
+
+class Problem(Out):
+    at: str = Field(description="the path of the field in the body ('' for the body itself)")
+    message: str
+
+
+class InvalidBodyOut(ErrorOut):
+    """A body that is not JSON or does not match its schema (`error`: invalid_body)."""
+
+    problems: list[Problem]
 
 
 class ProjectOut(Out):
@@ -174,7 +186,11 @@ class PromoteIn(In):
 
 
 class RollbackIn(In):
-    to: str | None = Field(None, description="a production deployment id; default: previous")
+    to: str | None = Field(
+        None,
+        pattern=r"^[0-9][0-9a-z]{7}$",
+        description="a production deployment id; default: previous",
+    )
     wait: float = Field(30.0, ge=0, le=300)
 
 
@@ -196,6 +212,12 @@ class VariableIn(In):
     branch: str | None = None
     secret: bool | None = Field(None, description="default: inferred from name and value")
     build: bool | None = Field(None, description="default: inferred (NEXT_PUBLIC_* ...)")
+    strict: bool = Field(False, description="refuse the change (422) when a rule finds an error")
+
+
+@mirrors(Finding)
+class FindingOut(Out):
+    """A rule's finding (`tristage check`): what is wrong and how to fix it."""
 
 
 class SetOut(Out):
@@ -204,6 +226,13 @@ class SetOut(Out):
     change: str
     secret: bool
     build: bool
+    findings: list[FindingOut] = Field(
+        default_factory=list, description="what the rules found in the new value"
+    )
+    redeploys: list[str] = Field(
+        default_factory=list,
+        description="deployments queued because of `[app] redeploy_on_change`",
+    )
 
 
 class RemovedOut(Out):

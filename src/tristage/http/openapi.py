@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .. import __version__
-from .models import PATH_PARAMS, ErrorOut, Health
+from .models import PATH_PARAMS, ErrorOut, Health, InvalidBodyOut
 from .ops import Op
 
 API = "/api/v1"
@@ -92,6 +92,12 @@ def openapi(ops: list[Op]) -> dict[str, Any]:
             },
         }
         if op.body is not None:
+            entry["responses"]["422"] = {
+                "description": "the body is not valid JSON or does not match its schema",
+                "content": {
+                    "application/json": {"schema": _schema(InvalidBodyOut, components)}
+                },
+            }
             entry["requestBody"] = {
                 "required": False,
                 "content": {"application/json": {"schema": _schema(op.body, components)}},

@@ -48,6 +48,7 @@ from .views import (
     live_ids,
     projects,
     replay,
+    set_variable,
     switch_out,
     token_out,
     variables,
@@ -156,13 +157,7 @@ OPS: list[Op] = [
        query=(ENV_Q,)),
     Op("PUT", "/projects/{project}/variables/{name}", "setVariable",
        "Set a variable in environments (or all)", "variables", Role.admin,
-       lambda c: [
-           SetOut(name=r.name, where=r.where, change=r.change, secret=r.secret, build=r.build)
-           for r in c.api.variables.set(
-               c.path["project"], c.path["name"], c.body.value,
-               environments=c.body.environments, all_environments=c.body.all,
-               branch=c.body.branch, secret=c.body.secret, build=c.body.build)
-       ],
+       lambda c: set_variable(c.api, c.path["project"], c.path["name"], c.body),
        list[SetOut], body=VariableIn),
     Op("DELETE", "/projects/{project}/variables/{name}", "removeVariable",
        "Remove a variable from an environment (or from the value shared by all)",

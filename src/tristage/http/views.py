@@ -27,11 +27,14 @@ from .models import (
     DeliveryOut,
     DeploymentOut,
     EnvironmentOut,
+    FindingOut,
     LogOut,
     ProjectOut,
+    SetOut,
     SwitchOut,
     TokenOut,
     Traffic,
+    VariableIn,
     VariableOut,
     from_record,
 )
@@ -207,6 +210,29 @@ def variables(api: Tristage, project: str, environment: str | None) -> list[Vari
             set_at=e.set_at,
         )
         for e in api.variables.entries(project, environment)
+    ]
+
+
+def set_variable(api: Tristage, project: str, name: str, body: VariableIn) -> list[SetOut]:
+    """`PUT .../variables/{name}`: the write, the rules' findings, redeploys it started."""
+    results = api.variables.set(
+        project, name, body.value, environments=body.environments, all_environments=body.all,
+        branch=body.branch, secret=body.secret, build=body.build, strict=body.strict,
+    )  # fmt: skip
+    redeploys = [
+        d.id for d in api.variables.redeploy_after(project, api.variables.changed_scopes(results))
+    ]
+    return [
+        SetOut(
+            name=r.name,
+            where=r.where,
+            change=r.change,
+            secret=r.secret,
+            build=r.build,
+            findings=[from_record(FindingOut, f) for f in r.findings],
+            redeploys=redeploys,
+        )
+        for r in results
     ]
 
 

@@ -74,10 +74,16 @@ class AuditLog:
         environment: str | None = None,
         action: str | None = None,
         limit: int = 100,
+        actor: str | None = None,
+        before: int | None = None,
     ) -> list[AuditEvent]:
+        """Newest first; `action` may hold `*` wildcards; `before` pages (ids below it)."""
         clauses: list[str] = []
         params: list[Any] = []
-        for col, val in (("project", project), ("environment", environment)):
+        if before is not None:
+            clauses.append("id < ?")
+            params.append(before)
+        for col, val in (("project", project), ("environment", environment), ("actor", actor)):
             if val is not None:
                 clauses.append(f"{col} = ?")
                 params.append(val)

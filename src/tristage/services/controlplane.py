@@ -88,6 +88,12 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.router = Router(self.table, internal_app=internal_app)
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
+        if self.frontdoor is not None:
+            try:
+                await self.frontdoor.start(self.router, bound, self.last_routes)
+            except BaseException:
+                await self.router.stop()
+                raise
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
@@ -110,15 +116,29 @@ class ControlPlane(DeployPipeline, Reconciler):
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
-        self._spawn_task(
-            self.api.webhooks.run_forwarder(stop_event, self.svc.live_upstream), "forwarder"
-        )
+        self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self._spawn_task(
+            self.api.webhooks.run_forwarder(
+                stop_event, self.svc.live_upstream, monitor=self.monitor_runner
+            ),
+            "forwarder",
+        )
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
         try:
             await stop_event.wait()
         finally:
             await self.shutdown(main)
+
+    def _resume_git_hosts(self) -> None:
+        """Git host deliveries answered before a stop but not acted on yet."""
+        try:
+            n = self.api.git_hosts.resume()
+        except Exception as exc:  # never keeps the control plane from serving
+            self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
+            return
+        if n:
+            self.log(f"acted on {n} git host deliver{'y' if n == 1 else 'ies'} left from before")
 
     async def shutdown(self, main: asyncio.Task[Any] | None = None) -> None:
         self.stopping = True
@@ -132,6 +152,8 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.set_status(dep_id, Status.canceled, "canceled: the control plane stopped")
         if self.http is not None:
             await self.http.stop()
+        if self.frontdoor is not None:
+            await self.frontdoor.stop()
         if self.router is not None:
             await self.router.stop()
         await asyncio.gather(

@@ -92,7 +92,7 @@ class DeployPipeline(PlaneCore):
             self.contexts.pop(dep.id, None)
         rel.dep = await self._db(steps.mark_ready, self.api, dep)
         await self.reconcile()
-        url = await self._db(self.svc.environment_url, dep.project, dep.environment)
+        url = await self._db(self.svc.home_url, rel.dep)
         log.line(f"ready: {url}")
         log.close()
         self.log(f"{dep.id} ready: {url}")

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ..domain import aliases as alias_domain
 from ..domain import branches
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
+from ..domain.git_events import PULL_REQUEST
+from ..domain.numbers import ascii_int
 from ..domain.preflight import PromotionPreflight
 from ..edges import git
 from ..edges.runtime import proc_start
@@ -167,7 +169,8 @@ class DeployService:
         raw = os.environ.get("TRISTAGE_PORT", "").strip()
         if not raw:
             return LOOPBACK, DEFAULT_ROUTER_PORT
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
+        port = ascii_int(raw)
+        if port is None or not 0 < port < 65536:
             raise UsageError(
                 f"TRISTAGE_PORT={raw!r} is not a port number",
                 "set it to the router's port (e.g. 8080) or unset it",
@@ -186,10 +189,11 @@ class DeployService:
     def branch_url(self, project: str, branch: str) -> str:
         return alias_domain.url(alias_domain.branch_host(project, branch), self.router_address()[1])
 
-    def serving_url(self, dep: Deployment) -> str:
-        """Where a ready deployment is served: its environment's host when it takes it
-        over, else its branch host (a branch a glob caught)."""
-        if dep.takes_host:
+    def home_url(self, dep: Deployment) -> str:
+        """Where a deployment is meant to be seen: its environment's URL when it takes
+        over the environment's host, else its branch host (a branch a glob caught, or a
+        pull-request preview: `pr-N.APP…`)."""
+        if dep.takes_host and dep.trigger != PULL_REQUEST:
             return self.environment_url(dep.project, dep.environment)
         return self.branch_url(dep.project, dep.branch)
 
@@ -352,7 +356,7 @@ class DeployService:
                  str(objects) if objects is not None else None),
             )  # fmt: skip
             self.api.store.execute(
-                "DELETE FROM deleted_branches WHERE project=? AND branch=?", (project, branch)
+                "DELETE FROM stopped_branches WHERE project=? AND branch=?", (project, branch)
             )
             self.api.audit.record(
                 "deploy.create",
@@ -366,6 +370,39 @@ class DeployService:
             git.keep_ref(bare, dep_id, commit)
         self.nudge()
         return self.get(dep_id), warnings
+
+    def stop_branch(self, project: str, branch: str, reason: str) -> bool:
+        """Stop a branch's release (a deleted branch, a closed pull request): its latest
+        deployment no longer runs nor has a branch host, and its queued deployments are
+        canceled. An environment that serves it keeps serving it. A new deployment of
+        the branch starts it again. False when it was already stopped."""
+        now = time.time()
+        with self.api.store.transaction():
+            if self.api.store.query_one(
+                "SELECT 1 FROM stopped_branches WHERE project=? AND branch=?", (project, branch)
+            ):
+                return False
+            self.api.store.execute(
+                "INSERT INTO stopped_branches (project, branch, reason, at) VALUES (?,?,?,?)",
+                (project, branch, reason, now),
+            )
+            self.api.store.execute(
+                "UPDATE deployments SET status=?, reason=?, updated_at=?"
+                " WHERE project=? AND branch=? AND status=?",
+                (Status.canceled.value, f"canceled: {reason}", now, project, branch,
+                 Status.queued.value),
+            )  # fmt: skip
+            self.api.audit.record(
+                "branch.stop", project=project, target=branch, details={"reason": reason}
+            )
+        self.nudge()
+        return True
+
+    def stopped_branches(self, project: str) -> set[str]:
+        rows = self.api.store.query(
+            "SELECT branch FROM stopped_branches WHERE project=?", (project,)
+        )
+        return {r["branch"] for r in rows}
 
     def receive(self, project: str, lines: list[str]) -> list[PushedRef]:
         """The pre-receive hook: one deployment per pushed branch, built from git's

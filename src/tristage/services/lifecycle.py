@@ -1,10 +1,11 @@
-"""Branch lifecycle: what happens to a branch's deployments when the branch goes.
+"""Branch and project lifecycle: deleted branches, the cleanup of old deployments,
+and the removal of a project.
 
 A deleted branch (a push deleting it from the hosted repository, or a git host
-saying so) is recorded in `deleted_branches`: the reconciler stops serving and
-running its latest deployment at its branch host, and a non-production environment
-whose live deployment came from it serves nothing until its next deploy. Production
-is never taken down by a branch deletion. A new push of the branch starts over.
+saying so) is stopped (`stopped_branches`): the reconciler no longer runs its latest
+deployment nor gives it a branch host. An environment that serves one of its
+deployments keeps serving it until its next deploy, so production is never taken
+down by a branch deletion. A new push of the branch starts over.
 """
 
 from __future__ import annotations
@@ -35,58 +36,38 @@ class LifecycleService:
     def cleanup(self) -> Cleanup:
         return Cleanup(self.api)
 
-    def branch_deleted(self, project: str, branch: str, reason: str = "deleted") -> list[str]:
-        """The branch is gone: stop its release and remove its branch host (and the
-        host of a non-production environment it was serving). Idempotent; returns what
-        it did, one line each. `reason`: "deleted", or "expired" (the cleanup retires a
-        branch past its maximum age)."""
-        cfg = self.api.config_for(project)
-        store = self.api.store
-        done: list[str] = []
-        now = time.time()
-        with store.transaction():
-            store.execute(
-                "INSERT INTO deleted_branches (project, branch, at) VALUES (?,?,?)"
-                " ON CONFLICT (project, branch) DO UPDATE SET at=excluded.at",
-                (project, branch, now),
-            )
-            rows = store.query(
-                "SELECT a.environment, a.routed, a.desired FROM aliases a"
-                " JOIN deployments d ON d.id = COALESCE(a.routed, a.desired)"
-                " WHERE a.project=? AND d.branch=?",
-                (project, branch),
-            )
-            for row in rows:
-                if row["environment"] == cfg.production:
-                    done.append(
-                        f"{row['environment']} keeps serving {row['routed']} "
-                        f"(a deleted branch never takes production down)"
-                    )
-                    continue
-                store.execute(
-                    "UPDATE aliases SET desired=NULL, routed=NULL, desired_at=?, routed_at=?"
-                    " WHERE project=? AND environment=?",
-                    (now, now, project, row["environment"]),
-                )
-                done.append(f"{row['environment']} no longer serves {row['routed']}")
-            self.api.audit.record(
-                "branch.delete",
-                project=project,
-                target=branch,
-                details={"aliases": len(rows), "reason": reason},
-            )
-        done.insert(0, f"{branch}: {reason}; its release stops and its branch host goes")
-        self.api.deploys.nudge()
+    def branch_deleted(
+        self, project: str, branch: str, reason: str = "branch deleted"
+    ) -> list[str]:
+        """The branch is gone (deleted from the hosted repository or its git host): its
+        latest deployment stops running and loses its branch host, its queued
+        deployments are canceled (`DeployService.stop_branch`). An environment that
+        serves one of its deployments keeps serving it; production is never touched.
+        Idempotent; returns what it did, one line each. `reason`: why ("branch deleted",
+        or "expired" when the cleanup retires a branch past its maximum age)."""
+        self.api.config_for(project)  # NotFound for an unknown project
+        stopped = self.api.deploys.stop_branch(project, branch, reason)
+        if not stopped:
+            return [f"{branch}: already stopped"]
+        done = [f"{branch}: {reason}; its release stops and its branch host goes"]
+        for env, dep_id in self._serving(project, branch):
+            done.append(f"{env} keeps serving {dep_id} until its next deploy")
         return done
+
+    def _serving(self, project: str, branch: str) -> list[tuple[str, str]]:
+        rows = self.api.store.query(
+            "SELECT a.environment, a.routed FROM aliases a JOIN deployments d"
+            " ON d.id = a.routed WHERE a.project=? AND d.branch=?",
+            (project, branch),
+        )
+        return [(r["environment"], r["routed"]) for r in rows]
 
     def destroy(self, project: str, confirm: str) -> DestroyReport:
         return _destroy(self.api, project, confirm)
 
     def deleted_branches(self, project: str) -> set[str]:
-        rows = self.api.store.query(
-            "SELECT branch FROM deleted_branches WHERE project=?", (project,)
-        )
-        return {r["branch"] for r in rows}
+        """Branches whose releases are stopped (deleted, closed, expired)."""
+        return self.api.deploys.stopped_branches(project)
 
 
 @dataclass(frozen=True)
@@ -239,9 +220,10 @@ class DestroyReport:
 
 # Every table with a `project` column, removed with the project (the audit log stays).
 PROJECT_TABLES = (
-    "deployments", "aliases", "alias_history", "deleted_branches", "variables",
+    "deployments", "aliases", "alias_history", "stopped_branches", "variables",
     "data_backups", "data_backup_schedule", "data_roles", "webhook_deliveries",
-    "webhook_rejections", "metric_samples", "health_probes", "alerts",
+    "webhook_rejections", "webhook_endpoint_state", "metric_samples", "health_probes",
+    "alerts", "git_connections", "git_deliveries", "pull_requests",
 )  # fmt: skip
 
 

@@ -471,8 +471,11 @@ class Monitor:
 
     def _close_stale(self, project: str, env: str, live: str | None, now: float) -> None:
         """Alerts about a deployment that is no longer live in its environment close."""
-        sql = "SELECT * FROM alerts WHERE project=? AND environment=? AND resolved_at IS NULL"
-        params: tuple[str, ...] = (project, env)
+        sql = (
+            "SELECT * FROM alerts WHERE project=? AND environment=? AND resolved_at IS NULL"
+            " AND kind NOT IN (?, ?)"
+        )
+        params: tuple[str, ...] = (project, env, *(k.value for k in rules.WEBHOOK_KINDS))
         if live is not None:
             sql, params = sql + " AND deployment <> ?", (*params, live)
         for r in self.api.store.query(sql, params):

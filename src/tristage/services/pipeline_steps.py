@@ -26,8 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..domain import aliases
 from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, procfile_entries
 from ..domain.deployments import Deployment, Status
+from ..domain.git_events import PULL_REQUEST
 from ..domain.limits import Limits
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
@@ -190,6 +192,19 @@ def deployment_vars(dep: Deployment) -> dict[str, str]:
     }
 
 
+def public_vars(api: Tristage, dep: Deployment) -> dict[str, str]:
+    """`TRISTAGE_URL` (the environment's canonical URL: `https://` and its first domain,
+    else its local URL) and `TRISTAGE_HOSTS` (every host the release may be served on),
+    for frameworks with an allowed-host list."""
+    cfg = api.config_for(dep.project)
+    names = cfg.public_names().get(dep.environment, aliases.NO_NAMES)
+    hosts = aliases.release_hosts(
+        dep.project, dep.environment, cfg.production, dep.id, dep.branch, names
+    )
+    local = api.deploys.environment_url(dep.project, dep.environment)
+    return {"TRISTAGE_URL": aliases.public_url(names) or local, "TRISTAGE_HOSTS": ",".join(hosts)}
+
+
 def path_prefix(dep: Deployment) -> tuple[str, ...]:
     """The artifact's own tool directories, searched before the system's PATH."""
     out = []
@@ -211,6 +226,7 @@ def runtime_env(api: Tristage, dep: Deployment, port: int | None) -> dict[str, s
         **api.variables.runtime_env(dep.project, dep.environment, dep.branch),
         "PORT": str(port) if port is not None else "",
         **deployment_vars(dep),
+        **public_vars(api, dep),
         # the environment's files that outlive deployments (mounted writable)
         "TRISTAGE_DATA_DIR": str(api.data.data_dir(dep.project, dep.environment)),
         "PYTHONUNBUFFERED": "1",
@@ -368,7 +384,8 @@ def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
         )
         seq = store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
         newer = current is None or (seq is not None and seq["seq"] > current["seq"])
-        if dep.takes_host and newer:
+        preview = dep.trigger == PULL_REQUEST  # a PR preview never takes the environment
+        if dep.takes_host and not preview and newer:
             store.execute(
                 "INSERT INTO aliases (project, environment, desired, desired_at)"
                 " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"

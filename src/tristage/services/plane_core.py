@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
+from ..domain.edge import EdgeOptions
 from ..domain.monitor import Kind
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
+from .frontdoor import FrontDoor
 from .health import probe
 from .release_records import ReleaseRecords
-from .releases import Release, StartFailed, Tuning, release_row
+from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
 from .runtimes import Runtimes
 from .supervisor import supervise
 
@@ -43,6 +45,7 @@ class PlaneCore:
         tuning: Tuning | None = None,
         log: Callable[[str], None] | None = None,
         runtimes: Runtimes | None = None,
+        edge: EdgeOptions | None = None,
     ) -> None:
         self.api = api
         self.svc = api.deploys
@@ -53,6 +56,10 @@ class PlaneCore:
         self._log = log or (lambda line: print(line, flush=True))
         self.table = RouteTable()
         self.router: Router | None = None
+        self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
+        self.frontdoor = (
+            FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
+        )
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}
@@ -221,8 +228,6 @@ class PlaneCore:
                 target=dep_id,
                 details={"reason": reason} if reason else {},
             )
-
-
 
     def _settings_for(self, dep: Deployment) -> ProcessSettings:
         cached = self._settings.get(dep.id)

@@ -145,16 +145,8 @@ class Reconciler(PlaneCore):
                 "SELECT branch, id FROM deployments WHERE project=? AND status=? AND trigger != ?"
                 " AND seq IN (SELECT MAX(seq) FROM deployments WHERE project=? AND status=?"
                 " AND trigger != ? GROUP BY branch)"
-                " AND branch NOT IN (SELECT branch FROM deleted_branches WHERE project=?)",
-                (
-                    project,
-                    Status.ready.value,
-                    "promote",
-                    project,
-                    Status.ready.value,
-                    "promote",
-                    project,
-                ),
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)",
+                (*(project, Status.ready.value, "promote") * 2, project),
             ):
                 wanted.add(row["id"])
             if prod and cfg.app.keep_warm:
@@ -219,7 +211,7 @@ class Reconciler(PlaneCore):
             for r in store.query(
                 "SELECT id, environment, branch FROM deployments WHERE project=? AND status=?"
                 " AND trigger != 'promote'"
-                " AND branch NOT IN (SELECT branch FROM deleted_branches WHERE project=?)"
+                " AND branch NOT IN (SELECT branch FROM stopped_branches WHERE project=?)"
                 " ORDER BY seq",
                 (project, Status.ready.value, project),
             ):
@@ -228,7 +220,13 @@ class Reconciler(PlaneCore):
                 )
             out.append(
                 ProjectRoutes(
-                    project, cfg.production, tuple(cfg.environments), live, branch_latest, deps
+                    project,
+                    cfg.production,
+                    tuple(cfg.environments),
+                    live,
+                    branch_latest,
+                    deps,
+                    cfg.public_names(),
                 )
             )
         return out
@@ -244,10 +242,14 @@ class Reconciler(PlaneCore):
                 if p == pr.project:
                     live[env] = dep_id
             hosts = alias_domain.host_table(
-                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps
-            )
+                pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
+                pr.public,
+            )  # fmt: skip
             for host, target in hosts.items():
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)
         self.table.replace(table)
+        self.last_routes = routes
+        if self.frontdoor is not None:
+            self.frontdoor.routes_changed(routes)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain.aliases import DeploymentRef
+from ..domain.aliases import DeploymentRef, PublicNames
 from ..domain.deployments import Deployment
 from ..edges.runtime import Handle, Runtime, Status
 from ..errors import TristageError
@@ -93,6 +93,7 @@ class ProjectRoutes:
     live: dict[str, str | None]
     branch_latest: dict[str, DeploymentRef]
     deps: list[DeploymentRef]
+    public: dict[str, PublicNames] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ manages variables, tokens and restores.
 A session is a random value whose sha256 is stored with the token it was opened
 with; revoking the token ends its sessions. (The dashboard keeps it in a cookie;
 the cookie, its CSRF token and the HTTP parts are in `http/`.)
+
+A sign-in link (`tristage open`) carries a one-time code for the local owner: whoever
+can run the CLI on the platform home. It opens a session of the admin token
+`local-owner` (created on first use; its secret is never shown, revoking it ends the
+owner's sessions) once, within `LINK_TTL` seconds; only the code's sha256 is stored
+(`api_signin_links`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 TOKEN_RE = re.compile(r"^tst_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
 SESSION_TTL = 12 * 3600.0
 TOUCH_EVERY = 60.0  # last_used_at is written at most once a minute per token
+LINK_TTL = 300.0  # a sign-in link is valid for five minutes, once
+OWNER_TOKEN = "local-owner"
 
 
 class Role(StrEnum):
@@ -166,6 +174,7 @@ class TokenService:
         with store.transaction():
             info = self.get(name)
             store.execute("DELETE FROM api_sessions WHERE token_id=?", (info.id,))
+            store.execute("DELETE FROM api_signin_links WHERE token_id=?", (info.id,))
             store.execute("DELETE FROM api_tokens WHERE id=?", (info.id,))
             self.api.audit.record("token.revoke", target=name, details={"role": info.role.value})
         return info
@@ -192,6 +201,68 @@ class TokenService:
             self.api.store.execute(
                 "UPDATE api_tokens SET last_used_at=? WHERE id=?", (now, info.id)
             )
+
+    # -- sign-in links ----------------------------------------------------------
+    def owner(self) -> TokenInfo:
+        """The local owner's admin token (created, with a secret nobody sees, if missing)."""
+        row = self.api.store.query_one("SELECT * FROM api_tokens WHERE name=?", (OWNER_TOKEN,))
+        if row is None:
+            return self.create(OWNER_TOKEN, Role.admin).info
+        info = _info(row)
+        if info.role != Role.admin:
+            raise Conflict(
+                f"the token {OWNER_TOKEN!r} has role {info.role.value}, not admin",
+                f"revoke it ('tristage token revoke {OWNER_TOKEN}'); 'tristage open' then "
+                "creates the owner's admin token again",
+            )
+        return info
+
+    def sign_in_link(self, ttl: float = LINK_TTL) -> str:
+        """A one-time code that opens one session of the local owner within `ttl` seconds."""
+        info = self.owner()
+        code = secrets.token_urlsafe(32)
+        now = time.time()
+        store = self.api.store
+        with store.transaction():
+            store.execute("DELETE FROM api_signin_links WHERE expires_at < ?", (now - ttl,))
+            store.execute(
+                "INSERT INTO api_signin_links (code_sha256, token_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (_sha256(code), info.id, now, now + ttl),
+            )
+            self.api.audit.record("token.sign_in_link", target=info.name,
+                                  details={"valid_seconds": ttl})  # fmt: skip
+        return code
+
+    def redeem_link(self, code: str) -> TokenInfo:
+        """The token a sign-in link's code signs in as, spending the code; Unauthorized if
+        it is unknown, used or expired (one message for all three)."""
+        refused = Unauthorized(
+            "this sign-in link is used, expired or unknown",
+            "run 'tristage open' again for a new link (each works once, for a few minutes)",
+        )
+        if not code or len(code) > 128 or not code.isascii():
+            raise refused
+        now = time.time()
+        store = self.api.store
+        with store.transaction():
+            spent = store.execute(
+                "UPDATE api_signin_links SET used_at=? WHERE code_sha256=? AND used_at IS NULL"
+                " AND expires_at >= ?",
+                (now, _sha256(code), now),
+            )
+            if spent != 1:
+                raise refused
+            row = store.query_one(
+                "SELECT t.* FROM api_signin_links l JOIN api_tokens t ON t.id = l.token_id"
+                " WHERE l.code_sha256=?",
+                (_sha256(code),),
+            )
+            if row is None:
+                raise refused
+            info = _info(row)
+            self.api.audit.record("token.sign_in", target=info.name, details={"via": "link"})
+        return info
 
     # -- sessions ------------------------------------------------------------
     def open_session(self, info: TokenInfo, ttl: float = SESSION_TTL) -> str:

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..domain import dotenv
@@ -37,6 +37,7 @@ from ..errors import Conflict, NotFound, UsageError
 
 if TYPE_CHECKING:
     from ..api import Tristage
+    from ..domain.deployments import Deployment
 
 __all__ = ["ImportReport", "PullResult", "RuleViolation", "SetResult", "VariableService"]
 
@@ -52,6 +53,8 @@ class SetResult:
     change: Change
     secret: bool
     build: bool
+    # rule findings about this variable once written (`tristage check`'s, of its scope)
+    findings: tuple[Finding, ...] = ()
 
     @property
     def where(self) -> str:
@@ -283,8 +286,13 @@ class VariableService:
         branch: str | None = None,
         secret: bool | None = None,
         build: bool | None = None,
+        strict: bool = False,
     ) -> list[SetResult]:
-        """Set `name` in each environment (or for all); `secret`/`build` None = infer."""
+        """Set `name` in each environment (or for all); `secret`/`build` None = infer.
+
+        The rules run on the new value at once: their findings about it come back in each
+        result; with `strict`, a rule error refuses the change and nothing is written.
+        """
         if not valid_name(name):
             raise UsageError(
                 f"{name!r} is not a variable name", "use letters, digits and '_' (e.g. API_URL)"
@@ -295,7 +303,9 @@ class VariableService:
                 "remove the NUL byte (a binary value can be stored base64-encoded)",
             )
         scopes = self._scopes(self._config(project), environments, all_environments, branch)
-        return self._write_many(project, {name: value}, scopes, branch, secret, build, "set")
+        return self._write_many(
+            project, {name: value}, scopes, branch, secret, build, "set", strict=strict
+        )
 
     def _write_many(
         self,
@@ -306,8 +316,11 @@ class VariableService:
         secret: bool | None,
         build: bool | None,
         how: str,
+        *,
+        strict: bool = False,
     ) -> list[SetResult]:
-        """Write every value into every scope in one transaction, then scrub if needed."""
+        """Write every value into every scope in one transaction, run the rules on what was
+        written (a rule error with `strict` rolls it all back), then scrub if needed."""
         results: list[SetResult] = []
         scrub = False
         with self.store.transaction():
@@ -318,6 +331,10 @@ class VariableService:
                     )
                     results.append(result)
                     scrub = scrub or converted
+            results = self._with_findings(project, results, branch)
+            errors = [f for r in results for f in r.findings if f.severity == ERROR]
+            if strict and errors:
+                raise RuleViolation(errors[0].environment, errors, action="change refused")
         if scrub:  # no copy of the plain value left at rest (a busy reader: the next writes)
             self.store.scrub()
         return results
@@ -415,7 +432,49 @@ class VariableService:
             self._audit_reveal(project, environment, secrets, via="pull")
         return PullResult(text, list(values), secrets, dotenv.interpolated(values))
 
+    def changed_scopes(self, results: Sequence[SetResult]) -> list[str]:
+        return [r.scope for r in results if r.change != "unchanged"]
+
+    def redeploy_after(self, project: str, scopes: Sequence[str]) -> list[Deployment]:
+        """With `[app] redeploy_on_change`, redeploy the live deployment of every environment
+        that changed `scopes` reach (none when the setting is off)."""
+        config = self._config(project)
+        if not config.app.redeploy_on_change:
+            return []
+        envs = {env for scope in scopes for env in self._reach(config, scope)}
+        deploys = self.api.deploys
+        return [
+            deploys.redeploy(project, environment=env)
+            for env in sorted(envs)
+            if deploys.live(project, env) is not None
+        ]
+
+    @staticmethod
+    def _reach(config: PipelineConfig, scope: str) -> frozenset[str]:
+        """The environments a value in `scope` reaches (those sharing it included)."""
+        if scope == SHARED:
+            return frozenset(config.environments)
+        return frozenset({scope} | {n for n, e in config.environments.items() if e.shares == scope})
+
     # -- rules -------------------------------------------------------------
+    def _with_findings(
+        self, project: str, results: list[SetResult], branch: str | None
+    ) -> list[SetResult]:
+        """Each result with the findings about its variable in the environments it reaches."""
+        config = self._config(project)
+        reach = {r.scope: self._reach(config, r.scope) for r in results}
+        envs = sorted({env for reached in reach.values() for env in reached})
+        found = [f for env in envs for f in self.check(project, env, branch)]
+        return [
+            replace(
+                r,
+                findings=tuple(
+                    f for f in found if f.variable == r.name and f.environment in reach[r.scope]
+                ),
+            )
+            for r in results
+        ]
+
     def check(
         self,
         project: str,

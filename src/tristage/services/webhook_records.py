@@ -65,6 +65,25 @@ class Attempt:
     status_code: int | None
     duration_ms: float
     error: str | None
+    destination: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DestinationState:
+    """One destination's forwarding state for one delivery."""
+
+    destination: str
+    status: str
+    tries: int
+    attempts: int
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: float | None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,9 +95,11 @@ class DeliveryDetail:
     attempts: list[Attempt]
     headers: dict[str, str]
     body: bytes
+    destinations: list[DestinationState] = field(default_factory=list)
 
     def as_json(self, with_body: bool = False) -> dict[str, Any]:
         out = {**self.delivery.as_json(), "attempts": [a.as_json() for a in self.attempts]}
+        out["destinations"] = [d.as_json() for d in self.destinations]
         out["headers"] = self.headers
         if with_body:
             out["body"] = self.body.decode("utf-8", "replace")
@@ -113,6 +134,17 @@ class SendTestResult:
 
 
 @dataclass
+class Target:
+    """A destination of a claimed delivery: where it goes and how it stands."""
+
+    name: str
+    url: str
+    state: dom.Transition  # as stored (a fresh destination: pending, 0 tries, due)
+    due: bool  # to be posted in this round
+    paused: bool = False  # keeps failing: waits for a resume (or a probe)
+
+
+@dataclass
 class Claimed:
     id: str
     project: str
@@ -124,8 +156,37 @@ class Claimed:
     headers: dict[str, str]
     body: bytes
     tries: int
-    url: str
+    targets: list[Target]
     schedule: list[float]
+    pause_after: float | None = None
+    probe: bool = False
+
+    @property
+    def url(self) -> str:
+        return self.targets[0].url if self.targets else ""
+
+
+@dataclass
+class Posted:
+    """One attempt at one destination, and where it leaves that destination."""
+
+    target: Target
+    started: float
+    duration_ms: float
+    outcome: dom.Outcome
+    transition: dom.Transition
+
+
+@dataclass(frozen=True)
+class EndpointKey:
+    project: str
+    environment: str
+    source: str
+    destination: str
+
+    @property
+    def label(self) -> str:
+        return f"webhook:{self.source}/{self.destination}"
 
 
 # ---------------------------------------------------------------------------
@@ -177,15 +238,22 @@ def unseal(box: SecretBox, delivery_id: str, stored: bytes, sealed: int) -> byte
     return box.decrypt(stored, _context(delivery_id)) if sealed else stored
 
 
-def insert_delivery(store: Store, row: tuple[Any, ...], box: SecretBox) -> tuple[str, bool]:
-    """Store a verified delivery, its body sealed; a message id seen before is counted."""
+def insert_delivery(
+    store: Store, row: tuple[Any, ...], box: SecretBox, filtered: str | None = None
+) -> tuple[str, bool]:
+    """Store a verified delivery, its body sealed; a message id seen before is counted.
+    `filtered`: why it is kept but not forwarded (status `filtered`)."""
     sealed_row = (*row[:9], seal(box, str(row[0]), row[9]), *row[10:])
+    if filtered is None:
+        status, due = "pending", row[7]
+    else:
+        status, due = "filtered", None
     changed = store.execute(
         "INSERT INTO webhook_deliveries (id, project, environment, source, kind,"
         " message_id, event_type, received_at, headers, body, size, path, status,"
-        " next_attempt_at, sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,1)"
+        " next_attempt_at, last_error, sealed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)"
         " ON CONFLICT (project, environment, source, message_id) DO NOTHING",
-        (*sealed_row, row[7]),
+        (*sealed_row, status, due, filtered),
     )
     if changed:
         return str(row[0]), False
@@ -224,35 +292,147 @@ def count_rejection(store: Store, key: tuple[str, str, str, str, float]) -> None
     )
 
 
-def record_attempt(
-    store: Store,
-    item: Claimed,
-    started: float,
-    duration_ms: float,
-    outcome: dom.Outcome,
-    tr: dom.Transition,
+DESTINATION_COLUMNS = (
+    "destination, status, tries, attempts, next_attempt_at, last_attempt_at, last_status,"
+    " last_error, delivered_at"
+)
+
+
+def destination_states(store: Store, ids: list[str]) -> dict[str, dict[str, Row]]:
+    """delivery id -> destination -> its stored state row."""
+    out: dict[str, dict[str, Row]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in store.query(
+            f"SELECT delivery_id, {DESTINATION_COLUMNS} FROM webhook_destinations"
+            f" WHERE delivery_id IN ({marks})",
+            chunk,
+        ):
+            out.setdefault(r["delivery_id"], {})[r["destination"]] = r
+    return out
+
+
+def record_attempts(
+    store: Store, item: Claimed, posted: list[Posted], overall: dom.Transition
 ) -> None:
+    """Write the attempts of one round of a delivery, each destination's state, and the
+    delivery's own summary (its status is every destination's together)."""
+    last: Posted | None = None
+    for p in posted:
+        o, tr = p.outcome, p.transition
+        store.execute(
+            "INSERT INTO webhook_attempts (delivery_id, at, url, status_code, duration_ms,"
+            " error, destination) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (item.id, p.started, p.target.url, o.status_code, p.duration_ms, o.error,
+             p.target.name),
+        )  # fmt: skip
+        delivered_at = p.started if tr.status == dom.DeliveryStatus.delivered else None
+        store.execute(
+            "INSERT INTO webhook_destinations (delivery_id, destination, status, tries,"
+            " attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
+            " delivered_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (delivery_id, destination) DO UPDATE SET status=excluded.status,"
+            " tries=excluded.tries, attempts=webhook_destinations.attempts + 1,"
+            " next_attempt_at=excluded.next_attempt_at,"
+            " last_attempt_at=excluded.last_attempt_at, last_status=excluded.last_status,"
+            " last_error=excluded.last_error,"
+            " delivered_at=COALESCE(excluded.delivered_at, webhook_destinations.delivered_at)",
+            (item.id, p.target.name, tr.status.value, tr.tries, tr.next_attempt_at,
+             p.started, o.status_code, o.error, delivered_at),
+        )  # fmt: skip
+        if last is None or not o.ok or last.outcome.ok:
+            last = p  # the delivery shows a failure over a success
+    if last is None:  # nothing was due (a paused destination): just the next look
+        store.execute(
+            "UPDATE webhook_deliveries SET status=?, next_attempt_at=? WHERE id=?",
+            (overall.status.value, overall.next_attempt_at, item.id),
+        )
+        return
+    delivered_at = last.started if overall.status == dom.DeliveryStatus.delivered else None
     store.execute(
-        "INSERT INTO webhook_attempts (delivery_id, at, url, status_code, duration_ms, error)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (item.id, started, item.url, outcome.status_code, duration_ms, outcome.error),
-    )
-    delivered_at = started if tr.status == dom.DeliveryStatus.delivered else None
-    store.execute(
-        "UPDATE webhook_deliveries SET status=?, tries=?, attempts = attempts + 1,"
+        "UPDATE webhook_deliveries SET status=?, tries=?, attempts = attempts + ?,"
         " next_attempt_at=?, last_attempt_at=?, last_status=?, last_error=?,"
-        " delivered_at=COALESCE(?, delivered_at) WHERE id=?",
+        " delivered_at=COALESCE(?, delivered_at), probe=0 WHERE id=?",
         (
-            tr.status.value,
-            tr.tries,
-            tr.next_attempt_at,
-            started,
-            outcome.status_code,
-            outcome.error,
+            overall.status.value,
+            overall.tries,
+            len(posted),
+            overall.next_attempt_at,
+            last.started,
+            last.outcome.status_code,
+            last.outcome.error,
             delivered_at,
             item.id,
         ),
     )
+
+
+def endpoint_failing(
+    store: Store, key: EndpointKey, since: float, reason: str, pause_at: float | None
+) -> bool:
+    """Record that a destination failed (failing since `since`); with `pause_at`, pause it.
+    True when this call paused it (the caller alerts once)."""
+    store.execute(
+        "INSERT INTO webhook_endpoint_state (project, environment, source, destination,"
+        " failing_since, reason) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (project, environment, source, destination) DO UPDATE"
+        " SET reason=excluded.reason",
+        (key.project, key.environment, key.source, key.destination, since, reason),
+    )
+    if pause_at is None:
+        return False
+    return (
+        store.execute(
+            "UPDATE webhook_endpoint_state SET paused_at=? WHERE project=? AND environment=?"
+            " AND source=? AND destination=? AND paused_at IS NULL",
+            (pause_at, key.project, key.environment, key.source, key.destination),
+        )
+        > 0
+    )
+
+
+def endpoint_recovered(store: Store, key: EndpointKey, now: float) -> bool:
+    """A destination answered 2xx: healthy again. True when it was paused (its waiting
+    deliveries are due now)."""
+    row = store.query_one(
+        "SELECT paused_at FROM webhook_endpoint_state WHERE project=? AND environment=?"
+        " AND source=? AND destination=?",
+        (key.project, key.environment, key.source, key.destination),
+    )
+    if row is None:
+        return False
+    store.execute(
+        "DELETE FROM webhook_endpoint_state WHERE project=? AND environment=? AND source=?"
+        " AND destination=?",
+        (key.project, key.environment, key.source, key.destination),
+    )
+    if row["paused_at"] is None:
+        return False
+    due_now(store, key.project, key.environment, key.source, now)
+    return True
+
+
+def due_now(store: Store, project: str, environment: str, source: str, now: float) -> None:
+    store.execute(
+        "UPDATE webhook_deliveries SET next_attempt_at=? WHERE project=? AND environment=?"
+        " AND source=? AND status IN ('pending', 'failed')",
+        (now, project, environment, source),
+    )
+
+
+def endpoint_states(store: Store) -> dict[EndpointKey, tuple[float, float | None]]:
+    """Every failing or paused destination: key -> (failing since, paused at)."""
+    return {
+        EndpointKey(r["project"], r["environment"], r["source"], r["destination"]): (
+            float(r["failing_since"]),
+            r["paused_at"],
+        )
+        for r in store.query(
+            "SELECT project, environment, source, destination, failing_since, paused_at"
+            " FROM webhook_endpoint_state"
+        )
+    }
 
 
 SEAL_BATCH = 200
@@ -279,9 +459,9 @@ def prune_bodies(
     """Remove the bodies of a source's finished deliveries received before `before`;
     the rows stay as stubs. Waiting deliveries keep theirs."""
     return store.execute(
-        "UPDATE webhook_deliveries SET body=x'', sealed=0, pruned_at=? WHERE project=?"
-        " AND environment=? AND source=? AND received_at < ? AND pruned_at IS NULL"
-        " AND status IN ('delivered', 'dead')",
+        "UPDATE webhook_deliveries SET body=x'', headers='{}', sealed=0, pruned_at=?"
+        " WHERE project=? AND environment=? AND source=? AND received_at < ?"
+        " AND pruned_at IS NULL AND status IN ('delivered', 'dead', 'filtered')",
         (now, project, environment, source, before),
     )
 
@@ -290,7 +470,8 @@ def prunable_sources(store: Store) -> list[tuple[str, str, str, float]]:
     """(project, environment, source, oldest receipt) with finished bodies still kept."""
     rows = store.query(
         "SELECT project, environment, source, MIN(received_at) AS oldest"
-        " FROM webhook_deliveries WHERE pruned_at IS NULL AND status IN ('delivered', 'dead')"
+        " FROM webhook_deliveries WHERE pruned_at IS NULL"
+        " AND status IN ('delivered', 'dead', 'filtered')"
         " GROUP BY project, environment, source"
     )
     return [(r["project"], r["environment"], r["source"], float(r["oldest"])) for r in rows]

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..domain import monitor as alerts
 from ..domain import webhooks as dom
-from ..domain.config import WebhookSource
+from ..domain.config import WebhookDestination, WebhookSource, parse_rate
 from ..edges import webhook_providers as providers
 from ..edges import webhook_verify as wv
 from ..edges.store import Store
@@ -41,20 +42,30 @@ from .batch_writer import BatchWriter
 from .webhook_poster import Poster
 from .webhook_records import (
     DELIVERY_COLUMNS,
+    DESTINATION_COLUMNS,
     Attempt,
     Claimed,
     Delivery,
     DeliveryDetail,
+    DestinationState,
     Endpoint,
+    EndpointKey,
     IngestResult,
+    Posted,
     SendTestResult,
     SourceInfo,
+    Target,
     count_rejection,
     delivery_from_row,
+    destination_states,
+    due_now,
+    endpoint_failing,
+    endpoint_recovered,
+    endpoint_states,
     insert_delivery,
     prunable_sources,
     prune_bodies,
-    record_attempt,
+    record_attempts,
     release_claims,
     seal_plain_rows,
     unseal,
@@ -62,6 +73,7 @@ from .webhook_records import (
 
 if TYPE_CHECKING:
     from ..api import Tristage
+    from .monitor import Monitor
 
 log = logging.getLogger("tristage.webhooks")
 
@@ -73,9 +85,11 @@ RESIGN_AFTER = 240.0  # re-sign a retry whose original signature is older than t
 ROUND_INTERVAL = 0.01  # the forwarder claims at most this often (wake-ups coalesce)
 UPSTREAM_TTL = 0.25  # seconds a live-release lookup is reused by the forwarder
 HOUSEKEEPING_INTERVAL = 300.0  # seconds between the forwarder's seal-and-prune passes
+PAUSED_RECHECK = 300.0  # a delivery waiting only on paused destinations is looked at again
 DEFAULT_SOURCE = WebhookSource(kind="standard", secret_var="UNSET")
 DEFAULT_SCHEDULE = DEFAULT_SOURCE.retry_schedule
 DAY = 86400.0
+DEFAULT_RETAIN_DAYS = 30.0
 
 __all__ = [
     "Attempt",
@@ -104,6 +118,12 @@ class WebhookService:
         self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random()
         self._upstreams: dict[tuple[str, str], tuple[float, str | None]] = {}
+        # per-source limits (max_in_flight, rate), kept by the forwarder's loop
+        self._inflight: dict[tuple[str, str, str], int] = {}
+        self._buckets: dict[tuple[str, str, str], tuple[float, float]] = {}  # tokens, at
+        # failing or paused destinations, as of the last claim round
+        self._endpoint_state: dict[EndpointKey, tuple[float, float | None]] = {}
+        self._monitor: Monitor | None = None
 
     def close(self) -> None:
         self.writer.stop()
@@ -204,8 +224,16 @@ class WebhookService:
             ep.config.path,
         )
         box = self.api.secret_box
-        delivery_id, duplicate = await self.writer.run(lambda s: insert_delivery(s, row, box))
-        if not duplicate:
+        filtered = None
+        if not dom.event_selected(ep.config.events, verified.event_type):
+            filtered = (
+                f"filtered: event type {verified.event_type or '(none)'} is not in events = "
+                f"{json.dumps(ep.config.events)} of source {ep.source}"
+            )
+        delivery_id, duplicate = await self.writer.run(
+            lambda s: insert_delivery(s, row, box, filtered)
+        )
+        if not duplicate and filtered is None:
             self.notify()
         return IngestResult(
             200,
@@ -314,13 +342,18 @@ class WebhookService:
         poll_interval: float = 1.0,
         concurrency: int = 16,
         timeout: float = 15.0,
+        monitor: Monitor | None = None,
     ) -> None:
         """Forward stored deliveries to live releases until `stop` is set.
 
         `concurrency` workers post deliveries; up to twice as many are claimed ahead
         (leased in the store) so the store is read once per batch, not per delivery.
+        A source's `max_in_flight` and `rate` bound what is claimed of it. Alerts (an
+        endpoint gone or paused) go through `monitor` (the control plane's), else
+        straight to the store.
         """
         loop = asyncio.get_running_loop()
+        self._monitor = monitor
         self._wake = wake = asyncio.Event()
         self._wake_loop = loop
         prefetch = concurrency * 2
@@ -335,11 +368,15 @@ class WebhookService:
                 item = await queue.get()
                 if item is None:
                     return
+                key = (item.project, item.environment, item.source)
                 try:
                     await self._send(client, item)
                 finally:
                     outstanding -= 1
-                    if outstanding <= concurrency:
+                    held = self._inflight.get(key)
+                    if held is not None:
+                        self._inflight[key] = held - 1
+                    if outstanding <= concurrency or held is not None:
                         wake.set()
 
         try:
@@ -429,16 +466,21 @@ class WebhookService:
         return sealed, pruned
 
     def _retain_days(self, project: str, environment: str, source: str) -> float:
+        """The source's `retain_days`, else its environment's `webhook_retain_days`."""
         try:
-            return self.source_config(project, environment, source).retain_days
-        except TristageError:  # the source or project is gone: the default retention
-            return DEFAULT_SOURCE.retain_days
+            env = self.api.config_for(project).env(environment)
+        except TristageError:  # the project or environment is gone: the default retention
+            return DEFAULT_RETAIN_DAYS
+        src = env.webhooks.get(source)
+        if src is not None and src.retain_days is not None:
+            return src.retain_days
+        return env.webhook_retain_days
 
     async def _claim_round(
         self, upstream: UpstreamLookup, room: int, lease: float
     ) -> tuple[list[Claimed], float | None]:
         now = time.time()
-        pairs = await asyncio.to_thread(self._waiting_pairs)
+        pairs, self._endpoint_state = await asyncio.to_thread(self._round_reads)
         live: dict[tuple[str, str], str] = {}
         next_due: float | None = None
         for project, environment, due in pairs:
@@ -451,8 +493,75 @@ class WebhookService:
         due_pairs = {(p, e): live[(p, e)] for p, e, d in pairs if (p, e) in live and d <= now}
         if not due_pairs:
             return [], next_due
-        claimed = await self.writer.run(lambda s: self._claim(s, due_pairs, now, room, lease))
+        configs = await asyncio.to_thread(self._source_configs, list(due_pairs))
+        budgets = self._budgets(configs, now)
+        claimed = await self.writer.run(
+            lambda s: self._claim(s, due_pairs, now, room, lease, budgets, configs)
+        )
+        taken: dict[tuple[str, str, str], int] = {}
+        for item in claimed:
+            key = (item.project, item.environment, item.source)
+            taken[key] = taken.get(key, 0) + 1
+        for key, (limit, _probe_only) in budgets.items():
+            n = taken.get(key, 0)
+            cfg = configs[key[:2]][key[2]]
+            if cfg.max_in_flight is not None:
+                self._inflight[key] = self._inflight.get(key, 0) + n
+            if cfg.rate is not None:
+                tokens, at = self._buckets[key]
+                tokens -= n
+                self._buckets[key] = (tokens, at)
+                if n >= limit:  # held back by the rate: look again when a token is due
+                    wait = (1.0 - tokens) / parse_rate(cfg.rate)
+                    next_due = min(next_due or now + wait, now + max(wait, 0.001))
         return claimed, next_due
+
+    def _round_reads(
+        self,
+    ) -> tuple[list[tuple[str, str, float]], dict[EndpointKey, tuple[float, float | None]]]:
+        return self._waiting_pairs(), endpoint_states(self.api.store)
+
+    def _source_configs(
+        self, pairs: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, WebhookSource]]:
+        out: dict[tuple[str, str], dict[str, WebhookSource]] = {}
+        for project, environment in pairs:
+            try:
+                out[(project, environment)] = dict(
+                    self.api.config_for(project).env(environment).webhooks
+                )
+            except TristageError:  # removed: its deliveries go where they were bound
+                out[(project, environment)] = {}
+        return out
+
+    def _budgets(
+        self, configs: dict[tuple[str, str], dict[str, WebhookSource]], now: float
+    ) -> dict[tuple[str, str, str], tuple[int, bool]]:
+        """(project, environment, source) -> (most to claim now, only send-test probes)
+        for the sources with a limit or with every destination paused."""
+        out: dict[tuple[str, str, str], tuple[int, bool]] = {}
+        paused = {k for k, (_, at) in self._endpoint_state.items() if at is not None}
+        for (project, environment), sources in configs.items():
+            for name, cfg in sources.items():
+                key = (project, environment, name)
+                limit = 1 << 30
+                if cfg.max_in_flight is not None:
+                    limit = max(0, cfg.max_in_flight - self._inflight.get(key, 0))
+                else:
+                    self._inflight.pop(key, None)
+                if cfg.rate is not None:
+                    per_second = parse_rate(cfg.rate)
+                    burst = max(1.0, per_second)
+                    tokens, at = self._buckets.get(key, (burst, now))
+                    tokens = min(burst, tokens + (now - at) * per_second)
+                    self._buckets[key] = (tokens, now)
+                    limit = min(limit, max(0, int(tokens)))
+                probe_only = all(
+                    EndpointKey(project, environment, name, r.label) in paused for r in cfg.routes()
+                )
+                if limit < 1 << 30 or probe_only:
+                    out[key] = (limit, probe_only)
+        return out
 
     async def _upstream(self, lookup: UpstreamLookup, project: str, environment: str) -> str | None:
         key = (project, environment)
@@ -493,50 +602,103 @@ class WebhookService:
         now: float,
         room: int,
         lease: float,
+        budgets: dict[tuple[str, str, str], tuple[int, bool]] | None = None,
+        configs: dict[tuple[str, str], dict[str, WebhookSource]] | None = None,
     ) -> list[Claimed]:
         out: list[Claimed] = []
-        box = self.api.secret_box
+        budgets = budgets or {}
+        if configs is None:
+            configs = self._source_configs(list(pairs))
+        head = (
+            "SELECT id, source, kind, message_id, received_at, headers, body, sealed,"
+            " tries, path, probe"
+            " FROM webhook_deliveries WHERE status IN ('pending', 'failed')"
+            " AND project=? AND environment=? AND next_attempt_at <= ?"
+        )
         for (project, environment), base in pairs.items():
             if len(out) >= room:
                 break
-            rows = store.query(
-                "SELECT id, source, kind, message_id, received_at, headers, body, sealed,"
-                " tries, path"
-                " FROM webhook_deliveries WHERE status IN ('pending', 'failed')"
-                " AND project=? AND environment=? AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?",
-                (project, environment, now, room - len(out)),
-            )
+            sources = configs.get((project, environment), {})
+            limited = {
+                name: b for name in sources if (b := budgets.get((project, environment, name)))
+            }
+            selects: list[tuple[str, list[Any], int]] = []
+            for name, (limit, probe_only) in limited.items():
+                clause = " AND source=?" + (" AND probe=1" if probe_only else "")
+                selects.append((clause, [name], limit))
+            rest = ""
+            if limited:
+                rest = f" AND source NOT IN ({','.join('?' * len(limited))})"
+            selects.append((rest, list(limited), room))
+            rows: list[Any] = []
+            for clause, params, limit in selects:
+                take = min(limit, room - len(out) - len(rows))
+                if take <= 0:
+                    continue
+                rows += store.query(
+                    head + clause + " ORDER BY next_attempt_at LIMIT ?",
+                    (project, environment, now, *params, take),
+                )
+            states = destination_states(store, [r["id"] for r in rows])
             for r in rows:
                 store.execute(
                     "UPDATE webhook_deliveries SET next_attempt_at=? WHERE id=?",
                     (now + lease, r["id"]),
                 )
-                path, schedule = r["path"], None
-                try:
-                    cfg = self.source_config(project, environment, r["source"])
-                    path, schedule = cfg.path, cfg.retry_schedule
-                except TristageError:
-                    pass  # the source was removed from tristage.toml: keep its last path
-                if schedule is None:
-                    schedule = DEFAULT_SCHEDULE
-                out.append(
-                    Claimed(
-                        id=r["id"],
-                        project=project,
-                        environment=environment,
-                        source=r["source"],
-                        kind=r["kind"],
-                        message_id=r["message_id"],
-                        received_at=r["received_at"],
-                        headers=json.loads(r["headers"]),
-                        body=unseal(box, r["id"], bytes(r["body"]), r["sealed"]),
-                        tries=r["tries"],
-                        url=dom.forward_url(base, path),
-                        schedule=list(schedule),
-                    )
-                )
+                out.append(self._claimed(r, project, environment, base, sources, states, now))
         return out
+
+    def _claimed(
+        self,
+        r: Any,
+        project: str,
+        environment: str,
+        base: str,
+        sources: dict[str, WebhookSource],
+        states: dict[str, dict[str, Any]],
+        now: float,
+    ) -> Claimed:
+        cfg = sources.get(r["source"])
+        if cfg is None:  # the source was removed from tristage.toml: keep its last path
+            routes = [WebhookDestination(path=r["path"])]
+            schedule, pause_after = list(DEFAULT_SCHEDULE), None
+        else:
+            routes = cfg.routes()
+            schedule, pause_after = list(cfg.retry_schedule), cfg.pause_after
+        known = states.get(r["id"], {})
+        targets: list[Target] = []
+        for route in routes:
+            name = route.label
+            url = route.url if route.url is not None else dom.forward_url(base, route.path or "/")
+            st = known.get(name)
+            if st is None:  # not tried yet (a delivery from before destinations: its tries)
+                state = dom.Transition(dom.DeliveryStatus.pending, 0 if known else r["tries"], now)
+            else:
+                state = dom.Transition(
+                    dom.DeliveryStatus(st["status"]), st["tries"], st["next_attempt_at"]
+                )
+            waiting = state.status.waiting
+            due = waiting and (state.next_attempt_at or 0) <= now
+            key = EndpointKey(project, environment, r["source"], name)
+            held = self._endpoint_state.get(key)
+            paused = waiting and held is not None and held[1] is not None and not r["probe"]
+            targets.append(Target(name, url, state, due and not paused, paused))
+        return Claimed(
+            id=r["id"],
+            project=project,
+            environment=environment,
+            source=r["source"],
+            kind=r["kind"],
+            message_id=r["message_id"],
+            received_at=r["received_at"],
+            headers=json.loads(r["headers"]),
+            body=unseal(self.api.secret_box, r["id"], bytes(r["body"]), r["sealed"]),
+            tries=r["tries"],
+            targets=targets,
+            schedule=schedule,
+            pause_after=pause_after,
+            probe=bool(r["probe"]),
+        )
 
     async def _send(self, client: Poster, item: Claimed) -> None:
         try:
@@ -544,26 +706,182 @@ class WebhookService:
             if time.time() - item.received_at > RESIGN_AFTER:
                 headers.update(await self._fresh_signature(item))
             headers["x-tristage-delivery"] = item.id
-            headers["x-tristage-attempt"] = str(item.tries + 1)
-            started = time.time()
-            t0 = time.perf_counter()
-            outcome = await client.post(item.url, headers, item.body)
-            duration = (time.perf_counter() - t0) * 1000
+            due = [t for t in item.targets if t.due]
+            posted = list(
+                await asyncio.gather(*(self._post(client, item, t, headers) for t in due))
+            )
             now = time.time()
-            tr = dom.after_attempt(item.tries, outcome, item.schedule, now, self._rng.random())
-            await self.writer.run(lambda s: record_attempt(s, item, started, duration, outcome, tr))
-            if tr.status == dom.DeliveryStatus.dead:
-                log.warning(
-                    "webhook dead-lettered: %s (%s/%s/%s) after %d attempts: %s",
-                    item.id,
-                    item.project,
-                    item.environment,
-                    item.source,
-                    tr.tries,
-                    outcome.error,
-                )
+            sent = {p.target.name: p.transition for p in posted}
+            states = []
+            for t in item.targets:
+                if t.name in sent:
+                    states.append(sent[t.name])
+                elif t.paused:
+                    states.append(
+                        dom.Transition(t.state.status, t.state.tries, now + PAUSED_RECHECK)
+                    )
+                else:
+                    states.append(t.state)
+            overall = dom.combine(states)
+            events = await self.writer.run(lambda s: self._settle(s, item, posted, overall, now))
+            for p in posted:
+                if p.transition.status == dom.DeliveryStatus.dead:
+                    log.warning(
+                        "webhook dead-lettered: %s (%s/%s/%s -> %s) after %d attempts: %s",
+                        item.id,
+                        item.project,
+                        item.environment,
+                        item.source,
+                        p.target.name,
+                        p.transition.tries,
+                        p.outcome.error,
+                    )
+            for kind, key, detail in events:
+                await asyncio.to_thread(self._endpoint_event, kind, key, detail)
         except Exception as exc:  # never lose the forwarder to one delivery
             log.error("webhook forwarder: delivery %s: %s", item.id, exc)
+
+    async def _post(
+        self, client: Poster, item: Claimed, target: Target, headers: dict[str, str]
+    ) -> Posted:
+        sent = {**headers, "x-tristage-attempt": str(target.state.tries + 1)}
+        started = time.time()
+        t0 = time.perf_counter()
+        outcome = await client.post(target.url, sent, item.body)
+        duration = (time.perf_counter() - t0) * 1000
+        tr = dom.after_attempt(
+            target.state.tries, outcome, item.schedule, time.time(), self._rng.random()
+        )
+        return Posted(target, started, duration, outcome, tr)
+
+    def _settle(
+        self,
+        store: Store,
+        item: Claimed,
+        posted: list[Posted],
+        overall: dom.Transition,
+        now: float,
+    ) -> list[tuple[str, EndpointKey, str]]:
+        """Record a round's attempts and each destination's health (on the writer thread):
+        a 2xx clears a failing destination (resumes a paused one), a 410 pauses it at
+        once, failing past `pause_after` pauses it. The events to alert on."""
+        record_attempts(store, item, posted, overall)
+        events: list[tuple[str, EndpointKey, str]] = []
+        for p in posted:
+            key = EndpointKey(item.project, item.environment, item.source, p.target.name)
+            held = self._endpoint_state.get(key)
+            if p.outcome.ok:
+                if held is not None:
+                    self._endpoint_state.pop(key, None)
+                    if endpoint_recovered(store, key, now):
+                        events.append(("resumed", key, f"{p.target.url} answered 2xx"))
+                continue
+            since = held[0] if held is not None else now
+            reason = p.outcome.error or f"HTTP {p.outcome.status_code}"
+            overdue = item.pause_after is not None and now - since >= item.pause_after
+            pause_at = now if p.outcome.gone or overdue else None
+            if endpoint_failing(store, key, since, reason, pause_at):
+                kind = "gone" if p.outcome.gone else "paused"
+                events.append((kind, key, f"{p.target.url}: {reason}"))
+            self._endpoint_state[key] = (since, pause_at if pause_at else held and held[1])
+        return events
+
+    def _endpoint_event(self, kind: str, key: EndpointKey, detail: str) -> None:
+        """Alert that a destination is gone or paused, or resolve it once resumed."""
+        try:
+            cfg = self.api.config_for(key.project)
+        except TristageError:
+            return
+        monitor = self._alerting()
+        where = f"{key.project}/{key.environment} webhook source {key.source} -> {key.destination}"
+        resume = f"tristage hooks resume {key.environment} {key.source}"
+        if kind == "resumed":
+            for alert_kind in alerts.WEBHOOK_KINDS:
+                open_alert = monitor._open_alert(
+                    key.project, key.environment, key.label, alert_kind
+                )
+                if open_alert is not None:
+                    monitor.resolve_alert(cfg, open_alert, f"resumed: {detail}")
+            log.info("webhook destination resumed: %s (%s)", where, detail)
+            self.notify()
+            return
+        if kind == "gone":
+            alert_kind, message = (
+                alerts.Kind.webhook_gone,
+                f"{where}: the endpoint answered 410 Gone; the delivery is dead-lettered and "
+                f"the destination paused (fix the endpoint, then '{resume}')",
+            )
+        else:
+            alert_kind, message = (
+                alerts.Kind.webhook_paused,
+                f"{where}: failing for longer than pause_after, paused; deliveries wait "
+                f"(fix the endpoint, then '{resume}' or a successful 'hooks send-test')",
+            )
+        log.warning("webhook destination paused: %s: %s", where, detail)
+        if monitor._open_alert(key.project, key.environment, key.label, alert_kind) is None:
+            monitor.raise_alert(
+                cfg, key.project, key.environment, key.label, alert_kind, "critical", message,
+                {"source": key.source, "destination": key.destination, "last_error": detail},
+            )  # fmt: skip
+
+    def _alerting(self) -> Monitor:
+        if self._monitor is None:
+            from .monitor import Monitor
+
+            self._monitor = Monitor(self.api, dict, lambda line: log.warning("%s", line))
+        return self._monitor
+
+    def paused(self, project: str, environment: str | None = None) -> list[dict[str, Any]]:
+        """Destinations that are failing or paused, with since when and why."""
+        sql = (
+            "SELECT environment, source, destination, failing_since, paused_at, reason"
+            " FROM webhook_endpoint_state WHERE project=?"
+        )
+        params: list[Any] = [project]
+        if environment is not None:
+            sql += " AND environment=?"
+            params.append(environment)
+        return self.api.store.query(sql + " ORDER BY environment, source, destination", params)
+
+    def resume(
+        self, project: str, environment: str, source: str, destination: str | None = None
+    ) -> list[str]:
+        """Resume a source's paused (or failing) destinations: their waiting deliveries
+        go out now and their alerts close. The destinations resumed."""
+        config = self.source_config(project, environment, source)
+        names = [r.label for r in config.routes()]
+        if destination is not None and destination not in names:
+            raise NotFound(
+                f"webhook source {source} has no destination {destination!r}",
+                f"its destinations: {', '.join(names)}",
+            )
+        now = time.time()
+        resumed: list[str] = []
+        with self.api.store.transaction():
+            for r in self.paused(project, environment):
+                if r["source"] != source or destination not in (None, r["destination"]):
+                    continue
+                self.api.store.execute(
+                    "DELETE FROM webhook_endpoint_state WHERE project=? AND environment=?"
+                    " AND source=? AND destination=?",
+                    (project, environment, source, r["destination"]),
+                )
+                if r["paused_at"] is not None:
+                    resumed.append(r["destination"])
+            due_now(self.api.store, project, environment, source, now)
+            self.api.audit.record(
+                "webhook.resume",
+                project=project,
+                environment=environment,
+                target=source,
+                details={"destinations": resumed},
+            )
+        for name in resumed:
+            self._endpoint_event(
+                "resumed", EndpointKey(project, environment, source, name), "tristage hooks resume"
+            )
+        self.notify()
+        return resumed
 
     async def _fresh_signature(self, item: Claimed) -> dict[str, str]:
         """A late retry carries a fresh signature (same id, same body) made with the
@@ -629,32 +947,42 @@ class WebhookService:
                 f"no webhook delivery {delivery_id!r}", "list them with 'tristage hooks deliveries'"
             )
         attempts = [
-            Attempt(r["at"], r["url"], r["status_code"], r["duration_ms"], r["error"])
+            Attempt(
+                r["at"], r["url"], r["status_code"], r["duration_ms"], r["error"], r["destination"]
+            )
             for r in self.api.store.query(
-                "SELECT at, url, status_code, duration_ms, error FROM webhook_attempts"
-                " WHERE delivery_id=? ORDER BY id",
+                "SELECT at, url, status_code, duration_ms, error, destination"
+                " FROM webhook_attempts WHERE delivery_id=? ORDER BY id",
+                (delivery_id,),
+            )
+        ]
+        destinations = [
+            DestinationState(**r)
+            for r in self.api.store.query(
+                f"SELECT {DESTINATION_COLUMNS} FROM webhook_destinations WHERE delivery_id=?"
+                " ORDER BY destination",
                 (delivery_id,),
             )
         ]
         body = unseal(self.api.secret_box, delivery_id, bytes(row["body"]), row["sealed"])
-        return DeliveryDetail(delivery_from_row(row), attempts, json.loads(row["headers"]), body)
+        return DeliveryDetail(
+            delivery_from_row(row), attempts, json.loads(row["headers"]), body, destinations
+        )
 
     def replay(self, delivery_id: str) -> Delivery:
-        """Queue a delivery again (any status) with a fresh retry schedule."""
+        """Queue a delivery again (any status, a filtered one too) with a fresh retry
+        schedule, to every destination."""
         detail = self.show(delivery_id)
         d = detail.delivery
         if d.pruned_at is not None:
             raise UsageError(
                 f"webhook delivery {delivery_id} cannot be replayed: its body was removed "
-                "after the source's retention",
+                "after the retention",
                 f"raise retain_days of [environments.{d.environment}.webhooks.{d.source}] "
-                "to keep bodies longer",
+                f"(or webhook_retain_days of [environments.{d.environment}]) to keep bodies "
+                "longer",
             )
-        tr = dom.requeue(time.time())
-        self.api.store.execute(
-            "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=? WHERE id=?",
-            (tr.status.value, tr.tries, tr.next_attempt_at, delivery_id),
-        )
+        self._requeue([delivery_id])
         self.api.audit.record(
             "webhook.replay",
             project=d.project,
@@ -665,33 +993,140 @@ class WebhookService:
         self.notify()
         return self.show(delivery_id).delivery
 
-    def replay_dead(self, project: str, environment: str) -> list[str]:
-        self.api.config_for(project).env(environment)
+    def _requeue(self, ids: list[str]) -> None:
         tr = dom.requeue(time.time())
         with self.api.store.transaction():
-            ids = [
-                r["id"]
-                for r in self.api.store.query(
-                    "SELECT id FROM webhook_deliveries WHERE project=? AND environment=?"
-                    " AND status='dead' AND pruned_at IS NULL ORDER BY received_at",
-                    (project, environment),
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                self.api.store.execute(
+                    "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=?,"
+                    f" last_error=NULL WHERE id IN ({marks}) AND pruned_at IS NULL",
+                    (tr.status.value, tr.tries, tr.next_attempt_at, *chunk),
                 )
-            ]
-            self.api.store.execute(
-                "UPDATE webhook_deliveries SET status=?, tries=?, next_attempt_at=?"
-                " WHERE project=? AND environment=? AND status='dead' AND pruned_at IS NULL",
-                (tr.status.value, tr.tries, tr.next_attempt_at, project, environment),
+                self.api.store.execute(
+                    f"DELETE FROM webhook_destinations WHERE delivery_id IN ({marks})", chunk
+                )
+
+    def select(
+        self,
+        project: str,
+        *,
+        environment: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        """Deliveries by environment, status, source, event type (a name or a glob such
+        as `user.*`) and receipt time (`since` <= received_at < `until`), oldest first."""
+        clauses = ["project = ?"]
+        params: list[Any] = [project]
+        if environment is not None:
+            self.api.config_for(project).env(environment)
+            clauses.append("environment = ?")
+            params.append(environment)
+        if status is not None:
+            if status not in dom.DeliveryStatus.__members__:
+                raise UsageError(
+                    f"unknown delivery status {status!r}",
+                    f"use one of {', '.join(dom.DeliveryStatus.__members__)}",
+                )
+            clauses.append("status = ?")
+            params.append(status)
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        if event_type is not None and not any(c in event_type for c in "*?["):
+            clauses.append("event_type = ?")
+            params.append(event_type)
+        if since is not None:
+            clauses.append("received_at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("received_at < ?")
+            params.append(until)
+        rows = self.api.store.query(
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
+            " ORDER BY received_at, id",
+            params,
+        )
+        out = [delivery_from_row(r) for r in rows]
+        if event_type is not None:
+            out = [d for d in out if dom.event_selected([event_type], d.event_type)]
+        return out[:limit] if limit is not None else out
+
+    def replay_many(
+        self,
+        project: str,
+        *,
+        environment: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        event_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        dry_run: bool = False,
+    ) -> list[Delivery]:
+        """Queue again every delivery the filters select (stubs past the retention are
+        left out); `dry_run` only lists them. Deliveries still waiting are not touched."""
+        if all(v is None for v in (environment, status, source, event_type, since, until)):
+            raise UsageError(
+                "replaying every delivery of the project needs a filter",
+                "add --env, --status, --source, --event, --since or --until",
             )
-        if ids:
-            self.api.audit.record(
-                "webhook.replay",
-                project=project,
+        chosen = [
+            d
+            for d in self.select(
+                project,
                 environment=environment,
-                target="dead",
-                details={"count": len(ids)},
+                status=status,
+                source=source,
+                event_type=event_type,
+                since=since,
+                until=until,
             )
-            self.notify()
-        return ids
+            if d.pruned_at is None and not dom.DeliveryStatus(d.status).waiting
+        ]
+        if dry_run or not chosen:
+            return chosen
+        self._requeue([d.id for d in chosen])
+        self.api.audit.record(
+            "webhook.replay",
+            project=project,
+            environment=environment,
+            target="selection",
+            details={
+                "count": len(chosen),
+                "status": status,
+                "source": source,
+                "event_type": event_type,
+                "since": since,
+                "until": until,
+            },
+        )
+        self.notify()
+        return chosen
+
+    def replay_dead(self, project: str, environment: str) -> list[str]:
+        return [d.id for d in self.replay_many(project, environment=environment, status="dead")]
+
+    def _probe_if_paused(
+        self, project: str, environment: str, source: str, delivery_id: str
+    ) -> None:
+        """A test delivery to a source with a paused destination goes out anyway: its 2xx
+        resumes the destination."""
+        if not any(
+            r["source"] == source and r["paused_at"] for r in self.paused(project, environment)
+        ):
+            return
+        self.api.store.execute(
+            "UPDATE webhook_deliveries SET probe=1, next_attempt_at=? WHERE id=?"
+            " AND status IN ('pending', 'failed')",
+            (time.time(), delivery_id),
+        )
 
     # -- URLs and send-test ---------------------------------------------------
     def urls(self, project: str, port: int | None = None) -> list[SourceInfo]:
@@ -779,6 +1214,9 @@ class WebhookService:
             answer: Any = resp.json()
         except ValueError:
             answer = {"text": resp.text[:300]}
+        delivery = answer.get("delivery") if isinstance(answer, dict) else None
+        if 200 <= resp.status_code < 300 and isinstance(delivery, str):
+            self._probe_if_paused(project, environment, source, delivery)
         self.api.audit.record(
             "webhook.send_test",
             project=project,

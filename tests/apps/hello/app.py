@@ -38,6 +38,8 @@ class Handler(BaseHTTPRequestHandler):
                 "commit": os.environ.get("TRISTAGE_GIT_COMMIT"),
                 "database": bool(os.environ.get("DATABASE_URL")),
                 "greeting": os.environ.get("GREETING", "hello"),
+                "url": os.environ.get("TRISTAGE_URL"),
+                "hosts": os.environ.get("TRISTAGE_HOSTS", "").split(","),
             },
         )
 

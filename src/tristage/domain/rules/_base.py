@@ -39,15 +39,18 @@ class Finding:
 
 
 class RuleViolation(TristageError):
-    """A deploy refused because a rule with severity `error` failed."""
+    """A deploy (or a strict variable change) refused: a rule with severity `error` failed."""
 
-    def __init__(self, environment: str, errors: list[Finding]) -> None:
+    def __init__(
+        self, environment: str, errors: list[Finding], *, action: str | None = None
+    ) -> None:
         self.environment = environment
         self.findings = errors
         n = len(errors)
         lines = "\n".join(f"  [{f.rule}] {f.variable or '-'}: {f.message}" for f in errors)
+        what = action or f"deploy to {environment} refused"
         super().__init__(
-            f"deploy to {environment} refused: {n} rule error{'s' if n != 1 else ''}\n{lines}",
+            f"{what}: {n} rule error{'s' if n != 1 else ''}\n{lines}",
             f"fix the above, then run 'tristage check --env {environment}'",
         )
 

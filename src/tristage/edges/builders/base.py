@@ -141,9 +141,7 @@ class BuildContext:
             limits=self.limits,
             scope=self.scope,
         )
-        status = self.runtime.run(
-            spec, self.log.output, self.timeout, self._canceled.is_set
-        )
+        status = self.runtime.run(spec, self.log.output, self.timeout, self._canceled.is_set)
         if self._canceled.is_set():
             raise BuildFailed(f"{title}: canceled")
         if status.oom_killed:

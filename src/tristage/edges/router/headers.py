@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -25,6 +26,11 @@ HOP_BY_HOP = frozenset(
 # of them, so the router drops every one it receives and sets its own.
 FORWARDED = frozenset({b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip"})
 FORWARDED_PREFIX = b"x-forwarded-"
+
+# The header the production edge (Caddy, `edges/caddy`) adds with its per-run token: only
+# a request that carries it keeps the edge's X-Forwarded-For/Proto/Host. Never forwarded.
+EDGE_HEADER = b"x-tristage-edge"
+TRUSTED_FORWARDING = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 
 # What a `Connection` header may never name: removing these as hop-by-hop would change
 # how the request is framed or routed once it reaches the app.
@@ -84,25 +90,41 @@ def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
 
 
 def upstream_request_headers(
-    headers: Iterable[tuple[bytes, bytes]], client_ip: str, proto: str
+    headers: Iterable[tuple[bytes, bytes]],
+    client_ip: str,
+    proto: str,
+    edge_token: bytes | None = None,
 ) -> RawHeaders:
     """The headers sent upstream: end-to-end ones plus `X-Forwarded-For/Proto/Host`
     and `X-Real-IP`.
 
-    The router is the edge, so forwarding headers coming from the client (`Forwarded`,
+    When the router is the edge, forwarding headers coming from the client (`Forwarded`,
     `X-Real-IP`, any `X-Forwarded-*`) are dropped and replaced rather than trusted.
-    `Host` is passed through unchanged.
+    Behind the production edge (a request with `X-Tristage-Edge` equal to `edge_token`),
+    the edge's `X-Forwarded-For` (its last address: the client the edge saw),
+    `X-Forwarded-Proto` and `X-Forwarded-Host` are kept instead. `Host` is passed through
+    unchanged.
     """
     out: RawHeaders = []
     host = b""
-    for name, value in end_to_end(headers):
+    items = end_to_end(headers)
+    trusted: dict[bytes, bytes] = {}
+    if edge_token is not None and any(
+        n.lower() == EDGE_HEADER and hmac.compare_digest(v.strip(), edge_token) for n, v in items
+    ):
+        trusted = {n.lower(): v for n, v in items if n.lower() in TRUSTED_FORWARDING}
+    for name, value in items:
         lname = name.lower()
-        if is_forwarding(lname):
+        if is_forwarding(lname) or lname == EDGE_HEADER:
             continue
         if lname == b"host":
             host = value
         out.append((lname, value))
     ip = client_ip.encode()
+    if b"x-forwarded-for" in trusted:
+        ip = trusted[b"x-forwarded-for"].rsplit(b",", 1)[-1].strip() or ip
+        proto = trusted.get(b"x-forwarded-proto", proto.encode()).decode("latin-1")
+        host = trusted.get(b"x-forwarded-host", host)
     out.append((b"x-forwarded-for", ip))
     out.append((b"x-real-ip", ip))
     out.append((b"x-forwarded-proto", proto.encode()))

@@ -76,6 +76,7 @@ class ProxyApp:
         request_timeout: float = 60.0,
     ) -> None:
         self.request_timeout = request_timeout
+        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.table = table
         self.internal_app = internal_app
         self.stats = stats
@@ -127,7 +128,7 @@ class ProxyApp:
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
-        head, framing = _request_head(scope)
+        head, framing = _request_head(scope, self.edge_token)
         conn: UpstreamConnection | None = None
         try:
             conn = await self.pool.acquire(upstream)
@@ -243,7 +244,7 @@ class ProxyApp:
                 watcher.cancel()
 
 
-def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
+def _request_head(scope: Scope, edge_token: bytes | None = None) -> tuple[bytes, bytes | None]:
     """The request line and headers for the upstream, and how the body is framed:
     None (no body), b"chunked", or b"length"."""
     client = scope.get("client")
@@ -258,7 +259,7 @@ def _request_head(scope: Scope) -> tuple[bytes, bytes | None]:
             length = value.strip()
             framing = b"length" if length != b"0" else None
     headers = upstream_request_headers(
-        raw, client[0] if client else "", scope.get("scheme", "http")
+        raw, client[0] if client else "", scope.get("scheme", "http"), edge_token
     )
     target: bytes = scope.get("raw_path") or scope["path"].encode()
     qs: bytes = scope.get("query_string", b"")

@@ -53,19 +53,27 @@ class Router:
         self._app = ProxyApp(
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout
         )
+        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout)
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_connections=max_connections,
-            upgrade=UpgradeHandler(table, self._stats, connect_timeout),
+            upgrade=self._upgrade,
             interface="asgi3",
             ws="none",
             lifespan="off",
             date_header=False,
             timeout_graceful_shutdown=int(graceful_timeout),
         )
+
+    def trust_edge(self, token: str | None) -> None:
+        """Keep the forwarding headers of requests that carry `X-Tristage-Edge: token`
+        (from the production edge in front, `edges/caddy`); None trusts no one."""
+        raw = token.encode() if token else None
+        self._app.edge_token = raw
+        self._upgrade.edge_token = raw
 
     @property
     def port(self) -> int | None:

@@ -179,6 +179,7 @@ class UpgradeHandler:
         self.table = table
         self.stats = stats
         self.connect_timeout = connect_timeout
+        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(
@@ -204,7 +205,7 @@ class UpgradeHandler:
             return None
         client.pause_reading()
         tunnel = Tunnel(client, route.deployment, self.stats, on_close)
-        head = upgrade_head(req)
+        head = upgrade_head(req, self.edge_token)
         task = asyncio.get_running_loop().create_task(
             tunnel.open(route.upstream, head + rest, self.connect_timeout, host)
         )
@@ -213,14 +214,14 @@ class UpgradeHandler:
         return tunnel
 
 
-def upgrade_head(req: UpgradeRequest) -> bytes:
+def upgrade_head(req: UpgradeRequest, edge_token: bytes | None = None) -> bytes:
     """The upgrade request for the upstream: end-to-end headers, the router's forwarding
     headers, and the Upgrade/Connection pair the hop-by-hop rules would otherwise drop."""
     upgrade = b"websocket"
     for name, value in req.headers:
         if name == b"upgrade":
             upgrade = value
-    headers = upstream_request_headers(req.headers, req.client_ip, req.scheme)
+    headers = upstream_request_headers(req.headers, req.client_ip, req.scheme, edge_token)
     lines = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         if name != b"content-length":

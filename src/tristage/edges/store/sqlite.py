@@ -7,6 +7,7 @@ are overwritten rather than left in freed pages (`scrub` then empties the WAL).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -45,17 +46,18 @@ class SqliteStore:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.row_factory = _row_factory
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA secure_delete=ON")
+            with _wrapped():
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.row_factory = _row_factory
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA secure_delete=ON")
             self._local.conn = conn
             self._local.depth = 0
             with self._lock:
@@ -107,10 +109,17 @@ class SqliteStore:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                conn.execute("ROLLBACK")
             raise
         else:
-            conn.execute("COMMIT")
+            try:
+                with _wrapped():
+                    conn.execute("COMMIT")
+            except StoreError:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
         finally:
             self._local.depth = 0
 
@@ -164,10 +173,17 @@ def _wrapped() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        hint = None
-        if "locked" in str(exc) or "busy" in str(exc):
+        text = str(exc)
+        if "locked" in text or "busy" in text:
             hint = "another tristage process holds the state store's write lock; try again"
-        raise StoreError(f"the state store failed: {exc}", hint) from exc
+            raise StoreError(f"the state store failed: {exc}", hint) from exc
+        if "disk is full" in text or "disk I/O error" in text:
+            raise StoreError(
+                f"the state store could not write to its disk ({text}): is the disk full?",
+                "free space on the disk that holds the platform home (df -h $TRISTAGE_HOME), "
+                "then run the command again (nothing was changed)",
+            ) from exc
+        raise StoreError(f"the state store failed: {exc}") from exc
 
 
 def _private_files(path: Path) -> None:

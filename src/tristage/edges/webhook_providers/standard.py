@@ -16,6 +16,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ...domain import webhooks as dom
+from ...domain.numbers import ascii_int
 from . import register
 from .base import SecretFormatError, VerificationError, Verified
 
@@ -47,7 +48,7 @@ class SvixScheme:
                 raise VerificationError(
                     400, "missing_header", f"missing header {self.accept[0]}{name}"
                 )
-        if not values["timestamp"].isdigit():
+        if ascii_int(values["timestamp"]) is None:
             raise VerificationError(400, "malformed", "the timestamp header is not a unix time")
         std = {f"webhook-{name}": values[name] for name in NAMES}
         try:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...domain import webhooks as dom
+from ...domain.numbers import ascii_int
 from . import register
 from .base import TOLERANCE_SECONDS, VerificationError, Verified
 
@@ -83,7 +84,7 @@ def _not_ahead(header: str) -> int | None:
     (a replay window either way, as for Standard Webhooks)."""
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and ascii_int(value) is not None:
             if int(value) > time.time() + TOLERANCE_SECONDS:
                 raise VerificationError(
                     401, "expired", "the signature timestamp is more than 5 minutes away from now"

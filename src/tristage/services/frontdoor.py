@@ -1,0 +1,109 @@
+"""The front door of `tristage up`: the embedded router alone, or the production edge
+(Caddy terminating TLS in front of it) when `tristage up --edge caddy` asks for it.
+
+The control plane keeps switching aliases in the router's table (the zero-drop switch);
+the edge's configuration follows only the public names of the projects' `tristage.toml`
+(which domains redirect to which, which get HSTS), so a deploy, promote or rollback never
+touches Caddy. Certificates are requested on demand for hosts the router's table holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..domain.edge import EdgeOptions
+from ..domain.hostnames import is_local
+from ..edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
+from ..edges.router import Router, RouteTable
+from ..paths import private_mkdirs
+from .releases import LOOPBACK, ProjectRoutes
+
+EDGE_DIR = "edge"
+
+
+def plan_of(routes: Sequence[ProjectRoutes]) -> EdgePlan:
+    """The edge's part of every project's public names."""
+    names: dict[str, tuple[tuple[str, ...], bool]] = {}
+    for pr in routes:
+        for env, public in pr.public.items():
+            if public.domains:
+                names[f"{pr.project}/{env}"] = (public.domains, env == pr.production)
+    return EdgePlan.of(names)
+
+
+class FrontDoor:
+    """Caddy in front of the router, for the control plane's lifetime."""
+
+    def __init__(
+        self, home: Path, options: EdgeOptions, table: RouteTable, log: Callable[[str], None]
+    ) -> None:
+        self.options = options
+        self.table = table
+        self.log = log
+        self.directory = private_mkdirs(home / EDGE_DIR)
+        self.edge: CaddyEdge | None = None
+        self._plan = EdgePlan()
+        self._apply: asyncio.Task[None] | None = None
+
+    def allowed(self, host: str) -> bool:
+        """A certificate only for a public host the router serves."""
+        return not is_local(host) and self.table.lookup(host) is not None
+
+    async def start(
+        self, router: Router, router_port: int, routes: Sequence[ProjectRoutes]
+    ) -> None:
+        o = self.options
+
+        def settings(ask_url: str, token: str) -> EdgeSettings:
+            return EdgeSettings(
+                router=(LOOPBACK, router_port), ask_url=ask_url, token=token,
+                admin_socket=self.directory / "admin.sock", storage=self.directory / "data",
+                log_file=self.directory / "caddy.log", http_port=o.http_port,
+                https_port=o.https_port, bind=o.bind, acme_ca=o.acme_ca,
+                acme_email=o.acme_email, acme_ca_roots=o.acme_ca_roots,
+            )  # fmt: skip
+
+        self.edge = CaddyEdge(self.directory, settings, self.allowed, binary=o.caddy, log=self.log)
+        router.trust_edge(self.edge.token)
+        self._plan = plan_of(routes)
+        await self.edge.start(self._plan)
+        bind = o.bind or "*"
+        self.log(
+            f"edge: caddy serving https on {bind}:{o.https_port} and http on {bind}:{o.http_port} "
+            f"(certificates from {o.acme_ca})"
+        )
+
+    def routes_changed(self, routes: Sequence[ProjectRoutes]) -> None:
+        """(loop) After each swap of the router's table: a new edge config only when the
+        public names changed."""
+        plan = plan_of(routes)
+        if self.edge is None or plan == self._plan:
+            return
+        self._plan = plan
+        previous = self._apply
+
+        async def apply() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            assert self.edge is not None
+            try:
+                await self.edge.apply(plan)
+                self.log("edge: configuration updated (public names changed)")
+            except Exception as exc:
+                self.log(f"edge: could not update the configuration: {exc}")
+
+        self._apply = asyncio.ensure_future(apply())
+
+    def healthy(self) -> bool:
+        return self.edge is not None and self.edge.healthy()
+
+    async def stop(self) -> None:
+        if self._apply is not None:
+            with contextlib.suppress(Exception):
+                await self._apply
+        if self.edge is not None:
+            await self.edge.stop()
