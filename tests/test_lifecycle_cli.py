@@ -19,6 +19,7 @@ from test_deploy_helpers import (
     push,
     wait_for,
 )
+from tristage.api import Tristage
 from tristage.cli.main import hoist_project
 
 
@@ -156,3 +157,19 @@ def test_destroy_leaves_nothing_but_the_final_backup(
     # --yes for scripts; an unknown project is an error
     r = run_cli("destroy", "shop", "--yes", cwd=elsewhere)
     assert r.returncode == 1 and "no project named" in r.stderr
+
+
+def test_destroy_knows_every_table_that_holds_a_project(api: Tristage) -> None:
+    from tristage.services.lifecycle import PROJECT_TABLES
+
+    tables = [
+        r["name"] for r in api.store.query("SELECT name FROM sqlite_master WHERE type='table'")
+    ]
+    with_project = {
+        t for t in tables
+        if any(c["name"] == "project" for c in api.store.query(f"PRAGMA table_info({t})"))
+    }  # fmt: skip
+    # the audit log keeps the record of a removed project; projects is removed last
+    assert with_project - {"audit_events"} <= set(PROJECT_TABLES), (
+        with_project - set(PROJECT_TABLES) - {"audit_events"}
+    )

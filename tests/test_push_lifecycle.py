@@ -202,3 +202,22 @@ def test_hook_without_an_installed_tristage_says_what_to_do(project: Path, home:
         assert r.returncode == 0, r.stderr
     finally:
         plane.stop()
+
+
+def test_hook_falls_back_to_the_tristage_on_path(project: Path, home: Path, tmp_path: Path) -> None:
+    import sys
+
+    (home / "hook-python").write_text("/nonexistent/python\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "tristage"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m tristage "$@"\n')
+    shim.chmod(0o755)
+    r = git_push(project, "tristage", "main", env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr  # no control plane: accepted, queued for 'up'
+    assert "control plane is not running" in r.stderr
+    assert hosted_ref(home, "main") == git(project, "rev-parse", "HEAD")
+    dep = deployment_id(r.stderr)
+    # the post-receive hook pinned the commit once git accepted the push
+    pinned = git(home / "repos" / "shop.git", "rev-parse", f"refs/tristage/deployments/{dep}")
+    assert pinned == hosted_ref(home, "main")
