@@ -117,7 +117,7 @@ def receive(
     hook: Hook = typer.Option(Hook.pre_receive, "--hook", help="Which git hook runs it."),
 ) -> None:
     """(git hook) pre-receive: deploy each pushed branch and refuse the push when a deploy
-    fails; post-receive: pin the accepted commits and stop deleted branches."""
+    fails; post-receive: stop the branches the push deleted."""
     api = get_api()
     lines = sys.stdin.read().splitlines()
     if hook is Hook.post_receive:

@@ -95,8 +95,9 @@ def hook_script(home: Path, project: str, hook: str) -> str:
     """A hook of the hosted repository, as a shell script.
 
     `pre-receive` deploys each pushed branch and refuses the push when a deploy fails;
-    `post-receive` pins the accepted commits and stops deleted branches. Both are
-    skipped by `git push -o skip-deploy`. They run `python -m tristage.cli.githook`
+    `post-receive` stops deleted branches (it starts tristage only for a push that
+    deleted one; the control plane pins the accepted commits). Both are skipped by
+    `git push -o skip-deploy`. They run `python -m tristage.cli.githook`
     with the interpreter named in `HOME/hook-python` when it can import tristage,
     else the `tristage` on PATH, else they say what to do (and pre-receive refuses).
     """
@@ -105,7 +106,7 @@ def hook_script(home: Path, project: str, hook: str) -> str:
     what = (
         "deploy each pushed branch, refuse the push when its deploy fails"
         if pre
-        else "pin the accepted commits, stop deleted branches"
+        else "stop deleted branches"
     )
     skipped = "echo 'tristage: skip-deploy: pushed without deploying' >&2" if pre else ":"
     missing = f"the interpreter in $home/{PYTHON_FILE} is gone and no 'tristage' is on PATH"
@@ -126,6 +127,18 @@ def hook_script(home: Path, project: str, hook: str) -> str:
         "  fi",
         "  i=$((i + 1))",
         "done",
+        *(
+            []
+            if pre
+            else [
+                "# tristage is needed only for a deleted branch (the control plane pins the rest)",
+                "lines=$(cat)",
+                "printf '%s\\n' \"$lines\" | grep -Eq '^[0-9a-f]+ 0{40,64} refs/heads/' || exit 0",
+                """exec <<EOF""",
+                "$lines",
+                "EOF",
+            ]
+        ),
         f'py=$(cat "$home/{PYTHON_FILE}" 2>/dev/null)',
         """if [ -n "$py" ] && [ -x "$py" ] && "$py" -c 'import tristage' >/dev/null 2>&1; then""",
         f'  exec "$py" -m tristage.cli.githook {hook} --home "$home" --project "$project"',

@@ -245,6 +245,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         while not stop_event.is_set():
             self.wake.clear()
             try:
+                await self._db(self.svc.pin_pushed)
                 await self.claim_queued()
                 await self.reconcile()
             except Exception as exc:  # keep serving whatever happens

@@ -427,28 +427,39 @@ class DeployService:
         return out
 
     def received(self, project: str, lines: list[str]) -> list[str]:
-        """The post-receive hook, once git accepted the push: pin the commits of the
-        deployments the push made (their objects left the quarantine), and stop the
-        branches it deleted (`branch_deleted`). Returns what it did, one line each."""
-        bare = self.bare_repo(project)
+        """The post-receive hook of a push that deleted branches (the hook runs tristage
+        only then): stop each (`branch_deleted`), and pin what the push deployed.
+        Returns what it did, one line each."""
         done: list[str] = []
         for _old, new, ref in _ref_updates(lines):
-            if not ref.startswith("refs/heads/"):
-                continue
-            branch = ref.removeprefix("refs/heads/")
-            if new == git.ZERO:
-                done.extend(self.api.lifecycle.branch_deleted(project, branch))
-                continue
-            rows = self.api.store.query(
-                "SELECT id FROM deployments WHERE project=? AND commit_sha=? AND branch=?"
-                " AND objects_dir IS NOT NULL",
-                (project, new, branch),
-            )
-            for row in rows:
-                git.keep_ref(bare, row["id"], new)
-                self.api.store.execute(
-                    "UPDATE deployments SET objects_dir=NULL WHERE id=?", (row["id"],)
-                )
+            if ref.startswith("refs/heads/") and set(new) == {"0"}:
+                done.extend(self.api.lifecycle.branch_deleted(project, ref[len("refs/heads/") :]))
+        self.pin_pushed()
+        return done
+
+    def pin_pushed(self) -> int:
+        """Pin the commits of pushed deployments once git has decided their push (its
+        quarantine is gone): an accepted commit under `refs/tristage/deployments/ID`,
+        so redeploys survive force pushes and gc; a refused one is forgotten. Run by
+        the control plane's loop (and the post-receive hook); returns how many."""
+        store = self.api.store
+        if (
+            store.query_one("SELECT 1 FROM deployments WHERE objects_dir IS NOT NULL LIMIT 1")
+            is None
+        ):
+            return 0
+        done = 0
+        for row in store.query(
+            "SELECT id, project, commit_sha, objects_dir FROM deployments"
+            " WHERE objects_dir IS NOT NULL"
+        ):
+            if Path(row["objects_dir"]).exists():
+                continue  # the hook is still deciding
+            bare = self.bare_repo(row["project"])
+            if bare.exists() and git.has_commit(bare, row["commit_sha"]):
+                git.keep_ref(bare, row["id"], row["commit_sha"])
+            store.execute("UPDATE deployments SET objects_dir=NULL WHERE id=?", (row["id"],))
+            done += 1
         return done
 
     def deploy(
