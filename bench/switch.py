@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 from _deployenv import Scratch, deployment_id, pct
 
-GOAL_P50_MS = 50.0
+GOAL_P50_MS = 20.0
+GOAL_P99_MS = 50.0
 
 
 def _load(url: str, host: str, stop: Any, results: Any) -> None:
@@ -112,7 +113,10 @@ def main() -> None:
         print(f"via the CLI:       p50 {pct(cli, 50):.0f} ms (includes interpreter start)")
         print(f"load requests:     {counts['requests']} from {args.workers} client processes")
         print(f"failed requests:   {counts['failed']} {sorted(set(failures))[:5]}")
-        print(f"ratio p50 / goal ({GOAL_P50_MS:.0f} ms): {p50 / GOAL_P50_MS:.2f}")
+        print(
+            f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
+            f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"
+        )
     finally:
         s.close()
 

@@ -276,6 +276,20 @@ async def flood(port: int, requests: list[bytes], concurrency: int, stop: asynci
     return sent
 
 
+def serve_flood(port: int) -> None:
+    """A flooder in its own process (so its 1 MB writes do not slow the measuring
+    client): forged requests on 8 connections until SIGTERM; prints how many."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        sent = await flood(port, forged_requests(4, port, FLOODED), 8, stop)
+        print(sent, flush=True)
+
+    asyncio.run(main())
+
+
 async def environments_phase(
     port: int, secret: str, n: int, flooded: bool
 ) -> tuple[dict[str, LoadResult], int]:
@@ -283,15 +297,19 @@ async def environments_phase(
     quiet = [e for e in ENVIRONMENTS if e != FLOODED]
     tag = "flooded" if flooded else "calm"
     batches = {e: signed_requests(secret, n // 4, port, f"{tag}-{e}", e) for e in quiet}
-    stop = asyncio.Event()
     flooder = None
     if flooded:
-        forged = forged_requests(4, port, FLOODED)
-        flooder = asyncio.ensure_future(flood(port, forged, 8, stop))
-        await asyncio.sleep(0.5)  # the flood is on before the measured traffic starts
+        me = str(Path(__file__).resolve())
+        flooder = subprocess.Popen(
+            [sys.executable, me, "--serve-flood", str(port)], stdout=subprocess.PIPE, text=True
+        )
+        await asyncio.sleep(3.0)  # the flood is on before the measured traffic starts
     results = await asyncio.gather(*(drive(e, port, batches[e], 4) for e in quiet))
-    stop.set()
-    sent = await flooder if flooder is not None else 0
+    sent = 0
+    if flooder is not None:
+        flooder.terminate()
+        out, _ = flooder.communicate(timeout=30)
+        sent = int(out.strip() or 0)
     return dict(zip(quiet, results, strict=True)), sent
 
 
@@ -337,13 +355,30 @@ def fill_floor_backlog(db: Path, n: int) -> None:
 
 
 def side_by_side(label: str, floor: LoadResult, gw: LoadResult) -> str:
-    return (
-        f"{label:<22} floor {floor.rps:7.0f}/s p99 {floor.p99:6.2f} ms | gateway "
-        f"{gw.rps:7.0f}/s p99 {gw.p99:6.2f} ms | throughput {gw.rps / floor.rps:4.2f}x, "
-        f"p99 {gw.p99 / floor.p99:4.2f}x"
-        + (f"  (errors {floor.errors}/{gw.errors})" if floor.errors or gw.errors else "")
-        + (f"  statuses {dict(sorted(gw.statuses.items()))}" if set(gw.statuses) - {200} else "")
+    line = (
+        f"{label:<22} floor {floor.rps:6.0f}/s p50 {floor.p50:5.2f} p99 {floor.p99:6.2f} ms"
+        f" | gateway {gw.rps:6.0f}/s p50 {gw.p50:5.2f} p99 {gw.p99:6.2f} ms"
+        f" | throughput {gw.rps / floor.rps:4.2f}x, p99 {gw.p99 / floor.p99:4.2f}x"
     )
+    if floor.errors or gw.errors:
+        line += f"  (errors {floor.errors}/{gw.errors})"
+    if set(gw.statuses) - {200}:
+        line += f"  statuses {dict(sorted(gw.statuses.items()))}"
+    return line
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def merge(into: LoadResult, r: LoadResult) -> None:
+    into.seconds += r.seconds
+    into.latencies_ms += r.latencies_ms
+    into.errors += r.errors
+    for k, v in r.statuses.items():
+        into.statuses[k] = into.statuses.get(k, 0) + v
 
 
 def report(rows: dict[str, tuple[LoadResult, LoadResult]]) -> None:
@@ -361,6 +396,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=3000, help="deliveries per phase")
     parser.add_argument("--backlog", type=int, default=50_000, help="pending deliveries")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per phase")
     parser.add_argument(
         "--phases",
         default="1,16,64,forwarding,backlog,environments",
@@ -369,6 +405,7 @@ def main() -> None:
     parser.add_argument("--serve-gateway", nargs=3, metavar=("HOME", "PORT", "LIVE"))
     parser.add_argument("--serve-floor", nargs=3, metavar=("DB", "PORT", "SECRET"))
     parser.add_argument("--serve-app", type=int, metavar="PORT")
+    parser.add_argument("--serve-flood", type=int, metavar="PORT")
     args = parser.parse_args()
     if args.serve_gateway:
         home, port, live = args.serve_gateway
@@ -380,6 +417,9 @@ def main() -> None:
         return
     if args.serve_app:
         serve_app(args.serve_app)
+        return
+    if args.serve_flood:
+        serve_flood(args.serve_flood)
         return
 
     from tristage.api import Tristage
@@ -414,7 +454,7 @@ def main() -> None:
         procs = (gateway, floor, app)
         try:
             for p in (gw_port, floor_port, app_port):
-                wait_port("127.0.0.1", p)
+                wait_port("127.0.0.1", p, timeout=120.0)
             n = args.events
             print(
                 f"webhook ingest, {n} signed Clerk deliveries per phase and server, "
@@ -425,15 +465,28 @@ def main() -> None:
                 asyncio.run(drive("warmup", port, signed_requests(secret, 300, port, "w"), 16))
 
             def pair(label: str, c: int) -> tuple[LoadResult, LoadResult]:
-                f = asyncio.run(
-                    drive(
-                        "floor", floor_port, signed_requests(secret, n, floor_port, f"f{label}"), c
-                    )
-                )
-                g = asyncio.run(
-                    drive("gateway", gw_port, signed_requests(secret, n, gw_port, f"g{label}"), c)
-                )
+                """Floor and gateway in turn, in `rounds` alternating rounds (the machine
+                is shared: a burst of someone else's load hits both alike), with the CPU
+                time each server process spent per request."""
+                f, g = LoadResult("floor", 0.0), LoadResult("gateway", 0.0)
+                cpu = {"floor": 0.0, "gateway": 0.0}
+                for k in range(args.rounds):
+                    order = ((f, floor_port, floor.pid), (g, gw_port, gateway.pid))
+                    for into, port, pid in order if k % 2 == 0 else order[::-1]:
+                        reqs = signed_requests(secret, n // args.rounds, port, f"{label}{k}")
+                        before = cpu_seconds(pid)
+                        r = asyncio.run(drive(into.label, port, reqs, c))
+                        cpu[into.label] += cpu_seconds(pid) - before
+                        merge(into, r)
                 print(side_by_side(label, f, g), flush=True)
+                fc, gc = (
+                    cpu[x] / max(1, r.requests) * 1e6 for x, r in (("floor", f), ("gateway", g))
+                )
+                print(
+                    f"{'':<22} CPU per request: floor {fc:.0f} us, gateway {gc:.0f} us "
+                    f"(including its forwarder) = {gc / fc:.2f}x",
+                    flush=True,
+                )
                 return f, g
 
             phases = set(args.phases.split(","))
@@ -476,7 +529,8 @@ def main() -> None:
                     statuses[k] = statuses.get(k, 0) + v
             print(
                 f"{'5 environments':<22} 4 quiet ones at 4 conn each: p99 {calm_p99:.2f} ms; "
-                f"with {FLOODED} flooded ({forged} forged 1 MB requests): p99 {hit_p99:.2f} ms "
+                f"with {FLOODED} flooded ({forged} forged 1 MB requests sent): "
+                f"p99 {hit_p99:.2f} ms "
                 f"= {hit_p99 / calm_p99:.2f}x (goal < 2x); statuses {statuses}, errors {errors}"
             )
             report(rows)

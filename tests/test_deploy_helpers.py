@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from conftest import GIT_ENV, git, run_cli
+from tristage.services.front_door import stop_router_process
 
 APPS = Path(__file__).parent / "apps"
 FAST = {
@@ -94,7 +95,8 @@ class ControlPlane:
             env={**os.environ, **FAST},
             start_new_session=True,
         )
-        info = wait_for(self._info, 15, "the control plane to start")
+        # two Python processes start (the control plane and its router): generous on a busy machine
+        info = wait_for(self._info, 45, "the control plane to start")
         self.port = info["router_port"]
         return self
 
@@ -124,6 +126,8 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # the router process outlives a control plane that was killed: stop it too
+        stop_router_process(self.home)
         self.client.close()
 
     def get(self, host: str, path: str = "/") -> httpx.Response:

@@ -1065,3 +1065,67 @@ def test_websocket_upgrade_to_a_dead_upstream_gets_502_and_counts_an_error() -> 
             await teardown(router, ups)
 
     run(main())
+
+
+# --- the fast path (bodiless requests proxied without ASGI) --------------------------------
+
+
+async def _framings(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers by path: chunked, delimited by closing, with a Connection-named header."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1]
+            if path == b"/chunked":
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                )
+            elif path == b"/close":
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+                await writer.drain()
+                writer.close()
+                return
+            else:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n"
+                    b"Keep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
+                )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+def test_fast_path_reframes_chunked_and_close_delimited_responses_and_drops_hop_by_hop() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_framings, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()[:2]
+        table = RouteTable({"myapp.localhost": Route("myapp", "production", "d", addr)})
+        router = Router(table)
+        port = await router.start(host="127.0.0.1", port=0)
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                for _ in range(3):
+                    base = f"http://127.0.0.1:{port}"
+                    host = {"host": "myapp.localhost"}
+                    r = await c.get(f"{base}/chunked", headers=host)
+                    assert (r.status_code, r.text) == (200, "hello world")
+                    r = await c.get(f"{base}/close", headers=host)
+                    assert (r.status_code, r.text) == (200, "until the end")
+                    r = await c.get(f"{base}/plain", headers=host)
+                    assert (r.status_code, r.text) == (200, "ok")
+                    assert "x-secret" not in r.headers and "keep-alive" not in r.headers
+            # pipelined requests on one connection are answered in order
+            raw = b"GET /plain HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n" * 3
+            raw += b"GET /chunked HTTP/1.1\r\nHost: myapp.localhost\r\nConnection: close\r\n\r\n"
+            out = await raw_exchange(port, raw)
+            assert out.count(b"HTTP/1.1 200 OK") == 4 and out.count(b"\r\n\r\nok") == 3
+            assert out.endswith(b"b\r\nhello world\r\n0\r\n\r\n")
+            s = router.stats()["d"]
+            assert (s.requests, s.upstream_errors) == (13, 0)
+            assert router.inflight(addr) == 0
+        finally:
+            await router.stop()
+            server.close()
+
+    run(main())

@@ -245,6 +245,47 @@ def test_a_second_writer_waits_for_the_first(opener: Callable[[], Store]) -> Non
     assert seen == {"v": "1"}  # it started after the commit, so it sees it
 
 
+def test_a_writer_that_must_not_wait_is_refused_at_once(opener: Callable[[], Store]) -> None:
+    """`transaction(wait=False)` while another client writes: StoreBusy at once, nothing
+    written; once the lock is free it writes, and the store still waits as before."""
+    from tristage.edges.store import StoreBusy
+
+    first, second = opener(), opener()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with first.transaction():
+            first.execute("INSERT INTO kv (k, v) VALUES ('first', '1')")
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    with pytest.raises(StoreBusy), second.transaction(wait=False):
+        second.execute("INSERT INTO kv (k, v) VALUES ('second', '2')")
+    assert time.monotonic() - started < 1.0
+    assert isinstance(StoreBusy(""), StoreError)
+    release.set()
+    t.join()
+    with second.transaction(wait=False):
+        second.execute("INSERT INTO kv (k, v) VALUES ('second', '2')")
+    rows = second.query("SELECT k FROM kv ORDER BY k")
+    assert rows == [{"k": "first"}, {"k": "second"}]
+    # the connection waits again afterwards: a plain transaction behind a writer waits
+    holding.clear()
+    release.clear()
+    t = threading.Thread(target=hold)
+    first.execute("DELETE FROM kv")
+    t.start()
+    assert holding.wait(10)
+    threading.Timer(0.2, release.set).start()
+    with second.transaction():
+        second.execute("INSERT INTO kv (k, v) VALUES ('late', '3')")
+    t.join()
+
+
 def test_readers_are_not_blocked_by_a_writer(opener: Callable[[], Store]) -> None:
     writer, reader = opener(), opener()
     writer.execute("INSERT INTO kv (k, v) VALUES ('a', 'old')")

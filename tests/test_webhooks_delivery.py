@@ -463,3 +463,113 @@ def test_cli_replay_dry_run_lists_and_resume_says_what_it_did(
     assert "nothing of development/clerk was paused" in again.stdout
     nope = cli("hooks", "resume", "development", "clerk", "--destination", "x", cwd=root)
     assert nope.returncode == 1 and "no destination 'x'" in nope.stderr
+
+
+# ---------------------------------------------------------------------------
+# The writer: a turn of the loop's deliveries commit together on the loop when nothing
+# waits, else on the writer thread
+
+
+def test_deliveries_of_one_loop_turn_commit_together_here_or_on_the_writer(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from tristage.edges.store import SqliteStore
+    from tristage.services.batch_writer import BatchWriter
+
+    schema = [("0001_t", "CREATE TABLE t (k TEXT PRIMARY KEY, thread TEXT NOT NULL);")]
+    store = SqliteStore(tmp_path / "state.db", schema)
+    other = SqliteStore(tmp_path / "state.db", schema)  # another process, say
+    writer = BatchWriter(store)
+
+    def put(key: str) -> Callable[[Any], str]:
+        def job(s: Any) -> str:
+            s.execute(
+                "INSERT INTO t (k, thread) VALUES (?, ?)", (key, threading.current_thread().name)
+            )
+            return key
+
+        return job
+
+    async def main() -> None:
+        here = threading.current_thread().name
+        got = await asyncio.gather(*(writer.run_here(put(f"a{i}")) for i in range(20)))
+        assert got == [f"a{i}" for i in range(20)]
+        threads = {r["thread"] for r in store.query("SELECT thread FROM t WHERE k LIKE 'a%'")}
+        assert threads == {here}  # nothing waited: committed on the loop, no hand-over
+        # another client holds the write lock: the loop does not wait, the writer does
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with other.transaction():
+                holding.set()
+                release.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        assert holding.wait(10)
+        started = time.monotonic()
+        pending = asyncio.ensure_future(writer.run_here(put("b")))
+        await asyncio.sleep(0.2)
+        assert not pending.done()  # waiting on the writer thread, the loop is free
+        assert time.monotonic() - started < 1.0
+        release.set()
+        assert await asyncio.wait_for(pending, 10) == "b"
+        t.join()
+        row = store.query_one("SELECT thread FROM t WHERE k='b'")
+        assert row is not None and row["thread"] == "tristage-webhook-writer"
+        # a failing job fails alone, the others of its turn are stored
+        bad = asyncio.ensure_future(writer.run_here(put("a0")))  # the key exists
+        good = asyncio.ensure_future(writer.run_here(put("c")))
+        assert await asyncio.wait_for(good, 10) == "c"
+        with pytest.raises(Exception, match="UNIQUE"):
+            await asyncio.wait_for(bad, 10)
+
+    try:
+        run(main)
+    finally:
+        writer.stop()
+        other.close()
+        store.close()
+
+
+def test_a_flood_of_forged_large_bodies_is_shed_unread_and_small_ones_still_verified(
+    api: Tristage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tristage.services import webhooks as svc
+
+    async def main() -> None:
+        async with rig(api, tmp_path / "shop") as r:
+            url = f"http://127.0.0.1:{r.router_port}/.tristage/webhooks/clerk"
+            big = b'{"type":"user.created","data":"' + b"x" * 200_000 + b'"}'
+            forged = {
+                "svix-id": "msg_forged",
+                "svix-timestamp": str(int(time.time())),
+                "svix-signature": "v1,bm90IGEgc2lnbmF0dXJl",
+                "host": HOST,
+            }
+            codes = []
+            for _ in range(svc.SHED_AFTER + 5):
+                resp = await r.client.post(url, content=big, headers=forged)
+                codes.append(resp.status_code)
+            assert codes[: svc.SHED_AFTER] == [401] * svc.SHED_AFTER  # verified, refused
+            assert set(codes[svc.SHED_AFTER :]) == {503}  # then refused unread
+            resp = await r.client.post(url, content=big, headers=forged)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "2"
+            assert resp.json()["error"] == "busy"
+            # a genuine (small) delivery at the same environment still gets in
+            d = await r.post("clerk")
+            await wait_for(lambda: r.status(d) == "delivered", 10, "the genuine one")
+            # another environment is not shed
+            from tristage.api import Endpoint
+
+            dev = api.webhooks.endpoint("shop", "development", "clerk")
+            assert api.webhooks.shedding(dev, 10**6) is not None
+            assert api.webhooks.shedding(dev, 1000) is None  # small ones are verified
+            other = Endpoint("shop", "production", "clerk", dev.config, dev.secrets)
+            assert api.webhooks.shedding(other, 10**6) is None
+
+    with caplog.at_level("WARNING", logger="tristage.webhooks"):
+        run(main)
+    assert "webhook flood: project=shop env=development" in caplog.text

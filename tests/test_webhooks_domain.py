@@ -334,3 +334,12 @@ def test_clerk_user_samples_carry_every_documented_field(event_type: str) -> Non
     email = data["email_addresses"][0]
     assert set(email) >= CLERK_EMAIL
     assert {"attempts", "expire_at", "status", "strategy"} <= set(email["verification"])
+
+
+def test_retry_after_and_times_take_ascii_digits_only() -> None:
+    assert dom.parse_retry_after("²", 0.0) is None
+    assert dom.parse_retry_after("٣", 0.0) is None
+    for bad in ("²h", "+5m", "1_0d"):
+        with pytest.raises(ValueError, match="not a time"):
+            dom.parse_when(bad, 0.0)
+    assert dom.parse_when("1.5h", 7200.0) == 1800.0

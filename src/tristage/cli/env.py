@@ -290,9 +290,7 @@ def import_(
         secret=secret,
         build=build,
     )
-    redeploys = api.variables.redeploy_after(
-        ref.name, api.variables.changed_scopes(report.results)
-    )
+    redeploys = api.variables.redeploy_after(ref.name, api.variables.changed_scopes(report.results))
     if as_json:
         print_json(report.as_json())
         return

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import aliases
+from .numbers import ascii_int
 
 # A provider name (`kind` in tristage.toml): a built-in or a registered one
 # (edges/webhook_providers). The sample events below cover the built-ins.
@@ -75,8 +76,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return min(float(text), RETRY_AFTER_CAP)
+    seconds = ascii_int(text)
+    if seconds is not None:
+        return min(float(seconds), RETRY_AFTER_CAP)
     from email.utils import parsedate_to_datetime
 
     try:
@@ -818,6 +820,13 @@ def event_types(kind: Kind) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 # Times on the command line (`hooks replay --since/--until`)
 
+
+def _decimal(text: str) -> bool:
+    """ASCII digits with at most one '.' (`1.5`, `30`)."""
+    whole, _, frac = text.partition(".")
+    return ascii_int(whole) is not None and (not frac or ascii_int(frac) is not None)
+
+
 _AGO_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -828,9 +837,9 @@ def parse_when(text: str, now: float) -> float:
     import datetime as dt
 
     value = text.strip()
-    if len(value) > 1 and value[-1] in _AGO_UNITS and value[:-1].replace(".", "", 1).isdigit():
+    if len(value) > 1 and value[-1] in _AGO_UNITS and _decimal(value[:-1]):
         return now - float(value[:-1]) * _AGO_UNITS[value[-1]]
-    if value.replace(".", "", 1).isdigit() and len(value) >= 9:
+    if _decimal(value) and len(value) >= 9:
         return float(value)
     try:
         at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -92,6 +92,11 @@ UpgradeHook = Callable[
     [UpgradeRequest, asyncio.Transport, bytes, Callable[[Any], None]], ConnectionOwner | None
 ]
 
+# Offered each request once its head is parsed (the protocol itself: `url`, `headers`,
+# `parser`, `cycle`...); True when it took the request and stands in as its `cycle`
+# (see `router.fastpath`), False to let the ASGI app serve it.
+ShortcutHook = Callable[[Any], bool]
+
 
 class GuardedHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header deadline and a body idle timeout.
@@ -101,6 +106,7 @@ class GuardedHttp(HttpToolsProtocol):
     header_timeout = 10.0
     idle_timeout = 30.0
     upgrade: UpgradeHook | None = None  # set as a staticmethod on a subclass
+    shortcut: ShortcutHook | None = None  # likewise
     _deadline: asyncio.TimerHandle | None
     _body_timer: asyncio.TimerHandle | None
     _last_body: float
@@ -198,7 +204,15 @@ class GuardedHttp(HttpToolsProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        if self.shortcut is not None and self.shortcut(self):
+            return
         super().on_headers_complete()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        drained = getattr(self.cycle, "client_drained", None)
+        if drained is not None:
+            drained()
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -334,6 +348,7 @@ class EmbeddedServer:
         idle_timeout: float = 30.0,
         max_connections: int | None = None,
         upgrade: UpgradeHook | None = None,
+        shortcut: ShortcutHook | None = None,
         **options: Any,
     ) -> None:
         self.app = app
@@ -347,6 +362,7 @@ class EmbeddedServer:
                 "header_timeout": header_timeout,
                 "idle_timeout": idle_timeout,
                 "upgrade": staticmethod(upgrade) if upgrade is not None else None,
+                "shortcut": staticmethod(shortcut) if shortcut is not None else None,
             },
         )
         self.options: dict[str, Any] = {
@@ -367,11 +383,15 @@ class EmbeddedServer:
     def port(self) -> int | None:
         return int(self._sock.getsockname()[1]) if self._sock is not None else None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> int:
+        """Listen on host:port (0 picks a free port), or on `sock`, a listening socket
+        made by the caller; returns the bound port."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} already started")
-        sock = bind_socket(host, port, self.backlog)
+        if sock is None:
+            sock = bind_socket(host, port, self.backlog)
+        else:
+            sock.setblocking(False)
         config = uvicorn.Config(self.app, **self.options)
         server = uvicorn.Server(config)
         config.load()

@@ -229,6 +229,12 @@ def build_internal_app(api: Tristage, *, per_environment: int = 4, queue: int = 
             result = service.too_large(ep, remote, size)
             await _respond(send, result.status, result.body, [(b"connection", b"close")])
             return
+        shed = service.shedding(ep, limit if size is None else size)
+        if shed is not None:  # a flood of refused requests here: not read, not verified
+            await _respond(
+                send, shed.status, shed.body, [(b"retry-after", b"2"), (b"connection", b"close")]
+            )
+            return
         try:
             body = await _read_body(receive, limit)
         except _TooLarge as exc:

@@ -48,6 +48,7 @@ from ..edges.runtime import proc_start
 from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
+from .front_door import RouterProcess
 from .reconciler import Reconciler
 from .releases import LOOPBACK, Adoption, Release
 from .supervisor import supervise
@@ -85,7 +86,10 @@ class ControlPlane(DeployPipeline, Reconciler):
     ) -> None:
         await self.recover()
         await asyncio.to_thread(self.svc.install_hooks)
-        self.router = Router(self.table, internal_app=internal_app)
+        if self.router_process:
+            self.router = RouterProcess(self.api.home, self.table, self.log)
+        else:
+            self.router = Router(self.table, internal_app=internal_app)
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         if self.frontdoor is not None:
@@ -94,6 +98,8 @@ class ControlPlane(DeployPipeline, Reconciler):
             except BaseException:
                 await self.router.stop()
                 raise
+        elif isinstance(self.router, RouterProcess):
+            await self.router.trust_edge(None)  # one adopted from a run with the edge
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
@@ -101,14 +107,17 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.port = bound
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Nudge(self.wake), local_addr=(LOOPBACK, 0)
+            lambda: _Nudge(self.wake, self.api.webhooks.notify), local_addr=(LOOPBACK, 0)
         )
         self._transport = transport
         control_port = transport.get_extra_info("sockname")[1]
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
         if self.dashboard_port:
-            self.log(f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/")
+            self.log(
+                f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/"
+                " ('tristage open' opens it signed in)"
+            )
         problem = await asyncio.to_thread(self.runtimes.sandbox_problem)
         if problem and not self.runtimes.forced:
             self.log(f"warning: the sandbox cannot run here: {problem} (see 'tristage doctor')")
@@ -130,10 +139,11 @@ class ControlPlane(DeployPipeline, Reconciler):
         finally:
             await self.shutdown(main)
 
-    def _resume_git_hosts(self) -> None:
-        """Git host deliveries answered before a stop but not acted on yet."""
+    def _resume_git_hosts(self, starting: bool = True) -> None:
+        """Git host deliveries answered but not acted on (before a stop, or by a router
+        process that stopped); when `starting`, also the previews still to report."""
         try:
-            n = self.api.git_hosts.resume()
+            n = self.api.git_hosts.resume(reports=starting, min_age=0 if starting else 60)
         except Exception as exc:  # never keeps the control plane from serving
             self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
             return
@@ -273,13 +283,19 @@ class ControlPlane(DeployPipeline, Reconciler):
                         )
             except Exception as exc:
                 self.log(f"scheduled cleanup failed: {type(exc).__name__}: {exc}")
+            await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 
 
 class _Nudge(asyncio.DatagramProtocol):
-    def __init__(self, wake: asyncio.Event) -> None:
+    """A command changed the desired state, or the router process stored a webhook
+    delivery: reconcile, and look for deliveries to forward, now."""
+
+    def __init__(self, wake: asyncio.Event, deliveries: Callable[[], None]) -> None:
         self.wake = wake
+        self.deliveries = deliveries
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.wake.set()
+        self.deliveries()

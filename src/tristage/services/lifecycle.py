@@ -223,7 +223,7 @@ PROJECT_TABLES = (
     "deployments", "aliases", "alias_history", "stopped_branches", "variables",
     "data_backups", "data_backup_schedule", "data_roles", "webhook_deliveries",
     "webhook_rejections", "webhook_endpoint_state", "metric_samples", "health_probes",
-    "alerts", "git_connections", "git_deliveries", "pull_requests",
+    "alerts", "git_connections", "git_deliveries", "pull_requests", "data_jobs",
 )  # fmt: skip
 
 

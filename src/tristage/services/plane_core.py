@@ -21,6 +21,7 @@ from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
+from .front_door import RouterProcess
 from .frontdoor import FrontDoor
 from .health import probe
 from .release_records import ReleaseRecords
@@ -46,8 +47,12 @@ class PlaneCore:
         log: Callable[[str], None] | None = None,
         runtimes: Runtimes | None = None,
         edge: EdgeOptions | None = None,
+        router_process: bool = False,
     ) -> None:
+        """`router_process`: the router runs in a process of its own that outlives this
+        one (`tristage up`), else inside this loop."""
         self.api = api
+        self.router_process = router_process
         self.svc = api.deploys
         self.host = host
         self.port = port
@@ -55,8 +60,9 @@ class PlaneCore:
         self.runtimes = runtimes or Runtimes()
         self._log = log or (lambda line: print(line, flush=True))
         self.table = RouteTable()
-        self.router: Router | None = None
+        self.router: Router | RouterProcess | None = None
         self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
+        self._reported_claims: set[tuple[str, str]] = set()  # (host, project) warned about
         self.frontdoor = (
             FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
         )

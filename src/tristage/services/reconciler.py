@@ -18,6 +18,7 @@ from ..domain import aliases as alias_domain
 from ..domain.deployments import Deployment, Status, warm_set
 from ..edges.router import Route
 from ..errors import TristageError
+from .front_door import RouterProcess
 from .plane_core import PlaneCore
 from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release
@@ -48,7 +49,9 @@ class Reconciler(PlaneCore):
             deadline = time.monotonic() + drain
             await asyncio.sleep(min(0.2, drain))
             while (
-                time.monotonic() < deadline and self.router and self.router.inflight(rel.upstream)
+                time.monotonic() < deadline
+                and self.router
+                and await self.router.inflight_now(rel.upstream)
             ):
                 await asyncio.sleep(0.05)
             if dep_id in self._wanted:
@@ -90,6 +93,8 @@ class Reconciler(PlaneCore):
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
+        if switched and isinstance(self.router, RouterProcess):
+            await self.router.synced()  # recorded as served once the router process has it
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
@@ -186,6 +191,14 @@ class Reconciler(PlaneCore):
         async with self._reconciling:
             self._install_routes(await self._db(self._read_routes), {})
 
+    def _claimed_twice(self, host: str, kept: str, other: str) -> None:
+        if (host, other) not in self._reported_claims:
+            self._reported_claims.add((host, other))
+            self.log(
+                f"warning: {host} is a domain of projects {kept} and {other}; {kept} keeps "
+                f"it (remove it from one tristage.toml)"
+            )
+
     def _read_routes(self) -> list[ProjectRoutes]:
         """(store thread) Each project's hosts: aliases, branches and deployments."""
         store = self.api.store
@@ -246,6 +259,9 @@ class Reconciler(PlaneCore):
                 pr.public,
             )  # fmt: skip
             for host, target in hosts.items():
+                if host in table and table[host].project != pr.project:
+                    self._claimed_twice(host, table[host].project, pr.project)
+                    continue  # a public name two projects claim: the first (by name) keeps it
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)

@@ -87,8 +87,11 @@ class Poster:
     async def _request(
         conn: UpstreamConnection, head: bytes, body: bytes
     ) -> tuple[int, list[tuple[bytes, bytes]]]:
-        conn.begin(head, head_only=False)
-        await conn.write(body)
+        if len(body) <= ONE_WRITE_BYTES:
+            conn.begin(head + body, head_only=False)  # one send for the usual delivery
+        else:
+            conn.begin(head, head_only=False)
+            await conn.write(body)
         return await conn.response_head()
 
 
@@ -102,4 +105,5 @@ def _outcome(status: int, retry_after: str | None, snippet: bytes) -> dom.Outcom
     return dom.Outcome(status, f"HTTP {status}" + (f": {text}" if text else ""), wait)
 
 
+ONE_WRITE_BYTES = 65536  # a body up to this size goes out with the head in one write
 _HOP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})

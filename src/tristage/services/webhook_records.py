@@ -317,8 +317,10 @@ def record_attempts(
     store: Store, item: Claimed, posted: list[Posted], overall: dom.Transition
 ) -> None:
     """Write the attempts of one round of a delivery, each destination's state, and the
-    delivery's own summary (its status is every destination's together)."""
+    delivery's own summary (its status is every destination's together). A delivery
+    with one destination keeps that destination's state in its own row only."""
     last: Posted | None = None
+    several = len(item.targets) > 1
     for p in posted:
         o, tr = p.outcome, p.transition
         store.execute(
@@ -328,21 +330,35 @@ def record_attempts(
              p.target.name),
         )  # fmt: skip
         delivered_at = p.started if tr.status == dom.DeliveryStatus.delivered else None
-        store.execute(
-            "INSERT INTO webhook_destinations (delivery_id, destination, status, tries,"
-            " attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
-            " delivered_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (delivery_id, destination) DO UPDATE SET status=excluded.status,"
-            " tries=excluded.tries, attempts=webhook_destinations.attempts + 1,"
-            " next_attempt_at=excluded.next_attempt_at,"
-            " last_attempt_at=excluded.last_attempt_at, last_status=excluded.last_status,"
-            " last_error=excluded.last_error,"
-            " delivered_at=COALESCE(excluded.delivered_at, webhook_destinations.delivered_at)",
-            (item.id, p.target.name, tr.status.value, tr.tries, tr.next_attempt_at,
-             p.started, o.status_code, o.error, delivered_at),
-        )  # fmt: skip
+        if several:
+            _record_destination(store, item.id, p, delivered_at)
         if last is None or not o.ok or last.outcome.ok:
             last = p  # the delivery shows a failure over a success
+    _record_summary(store, item, posted, overall, last)
+
+
+def _record_destination(
+    store: Store, delivery_id: str, p: Posted, delivered_at: float | None
+) -> None:
+    o, tr = p.outcome, p.transition
+    store.execute(
+        "INSERT INTO webhook_destinations (delivery_id, destination, status, tries,"
+        " attempts, next_attempt_at, last_attempt_at, last_status, last_error,"
+        " delivered_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (delivery_id, destination) DO UPDATE SET status=excluded.status,"
+        " tries=excluded.tries, attempts=webhook_destinations.attempts + 1,"
+        " next_attempt_at=excluded.next_attempt_at,"
+        " last_attempt_at=excluded.last_attempt_at, last_status=excluded.last_status,"
+        " last_error=excluded.last_error,"
+        " delivered_at=COALESCE(excluded.delivered_at, webhook_destinations.delivered_at)",
+        (delivery_id, p.target.name, tr.status.value, tr.tries, tr.next_attempt_at,
+         p.started, o.status_code, o.error, delivered_at),
+    )  # fmt: skip
+
+
+def _record_summary(
+    store: Store, item: Claimed, posted: list[Posted], overall: dom.Transition, last: Posted | None
+) -> None:
     if last is None:  # nothing was due (a paused destination): just the next look
         store.execute(
             "UPDATE webhook_deliveries SET status=?, next_attempt_at=? WHERE id=?",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -43,12 +43,20 @@ class RouteTable:
 
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         self._routes: Mapping[str, Route] = MappingProxyType({})
+        self._listeners: list[Callable[[Mapping[str, Route]], None]] = []
         if routes:
             self.replace(routes)
 
     def replace(self, routes: Mapping[str, Route]) -> None:
         table = {normalize_host(host): route for host, route in routes.items()}
         self._routes = MappingProxyType(table)
+        for listener in self._listeners:
+            listener(self._routes)
+
+    def on_replace(self, listener: Callable[[Mapping[str, Route]], None]) -> None:
+        """Call `listener(table)` after every `replace` (a router in another process
+        is sent the new table this way)."""
+        self._listeners.append(listener)
 
     def lookup(self, host: str) -> Route | None:
         return self._routes.get(normalize_host(host))

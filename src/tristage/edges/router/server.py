@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from starlette.types import ASGIApp
 
 from ..embedded_server import EmbeddedServer
+from .fastpath import FastPath
 from .proxy import Inflight, ProxyApp
 from .routes import RouteTable
 from .stats import DeploymentStats, StatsRecorder
@@ -54,6 +56,7 @@ class Router:
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout
         )
         self._upgrade = UpgradeHandler(table, self._stats, connect_timeout)
+        self._fast = FastPath(table, self._stats, self._inflight, self._pool, request_timeout)
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",
@@ -61,6 +64,7 @@ class Router:
             idle_timeout=idle_timeout,
             max_connections=max_connections,
             upgrade=self._upgrade,
+            shortcut=self._fast.take,
             interface="asgi3",
             ws="none",
             lifespan="off",
@@ -73,15 +77,19 @@ class Router:
         (from the production edge in front, `edges/caddy`); None trusts no one."""
         raw = token.encode() if token else None
         self._app.edge_token = raw
+        self._fast.edge_token = raw
         self._upgrade.edge_token = raw
 
     @property
     def port(self) -> int | None:
         return self._server.port
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
-        return await self._server.start(host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+    ) -> int:
+        """Listen on host:port (0 picks a free port), or on the listening socket `sock`;
+        returns the bound port."""
+        return await self._server.start(host, port, sock)
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (bounded), close upstream connections."""
@@ -92,6 +100,10 @@ class Router:
 
     def inflight(self, upstream: tuple[str, int]) -> int:
         """Requests currently being proxied to `upstream` (0 once it is drained)."""
+        return self._inflight.get(upstream)
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        """`inflight`, as a router in another process answers it (see `RouterProcess`)."""
         return self._inflight.get(upstream)
 
     def stats(self) -> dict[str, DeploymentStats]:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -26,6 +26,12 @@ class UpstreamClosed(ConnectionError):
 
 class UpstreamTimeout(TimeoutError):
     """The upstream did not start answering within the request timeout."""
+
+
+class Relay(Protocol):
+    """Told of every event on a connection instead of a waiting coroutine (the fast path)."""
+
+    def upstream_event(self) -> None: ...
 
 
 class Deadlines:
@@ -66,6 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        self.relay: Relay | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._reset()
@@ -152,6 +159,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- used by the proxy ----------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self.relay is not None:
+            self.relay.upstream_event()
+            return
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -276,7 +286,8 @@ class UpstreamPool:
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self._deadlines: Deadlines | None = None
 
-    async def acquire(self, addr: tuple[str, int]) -> UpstreamConnection:
+    def take_idle(self, addr: tuple[str, int]) -> UpstreamConnection | None:
+        """The warmest idle connection to `addr` that is still fresh, or None."""
         idle = self._idle.get(addr)
         if idle:
             now = time.monotonic()
@@ -286,7 +297,11 @@ class UpstreamPool:
                     conn.reused = True
                     return conn
                 conn.close()
-        return await self.connect(addr)
+        return None
+
+    async def acquire(self, addr: tuple[str, int]) -> UpstreamConnection:
+        conn = self.take_idle(addr)
+        return conn if conn is not None else await self.connect(addr)
 
     async def connect(self, addr: tuple[str, int]) -> UpstreamConnection:
         loop = asyncio.get_running_loop()

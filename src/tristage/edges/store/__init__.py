@@ -7,7 +7,7 @@ SQL is written in the portable subset (``?`` placeholders are translated), and t
 shared suite in ``tests/test_store_conformance.py`` runs against each implementation.
 """
 
-from .base import Migration, Row, Store
+from .base import Migration, Row, Store, StoreBusy
 from .sqlite import SqliteStore, open_store
 
-__all__ = ["Migration", "Row", "SqliteStore", "Store", "open_store"]
+__all__ = ["Migration", "Row", "SqliteStore", "Store", "StoreBusy", "open_store"]

@@ -15,9 +15,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ...errors import StoreError
+
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any]
 Migration = tuple[str, str]  # (id, SQL script): applied in id order, each once
+
+
+class StoreBusy(StoreError):
+    """`transaction(wait=False)` found the write lock held by another client."""
 
 
 class Store(Protocol):
@@ -39,10 +45,12 @@ class Store(Protocol):
         """Run an INSERT into a table keyed by an integer ``id``; returns the new id."""
         ...
 
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, wait: bool = True) -> AbstractContextManager[None]:
         """One writer at a time: the write lock is taken when the block starts, so what
         it reads stays true until it commits; readers outside are never blocked. An
-        exception rolls the whole block back. Nested blocks join the outer one."""
+        exception rolls the whole block back. Nested blocks join the outer one.
+        `wait=False`: raise `StoreBusy` at once, instead of waiting, when another
+        client holds the write lock (a caller that must not block tries elsewhere)."""
         ...
 
     def migrate(self, migrations: Iterable[Migration]) -> list[str]:

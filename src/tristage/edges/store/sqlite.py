@@ -19,7 +19,7 @@ from typing import Any
 
 from ...errors import StoreError
 from ...paths import private_file, private_mkdirs
-from .base import Migration, Params, Row
+from .base import Migration, Params, Row, StoreBusy
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -64,19 +64,27 @@ class SqliteStore:
                 self._all.append(conn)
         return conn
 
+    def _waiting(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """The connection back to waiting on a busy store (after `transaction(wait=False)`
+        set it not to)."""
+        if getattr(self._local, "nowait", False):
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.nowait = False
+        return conn
+
     # -- protocol ------------------------------------------------------
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         with _wrapped():
-            return list(self._conn().execute(sql, params).fetchall())
+            return list(self._waiting(self._conn()).execute(sql, params).fetchall())
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
         with _wrapped():
-            row: Row | None = self._conn().execute(sql, params).fetchone()
+            row: Row | None = self._waiting(self._conn()).execute(sql, params).fetchone()
             return row
 
     def iterate(self, sql: str, params: Params = ()) -> Iterator[Row]:
         with _wrapped():
-            cur = self._conn().execute(sql, params)
+            cur = self._waiting(self._conn()).execute(sql, params)
             while True:
                 rows = cur.fetchmany(500)
                 if not rows:
@@ -93,7 +101,7 @@ class SqliteStore:
             return int(rowid or 0)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, wait: bool = True) -> Iterator[None]:
         conn = self._conn()
         depth: int = self._local.depth
         if depth:
@@ -103,8 +111,15 @@ class SqliteStore:
             finally:
                 self._local.depth = depth
             return
-        with _wrapped():
-            _begin_immediate(conn)
+        if wait:
+            self._waiting(conn)
+            with _wrapped():
+                _begin_immediate(conn)
+        else:
+            if not getattr(self._local, "nowait", False):
+                conn.execute("PRAGMA busy_timeout=0")  # kept for the next ones
+                self._local.nowait = True
+            _begin_now(conn)
         self._local.depth = 1
         try:
             yield
@@ -210,6 +225,17 @@ def _retry_locked(run: Callable[[], object]) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def _begin_now(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE on a connection that does not wait: StoreBusy when another
+    connection writes."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreBusy("the state store is being written by another client") from exc
+        raise StoreError(f"state store: {exc}") from exc
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:

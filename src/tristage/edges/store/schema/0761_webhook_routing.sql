@@ -38,5 +38,3 @@ DROP INDEX webhook_deliveries_prunable;
 CREATE INDEX webhook_deliveries_prunable
     ON webhook_deliveries (project, environment, source, received_at)
     WHERE pruned_at IS NULL AND status IN ('delivered', 'dead', 'filtered');
-CREATE INDEX webhook_deliveries_event
-    ON webhook_deliveries (project, environment, event_type, received_at);
