@@ -173,3 +173,36 @@ def test_destroy_knows_every_table_that_holds_a_project(api: Tristage) -> None:
     assert with_project - {"audit_events"} <= set(PROJECT_TABLES), (
         with_project - set(PROJECT_TABLES) - {"audit_events"}
     )
+
+
+def _processes_of(dep: str) -> list[str]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"TRISTAGE_DEPLOYMENT={dep}\0".encode() in environ:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_destroy_stops_releases_a_killed_control_plane_left_running(
+    repo: Path, home: Path, tmp_path: Path
+) -> None:
+    project = make_project(repo)
+    plane = ControlPlane(home).start()
+    try:
+        dep = deployment_id(push(project, "main").stderr)
+        assert plane.serves("shop.localhost") == dep
+        plane.kill9()  # releases outlive it
+        assert _processes_of(dep)
+    finally:
+        plane.stop()
+    r = run_cli("destroy", "shop", "--yes", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "final backup kept: production:" in r.stdout
+    wait_for(lambda: not _processes_of(dep), 20, "the release's processes to go")
+    assert not (home / "repos" / "shop.git").exists()

@@ -23,6 +23,8 @@ from ..domain.cleanup import CleanupPlan, DeploymentFacts, expired_branches, sel
 from ..edges import git
 from ..edges.store import Row
 from ..errors import TristageError, UsageError
+from .release_records import ReleaseRecords
+from .runtimes import Runtimes
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -260,9 +262,15 @@ def _destroy(api: Tristage, project: str, confirm: str, wait: float = 60.0) -> D
             if not any(r["deployment"] in dep_ids for r in rows):
                 break
             time.sleep(0.1)
-    with store.transaction():
-        for dep_id in dep_ids:
-            store.execute("DELETE FROM releases WHERE deployment=?", (dep_id,))
+    # what still runs (no control plane, or one that did not stop them in time: releases
+    # outlive a kill -9 of the control plane) is stopped here, whole process groups
+    records = ReleaseRecords(store)
+    runtimes = Runtimes()
+    for rel in records.all():
+        if rel.deployment in dep_ids:
+            with contextlib.suppress(TristageError, OSError):
+                runtimes.for_handle(rel.handle).stop(rel.handle, 5.0)
+            records.forget(rel.deployment)
     removed += [f"database {name}" for name in api.data.stores.drop_databases(project)]
     home = api.home
     for path in (
