@@ -56,6 +56,10 @@ def test_db_commands_end_to_end(api: Tristage, repo: Path, tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["sanitized"] and report["rows"] == {"users": 12, "payments": 24}
+    assert report["scan"]["found"] == [] and report["scan"]["tables"] == 2
+    r = run_cli("db", "clone", "production", "preview", "--yes", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert "checked the copy: 36 row(s) of 2 table(s)" in r.stdout and "none found" in r.stdout
 
 
 def test_clone_refusal_lists_columns_and_exits_1(api: Tristage, repo: Path) -> None:

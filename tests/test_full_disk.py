@@ -21,7 +21,7 @@ def small_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     home.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(home)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(home)],
                        capture_output=True, text=True)  # fmt: skip
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
@@ -33,13 +33,14 @@ def small_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 def _fill(path: Path) -> None:
-    with path.open("wb") as f:
-        try:
+    """Write zeros until the disk is full (it may be full already)."""
+    try:
+        with path.open("wb") as f:
             while True:
-                f.write(b"\0" * 65536)
+                f.write(b"\0" * 4096)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
 
 
 def test_a_full_disk_is_one_line_and_changes_nothing(small_home: Path, tmp_path: Path) -> None:

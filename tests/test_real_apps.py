@@ -116,6 +116,8 @@ def test_a_dependencys_console_script_runs_with_the_apps_code_and_venv(
     assert r.returncode == 0, r.stderr + run_cli("logs", "--build", cwd=repo).stdout
     dep = deployment_id(r.stderr)
     assert deployments(repo)[0]["status"] == "ready", r.stderr
+    # installed with uv (tristage's dependency), in the sandbox
+    assert "> uv pip install requirements.txt" in r.stderr and "trying pip" not in r.stderr
     body = cp.get("shop.localhost").json()
     artifact = home / "artifacts" / "shop" / dep
     assert body["deployment"] == dep
@@ -233,7 +235,7 @@ def test_the_procfiles_release_line_runs_before_the_release_takes_traffic(
     r = push(repo, "main", timeout=120)
     first = deployment_id(r.stderr)
     assert "release step ran" in r.stderr, r.stderr
-    assert "the Procfile's `clock:` line does not run" in r.stderr
+    assert "Procfile process types: web, release, clock" in r.stderr
     assert cp.get("shop.localhost").json() == {"deployment": first, "releases": [first]}
     # a failing release line aborts the release: the previous deployment keeps serving
     assert (

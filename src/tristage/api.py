@@ -37,6 +37,7 @@ from .services.tokens import NewToken, Role, TokenInfo, TokenService, require
 if TYPE_CHECKING:
     from .edges.router.stats import DeploymentStats
     from .edges.snapshot_io import Progress
+    from .services.cron import CronService
     from .services.data import DataService
     from .services.data_records import BackupInfo
     from .services.deploys import ControlPlaneInfo, DeployService, PushedRef, Switch
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from .services.lifecycle import CleanupReport, DestroyReport, LifecycleService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
+    from .services.platform_backup import PlatformBackup
+    from .services.processes import ProcessService
     from .services.quickstart import Quickstart, Reporter, Summary
     from .services.variables import VariableService
     from .services.webhook_records import Delivery, Endpoint
@@ -158,11 +161,37 @@ class Tristage:
 
         return DataService(self)
 
+    def platform_backup(self, out: Path) -> PlatformBackup:
+        """An encrypted copy of the platform's own state store (the master key is not in it)."""
+        from .services.platform_backup import PlatformBackupService
+
+        return PlatformBackupService(self).backup(out)
+
+    def platform_restore(self, path: Path, yes: bool = False) -> None:
+        """Replace the platform's state store by a `platform_backup` (needs `yes`)."""
+        from .services.platform_backup import PlatformBackupService
+
+        PlatformBackupService(self).restore(path, yes)
+
     @cached_property
     def webhooks(self) -> WebhookService:
         from .services.webhooks import WebhookService
 
         return WebhookService(self)
+
+    @cached_property
+    def processes(self) -> ProcessService:
+        """`tristage ps` and `tristage scale` (services/processes.py)."""
+        from .services.processes import ProcessService
+
+        return ProcessService(self)
+
+    @cached_property
+    def cron(self) -> CronService:
+        """Scheduled jobs: `tristage cron ls/runs` (services/cron.py)."""
+        from .services.cron import CronService
+
+        return CronService(self)
 
     @cached_property
     def git_hosts(self) -> GitHostService:

@@ -115,3 +115,17 @@ def make_private(path: Path) -> None:
     want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
     if st.st_mode & 0o7777 != want:
         path.chmod(want)
+
+
+def private_tree(root: Path) -> None:
+    """Take group and other permissions off everything under `root` (a cache a tool
+    filled with its own modes); symlinks are left alone."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            p = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(p)
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                    os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
+            except OSError:
+                continue

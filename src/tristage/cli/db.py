@@ -28,6 +28,7 @@ db_app = typer.Typer(
 class Format(StrEnum):
     dir = "dir"
     zip = "zip"
+    convex = "convex"
 
 
 @contextmanager
@@ -67,12 +68,16 @@ def _size(n: int) -> str:
 def export(
     env: str = typer.Argument(..., help="The environment whose data to export."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Directory or .zip path."),
-    fmt: Format = typer.Option(Format.dir, "--format", help="dir or zip."),
+    fmt: Format = typer.Option(
+        Format.dir,
+        "--format",
+        help="dir, zip, or convex (a ZIP in the layout 'npx convex import' accepts).",
+    ),
     table: list[str] = typer.Option([], "--table", "-t", help="Only this table (repeatable)."),
 ) -> None:
     """Export a snapshot: one JSONL file per table plus a manifest with checksums."""
     ref = current_project()
-    chosen: Literal["dir", "zip"] = "zip" if fmt is Format.zip else "dir"
+    chosen: Literal["dir", "zip", "convex"] = fmt.value
     with _progress() as progress:
         result = get_api().data.export(ref.name, env, output, chosen, table, progress)
     m = result.manifest
@@ -264,6 +269,15 @@ def clone(
         cols = report.transformed.get(name, [])
         note = f"  sanitized: {', '.join(cols)}" if cols else ""
         console.print(f"  {name}: {n} row(s){note}", markup=False)
+    for column, reason in report.forced_keep.items():
+        console.print(f"  kept as forced: {column} ({reason})", markup=False)
+    if report.scan is not None:
+        scan = report.scan
+        console.print(
+            f"  checked the copy: {scan['rows']} row(s) of {scan['tables']} table(s) for "
+            f"{scan['values']} production value(s) of ruled columns: none found",
+            markup=False,
+        )
     how = "sanitized clone" if report.sanitized else "clone"
     console.print(
         f"[green]{how}[/] {report.source} -> {report.target}: "

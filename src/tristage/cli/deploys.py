@@ -13,6 +13,7 @@ import typer
 from rich.text import Text
 
 from ..domain.deployments import Deployment, Status
+from ..domain.logs import keep, parse_since
 from ..errors import EXIT_FAILED, TristageError, UsageError
 from . import service
 from .common import age, console, current_project, err_console, get_api, print_json
@@ -230,6 +231,7 @@ def deployments(
                     "reason": d.reason,
                     "created_at": d.created_at,
                     "ready_at": d.ready_at,
+                    "runtime": d.runtime,
                     "url": svc.deployment_url(d),
                     "live": d.id in live,
                 }
@@ -240,7 +242,7 @@ def deployments(
     now = time.time()
     print_table(
         console,
-        ("id", "env", "branch", "commit", "status", "age", "url", ""),
+        ("id", "env", "branch", "commit", "status", "age", "runtime", "url", ""),
         [
             (
                 d.id,
@@ -249,6 +251,7 @@ def deployments(
                 f"{d.commit[:7]} {d.message[:40]}",
                 Text(d.status.value, style=STATUS_STYLE.get(d.status.value, "")),
                 age(now - d.created_at),
+                d.runtime or "",
                 svc.deployment_url(d),
                 Text("live", style="bold green") if d.id in live else "",
             )
@@ -405,10 +408,18 @@ def logs(
         None, "--env", "-e", help="The runtime log of the deployment this environment serves."
     ),
     build: bool = typer.Option(False, "--build", help="The build log instead of runtime logs."),
-    follow: bool = typer.Option(False, "--follow", "-f"),
+    follow: bool = typer.Option(False, "--follow", "-f", "--tail", help="Keep printing."),
+    process: str | None = typer.Option(
+        None, "--process", "-p", help="Only this process's lines (web.1, worker.1)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="With --env: every deployment's lines this recent (10m, 2h)."
+    ),
 ) -> None:
     """Print a deployment's (or an environment's live) runtime log, or a build log;
-    --follow keeps printing (with --env, across the deployments that take its place)."""
+    --follow/--tail keeps printing (with --env, across the deployments that take its
+    place); --since 10m prints the environment's lines of the last 10 minutes across
+    deployments, each after its deployment's id."""
     if (deployment is None) == (env is None):
         raise UsageError(
             "name either a deployment or --env",
@@ -421,11 +432,18 @@ def logs(
             deployment = svc.live_deployment(ref.name, env)
             lines = svc.tail(deployment, True, follow)
         else:
-            lines = svc.tail_environment(ref.name, env, follow)
+            seconds = parse_since(since) if since is not None else None
+            lines = svc.tail_environment(ref.name, env, follow, process, seconds)
     else:
         assert deployment is not None
+        if since is not None:
+            raise UsageError(
+                "--since goes with --env", "e.g. 'tristage logs --env production --since 10m'"
+            )
         svc.get(deployment, ref.name)
         lines = svc.tail(deployment, build, follow)
+        if process is not None:
+            lines = (x for x in lines if keep(x, process, None))
     try:
         for line in lines:
             typer.echo(line)

@@ -51,8 +51,10 @@ COMMAND_MODULES = [
     "dev",
     "doctor",
     "lifecycle",
+    "processes",
     "service",
     "githost",
+    "platform",
 ]
 
 

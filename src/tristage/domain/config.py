@@ -27,6 +27,9 @@ from .cleanup import CleanupPolicy
 from .hostnames import PublicNames, check_hostname, check_pattern
 from .limits import parse_size
 
+PROCESS_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}\Z")
+MAX_REPLICAS = 32
+
 FILE_NAME = "tristage.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -427,6 +430,28 @@ class ProcessSettings(Strict):
         le=1_000_000,
         description="Most processes and threads at once; a build gets at least 1024.",
     )
+    processes: dict[str, int] | None = Field(
+        default=None,
+        description="Replicas per Procfile process type (`web = 2`, `worker = 1`; 0 stops "
+        "a type); an environment's table overrides `[app]`'s type by type. Unset types "
+        "run 1 replica; `tristage scale` overrides both at run time.",
+        json_schema_extra={"key": "TYPE"},
+    )
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        for name, count in (v or {}).items():
+            if not PROCESS_TYPE_RE.match(name):
+                raise ValueError(
+                    f"{name!r} is not a process type (lowercase letters, digits, '_' and "
+                    "'-', as in the Procfile)"
+                )
+            if isinstance(count, bool) or not 0 <= count <= MAX_REPLICAS:
+                raise ValueError(f"{name} = {count!r}: replicas must be 0 to {MAX_REPLICAS}")
+            if name == "release":
+                raise ValueError("'release' runs once per deployment; it has no replicas")
+        return v
 
     @field_validator("memory")
     @classmethod
@@ -518,6 +543,27 @@ class EnvironmentConfig(ProcessSettings):
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
         json_schema_extra={"key": "SOURCE"},
     )
+    cron: dict[str, str] = Field(
+        default_factory=dict,
+        description="Scheduled jobs: a cron expression in local time (quoted, e.g. "
+        "`\"0 3 * * *\"`) to the command run in a fresh process of the live release "
+        "(`tristage cron ls`, `tristage cron runs`).",
+        json_schema_extra={"key": "SCHEDULE"},
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: dict[str, str]) -> dict[str, str]:
+        from croniter import croniter
+
+        for schedule, command in v.items():
+            if not croniter.is_valid(schedule):
+                raise ValueError(
+                    f"{schedule!r} is not a cron expression (e.g. '0 3 * * *' for daily at 03:00)"
+                )
+            if not command.strip():
+                raise ValueError(f"{schedule!r}: the command is empty")
+        return v
     domains: list[str] = Field(
         default_factory=list,
         description="Public host names of the environment's live deployment, e.g. "
@@ -840,6 +886,8 @@ class PipelineConfig(Strict):
         for key in ProcessSettings.model_fields:
             value = getattr(env, key)
             merged[key] = value if value is not None else getattr(self.app, key)
+        if env.processes is not None and self.app.processes is not None:
+            merged["processes"] = {**self.app.processes, **env.processes}
         return ProcessSettings(**merged)
 
 

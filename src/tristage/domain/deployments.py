@@ -66,6 +66,7 @@ class Deployment:
     takes_host: bool = True
     # While a push is being decided: git's quarantine directory holding its objects.
     objects: str | None = None
+    runtime: str | None = None  # "python 3.12.1 + node 20.11.0": what it was built with
 
     @classmethod
     def from_row(cls, row: dict[str, object]) -> Deployment:
@@ -95,6 +96,7 @@ class Deployment:
             layers=_layers(row.get("layers")),
             takes_host=bool(row.get("takes_host", 1)),
             objects=opt("objects_dir"),
+            runtime=opt("runtime"),
         )
 
 

@@ -306,7 +306,15 @@ def encode_value(v: Any) -> Any:
 
 
 def _f(s: str) -> float:
-    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}[s]
+    """tristage's `{"$float": "nan"|"inf"|"-inf"}`, or Convex's `{"$float": base64}` (the
+    8 little-endian bytes of an IEEE 754 double: NaN, ±Infinity, -0.0)."""
+    special = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(s)
+    if special is not None:
+        return special
+    raw = base64.b64decode(s, validate=True)
+    if len(raw) != 8:
+        raise ValueError(f"a $float of {len(raw)} bytes (Convex writes 8)")
+    return float(struct.unpack("<d", raw)[0])
 
 
 _DECODERS: dict[str, Any] = {

@@ -668,6 +668,41 @@ def open_source(path: Path, box: Box | None = None, context: bytes = b"") -> Sou
     return Source(label, manifest, open_member, box, context, zf.close)
 
 
+_EMPTY_KINDS = {"_id": "text", "_creationTime": "real"}
+STORAGE_PREFIX = "_storage/"  # Convex file storage: `_storage/<id>` files beside its table
+
+
+def convex_storage_files(path: Path) -> list[str]:
+    """The stored files (`_storage/<id>`) of a Convex snapshot ZIP, by member name."""
+    with zipfile.ZipFile(path) as zf:
+        return [
+            m
+            for m in zf.namelist()
+            if m.startswith(STORAGE_PREFIX)
+            and m.count("/") == 1
+            and not m.endswith(("/", ".jsonl", ".json"))
+        ]
+
+
+def extract_convex_storage(path: Path, members: list[str], into: Path) -> int:
+    """Copy stored files of a Convex ZIP into the directory `into` (0600 files in 0700
+    directories), streaming; names are checked (no path leaves `into`)."""
+    n = 0
+    folder = private_mkdirs(into)
+    with zipfile.ZipFile(path) as zf:
+        for member in members:
+            name = member[len(STORAGE_PREFIX) :]
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name) or ".." in name:
+                raise SnapshotError(f"{path.name}:{member}: not a stored file's name")
+            target = folder / name
+            tmp = folder / f".partial-{name}"
+            with zf.open(member) as src, private_open(tmp) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, target)
+            n += 1
+    return n
+
+
 def _convex_manifest(zf: zipfile.ZipFile) -> Manifest:
     """Read a Convex snapshot ZIP: a folder per table with `documents.jsonl`."""
     tables: list[Table] = []
@@ -703,9 +738,17 @@ def _convex_manifest(zf: zipfile.ZipFile) -> Manifest:
                     s = samples[k]
                     if v is not None and len(s) < 64 and type(v) not in {type(x) for x in s}:
                         s.append(v)
+        if not samples:  # an empty table: Convex's system fields, so it can be created
+            samples = {"_id": [], "_creationTime": []}
+            order = ["_id", "_creationTime"]
         head = [k for k in ("_id", "_creationTime") if k in samples]
         cols = tuple(
-            Column(name=k, type="", kind=infer_kind(samples[k]), nullable=k != "_id")
+            Column(
+                name=k,
+                type="",
+                kind=infer_kind(samples[k]) if samples[k] else _EMPTY_KINDS.get(k, "text"),
+                nullable=k != "_id",
+            )
             for k in head + [k for k in order if k not in head]
         )
         tables.append(Table(name, cols, ("_id",) if "_id" in samples else ()))

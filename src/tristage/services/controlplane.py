@@ -43,14 +43,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..domain.deployments import Deployment, Status
+from ..domain.monitor import Kind
 from ..edges.router import Router
 from ..edges.runtime import proc_start
 from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
 from .front_door import RouterProcess
+from .log_retention import sweep as sweep_logs
 from .reconciler import Reconciler
-from .releases import LOOPBACK, Adoption, Release
+from .releases import LOOPBACK, Adoption, Release, process_key
 from .supervisor import supervise
 
 if TYPE_CHECKING:
@@ -134,6 +136,8 @@ class ControlPlane(DeployPipeline, Reconciler):
             "forwarder",
         )
         self._spawn_task(self.monitor_runner.run(stop_event), "monitor")
+        if os.environ.get("TRISTAGE_CRON", "on") != "off":
+            self._spawn_task(self._cron(stop_event), "cron")
         try:
             await stop_event.wait()
         finally:
@@ -208,14 +212,19 @@ class ControlPlane(DeployPipeline, Reconciler):
         (and any whose supervising pump died) stopped."""
         for found in await self._db(self._recover_store):
             runtime = self.runtimes.for_handle(found.handle)
+            key = process_key(found.dep.id, found.process)
             if not await asyncio.to_thread(runtime.adopt, found.handle):
-                await self._db(self.records.forget, found.dep.id)
-                self.log(f"{found.dep.id} was not running; it will be started again")
+                await self._db(self.records.forget, found.dep.id, found.process)
+                self.log(f"{key} was not running; it will be started again")
                 continue
-            rel = Release(found.dep, found.handle, found.port, runtime, status="healthy")
-            self.releases[found.dep.id] = rel
-            self.log(f"{found.dep.id} re-adopted ({runtime.name}, port {rel.port})")
-            rel.task = self._spawn_task(supervise(self, rel), f"supervise-{found.dep.id}")
+            rel = Release(
+                found.dep, found.handle, found.port, runtime, status="healthy",
+                process=found.process,
+            )  # fmt: skip
+            self.releases[key] = rel
+            where = f"port {rel.port}" if rel.port else "no port"
+            self.log(f"{key} re-adopted ({runtime.name}, {where})")
+            rel.task = self._spawn_task(supervise(self, rel), f"supervise-{key}")
         await self.reap("recovery")
 
     async def reap(self, when: str) -> None:
@@ -245,9 +254,9 @@ class ControlPlane(DeployPipeline, Reconciler):
             if dep_row is None or dep_row["status"] != Status.ready.value:
                 with contextlib.suppress(Exception):
                     self.runtimes.for_handle(rel.handle).stop(rel.handle, 0.5)
-                self.records.forget(rel.deployment)
+                self.records.forget(rel.deployment, rel.process)
                 continue
-            out.append(Adoption(Deployment.from_row(dep_row), rel.handle, rel.port))
+            out.append(Adoption(Deployment.from_row(dep_row), rel.handle, rel.port, rel.process))
         return out
 
     # -- main loop ---------------------------------------------------------------
@@ -283,9 +292,36 @@ class ControlPlane(DeployPipeline, Reconciler):
                         )
             except Exception as exc:
                 self.log(f"scheduled cleanup failed: {type(exc).__name__}: {exc}")
+            running = {r.dep.id for r in self.releases.values()} | set(self.pipelines)
+            with contextlib.suppress(OSError):
+                if n := await asyncio.to_thread(sweep_logs, self.api.home / "logs", running):
+                    self.log(f"{n} log file(s) past their retention deleted")
             await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
+
+
+    async def _cron(self, stop_event: asyncio.Event) -> None:
+        """Scheduled jobs: start the due ones every few seconds (services/cron.py)."""
+        cron = self.api.cron
+        monitor = self.monitor_runner
+
+        def alert(project: str, env: str, dep: str, message: str) -> None:
+            cfg = self.api.config_for(project)
+            monitor.raise_alert(cfg, project, env, dep, Kind.cron_failed, "error", message, {})
+
+        cron.alert = alert
+        if n := await asyncio.to_thread(cron.recover):
+            self.log(f"{n} cron run(s) interrupted by the last stop")
+        every = float(os.environ.get("TRISTAGE_CRON_TICK", "10"))
+        while not stop_event.is_set():
+            try:
+                for run in await asyncio.to_thread(cron.tick):
+                    self.log(f"cron run {run} started")
+            except Exception as exc:
+                self.log(f"scheduled jobs failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), every)
 
 
 class _Nudge(asyncio.DatagramProtocol):

@@ -109,11 +109,12 @@ class DataService:
         project: str,
         environment: str,
         out: Path | None = None,
-        fmt: Literal["dir", "zip"] = "dir",
+        fmt: Literal["dir", "zip", "convex"] = "dir",
         tables: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ExportResult:
-        return self.snapshots.export(project, environment, out, fmt, tables, progress)
+        with self._audited("db.export", project, environment):
+            return self.snapshots.export(project, environment, out, fmt, tables, progress)
 
     def import_snapshot(
         self,

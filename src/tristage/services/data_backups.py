@@ -255,19 +255,23 @@ class BackupService:
                 path.unlink(missing_ok=True)  # the open source keeps reading it
 
     def sweep(self, project: str, owner: str) -> int:
-        """Remove what killed operations left: partial backups of the target and
-        downloaded copies of remote backups, older than `SWEEP_AGE` seconds."""
+        """Remove what killed operations left: partial backups of the target, downloaded
+        copies of remote backups and SQLite drill copies, older than `SWEEP_AGE` seconds."""
         n = self.stores.target(project, owner).sweep(SWEEP_AGE)
-        folder = self.api.home / "tmp" / "backup-downloads"
-        if folder.is_dir():
-            cutoff = time.time() - SWEEP_AGE
-            for p in folder.glob(f"{TMP_PREFIX}*"):
-                try:
-                    if p.stat().st_mtime < cutoff:
-                        p.unlink()
-                        n += 1
-                except FileNotFoundError:
-                    pass
+        tmp = self.api.home / "tmp"
+        cutoff = time.time() - SWEEP_AGE
+        leftovers = [
+            *(tmp / "backup-downloads").glob(f"{TMP_PREFIX}*"),
+            # a SQLite drill's scratch copy of a drill that was killed
+            *tmp.glob(f"drill-{project}-{owner}-*.sqlite3*"),
+        ]
+        for p in leftovers:
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
         if n:
             self.api.audit.record(
                 "db.sweep", project=project, environment=owner, details={"removed": n}

@@ -14,6 +14,7 @@ from .. import __version__
 from ..domain import sanitize
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, JsonValue, Manifest, Table, load_order
+from ..edges.convex_export import write_convex_zip
 from ..edges.datastores.base import SourcedRow, Writer
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.sqlite import SqliteSession
@@ -22,7 +23,9 @@ from ..edges.snapshot_io import (
     Progress,
     Source,
     ZipSink,
+    convex_storage_files,
     export_tables,
+    extract_convex_storage,
     open_source,
     remove_tree,
 )
@@ -39,6 +42,7 @@ from .data_records import (
 )
 from .data_stores import DataStores, utcnow
 
+CONVEX_STORAGE_DIR = "convex-storage"  # a Convex ZIP's `_storage` files, in the data dir
 # table -> the function that sanitizes its rows (None: as they are)
 Transform = Callable[[Table], Callable[[Sequence[Any]], Sequence[Any]] | None]
 
@@ -58,14 +62,15 @@ class SnapshotService:
         project: str,
         environment: str,
         out: Path | None = None,
-        fmt: Literal["dir", "zip"] = "dir",
+        fmt: Literal["dir", "zip", "convex"] = "dir",
         tables: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ExportResult:
         store = self.stores.open_store(project, environment)
         stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
         if out is None:
-            out = Path.cwd() / f"{project}-{environment}-{stamp}{'.zip' if fmt == 'zip' else ''}"
+            suffix = ".zip" if fmt in ("zip", "convex") else ""
+            out = Path.cwd() / f"{project}-{environment}-{stamp}{suffix}"
         out = out.resolve()
         if out.exists():
             raise Conflict(f"{out} already exists", "choose another path with -o")
@@ -74,7 +79,23 @@ class SnapshotService:
         try:
             with store.read() as r:
                 chosen = select_tables(r.tables(), tables, environment)
-                if fmt == "zip":
+                if fmt == "convex":
+                    with private_open(tmp, exclusive=True) as f:
+                        counts = write_convex_zip(r, chosen, f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    manifest = Manifest(
+                        engine="convex",
+                        tables=list(chosen),
+                        files={
+                            t.name: FileEntry(f"{n}/documents.jsonl", rows, "", 0)
+                            for t, (n, rows) in zip(chosen, counts.items(), strict=True)
+                        },
+                        project=project,
+                        environment=environment,
+                        kind="export",
+                    )
+                elif fmt == "zip":
                     with private_open(tmp, exclusive=True) as f:
                         zsink = ZipSink(f)
                         sink: DirSink | ZipSink = zsink
@@ -171,6 +192,14 @@ class SnapshotService:
                 self.stores.open_store(project, environment), source, names, mode, progress,
                 check=verify, enforced=False, transform=transform,
             )  # fmt: skip
+            stored = skipped = 0
+            if m.engine == "convex" and path.is_file():
+                files = convex_storage_files(path)
+                if sanitized:
+                    skipped = len(files)  # stored files may hold personal data: not copied
+                elif files:
+                    folder = self.stores.data_dir(project, environment) / CONVEX_STORAGE_DIR
+                    stored = extract_convex_storage(path, files, folder)
         except BaseException as exc:
             self.api.audit.record(
                 "db.import.failed",
@@ -193,6 +222,11 @@ class SnapshotService:
                 "mode": mode or "empty",
                 "sanitized": sanitized,
                 "not_production": not_production,
+                **(
+                    {"storage_files": stored, "storage_skipped": skipped}
+                    if stored or skipped
+                    else {}
+                ),
             },
         )
         return result

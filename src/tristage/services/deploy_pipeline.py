@@ -63,11 +63,11 @@ class DeployPipeline(PlaneCore):
         try:
             runtime = await self.choose_runtime(dep, log)
             async with self.build_slots:
-                artifact, web, build_hash, layers = await asyncio.to_thread(
+                artifact, web, build_hash, layers, langs = await asyncio.to_thread(
                     steps.build_artifact, self.api, dep, log, self._settings_for, track, runtime
                 )
             dep = await self._db(
-                steps.mark_built, self.api, dep.id, artifact, web, build_hash, layers
+                steps.mark_built, self.api, dep.id, artifact, web, build_hash, layers, langs
             )
             await asyncio.to_thread(
                 steps.run_migration, self.api, dep, log, self._settings_for, track, runtime

@@ -13,10 +13,10 @@ def deployment_owner(store: Store, deployment: str) -> tuple[str, str] | None:
 
 def routed_releases(store: Store, project: str) -> list[Row]:
     """Each environment the router serves: `environment`, `routed` (the deployment) and
-    its release's `port` and `status` (both None when no release is recorded)."""
+    its release's (`web.1`'s) `port` and `status` (both None when none is recorded)."""
     return store.query(
         "SELECT a.environment, a.routed, r.port, r.status FROM aliases a"
-        " LEFT JOIN releases r ON r.deployment = a.routed"
+        " LEFT JOIN releases r ON r.deployment = a.routed AND r.process = 'web.1'"
         " WHERE a.project=? AND a.routed IS NOT NULL",
         (project,),
     )

@@ -22,6 +22,7 @@ from ..domain import aliases as alias_domain
 from ..domain import branches
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
 from ..domain.git_events import PULL_REQUEST
+from ..domain.logs import keep
 from ..domain.numbers import ascii_int
 from ..domain.preflight import PromotionPreflight
 from ..edges import git
@@ -260,7 +261,7 @@ class DeployService:
         """`http://127.0.0.1:PORT` of the release the environment serves, or None."""
         row = self.api.store.query_one(
             "SELECT r.port, r.status FROM aliases a"
-            " JOIN releases r ON r.deployment = a.routed"
+            " JOIN releases r ON r.deployment = a.routed AND r.process = 'web.1'"
             " WHERE a.project=? AND a.environment=?",
             (project, environment),
         )
@@ -269,8 +270,10 @@ class DeployService:
         return f"http://127.0.0.1:{row['port']}"
 
     def release(self, deployment: str) -> dict[str, Any] | None:
-        row = self.api.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
-        return row
+        """The `web.1` process of a deployment's release, if it runs."""
+        return self.api.store.query_one(
+            "SELECT * FROM releases WHERE deployment=? AND process='web.1'", (deployment,)
+        )
 
     def status(self, project: str) -> list[dict[str, Any]]:
         """Each environment: its live deployment, URL and health."""
@@ -753,23 +756,61 @@ class DeployService:
             )
         return live
 
-    def tail_environment(self, project: str, environment: str, follow: bool) -> Iterator[str]:
-        """The runtime log of the deployment an environment serves; with `follow`, the
-        log of each deployment that takes its place after it, announced by a line."""
+    def tail_environment(
+        self,
+        project: str,
+        environment: str,
+        follow: bool,
+        process: str | None = None,
+        since: float | None = None,
+    ) -> Iterator[str]:
+        """The runtime log of the deployment an environment serves (only `process`'s
+        lines, e.g. `web.1`, when given); with `since` (seconds), the lines of every
+        deployment of the environment written that recently, each after its
+        deployment's id; with `follow`, the log of each deployment that takes its place
+        after it, announced by a line."""
         current = self.live_deployment(project, environment)
-        pos = 0
+        stamp = None
+        if since is not None:
+            cutoff = time.time() - since
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(cutoff))
+            for dep in reversed(self.list_deployments(project, environment, 200)):
+                path = self.log_path(project, dep.id, build=False)
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                lines, _ = _new_lines(path, 0)
+                for line in lines:
+                    if keep(line, process, stamp):
+                        yield f"{dep.id} {line}"
+            if not follow:
+                return
+        path = self.log_path(project, current, build=False)
+        pos = 0 if since is None else _size(path)
+        prefix = "" if since is None else f"{current} "
         while True:
-            lines, pos = _new_lines(self.log_path(project, current, build=False), pos)
-            yield from lines
+            lines, pos = _new_lines(path, pos)
+            yield from (prefix + x for x in lines if keep(x, process, stamp))
             if not follow:
                 return
             time.sleep(0.2)
             now = self.live(project, environment)
             if now is not None and now != current:
-                lines, pos = _new_lines(self.log_path(project, current, build=False), pos)
-                yield from lines
+                lines, pos = _new_lines(path, pos)
+                yield from (prefix + x for x in lines if keep(x, process, stamp))
                 yield f"tristage: {environment} now serves {now}"
                 current, pos = now, 0
+                path = self.log_path(project, current, build=False)
+                prefix = "" if since is None else f"{current} "
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _ref_updates(lines: list[str]) -> Iterator[tuple[str, str, str]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import httpx
 
 from ..edges.runtime import State, Status
+from ..edges.runtime.base import probe_path
 
 LOOPBACK = "127.0.0.1"
 
@@ -27,7 +28,7 @@ async def probe(
     state: Callable[[], Status],
 ) -> tuple[bool, str]:
     """(healthy, why not) after at most `timeout` seconds."""
-    url = f"http://{LOOPBACK}:{port}{path}"
+    url = f"http://{LOOPBACK}:{port}{probe_path(path)}"
     headers = {"Host": host} if host else {}
     deadline = time.monotonic() + timeout
     last = "no answer"

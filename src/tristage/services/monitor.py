@@ -35,6 +35,7 @@ from ..domain import monitor as rules
 from ..domain.config import MonitorConfig, PipelineConfig
 from ..domain.deployments import rollback_target
 from ..edges.router.stats import DeploymentStats
+from ..edges.runtime.base import probe_path
 from ..errors import TristageError
 from .deploy_records import deployment_owner, routed_releases
 from .project_records import project_names
@@ -607,7 +608,7 @@ class Monitor:
                     # the environment's own host, as the router sends it (ALLOWED_HOSTS)
                     host = aliases.environment_host(project, env, cfg.production)
                     resp = await self._client.get(
-                        f"http://{LOOPBACK}:{port}{path}", timeout=timeout,
+                        f"http://{LOOPBACK}:{port}{probe_path(path)}", timeout=timeout,
                         headers={"Host": host},
                     )  # fmt: skip
                     ok, detail = resp.status_code < 400, f"HTTP {resp.status_code}"

@@ -31,10 +31,12 @@ from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, proc
 from ..domain.deployments import Deployment, Status
 from ..domain.git_events import PULL_REQUEST
 from ..domain.limits import Limits
+from ..domain.processes import WEB_1, ProcessName, process_types
 from ..edges import git
 from ..edges.builders import BuildContext, BuildFailed, BuildLog, build
 from ..edges.runtime import Mount, ProcessSpec, Runtime
 from ..edges.runtime import Status as RunStatus
+from ..edges.runtime.base import PROBE_MARK
 from ..errors import NotFound, UsageError
 from ..paths import private_mkdirs
 from .data_records import ConfirmationRequired
@@ -43,7 +45,10 @@ from .runtimes import Runtimes
 if TYPE_CHECKING:
     from ..api import Tristage
 
-BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE")
+BASE_ENV_KEYS = (
+    "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",  # the machine's CA bundle for Node (a TLS-inspecting proxy)
+)  # fmt: skip
 
 SettingsFor = Callable[[Deployment], ProcessSettings]
 OnContext = Callable[[BuildContext], None]  # lets the control plane cancel a running step
@@ -96,6 +101,15 @@ def pushed_objects(api: Tristage, dep: Deployment) -> Path | None:
     return path if path.is_relative_to(bare) else None
 
 
+def commit_process_types(api: Tristage, dep: Deployment) -> dict[str, str]:
+    """Each process type of `dep` and its command: `web` (the resolved web command) and
+    the other lines of the commit's Procfile (read from git), but `release`."""
+    procfile = git.show_file(
+        api.deploys.bare_repo(dep.project), dep.commit, "Procfile", pushed_objects(api, dep)
+    )
+    return process_types(dep.web or "", procfile_entries(procfile) if procfile else {})
+
+
 def runtime_scope(api: Tristage) -> str:
     """Names this platform home's process groups in the runtime (see `Runtime.reap`)."""
     return "home-" + hashlib.sha256(str(api.home).encode()).hexdigest()[:12]
@@ -134,20 +148,31 @@ def release_mounts(api: Tristage, dep: Deployment) -> tuple[Mount, ...]:
 
 
 def release_spec(
-    api: Tristage, dep: Deployment, port: int, settings: ProcessSettings
+    api: Tristage,
+    dep: Deployment,
+    port: int,
+    settings: ProcessSettings,
+    process: ProcessName = WEB_1,
+    command: str | None = None,
 ) -> ProcessSpec:
-    """What the runtime starts for the web process of `dep` on `port`."""
+    """What the runtime starts for one process of `dep` (`web.1` by default): a web
+    process on `port`, any other type without one (`port` 0). Every process of a
+    release writes to the release's log; all but `web.1` mark their lines."""
     assert dep.artifact and dep.web
+    env = runtime_env(api, dep, port if process.is_web else None)
+    env["TRISTAGE_PROCESS"] = str(process)
     return ProcessSpec(
-        name=dep.id,
-        command=dep.web,
+        name=dep.id if process == WEB_1 else f"{dep.id}-{process.type}-{process.index}",
+        command=command or dep.web,
         cwd=Path(dep.artifact),
-        env=runtime_env(api, dep, port),
+        env=env,
         mounts=release_mounts(api, dep),
         limits=limits_of(settings),
         log_path=api.deploys.log_path(dep.project, dep.id, build=False),
         redact=tuple(api.variables.secret_values(dep.project)),
         scope=runtime_scope(api),
+        log_prefix="" if process == WEB_1 else f"[{process}] ",
+        drop_lines=(PROBE_MARK,),
     )
 
 
@@ -245,9 +270,9 @@ def build_artifact(
     settings_for: SettingsFor,
     on_context: OnContext,
     runtime: Runtime,
-) -> tuple[str, str, str, tuple[str, ...]]:
+) -> tuple[str, str, str, tuple[str, ...], str | None]:
     """Build (or reuse) the deployment's artifact: (artifact dir, web command, build
-    hash, read-only layers)."""
+    hash, read-only layers, language runtimes)."""
     svc = api.deploys
     log.line(
         f"tristage: deployment {dep.id} of {dep.project} ({dep.branch} @ {dep.commit[:7]}) "
@@ -261,7 +286,7 @@ def build_artifact(
         if not src.artifact or not src.web:
             raise BuildFailed(f"the artifact of {src.id} is gone", "redeploy it instead")
         log.line(f"> reusing the artifact of {src.id} (build-time variables are the same)")
-        return src.artifact, src.web, src.build_hash or build_hash, src.layers
+        return src.artifact, src.web, src.build_hash or build_hash, src.layers, src.runtime
     artifact = svc.artifact_dir(dep.project, dep.id)
     if artifact.exists():
         shutil.rmtree(artifact)
@@ -295,7 +320,7 @@ def build_artifact(
     result = build(ctx, settings.web, settings.build)
     log.line(f"> built ({result.kind}) in {time.monotonic() - started:.2f}s; web: {result.web}")
     assert result.web is not None
-    return str(artifact), result.web, build_hash, result.layers
+    return str(artifact), result.web, build_hash, result.layers, result.runtime
 
 
 def run_migration(
@@ -355,13 +380,14 @@ def mark_built(
     web: str,
     build_hash: str,
     layers: tuple[str, ...] = (),
+    runtime: str | None = None,
 ) -> Deployment:
     """Record the built artifact; the deployment is now `starting`."""
     api.store.execute(
-        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, layers=?, updated_at=?"
-        " WHERE id=?",
-        (Status.starting.value, artifact, web, build_hash, json.dumps(list(layers)), time.time(),
-         dep_id),
+        "UPDATE deployments SET status=?, artifact=?, web=?, build_hash=?, layers=?, runtime=?,"
+        " updated_at=? WHERE id=?",
+        (Status.starting.value, artifact, web, build_hash, json.dumps(list(layers)), runtime,
+         time.time(), dep_id),
     )  # fmt: skip
     return api.deploys.get(dep_id)
 

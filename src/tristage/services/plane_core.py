@@ -16,6 +16,7 @@ from ..domain.config import ProcessSettings
 from ..domain.deployments import Deployment, Status
 from ..domain.edge import EdgeOptions
 from ..domain.monitor import Kind
+from ..domain.processes import WEB_1, ProcessName
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 T = TypeVar("T")
+STARTED_AFTER = 0.3  # a process without a port that still runs this long has started
 
 
 class PlaneCore:
@@ -78,6 +80,7 @@ class PlaneCore:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._settings: dict[str, ProcessSettings] = {}
+        self._types: dict[str, dict[str, str]] = {}
         self.http: Any = None  # the HTTP API + dashboard server
         self.dashboard_port: int | None = None
         self.monitor_runner: Any = None
@@ -133,10 +136,20 @@ class PlaneCore:
             ))  # fmt: skip
         return choice.runtime
 
-    async def _spawn(self, dep: Deployment, port: int) -> tuple[Runtime, dict[str, Any]]:
+    async def _spawn(
+        self, dep: Deployment, port: int, process: ProcessName = WEB_1
+    ) -> tuple[Runtime, dict[str, Any]]:
         settings = await self._db(self._settings_for, dep)
+        command = None
+        if not process.is_web:
+            command = (await self._db(self._types_for, dep)).get(process.type)
+            if command is None:
+                raise StartFailed(
+                    f"{dep.id} has no {process.type!r} process type",
+                    "add a line for it to the Procfile",
+                )
         runtime = await self.choose_runtime(dep)
-        spec = await self._db(steps.release_spec, self.api, dep, port, settings)
+        spec = await self._db(steps.release_spec, self.api, dep, port, settings, process, command)
         starting = asyncio.ensure_future(asyncio.to_thread(runtime.start, spec))
         try:
             handle = await asyncio.shield(starting)
@@ -148,43 +161,54 @@ class PlaneCore:
             raise
         return runtime, handle
 
-    async def start_release(self, dep: Deployment, port: int | None = None) -> Release:
+    async def start_release(
+        self, dep: Deployment, port: int | None = None, process: ProcessName = WEB_1
+    ) -> Release:
+        """Start one process of `dep` (its `web.1` by default) and supervise it: a web
+        process on a free port, healthy once its health check passes; another type
+        without a port or an HTTP check."""
         if not dep.artifact or not dep.web or not os.path.isdir(dep.artifact):
             raise StartFailed(f"deployment {dep.id} has no artifact", "redeploy it")
-        port = port or free_port()
-        runtime, handle = await self._spawn(dep, port)
-        rel = Release(dep, handle, port, runtime)
+        port = (port or free_port()) if process.is_web else 0
+        runtime, handle = await self._spawn(dep, port, process)
+        rel = Release(dep, handle, port, runtime, process=process)
         try:
             await self.save_release(rel)
             ok, why = await self._health(rel)
         except BaseException:  # never leave a started release running unsupervised
             await asyncio.to_thread(runtime.stop, handle, 1.0)
-            await self.forget_release(dep.id)
+            await self.forget_release(dep.id, process)
             raise
         if not ok:
             await asyncio.to_thread(runtime.stop, handle, 1.0)
-            await self.forget_release(dep.id)
+            await self.forget_release(dep.id, process)
             raise StartFailed(why, f"see 'tristage logs {dep.id}'")
         rel.status = "healthy"
-        old = self.releases.get(dep.id)
-        self.releases[dep.id] = rel
+        old = self.releases.get(rel.key)
+        self.releases[rel.key] = rel
         await self.save_release(rel)
         if old is None or old.task is None or old.task.done():
-            rel.task = self._spawn_task(supervise(self, rel), f"supervise-{dep.id}")
+            rel.task = self._spawn_task(supervise(self, rel), f"supervise-{rel.key}")
+        self.reroute()
         return rel
 
     async def restart_in_place(self, rel: Release) -> tuple[bool, str]:
         """(supervisor) A new process for `rel` on its port; (healthy, why not)."""
-        runtime, handle = await self._spawn(rel.dep, rel.port)
+        runtime, handle = await self._spawn(rel.dep, rel.port, rel.process)
         rel.runtime, rel.handle = runtime, handle
         await self.save_release(rel)
         ok, why = await self._health(rel)
         if ok:
             rel.status = "healthy"
             await self.save_release(rel)
+            self.reroute()
         else:
             await asyncio.to_thread(runtime.stop, handle, 1.0)
         return ok, why
+
+    def reroute(self) -> None:
+        """(loop) Rebuild the router's table from the last routes read (a replica
+        became healthy or left): the reconciler's."""
 
     async def report_oom(self, rel: Release, how: str) -> None:
         """A release was killed for memory: say so in the monitor's alerts."""
@@ -203,10 +227,12 @@ class PlaneCore:
         """Record the release as it is now (its row is taken on the loop, written after)."""
         await self._db(self.records.save, release_row(rel, time.time()))
 
-    async def forget_release(self, dep_id: str) -> None:
-        await self._db(self.records.forget, dep_id)
+    async def forget_release(self, dep_id: str, process: ProcessName | None = WEB_1) -> None:
+        await self._db(self.records.forget, dep_id, process)
 
     async def _health(self, rel: Release) -> tuple[bool, str]:
+        if not rel.process.is_web:
+            return await self._started(rel)
         settings = await self._db(self._settings_for, rel.dep)
         host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
         return await probe(
@@ -234,6 +260,24 @@ class PlaneCore:
                 target=dep_id,
                 details={"reason": reason} if reason else {},
             )
+
+    async def _started(self, rel: Release) -> tuple[bool, str]:
+        """A process without a port is up when it has not ended within a moment (its
+        supervisor restarts it with backoff when it ends later)."""
+        deadline = time.monotonic() + STARTED_AFTER
+        while time.monotonic() < deadline:
+            st = await asyncio.to_thread(rel.state)
+            if st.gone:
+                return False, f"{rel.process} {st.describe()} at start"
+            await asyncio.sleep(0.05)
+        return True, ""
+
+    def _types_for(self, dep: Deployment) -> dict[str, str]:
+        """(store thread) `dep`'s process types and commands, from its commit."""
+        cached = self._types.get(dep.id)
+        if cached is None:
+            cached = self._types[dep.id] = steps.commit_process_types(self.api, dep)
+        return cached
 
     def _settings_for(self, dep: Deployment) -> ProcessSettings:
         cached = self._settings.get(dep.id)

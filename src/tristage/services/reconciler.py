@@ -11,59 +11,72 @@ switch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
 from ..domain import aliases as alias_domain
 from ..domain.deployments import Deployment, Status, warm_set
+from ..domain.processes import WEB, WEB_1, ProcessName, formation, replicas
 from ..edges.router import Route
 from ..errors import TristageError
 from .front_door import RouterProcess
 from .plane_core import PlaneCore
 from .project_records import project_names
-from .releases import DesiredState, ProjectRoutes, Release
+from .releases import DesiredState, ProjectRoutes, Release, process_key
 
 
 class Reconciler(PlaneCore):
     """The reconcile half of the control plane (mixed into `ControlPlane`)."""
 
     _wanted: set[str] = set()
+    _wanted_keys: set[str] = set()
+    _routes_cache: list[ProjectRoutes] | None = None
 
-    async def _bring_up(self, dep: Deployment) -> None:
+    async def _bring_up(self, dep: Deployment, process: ProcessName = WEB_1) -> None:
+        key = process_key(dep.id, process)
         try:
-            await self.start_release(dep)
-            self.log(f"{dep.id} started (port {self.releases[dep.id].port})")
+            rel = await self.start_release(dep, process=process)
+            where = f"port {rel.port}" if rel.port else "no port"
+            self.log(f"{key} started ({where})")
         except TristageError as exc:
-            self.failed_starts[dep.id] = time.monotonic()
-            self.log(f"{dep.id} could not start: {exc}")
+            self.failed_starts[key] = time.monotonic()
+            self.log(f"{key} could not start: {exc}")
         finally:
-            self.bringing_up.discard(dep.id)
+            self.bringing_up.discard(key)
         self.wake.set()
 
     async def _retire(self, rel: Release, drain: float) -> None:
-        """Let requests in flight finish on the old release, then stop it."""
-        dep_id = rel.dep.id
+        """Let requests in flight finish on the old process, then stop it."""
+        key = rel.key
         try:
             rel.status = "draining"
+            self.reroute()
             await self.save_release(rel)
             deadline = time.monotonic() + drain
-            await asyncio.sleep(min(0.2, drain))
-            while (
-                time.monotonic() < deadline
-                and self.router
-                and await self.router.inflight_now(rel.upstream)
-            ):
-                await asyncio.sleep(0.05)
-            if dep_id in self._wanted:
+            if rel.process.is_web:
+                await asyncio.sleep(min(0.2, drain))
+                while (
+                    time.monotonic() < deadline
+                    and self.router
+                    and await self.router.inflight_now(rel.upstream)
+                ):
+                    await asyncio.sleep(0.05)
+            if key in self._wanted_keys:
                 rel.status = "healthy"
                 await self.save_release(rel)
+                self.reroute()
                 return
-            self.releases.pop(dep_id, None)
+            self.releases.pop(key, None)
             await asyncio.to_thread(rel.runtime.stop, rel.handle, self.tuning.stop_grace)
-            await self.forget_release(dep_id)
-            self.log(f"{dep_id} stopped (drained)")
+            await self.forget_release(rel.dep.id, rel.process)
+            self.log(f"{key} stopped (drained)")
         finally:
-            self.retiring.discard(dep_id)
+            self.retiring.discard(key)
+
+    def reroute(self) -> None:
+        if self._routes_cache is not None:
+            self._install_routes(self._routes_cache, {})
 
     async def reconcile(self) -> None:
         """Switch aliases whose target is healthy, start what should run, stop the rest.
@@ -82,14 +95,22 @@ class Reconciler(PlaneCore):
 
     async def _act(self, state: DesiredState, began: float) -> None:
         ready = state.ready
+        wanted_procs = {
+            dep_id: formation(state.formations.get(dep_id, {WEB: 1})) for dep_id in state.wanted
+        }
         switched: list[dict[str, Any]] = []
         for row in state.aliases:
             desired, routed = row["desired"], row["routed"]
             if desired and desired != routed and desired in ready:
-                rel = self.releases.get(desired)
-                if rel is not None and rel.status == "healthy":
+                # every web process it is to run is healthy: it takes the traffic at once
+                webs = [p for p in wanted_procs.get(desired, [WEB_1]) if p.is_web]
+                rels = [self.releases.get(process_key(desired, p)) for p in webs]
+                if all(r is not None and r.status == "healthy" for r in rels):
                     switched.append(row)
         self._wanted = state.wanted | set(self.pipelines)
+        self._wanted_keys = {
+            process_key(dep_id, p) for dep_id, procs in wanted_procs.items() for p in procs
+        } | set(self.pipelines)
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
@@ -103,25 +124,38 @@ class Reconciler(PlaneCore):
                     f"{row['project']}/{row['environment']} now serves {row['desired']}"
                     f" (was {row['routed'] or 'nothing'}; {took:.1f} ms)"
                 )
-        # 2. start what should run
-        for dep_id in state.wanted:
-            if dep_id in self.releases or dep_id in self.bringing_up or dep_id in self.pipelines:
+        # 2. start what should run: web.1 first, the other processes once it runs, web
+        # replicas one at a time (each health-checked before the next starts)
+        for dep_id, procs in wanted_procs.items():
+            if dep_id in self.pipelines:
                 continue
-            failed = self.failed_starts.get(dep_id)
-            if failed is not None and time.monotonic() - failed < 30:
-                continue
-            self.bringing_up.add(dep_id)
-            dep = Deployment.from_row(ready[dep_id])
-            self._spawn_task(self._bring_up(dep), f"start-{dep_id}")
-        # 3. drain and stop what nothing points at
-        for dep_id, rel in list(self.releases.items()):
-            if dep_id in self._wanted or dep_id in self.retiring or rel.status != "healthy":
+            web_starting = any(
+                process_key(dep_id, p) in self.bringing_up for p in procs if p.is_web
+            )
+            for p in procs:
+                key = process_key(dep_id, p)
+                if key in self.releases or key in self.bringing_up:
+                    continue
+                if p != WEB_1 and dep_id not in self.releases:
+                    break
+                if p.is_web and web_starting:
+                    continue
+                failed = self.failed_starts.get(key)
+                if failed is not None and time.monotonic() - failed < 30:
+                    continue
+                web_starting = web_starting or p.is_web
+                self.bringing_up.add(key)
+                dep = Deployment.from_row(ready[dep_id])
+                self._spawn_task(self._bring_up(dep, p), f"start-{key}")
+        # 3. drain and stop what nothing points at (a deployment, or a scaled-down process)
+        for key, rel in list(self.releases.items()):
+            if key in self._wanted_keys or key in self.retiring or rel.status != "healthy":
                 continue
             drain = state.drain_seconds.get(rel.dep.project)
             if drain is None:
                 continue  # its project's configuration is unreadable: leave it running
-            self.retiring.add(dep_id)
-            self._spawn_task(self._retire(rel, drain), f"retire-{dep_id}")
+            self.retiring.add(key)
+            self._spawn_task(self._retire(rel, drain), f"retire-{key}")
 
     def _read_desired(self) -> DesiredState:
         """(store thread) What should be served and running, as the store says now."""
@@ -162,7 +196,25 @@ class Reconciler(PlaneCore):
                 )  # fmt: skip
                 wanted.update(warm_set(history, current, cfg.app.keep_warm, set(ready)))
         wanted &= set(ready)
-        return DesiredState(ready, aliases, wanted, self._read_routes(), drain)
+        # the deployments an environment serves or is about to: they run every process
+        live = {r["routed"] for r in aliases if r["routed"]} | {
+            r["desired"] for r in aliases if r["desired"] in ready
+        }
+        formations = {
+            dep_id: self._formation_now(Deployment.from_row(ready[dep_id]), dep_id in live)
+            for dep_id in wanted
+        }
+        return DesiredState(ready, aliases, wanted, self._read_routes(), drain, formations)
+
+    def _formation_now(self, dep: Deployment, live: bool) -> dict[str, int]:
+        """(store thread) How many processes of each type `dep` runs now."""
+        try:
+            settings = self._settings_for(dep)
+            types = self._types_for(dep)
+        except TristageError:
+            return {WEB: 1}
+        scaled = self.api.processes.scaled(dep.project, dep.environment)
+        return replicas(types, settings.processes, scaled, live)
 
     def _record_switches(self, switched: list[dict[str, Any]], now: float) -> None:
         """(store thread) The router serves these desired deployments now: record it."""
@@ -247,13 +299,20 @@ class Reconciler(PlaneCore):
     def _install_routes(
         self, routes: list[ProjectRoutes], pending: dict[tuple[str, str], str]
     ) -> None:
-        """(loop) Swap the router's table: each host to its running, undrained release."""
+        """(loop) Swap the router's table: each host to the web processes of its
+        deployment that are healthy (else any that is not draining)."""
         table: dict[str, Route] = {}
+        webs: dict[str, list[Release]] = {}
+        for rel in self.releases.values():
+            if rel.process.is_web and rel.status != "draining":
+                webs.setdefault(rel.dep.id, []).append(rel)
+        cache: list[ProjectRoutes] = []
         for pr in routes:
             live = dict(pr.live)
             for (p, env), dep_id in pending.items():
                 if p == pr.project:
                     live[env] = dep_id
+            cache.append(dataclasses.replace(pr, live=live))
             hosts = alias_domain.host_table(
                 pr.project, pr.production, list(pr.environments), live, pr.branch_latest, pr.deps,
                 pr.public,
@@ -262,9 +321,14 @@ class Reconciler(PlaneCore):
                 if host in table and table[host].project != pr.project:
                     self._claimed_twice(host, table[host].project, pr.project)
                     continue  # a public name two projects claim: the first (by name) keeps it
-                rel = self.releases.get(target.deployment) if target.deployment else None
-                upstream = rel.upstream if rel is not None and rel.status != "draining" else None
-                table[host] = Route(pr.project, target.environment, target.deployment, upstream)
+                procs = sorted(webs.get(target.deployment or "", []), key=lambda r: r.process)
+                healthy = [r for r in procs if r.status == "healthy"] or procs
+                addresses = tuple(r.upstream for r in healthy)
+                table[host] = Route(
+                    pr.project, target.environment, target.deployment,
+                    addresses[0] if addresses else None, replicas=addresses[1:],
+                )  # fmt: skip
+        self._routes_cache = cache
         self.table.replace(table)
         self.last_routes = routes
         if self.frontdoor is not None:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain.processes import WEB_1, ProcessName
 from ..edges.runtime import Handle
 from ..edges.store.base import Store
 
@@ -18,6 +19,7 @@ class ReleaseRow:
     status: str
     restarts: int
     started_at: float
+    process: ProcessName = WEB_1
 
 
 def _row(r: dict[str, Any]) -> ReleaseRow:
@@ -28,6 +30,7 @@ def _row(r: dict[str, Any]) -> ReleaseRow:
     return ReleaseRow(
         r["deployment"], handle if isinstance(handle, dict) else {}, int(r["port"]),
         r["status"], int(r["restarts"]), float(r["started_at"]),
+        ProcessName.parse(r.get("process") or "web.1"),
     )  # fmt: skip
 
 
@@ -36,17 +39,23 @@ class ReleaseRecords:
         self.store = store
 
     def save(self, row: tuple[Any, ...]) -> None:
-        """(deployment, handle JSON, port, status, restarts, started_at)"""
+        """(deployment, process, handle JSON, port, status, restarts, started_at)"""
         self.store.execute(
-            "INSERT INTO releases (deployment, handle, port, status, restarts, started_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (deployment) DO UPDATE SET"
-            " handle=excluded.handle, port=excluded.port, status=excluded.status,"
+            "INSERT INTO releases (deployment, process, handle, port, status, restarts,"
+            " started_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (deployment, process) DO UPDATE"
+            " SET handle=excluded.handle, port=excluded.port, status=excluded.status,"
             " restarts=excluded.restarts",
             row,
         )
 
-    def forget(self, deployment: str) -> None:
-        self.store.execute("DELETE FROM releases WHERE deployment=?", (deployment,))
+    def forget(self, deployment: str, process: ProcessName | None = WEB_1) -> None:
+        """Forget one process of a deployment (`None`: all of them)."""
+        if process is None:
+            self.store.execute("DELETE FROM releases WHERE deployment=?", (deployment,))
+        else:
+            self.store.execute(
+                "DELETE FROM releases WHERE deployment=? AND process=?", (deployment, str(process))
+            )
 
     def clear(self) -> None:
         self.store.execute("DELETE FROM releases")
@@ -54,10 +63,15 @@ class ReleaseRecords:
     def all(self) -> list[ReleaseRow]:
         return [_row(r) for r in self.store.query("SELECT * FROM releases")]
 
-    def record_exit(self, deployment: str, how: str) -> None:
-        """How the release last ended (kept across its restarts, for `tristage status`)."""
-        self.store.execute("UPDATE releases SET last_exit=? WHERE deployment=?", (how, deployment))
+    def record_exit(self, deployment: str, how: str, process: ProcessName = WEB_1) -> None:
+        """How the process last ended (kept across its restarts, for `tristage status`)."""
+        self.store.execute(
+            "UPDATE releases SET last_exit=? WHERE deployment=? AND process=?",
+            (how, deployment, str(process)),
+        )
 
-    def get(self, deployment: str) -> ReleaseRow | None:
-        r = self.store.query_one("SELECT * FROM releases WHERE deployment=?", (deployment,))
+    def get(self, deployment: str, process: ProcessName = WEB_1) -> ReleaseRow | None:
+        r = self.store.query_one(
+            "SELECT * FROM releases WHERE deployment=? AND process=?", (deployment, str(process))
+        )
         return _row(r) if r else None

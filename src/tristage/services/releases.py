@@ -12,6 +12,7 @@ from typing import Any
 
 from ..domain.aliases import DeploymentRef, PublicNames
 from ..domain.deployments import Deployment
+from ..domain.processes import WEB_1, ProcessName
 from ..edges.runtime import Handle, Runtime, Status
 from ..errors import TristageError
 
@@ -50,15 +51,28 @@ class StartFailed(TristageError):
     pass
 
 
+def process_key(dep_id: str, process: ProcessName) -> str:
+    """The control plane's key of one process: the deployment id for `web.1` (what
+    most of the platform means by "the release"), `ID/TYPE.N` for the others."""
+    return dep_id if process == WEB_1 else f"{dep_id}/{process}"
+
+
 @dataclass
 class Release:
+    """One process of a deployment's release (`web.1` unless said otherwise)."""
+
     dep: Deployment
     handle: Handle
-    port: int
+    port: int  # 0: a process without a port (every type but web)
     runtime: Runtime
     status: str = "starting"  # starting healthy restarting draining stopped
     crashes: list[float] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    process: ProcessName = WEB_1
+
+    @property
+    def key(self) -> str:
+        return process_key(self.dep.id, self.process)
 
     @property
     def upstream(self) -> tuple[str, int]:
@@ -70,7 +84,10 @@ class Release:
 
 def release_row(rel: Release, now: float) -> tuple[Any, ...]:
     """The `releases` row of `rel` as it is at this moment (taken on the loop)."""
-    return (rel.dep.id, json.dumps(rel.handle), rel.port, rel.status, len(rel.crashes), now)
+    return (
+        rel.dep.id, str(rel.process), json.dumps(rel.handle), rel.port, rel.status,
+        len(rel.crashes), now,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class Adoption:
     dep: Deployment
     handle: Handle
     port: int
+    process: ProcessName = WEB_1
 
 
 @dataclass(frozen=True)
@@ -107,3 +125,5 @@ class DesiredState:
     wanted: set[str]
     routes: list[ProjectRoutes]
     drain_seconds: dict[str, float]
+    # per wanted deployment: how many processes of each type it runs
+    formations: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -39,7 +39,7 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
     unknown_since: float | None = None
     while not cp.stopping:
         await asyncio.sleep(POLL)
-        current = cp.releases.get(rel.dep.id)
+        current = cp.releases.get(rel.key)
         if current is None or rel.status in ("draining", "stopped"):
             return
         rel = current
@@ -54,13 +54,16 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             await asyncio.sleep(UNKNOWN_BACKOFF)
             continue
         if st.state is State.orphaned:
-            cp.log(f"{rel.dep.id}: {st.detail}; stopping the app so it is not doubled")
+            cp.log(f"{rel.key}: {st.detail}; stopping the app so it is not doubled")
         if st.state is State.running:  # still `restarting`: never left running unchecked
-            cp.log(f"{rel.dep.id}: its restart was not health-checked; stopping it to retry")
+            cp.log(f"{rel.key}: its restart was not health-checked; stopping it to retry")
+        if rel.status != "restarting":
+            rel.status = "restarting"
+            cp.reroute()  # the router stops sending it requests at once
         try:
             final = await asyncio.to_thread(rel.runtime.stop, rel.handle, 0.5)
         except OSError as exc:
-            cp.log(f"{rel.dep.id}: could not clean up ({exc}); retrying")
+            cp.log(f"{rel.key}: could not clean up ({exc}); retrying")
             await asyncio.sleep(UNKNOWN_BACKOFF)
             continue
         # how it ended: the out-of-memory kill whichever look saw it, else the exit code
@@ -70,10 +73,12 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
         how = ended.describe()
         if ended.oom_killed:
             await cp.report_oom(rel, how)
-        await cp._db(cp.records.record_exit, rel.dep.id, how)
+        await cp._db(cp.records.record_exit, rel.dep.id, how, rel.process)
         now = time.time()
         rel.crashes = [t for t in rel.crashes if now - t < tuning.crash_window] + [now]
-        if len(rel.crashes) >= tuning.crash_limit:
+        # a crash-looping web process takes its deployment down (`crashed`); any other
+        # type is retried at the longest backoff for as long as its release runs
+        if len(rel.crashes) >= tuning.crash_limit and rel.process.is_web:
             reason = (
                 f"crash loop: the web process ended {len(rel.crashes)} times within "
                 f"{tuning.crash_window:g}s (last: {how})"
@@ -82,23 +87,23 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             # it back up between the two steps
             cp.failed_starts[rel.dep.id] = time.monotonic()
             await cp.set_status(rel.dep.id, DeployStatus.crashed, reason)
-            cp.releases.pop(rel.dep.id, None)
-            await cp.forget_release(rel.dep.id)
-            cp.log(f"{rel.dep.id} crashed: {reason}")
+            cp.releases.pop(rel.key, None)
+            await cp.forget_release(rel.dep.id, rel.process)
+            cp.log(f"{rel.key} crashed: {reason}")
             await cp.reconcile()
             return
         backoff = tuning.restart_backoff[min(len(rel.crashes) - 1, len(tuning.restart_backoff) - 1)]
-        cp.log(f"{rel.dep.id} {how}; restarting in {backoff:g}s")
-        rel.status = "restarting"
+        cp.log(f"{rel.key} {how}; restarting in {backoff:g}s")
+        await cp.save_release(rel)
         await asyncio.sleep(backoff)
-        if cp.stopping or cp.releases.get(rel.dep.id) is not rel:
+        if cp.stopping or cp.releases.get(rel.key) is not rel:
             return
         try:
             ok, why = await cp.restart_in_place(rel)
         except (OSError, TristageError) as exc:  # e.g. out of file descriptors: try again
-            cp.log(f"{rel.dep.id} restart failed: {exc}; trying again")
+            cp.log(f"{rel.key} restart failed: {exc}; trying again")
             continue
         if ok:
-            cp.log(f"{rel.dep.id} restarted")
+            cp.log(f"{rel.key} restarted")
         else:
-            cp.log(f"{rel.dep.id} restart failed: {why}")
+            cp.log(f"{rel.key} restart failed: {why}")

@@ -41,6 +41,8 @@ class Handler(BaseHTTPRequestHandler):
                 "commit": os.environ.get("TRISTAGE_GIT_COMMIT"),
                 "database": bool(os.environ.get("DATABASE_URL")),
                 "greeting": os.environ.get("GREETING", "hello"),
+                "process": os.environ.get("TRISTAGE_PROCESS"),
+                "python": ".".join(map(str, sys.version_info[:3])),
                 "url": os.environ.get("TRISTAGE_URL"),
                 "hosts": os.environ.get("TRISTAGE_HOSTS", "").split(","),
                 "proto": self.headers.get("X-Forwarded-Proto"),

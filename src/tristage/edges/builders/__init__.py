@@ -5,7 +5,8 @@ Detection order: Python (pyproject.toml / requirements.txt / setup.py, or a
 command of tristage.toml runs in the artifact with the build-time variables.
 The web command is tristage.toml's `web`, else the Procfile's `web:` line,
 else `npm start` for Node apps; a `release:` line is the migration step (read by
-the control plane from git); any other process type is named in a warning.
+the control plane from git); every other process type runs beside the web
+process (the build log names them; `docs/processes.md`).
 
 Everything the builders need to know from the artifact is read before the first
 step runs: after that, the artifact holds what the deployment's code made of it.
@@ -22,19 +23,13 @@ from .base import BuildContext, BuildFailed, BuildLog, BuildResult
 
 __all__ = ["BuildContext", "BuildFailed", "BuildLog", "BuildResult", "build"]
 
-RUN_TYPES = ("web", "release")  # the Procfile's process types a deployment runs
-
-
 def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildResult:
     root = ctx.artifact
     procfile = root / "Procfile"
     if procfile.is_file() and not procfile.is_symlink():
-        for kind in procfile_entries(procfile.read_text(encoding="utf-8", errors="replace")):
-            if kind not in RUN_TYPES:
-                ctx.log.line(
-                    f"warning: the Procfile's `{kind}:` line does not run (only "
-                    f"{' and '.join(RUN_TYPES)} do); run it from `web` or another deployment"
-                )
+        types = list(procfile_entries(procfile.read_text(encoding="utf-8", errors="replace")))
+        if types:
+            ctx.log.line(f"> Procfile process types: {', '.join(types)}")
     web = web or procfile_web(root)
     is_python = python.detect(root) or (web or "").split(" ", 1)[0].startswith("python")
     py_plan = python.Plan.of(root) if is_python else None
@@ -67,6 +62,12 @@ def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildRes
             "no web command",
             "set `web` in tristage.toml's [app], or add a Procfile with a `web:` line",
         )
+    runtimes = []
+    if py_plan is not None and py_plan.python is not None:
+        runtimes.append(f"python {py_plan.python.version}")
+    if node_plan is not None and node_plan.version:
+        runtimes.append(f"node {node_plan.version}")
     return BuildResult(
-        kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix), layers=layers
-    )
+        kind="+".join(kinds) or "static", web=web, path_prefix=tuple(prefix), layers=layers,
+        runtime=" + ".join(runtimes) or None,
+    )  # fmt: skip

@@ -117,6 +117,10 @@ class BuildContext:
     def cancel(self) -> None:
         self._canceled.set()
 
+    @property
+    def canceled(self) -> bool:
+        return self._canceled.is_set()
+
     def step(
         self,
         title: str,
@@ -164,3 +168,4 @@ class BuildResult:
     web: str | None  # the web command found by the builder (Procfile / package.json start)
     path_prefix: tuple[str, ...]  # directories to put first on PATH at runtime (venv bin)
     layers: tuple[str, ...] = ()  # read-only directories the release needs (cached deps)
+    runtime: str | None = None  # the language runtimes used: "python 3.12.1 + node 20.11.0"

@@ -20,14 +20,16 @@ succeeded; afterwards the entry is only ever mounted read-only, so no later buil
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...paths import private_mkdirs
+from ...paths import private_mkdirs, private_tree
 from ..runtime import Mount
+from . import pythons
 from .base import BuildContext, BuildFailed
 
 DEP_FILES = (
@@ -79,13 +81,25 @@ def detect(root: Path) -> bool:
     return any((root / f).is_file() for f in ("requirements.txt", "pyproject.toml", "setup.py"))
 
 
+def uv_binary() -> str | None:
+    """uv (a dependency of tristage, next to its interpreter), else one on PATH."""
+    own = Path(sys.executable).with_name("uv")
+    if own.is_file() and os.access(own, os.X_OK):
+        return str(own.resolve())
+    found = shutil.which("uv")
+    return str(Path(found).resolve()) if found else None
+
+
 def base_python() -> str:
-    return str(getattr(sys, "_base_executable", None) or sys.executable)
+    return pythons.default_python()
 
 
-def deps_key(root: Path) -> str:
+def deps_key(root: Path, python: pythons.Interpreter | None = None) -> str:
     h = hashlib.sha256()
-    h.update(f"{sys.version_info[:3]}|{base_python()}".encode())
+    if python is None:
+        h.update(f"{sys.version_info[:3]}|{base_python()}".encode())
+    else:
+        h.update(f"{python.version}|{python.path}".encode())
     for name in DEP_FILES:
         p = root / name
         if p.is_file():
@@ -111,16 +125,39 @@ class Plan:
     key: str
     has_entries: bool
     requirements: bool  # requirements.txt (else the project itself is installed)
+    python: pythons.Interpreter | None = None  # None: tristage's own (tests of old plans)
 
     @classmethod
     def of(cls, root: Path) -> Plan:
         uses = detect(root)
+        python = pythons.choose(root)
         return cls(
             uses_cache=uses,
-            key=deps_key(root) if uses else "",
+            key=deps_key(root, python) if uses else "",
             has_entries=_has_entries(root) if uses else False,
             requirements=(root / "requirements.txt").is_file(),
+            python=python,
         )
+
+    @property
+    def interpreter(self) -> str:
+        return self.python.path if self.python else base_python()
+
+    @property
+    def interpreter_mounts(self) -> tuple[Mount, ...]:
+        """The interpreter's installation when the sandbox does not show it already."""
+        if self.python is None or _shown(Path(self.python.prefix)):
+            return ()
+        return (Mount(Path(self.python.prefix)),)
+
+
+def _shown(prefix: Path) -> bool:
+    prefix = prefix.resolve()
+    return (
+        prefix == Path("/usr")
+        or Path("/usr") in prefix.parents
+        or (prefix == Path(sys.base_prefix).resolve())
+    )
 
 
 def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
@@ -133,25 +170,47 @@ def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_CACHE_DIR": str(pip_cache),
     }
-    mounts = (mount, Mount(pip_cache, writable=True))
+    mounts = (mount, Mount(pip_cache, writable=True), *plan.interpreter_mounts)
     if not plan.has_entries:
         ctx.step(
             "python -m venv (no dependencies listed)",
-            [base_python(), "-m", "venv", "--without-pip", str(venv)],
+            [plan.interpreter, "-m", "venv", "--without-pip", str(venv)],
             env=env,
             mounts=mounts,
         )
     else:
-        ctx.step("python -m venv", [base_python(), "-m", "venv", str(venv)], env=env,
-                 mounts=mounts)  # fmt: skip
-        installer = [py, "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
-        if plan.requirements:
-            ctx.step("install requirements.txt", [*installer, "-r", "requirements.txt"], env=env,
-                     mounts=mounts)  # fmt: skip
-        else:
+        what = ["-r", "requirements.txt"] if plan.requirements else ["."]
+        installed = False
+        title = "requirements.txt" if plan.requirements else "the project's dependencies"
+        uv = uv_binary()
+        if uv is not None:
+            uv_cache = ctx.cache / "uv"
+            private_mkdirs(uv_cache)
+            uv_env = {
+                **env, "UV_CACHE_DIR": str(uv_cache), "UV_PYTHON_DOWNLOADS": "never",
+                # copies, never hard links into the cache: a sealed entry shares no inode
+                # with what a later build may write
+                "UV_LINK_MODE": "copy", "UV_NO_CONFIG": "1",
+            }  # fmt: skip
+            uv_mounts = (*mounts, Mount(Path(uv)), Mount(uv_cache, writable=True))
+            try:
+                ctx.step("uv venv", [uv, "venv", "--seed", "-q", "--python", plan.interpreter,
+                                     str(venv)], env=uv_env, mounts=uv_mounts)  # fmt: skip
+                ctx.step(f"uv pip install {title}", [uv, "pip", "install", "--python", py, *what],
+                         env=uv_env, mounts=uv_mounts)  # fmt: skip
+                installed = True
+            except BuildFailed as exc:
+                if ctx.canceled:
+                    raise
+                ctx.log.line(f"  uv could not install ({exc.message}); trying pip")
+            finally:
+                private_tree(uv_cache)  # uv writes its cache with its own modes
+        if not installed:
+            ctx.step("python -m venv", [plan.interpreter, "-m", "venv", "--clear", str(venv)],
+                     env=env, mounts=mounts)  # fmt: skip
+            installer = [py, "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
             # the project's own code is taken from the artifact (first on sys.path)
-            ctx.step("install the project's dependencies", [*installer, "."], env=env,
-                     mounts=mounts)  # fmt: skip
+            ctx.step(f"pip install {title}", [*installer, *what], env=env, mounts=mounts)
     ctx.step("seal the dependencies", ["/bin/sh", "-c", f"touch {venv}/{COMPLETE}"], env=env,
              mounts=mounts)  # fmt: skip
 
@@ -192,12 +251,17 @@ def _cached(ctx: BuildContext, plan: Plan) -> Path:
 
 def build(ctx: BuildContext, plan: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Prepare `.venv` in the artifact; returns (PATH prefix, read-only layers)."""
+    if plan.python is not None:
+        ctx.log.line(f"> {plan.python.describe()}")
     deps = _cached(ctx, plan) if plan.uses_cache else None
     venv = ctx.artifact / ".venv"
-    layers = (str(deps),) if deps else ()
+    # the release needs the interpreter's installation too when the sandbox hides it
+    layers = tuple(str(p) for p in ((deps,) if deps else ())) + tuple(
+        str(m.source) for m in plan.interpreter_mounts
+    )
     ctx.step(
         "virtualenv",
-        [base_python(), "-c", _VENV_SCRIPT, str(venv), str(deps or "")],
+        [plan.interpreter, "-c", _VENV_SCRIPT, str(venv), str(deps or "")],
         mounts=tuple(Mount(Path(p)) for p in layers),
     )
     ctx.log.line(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import pages
 from .headers import EDGE_HEADER, FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
-from .routes import Route, RouteTable
+from .routes import Balancer, Route, RouteTable
 from .stats import StatsRecorder
 from .upstream import UpstreamConnection, UpstreamPool, UpstreamTimeout
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL = b"/.tristage/"
+REPLAYABLE = (b"GET", b"HEAD", b"OPTIONS")  # sent again to another replica
 _DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", EDGE_HEADER}  # a Content-Length here is 0: kept
 _DROP_DOWN = HOP_BY_HOP | {b"content-length"}
 
@@ -171,9 +172,27 @@ class FastExchange:
     """One bodiless request proxied by callbacks (see the module's docstring)."""
 
     __slots__ = (
-        "body", "chunked", "conn", "deployment", "disconnected", "done", "fast", "head",
-        "head_only", "head_sent", "host", "keep_alive", "more_body", "owner", "response_complete",
-        "retried", "started", "timeout", "upstream",
+        "body",
+        "chunked",
+        "conn",
+        "deployment",
+        "disconnected",
+        "done",
+        "fast",
+        "head",
+        "head_only",
+        "head_sent",
+        "host",
+        "keep_alive",
+        "more_body",
+        "others",
+        "owner",
+        "replayable",
+        "response_complete",
+        "retried",
+        "started",
+        "timeout",
+        "upstream",
     )  # fmt: skip
 
     def __init__(
@@ -186,8 +205,14 @@ class FastExchange:
         head_only: bool,
         keep_alive: bool,
         host: str,
+        others: list[tuple[str, int]] | None = None,
+        replayable: bool = False,
     ) -> None:
         self.fast, self.owner, self.upstream, self.head = fast, owner, upstream, head
+        # the route's other replicas, tried in turn when this one fails before answering
+        # (refused: any request; closed without a byte: a GET, HEAD or OPTIONS)
+        self.others = others or []
+        self.replayable = replayable
         self.deployment = route.deployment
         self.timeout = route.request_timeout or fast.request_timeout
         self.head_only, self.keep_alive, self.host = head_only, keep_alive, host
@@ -217,11 +242,24 @@ class FastExchange:
         except ConnectionError:
             self.upstream_event()
 
+    def _next_replica(self) -> bool:
+        """Move to the route's next replica (this one failed before answering)."""
+        if not self.others or self.done:
+            return False
+        self.fast.balancer.failed(self.upstream)
+        self.fast.inflight.leave(self.upstream)
+        self.upstream = self.others.pop(0)
+        self.fast.inflight.enter(self.upstream)
+        self.retried = False
+        self.fast.spawn(self.connect())
+        return True
+
     async def connect(self) -> None:
         try:
             conn = await self.fast.pool.connect(self.upstream)
         except (TimeoutError, OSError):
-            self._fail(502)
+            if not self._next_replica():
+                self._fail(502)
             return
         if self.done:
             conn.close()
@@ -246,6 +284,11 @@ class FastExchange:
                     conn.close()
                     self.conn = None
                     self.fast.spawn(self.connect())
+                elif not conn.any_bytes and self.replayable and self.others:
+                    conn.relay = None
+                    conn.close()
+                    self.conn = None
+                    self._next_replica()
                 else:
                     self._fail(502)
             return
@@ -371,11 +414,13 @@ class FastPath:
         inflight: Inflight,
         pool: UpstreamPool,
         request_timeout: float,
+        balancer: Balancer | None = None,
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
         self.request_timeout = request_timeout
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
+        self.balancer = balancer or Balancer()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -419,7 +464,8 @@ class FastPath:
         route = self.table.lookup(host_text)
         if route is None or route.upstream is None:
             return False  # the ASGI path answers 404/503 with its page
-        upstream = route.upstream
+        tries = self.balancer.order(route) if route.replicas else [route.upstream]
+        upstream = tries[0]
         ex = FastExchange(
             self,
             proto,
@@ -429,6 +475,8 @@ class FastPath:
             parser.get_method() == b"HEAD",
             parser.should_keep_alive(),
             host_text,
+            tries[1:],
+            parser.get_method() in REPLAYABLE,
         )
         proto.cycle = ex
         self.inflight.enter(upstream)

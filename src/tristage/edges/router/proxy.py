@@ -12,11 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import pages
 from .headers import end_to_end, request_problem, upstream_request_headers
-from .routes import RouteTable
+from .routes import Balancer, RouteTable
 from .stats import StatsRecorder
 from .upstream import UpstreamClosed, UpstreamConnection, UpstreamPool, UpstreamTimeout
 
 INTERNAL_PREFIX = "/.tristage/"
+_REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS"})  # sent again to another replica
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class ProxyApp:
         self.stats = stats
         self.inflight = inflight
         self.pool = pool
+        self.balancer = Balancer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,18 +105,26 @@ class ProxyApp:
                 return
             await self.internal_app({**scope, "tristage.route": route}, receive, send)
             return
-        upstream = route.upstream
-        if upstream is None:
+        tries = self.balancer.order(route)
+        if not tries:
             if route.deployment is not None:
                 self.stats.record(route.deployment, 503, None)
             await _page(send, 503, pages.no_upstream(host))
             return
-        self.inflight.enter(upstream)
         timeout = route.request_timeout or self.request_timeout
-        try:
-            await self._proxy(scope, receive, send, host, route.deployment, upstream, timeout)
-        finally:
-            self.inflight.leave(upstream)
+        for i, upstream in enumerate(tries):
+            self.inflight.enter(upstream)
+            try:
+                done = await self._proxy(
+                    scope, receive, send, host, route.deployment, upstream, timeout,
+                    another=i < len(tries) - 1,
+                )  # fmt: skip
+            finally:
+                self.inflight.leave(upstream)
+            if done:
+                return
+            # that replica failed before answering and the request can be sent again
+            self.balancer.failed(upstream)
 
     async def _proxy(
         self,
@@ -125,7 +135,11 @@ class ProxyApp:
         dep: str | None,
         upstream: tuple[str, int],
         timeout: float,
-    ) -> None:
+        another: bool = False,
+    ) -> bool:
+        """Proxy one request to `upstream`; False (nothing sent to the client) when it
+        failed before answering, `another` replica may take it and it can be sent
+        again: it was refused a connection, or it is a bodiless GET/HEAD/OPTIONS."""
         started = time.perf_counter()
         method: str = scope["method"]
         head, framing = _request_head(scope, self.edge_token)
@@ -149,21 +163,25 @@ class ProxyApp:
         except ClientGone:
             if conn is not None:
                 conn.close()  # the upstream holds half a request
-            return
+            return True
         except UpstreamTimeout:
             if conn is not None:
                 conn.close()
             if dep is not None:
                 self.stats.record_error(dep, 504)
             await _page(send, 504, pages.gateway_timeout(host))
-            return
+            return True
         except (TimeoutError, OSError):
             if conn is not None:
                 conn.close()
+            if another and (
+                conn is None or (framing is None and not conn.any_bytes and method in _REPLAYABLE)
+            ):
+                return False
             if dep is not None:
                 self.stats.record_error(dep, 502)
             await _page(send, 502, pages.bad_gateway(host))
-            return
+            return True
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -186,6 +204,7 @@ class ProxyApp:
             if cut:
                 conn.close()  # it may still hold part of the request the upstream never read
             self.pool.release(upstream, conn)
+        return True
 
     @staticmethod
     async def _exchange(

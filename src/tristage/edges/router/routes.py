@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+
+Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,8 @@ class Route:
     environment has nothing running (the router answers 503). `request_timeout` is how
     long the release may take to start answering a request (seconds, from the request's
     arrival to the response headers) before the router answers 504; None means the
-    router's default.
+    router's default. `replicas` are further addresses of the same deployment (its
+    other web processes): requests go round-robin over all of them (`Balancer`).
     """
 
     project: str
@@ -23,6 +28,39 @@ class Route:
     deployment: str | None
     upstream: tuple[str, int] | None
     request_timeout: float | None = None
+    replicas: tuple[Address, ...] = ()
+
+    @property
+    def upstreams(self) -> tuple[Address, ...]:
+        return (self.upstream, *self.replicas) if self.upstream is not None else ()
+
+
+class Balancer:
+    """Round-robin over a route's addresses; one that just failed (refused a connection,
+    closed it without answering) goes last for `penalty` seconds."""
+
+    def __init__(self, penalty: float = 2.0) -> None:
+        self.penalty = penalty
+        self._turn = itertools.count()
+        self._failed: dict[Address, float] = {}
+
+    def order(self, route: Route) -> list[Address]:
+        """The addresses to try for one request, best first."""
+        ups = route.upstreams
+        if len(ups) <= 1:
+            return list(ups)
+        start = next(self._turn) % len(ups)
+        turn = [*ups[start:], *ups[:start]]
+        if not self._failed:
+            return turn
+        now = time.monotonic()
+        for addr, until in list(self._failed.items()):
+            if until <= now:
+                del self._failed[addr]
+        return sorted(turn, key=lambda a: a in self._failed)  # stable: the turn otherwise
+
+    def failed(self, addr: Address) -> None:
+        self._failed[addr] = time.monotonic() + self.penalty
 
 
 def normalize_host(host: str) -> str:

@@ -55,8 +55,12 @@ class Router:
         self._app = ProxyApp(
             table, internal_app, self._stats, self._inflight, self._pool, request_timeout
         )
-        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout)
-        self._fast = FastPath(table, self._stats, self._inflight, self._pool, request_timeout)
+        # one rotation over a route's replicas for every way a request goes
+        balancer = self._app.balancer
+        self._upgrade = UpgradeHandler(table, self._stats, connect_timeout, balancer)
+        self._fast = FastPath(
+            table, self._stats, self._inflight, self._pool, request_timeout, balancer
+        )
         self._server = EmbeddedServer(
             self._app,
             "tristage-router",

@@ -16,7 +16,7 @@ import httptools
 from ..embedded_server import UpgradeRequest
 from . import pages
 from .headers import RawHeaders, request_problem, upstream_request_headers
-from .routes import RouteTable
+from .routes import Balancer, RouteTable
 from .stats import StatsRecorder
 
 INTERNAL_PREFIX = b"/.tristage/"
@@ -174,9 +174,14 @@ class UpgradeHandler:
     """Takes over a client connection whose request asks for a WebSocket upgrade."""
 
     def __init__(
-        self, table: RouteTable, stats: StatsRecorder, connect_timeout: float = 5.0
+        self,
+        table: RouteTable,
+        stats: StatsRecorder,
+        connect_timeout: float = 5.0,
+        balancer: Balancer | None = None,
     ) -> None:
         self.table = table
+        self.balancer = balancer or Balancer()
         self.stats = stats
         self.connect_timeout = connect_timeout
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
@@ -198,7 +203,8 @@ class UpgradeHandler:
         if route is None or req.target.startswith(INTERNAL_PREFIX):
             _reply(client, 404, b"Not Found", pages.not_found(host))
             return None
-        if route.upstream is None:
+        upstream = self.balancer.order(route)[:1]
+        if not upstream:
             if route.deployment is not None:
                 self.stats.record(route.deployment, 503, None)
             _reply(client, 503, b"Service Unavailable", pages.no_upstream(host))
@@ -207,7 +213,7 @@ class UpgradeHandler:
         tunnel = Tunnel(client, route.deployment, self.stats, on_close)
         head = upgrade_head(req, self.edge_token)
         task = asyncio.get_running_loop().create_task(
-            tunnel.open(route.upstream, head + rest, self.connect_timeout, host)
+            tunnel.open(upstream[0], head + rest, self.connect_timeout, host)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -2,8 +2,9 @@
 process (`tristage.routerd`), and in the router's `routes.json`.
 
 A route is `{"project", "environment", "deployment", "upstream": [host, port] | null,
-"request_timeout": seconds | null}`; more keys may be added (a list of upstreams for
-replicas) and are ignored by a router that does not know them.
+"request_timeout": seconds | null, "replicas": [[host, port], ...]}` (`replicas`: the
+deployment's other web processes, omitted when there are none); more keys may be added
+and are ignored by a router that does not know them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def routes_to_json(routes: Mapping[str, Route]) -> dict[str, dict[str, Any]]:
             "deployment": r.deployment,
             "upstream": list(r.upstream) if r.upstream is not None else None,
             "request_timeout": r.request_timeout,
+            **({"replicas": [list(a) for a in r.replicas]} if r.replicas else {}),
         }
         for host, r in routes.items()
     }
@@ -40,6 +42,7 @@ def routes_from_json(data: Mapping[str, Any]) -> dict[str, Route]:
             str(r["deployment"]) if r.get("deployment") is not None else None,
             (str(up[0]), int(up[1])) if up else None,
             float(timeout) if timeout is not None else None,
+            tuple((str(a[0]), int(a[1])) for a in r.get("replicas") or ()),
         )
     return out
 

@@ -21,6 +21,16 @@ from ...errors import TristageError
 
 Handle = dict[str, Any]  # opaque to everything but the runtime that made it
 
+# The platform's health probes ask for the health path with this query, and a release's
+# log drops the lines that contain it (the app's access log of them): probes every few
+# seconds would otherwise be most of an idle app's log.
+PROBE_MARK = "tristage-probe=1"
+
+
+def probe_path(path: str) -> str:
+    """The health path as the platform's probes request it."""
+    return f"{path}{'&' if '?' in path else '?'}{PROBE_MARK}"
+
 
 class RuntimeError_(TristageError):
     """A runtime could not start or control a process."""
@@ -55,6 +65,8 @@ class ProcessSpec:
     limits: Limits = field(default_factory=Limits)
     log_path: Path | None = None  # a release's output, redacted, appended here
     redact: tuple[str, ...] = ()  # secret values never written to the log
+    log_prefix: str = ""  # before each line of the log (`[worker.1] `): several processes
+    drop_lines: tuple[str, ...] = ()  # lines of the app containing one are not logged
     scope: str = ""  # whose process this is (a platform home): see `Runtime.reap`
 
     def argv(self) -> list[str]:

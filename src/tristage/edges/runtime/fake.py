@@ -43,7 +43,7 @@ class FakeProcess:
         text = build_redactor(self.spec.redact)(line)
         self.log.append(text)
         if self.spec.log_path is not None:
-            LogFile(self.spec.log_path).write(text)
+            LogFile(self.spec.log_path, self.spec.log_prefix).write(text)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ...domain.limits import format_size
 from . import bwrap
 from .base import Handle, ProcessSpec, RuntimeError_, SandboxUnavailable, State, Status
 from .cgroups import Cgroup, CgroupError, hierarchy
+from .logpump import log_max_bytes
 
 FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN)
 
@@ -159,6 +160,9 @@ class LocalRuntime:
             "argv": argv,
             "cwd": str(spec.cwd),
             "log": str(spec.log_path),
+            "prefix": spec.log_prefix,
+            "drop": list(spec.drop_lines),
+            "log_max_bytes": log_max_bytes(),
             "cgroup": cgroup.to_json() if cgroup else None,
             "redact": list(spec.redact),
             "memory_limit": format_size(spec.limits.memory) if spec.limits.memory else None,

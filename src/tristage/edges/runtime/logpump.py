@@ -33,6 +33,18 @@ from tristage.paths import private_mkdirs
 HOLD_SECONDS = 0.2  # a tail held back (it could start a secret) is written after this
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def log_max_bytes() -> int:
+    """How large a release's log grows before it is rotated (TRISTAGE_LOG_MAX_BYTES)."""
+    return _env_int("TRISTAGE_LOG_MAX_BYTES", 16 * 1024 * 1024)
+
+
 def _redactor(values: list[str]) -> Any:
     from tristage.domain.redaction import build_redactor
 
@@ -40,13 +52,48 @@ def _redactor(values: list[str]) -> Any:
 
 
 class LogFile:
-    """Appends lines to the log, private (0600); survives ENOSPC and a deleted directory."""
+    """Appends lines to the log, private (0600); survives ENOSPC and a deleted directory.
 
-    def __init__(self, path: Path) -> None:
+    Past `max_bytes` the log is rotated: `LOG.1` becomes `LOG.2` ... up to `keep` files,
+    the log becomes `LOG.1` and a new one starts. Several pumps (the processes of one
+    release) may append to one log: each notices another's rotation and reopens."""
+
+    def __init__(
+        self, path: Path, prefix: str = "", max_bytes: int | None = None, keep: int = 3
+    ) -> None:
         self.path = path
+        self.prefix = prefix  # which process of the release wrote the line
         self.dropped = 0
+        self.max_bytes = max_bytes if max_bytes is not None else log_max_bytes()
+        self.keep = keep
         self._fh: IO[str] | None = None
+        self._written = 0
         self._open()  # the log exists from the start, even for a quiet app
+
+    def _rotate_if_due(self) -> None:
+        """(every 64 lines) Rotate a log past its size; reopen one another pump rotated."""
+        self._written += 1
+        if self._written % 64 or self._fh is None:
+            return
+        try:
+            ours = os.fstat(self._fh.fileno())
+            try:
+                current = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == ours.st_ino:
+                if ours.st_size < self.max_bytes:
+                    return
+                for n in range(self.keep - 1, 0, -1):
+                    older = self.path.with_name(f"{self.path.name}.{n}")
+                    if older.exists():
+                        older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+            self._fh.close()
+        except OSError:
+            pass
+        self._fh = None
+        self._open()
 
     def _open(self) -> IO[str] | None:
         if self._fh is None:
@@ -71,8 +118,9 @@ class LogFile:
                 fh.write(f"{stamp} tristage: {self.dropped} lines dropped (the log was not"
                          " writable: disk full?)\n")  # fmt: skip
                 self.dropped = 0
-            fh.write(f"{stamp} {line}\n")
+            fh.write(f"{stamp} {self.prefix}{line}\n")
             fh.flush()
+            self._rotate_if_due()
         except OSError:
             self.dropped += 1
             self._fh = None
@@ -83,21 +131,27 @@ class LogFile:
 
 
 class Lines:
-    """Turns redacted text (cut anywhere) into whole time-stamped log lines."""
+    """Turns redacted text (cut anywhere) into whole time-stamped log lines; lines that
+    contain one of `drop` (the access log of the platform's health probes) are left out."""
 
-    def __init__(self, log: LogFile) -> None:
+    def __init__(self, log: LogFile, drop: tuple[str, ...] = ()) -> None:
         self.log = log
         self.partial = ""
+        self.drop = drop
+
+    def _write(self, line: str) -> None:
+        if not any(d in line for d in self.drop):
+            self.log.write(line)
 
     def add(self, text: str) -> None:
         text = self.partial + text
         *whole, self.partial = text.split("\n")
         for line in whole:
-            self.log.write(line.rstrip("\r"))
+            self._write(line.rstrip("\r"))
 
     def end(self) -> None:
         if self.partial:
-            self.log.write(self.partial)
+            self._write(self.partial)
             self.partial = ""
 
 
@@ -153,7 +207,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spec = json.loads(sys.stdin.read())
-    log = LogFile(Path(spec["log"]))
+    log = LogFile(Path(spec["log"]), spec.get("prefix") or "", spec.get("log_max_bytes"))
     cgroup = spec.get("cgroup")
     redact = _redactor(spec.get("redact") or [])
     try:
@@ -169,7 +223,7 @@ def main() -> int:
         log.write(f"tristage: could not start the process: {exc.strerror or exc}")
         return 127
     assert app.stdout is not None
-    pump(app.stdout.fileno(), redact, Lines(log))
+    pump(app.stdout.fileno(), redact, Lines(log, tuple(spec.get("drop") or ())))
     code = app.wait()
     log.write(ending(code, _oom_kills(cgroup) > 0, spec.get("memory_limit") or "?"))
     return code if code >= 0 else 128 - code
