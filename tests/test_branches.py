@@ -3,8 +3,17 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tristage.domain.branches import pattern_matches, resolve, rules, slug
-from tristage.domain.config import parse_config
+from tristage.domain.branches import (
+    follows_host,
+    host_branches,
+    is_glob,
+    moves_host,
+    pattern_matches,
+    resolve,
+    rules,
+    slug,
+)
+from tristage.domain.config import PipelineConfig, parse_config
 from tristage.domain.presets import render
 
 SIMPLE = parse_config(render("simple", "myapp"))
@@ -64,3 +73,61 @@ def test_slug_is_a_dns_label(branch: str) -> None:
     assert 1 <= len(s) <= 50
     assert all(c.isalnum() or c == "-" for c in s)
     assert s == s.lower() and not s.startswith("-") and not s.endswith("-")
+
+
+# -- which branches an environment's own host follows ---------------------------------
+
+PATTERNS = ["*", "main", "dev", "feature/*", "a*", "test", "x/*", "?b", "[ab]c", "staging"]
+
+
+def _config(envs: list[list[str]]) -> PipelineConfig:
+    text = '[project]\nname="p"\n'
+    for i, pats in enumerate(envs):
+        tier = "production" if i == len(envs) - 1 else "preview"
+        text += f'[environments.e{i}]\ntier="{tier}"\nbranches={pats!r}\n'
+    return parse_config(text)
+
+
+def test_guide_hosts() -> None:
+    for cfg in (SIMPLE, PRO):
+        assert follows_host(cfg, "development", "dev")
+        assert not follows_host(cfg, "development", "feature/x")  # a glob caught it
+        assert follows_host(cfg, "preview", "test") and follows_host(cfg, "preview", "staging")
+        assert not follows_host(cfg, "preview", "anything-else")  # the catch-all
+        assert follows_host(cfg, "production", "main")
+    assert host_branches(PRO, "preview") == ["test", "staging"]
+    assert moves_host(PRO, "production", "feature/x", "promote")  # a promote always does
+    assert not moves_host(PRO, "development", "feature/x", "push")
+
+
+@given(
+    envs=st.lists(st.lists(st.sampled_from(PATTERNS), max_size=4), min_size=1, max_size=4),
+    branch=names,
+    trigger=st.sampled_from(["push", "deploy", "redeploy", "promote"]),
+)
+def test_only_exact_patterns_move_an_environments_host(
+    envs: list[list[str]], branch: str, trigger: str
+) -> None:
+    cfg = _config(envs)
+    for i, pats in enumerate(envs):
+        env = f"e{i}"
+        exact = [p for p in pats if not is_glob(p)]
+        # the host follows exactly the names its exact patterns give
+        assert follows_host(cfg, env, branch) == (branch in exact)
+        assert host_branches(cfg, env) == exact
+        for p in exact:
+            assert follows_host(cfg, env, p)
+        # a branch only a glob of the environment catches never moves its host
+        if any(pattern_matches(p, branch) for p in pats if is_glob(p)) and branch not in exact:
+            assert moves_host(cfg, env, branch, trigger) == (trigger == "promote")
+    match = resolve(cfg, branch)
+    if match is not None and is_glob(match.pattern):
+        # a deployment by the branch rules moves its environment's host only if named
+        assert follows_host(cfg, match.environment, branch) == (
+            branch in host_branches(cfg, match.environment)
+        )
+
+
+@given(st.sampled_from(PATTERNS))
+def test_is_glob(pattern: str) -> None:
+    assert is_glob(pattern) == any(c in pattern for c in "*?[")

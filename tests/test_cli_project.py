@@ -18,7 +18,16 @@ def test_init_resolve_through_subprocess(repo: Path) -> None:
     ]:
         r = run_cli_process("resolve", branch, cwd=repo)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == env
+        assert r.stdout.splitlines()[0] == env
+        # which host: the environment's own only for a branch it names exactly
+        if branch == "feature/login":
+            assert "host: feature-login.myapp.localhost only" in r.stdout
+            assert "never development.myapp.localhost" in r.stdout
+        else:
+            assert (
+                "host: " + ("myapp.localhost" if env == "production" else f"{env}.myapp")
+                in r.stdout
+            )
     r = run_cli_process("resolve", "main", "--json", cwd=repo)
     assert json.loads(r.stdout) == {
         "branch": "main",
@@ -26,6 +35,8 @@ def test_init_resolve_through_subprocess(repo: Path) -> None:
         "pattern": "main",
         "rule": 2,
         "tier": "production",
+        "host": "myapp.localhost",
+        "follows_host": True,
     }
 
 
@@ -36,7 +47,7 @@ def test_init_refuses_overwrite(repo: Path) -> None:
     assert "already exists" in r.stderr and "--force" in r.stderr
     assert "Traceback" not in r.stderr
     assert run_cli("init", "--force", "--preset", "simple", cwd=repo).returncode == 0
-    assert run_cli("resolve", "xyz", cwd=repo).stdout.strip() == "preview"
+    assert run_cli("resolve", "xyz", cwd=repo).stdout.splitlines()[0] == "preview"
 
 
 def test_init_outside_git(tmp_path: Path, home: Path) -> None:

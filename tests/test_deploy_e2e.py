@@ -170,12 +170,13 @@ def test_deploy_from_working_copy_and_logs(project: Path, cp: ControlPlane) -> N
     r = run_cli("deploy", cwd=project)
     assert r.returncode == 0, r.stderr
     dep = r.stdout.split("deployment ")[1].split()[0]
-    assert "development: http://development.shop.localhost" in r.stdout
-    assert cp.serves("development.shop.localhost") == dep
+    # a branch a glob caught is served at its branch host, never the environment's
+    assert "development (feature/Login): http://feature-login.shop.localhost" in r.stdout
     assert cp.serves("feature-login.shop.localhost") == dep
+    assert cp.get("development.shop.localhost").status_code == 503
     build_log = run_cli("logs", dep, "--build", cwd=project).stdout
     assert "git archive" in build_log and "healthy in" in build_log
-    cp.get("development.shop.localhost", "/hello")
+    cp.get("feature-login.shop.localhost", "/hello")
     wait_for(lambda: "GET /hello" in run_cli("logs", dep, cwd=project).stdout, 10, "runtime log")
     r = run_cli("logs", "0zzzzzzz", cwd=project)
     assert r.returncode == 1 and "no deployment" in r.stderr

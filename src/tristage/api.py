@@ -22,6 +22,7 @@ from .domain import branches
 from .domain.config import PipelineConfig
 from .domain.deployments import Deployment, Status
 from .domain.edge import EdgeOptions
+from .domain.preflight import PreflightFinding, PromotionPreflight
 from .domain.presets import Preset
 from .domain.service_unit import ServiceUnit
 from .edges.secrets import SecretBox
@@ -39,9 +40,10 @@ if TYPE_CHECKING:
     from .services.cron import CronService
     from .services.data import DataService
     from .services.data_records import BackupInfo
-    from .services.deploys import ControlPlaneInfo, DeployService, Switch
+    from .services.deploys import ControlPlaneInfo, DeployService, PushedRef, Switch
     from .services.doctor import Finding
     from .services.git_hosts import Connected, Connection, GitHostService
+    from .services.lifecycle import CleanupReport, DestroyReport, LifecycleService
     from .services.localdev import LocalDevService
     from .services.monitor import MonitorService
     from .services.platform_backup import PlatformBackup
@@ -64,22 +66,30 @@ LAZY: dict[str, str] = {
     "Reporter": ".services.quickstart",
     "Summary": ".services.quickstart",
     "Switch": ".services.deploys",
+    "CleanupReport": ".services.lifecycle",
+    "DestroyReport": ".services.lifecycle",
+    "PushedRef": ".services.deploys",
 }
 
 __all__ = [
     "TOKEN_NAME_RE",
     "AuditEvent",
     "BackupInfo",
+    "CleanupReport",
     "Connected",
     "Connection",
     "Delivery",
     "Deployment",
     "DeploymentStats",
+    "DestroyReport",
     "Endpoint",
     "InitResult",
     "NewToken",
+    "PreflightFinding",
     "Progress",
     "ProjectRef",
+    "PromotionPreflight",
+    "PushedRef",
     "Quickstart",
     "Reporter",
     "Role",
@@ -197,6 +207,44 @@ class Tristage:
         return GitHostService(self)
 
     @cached_property
+    def lifecycle(self) -> LifecycleService:
+        from .services.lifecycle import LifecycleService
+
+        return LifecycleService(self)
+
+    def branch_deleted(self, project: str, branch: str) -> list[str]:
+        """A branch is gone (deleted from the hosted repository or the git host): its
+        release stops and its branch host goes; returns what was done."""
+        return self.lifecycle.branch_deleted(project, branch)
+
+    def promote_preflight(
+        self, project: str, deployment: str, run_dry: bool = True
+    ) -> PromotionPreflight:
+        """Before `promote` to production: what differs between the deployment's
+        environment and production (variable names present in one only, build-variable
+        hash, webhook sources, production's rule errors and warnings) and the pending
+        migrations (the release command's own dry run when it has one, run in
+        production's sandbox; else that a release command will run). `.ok` is False on
+        errors: `deploys.promote` refuses it then."""
+        from .services.preflight import promote_preflight
+
+        return promote_preflight(self, project, deployment, run_dry)
+
+    def cleanup(self, project: str | None = None, dry_run: bool = False) -> list[CleanupReport]:
+        """`tristage gc`: remove old deployments of one project (every project when
+        None) under its `[cleanup]` policy, with their artifacts and logs; `dry_run`
+        only says what would go. Never a live deployment, one in progress, or one of
+        production's rollback targets."""
+        names = [project] if project is not None else self.project_service.names()
+        return [self.lifecycle.cleanup.run(name, dry_run) for name in names]
+
+    def destroy_project(self, project: str, confirm: str) -> DestroyReport:
+        """`tristage destroy`: stop and remove a project with all its data, after a final
+        backup of each environment's data (kept; its path is in the report). `confirm`
+        must be the project's name."""
+        return self.lifecycle.destroy(project, confirm)
+
+    @cached_property
     def monitor(self) -> MonitorService:
         from .services.monitor import MonitorService
 
@@ -291,6 +339,11 @@ class Tristage:
     def open_project(self, start: Path | None = None) -> ProjectRef:
         """The project of the working copy at `start` (walking up), registered/updated."""
         return self.project_service.open(start or Path.cwd())
+
+    def open_named_project(self, name: str) -> ProjectRef:
+        """A registered project by name (`-p/--project`), from its working copy when it
+        is still where it was registered, else its last stored configuration."""
+        return self.project_service.named(name)
 
     def projects(self) -> list[ProjectRef]:
         return [self.project(name) for name in self.project_service.names()]

@@ -114,6 +114,12 @@ def current_version(conn: Connection) -> int | None:
     return int(value) if value is not None else 0
 
 
+def pending(conn: Connection) -> list[Migration]:
+    """The migrations `migrate` would apply now (reads only)."""
+    current = current_version(conn) or 0
+    return [m for m in MIGRATIONS if m.version > current]
+
+
 def migrate(conn: Connection) -> list[Migration]:
     """Apply the pending migrations, each in its own transaction; returns those applied.
 

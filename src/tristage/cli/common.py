@@ -23,6 +23,7 @@ class State:
     debug: bool = False
     home: Path | None = None
     api: Tristage | None = None
+    project: str | None = None  # -p/--project (or TRISTAGE_PROJECT)
 
 
 state = State()
@@ -35,7 +36,11 @@ def get_api() -> Tristage:
 
 
 def current_project(project_dir: Path | None = None) -> ProjectRef:
-    """The project of the working copy (or `TRISTAGE_PROJECT_DIR`)."""
+    """The project a command acts on, one mechanism for every command: the one named by
+    `-p/--project NAME` (or `TRISTAGE_PROJECT`), else the project of the working copy
+    at `TRISTAGE_PROJECT_DIR` or the current directory (the nearest `tristage.toml`)."""
+    if project_dir is None and state.project:
+        return get_api().open_named_project(state.project)
     start = project_dir or Path(os.environ.get("TRISTAGE_PROJECT_DIR") or Path.cwd())
     return get_api().open_project(start)
 

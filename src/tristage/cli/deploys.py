@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from .tables import print_table
 
 if TYPE_CHECKING:
     from ..api import Switch
+    from ..domain.preflight import PromotionPreflight
 
 STATUS_STYLE = {
     "ready": "green",
@@ -95,9 +97,9 @@ def _follow(dep: Deployment) -> int:
         console.print(line, markup=False, soft_wrap=True)
     final = svc.get(dep.id)
     if final.status == Status.ready:
+        where = final.environment if final.takes_host else f"{final.environment} ({final.branch})"
         console.print(
-            f"{final.environment}: {svc.environment_url(final.project, final.environment)}"
-            f"  (deployment {svc.deployment_url(final)})",
+            f"{where}: {svc.home_url(final)}  (deployment {svc.deployment_url(final)})",
             markup=False,
             soft_wrap=True,
         )
@@ -106,45 +108,74 @@ def _follow(dep: Deployment) -> int:
     return EXIT_FAILED
 
 
-def receive(project: str = typer.Option(..., "--project")) -> None:
-    """(git hook) Enqueue a deployment per pushed branch and follow it."""
+class Hook(StrEnum):
+    pre_receive = "pre-receive"
+    post_receive = "post-receive"
+
+
+def receive(
+    project: str = typer.Option(..., "--project"),
+    hook: Hook = typer.Option(Hook.pre_receive, "--hook", help="Which git hook runs it."),
+) -> None:
+    """(git hook) pre-receive: deploy each pushed branch and refuse the push when a deploy
+    fails; post-receive: stop the branches the push deleted."""
     api = get_api()
     lines = sys.stdin.read().splitlines()
-    rc = 0
-    for branch, dep, note in api.deploys.receive(project, lines):
+    if hook is Hook.post_receive:
+        for line in api.deploys.received(project, lines):
+            console.print(f"tristage: {line}", markup=False)
+        raise typer.Exit(0)
+    failed: list[str] = []
+    for pushed in api.deploys.receive(project, lines):
+        branch, dep = pushed.branch, pushed.deployment
         if dep is None:
-            console.print(f"tristage: {branch}: {note}", markup=False)
+            console.print(f"tristage: {branch}: {pushed.note}", markup=False)
+            if not pushed.accepted:
+                failed.append(branch)
             continue
         if dep.status == Status.error:
             console.print(f"tristage: {branch}: deploy refused: {dep.reason}", markup=False)
-            rc = EXIT_FAILED
+            failed.append(branch)
             continue
         console.print(
             f"tristage: {branch} -> {dep.environment}: deployment {dep.id} queued", markup=False
         )
-        for warning in filter(None, note.splitlines()):
+        for warning in filter(None, pushed.note.splitlines()):
             console.print(f"tristage: warning: {warning}", markup=False)
-        rc = max(rc, _follow(dep))
-    raise typer.Exit(rc)
+        if _follow(dep) != 0:
+            failed.append(branch)
+    if failed:
+        console.print(
+            f"tristage: push refused: the deploy of {', '.join(failed)} failed, so the branch"
+            " stays where it was; fix it and push again (or 'git push -o skip-deploy' to push"
+            " without deploying)",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(0)
 
 
-def receive_main() -> None:
-    """Entry of the post-receive hook: `python -c '...receive_main()' --home H --project P`.
+def receive_main(argv: list[str] | None = None) -> None:
+    """Entry of the git hooks: `python -m tristage.cli.githook HOOK --home H --project P`.
 
     Lighter than the full CLI (only this command group is imported), so a push
     reaches the control plane sooner.
     """
     from .common import state
 
-    args = sys.argv[1:]
+    args = sys.argv[1:] if argv is None else argv
     try:
+        hook = Hook(args[0])
         state.home = Path(args[args.index("--home") + 1])
         project = args[args.index("--project") + 1]
     except (ValueError, IndexError):
-        err_console.print("usage: receive --home HOME --project NAME", markup=False)
+        err_console.print(
+            "usage: githook pre-receive|post-receive --home HOME --project NAME", markup=False
+        )
         sys.exit(2)
     try:
-        receive(project)
+        receive(project, hook)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except TristageError as exc:
@@ -291,13 +322,46 @@ def _report_switch(sw: Switch) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def _print_preflight(pf: PromotionPreflight) -> None:
+    console.print(
+        f"preflight: {pf.deployment} ({pf.source}) -> {pf.target}", markup=False, soft_wrap=True
+    )
+    if not pf.findings:
+        console.print("  nothing differs", markup=False)
+    for f in pf.findings:
+        line = Text(f"  {f.severity}: ", style=SEVERITY_STYLE.get(f.severity, ""))
+        line.append(f.message)
+        console.print(line, soft_wrap=True)
+        for out in f.output:
+            console.print(f"    | {out}", markup=False, soft_wrap=True)
+
+
 def promote(
     deployment: str = typer.Argument(..., help="A ready deployment id."),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait for the switch."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the preflight only (exit 1 when it has errors)."
+    ),
 ) -> None:
-    """Move production to a ready deployment (rebuilds only if build-time variables differ)."""
+    """Move production to a ready deployment (rebuilds only if build-time variables differ).
+
+    First a preflight against production: variables set in one and missing in the other
+    (names only), build-variable hash, webhook sources, production's rules, and the
+    pending migrations (the release command's own dry run where it has one). Errors
+    refuse the promote; warnings are printed."""
     ref = current_project()
-    _report_switch(get_api().deploys.promote(ref.name, deployment, wait=timeout))
+    api = get_api()
+    pf = api.promote_preflight(ref.name, deployment)
+    _print_preflight(pf)
+    if not pf.ok:
+        err_console.print("promote refused by the preflight: fix the errors above", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    if dry_run:
+        return
+    _report_switch(api.deploys.promote(ref.name, deployment, wait=timeout, preflight=pf))
 
 
 def rollback(

@@ -50,6 +50,7 @@ COMMAND_MODULES = [
     "monitor",
     "dev",
     "doctor",
+    "lifecycle",
     "processes",
     "service",
     "githost",
@@ -69,12 +70,21 @@ def main(
     home: Path | None = typer.Option(
         None, "--home", envvar="TRISTAGE_HOME", help="Platform home (state, repos, backups)."
     ),
+    project: str | None = typer.Option(
+        None,
+        "--project",
+        "-p",
+        envvar="TRISTAGE_PROJECT",
+        help="The project to act on, by name (default: the working copy's). Accepted "
+        "after the command too: 'tristage status -p shop'.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     state.debug = debug
     state.home = home
+    state.project = project or None
 
 
 for _name in COMMAND_MODULES:
@@ -90,10 +100,45 @@ def report(exc: TristageError) -> None:
         err_console.print(Text(f"  hint: {exc.hint}"), soft_wrap=True)
 
 
+def hoist_project(args: list[str]) -> list[str]:
+    """`-p/--project NAME` anywhere after the command goes before it, where the
+    top-level option is (`tristage status -p shop` = `tristage -p shop status`); a
+    command with a `-p` or `--project` of its own (`up --port`, `init --preset`)
+    keeps it. Nothing after `--` moves."""
+    command: Any = typer.main.get_command(app)
+    out: list[str] = []
+    moved: list[str] = []
+    at_top = True
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if not at_top and (name == "--project" or arg == "-p"):
+            own = {opt for param in command.params for opt in getattr(param, "opts", [])}
+            if name not in own:
+                if eq:
+                    moved += ["--project", value]
+                    i += 1
+                else:
+                    moved += ["--project", *args[i + 1 : i + 2]]
+                    i += 2
+                continue
+        out.append(arg)
+        if not arg.startswith("-") and hasattr(command, "commands"):
+            sub = command.commands.get(arg)
+            if sub is not None:
+                command, at_top = sub, False
+        i += 1
+    return moved + out
+
+
 def run() -> None:
     """Console entry: errors become one readable line on stderr and an exit code."""
     try:
-        rc = app(standalone_mode=False)
+        rc = app(args=hoist_project(sys.argv[1:]), standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except TristageError as exc:
         if state.debug:

@@ -8,6 +8,8 @@ from typing import Literal
 
 import typer
 
+from ..domain.aliases import branch_host, environment_host
+from ..domain.branches import follows_host
 from ..domain.branches import resolve as resolve_branch
 from ..errors import EXIT_FAILED
 from .common import console, current_project, err_console, get_api, print_json, when
@@ -51,7 +53,10 @@ def resolve(
     branch: str = typer.Argument(..., help="A git branch name."),
     as_json: bool = typer.Option(False, "--json", help="Print the match as JSON."),
 ) -> None:
-    """Print the environment a branch deploys to (first matching rule wins)."""
+    """Print the environment a branch deploys to (first matching rule wins) and the host
+    it is served at: the environment's own host only for a branch its patterns name
+    exactly (`dev`, `test`, `main`); a branch a glob caught (`feature/*`, `*`) gets its
+    branch host."""
     ref = current_project()
     match = resolve_branch(ref.config, branch)
     if match is None:
@@ -59,18 +64,31 @@ def resolve(
             print_json({"branch": branch, "environment": None})
         err_console.print(f"branch {branch!r} matches no environment", markup=False)
         raise typer.Exit(EXIT_FAILED)
+    env = match.environment
+    follows = follows_host(ref.config, env, branch)
+    env_host = environment_host(ref.name, env, ref.config.production)
+    host = env_host if follows else branch_host(ref.name, branch)
     if as_json:
         print_json(
             {
                 "branch": branch,
-                "environment": match.environment,
+                "environment": env,
                 "pattern": match.pattern,
                 "rule": match.rule_index,
-                "tier": ref.config.environments[match.environment].tier.value,
+                "tier": ref.config.environments[env].tier.value,
+                "host": host,
+                "follows_host": follows,
             }
         )
+        return
+    typer.echo(env)
+    if follows:
+        typer.echo(f"host: {env_host} ({env}'s branches name {branch!r})")
     else:
-        typer.echo(match.environment)
+        typer.echo(
+            f"host: {host} only (the glob {match.pattern!r} caught it: {env}'s variables and"
+            f" data, never {env_host}, which follows only the branches {env} names exactly)"
+        )
 
 
 def audit(

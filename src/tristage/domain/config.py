@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, Problem
+from .cleanup import CleanupPolicy
 from .hostnames import PublicNames, check_hostname, check_pattern
 from .limits import parse_size
 
@@ -753,6 +754,54 @@ class MonitorConfig(Strict):
         return v
 
 
+class CleanupConfig(Strict):
+    """Which old deployments `tristage gc` and the scheduler remove, with their
+    artifacts and logs (docs/deploys.md). The live deployment of every environment,
+    deployments in progress and production's rollback targets are always kept."""
+
+    keep_per_environment: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="The newest deployments kept per environment, of those that take its "
+        "host (its exact branches, promotes).",
+    )
+    keep_per_branch: int = Field(
+        default=3,
+        ge=1,
+        le=10_000,
+        description="The newest deployments kept per branch a glob caught (`feature/*`, "
+        "`*`), within `branch_max_age_days`.",
+    )
+    keep_production: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Previous production deployments kept for `tristage rollback`.",
+    )
+    branch_max_age_days: float = Field(
+        default=14.0,
+        gt=0,
+        le=3650,
+        description="Deployments of branches a glob caught (`feature/*`, `*`) older than "
+        "this are removed, the latest of the branch included (its branch host goes).",
+    )
+    interval_hours: float = Field(
+        default=6.0,
+        gt=0,
+        le=720,
+        description="How often the control plane's scheduler runs the cleanup.",
+    )
+
+    def policy(self) -> CleanupPolicy:
+        return CleanupPolicy(
+            keep_per_environment=self.keep_per_environment,
+            keep_per_branch=self.keep_per_branch,
+            keep_production=self.keep_production,
+            branch_max_age_days=self.branch_max_age_days,
+        )
+
+
 class PipelineConfig(Strict):
     """The top-level tables of `tristage.toml`."""
 
@@ -765,6 +814,10 @@ class PipelineConfig(Strict):
     monitor: MonitorConfig = Field(
         default_factory=MonitorConfig,
         description="Request metrics, alerts and automatic rollback.",
+    )
+    cleanup: CleanupConfig = Field(
+        default_factory=CleanupConfig,
+        description="Removal of old deployments, their artifacts and logs.",
     )
     environments: dict[str, EnvironmentConfig] = Field(
         description="The environments by name (at least one).",

@@ -61,6 +61,11 @@ class Deployment:
     updated_at: float
     ready_at: float | None
     layers: tuple[str, ...] = ()  # read-only directories the artifact needs (its dependencies)
+    # Whether it takes over its environment's own host when ready (False: a branch a
+    # glob caught, served at its branch host only; see `domain.branches.moves_host`).
+    takes_host: bool = True
+    # While a push is being decided: git's quarantine directory holding its objects.
+    objects: str | None = None
     runtime: str | None = None  # "python 3.12.1 + node 20.11.0": what it was built with
 
     @classmethod
@@ -89,6 +94,8 @@ class Deployment:
             updated_at=float(row["updated_at"]),  # type: ignore[arg-type]
             ready_at=None if ready is None else float(ready),  # type: ignore[arg-type]
             layers=_layers(row.get("layers")),
+            takes_host=bool(row.get("takes_host", 1)),
+            objects=opt("objects_dir"),
             runtime=opt("runtime"),
         )
 

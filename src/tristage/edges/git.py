@@ -24,20 +24,52 @@ ZERO = "0" * 40
 REMOTE = "tristage"
 
 
-def _env() -> dict[str, str]:
+def _env(objects: Path | str | None = None) -> dict[str, str]:
+    """The environment of a git command: none of the caller's `GIT_*` (a hook's
+    `GIT_DIR` must not leak into commands on other repositories), and, with `objects`,
+    that directory as an alternate object store (a push's quarantine, see
+    `quarantine_dir`) while it exists."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     for k in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
         if k in os.environ:
             env[k] = os.environ[k]
     env["GIT_TERMINAL_PROMPT"] = "0"
+    if objects is not None and Path(objects).is_dir():
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(objects)
     return env
 
 
-def run(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -> str:
-    """git ARGS in `cwd`: its stdout, stripped. A failure (with `check`) is a GitError."""
+def quarantine_dir(repo: Path) -> Path | None:
+    """In a pre-receive hook: the directory git holds the pushed objects in until the
+    push is accepted (`GIT_QUARANTINE_PATH`, else `GIT_OBJECT_DIRECTORY`), when it is
+    inside `repo`; None elsewhere."""
+    raw = os.environ.get("GIT_QUARANTINE_PATH") or os.environ.get("GIT_OBJECT_DIRECTORY")
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        path = repo / path
+    path = path.resolve()
+    return path if path.is_dir() and path.is_relative_to(repo.resolve()) else None
+
+
+def run(
+    cwd: Path,
+    *args: str,
+    check: bool = True,
+    input: bytes | None = None,
+    objects: Path | str | None = None,
+) -> str:
+    """git ARGS in `cwd`: its stdout, stripped. A failure (with `check`) is a GitError.
+    `objects`: an extra object directory to read (a push's quarantine)."""
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, env=_env(), input=input, check=False
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            env=_env(objects),
+            input=input,
+            check=False,
         )
     except OSError as exc:  # git missing, or `cwd` gone
         raise GitError(
@@ -51,28 +83,107 @@ def run(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -
     return proc.stdout.decode(errors="replace").strip()
 
 
-def hook_script(home: Path, project: str) -> str:
-    """The post-receive hook: the same interpreter runs the `receive` command."""
-    code = "from tristage.cli.deploys import receive_main; receive_main()"
-    cmd = [sys.executable, "-c", code, "--home", str(home), "--project", project]
-    return "#!/bin/sh\n# installed by tristage: enqueue a deployment per pushed branch\n" + (
-        "exec " + " ".join(shlex.quote(c) for c in cmd) + "\n"
+# The file naming the Python interpreter of the installed tristage the hooks run
+# (written by `install_hooks`, i.e. by `tristage up` and `init`): a hook resolves it
+# when it runs, so a moved or deleted checkout is fixed by the next `tristage up`.
+PYTHON_FILE = "hook-python"
+HOOKS = ("pre-receive", "post-receive")
+HOOK_MARK = "# installed by tristage"
+
+
+def hook_script(home: Path, project: str, hook: str) -> str:
+    """A hook of the hosted repository, as a shell script.
+
+    `pre-receive` deploys each pushed branch and refuses the push when a deploy fails;
+    `post-receive` stops deleted branches (it starts tristage only for a push that
+    deleted one; the control plane pins the accepted commits). Both are skipped by
+    `git push -o skip-deploy`. They run `python -m tristage.cli.githook`
+    with the interpreter named in `HOME/hook-python` when it can import tristage,
+    else the `tristage` on PATH, else they say what to do (and pre-receive refuses).
+    """
+    q_home, q_project = shlex.quote(str(home)), shlex.quote(project)
+    pre = hook == "pre-receive"
+    what = (
+        "deploy each pushed branch, refuse the push when its deploy fails"
+        if pre
+        else "stop deleted branches"
     )
+    skipped = "echo 'tristage: skip-deploy: pushed without deploying' >&2" if pre else ":"
+    missing = f"the interpreter in $home/{PYTHON_FILE} is gone and no 'tristage' is on PATH"
+    fix = "run 'tristage up' from the installed tristage (it rewrites the hooks)"
+    if pre:
+        fix += ", or push with -o skip-deploy"
+    lines = [
+        "#!/bin/sh",
+        f"{HOOK_MARK} ({hook}; rewritten by 'tristage up'): {what}",
+        f"home={q_home}",
+        f"project={q_project}",
+        "i=0",
+        'while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do',
+        '  eval "opt=\\${GIT_PUSH_OPTION_$i}"',
+        '  if [ "$opt" = skip-deploy ]; then',
+        f"    {skipped}",
+        "    exit 0",
+        "  fi",
+        "  i=$((i + 1))",
+        "done",
+        *(
+            []
+            if pre
+            else [
+                "# tristage is needed only for a deleted branch (the control plane pins the rest)",
+                "lines=$(cat)",
+                "printf '%s\\n' \"$lines\" | grep -Eq '^[0-9a-f]+ 0{40,64} refs/heads/' || exit 0",
+                """exec <<EOF""",
+                "$lines",
+                "EOF",
+            ]
+        ),
+        f'py=$(cat "$home/{PYTHON_FILE}" 2>/dev/null)',
+        """if [ -n "$py" ] && [ -x "$py" ] && "$py" -c 'import tristage' >/dev/null 2>&1; then""",
+        f'  exec "$py" -m tristage.cli.githook {hook} --home "$home" --project "$project"',
+        "fi",
+        "if command -v tristage >/dev/null 2>&1; then",
+        f'  exec tristage --home "$home" receive --hook {hook} --project "$project"',
+        "fi",
+        f'echo "tristage: cannot run tristage for this push: {missing}" >&2',
+        f'echo "tristage: {fix}" >&2',
+        f"exit {1 if pre else 0}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def install_hooks(path: Path, home: Path, project: str) -> None:
+    """Write the hooks (and the interpreter they run) when they differ; remove an older
+    tristage hook the current set no longer has. Push options are enabled for
+    `-o skip-deploy`."""
+    run(path, "config", "receive.advertisePushOptions", "true")
+    hooks = path / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    for name in HOOKS:
+        hook = hooks / name
+        text = hook_script(home, project, name)
+        if not hook.exists() or hook.read_text() != text:
+            tmp = hook.with_name(name + ".tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            tmp.replace(hook)
+    pyfile = home / PYTHON_FILE
+    if not pyfile.exists() or pyfile.read_text().strip() != sys.executable:
+        tmp = pyfile.with_name(PYTHON_FILE + ".tmp")
+        tmp.write_text(sys.executable + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(pyfile)
 
 
 def ensure_bare(path: Path, home: Path, project: str) -> bool:
-    """Create the bare repository with its hook (idempotent); True when created."""
+    """Create the bare repository with its hooks (idempotent); True when created."""
     created = not (path / "HEAD").exists()
     if created:
         path.mkdir(parents=True, exist_ok=True)
         run(path, "init", "-q", "--bare", "-b", "main")
         run(path, "config", "receive.denyDeletes", "false")
-    hook = path / "hooks" / "post-receive"
-    hook.parent.mkdir(parents=True, exist_ok=True)
-    text = hook_script(home, project)
-    if not hook.exists() or hook.read_text() != text:
-        hook.write_text(text)
-        hook.chmod(0o755)
+    install_hooks(path, home, project)
     return created
 
 
@@ -102,14 +213,18 @@ def current_branch(root: Path) -> str:
     return out
 
 
-def commit_message(repo: Path, commit: str) -> str:
-    return run(repo, "log", "-1", "--format=%s", commit, check=False)
+def commit_message(repo: Path, commit: str, objects: Path | str | None = None) -> str:
+    return run(repo, "log", "-1", "--format=%s", commit, check=False, objects=objects)
 
 
-def show_file(repo: Path, commit: str, path: str) -> str | None:
+def show_file(repo: Path, commit: str, path: str, objects: Path | str | None = None) -> str | None:
     """The text of `path` in `commit` (None when the commit has no such file)."""
     proc = subprocess.run(
-        ["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True, env=_env(), check=False
+        ["git", "show", f"{commit}:{path}"],
+        cwd=repo,
+        capture_output=True,
+        env=_env(objects),
+        check=False,
     )
     return proc.stdout.decode("utf-8", errors="replace") if proc.returncode == 0 else None
 
@@ -172,6 +287,7 @@ def archive(
     *,
     max_bytes: int | None = None,
     timeout: float = ARCHIVE_TIMEOUT,
+    objects: Path | str | None = None,
 ) -> None:
     """Extract the tree of `commit` into `dest` (which must not exist yet).
 
@@ -181,7 +297,8 @@ def archive(
     fix it. A symlink whose target is outside the repository (absolute, or `..` past the
     root, directly or through another link) is refused; links that stay inside are kept.
     The archive is stopped past `max_bytes` in total (`TRISTAGE_ARCHIVE_MAX_BYTES`,
-    default 2 GiB) or `timeout` seconds.
+    default 2 GiB) or `timeout` seconds. `objects`: a push's quarantine directory, where
+    the commit is while the pre-receive hook decides.
     """
     limit = _archive_limit(max_bytes)
     tmp = dest.with_name(dest.name + ".partial")
@@ -194,7 +311,7 @@ def archive(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
-            env=_env(),
+            env=_env(objects),
         )
         expired = threading.Event()
 

@@ -162,6 +162,25 @@ class SwitchOut(Out):
     message: str
 
 
+class PreflightFindingOut(Out):
+    severity: str = Field(description="error (refuses the promote), warning, info")
+    kind: str = Field(description="variables, build, migrations, webhooks, rules")
+    message: str
+    names: list[str] = Field(description="variable or webhook source names (never values)")
+    output: list[str] = Field(description="the release command's dry run output (redacted)")
+
+
+class PreflightOut(Out):
+    """What a promote to production would change and meet (`promote --dry-run`)."""
+
+    project: str
+    deployment: str
+    source: str = Field(description="the deployment's environment")
+    target: str = Field(description="production")
+    ok: bool = Field(description="False when an error refuses the promote")
+    findings: list[PreflightFindingOut]
+
+
 class PromoteIn(In):
     wait: float = Field(30.0, ge=0, le=300, description="seconds to wait for the router")
 

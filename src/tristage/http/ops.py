@@ -18,6 +18,7 @@ from .models import (
     DeploymentOut,
     EnvironmentOut,
     LogOut,
+    PreflightOut,
     ProjectOut,
     PromoteIn,
     RemovedOut,
@@ -123,6 +124,15 @@ OPS: list[Op] = [
                                 c.query.get("kind", "build"), c.query.get("lines", 2000)),
        LogOut, query=(Query("kind", doc="build (default) or runtime", pattern="^(build|runtime)$"),
                       Query("lines", "integer", "the last N lines (1-10000)", maximum=10000))),
+    Op("GET", "/projects/{project}/deployments/{deployment}/preflight", "promotePreflight",
+       "Before a promote: what differs from production (variable names, build-variable hash,"
+       " webhook sources, rules) and the pending migrations (the release command's dry run,"
+       " run in production's sandbox unless migrations=false)", "deployments", Role.deployer,
+       lambda c: PreflightOut(**c.api.promote_preflight(
+           c.path["project"], check_param("deployment", c.path["deployment"]),
+           c.query.get("migrations", True)).as_json()),
+       PreflightOut, query=(Query("migrations", "boolean",
+                                  "run the release command's dry run (default true)"),)),
     Op("POST", "/projects/{project}/deployments/{deployment}/promote", "promote",
        "Move production to a ready deployment (reusing its artifact when it can)",
        "deployments", Role.deployer,

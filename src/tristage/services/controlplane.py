@@ -87,6 +87,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         serve_http: HttpFactory | None,
     ) -> None:
         await self.recover()
+        await asyncio.to_thread(self.svc.install_hooks)
         if self.router_process:
             self.router = RouterProcess(self.api.home, self.table, self.log)
         else:
@@ -269,6 +270,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         while not stop_event.is_set():
             self.wake.clear()
             try:
+                await self._db(self.svc.pin_pushed)
                 await self.claim_queued()
                 await self.reconcile()
             except Exception as exc:  # keep serving whatever happens
@@ -286,6 +288,16 @@ class ControlPlane(DeployPipeline, Reconciler):
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            try:
+                for report in await asyncio.to_thread(self.api.lifecycle.cleanup.run_due):
+                    if report.removed or report.retired:
+                        self.log(
+                            f"cleanup {report.project}: removed {len(report.removed)} "
+                            f"deployments ({report.freed_bytes} bytes), retired "
+                            f"{len(report.retired)} branches"
+                        )
+            except Exception as exc:
+                self.log(f"scheduled cleanup failed: {type(exc).__name__}: {exc}")
             running = {r.dep.id for r in self.releases.values()} | set(self.pipelines)
             with contextlib.suppress(OSError):
                 if n := await asyncio.to_thread(sweep_logs, self.api.home / "logs", running):

@@ -30,6 +30,8 @@ from ..domain.snapshot import Table
 from ..edges.backup_targets import BackupTarget, LocalDirectoryTarget
 from ..edges.datastores import open_datastore
 from ..edges.datastores.postgres import (
+    drop_database,
+    drop_role,
     probe_auth,
     provision,
     server_of,
@@ -231,6 +233,23 @@ class DataStores:
                 assert sibling is not None
                 self._provision(sibling, create=False)
         return access
+
+    def drop_databases(self, project: str) -> list[str]:
+        """(destroying the project) Drop its PostgreSQL databases and their login roles;
+        returns the databases dropped. SQLite files go with the data directories."""
+        cfg = self.config(project)
+        dropped: list[str] = []
+        for name, env in cfg.environments.items():
+            db = env.database
+            if cfg.owner(name) != name or db.engine != "postgres" or not db.url:
+                continue
+            dbname = database_name(project, name, db)
+            drop_database(db.url, dbname)
+            drop_role(db.url, role_name(dbname))
+            with self._lock:
+                self._provisioned.pop((db.url, dbname), None)
+            dropped.append(dbname)
+        return dropped
 
     def _access(self, project: str, owner: str) -> PgAccess | None:
         db = self.config(project).env(owner).database

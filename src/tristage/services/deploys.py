@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..domain import aliases as alias_domain
+from ..domain import branches
 from ..domain.deployments import ACTIVE, Deployment, Status, new_id, rollback_target
 from ..domain.git_events import PULL_REQUEST
 from ..domain.logs import keep
 from ..domain.numbers import ascii_int
+from ..domain.preflight import PromotionPreflight
 from ..edges import git
 from ..edges.runtime import proc_start
 from ..errors import Conflict, NotFound, TristageError, UsageError
@@ -56,6 +58,17 @@ class Switch:
     routed: bool  # True when the router already serves it
     elapsed: float
     message: str
+
+
+@dataclass(frozen=True)
+class PushedRef:
+    """What the pre-receive hook made of one pushed branch."""
+
+    branch: str
+    old: str  # the commit the branch was at (git.ZERO for a new branch)
+    deployment: Deployment | None  # None: nothing to deploy (a deletion) or refused
+    note: str  # warnings, or why nothing was deployed
+    accepted: bool  # False: the push must be refused (no rule takes the branch)
 
 
 class DeployService:
@@ -92,6 +105,14 @@ class DeployService:
         if what != "unchanged":
             lines.append(f"git remote '{git.REMOTE}' {what}: {bare}")
         return lines
+
+    def install_hooks(self) -> None:
+        """(Re)write every hosted repository's hooks for the tristage running now
+        (`tristage up`), so a push never runs an interpreter that moved or went."""
+        for project in self.api.project_service.names():
+            bare = self.bare_repo(project)
+            if (bare / "HEAD").exists():
+                git.install_hooks(bare, self.home, project)
 
     # -- control plane -----------------------------------------------------
     def controlplane(self) -> ControlPlaneInfo | None:
@@ -166,13 +187,16 @@ class DeployService:
             self.environment_host(project, environment), self.router_address()[1]
         )
 
+    def branch_url(self, project: str, branch: str) -> str:
+        return alias_domain.url(alias_domain.branch_host(project, branch), self.router_address()[1])
+
     def home_url(self, dep: Deployment) -> str:
-        """Where a deployment is meant to be seen: its environment's URL, or for a
-        pull-request preview (which never takes the environment's host) `pr-N.APP…`."""
-        if dep.trigger == PULL_REQUEST:
-            host = alias_domain.branch_host(dep.project, dep.branch)
-            return alias_domain.url(host, self.router_address()[1])
-        return self.environment_url(dep.project, dep.environment)
+        """Where a deployment is meant to be seen: its environment's URL when it takes
+        over the environment's host, else its branch host (a branch a glob caught, or a
+        pull-request preview: `pr-N.APP…`)."""
+        if dep.takes_host and dep.trigger != PULL_REQUEST:
+            return self.environment_url(dep.project, dep.environment)
+        return self.branch_url(dep.project, dep.branch)
 
     def deployment_url(self, dep: Deployment) -> str:
         host = alias_domain.deployment_host(dep.project, dep.id)
@@ -296,12 +320,22 @@ class DeployService:
         trigger: str,
         environment: str | None = None,
         source: str | None = None,
+        *,
+        takes_host: bool | None = None,
+        objects: Path | None = None,
     ) -> tuple[Deployment, list[str]]:
-        """Record a queued deployment (or an `error` one if a rule refuses it)."""
+        """Record a queued deployment (or an `error` one if a rule refuses it).
+
+        `takes_host`: whether it takes over the environment's own host once ready
+        (default: `domain.branches.moves_host`). `objects`: the quarantine directory of
+        a push being decided (pre-receive), where its commit is until git accepts it;
+        its ref is pinned by `received` after the push."""
         cfg = self.api.config_for(project)
         env = environment or self.api.resolve_branch(cfg, branch).environment
+        if takes_host is None:
+            takes_host = branches.moves_host(cfg, env, branch, trigger)
         bare = self.bare_repo(project)
-        message = git.commit_message(bare, commit) if bare.exists() else ""
+        message = git.commit_message(bare, commit, objects) if bare.exists() else ""
         dep_id = new_id()
         status, reason = Status.queued, None
         warnings: list[str] = []
@@ -317,10 +351,12 @@ class DeployService:
             seq = int(seq_row["n"]) if seq_row else 1
             self.api.store.execute(
                 "INSERT INTO deployments (id, seq, project, environment, branch, commit_sha,"
-                " message, trigger, source, status, reason, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message, trigger, source, status, reason, created_at, updated_at,"
+                " takes_host, objects_dir)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (dep_id, seq, project, env, branch, commit, message, trigger, source,
-                 status.value, reason, now, now),
+                 status.value, reason, now, now, int(takes_host),
+                 str(objects) if objects is not None else None),
             )  # fmt: skip
             self.api.store.execute(
                 "DELETE FROM stopped_branches WHERE project=? AND branch=?", (project, branch)
@@ -333,7 +369,7 @@ class DeployService:
                 details={"branch": branch, "commit": commit, "trigger": trigger,
                          "source": source, "status": status.value},
             )  # fmt: skip
-        if bare.exists():
+        if bare.exists() and objects is None:
             git.keep_ref(bare, dep_id, commit)
         self.nudge()
         return self.get(dep_id), warnings
@@ -371,27 +407,63 @@ class DeployService:
         )
         return {r["branch"] for r in rows}
 
-    def receive(self, project: str, lines: list[str]) -> list[tuple[str, Deployment | None, str]]:
-        """The push hook: one deployment per pushed branch (deletions are skipped)."""
-        out: list[tuple[str, Deployment | None, str]] = []
-        for line in lines:
-            parts = line.split()
-            if len(parts) != 3:
-                continue
-            _old, new, ref = parts
+    def receive(self, project: str, lines: list[str]) -> list[PushedRef]:
+        """The pre-receive hook: one deployment per pushed branch, built from git's
+        quarantine (the objects of a push being decided); a branch no rule takes is
+        refused. Deletions and other refs pass (the post-receive hook handles them)."""
+        bare = self.bare_repo(project)
+        objects = git.quarantine_dir(bare)
+        out: list[PushedRef] = []
+        for old, new, ref in _ref_updates(lines):
             if not ref.startswith("refs/heads/"):
                 continue
             branch = ref.removeprefix("refs/heads/")
             if new == git.ZERO:
-                out.append((branch, None, "branch deleted: nothing to deploy"))
+                out.append(PushedRef(branch, old, None, "deleted: its release stops", True))
                 continue
             try:
-                dep, warnings = self.create(project, branch, new, "push")
+                dep, warnings = self.create(project, branch, new, "push", objects=objects)
             except TristageError as exc:
-                out.append((branch, None, str(exc)))
+                out.append(PushedRef(branch, old, None, str(exc), False))
                 continue
-            out.append((branch, dep, "\n".join(warnings)))
+            out.append(PushedRef(branch, old, dep, "\n".join(warnings), True))
         return out
+
+    def received(self, project: str, lines: list[str]) -> list[str]:
+        """The post-receive hook of a push that deleted branches (the hook runs tristage
+        only then): stop each (`branch_deleted`), and pin what the push deployed.
+        Returns what it did, one line each."""
+        done: list[str] = []
+        for _old, new, ref in _ref_updates(lines):
+            if ref.startswith("refs/heads/") and set(new) == {"0"}:
+                done.extend(self.api.lifecycle.branch_deleted(project, ref[len("refs/heads/") :]))
+        self.pin_pushed()
+        return done
+
+    def pin_pushed(self) -> int:
+        """Pin the commits of pushed deployments once git has decided their push (its
+        quarantine is gone): an accepted commit under `refs/tristage/deployments/ID`,
+        so redeploys survive force pushes and gc; a refused one is forgotten. Run by
+        the control plane's loop (and the post-receive hook); returns how many."""
+        store = self.api.store
+        if (
+            store.query_one("SELECT 1 FROM deployments WHERE objects_dir IS NOT NULL LIMIT 1")
+            is None
+        ):
+            return 0
+        done = 0
+        for row in store.query(
+            "SELECT id, project, commit_sha, objects_dir FROM deployments"
+            " WHERE objects_dir IS NOT NULL"
+        ):
+            if Path(row["objects_dir"]).exists():
+                continue  # the hook is still deciding
+            bare = self.bare_repo(row["project"])
+            if bare.exists() and git.has_commit(bare, row["commit_sha"]):
+                git.keep_ref(bare, row["id"], row["commit_sha"])
+            store.execute("UPDATE deployments SET objects_dir=NULL WHERE id=?", (row["id"],))
+            done += 1
+        return done
 
     def deploy(
         self, project: str, root: Path, branch: str | None = None, commit: str | None = None
@@ -447,6 +519,7 @@ class DeployService:
             "redeploy",
             old.environment,
             source=old.id if reusable else None,
+            takes_host=old.takes_host or self.live(project, old.environment) == old.id,
         )
         return dep
 
@@ -461,9 +534,29 @@ class DeployService:
                 (project, environment, deployment, now),
             )
 
-    def promote(self, project: str, deployment: str, wait: float = 60.0) -> Switch:
-        """Move production to `deployment` (reusing its artifact unless build variables differ)."""
+    def promote(
+        self,
+        project: str,
+        deployment: str,
+        wait: float = 60.0,
+        preflight: PromotionPreflight | None = None,
+    ) -> Switch:
+        """Move production to `deployment` (reusing its artifact unless build variables
+        differ), after the promotion preflight (`preflight`: one the caller already ran
+        and showed; else it runs here without the migration dry run). Refused when the
+        preflight has errors."""
         started = time.monotonic()
+        if preflight is None or preflight.deployment != deployment:
+            from .preflight import promote_preflight
+
+            preflight = promote_preflight(self.api, project, deployment, run_dry=False)
+        if not preflight.ok:
+            raise Conflict(
+                "promote refused by the preflight: "
+                + "; ".join(f.message for f in preflight.errors),
+                "fix what it names ('tristage promote --dry-run ID' shows the preflight), "
+                "then promote again",
+            )
         cfg = self.api.config_for(project)
         prod = cfg.production
         if prod is None:
@@ -718,6 +811,14 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _ref_updates(lines: list[str]) -> Iterator[tuple[str, str, str]]:
+    """`OLD NEW REF` lines as git hands them to a hook on stdin."""
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            yield parts[0], parts[1], parts[2]
 
 
 def _new_lines(path: Path, pos: int) -> tuple[list[str], int]:

@@ -74,25 +74,39 @@ def commit_settings(api: Tristage, dep: Deployment) -> ProcessSettings:
     never read back by the platform); the Procfile's `release:` line is the migration
     step when `migrate` is unset."""
     bare = api.deploys.bare_repo(dep.project)
+    objects = pushed_objects(api, dep)
     cfg = api.config_for(dep.project)
-    text = git.show_file(bare, dep.commit, FILE_NAME)
+    text = git.show_file(bare, dep.commit, FILE_NAME, objects)
     if text is not None:
         own = parse_config(text, f"{dep.commit[:7]}:{FILE_NAME}")
         if dep.environment in own.environments:
             cfg = own
     settings = cfg.settings(dep.environment)
     if not settings.migrate:
-        procfile = git.show_file(bare, dep.commit, "Procfile")
+        procfile = git.show_file(bare, dep.commit, "Procfile", objects)
         release = procfile_entries(procfile).get("release") if procfile else None
         if release:
             settings = settings.model_copy(update={"migrate": release})
     return settings
 
 
+def pushed_objects(api: Tristage, dep: Deployment) -> Path | None:
+    """The quarantine directory of the push `dep` came from while the pre-receive hook
+    waits for it (the commit is not in the repository's own objects yet); only a
+    directory inside the project's hosted repository is read."""
+    if not dep.objects:
+        return None
+    path = Path(dep.objects)
+    bare = api.deploys.bare_repo(dep.project).resolve()
+    return path if path.is_relative_to(bare) else None
+
+
 def commit_process_types(api: Tristage, dep: Deployment) -> dict[str, str]:
     """Each process type of `dep` and its command: `web` (the resolved web command) and
     the other lines of the commit's Procfile (read from git), but `release`."""
-    procfile = git.show_file(api.deploys.bare_repo(dep.project), dep.commit, "Procfile")
+    procfile = git.show_file(
+        api.deploys.bare_repo(dep.project), dep.commit, "Procfile", pushed_objects(api, dep)
+    )
     return process_types(dep.web or "", procfile_entries(procfile) if procfile else {})
 
 
@@ -279,7 +293,7 @@ def build_artifact(
     shutil.rmtree(artifact.with_name(artifact.name + ".partial"), ignore_errors=True)
     private_mkdirs(artifact.parent)
     log.line(f"> git archive {dep.commit[:12]}")
-    git.archive(svc.bare_repo(dep.project), dep.commit, artifact)
+    git.archive(svc.bare_repo(dep.project), dep.commit, artifact, objects=pushed_objects(api, dep))
     artifact.chmod(0o700)  # the way in is private whatever the umask
     dep = dataclasses.replace(dep, artifact=str(artifact))
     settings = settings_for(dep)
@@ -380,7 +394,8 @@ def mark_built(
 
 def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
     """The release passed its health check: `ready`, and its environment's desired
-    deployment unless a newer one already is."""
+    deployment unless a newer one already is, or it does not take over the environment's
+    host (a branch a glob caught: served at its branch host only, `takes_host`)."""
     store = api.store
     now = time.time()
     with store.transaction():
@@ -394,8 +409,9 @@ def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
             (dep.project, dep.environment),
         )
         seq = store.query_one("SELECT seq FROM deployments WHERE id=?", (dep.id,))
+        newer = current is None or (seq is not None and seq["seq"] > current["seq"])
         preview = dep.trigger == PULL_REQUEST  # a PR preview never takes the environment
-        if not preview and (current is None or (seq is not None and seq["seq"] > current["seq"])):
+        if dep.takes_host and not preview and newer:
             store.execute(
                 "INSERT INTO aliases (project, environment, desired, desired_at)"
                 " VALUES (?,?,?,?) ON CONFLICT (project, environment) DO UPDATE SET"

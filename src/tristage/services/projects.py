@@ -12,6 +12,7 @@ earlier version is sealed the first time it is used.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from ..domain.presets import Preset, render
 from ..edges.secrets import MAGIC
-from ..errors import Conflict, NotFound, UsageError
+from ..errors import Conflict, NotFound, TristageError, UsageError
 from .project_records import project_names, project_row, reseal_key, save_project
 
 if TYPE_CHECKING:
@@ -93,6 +94,19 @@ class ProjectService:
         self.register(config, path.parent, path.read_text(encoding="utf-8"))
         return ProjectRef(config.project.name, path.parent, config)
 
+    def named(self, name: str) -> ProjectRef:
+        """A registered project by name (`-p/--project`): from its working copy when it
+        is still there (registered/updated as `open` does), else as last stored."""
+        ref = self.get(name)
+        if ref.root is not None:
+            path = find_config(ref.root)
+            if path is not None and path.parent == ref.root:
+                with contextlib.suppress(TristageError):
+                    opened = self.open(ref.root)
+                    if opened.name == name:
+                        return opened
+        return ref
+
     def register(self, config: PipelineConfig, root: Path, text: str) -> None:
         name = config.project.name
         if save_project(self.api.store, name, str(root), text, lambda k: self._seal(name, k)):
@@ -100,6 +114,10 @@ class ProjectService:
         row = project_row(self.api.store, name)
         if row is not None and not bytes(row["key_salt"]).startswith(MAGIC):
             self.salt(name)  # seals a key an earlier version stored in plain text
+
+    def forget(self, project: str) -> None:
+        """Drop the cached configuration of a removed project."""
+        self._configs.pop(project, None)
 
     def names(self) -> list[str]:
         """Every registered project's name, in name order."""

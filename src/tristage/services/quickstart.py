@@ -776,7 +776,7 @@ class Quickstart:
                 "move preview's build to production (its artifact is reused)",
             ),
             ("tristage rollback", "production back to its previous deployment, instantly"),
-            (broken, "a failing deploy: refused at the health check, development keeps serving"),
+            (broken, "a failing deploy: the push is refused at the health check, nothing moves"),
             (forged, "a forged webhook: answered 401, never stored or forwarded"),
             ("tristage hooks deliveries", "every delivery and its attempts"),
             ("tristage db backups production", "the verified backup"),
