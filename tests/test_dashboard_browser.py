@@ -250,6 +250,9 @@ def test_promote_preview_after_the_preflight_then_roll_back(page: Any, stage: St
     secret = text(page, 'table.variable-diff tr[data-variable="PREVIEW_ONLY_TOKEN"]')
     assert "only in preview" in secret and "secret" in secret
     assert "s3cr3t-preview-only" not in page.content()  # masked
+    # the deploy engine's preflight findings (names only), warnings do not stop it
+    checks = text(page, 'table.checks tr[data-kind="variables"]')
+    assert "warning" in checks and "PREVIEW_ONLY_TOKEN" in checks
     shot(page, stage, "03-preflight")
     page.get_by_role("button", name=f"Promote {stage.preview} to production").click()
     page.wait_for_selector("p.notice")

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from ..domain.config import PipelineConfig, Tier
 from ..domain.deployments import Status
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, TristageError
 from . import views
 from .models import DeploymentOut, EnvironmentOut, Traffic
 
 if TYPE_CHECKING:
     from ..api import Tristage
+    from ..domain.preflight import PreflightFinding
 
 RECENT_ROLLBACKS = 24 * 3600.0  # the overview shows automatic rollbacks of the last day
 TIER_RANK = {Tier.development: 0, Tier.preview: 1, Tier.production: 2}
@@ -150,7 +151,7 @@ class Preflight:
     changes: list[VarChange] = field(default_factory=list)
     rebuild: bool = False
     problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    findings: list[PreflightFinding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -215,9 +216,15 @@ def preflight(
             _shown(a.value if a else None, secret), _shown(b.value if b else None, secret),
         ))  # fmt: skip
     out.rebuild = dep.build_hash != api.variables.build_hash(project, production, dep.branch)
-    for finding in api.variables.check(project, production, dep.branch):
-        line = f"[{finding.rule}] {finding.variable or ''} {finding.message}".replace("  ", " ")
-        (out.problems if finding.severity == "error" else out.warnings).append(line)
+    if out.problems:
+        return out
+    try:  # the deploy engine's preflight: rules, webhooks, build, the migrations' dry run
+        report = api.promote_preflight(project, dep.id, run_dry=True)
+    except TristageError as exc:
+        out.problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        return out
+    out.findings = list(report.findings)
+    out.problems.extend(f.message for f in report.errors)
     return out
 
 
