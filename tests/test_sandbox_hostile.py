@@ -1,7 +1,7 @@
 """The sandbox against a hostile app, end to end.
 
 A project whose app (tests/apps/hostile) tries what an attacker's code would is
-deployed to production (`main`), then pushed to a feature branch (development
+deployed to production (`main`), then pushed to `dev` (development
 tier) through a real control plane, with a real bubblewrap sandbox and real
 cgroups. Every test asks the feature release (or reads its build log) what it
 could do, and checks the platform's side of it: it cannot read the platform's
@@ -58,7 +58,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's cgroups need root here"),
 ]
 
-FEATURE = "feature/x"
+FEATURE = "dev"  # development's own branch: the hostile release takes its host
 DEV_HOST = "development.shop.localhost"
 PROD_HOST = "shop.localhost"
 MEMORY = "64M"
@@ -602,7 +602,7 @@ def test_master_key_from_the_environment_still_redacts_and_creates_no_key_file(
     cp = ControlPlane(home).start()
     try:
         dep, _ = push_ok(repo, "feature/key")
-        r = cp.get(DEV_HOST, "/secret")
+        r = cp.get("feature-key.shop.localhost", "/secret")
         assert r.status_code == 200 and r.json() == {"printed": True}
         wait_for(
             lambda: "the secret is" in run_cli("logs", dep, cwd=repo).stdout, 10, "the log line"

@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import sqlite3
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..edges.secrets import SecretBoxError
-from ..errors import TristageError, UsageError
+from ..edges.store.sqlite import SqliteStore
+from ..errors import StoreError, TristageError, UsageError
 from ..paths import private_dirs, private_open
 
 if TYPE_CHECKING:
@@ -57,11 +57,11 @@ class PlatformBackupService:
     def __init__(self, api: Tristage) -> None:
         self.api = api
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self.api.store, "_conn", None)
-        if conn is None:
+    def _store(self) -> SqliteStore:
+        store = self.api.store
+        if not isinstance(store, SqliteStore):
             raise UsageError("the platform's state store is not SQLite: nothing to copy")
-        return conn()  # type: ignore[no-any-return]
+        return store
 
     def backup(self, out: Path) -> PlatformBackup:
         if out.exists():
@@ -69,11 +69,7 @@ class PlatformBackupService:
         tmp = private_dirs(self.api.home, "tmp") / f"platform-{secrets.token_hex(6)}.sqlite3"
         final_tmp = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
         try:
-            copy = sqlite3.connect(tmp)
-            try:
-                self._connection().backup(copy)
-            finally:
-                copy.close()
+            self._store().copy_to(tmp)
             box = self.api.secret_box
             h = hashlib.sha256()
             size = tmp.stat().st_size
@@ -111,16 +107,12 @@ class PlatformBackupService:
         tmp = private_dirs(self.api.home, "tmp") / f"platform-{secrets.token_hex(6)}.sqlite3"
         try:
             self._decrypt(path, tmp)
-            copy = sqlite3.connect(tmp)
             try:
-                ok = copy.execute("PRAGMA integrity_check").fetchone()
-                if not ok or ok[0] != "ok":
-                    raise PlatformBackupError(
-                        f"{path} is not an intact state store", "use another backup"
-                    )
-                copy.backup(self._connection())
-            finally:
-                copy.close()
+                self._store().replace_from(tmp)
+            except StoreError as exc:
+                raise PlatformBackupError(
+                    f"{path} is not an intact state store ({exc.message})", "use another backup"
+                ) from None
         finally:
             tmp.unlink(missing_ok=True)
         self.api.audit.record("platform.restore", details={"from": path.name})

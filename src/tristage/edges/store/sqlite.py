@@ -171,6 +171,29 @@ class SqliteStore:
             return False
         return row is not None and not row["busy"]
 
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the whole store into the new file `path` (SQLite's backup
+        API through this store's connection: the file is never opened a second time)."""
+        with _wrapped():
+            copy = sqlite3.connect(path)
+            try:
+                self._conn().backup(copy)
+            finally:
+                copy.close()
+
+    def replace_from(self, path: Path) -> None:
+        """Replace the whole store with the SQLite file `path`, all or nothing, once it
+        passes SQLite's integrity check (a StoreError otherwise, the store unchanged)."""
+        with _wrapped():
+            copy = sqlite3.connect(path)
+            try:
+                ok = copy.execute("PRAGMA integrity_check").fetchone()
+                if not ok or ok[0] != "ok":
+                    raise StoreError(f"{path.name} is not an intact state store")
+                copy.backup(self._conn())
+            finally:
+                copy.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
