@@ -113,9 +113,14 @@ def _dashboard_url() -> str | None:
 def show_summary(qs: Quickstart, summary: Summary, out: Console) -> None:
     out.print()
     urls = Table.grid(padding=(0, 2))
+    urls.add_column(no_wrap=True)
+    urls.add_column(overflow="fold")  # a URL is folded onto the next line, never cut
     for e in summary.environments:
-        urls.add_row(f"[bold]{e.environment}[/]", f"[link={e.url}]{e.url}[/link]", "/dashboard")
-    out.print(Panel(urls, title=f"{summary.project} is live", expand=False, border_style="green"))
+        url = Text(e.url, style=f"link {e.url}")
+        urls.add_row(Text(e.environment, style="bold"), url)
+    title = f"{summary.project} is live"
+    out.print(Panel(urls, title=title, subtitle="the app's /dashboard on each URL",
+                    expand=False, border_style="green"))  # fmt: skip
     dashboard = _dashboard_url()
     if dashboard:
         out.print(
