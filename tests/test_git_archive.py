@@ -156,8 +156,10 @@ def test_a_large_file_streams_with_flat_memory(big_repo: tuple[Path, str], tmp_p
         "from pathlib import Path\n"
         "from tristage.edges.git import archive\n"
         "archive(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        # VmHWM: this process's own peak (ru_maxrss would carry over the forking pytest
+        # worker's size across exec, hundreds of MB late in a run)
+        "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "print(hwm.split()[1], resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
     started = time.monotonic()
     proc = subprocess.run(
