@@ -74,6 +74,8 @@ def test_push_whose_health_check_fails_is_refused_and_the_ref_stays(
     assert r.returncode != 0
     assert "health check GET /health did not answer 2xx/3xx" in r.stderr  # the log, as before
     assert "push refused" in r.stderr and "pre-receive hook declined" in r.stderr
+    # the reason is printed once (the log's line), not again after it
+    assert r.stderr.count("did not answer 2xx/3xx") == 1, r.stderr
     assert hosted_ref(home, "main") == good_sha  # the branch did not move
     assert cp.serves("shop.localhost") == good
     bad = deployment_id(r.stderr)

@@ -93,8 +93,10 @@ def _follow(dep: Deployment) -> int:
             message = api.deploys.stopped_message(status)
         console.print(message, markup=False)
         return 0
+    last = ""
     for line in svc.follow(dep.id):
         console.print(line, markup=False, soft_wrap=True)
+        last = line
     final = svc.get(dep.id)
     if final.status == Status.ready:
         where = final.environment if final.takes_host else f"{final.environment} ({final.branch})"
@@ -104,7 +106,11 @@ def _follow(dep: Deployment) -> int:
             soft_wrap=True,
         )
         return 0
-    console.print(f"deployment {final.id} {final.status.value}: {final.reason or ''}", markup=False)
+    reason = final.reason or ""
+    if reason and reason in last:  # the log's last line said it: name the outcome only
+        console.print(f"deployment {final.id} {final.status.value}", markup=False)
+    else:
+        console.print(f"deployment {final.id} {final.status.value}: {reason}", markup=False)
     return EXIT_FAILED
 
 
