@@ -108,6 +108,16 @@ class Plane:
             r = await client.get(f"http://127.0.0.1:{self.cp.port}/", headers={"Host": host})
             return r.text
 
+    async def serving(self, environment: str, dep: str, timeout: float = 10.0) -> None:
+        """Wait until `environment`'s host answers from `dep` (a ready deployment is switched
+        to a moment after its health check passes)."""
+        deadline = time.monotonic() + timeout
+        while (got := await self.served(environment)) != f"fake {dep}":
+            if time.monotonic() > deadline:
+                what = f"{environment} serves {got[:80]!r}, not {dep}"
+                raise AssertionError(f"{what}\n{self.output()}")
+            await asyncio.sleep(0.01)
+
     def status(self, dep_id: str) -> tuple[str, str | None]:
         row = self.api.store.query_one(
             "SELECT status, reason FROM deployments WHERE id=?", (dep_id,)
@@ -377,10 +387,10 @@ def test_a_newer_deployment_takes_over_and_the_superseded_one_is_stopped(
     async def main() -> None:
         async with plane(home, repo) as p:
             first = await p.deploy("dev", change="one")
-            assert await p.served("development") == f"fake {first}"
+            await p.serving("development", first)
             second = await p.deploy("dev", change="two")
             await p.until(lambda: p.fake.copies(first) == 0, f"{first} to be stopped")
-            assert await p.served("development") == f"fake {second}"
+            await p.serving("development", second)
             assert first not in p.cp.releases and p.fake.copies(second) == 1
             assert await asyncio.to_thread(p.api.deploys.release, first) is None
             assert p.status(first) == ("ready", None)  # superseded, not failed
@@ -398,11 +408,11 @@ def test_production_keeps_previous_releases_warm_and_rolls_back_without_a_start(
             oldest, *warm = deps
             await p.until(lambda: p.fake.copies(oldest) == 0, "the oldest to be stopped")
             assert [p.fake.copies(d) for d in warm] == [1, 1, 1]  # live + keep_warm = 2
-            assert await p.served("production") == f"fake {deps[-1]}"
+            await p.serving("production", deps[-1])
             started = len(p.fake.started)
             switch = await asyncio.to_thread(p.api.deploys.rollback, "shop", None, 5.0)
             assert switch.routed and switch.deployment.id == deps[-2]
-            assert await p.served("production") == f"fake {deps[-2]}"
+            await p.serving("production", deps[-2])
             assert len(p.fake.started) == started, "an instant rollback starts nothing"
 
     run(main())
