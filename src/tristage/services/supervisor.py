@@ -40,9 +40,13 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
     while not cp.stopping:
         await asyncio.sleep(POLL)
         current = cp.releases.get(rel.key)
-        if current is None or rel.status in ("draining", "stopped"):
+        if current is None or current.status == "stopped":
             return
         rel = current
+        if rel.status == "draining":
+            # a drain may end with the release wanted again (healthy once more): keep
+            # watching it; a drain that stops it removes it from `releases` first
+            continue
         st = _state(rel)
         if st.state is State.running and rel.status != "restarting":
             unknown_since = None
