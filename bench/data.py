@@ -37,6 +37,10 @@ SANITIZE = """
 "users.phone" = "phone"
 "payments.card_number" = "hash"
 "events.payload" = "keep"
+"events.user_id" = "keep"
+"events.kind" = "keep"
+"events.amount" = "keep"
+"payments.amount_cents" = "keep"
 """
 
 

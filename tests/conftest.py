@@ -48,6 +48,7 @@ def require_pg() -> None:
         pytest.fail(why + " [TRISTAGE_REQUIRE_PG=1]")
     pytest.skip(why)
 
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",

@@ -136,7 +136,7 @@ def delete_event(
 
 def pull_request_event(
     host: str, full: str, clone: str, number: int, action: str, head_branch: str, head_sha: str,
-    *, merged: bool = False,
+    *, merged: bool = False, fork: str | None = None,
 ) -> tuple[str, dict[str, Any]]:  # fmt: skip
     """A pull request event; `action` is ours: opened, synchronize, closed."""
     if host == "gitlab":
@@ -149,7 +149,7 @@ def pull_request_event(
             "iid": number,
             "target_branch": "main",
             "source_branch": head_branch,
-            "source_project_id": 15,
+            "source_project_id": 16 if fork else 15,
             "target_project_id": 15,
             "title": "A change",
             "state": state[gl_action],
@@ -172,6 +172,9 @@ def pull_request_event(
     gh = host == "github"
     pr_action = action if gh or action != "synchronize" else "synchronized"
     repo = _repo_github(full, clone) if gh else _repo_gitea(full, clone)
+    head_repo = repo
+    if fork:
+        head_repo = _repo_github(fork, clone) if gh else _repo_gitea(fork, clone)
     body = {
         "action": pr_action,
         "number": number,
@@ -183,7 +186,7 @@ def pull_request_event(
             "merged": merged,
             "html_url": f"{repo['html_url']}/pull/{number}",
             "head": {"label": f"dev:{head_branch}", "ref": head_branch, "sha": head_sha,
-                     "repo": repo},
+                     "repo": head_repo},
             "base": {"label": "dev:main", "ref": "main", "sha": "2" * 40, "repo": repo},
         },
         "repository": repo,

@@ -26,6 +26,7 @@ from tristage.edges.backup_targets import (
     LocalDirectoryTarget,
     MemoryTarget,
 )
+from tristage.edges.s3_target import S3Target
 from tristage.errors import NotFound, UsageError
 
 
@@ -57,9 +58,54 @@ def _local_modes(t: LocalDirectoryTarget) -> dict[str, int]:
     return out
 
 
+def _local_age_spool(t: S3Target, seconds: float) -> None:
+    for p in t.spool.glob(f"{TMP_PREFIX}*"):
+        st = p.stat()
+        os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
 def _memory_age(t: MemoryTarget, seconds: float) -> None:
     for p in t.partials.values():
         p.started -= seconds
+
+
+# -- S3: moto's server mode on a free loopback port (one per test process) ----------
+
+_S3: dict[str, Any] = {}
+
+
+def _s3_endpoint() -> str:
+    if "url" not in _S3:
+        import atexit
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        atexit.register(server.stop)
+        _S3["url"] = f"http://127.0.0.1:{port}"
+    return str(_S3["url"])
+
+
+def _s3_open(place: Path) -> S3Target:
+    url = _s3_endpoint()
+    bucket = "b-" + place.name.lower().replace("_", "-")[-40:].strip("-")
+    target = S3Target(bucket, "shop/production", place.parent / (place.name + "-spool"), url)
+    target.client.create_bucket(Bucket=bucket)
+    return target
+
+
+def _s3_partials(t: S3Target) -> int:
+    spooled = len(list(t.spool.glob(f"{TMP_PREFIX}*"))) if t.spool.is_dir() else 0
+    uploads = t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", [])
+    return spooled + len(uploads)
 
 
 HARNESSES = [
@@ -70,6 +116,7 @@ HARNESSES = [
         _local_age,
         _local_modes,
     ),
+    Harness("s3", _s3_open, _s3_partials, _local_age_spool, None),
     Harness(
         "memory",
         lambda place: MemoryTarget(),

@@ -7,8 +7,12 @@ and requests across route-table swaps (no failures)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import signal
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from acme_ca import (
 )
 from caddy_front import caddy_front
 from test_edge_conformance import Upstream, route
-from tristage.edges.caddy import EdgePlan
+from tristage.edges.caddy import CaddyEdge, EdgePlan
 from tristage.edges.router import Route
 
 pytestmark = [needs_caddy, needs_pebble, pytest.mark.timeout(120)]
@@ -220,3 +224,79 @@ def test_the_config_changes_only_with_the_public_names(tmp_path: Path, pebble: P
             assert f.edge.healthy()
 
     run(main())
+
+
+def test_a_caddy_that_exits_is_started_again_and_a_restarted_control_plane_adopts_it(
+    tmp_path: Path, pebble: Pebble
+) -> None:
+    async def main() -> None:
+        async with front(tmp_path, pebble) as f, Upstream("prod") as up:
+            f.router.table.replace({"shop.localhost": route("d1", up)})
+            first = f.edge.pid
+            assert first is not None and f.edge.healthy()
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not (f.edge.healthy() and f.edge.pid != first):
+                assert time.monotonic() < deadline, "caddy was not started again"
+                await asyncio.sleep(0.1)
+            async with httpx.AsyncClient(timeout=10) as client:
+                url = f"http://127.0.0.1:{f.http_port}/"
+                while True:  # serving again once the new caddy listens
+                    try:
+                        r = await client.get(url, headers={"Host": "shop.localhost"})
+                        break
+                    except httpx.ConnectError:
+                        assert time.monotonic() < deadline, "caddy does not listen again"
+                        await asyncio.sleep(0.1)
+                assert r.content == b"prod"
+                # a second edge on the same directory (a control plane back after kill -9)
+                # takes the running caddy over instead of starting another
+                assert f.edge.settings is not None
+                settings = f.edge.settings
+                again = CaddyEdge(
+                    f.edge.directory,
+                    lambda ask, token: dataclasses.replace(settings, ask_url=ask, token=token),
+                    allowed=lambda host: True,
+                    binary=f.edge.binary,
+                )
+                await again.start(PLAN)
+                try:
+                    assert again.pid == f.edge.pid
+                    f.router.trust_edge(again.token)
+                    r = await client.get(url, headers={"Host": "shop.localhost"})
+                    assert r.content == b"prod"
+                    seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
+                    assert "x-tristage-edge" not in seen
+                finally:
+                    again._watch.cancel()  # type: ignore[union-attr]
+                    await again.ask.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize("path", ["asgi", "fast"])
+def test_both_router_paths_trust_forwarding_headers_only_with_the_edge_token(path: str) -> None:
+    from tristage.edges.router.fastpath import request_head
+    from tristage.edges.router.headers import upstream_request_headers
+
+    def sent(headers: list[tuple[bytes, bytes]], token: bytes | None) -> dict[bytes, bytes]:
+        if path == "asgi":
+            return dict(upstream_request_headers(headers, "127.0.0.1", "http", token))
+        head = request_head(b"GET", b"/", headers, b"127.0.0.1", b"http", token)
+        assert head is not None
+        lines = head.split(b"\r\n")[1:-2]
+        return dict(tuple(line.split(b": ", 1)) for line in lines)  # type: ignore[misc]
+
+    base = [(b"host", b"shop.test"), (b"x-forwarded-for", b"6.6.6.6, 203.0.113.9"),
+            (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop.test")]  # fmt: skip
+    trusted = sent([*base, (b"x-tristage-edge", b"s3cret")], b"s3cret")
+    assert trusted[b"x-forwarded-for"] == b"203.0.113.9"  # the address the edge saw
+    assert trusted[b"x-real-ip"] == b"203.0.113.9"
+    assert trusted[b"x-forwarded-proto"] == b"https"
+    assert b"x-tristage-edge" not in trusted
+    for token, header in ((b"s3cret", b"guess"), (None, b"s3cret")):
+        forged = sent([*base, (b"x-tristage-edge", header)], token)
+        assert forged[b"x-forwarded-for"] == b"127.0.0.1"
+        assert forged[b"x-forwarded-proto"] == b"http"
+        assert forged[b"x-forwarded-host"] == b"shop.test"
+        assert b"x-tristage-edge" not in forged

@@ -179,7 +179,11 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
             prod_row = overview.split('<tr data-environment="production">')[1].split("</tr>")[0]
             assert second in prod_row and "healthy" in prod_row
             page = c.get("/projects/shop/deployments")
-            assert f'action="/projects/shop/deployments/{preview}/promote"' in page.text
+            # promote goes through its preflight, which posts the promotion
+            assert f'href="/projects/shop/promote?deployment={preview}"' in page.text
+            preflight = c.get(f"/projects/shop/promote?deployment={preview}").text
+            assert f'action="/projects/shop/deployments/{preview}/promote"' in preflight
+            assert "Variables that differ" in preflight
             assert f'value="{first}"' in page.text  # "roll back to this" on the older one
             csrf = csrf_of(page.text)
             r = c.post("/projects/shop/rollback", data={})
@@ -203,7 +207,7 @@ def test_rollback_from_the_dashboard(repo: Path, home: Path) -> None:
 
 
 def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
-    server: ApiServer, api: Tristage
+    server: ApiServer, api: Tristage, tokens: dict[str, str]
 ) -> None:
     code = api.tokens.sign_in_link()
     stored = api.store.query("SELECT * FROM api_signin_links")
@@ -211,8 +215,12 @@ def test_a_sign_in_link_opens_one_session_once_and_is_stored_hashed(
     assert code not in json.dumps(stored)  # only its sha256
     assert stored[0]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
     with browser(server.url) as c:
+        sign_in(c, tokens["viewer"])
+        earlier = c.cookies["tristage_session"]
         r = c.get("/login/link", params={"code": code})
         assert r.status_code == 303 and r.headers["location"] == "/"
+        with pytest.raises(TristageError):
+            api.tokens.session(earlier)  # the viewer session this browser had is over
         cookie = next(h for h in r.headers.get_list("set-cookie") if "tristage_session=" in h)
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = c.get("/")
@@ -416,13 +424,22 @@ def test_a_failed_deployment_shows_its_reason_inline_and_its_log_as_text(
         assert shown.status_code == 200
         assert "first &lt;b&gt;line&lt;/b&gt;\nsecond\nthird" in shown.text
         assert "\x1b" not in shown.text and "data-follow=" in shown.text
-        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=1")
-        assert lines.json() == {"lines": ["second", "third"], "next": 3, "status": "error"}
+        follow_from = re.search(r'data-next="(\d+)"', shown.text)
+        assert follow_from
+        offset = int(follow_from.group(1))
+        assert offset == log.stat().st_size
+        lines = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=0")
+        assert lines.json()["lines"] == ["first <b>line</b>", "second", "third"]
+        assert lines.json()["next"] == offset and lines.json()["status"] == "error"
         with log.open("a") as f:
-            f.write("\x1b[1mfourth\x1b[0m\n")
-        more = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&from=3")
-        assert more.json()["lines"] == ["fourth"]
-        for bad in ("from=-1", "from=²", "kind=other&from=0"):
+            f.write("\x1b[1mfourth\x1b[0m\nfif")  # a line being written waits for its end
+        base = f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime"
+        more = c.get(f"{base}&from={offset}").json()
+        assert more["lines"] == ["fourth"]
+        with log.open("a") as f:
+            f.write("th\n")
+        assert c.get(f"{base}&from={more['next']}").json()["lines"] == ["fifth"]
+        for bad in ("from=-1", "from=²", "from=1e3", "kind=other&from=0"):
             r = c.get(f"/projects/shop/deployments/{dep.id}/log/lines?kind=runtime&{bad}")
             assert r.status_code == 400
 
@@ -508,3 +525,24 @@ def test_a_deployment_stays_marked_rolled_back_until_it_is_live_again(
     rollback("2bbbbbbb", "1aaaaaaa", actor="tristage-monitor")
     marks = rollback_marks(api, "shop")
     assert set(marks) == {"1aaaaaaa"} and marks["1aaaaaaa"].automatic
+
+
+def test_a_sharing_environment_edits_its_owners_variables(
+    server: ApiServer, tokens: dict[str, str], api: Tristage, tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    git(tiny, "init", "-q", "-b", "main")
+    api.init_project(tiny, preset="simple", name="tiny")
+    api.variables.set("tiny", "GREETING", "hi", environments=["development"])
+    with browser(server.url) as c:
+        sign_in(c, tokens["admin"])
+        page = c.get("/projects/tiny/variables?environment=preview").text
+        assert "preview shares development's variables" in page
+        assert 'id="set-variable"' not in page  # set them on development
+        row = page.split('<tr data-variable="GREETING"')[1].split("</tr>")[0]
+        assert '<input type="hidden" name="environment" value="development">' in row
+        r = c.post("/projects/tiny/variables", data={"csrf": csrf_of(page),
+                   "environment": "development", "name": "GREETING", "value": "hello"})  # fmt: skip
+        assert r.status_code == 303
+        assert api.variables.get("tiny", "GREETING", "preview").value == "hello"

@@ -1,8 +1,10 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright, against one
-real control plane (releases, router, monitor) shared by the tests of this module, which
-run in order: sign in with the one-time link, promote preview → production after its
-preflight, roll back, set a variable and see the rule's error, back up / drill / restore
-with the typed confirmation, follow a runtime log, and see an automatic rollback.
+real control plane (releases, router, monitor) shared by the tests of this module: sign
+in with the one-time link, promote preview → production after its preflight and roll
+back, set a variable and see the rule's error, back up / drill / restore with the typed
+confirmation, follow a runtime log, and see an automatic rollback. Each test needs only
+the module's fixtures (none relies on another having run), so they pass in any order and
+on any pytest-xdist worker; `xdist_group` keeps them on one where the scheduler honours it.
 
 Screenshots of each step are written to `test-artifacts/dashboard/` (gitignored; the path
 is printed) so a failed run can be looked at.
@@ -100,7 +102,6 @@ class Stage:
     production: str  # the first production deployment
     preview: str  # preview's live deployment
     shots: Path
-    state: dict[str, Any]
 
     def api(self) -> Tristage:
         return Tristage(self.home, actor="test")
@@ -142,7 +143,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
             r = run_cli("open", "--json")
             assert r.returncode == 0, r.stdout + r.stderr
             base = json.loads(r.stdout)["url"].rstrip("/")
-            yield Stage(home, repo, cp, base, production, preview, shots, {})
+            yield Stage(home, repo, cp, base, production, preview, shots)
         finally:
             cp.stop()
 
@@ -159,12 +160,19 @@ def browser(stage: Stage) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def page(browser: Any, stage: Stage) -> Iterator[Any]:
-    """One signed-in tab for the module (the first test signs it in)."""
+    """One tab for the module, signed in as the local owner with a one-time link; no page
+    it shows may break the Content-Security-Policy or throw."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
+    broken: list[str] = []
+    tab.on("pageerror", lambda exc: broken.append(f"script error: {exc}"))
+    tab.on("console", lambda m: broken.append(m.text) if "Content Security" in m.text else None)
+    tab.goto(sign_in_link())
+    tab.wait_for_url(stage.base + "/")
     yield tab
     context.close()
+    assert not broken, broken
 
 
 def shot(page: Any, stage: Stage, name: str) -> None:
@@ -183,61 +191,83 @@ def sign_in_link() -> str:
     return link
 
 
-def test_sign_in_with_the_one_time_link(page: Any, browser: Any, stage: Stage) -> None:
+def test_sign_in_with_the_one_time_link(browser: Any, stage: Stage) -> None:
+    r = run_cli("open", "--print")  # the link alone on stdout, what it is on stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().startswith(stage.base + "/login/link?code=")
+    assert "one-time sign-in link, valid for 5 minutes" in r.stderr
+    plain = run_cli("open", "--print", "--no-sign-in")
+    assert plain.stdout.strip() == stage.base + "/"
     link = sign_in_link()
     assert link.startswith(stage.base + "/login/link?code=")
-    page.goto(link)
-    page.wait_for_url(stage.base + "/")
-    assert "local-owner (admin)" in text(page, "header")
-    cookie = next(c for c in page.context.cookies() if c["name"] == "tristage_session")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    rows = page.locator("tr[data-environment]").evaluate_all(
-        "rows => rows.map(r => r.dataset.environment)"
-    )
-    assert rows == ["development", "preview", "production"]  # pipeline order
-    assert "development → preview → production" in text(page, "p.path")
-    shot(page, stage, "01-signed-in-overview")
-    # the same link in another browser: spent
-    other = browser.new_context()
+    first, second = browser.new_context(), browser.new_context()
     try:
-        tab = other.new_page()
+        page = first.new_page()
+        page.goto(link)
+        page.wait_for_url(stage.base + "/")
+        assert "local-owner (admin)" in text(page, "header")
+        cookie = next(c for c in first.cookies() if c["name"] == "tristage_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        rows = page.locator('section[data-project="shop"] tr[data-environment]').evaluate_all(
+            "rows => rows.map(r => r.dataset.environment)"
+        )
+        assert rows == ["development", "preview", "production"]  # pipeline order
+        assert "development → preview → production" in text(
+            page, 'section[data-project="shop"] p.path'
+        )
+        shot(page, stage, "01-signed-in-overview")
+        # the same link in another browser: spent
+        tab = second.new_page()
         tab.goto(link)
         assert "used, expired or unknown" in tab.content()
         tab.goto(stage.base + "/")
         assert "/login" in tab.url
         shot(tab, stage, "02-link-used-twice")
     finally:
-        other.close()
+        first.close()
+        second.close()
 
 
-def test_promote_preview_to_production_after_the_preflight(page: Any, stage: Stage) -> None:
+def test_promote_preview_after_the_preflight_then_roll_back(page: Any, stage: Stage) -> None:
+    api = stage.api()
+    try:
+        for env in ("preview", "production"):
+            api.variables.set("shop", "GREETING", f"hello from {env}", environments=[env])
+        api.variables.set("shop", "PREVIEW_ONLY_TOKEN", "s3cr3t-preview-only",
+                          environments=["preview"], secret=True)  # fmt: skip
+    finally:
+        api.close()
     page.goto(stage.base + "/projects/shop")
     page.get_by_role("link", name="Promote preview's live deployment to production…").click()
     page.wait_for_url("**/projects/shop/promote?from=preview")
     facts = text(page, "dl.preflight")
-    assert stage.preview in facts and stage.production in facts
-    assert "artifact is reused" in facts
+    assert stage.preview in facts and "artifact is reused" in facts
+    before = stage.cp.serves("shop.localhost")
+    assert before is not None and before in facts  # what production serves now
+    greeting = text(page, 'table.variable-diff tr[data-variable="GREETING"]')
+    assert "differs" in greeting and "hello from preview" in greeting
+    assert "hello from production" in greeting
+    secret = text(page, 'table.variable-diff tr[data-variable="PREVIEW_ONLY_TOKEN"]')
+    assert "only in preview" in secret and "secret" in secret
+    assert "s3cr3t-preview-only" not in page.content()  # masked
     shot(page, stage, "03-preflight")
     page.get_by_role("button", name=f"Promote {stage.preview} to production").click()
     page.wait_for_selector("p.notice")
     notice = text(page, "p.notice")
     assert notice.startswith("Production now serves "), notice
     promoted = notice.removeprefix("Production now serves ").rstrip(".")
-    assert stage.cp.serves("shop.localhost") == promoted != stage.production
+    assert stage.cp.serves("shop.localhost") == promoted != before
     prod_row = text(page, 'tr[data-environment="production"]')
     assert promoted in prod_row and "healthy" in prod_row
-    stage.state["promoted"] = promoted
     shot(page, stage, "04-promoted")
 
-
-def test_roll_back_production(page: Any, stage: Stage) -> None:
-    promoted = stage.state["promoted"]
+    # roll back from the deployments page (after the browser's confirmation)
     page.goto(stage.base + "/projects/shop/deployments")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Roll back production").click()
     page.wait_for_selector("p.notice")
-    assert text(page, "p.notice") == f"Rolled production back to {stage.production}."
-    assert stage.cp.serves("shop.localhost") == stage.production
+    assert text(page, "p.notice") == f"Rolled production back to {before}."
+    assert stage.cp.serves("shop.localhost") == before
     row = text(page, f'tr[data-deployment="{promoted}"]')
     assert "rolled back" in row and "by token:local-owner" in row and "ready" not in row
     shot(page, stage, "05-rolled-back")
@@ -336,3 +366,28 @@ def test_an_automatic_rollback_shows_on_the_overview_and_the_deployment(
     row = text(page, f'tr[data-deployment="{bad}"]')
     assert "rolled back" in row and "automatically" in row and "ready" not in row
     shot(page, stage, "12-rolled-back-deployment")
+
+
+def test_the_header_stays_on_one_line_with_many_projects(
+    page: Any, stage: Stage, tmp_path: Path
+) -> None:
+    api = stage.api()
+    try:
+        for i in range(12):
+            other = tmp_path / f"a-project-with-a-long-name-{i}"
+            other.mkdir()
+            git(other, "init", "-q", "-b", "main")
+            api.init_project(other, name=f"a-project-with-a-long-name-{i}")
+    finally:
+        api.close()
+    page.goto(stage.base + "/projects/shop/deployments")
+    header = page.locator("header").bounding_box()
+    assert header["height"] < 60, header
+    tops = page.locator("header nav a").evaluate_all(
+        "links => links.map(a => Math.round(a.getBoundingClientRect().top))"
+    )
+    assert len(tops) >= 7 and len(set(tops)) == 1, tops
+    shot(page, stage, "13-many-projects")
+    page.locator("#project-switcher").select_option("a-project-with-a-long-name-7")
+    page.wait_for_url("**/projects/a-project-with-a-long-name-7")
+    assert "a-project-with-a-long-name-7: environments" in text(page, "h1")

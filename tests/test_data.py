@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -37,13 +38,39 @@ SANITIZE = {
     "users.avatar": "null",
     "users.balance": "keep",
     "users.score": "keep",
+    "users.is_admin": "keep",
     "payments.customer_email": "email",
+    "payments.amount_cents": "keep",
     "payments.card_number": "hash",
     "payments.meta": "keep",
 }
 
 
-def config_text(engine: str, token: str, sanitize: dict[str, str], encrypt: bool = False) -> str:
+def rewrite(path: Path, text: str | bytes) -> None:
+    """Change a table file of a snapshot directory and its manifest entry with it (a
+    snapshot that is consistent but holds a line the import must refuse)."""
+    data = text.encode() if isinstance(text, str) else text
+    path.write_bytes(data)
+    manifest = path.parent.parent / "manifest.json"
+    m = json.loads(manifest.read_text())
+    for entry in m["files"].values():
+        if entry["path"] == f"tables/{path.name}":
+            entry["bytes"] = len(data)
+            entry["sha256"] = hashlib.sha256(data).hexdigest()
+            entry["rows"] = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    manifest.write_text(json.dumps(m))
+
+
+def toml_value(v: Any) -> str:
+    """A string, bool or table of them as TOML (inline tables for tables)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+def config_text(engine: str, token: str, sanitize: dict[str, Any], encrypt: bool = False) -> str:
     def db(env: str) -> str:
         if engine == "sqlite":
             return ""
@@ -52,7 +79,7 @@ def config_text(engine: str, token: str, sanitize: dict[str, str], encrypt: bool
             f'url = "{PG_SERVER}"\nname = "tristage_t{token}_{env}"\n'
         )
 
-    rules = "\n".join(f'"{k}" = "{v}"' for k, v in sanitize.items())
+    rules = "\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in sanitize.items())
     return f"""
 [project]
 name = "shop"
@@ -141,7 +168,7 @@ class Env:
             require_pg()
         self.api, self.repo, self.engine, self.token = api, repo, engine, token
 
-    def configure(self, sanitize: dict[str, str] | None = None, encrypt: bool = False) -> None:
+    def configure(self, sanitize: dict[str, Any] | None = None, encrypt: bool = False) -> None:
         text = config_text(self.engine, self.token, SANITIZE if sanitize is None else sanitize,
                            encrypt)  # fmt: skip
         (self.repo / "tristage.toml").write_text(text)
@@ -300,7 +327,7 @@ def test_corrupt_line_fails_with_file_and_line_and_changes_nothing(
     lines = path.read_text().splitlines()
     good = list(lines)
     lines[2] = lines[2][:-5]  # cut: invalid JSON on line 3
-    path.write_text("\n".join(lines) + "\n")
+    rewrite(path, "\n".join(lines) + "\n")
     with pytest.raises(SnapshotError) as exc:
         env.api.data.import_snapshot("shop", "preview", out, mode="replace")
     assert "tables/users.jsonl:3" in exc.value.message and "not valid JSON" in exc.value.message
@@ -309,7 +336,7 @@ def test_corrupt_line_fails_with_file_and_line_and_changes_nothing(
     row = json.loads(good[4])
     row["email"] = None
     good[4] = json.dumps(row)
-    path.write_text("\n".join(good) + "\n")
+    rewrite(path, "\n".join(good) + "\n")
     with pytest.raises(TristageError) as exc2:
         env.api.data.import_snapshot("shop", "preview", out, mode="replace")
     assert "users.jsonl:5" in exc2.value.message
@@ -342,7 +369,7 @@ def test_convex_snapshot_zip_imports(env: Env, tmp_path: Path) -> None:
              "profile": None, "age": 40, "extra": "only here"},
         ]  # fmt: skip
         zf.writestr("users/documents.jsonl", "".join(json.dumps(d) + "\n" for d in docs))
-    result = env.api.data.import_snapshot("shop", "development", z)
+    result = env.api.data.import_snapshot("shop", "development", z, not_production=True)
     assert result.rows == {"users": 2}
     rows = env.dump("development")["users"]
     assert [r[0] for r in rows] == ["k1", "k2"]
@@ -420,8 +447,8 @@ def test_import_stops_at_an_overlong_line_and_changes_nothing(
     out = tmp_path / "snap"
     env.api.data.export("shop", "development", out)
     monkeypatch.setattr(snapshot_io, "MAX_LINE", 4096)  # 256 MB otherwise: too slow to write
-    with (out / "tables" / "users.jsonl").open("ab") as f:
-        f.write(b'{"id": 6, "email": "' + b"x" * 10_000 + b'"}')
+    users = out / "tables" / "users.jsonl"
+    rewrite(users, users.read_bytes() + b'{"id": 6, "email": "' + b"x" * 10_000 + b'"}')
     with pytest.raises(SnapshotError, match=r"snap:tables/users.jsonl: a line longer than"):
         env.api.data.import_snapshot("shop", "preview", out, mode="replace")
     assert env.dump("preview") == before
@@ -581,7 +608,7 @@ def test_scheduler_runs_due_backups_and_catches_up_once(sqlite_env: Env) -> None
 def test_prune_keeps_by_policy_and_dry_run_deletes_nothing(sqlite_env: Env) -> None:
     env = sqlite_env
     env.seed("production", users=2)
-    ids = [env.api.data.backup("shop", "production").id for _ in range(4)]
+    ids = [env.api.data.backup("shop", "production", kind="scheduled").id for _ in range(4)]
     # spread them over days by rewriting the catalog times
     for i, bid in enumerate(ids):
         at = dt.datetime(2030, 1, 1 + i * 10, tzinfo=dt.UTC).timestamp()

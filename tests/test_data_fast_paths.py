@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from test_data import Env, flip_one_email
+from test_data import Env, flip_one_email, rewrite
 from tristage.api import Tristage
 from tristage.domain.sanitize import Transformer
 from tristage.domain.snapshot import JsonValue
@@ -237,12 +237,12 @@ def _refused_lines_are_named(env: Env, tmp_path: Path) -> None:
         row = json.loads(lines[lineno - 1])
         row.update(patch)
         lines[lineno - 1] = json.dumps(row)
-        path.write_text("\n".join(lines) + "\n")
+        rewrite(path, "\n".join(lines) + "\n")
         with pytest.raises(TristageError) as exc:
             env.api.data.import_snapshot("shop", "preview", out, mode="replace")
         assert f"users.jsonl:{lineno}" in exc.value.message, exc.value.message
         assert expected in exc.value.message, exc.value.message
         assert env.dump("preview") == before
-    path.write_text("\n".join(good) + "\n")
+    rewrite(path, "\n".join(good) + "\n")
     env.api.data.import_snapshot("shop", "preview", out, mode="replace")
     assert env.dump("preview") == env.dump("development")

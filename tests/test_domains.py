@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tristage.api import Tristage
 from tristage.domain import aliases
 from tristage.domain.config import parse_config
 from tristage.errors import ConfigError
@@ -177,3 +178,31 @@ def test_release_hosts_and_url_for_the_app() -> None:
     assert prod == [
         "production.shop.localhost", "shop.localhost", "main.shop.localhost", "1abc.shop.localhost"
     ]  # fmt: skip
+
+
+def test_a_domain_two_projects_claim_stays_with_the_first_and_is_reported_once(
+    api: Tristage,
+) -> None:
+    from tristage.services.controlplane import ControlPlane
+    from tristage.services.releases import ProjectRoutes
+
+    lines: list[str] = []
+    cp = ControlPlane(api, "127.0.0.1", 0, log=lines.append)
+    names = {"production": aliases.PublicNames(("shop.example.com",))}
+    routes = [
+        ProjectRoutes(p, "production", ("production",), {"production": None}, {}, [], names)
+        for p in ("alpha", "beta")
+    ]
+    try:
+        for _ in range(3):
+            cp._install_routes(routes, {})
+    finally:
+        cp._store.shutdown()
+    route = cp.table.lookup("shop.example.com")
+    assert route is not None and route.project == "alpha"
+    assert cp.table.lookup("beta.localhost") is not None  # its own hosts are unaffected
+    warned = [line for line in lines if "shop.example.com is a domain of projects" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "warning: shop.example.com is a domain of projects alpha and beta; alpha keeps it "
+        "(remove it from one tristage.toml)"
+    )

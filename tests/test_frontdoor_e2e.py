@@ -3,6 +3,7 @@ a real project with public domains, real pushes, promote and rollback under HTTP
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -112,6 +113,7 @@ def test_production_on_its_domain_over_https_and_promote_rollback_drop_nothing(
         body = client.get(f"https://shop.test:{https}/").json()
         assert body["deployment"] == first and body["environment"] == "production"
         assert body["url"] == "https://shop.test"
+        assert body["proto"] == "https"  # the edge's header, trusted by the router process
         assert {"shop.test", "www.shop.test", "shop.localhost"} <= set(body["hosts"])
         redirect = client.get(f"http://shop.test:{http}/pricing")
         assert redirect.status_code == 308
@@ -152,3 +154,37 @@ def test_production_on_its_domain_over_https_and_promote_rollback_drop_nothing(
     assert load.requests > 100
     assert set(load.seen) == {first, promoted}
     assert "edge: configuration updated" not in cp.output()  # no Caddy reload on a switch
+
+    # kill -9 of the control plane: Caddy and the router process keep serving production
+    live = promoted
+    cp.kill9()
+    with https_client(pebble.root_pem, timeout=30) as client:
+        for _ in range(20):
+            body = client.get(f"https://shop.test:{https}/").json()
+            assert body["deployment"] == live and body["proto"] == "https"
+    # the next control plane takes both over instead of starting others
+    cp.start()
+    wait_for(lambda: "adopted the running caddy" in cp.output(), 30, "caddy adopted")
+    assert "re-adopted" in cp.output()
+    with https_client(pebble.root_pem, timeout=30) as client:
+        body = client.get(f"https://shop.test:{https}/").json()
+        assert body["deployment"] == live and body["proto"] == "https"
+
+
+def test_an_edge_that_cannot_start_is_one_clear_error(home: Path) -> None:
+    ports = ["--http-port", str(free_port()), "--https-port", str(free_port())]
+    r = run_cli("up", "--port", "0", "--edge", "caddy", "--caddy", "/nonexistent/caddy", *ports)
+    assert r.returncode == 1
+    assert "error: the production edge needs caddy, and '/nonexistent/caddy' was not found" in (
+        r.stderr
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        r = run_cli("up", "--port", "0", "--edge", "caddy", "--edge-bind", "127.0.0.1",
+                    "--http-port", busy, "--https-port", str(free_port()))  # fmt: skip
+    assert r.returncode == 1
+    assert "error: caddy did not start" in r.stderr and "address already in use" in r.stderr
+    assert f"ports {busy} and" in r.stderr
+    assert not (home / "controlplane.json").exists()

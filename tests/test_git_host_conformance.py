@@ -213,3 +213,14 @@ def test_clone_urls_and_api_bases(host: GitHost) -> None:
     assert host.api_base("https://git.example.com").startswith("https://git.example.com/api/")
     assert host.pull_ref(7).endswith("/7/head")
     assert host.events and ZERO not in host.events
+
+
+def test_a_pull_request_from_a_fork_says_so(host: GitHost) -> None:
+    event, body = pull_request_event(host.name, REPO, CLONE, 7, "opened", "x", B, fork="eve/shop")
+    headers, raw = signed(host, event, body)
+    parsed = host.parse(headers, raw)
+    assert isinstance(parsed, PullRequest) and parsed.from_fork
+    event, body = pull_request_event(host.name, REPO, CLONE, 7, "opened", "x", B)
+    headers, raw = signed(host, event, body)
+    parsed = host.parse(headers, raw)
+    assert isinstance(parsed, PullRequest) and not parsed.from_fork

@@ -188,6 +188,13 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert host.push("test", second, first, delivery=stale).status_code == 202
     assert outcome(api, stale).startswith("stale")
     assert len(deployments(api, branch="test")) == 1
+    shown = run_cli("connection", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{host_name} {REPO}, fetching from {origin.url}" in shown.stdout
+    assert stale in shown.stdout and "stale: the origin's test is at" in shown.stdout
+    listed = json.loads(run_cli("connection", "--json", cwd=project).stdout)
+    assert {d["delivery"] for d in listed["deliveries"]} >= {delivery, replay, stale}
+    assert TOKEN not in shown.stdout and host.secret not in shown.stdout + json.dumps(listed)
 
     # a malformed signature header, a missing one: refused, nothing recorded
     raw = b"{}"
@@ -197,6 +204,11 @@ def test_a_signed_push_deploys_from_the_origin_and_forgeries_deploy_nothing(
     assert cp.client.get(f"http://127.0.0.1:{cp.port}/.tristage/git",
                          headers={"Host": "shop.localhost"}).status_code == 405  # fmt: skip
 
+    # a delete the origin disagrees with (a replayed or early event) stops nothing
+    early = new_delivery()
+    event, body = delete_event(host_name, REPO, origin.url, "test", second)
+    assert host.send(event, body, delivery=early).status_code == 202
+    assert outcome(api, early).startswith("stale: the origin still has test")
     # a deleted branch stops its release (its branch host goes; the environment keeps it)
     origin.delete("test")
     gone = new_delivery()

@@ -262,9 +262,11 @@ def test_logs_env_prints_the_live_deployments_runtime_log(repo: Path, cp: Contro
     # the pump writes what the app printed a moment later (it may hold a line's end
     # back for up to 0.2 s in case a secret goes on on the next line)
     r = wait_for(
-        lambda: (out := run_cli("logs", "--env", "production", cwd=repo)).returncode == 0
-        and f"hello from {second}" in out.stdout
-        and out,
+        lambda: (
+            (out := run_cli("logs", "--env", "production", cwd=repo)).returncode == 0
+            and f"hello from {second}" in out.stdout
+            and out
+        ),
         10,
         "the live deployment's log line",
     )

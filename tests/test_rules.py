@@ -363,6 +363,24 @@ CASES = [
         databases={"production": auth("password"), "preview": auth("password")},
     ),
     Case(
+        "sanitize-typo",
+        {},
+        "sanitize",
+        {("error", "production", None)},
+        toml=PRO.replace("[sanitize]", '[sanitize]\n"users.plan" = "kep"', 1)
+        if "[sanitize]" in PRO
+        else PRO + '\n[sanitize]\n"users.plan" = "kep"\n',
+    ),
+    Case(
+        "sanitize-ok",
+        {},
+        "sanitize",
+        set(),
+        toml=PRO.replace("[sanitize]", '[sanitize]\n"users.plan" = "keep"', 1)
+        if "[sanitize]" in PRO
+        else PRO + '\n[sanitize]\n"users.plan" = "keep"\n',
+    ),
+    Case(
         "database-production-trusts",
         {},
         "database.no-password",
@@ -464,6 +482,7 @@ def test_every_rule_module_is_covered() -> None:
         "required",
         "rotation",
         "sandbox",
+        "sanitize",
         "secrets",
         "stripe",
         "webhooks",

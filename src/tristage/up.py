@@ -84,10 +84,9 @@ def run_foreground(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        # the router runs in a process of its own that outlives this one; with the production
-        # edge in front it still runs in-process (the edge's token is handed to it here)
-        in_front = edge is not None and edge.tls
-        cp = ControlPlane(api, host, port, log=log, edge=edge, router_process=not in_front)
+        # the router runs in a process of its own that outlives this one, and so does the
+        # production edge in front of it (the two share the edge's token)
+        cp = ControlPlane(api, host, port, log=log, edge=edge, router_process=True)
         await cp.run(stop_event, internal_app=build_internal_app(api), serve_http=serve)
 
     asyncio.run(main())

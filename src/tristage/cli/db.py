@@ -88,8 +88,15 @@ def import_(
     table: list[str] = typer.Option([], "--table", "-t", help="Only this table (repeatable)."),
     replace_all: bool = typer.Option(False, "--replace-all", help="Replace the tables' rows."),
     append: bool = typer.Option(False, "--append", help="Add to the tables' rows."),
+    not_production: bool = typer.Option(
+        False,
+        "--not-production",
+        help="A Convex ZIP that does not come from production: import it unsanitized "
+        "(recorded in the audit log).",
+    ),
 ) -> None:
-    """Import a snapshot in one transaction: every row or none."""
+    """Import a snapshot in one transaction: every row or none, checked against its
+    manifest. A Convex ZIP into a non-production environment is sanitized like a clone."""
     if replace_all and append:
         raise UsageError("--replace-all and --append exclude each other", "choose one")
     ref = current_project()
@@ -97,7 +104,9 @@ def import_(
         "replace" if replace_all else "append" if append else None
     )
     with _progress() as progress:
-        result = get_api().data.import_snapshot(ref.name, env, snapshot, table, mode, progress)
+        result = get_api().data.import_snapshot(
+            ref.name, env, snapshot, table, mode, progress, not_production
+        )
     for name, n in result.rows.items():
         console.print(f"  {name}: {n} row(s)")
     console.print(f"[green]imported[/] {sum(result.rows.values())} row(s) into {env}")
@@ -171,6 +180,18 @@ def prune(
     for bid in result.delete:
         console.print(f"{verb} {bid}", markup=False)
     console.print(f"{len(result.keep)} kept, {len(result.delete)} {verb}")
+
+
+@db_app.command("delete")
+def delete(
+    env: str = typer.Argument(..., help="The environment."),
+    backup_id: str = typer.Argument(..., metavar="BACKUP", help="A backup id (db backups ENV)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm."),
+) -> None:
+    """Delete one backup by hand (manual backups are kept until then, or keep_manual)."""
+    ref = current_project()
+    get_api().data.delete_backup(ref.name, env, backup_id, yes)
+    console.print(f"[green]deleted[/] backup {backup_id} of {env}")
 
 
 @db_app.command("restore")

@@ -8,7 +8,8 @@ import sys
 import typer
 
 from ..errors import UsageError
-from .common import console, current_project, err_console, get_api, print_json
+from .common import console, current_project, err_console, get_api, print_json, when
+from .tables import print_table
 
 
 def connect(
@@ -82,6 +83,33 @@ def disconnect(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     console.print(f"disconnected {ref.name} from {conn.host} {conn.repo}", markup=False)
 
 
+def connection(
+    limit: int = typer.Option(10, "--limit", "-n", help="How many recent deliveries to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show this project's git host connection (never the token or the secret), its
+    webhook URL, and what the latest deliveries led to."""
+    ref = current_project()
+    svc = get_api().git_hosts
+    conn = svc.connection(ref.name)
+    url = svc.webhook_url(ref.name)
+    recent = svc.deliveries(ref.name, limit)
+    if as_json:
+        print_json({**conn.as_json(), "webhook_url": url, "deliveries": recent})
+        return
+    console.print(f"{conn.host} {conn.repo}, fetching from {conn.clone_url}", markup=False)
+    console.print(f"webhook URL: {url}", markup=False)
+    if not recent:
+        err_console.print("no deliveries yet: push to the repository on the host", markup=False)
+        return
+    rows = [
+        (when(d["received_at"]), d["delivery"], d["event"], d["outcome"] or "…") for d in recent
+    ]
+    print_table(console, ("received", "delivery", "event", "outcome"), rows,
+                whole=("delivery",))  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     app.command()(connect)
+    app.command()(connection)
     app.command()(disconnect)

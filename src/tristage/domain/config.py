@@ -98,6 +98,14 @@ class Retention(Strict):
     )
 
 
+def _cron_or_error(v: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(v):
+        raise ValueError(f"{v!r} is not a cron expression (e.g. '0 4 * * 1' for Mondays at 04:00)")
+    return v
+
+
 class BackupConfig(Strict):
     """Scheduled backups of an environment's data store (docs/data.md)."""
 
@@ -110,10 +118,59 @@ class BackupConfig(Strict):
         default_factory=Retention,
         description="Retention: how many daily, weekly and monthly backups are kept.",
     )
-    encrypt: bool = Field(
-        default=False,
-        description="Encrypt backups (AES-256-GCM under the platform master key).",
+    encrypt: bool | None = Field(
+        default=None,
+        description="Encrypt backups (AES-256-GCM under the platform master key); default: "
+        "`true` for production, `false` elsewhere.",
     )
+    keep_manual: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many manual backups (`tristage db backup`) `prune` keeps, newest "
+        "first; unset: every one, until deleted by hand (`tristage db delete`).",
+    )
+    target: str | None = Field(
+        default=None,
+        description="Where backups go, by URL: `file:///abs/dir` or `s3://bucket/prefix` "
+        "(`?endpoint=https://host:9000` for an S3-compatible server); each environment "
+        "gets `<project>/<env>/` below it. Unset: `$TRISTAGE_HOME/backups/`.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The endpoint of an S3-compatible server (MinIO, Ceph, Garage…), if "
+        "not in `target`'s `?endpoint=`.",
+    )
+    region: str | None = Field(default=None, description="The S3 region, if it matters.")
+    drill: str | None = Field(
+        default=None,
+        description="A cron expression for restore drills of the latest backup; default "
+        "monthly (`0 4 1 * *`) when `schedule` is set; `off` for none.",
+    )
+
+    @field_validator("drill")
+    @classmethod
+    def _drill_cron(cls, v: str | None) -> str | None:
+        if v is None or v == "off":
+            return v
+        return _cron_or_error(v)
+
+    def drill_schedule(self) -> str | None:
+        if self.drill == "off":
+            return None
+        return self.drill or ("0 4 1 * *" if self.schedule else None)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("file://"):
+            if not v[len("file://") :].startswith("/"):
+                raise ValueError(f"{v!r}: a file:// target needs an absolute path (file:///dir)")
+            return v
+        if v.startswith("s3://") and len(v) > len("s3://") and not v[5:].startswith("/"):
+            return v
+        raise ValueError(f"{v!r} is not a backup target: use file:///abs/dir or s3://bucket/prefix")
 
     @field_validator("schedule")
     @classmethod
@@ -127,6 +184,35 @@ class BackupConfig(Strict):
                 f"{v!r} is not a cron expression (e.g. '0 2 * * *' for daily at 02:00)"
             )
         return v
+
+
+class SanitizeTable(Strict):
+    """A `[sanitize]` rule written as a table: a forced keep or rules by JSON path."""
+
+    keep: bool | None = Field(
+        default=None,
+        description="`true`: keep the values even if they look like personal data "
+        "(needs `reason`, recorded with every clone).",
+    )
+    reason: str | None = Field(
+        default=None, description="Why the kept values are not personal data."
+    )
+    json_: dict[str, str] | None = Field(
+        default=None,
+        alias="json",
+        description='Rules by JSON path, `{ "$.email" = "email", "$.address" = "address" }`; '
+        "fields no path names are kept (and checked).",
+    )
+
+    def model_dump_rule(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.keep is not None:
+            out["keep"] = self.keep
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.json_ is not None:
+            out["json"] = self.json_
+        return out
 
 
 class WebhookDestination(Strict):
@@ -414,6 +500,18 @@ class EnvironmentConfig(ProcessSettings):
     backups: BackupConfig = Field(
         default_factory=BackupConfig, description="Scheduled backups of the data store."
     )
+    refresh: str | None = Field(
+        default=None,
+        description="A cron expression (e.g. `0 4 * * 1`, Mondays 04:00): refill this "
+        "environment's data store from production by a sanitized clone, run by "
+        "`tristage up`; never on production.",
+    )
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh_cron(cls, v: str | None) -> str | None:
+        return v if v is None else _cron_or_error(v)
+
     webhooks: dict[str, WebhookSource] = Field(
         default_factory=dict,
         description="Webhook sources by name (the `SOURCE` of the ingest path).",
@@ -571,11 +669,13 @@ class PipelineConfig(Strict):
         description="The environments by name (at least one).",
         json_schema_extra={"key": "NAME"},
     )
-    sanitize: dict[str, str] = Field(
+    sanitize: dict[str, str | SanitizeTable] = Field(
         default_factory=dict,
-        description="Clones from production: one transform per personal-data column, "
+        description="Clones from production: one transform per column, "
         '`"table.column" = "TRANSFORM"` with TRANSFORM one of `email`, `name`, `phone`, '
-        "`address`, `null`, `hash`, `keep`, `redact`, `fake:<provider>` (docs/data.md).",
+        "`address`, `scrub`, `null`, `hash`, `redact`, `keep`, `fake:<provider>`, "
+        '`{ json = { "$.path" = "TRANSFORM" } }` or `{ keep = true, reason = "…" }` '
+        "(docs/data.md).",
     )
 
     @model_validator(mode="after")
@@ -604,6 +704,16 @@ class PipelineConfig(Strict):
                     problems.append(
                         f"environments.{name}.shares: production never shares its instances"
                     )
+            if env.refresh is not None and env.tier == Tier.production:
+                problems.append(
+                    f"environments.{name}.refresh: production is never refreshed from "
+                    "another environment; remove it"
+                )
+            elif env.refresh is not None and env.shares is not None:
+                problems.append(
+                    f"environments.{name}.refresh: {name} shares {env.shares}'s data store; "
+                    f"set refresh on {env.shares}"
+                )
         problems += self._domain_problems()
         prods = [n for n, e in self.environments.items() if e.tier == Tier.production]
         if len(prods) > 1:

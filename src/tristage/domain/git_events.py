@@ -43,6 +43,7 @@ class PullRequest:
     head_branch: str
     head_sha: str
     merged: bool = False
+    from_fork: bool = False  # its head is in another repository (its author's fork)
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,10 @@ _PRODUCTION_TAIL = """
 # engine = "postgres"
 # url = "postgresql://127.0.0.1:5432"
 
-# Sanitization for clones from production ("table.column" = rule).
-# Rules: email name phone address null hash keep redact fake:<faker provider>
+# Sanitization for clones from production ("table.column" = rule): every column
+# needs one (keys of integer/uuid type and timestamps aside). Rules: email name phone
+# address scrub null hash redact keep fake:<faker provider>,
+# { json = { "$.field" = "<rule>" } }, { keep = true, reason = "..." } (docs/data.md)
 [sanitize]
 # "users.email" = "email"
 """

@@ -1,29 +1,46 @@
-"""Sanitization plans for clones from production, and the deterministic transforms. Pure.
+"""Sanitization plans for clones from production. Pure.
 
-Every column gets a rule, from ``[sanitize]`` (``"table.column" = "email"``) or from a
-default by its name (identifiers, timestamps, flags, amounts: ``keep``). Columns that
-look like personal data (email, phone, name, address, card, iban, ip, token, secret…)
-have no default: without a rule they stop the clone, and so does any other column no
-rule or default covers (such as a column added since the rules were written).
-Primary and foreign keys are kept unless their name looks like personal data.
+Every column needs a rule from ``[sanitize]`` (``"table.column" = "email"``). The only
+columns kept without one are those whose type proves they hold no personal text:
+primary and foreign keys of integer or uuid type, and timestamps, dates, times and
+intervals; even then not when the name looks like personal data (``national_id``,
+``born_on``). Booleans and numbers need a rule too (``keep`` is one). A column no rule
+covers (such as one added since the rules were written) stops the clone, and the
+message never suggests keeping its values.
 
-Transforms are keyed hashes under the project's salt: the same input gives the same
-output in every table and every clone, so joins and foreign keys stay consistent and
-distinct inputs stay distinct (80-bit digests for email, phone and hash).
+``keep`` is checked against the values: when sampled values of a kept column look like
+emails, phone numbers, names, card numbers or national ids the clone is refused, unless
+the rule is forced with a reason (``{ keep = true, reason = "…" }``), which is recorded.
+JSON columns take rules by path (``{ json = { "$.email" = "email" } }``); sampled
+string leaves no path covers are checked the same way.
+
+The transforms themselves are in `pseudonyms`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .snapshot import JsonValue, Table
+from . import json_paths, pii_values
+from .pseudonyms import Transformer
+from .snapshot import Table
 
-RULES = ("email", "name", "phone", "address", "null", "hash", "keep", "redact")
-RULE_HELP = "rules: " + " ".join(RULES) + " fake:<faker provider>"
+__all__ = ["ColumnRule", "Plan", "Problem", "RuleSpec", "Transformer", "parse_rule", "plan"]
+
+RULES = ("email", "name", "phone", "address", "scrub", "null", "hash", "redact", "keep")
+# what a refusal offers: every rule that changes the values, never keep
+RULE_HELP = (
+    "rules: email name phone address scrub hash redact null fake:<faker provider>, "
+    '{ json = { "$.field" = "<rule>" } } for JSON'
+)
+# column kinds that hold no text: kept without a rule (names of personal data aside)
+NO_TEXT_KINDS = frozenset({"timestamp", "timestamptz", "date", "time", "interval"})
+KEY_KINDS = frozenset({"integer", "uuid"})
+SAMPLE_ROWS = 1000  # rows sampled for each kept or JSON-ruled column
 
 # Words in a column name that mark it as personal or secret data.
 PII_WORDS = frozenset(
@@ -98,24 +115,6 @@ PII_WORDS = frozenset(
     }
 )
 
-# Names that are safe to keep by default (matched on the whole name, lowercase).
-SAFE_DEFAULTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (p, re.compile(p))
-    for p in (
-        r"^_?id$",
-        r"^.+_id$",
-        r"^[a-z]+id$",  # userid / userId
-        r"^_creationtime$",
-        r"^(created|updated|deleted|inserted|modified)(_at|_on)?$",
-        r"^.+_(at|on|date)$",
-        r"^(status|state|type|kind|role|plan|tier|currency|locale|timezone|version)$",
-        r"^(amount|price|total|quantity|qty|count|position|sort_order|priority|score)$",
-        r"^.+_(amount|count|total|cents|status|type|kind)$",
-        r"^(is|has|can)_.+$",
-        r"^(active|enabled|verified|deleted|archived|paid)$",
-    )
-)
-
 
 def words(column: str) -> list[str]:
     """The words of a column name: snake_case, camelCase, kebab-case, digits."""
@@ -129,13 +128,9 @@ def looks_like_pii(column: str) -> bool:
     return any(w in PII_WORDS for w in ws) or joined in PII_WORDS
 
 
-def safe_default(column: str) -> str | None:
-    """The default pattern that lets `column` be kept, if any."""
-    name = column.lower()
-    for label, pattern in SAFE_DEFAULTS:
-        if pattern.match(name):
-            return label
-    return None
+def closest_rule(rule: str) -> str | None:
+    match = difflib.get_close_matches(rule, [*RULES, "fake:", "json"], n=1, cutoff=0.5)
+    return match[0] if match else None
 
 
 def check_rule(rule: str, faker_providers: Callable[[str], bool] | None = None) -> str | None:
@@ -144,12 +139,71 @@ def check_rule(rule: str, faker_providers: Callable[[str], bool] | None = None) 
         return None
     if rule.startswith("fake:"):
         provider = rule[5:]
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", provider):
+        if not provider.isidentifier() or provider != provider.lower():
             return f"{rule!r}: the provider must be a Faker method name such as fake:company"
         if faker_providers is not None and not faker_providers(provider):
             return f"{rule!r}: Faker has no provider {provider!r}"
         return None
-    return f"unknown rule {rule!r} ({RULE_HELP})"
+    near = closest_rule(rule)
+    did = f"; did you mean {near!r}?" if near else ""
+    return f"unknown rule {rule!r}{did} ({RULE_HELP})"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One `[sanitize]` entry: a rule name, a forced keep, or JSON-path rules."""
+
+    rule: str  # a RULES name, "fake:<provider>" or "json"
+    reason: str | None = None  # why a keep is forced (recorded with every clone)
+    paths: tuple[tuple[json_paths.JsonPath, str], ...] = ()
+
+
+def parse_rule(value: Any, faker_providers: Callable[[str], bool] | None = None) -> RuleSpec:
+    """A `[sanitize]` value (a string, a table or its model) -> RuleSpec; raises ValueError
+    saying what is wrong."""
+    if isinstance(value, str):
+        bad = check_rule(value, faker_providers)
+        if bad:
+            raise ValueError(bad)
+        return RuleSpec(value)
+    if hasattr(value, "model_dump_rule"):  # config.SanitizeTable
+        value = value.model_dump_rule()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a rule is a string or a table, not {type(value).__name__}")
+    keys = set(value)
+    if "json" in keys:
+        if keys - {"json"}:
+            raise ValueError('a JSON rule is { json = { "$.path" = "<rule>" } } alone')
+        paths = value["json"]
+        if not isinstance(paths, Mapping) or not paths:
+            raise ValueError('json needs one rule per path: { json = { "$.email" = "email" } }')
+        out: list[tuple[json_paths.JsonPath, str]] = []
+        for path, rule in paths.items():
+            try:
+                parsed = json_paths.parse(str(path))
+            except json_paths.PathError as exc:
+                raise ValueError(str(exc)) from None
+            if not isinstance(rule, str):
+                raise ValueError(f'{path}: the rule of a path is a string such as "email"')
+            if rule == "keep":
+                raise ValueError(
+                    f"{path}: fields no path names are kept; name only those to change"
+                )
+            bad = check_rule(rule, faker_providers)
+            if bad:
+                raise ValueError(f"{path}: {bad}")
+            out.append((parsed, rule))
+        return RuleSpec("json", paths=tuple(out))
+    if "keep" in keys:
+        if keys - {"keep", "reason"} or value["keep"] is not True:
+            raise ValueError(
+                'a forced keep is { keep = true, reason = "why these values are not personal" }'
+            )
+        reason = str(value.get("reason") or "").strip()
+        if not reason:
+            raise ValueError('a forced keep needs a reason: { keep = true, reason = "…" }')
+        return RuleSpec("keep", reason=reason)
+    raise ValueError(f"unknown rule table {dict(value)!r} (json = {{…}} or keep = true)")
 
 
 @dataclass(frozen=True)
@@ -157,7 +211,17 @@ class ColumnRule:
     table: str
     column: str
     rule: str
-    source: str  # "sanitize" (from [sanitize]), "default <pattern>", "key"
+    source: str  # "sanitize" (from [sanitize]), "key", "type <kind>"
+    reason: str | None = None  # a forced keep's reason
+    paths: tuple[tuple[json_paths.JsonPath, str], ...] = ()
+
+    @property
+    def sniffed(self) -> bool:
+        """Whether sampled values must not look like personal data: every keep that is not
+        forced (a SQLite column holds any value whatever its declared type), JSON rules."""
+        return self.rule == "json" or (
+            self.rule == "keep" and self.reason is None and self.source != "generated"
+        )
 
 
 @dataclass(frozen=True)
@@ -184,10 +248,75 @@ class Plan:
         """table -> the columns whose values change."""
         return {t: [c.column for c in cols if c.rule != "keep"] for t, cols in self.columns.items()}
 
+    def forced(self) -> dict[str, str]:
+        """ "table.column" -> the reason of each forced keep."""
+        return {
+            f"{c.table}.{c.column}": c.reason
+            for cols in self.columns.values()
+            for c in cols
+            if c.reason is not None
+        }
+
+    def to_sniff(self) -> dict[str, list[ColumnRule]]:
+        """table -> the columns whose sampled values must be checked."""
+        out = {t: [c for c in cols if c.sniffed] for t, cols in self.columns.items()}
+        return {t: cs for t, cs in out.items() if cs}
+
+    def sniff(self, table: str, samples: Mapping[str, Iterable[Any]]) -> None:
+        """Refuse kept columns of `table` whose sampled values look like personal data
+        (column name -> sampled values, JSON documents as parsed values)."""
+        for c in self.to_sniff().get(table, []):
+            values = list(samples.get(c.column, ()))
+            if c.rule == "keep":
+                found = pii_values.kinds(_flat(values))
+                if found:
+                    self.problems.append(
+                        Problem(
+                            table,
+                            c.column,
+                            f"is kept, but sampled values look like {_kinds(found, len(values))}; "
+                            f'choose a rule that changes them: `"{table}.{c.column}" = "<rule>"` '
+                            f"({RULE_HELP})",
+                        )
+                    )
+                continue
+            rules = [p for p, _ in c.paths]
+            by_path: dict[str, list[Any]] = {}
+            for doc in values:
+                for where, leaf in json_paths.leaves(doc):
+                    if not json_paths.covered(where, rules):
+                        by_path.setdefault(where, []).append(leaf)
+            for where, leaves in sorted(by_path.items()):
+                found = pii_values.kinds(leaves)
+                if found:
+                    self.problems.append(
+                        Problem(
+                            table,
+                            c.column,
+                            f"JSON field {where} is kept, but sampled values look like "
+                            f"{_kinds(found, len(leaves))}; add it to the column's rules: "
+                            f'{{ json = {{ "{where}" = "<rule>", … }} }} ({RULE_HELP})',
+                        )
+                    )
+
+
+def _flat(values: Iterable[Any]) -> Iterator[Any]:
+    """Values with JSON documents and arrays opened into their leaves."""
+    for v in values:
+        if isinstance(v, dict | list):
+            for _, leaf in json_paths.leaves(v):
+                yield leaf
+        else:
+            yield v
+
+
+def _kinds(found: Mapping[str, int], total: int) -> str:
+    return ", ".join(f"{kind}s ({n} of {total})" for kind, n in sorted(found.items()))
+
 
 def plan(
     tables: Sequence[Table],
-    rules: Mapping[str, str],
+    rules: Mapping[str, Any],
     faker_providers: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Assign a rule to every column; list every column that has none."""
@@ -200,38 +329,46 @@ def plan(
         cols: list[ColumnRule] = []
         for col in table.columns:
             ref = f"{table.name}.{col.name}"
-            rule = rules.get(ref)
-            if rule is not None:
+            value = rules.get(ref)
+            if value is not None:
                 used.add(ref)
-                bad = check_rule(rule, faker_providers)
-                if bad:
-                    out.problems.append(Problem(table.name, col.name, bad))
+                try:
+                    spec = parse_rule(value, faker_providers)
+                except ValueError as exc:
+                    out.problems.append(Problem(table.name, col.name, str(exc)))
                     continue
-                cols.append(ColumnRule(table.name, col.name, rule, "sanitize"))
-                continue
-            if looks_like_pii(col.name):
-                out.problems.append(
-                    Problem(
-                        table.name,
-                        col.name,
-                        f'looks like personal data; add `"{ref}" = "<rule>"` to [sanitize] '
-                        f"({RULE_HELP})",
+                if spec.rule == "json" and col.kind not in ("json", "text", "other"):
+                    out.problems.append(
+                        Problem(
+                            table.name, col.name, f"JSON rules need a JSON column, not {col.type}"
+                        )
                     )
+                    continue
+                cols.append(
+                    ColumnRule(table.name, col.name, spec.rule, "sanitize", spec.reason, spec.paths)
                 )
                 continue
-            if col.name in keys:
+            hint = f'add `"{ref}" = "<rule>"` to [sanitize] ({RULE_HELP})'
+            if looks_like_pii(col.name):
+                out.problems.append(
+                    Problem(table.name, col.name, f"looks like personal data; {hint}")
+                )
+                continue
+            if col.name in keys and col.kind in KEY_KINDS:
                 cols.append(ColumnRule(table.name, col.name, "keep", "key"))
                 continue
-            default = safe_default(col.name)
-            if default is not None:
-                cols.append(ColumnRule(table.name, col.name, "keep", f"default {default}"))
+            if col.kind in NO_TEXT_KINDS and not col.generated:
+                cols.append(ColumnRule(table.name, col.name, "keep", f"type {col.kind}"))
+                continue
+            if col.generated:
+                # computed from other columns by the target: nothing to copy
+                cols.append(ColumnRule(table.name, col.name, "keep", "generated"))
                 continue
             out.problems.append(
                 Problem(
                     table.name,
                     col.name,
-                    f'has no rule (new column?); add `"{ref}" = "<rule>"` to [sanitize] '
-                    f"({RULE_HELP})",
+                    f"has no rule ({col.type or col.kind}, new column?); {hint}",
                 )
             )
         out.columns[table.name] = cols
@@ -239,276 +376,20 @@ def plan(
     return out
 
 
-# ---------------------------------------------------------------------------
-# Deterministic keyed transforms
-
-_FIRST = [
-    "Alex",
-    "Sam",
-    "Jordan",
-    "Taylor",
-    "Morgan",
-    "Casey",
-    "Riley",
-    "Jamie",
-    "Avery",
-    "Quinn",
-    "Robin",
-    "Charlie",
-    "Drew",
-    "Emery",
-    "Finley",
-    "Harper",
-    "Jesse",
-    "Kai",
-    "Logan",
-    "Micah",
-    "Noel",
-    "Parker",
-    "Reese",
-    "Rowan",
-    "Sage",
-    "Skyler",
-    "Tatum",
-    "Blair",
-]
-_LAST = [
-    "Smith",
-    "Garcia",
-    "Chen",
-    "Müller",
-    "Rossi",
-    "Dubois",
-    "Silva",
-    "Kowalski",
-    "Nakamura",
-    "Okafor",
-    "Larsen",
-    "Novak",
-    "Jensen",
-    "Moreau",
-    "Costa",
-    "Horvat",
-    "Ivanova",
-    "Haddad",
-    "Kaplan",
-    "Lindqvist",
-    "Murphy",
-    "Nguyen",
-    "Patel",
-    "Quispe",
-]
-_STREETS = [
-    "Oak",
-    "Maple",
-    "Cedar",
-    "Elm",
-    "Pine",
-    "Birch",
-    "Willow",
-    "Ash",
-    "Linden",
-    "Hazel",
-    "Alder",
-    "Rowan",
-]
-_CITIES = [
-    "Springfield",
-    "Riverton",
-    "Lakeside",
-    "Fairview",
-    "Greenville",
-    "Milton",
-    "Ashford",
-    "Brookhaven",
-]
+_KEY_VALUES = re.compile(r"=\((?:[^()]|\([^()]*\))*\)")
+_ROW = re.compile(r"(Failing row contains |row )\((?:[^()]|\([^()]*\))*\)")
+_QUOTED = re.compile(r"(:\s*)(\"[^\"]*\"|'[^']*')")
 
 
-def _key_bytes(v: Any) -> bytes:
-    if isinstance(v, str):
-        return b"s" + v.encode("utf-8")
-    if isinstance(v, bytes | bytearray | memoryview):
-        return b"b" + bytes(v)
-    if isinstance(v, bool):
-        return b"o" + str(v).encode()
-    if isinstance(v, int):
-        return b"i" + str(v).encode()
-    if isinstance(v, JsonValue):
-        return b"j" + v.dumps().encode("utf-8")
-    return b"o" + str(v).encode("utf-8")
-
-
-CACHE_ENTRIES = 1 << 14  # per rule; values repeat across rows and tables (emails, names)
-
-
-def _keep(v: Any) -> Any:
-    return v
-
-
-def _null(v: Any) -> Any:
-    return None
-
-
-def _redact(v: Any) -> Any:
-    return None if v is None else "[redacted]"
-
-
-def _email(d: bytes, v: Any) -> Any:
-    return f"user-{d[:10].hex()}@example.invalid"
-
-
-def _hash(d: bytes, v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return int.from_bytes(d[:7], "big")
-    if isinstance(v, bytes | bytearray | memoryview):
-        return d
-    return d.hex()
-
-
-def _phone(d: bytes, v: Any) -> Any:
-    n = int.from_bytes(d[:10], "big") % 10**14
-    return f"+1 555 {n:014d}"
-
-
-def _name(d: bytes, v: Any) -> Any:
-    n = int.from_bytes(d[:8], "big")
-    return f"{_FIRST[n % len(_FIRST)]} {_LAST[(n // 97) % len(_LAST)]}"
-
-
-def _address(d: bytes, v: Any) -> Any:
-    n = int.from_bytes(d[:8], "big")
-    return (
-        f"{n % 9000 + 100} {_STREETS[(n // 9000) % len(_STREETS)]} Street, "
-        f"{_CITIES[(n // 997) % len(_CITIES)]}"
-    )
-
-
-_SHAPES: dict[str, Callable[[bytes, Any], Any]] = {
-    "email": _email,
-    "hash": _hash,
-    "phone": _phone,
-    "name": _name,
-    "address": _address,
-}
-
-
-class Transformer:
-    """Applies rules to values under a project key (deterministic, keyed).
-
-    The keyed hash is HMAC-SHA256 of the value's typed bytes; its inner and outer
-    states are computed once, so each value costs two SHA-256 continuations.
-    """
-
-    def __init__(self, key: bytes, faker_seeded: Callable[[int, str], Any] | None = None) -> None:
-        self.key = key
-        self._faker = faker_seeded
-        block = hashlib.sha256().block_size
-        k = hashlib.sha256(key).digest() if len(key) > block else key
-        k = k.ljust(block, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
-        self._functions: dict[str, Callable[[Any], Any]] = {}
-
-    def digest(self, v: Any) -> bytes:
-        """HMAC-SHA256(key, typed bytes of v)."""
-        i = self._inner.copy()
-        i.update(_key_bytes(v))
-        o = self._outer.copy()
-        o.update(i.digest())
-        return o.digest()
-
-    def _shape(self, rule: str) -> Callable[[bytes, Any], Any]:
-        shape = _SHAPES.get(rule)
-        if shape is not None:
-            return shape
-        if rule.startswith("fake:"):
-            faker, provider = self._faker, rule[5:]
-            if faker is None:
-                raise ValueError("fake:<provider> rules need a Faker")
-
-            def fake(d: bytes, v: Any) -> Any:
-                out = faker(int.from_bytes(d[:8], "big"), provider)
-                return out if isinstance(out, str | int | float) else str(out)
-
-            return fake
-        raise ValueError(f"unknown rule {rule!r}")
-
-    def apply(self, rule: str, v: Any) -> Any:
-        if v is None or rule == "keep":
-            return v
-        if rule == "null":
-            return None
-        if rule == "redact":
-            return "[redacted]"
-        return self._shape(rule)(self.digest(v), v)
-
-    def rule_function(self, rule: str) -> Callable[[Any], Any]:
-        """`apply` for one rule, remembering recent results (bounded memory)."""
-        fn = self._functions.get(rule)
-        if fn is not None:
-            return fn
-        if rule == "keep":
-            fn = _keep
-        elif rule == "null":
-            fn = _null
-        elif rule == "redact":
-            fn = _redact
-        else:
-            fn = self._cached(rule, self._shape(rule))  # an unknown rule fails here
-        self._functions[rule] = fn
-        return fn
-
-    def _cached(self, rule: str, shape: Callable[[bytes, Any], Any]) -> Callable[[Any], Any]:
-        inner, outer = self._inner, self._outer
-        digest = self.digest
-        cache: dict[Any, Any] = {}  # str values by themselves, others by (type, value)
-        miss = cache
-
-        def run(v: Any) -> Any:
-            if v is None:
-                return None
-            key: Any
-            if v.__class__ is str:
-                key = v
-                out = cache.get(key, miss)
-                if out is not miss:
-                    return out
-                i = inner.copy()
-                i.update(b"s" + v.encode("utf-8"))
-                o = outer.copy()
-                o.update(i.digest())
-                out = shape(o.digest(), v)
-            else:
-                try:
-                    key = (v.__class__, v)
-                    out = cache.get(key, miss)
-                except TypeError:  # unhashable (a list from an array column)
-                    return shape(digest(v), v)
-                if out is not miss:
-                    return out
-                out = shape(digest(v), v)
-            if len(cache) >= CACHE_ENTRIES:
-                cache.clear()
-            cache[key] = out
-            return out
-
-        return run
-
-    def row_function(
-        self, column_names: Sequence[str], rules: Sequence[ColumnRule]
-    ) -> Callable[[Sequence[Any]], list[Any]]:
-        """A function that sanitizes one row (values in `column_names` order)."""
-        by_col = {r.column: r.rule for r in rules}
-        active = [
-            (i, self.rule_function(by_col[c]))
-            for i, c in enumerate(column_names)
-            if by_col.get(c, "keep") != "keep"
-        ]
-
-        def run(row: Sequence[Any]) -> list[Any]:
-            out = list(row)
-            for i, fn in active:
-                out[i] = fn(out[i])
-            return out
-
-        return run
+def without_values(text: str) -> str:
+    """A database's error message with the values it quotes taken out (`Key (email)=(…)`,
+    `Failing row contains (…)`, `syntax for type integer: "…"`), and any email, phone,
+    card number or national id left in it: errors of a clone from production print no
+    production value."""
+    text = _KEY_VALUES.sub("=(…)", text)
+    text = _ROW.sub(lambda m: m.group(1) + "(…)", text)
+    text = _QUOTED.sub(lambda m: m.group(1) + "…", text)
+    spans = list(pii_values.spans(text))
+    for start, end, _ in reversed(spans):
+        text = text[:start] + "…" + text[end:]
+    return text

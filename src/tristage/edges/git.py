@@ -258,19 +258,10 @@ def _extract_stream(stream: IO[bytes], into: Path, limit: int) -> None:
 FETCH_TIMEOUT = 600.0  # seconds
 
 
-def fetch(
-    repo: Path,
-    url: str,
-    refspecs: list[str],
-    *,
-    basic_auth: tuple[str, str] | None = None,
-    timeout: float = FETCH_TIMEOUT,
-) -> None:
-    """`git fetch URL REFSPEC...` into `repo` (no tags, no hooks run).
-
-    A token for https goes to git as an `http.extraHeader` through the environment
-    (`GIT_CONFIG_*`), never on the command line or in the URL, and is cut out of any
-    error text. ssh origins use the machine's ssh keys and known hosts."""
+def _remote(
+    repo: Path, args: list[str], url: str, basic_auth: tuple[str, str] | None, timeout: float
+) -> str:
+    """Run a git command that talks to the remote `url`, with the token as a header."""
     env = _env()
     hide: list[str] = []
     if basic_auth is not None:
@@ -285,27 +276,62 @@ def fetch(
     env["GIT_SSH_COMMAND"] = os.environ.get(
         "GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
     )
-    cmd = ["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, *refspecs]
+    what = f"git {args[0]} from {url}"
     try:
         proc = subprocess.run(
-            cmd, cwd=repo, capture_output=True, env=env, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL,
+            ["git", *args], cwd=repo, capture_output=True, env=env, timeout=timeout,
+            check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise GitError(
-            f"git fetch from {url} took longer than {timeout:g}s",
+            f"{what} took longer than {timeout:g}s",
             "check that the origin is reachable from this machine",
         ) from None
     except OSError as exc:
-        raise GitError(f"could not run git fetch in {repo}: {exc.strerror or exc}") from exc
+        raise GitError(f"could not run git {args[0]} in {repo}: {exc.strerror or exc}") from exc
     if proc.returncode != 0:
         said = proc.stderr.decode(errors="replace").strip()
         for s in hide:
             said = said.replace(s, "***")
         raise GitError(
-            f"git fetch from {url} failed: {said}",
+            f"{what} failed: {said}",
             "check the clone URL and the token given to 'tristage connect'",
         )
+    return proc.stdout.decode(errors="replace")
+
+
+def fetch(
+    repo: Path,
+    url: str,
+    refspecs: list[str],
+    *,
+    basic_auth: tuple[str, str] | None = None,
+    timeout: float = FETCH_TIMEOUT,
+) -> None:
+    """`git fetch URL REFSPEC...` into `repo` (no tags, no hooks run).
+
+    A token for https goes to git as an `http.extraHeader` through the environment
+    (`GIT_CONFIG_*`), never on the command line or in the URL, and is cut out of any
+    error text. ssh origins use the machine's ssh keys and known hosts."""
+    args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, *refspecs]
+    _remote(repo, args, url, basic_auth, timeout)
+
+
+def remote_commit(
+    repo: Path,
+    url: str,
+    ref: str,
+    *,
+    basic_auth: tuple[str, str] | None = None,
+    timeout: float = FETCH_TIMEOUT,
+) -> str | None:
+    """The commit `ref` is at on the remote `url` (`git ls-remote`), None without it."""
+    out = _remote(repo, ["ls-remote", url, ref], url, basic_auth, timeout)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
 
 
 def has_commit(repo: Path, sha: str) -> bool:

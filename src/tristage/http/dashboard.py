@@ -54,6 +54,8 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 PAGE_SIZE = 50
+LOG_LINES = 2000  # a log page shows the last lines, then follows
+LOG_CHUNK = 256 * 1024  # bytes of a log one poll returns at most
 NOTICES = {
     "promoted": "Production now serves {id}.",
     "promote-pending": "Promotion to {id} recorded; the control plane switches when it is healthy.",
@@ -236,6 +238,9 @@ def routes(http: Http) -> list[BaseRoute]:
                                     error=exc.message, hint=exc.hint, user=None)  # fmt: skip
             _cookie(resp, LOGIN_COOKIE, pre, http.secure_cookies, 600)
             return resp
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:  # the browser's earlier session (perhaps another token's) ends
+            await run_in_threadpool(tokens.close_session, previous)
         sid = await run_in_threadpool(tokens.open_session, info)
         resp = RedirectResponse(_safe_next(request.query_params.get("next", "/")), 303)
         _cookie(resp, SESSION_COOKIE, sid, http.secure_cookies, None)
@@ -263,14 +268,13 @@ def routes(http: Http) -> list[BaseRoute]:
             for p in views.projects(api):
                 if only is not None and p.name != only:
                     continue
-                p_cfg = api.config_for(p.name)
-                preview, production = data.path_environments(p_cfg)
-                item: dict[str, Any] = {
-                    "project": p, "envs": [], "error": None, "rollbacks": [],
-                    "preview": preview, "production": production,
-                    "path": data.pipeline_order(p_cfg),
-                }  # fmt: skip
+                item: dict[str, Any] = {"project": p, "envs": [], "error": None,
+                                        "rollbacks": [], "preview": None, "production": None,
+                                        "path": []}  # fmt: skip
                 try:
+                    p_cfg = api.config_for(p.name)
+                    item["preview"], item["production"] = data.path_environments(p_cfg)
+                    item["path"] = data.pipeline_order(p_cfg)
                     item["envs"], item["rollbacks"] = data.overview(api, p.name, traffic)
                 except TristageError as exc:
                     item["error"] = exc.message
@@ -300,10 +304,13 @@ def routes(http: Http) -> list[BaseRoute]:
         source = request.query_params.get("from") or None
         if source is not None:
             check_param("environment", source)
+        chosen = request.query_params.get("deployment") or None
+        if chosen is not None:
+            check_param("deployment", chosen)
         api = http.faces.for_token(info)
 
         def build() -> dict[str, Any]:
-            pf = data.preflight(api, project, source)
+            pf = data.preflight(api, project, source, chosen)
             return base(info, sid, api, project=project, pf=pf, section="overview")
 
         return render("preflight.html", **await run_in_threadpool(build))
@@ -405,33 +412,33 @@ def routes(http: Http) -> list[BaseRoute]:
             record = api.deploys.get(dep, project)
             live = views.live_ids(api, project)
             d = views.deployment_out(api, record, live)
-            log = views.deployment_log(api, project, dep, kind)
+            every, end = api.deploys.read_log(dep, build=kind == "build")
+            lines = [data.strip_ansi(line) for line in every[-LOG_LINES:]]
             mark = None if dep in live else data.rollback_marks(api, project).get(dep)
-            lines = [data.strip_ansi(line) for line in log.lines]
-            total = _log_total(api, project, dep, kind)
-            return base(info, sid, api, project=project, dep=d, log=log, lines=lines,
-                        kind=kind, mark=mark, section="deployments", next_line=total,
+            return base(info, sid, api, project=project, dep=d, lines=lines, kind=kind,
+                        truncated=len(every) > LOG_LINES, mark=mark, section="deployments",
+                        next_offset=end,
                         follow=kind == "runtime" or record.status in ACTIVE)  # fmt: skip
 
         return render("log.html", **await run_in_threadpool(build))
 
     async def log_lines(request: Request, info: TokenInfo, sid: str) -> Response:
-        """New lines of a log from line `from` on (JSON, for the page that follows it)."""
+        """A log's lines from byte offset `from` on (JSON, for the page that follows it)."""
         project, dep = request.path_params["project"], request.path_params["deployment"]
         kind = _log_kind(request)
         raw = request.query_params.get("from", "0")
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-            raise UsageError(f"from={raw[:20]!r} is not a line number", "use 0 or more")
-        start = int(raw)
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+            raise UsageError(f"from={raw[:20]!r} is not a log offset", "use 0 or more")
         api = http.faces.for_token(info)
 
         def build() -> dict[str, Any]:
             record = api.deploys.get(dep, project)
-            lines: list[str] = []
-            for n, line in enumerate(api.deploys.tail(dep, build=kind == "build", follow=False)):
-                if n >= start and len(lines) < 2000:
-                    lines.append(data.strip_ansi(line))
-            return {"lines": lines, "next": start + len(lines), "status": record.status.value}
+            lines, end = api.deploys.read_log(dep, kind == "build", int(raw), LOG_CHUNK)
+            return {
+                "lines": [data.strip_ansi(line) for line in lines],
+                "next": end,
+                "status": record.status.value,
+            }
 
         return JSONResponse(await run_in_threadpool(build), headers={"cache-control": "no-store"})
 
@@ -440,9 +447,6 @@ def routes(http: Http) -> list[BaseRoute]:
         if kind not in ("build", "runtime"):
             raise UsageError(f"unknown log kind {kind[:20]!r}", "use build or runtime")
         return kind
-
-    def _log_total(api: Tristage, project: str, dep: str, kind: str) -> int:
-        return sum(1 for _ in api.deploys.tail(dep, build=kind == "build", follow=False))
 
     # -- variables -----------------------------------------------------------
     async def variables_page(request: Request, info: TokenInfo, sid: str) -> Response:

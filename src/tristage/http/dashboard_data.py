@@ -133,7 +133,7 @@ def deployment_rows(
 @dataclass
 class VarChange:
     name: str
-    change: str  # added | removed | changed
+    change: str  # only in SOURCE | only in PRODUCTION | differs
     secret: bool
     build: bool
     candidate: str | None  # the value shown (secrets masked)
@@ -163,12 +163,16 @@ def _shown(value: str | None, secret: bool) -> str | None:
     return "••••••" if secret else value
 
 
-def preflight(api: Tristage, project: str, source: str | None = None) -> Preflight:
-    """What promoting `source`'s (default: preview's) live deployment to production would
-    do: the candidate, the variables that differ, whether it rebuilds, the rule errors."""
+def preflight(
+    api: Tristage, project: str, source: str | None = None, deployment: str | None = None
+) -> Preflight:
+    """What promoting `deployment` (default: the live deployment of `source`, default
+    preview) to production would do: the candidate, the variables that differ, whether
+    it rebuilds, the rule errors."""
     cfg = api.config_for(project)
     preview, production = path_environments(cfg)
-    source = source or preview
+    picked = api.deploys.get(deployment, project) if deployment is not None else None
+    source = picked.environment if picked is not None else source or preview
     if production is None:
         raise Conflict("this project has no production environment",
                        'declare one with tier = "production" in tristage.toml')  # fmt: skip
@@ -177,14 +181,14 @@ def preflight(api: Tristage, project: str, source: str | None = None) -> Preflig
                        "promote from a preview environment")  # fmt: skip
     live = views.live_ids(api, project)
     out = Preflight(project, source, production, None, None)
-    cand_id = api.deploys.live(project, source)
+    cand_id = picked.id if picked is not None else api.deploys.live(project, source)
     prod_id = api.deploys.live(project, production)
     if prod_id:
         out.current = views.deployment_out(api, api.deploys.get(prod_id, project), live)
     if cand_id is None:
         out.problems.append(f"{source} has no live deployment to promote")
         return out
-    dep = api.deploys.get(cand_id, project)
+    dep = picked or api.deploys.get(cand_id, project)
     out.candidate = views.deployment_out(api, dep, live)
     if dep.status != Status.ready:
         out.problems.append(f"{dep.id} is {dep.status.value}, not ready")
@@ -198,7 +202,13 @@ def preflight(api: Tristage, project: str, source: str | None = None) -> Preflig
             continue
         secret = bool((a and a.secret) or (b and b.secret))
         build = bool((a and a.build) or (b and b.build))
-        change = "added" if b is None else "removed" if a is None else "changed"
+        change = (
+            f"only in {source}"
+            if b is None
+            else f"only in {production}"
+            if a is None
+            else "differs"
+        )
         # what production's deployment receives is production's own values: show both sides
         out.changes.append(VarChange(
             name, change, secret, build,

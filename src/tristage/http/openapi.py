@@ -94,9 +94,7 @@ def openapi(ops: list[Op]) -> dict[str, Any]:
         if op.body is not None:
             entry["responses"]["422"] = {
                 "description": "the body is not valid JSON or does not match its schema",
-                "content": {
-                    "application/json": {"schema": _schema(InvalidBodyOut, components)}
-                },
+                "content": {"application/json": {"schema": _schema(InvalidBodyOut, components)}},
             }
             entry["requestBody"] = {
                 "required": False,

@@ -92,15 +92,13 @@ class ControlPlane(DeployPipeline, Reconciler):
         await self.update_routes()
         bound = await self.router.start(self.host, self.port)
         if self.frontdoor is not None:
-            # the edge's token reaches an in-process router only (see up.py)
-            assert isinstance(self.router, Router), (
-                "the production edge needs the router in-process"
-            )
             try:
                 await self.frontdoor.start(self.router, bound, self.last_routes)
             except BaseException:
                 await self.router.stop()
                 raise
+        elif isinstance(self.router, RouterProcess):
+            await self.router.trust_edge(None)  # one adopted from a run with the edge
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
                 self.router.stats, self.host, self.port and bound
@@ -115,7 +113,10 @@ class ControlPlane(DeployPipeline, Reconciler):
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
         if self.dashboard_port:
-            self.log(f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/")
+            self.log(
+                f"dashboard and HTTP API on http://{self.host}:{self.dashboard_port}/"
+                " ('tristage open' opens it signed in)"
+            )
         problem = await asyncio.to_thread(self.runtimes.sandbox_problem)
         if problem and not self.runtimes.forced:
             self.log(f"warning: the sandbox cannot run here: {problem} (see 'tristage doctor')")
@@ -137,10 +138,11 @@ class ControlPlane(DeployPipeline, Reconciler):
         finally:
             await self.shutdown(main)
 
-    def _resume_git_hosts(self) -> None:
-        """Git host deliveries answered before a stop but not acted on yet."""
+    def _resume_git_hosts(self, starting: bool = True) -> None:
+        """Git host deliveries answered but not acted on (before a stop, or by a router
+        process that stopped); when `starting`, also the previews still to report."""
         try:
-            n = self.api.git_hosts.resume()
+            n = self.api.git_hosts.resume(reports=starting, min_age=0 if starting else 60)
         except Exception as exc:  # never keeps the control plane from serving
             self.log(f"git host deliveries could not be resumed: {type(exc).__name__}: {exc}")
             return
@@ -269,6 +271,7 @@ class ControlPlane(DeployPipeline, Reconciler):
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
+            await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 

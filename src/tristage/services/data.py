@@ -13,7 +13,8 @@ and `data_schedule` (scheduled backups). Records and errors are in `data_records
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -74,7 +75,12 @@ class DataService:
         self.snapshots = SnapshotService(api, self.stores)
         self.backup_service = BackupService(api, self.stores, self.snapshots)
         self.cloner = CloneService(api, self.stores, self.backup_service)
-        self.scheduler = BackupScheduler(api, self.stores, self.backup_service)
+        self.scheduler = BackupScheduler(
+            api,
+            self.stores,
+            self.backup_service,
+            lambda project, source, target: self.clone(project, source, target, yes=True),
+        )
 
     # -- stores -----------------------------------------------------------
     def owner(self, project: str, environment: str) -> str:
@@ -117,8 +123,14 @@ class DataService:
         tables: Sequence[str] = (),
         mode: ImportMode = None,
         progress: Progress | None = None,
+        not_production: bool = False,
     ) -> LoadResult:
-        return self.snapshots.import_snapshot(project, environment, path, tables, mode, progress)
+        """Load a snapshot in one transaction, checked against its manifest. A Convex ZIP
+        into a non-production environment is sanitized with `[sanitize]` (it may hold
+        production data) unless `not_production`."""
+        return self.snapshots.import_snapshot(
+            project, environment, path, tables, mode, progress, not_production
+        )
 
     # -- backups --------------------------------------------------------------
     def backup(
@@ -129,7 +141,22 @@ class DataService:
         note: str | None = None,
         progress: Progress | None = None,
     ) -> BackupInfo:
-        return self.backup_service.backup(project, environment, kind, note, progress)
+        with self._audited("db.backup", project, environment):
+            return self.backup_service.backup(project, environment, kind, note, progress)
+
+    @contextmanager
+    def _audited(self, action: str, project: str, environment: str) -> Iterator[None]:
+        """Record `<action>.failed` (the kind of error, no value) when the block fails."""
+        try:
+            yield
+        except BaseException as exc:
+            self.api.audit.record(
+                f"{action}.failed",
+                project=project,
+                environment=environment,
+                details={"error": type(exc).__name__},
+            )
+            raise
 
     def backups(self, project: str, environment: str) -> list[BackupInfo]:
         """Published backups, newest first (the target is the truth; the catalog a cache)."""
@@ -140,7 +167,15 @@ class DataService:
         return self.backup_service.verify(project, environment, backup_id)
 
     def prune(self, project: str, environment: str, dry_run: bool = False) -> PruneResult:
+        """Apply retention to scheduled, pre-migration and safety backups; manual ones
+        are kept until deleted by hand, or the newest `keep_manual`."""
         return self.backup_service.prune(project, environment, dry_run)
+
+    def delete_backup(
+        self, project: str, environment: str, backup_id: str, yes: bool = False
+    ) -> None:
+        """Delete one backup (needs `yes`); audited."""
+        self.backup_service.delete(project, environment, backup_id, yes)
 
     # -- restore / drill ---------------------------------------------------------
     def restore(
@@ -151,11 +186,13 @@ class DataService:
         yes: bool = False,
         progress: Progress | None = None,
     ) -> RestoreResult:
-        return self.backup_service.restore(project, environment, backup_id, yes, progress)
+        with self._audited("db.restore", project, environment):
+            return self.backup_service.restore(project, environment, backup_id, yes, progress)
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
         """Restore a backup (default: the latest) into a scratch store and compare."""
-        return self.backup_service.drill(project, environment, backup_id)
+        with self._audited("db.drill", project, environment):
+            return self.backup_service.drill(project, environment, backup_id)
 
     # -- clone -----------------------------------------------------------------
     def clone(
@@ -166,7 +203,8 @@ class DataService:
         yes: bool = False,
         progress: Progress | None = None,
     ) -> CloneReport:
-        return self.cloner.clone(project, source_env, target_env, yes, progress)
+        with self._audited("db.clone", project, target_env):
+            return self.cloner.clone(project, source_env, target_env, yes, progress)
 
     # -- deploys and the scheduler -------------------------------------------------
     def snapshot_before_migration(self, project: str, environment: str, deployment: str) -> str:
@@ -179,3 +217,7 @@ class DataService:
 
     def schedule_state(self, project: str) -> list[dict[str, Any]]:
         return self.scheduler.schedule_state(project)
+
+    def job_state(self, project: str) -> list[dict[str, Any]]:
+        """Scheduled drills and refreshes: schedule, last run, result, error."""
+        return self.scheduler.job_state(project)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from ..domain import retention
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, Manifest
-from ..edges.backup_targets import BackupTarget, check_name
+from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
     DUMP_MEMBER,
@@ -43,7 +44,7 @@ from ..edges.snapshot_io import (
     open_source,
 )
 from ..errors import NotFound, TristageError
-from ..paths import private_dirs
+from ..paths import private_dirs, private_mkdirs, private_open
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -77,6 +78,9 @@ class _HashSink:
         pass
 
 
+SWEEP_AGE = 3600.0  # a partial write this old belongs to a process that died
+
+
 class BackupService:
     """Backups of an environment's store: take, list, verify, prune, restore, drill."""
 
@@ -96,8 +100,11 @@ class BackupService:
         cfg = self.stores.config(project)
         owner = cfg.owner(environment)
         encrypt = cfg.env(owner).backups.encrypt
+        if encrypt is None:  # production's backups are encrypted unless told otherwise
+            encrypt = cfg.env(owner).tier == Tier.production
         store = self.stores.open_store(project, owner)
         target = self.stores.target(project, owner)
+        self.sweep(project, owner)
         now = utcnow()
         bid = _backup_id(now)
         box = self.api.secret_box if encrypt else None
@@ -234,17 +241,52 @@ class BackupService:
         check_name(backup_id)
         target = self.stores.target(project, owner)
         path = target.local_path(backup_id)
+        downloaded = path is None
         if path is None:
-            raise NotFound(
-                f"no backup {backup_id} of {project}/{owner}",
-                f"list them with 'tristage db backups {owner}'",
-            )
+            path = self._download(target, project, owner, backup_id)
         try:
             return open_source(path, self.api.secret_box, _context(project, owner, backup_id))
         except SnapshotError as exc:
             raise BackupDamaged(
                 f"backup {backup_id} is damaged: {exc.message}", "restore another backup"
             ) from None
+        finally:
+            if downloaded:
+                path.unlink(missing_ok=True)  # the open source keeps reading it
+
+    def sweep(self, project: str, owner: str) -> int:
+        """Remove what killed operations left: partial backups of the target and
+        downloaded copies of remote backups, older than `SWEEP_AGE` seconds."""
+        n = self.stores.target(project, owner).sweep(SWEEP_AGE)
+        folder = self.api.home / "tmp" / "backup-downloads"
+        if folder.is_dir():
+            cutoff = time.time() - SWEEP_AGE
+            for p in folder.glob(f"{TMP_PREFIX}*"):
+                try:
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        n += 1
+                except FileNotFoundError:
+                    pass
+        if n:
+            self.api.audit.record(
+                "db.sweep", project=project, environment=owner, details={"removed": n}
+            )
+        return n
+
+    def _download(self, target: BackupTarget, project: str, owner: str, backup_id: str) -> Path:
+        """A remote backup copied into a private file that is unlinked as soon as it is
+        open: no copy of it stays on this disk (the open file keeps it readable)."""
+        if backup_id not in {b.name for b in target.list()}:
+            raise NotFound(
+                f"no backup {backup_id} of {project}/{owner} in {target.describe()}",
+                f"list them with 'tristage db backups {owner}'",
+            )
+        folder = private_mkdirs(self.api.home / "tmp" / "backup-downloads")
+        path = folder / f"{TMP_PREFIX}{backup_id}-{secrets.token_hex(4)}{SUFFIX}"
+        with target.open(backup_id) as remote, private_open(path, exclusive=True) as f:
+            shutil.copyfileobj(remote, f, 1 << 20)
+        return path
 
     def _discard(self, project: str, owner: str, backup_id: str) -> None:
         self.stores.target(project, owner).delete(backup_id)
@@ -271,14 +313,31 @@ class BackupService:
         owner = cfg.owner(environment)
         keep = cfg.env(owner).backups.keep
         policy = retention.Policy(keep.daily, keep.weekly, keep.monthly)
-        items = self.backups(project, owner)
+        items = self.backups(project, owner)  # newest first
+        manual = [b for b in items if b.kind == "manual"]
         stamped = [
-            retention.Backup(b.id, dt.datetime.fromtimestamp(b.created_at, dt.UTC)) for b in items
+            retention.Backup(b.id, dt.datetime.fromtimestamp(b.created_at, dt.UTC))
+            for b in items
+            if b.kind != "manual"
         ]
         sel = retention.select(stamped, policy)
-        if not dry_run and sel.prune:
+        kept = dict(sel.keep)
+        prune = list(sel.prune)
+        # manual backups are not the schedule's: kept until deleted by hand, or the
+        # newest `keep_manual` of them
+        limit = cfg.env(owner).backups.keep_manual
+        for i, b in enumerate(manual):
+            if limit is None:
+                kept[b.id] = (
+                    f"manual: kept until deleted by hand (tristage db delete {owner} ID)",
+                )
+            elif i < limit:
+                kept[b.id] = (f"manual {i + 1} of keep_manual = {limit}",)
+            else:
+                prune.append(b.id)
+        if not dry_run and prune:
             target = self.stores.target(project, owner)
-            for bid in sel.prune:
+            for bid in prune:
                 target.delete(bid)
                 self.api.store.execute(
                     "DELETE FROM data_backups WHERE project=? AND environment=? AND id=?",
@@ -288,9 +347,27 @@ class BackupService:
                 "db.prune",
                 project=project,
                 environment=owner,
-                details={"deleted": list(sel.prune), "kept": len(sel.keep)},
+                details={"deleted": prune, "kept": len(kept)},
             )
-        return PruneResult(sel.keep, list(sel.prune), dry_run)
+        return PruneResult(kept, prune, dry_run)
+
+    def delete(self, project: str, environment: str, backup_id: str, yes: bool = False) -> None:
+        """Delete one backup by hand (how manual backups go, unless `keep_manual`)."""
+        owner = self.stores.owner(project, environment)
+        check_name(backup_id)
+        if backup_id not in {b.id for b in self.backups(project, owner)}:
+            raise NotFound(
+                f"no backup {backup_id} of {project}/{owner}",
+                f"list them with 'tristage db backups {owner}'",
+            )
+        if not yes:
+            raise ConfirmationRequired(
+                f"deleting backup {backup_id} of {owner} cannot be undone", "pass --yes to confirm"
+            )
+        self._discard(project, owner, backup_id)
+        self.api.audit.record(
+            "db.backup.delete", project=project, environment=owner, target=backup_id
+        )
 
     # -- restore / drill ---------------------------------------------------------
     def restore(
@@ -308,6 +385,7 @@ class BackupService:
                 f"restoring {owner} replaces its live data with backup {backup_id}",
                 "pass --yes to confirm",
             )
+        self.sweep(project, owner)
         src = self._open_backup(project, owner, backup_id)
         try:
             missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
@@ -386,6 +464,7 @@ class BackupService:
         """Restore a backup (default: the latest) into a scratch store and compare."""
         started = time.monotonic()
         owner = self.stores.owner(project, environment)
+        self.sweep(project, owner)
         if backup_id is None:
             items = self.backups(project, owner)
             if not items:

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..domain import sanitize
+from ..domain import leak_scan, sanitize
 from ..domain.config import Tier
-from ..domain.snapshot import Table, load_order
+from ..domain.snapshot import JsonValue, Table, load_order
 from ..edges.datastores import PostgresDataStore, pg_text
-from ..edges.datastores.base import Reader, SourcedRow
+from ..edges.datastores.base import LoadError, Reader, SourcedRow
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.postgres import clone_with_schema
 from ..edges.datastores.sqlite import SqliteSession
 from ..edges.snapshot_io import Progress
-from ..errors import UsageError
+from ..errors import TristageError, UsageError
 from .data_backups import BackupService
 from .data_records import (
     CloneReport,
     ConfirmationRequired,
     DataStoreT,
+    SanitizeLeak,
     SanitizeRefused,
 )
 from .data_snapshots import with_progress
@@ -65,6 +68,10 @@ class CloneService:
         with src.read() as r:
             tables = r.tables()
             plan = sanitize.plan(tables, cfg.sanitize, self._faker_has) if must_sanitize else None
+            if plan is not None:
+                by_name = {t.name: t for t in tables}
+                for name, cols in plan.to_sniff().items():
+                    plan.sniff(name, _samples(r, by_name[name], cols))
             if plan is not None and not plan.ok:
                 self.api.audit.record(
                     "db.clone.refused",
@@ -89,24 +96,55 @@ class CloneService:
                 else None
             )
             transformer = sanitize.Transformer(self.api.project_salt(project), self._fake)
-            if isinstance(r, PgSession) and isinstance(dst, PostgresDataStore):
-                # the whole schema as pg_dump sees it; rows through the transforms
-                def fill(w: PgSession) -> dict[str, int]:
-                    return {
-                        t.name: w.copy_text(
-                            t,
-                            _copy_rows(
-                                t, r, plan.columns.get(t.name, []) if plan else [],
-                                transformer, progress, r.count(t.name) if progress else 0,
-                            ),
-                            t.name,
-                        )
-                        for t in tables
-                    }  # fmt: skip
+            scan = leak_scan.ScanReport()
 
-                counts = clone_with_schema(r, src.url, dst.url, dst.role, fill)
-            else:
-                counts = self._copy(r, dst, tables, src.engine, plan, transformer, progress)
+            def check(w: Any) -> None:
+                # before the copy commits: a production value found there rolls it back
+                if plan is not None:
+                    _scan(r, w, tables, plan, transformer, scan)
+                    if scan.found:
+                        raise SanitizeLeak(scan.found)
+
+            try:
+                if isinstance(r, PgSession) and isinstance(dst, PostgresDataStore):
+                    # the whole schema as pg_dump sees it; rows through the transforms
+                    def fill(w: PgSession) -> dict[str, int]:
+                        counts = {
+                            t.name: w.copy_text(
+                                t,
+                                _copy_rows(
+                                    t, r, plan.columns.get(t.name, []) if plan else [],
+                                    transformer, progress, r.count(t.name) if progress else 0,
+                                ),
+                                t.name,
+                            )
+                            for t in tables
+                        }  # fmt: skip
+                        check(w)
+                        return counts
+
+                    counts = clone_with_schema(r, src.url, dst.url, dst.role, fill)
+                else:
+                    counts = self._copy(
+                        r, dst, tables, src.engine, plan, transformer, progress, check
+                    )
+            except SanitizeLeak as exc:
+                self.api.audit.record(
+                    "db.clone.refused",
+                    project=project,
+                    environment=dst_owner,
+                    target=src_owner,
+                    details={"leaks": exc.found, "scan": scan.as_json()},
+                )
+                raise
+            except BaseException as exc:
+                if must_sanitize and isinstance(exc, TristageError):
+                    # the database's complaint may quote production values: not those
+                    exc.message = sanitize.without_values(exc.message)
+                    exc.args = (exc.message,)
+                    if isinstance(exc, LoadError):
+                        exc.reason = sanitize.without_values(exc.reason)
+                raise
         transformed = plan.transformed() if plan else {}
         report = CloneReport(
             src_owner,
@@ -116,6 +154,8 @@ class CloneService:
             {t: c for t, c in transformed.items() if c},
             safety.id if safety else None,
             round(time.monotonic() - started, 3),
+            scan.as_json() if plan is not None else None,
+            plan.forced() if plan is not None else {},
         )
         self.api.audit.record(
             "db.clone",
@@ -126,6 +166,8 @@ class CloneService:
                 "sanitized": report.sanitized,
                 "rows": sum(counts.values()),
                 "transformed": report.transformed,
+                "forced_keep": report.forced_keep,
+                "scan": report.scan,
             },
         )
         return report
@@ -139,6 +181,7 @@ class CloneService:
         plan: sanitize.Plan | None,
         transformer: sanitize.Transformer,
         progress: Progress | None,
+        check: Callable[[Any], None],
     ) -> dict[str, int]:
         ordered = load_order(tables)
         with dst.write() as w:
@@ -152,9 +195,7 @@ class CloneService:
                 total = r.count(t.name) if progress else 0
                 if isinstance(r, SqliteSession) and isinstance(w, SqliteSession):
                     functions = {
-                        c.column: transformer.rule_function(c.rule)
-                        for c in rules
-                        if c.rule != "keep"
+                        c.column: transformer.function(c) for c in rules if c.rule != "keep"
                     }
                     counts[t.name] = w.copy_from(r.path, t, functions)
                     if progress:
@@ -170,6 +211,7 @@ class CloneService:
                     fn = transformer.row_function(t.column_names, rules)
                 counts[t.name] = w.insert(t, t.column_names, _sourced(t, r, fn, progress, total))
             w.finish(ordered, ordered, engine)
+            check(w)
         return counts
 
     def _faker_has(self, provider: str) -> bool:
@@ -209,13 +251,71 @@ def _copy_rows(
     total: int,
 ) -> Iterator[bytes]:
     """COPY text rows of `t`, with the fields of changed columns rewritten."""
-    by_col = {c.column: c.rule for c in rules}
+    by_col = {c.column: c for c in rules}
     changed = [
-        (i, by_col[c]) for i, c in enumerate(t.column_names) if by_col.get(c, "keep") != "keep"
+        (i, by_col[c])
+        for i, c in enumerate(t.column_names)
+        if c in by_col and by_col[c].rule != "keep"
     ]
     rows: Iterator[bytes] = r.copy_rows(t)
     if changed:
         loaders = r.text_loaders(t)
-        fields = [(i, loaders[i], transformer.rule_function(rule)) for i, rule in changed]
+        fields = [(i, loaders[i], transformer.function(rule)) for i, rule in changed]
         rows = map(pg_text.row_function(len(t.columns), fields), rows)
     yield from with_progress(rows, t.name, total, progress)
+
+
+def _sample(r: Any, t: Table) -> list[tuple[Any, ...]]:
+    """The first rows of `t` in primary-key order (bounded)."""
+    rows = r.rows(t)
+    try:
+        return list(itertools.islice(rows, sanitize.SAMPLE_ROWS))
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
+def _document(v: Any) -> Any:
+    if isinstance(v, JsonValue):
+        return v.value
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _samples(r: Reader, t: Table, cols: Sequence[sanitize.ColumnRule]) -> dict[str, list[Any]]:
+    """Sampled values of the columns `cols` of `t` (JSON documents parsed)."""
+    rows = _sample(r, t)
+    out: dict[str, list[Any]] = {}
+    for c in cols:
+        i = t.column_names.index(c.column)
+        values = [row[i] for row in rows]
+        if c.rule == "json" or t.columns[i].kind == "json":
+            values = [_document(v) for v in values]
+        out[c.column] = values
+    return out
+
+
+def _scan(
+    r: Reader,
+    w: Any,
+    tables: Sequence[Table],
+    plan: sanitize.Plan,
+    transformer: sanitize.Transformer,
+    report: leak_scan.ScanReport,
+) -> None:
+    """Look in the copy for production values of every ruled column (sampled, bounded)."""
+    for t in tables:
+        rules = [c for c in plan.columns.get(t.name, []) if c.rule != "keep"]
+        if not rules:
+            continue
+        source = _sample(r, t)
+        values = leak_scan.production_values(t.column_names, rules, source)
+        fn = transformer.row_function(t.column_names, rules)
+        ruled = [t.column_names.index(c.column) for c in rules]
+        expected = leak_scan.outputs([out[i] for i in ruled] for out in map(fn, source))
+        leak_scan.scan(t.name, t.column_names, values, _sample(w, t), report, expected)

@@ -25,13 +25,31 @@ class ConfirmationRequired(UsageError):
 
 
 class SanitizeRefused(TristageError):
-    def __init__(self, problems: Sequence[sanitize.Problem]) -> None:
+    def __init__(
+        self,
+        problems: Sequence[sanitize.Problem],
+        hint: str = "add the rules to [sanitize] in tristage.toml; nothing was copied",
+    ) -> None:
         lines = "\n".join(f"  {p}" for p in problems)
+        what = "import" if "imported" in hint else "clone"
         super().__init__(
-            f"clone refused: {len(problems)} column(s) without a sanitization rule\n{lines}",
-            "add the rules to [sanitize] in tristage.toml; nothing was copied",
+            f"{what} refused: {len(problems)} column(s) without a sanitization rule\n{lines}",
+            hint,
         )
         self.problems = list(problems)
+
+
+class SanitizeLeak(TristageError):
+    """The check after a clone found production values in the copy; nothing was kept."""
+
+    def __init__(self, found: Sequence[str]) -> None:
+        lines = "\n".join(f"  {f}" for f in found)
+        super().__init__(
+            f"clone refused: production values of ruled columns found in the copy\n{lines}",
+            "the copy was rolled back and the target is as it was; a column the rules keep "
+            "holds the same personal data (give it a rule too)",
+        )
+        self.found = list(found)
 
 
 class BackupDamaged(TristageError):
@@ -136,6 +154,9 @@ class CloneReport:
     transformed: dict[str, list[str]]
     safety_backup: str | None
     seconds: float
+    # the check of the copy for production values (sampled): tables, rows, values, found
+    scan: dict[str, Any] | None = None
+    forced_keep: dict[str, str] = field(default_factory=dict)  # "t.c" -> reason
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import __version__
+from ..domain import sanitize
 from ..domain.config import Tier
-from ..domain.snapshot import FileEntry, Manifest, Table, load_order
-from ..edges.datastores.base import Writer
+from ..domain.snapshot import FileEntry, JsonValue, Manifest, Table, load_order
+from ..edges.datastores.base import SourcedRow, Writer
 from ..edges.datastores.postgres import PostgresSession as PgSession
 from ..edges.datastores.sqlite import SqliteSession
 from ..edges.snapshot_io import (
@@ -31,10 +33,14 @@ from .data_records import (
     ExportResult,
     ImportMode,
     LoadResult,
+    SanitizeRefused,
     T,
     WriteFailed,
 )
 from .data_stores import DataStores, utcnow
+
+# table -> the function that sanitizes its rows (None: as they are)
+Transform = Callable[[Table], Callable[[Sequence[Any]], Sequence[Any]] | None]
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -137,9 +143,12 @@ class SnapshotService:
         tables: Sequence[str] = (),
         mode: ImportMode = None,
         progress: Progress | None = None,
+        not_production: bool = False,
     ) -> LoadResult:
         cfg = self.stores.config(project)
         source = open_source(path)
+        transform: Transform | None = None
+        sanitized = False
         try:
             m = source.manifest
             tier = cfg.env(environment).tier
@@ -151,9 +160,26 @@ class SnapshotService:
                     "which sanitizes",
                 )
             names = [t.name for t in select_tables(m.tables, tables, path.name)]
+            if m.engine == "convex" and tier != Tier.production and not not_production:
+                # a Convex ZIP does not say where it came from: sanitized like production
+                transform = self._convex_plan(project, environment, source, names, cfg.sanitize)
+                sanitized = True
+            # a tristage snapshot is checked against its manifest (row counts, sha256)
+            # while it loads; a mismatch rolls the whole import back
+            verify = m.engine != "convex"
             result = self.load(
-                self.stores.open_store(project, environment), source, names, mode, progress
+                self.stores.open_store(project, environment), source, names, mode, progress,
+                check=verify, enforced=False, transform=transform,
+            )  # fmt: skip
+        except BaseException as exc:
+            self.api.audit.record(
+                "db.import.failed",
+                project=project,
+                environment=environment,
+                target=path.name,
+                details={"error": type(exc).__name__},
             )
+            raise
         finally:
             source.close()
         self.api.audit.record(
@@ -165,9 +191,56 @@ class SnapshotService:
                 "rows": sum(result.rows.values()),
                 "tables": len(result.rows),
                 "mode": mode or "empty",
+                "sanitized": sanitized,
+                "not_production": not_production,
             },
         )
         return result
+
+    def _convex_plan(
+        self,
+        project: str,
+        environment: str,
+        source: Source,
+        names: Sequence[str],
+        rules: Mapping[str, Any],
+    ) -> Transform:
+        """The transforms of `[sanitize]` for a Convex ZIP; refuses (fail closed) when a
+        column has no rule or a kept one looks personal."""
+        tables = [t for t in source.manifest.tables if t.name in set(names)]
+        plan = sanitize.plan(tables, rules)
+        for name, cols in plan.to_sniff().items():
+            t = next(x for x in tables if x.name == name)
+            rows = [
+                vals for _, vals in itertools.islice(source.rows(name, t), sanitize.SAMPLE_ROWS)
+            ]
+            samples = {}
+            for c in cols:
+                i = t.column_names.index(c.column)
+                samples[c.column] = [
+                    v.value if isinstance(v, JsonValue) else v for v in (r[i] for r in rows)
+                ]
+            plan.sniff(name, samples)
+        if not plan.ok:
+            self.api.audit.record(
+                "db.import.refused",
+                project=project,
+                environment=environment,
+                details={"columns": [f"{p.table}.{p.column}" for p in plan.problems]},
+            )
+            raise SanitizeRefused(
+                plan.problems,
+                "a Convex ZIP may hold production data, so it is sanitized like a clone: add "
+                "the rules to [sanitize] (or pass --not-production if it does not come from "
+                "production); nothing was imported",
+            )
+        transformer = sanitize.Transformer(self.api.project_salt(project))
+
+        def for_table(t: Table) -> Callable[[Sequence[Any]], Sequence[Any]] | None:
+            rules = [c for c in plan.columns.get(t.name, []) if c.rule != "keep"]
+            return transformer.row_function(t.column_names, rules) if rules else None
+
+        return for_table
 
     def load(
         self,
@@ -178,6 +251,8 @@ class SnapshotService:
         progress: Progress | None = None,
         drop_others: bool = False,
         check: bool = False,
+        enforced: bool | None = None,
+        transform: Transform | None = None,
     ) -> LoadResult:
         """Load tables of `source` in one transaction; with `check`, each file is
         verified against the manifest while it is read (a mismatch rolls back)."""
@@ -189,17 +264,22 @@ class SnapshotService:
             return with_progress(items, t.name, m.files[t.name].rows, progress)
 
         def load_table(w: Writer, t: Table, target: Table, cols: list[str]) -> int:
-            if isinstance(w, PgSession) and m.engine != "convex":
+            fast = m.engine != "convex" and transform is None
+            if isinstance(w, PgSession) and fast:
                 records = source.records(t.name, target, cols, check)
                 return w.copy_records(
                     target, cols, counted(t, records), lambda n: source.ref(t.name, n)
                 )
-            if isinstance(w, SqliteSession) and m.engine != "convex":
+            if isinstance(w, SqliteSession) and fast:
                 records = source.records(t.name, target, cols, check)
                 return w.insert_records(
                     target, cols, counted(t, records), lambda n: source.ref(t.name, n)
                 )
-            return w.insert(target, cols, counted(t, source.rows(t.name, target, cols, check)))
+            rows: Iterator[SourcedRow] = source.rows(t.name, target, cols, check)
+            fn = transform(t) if transform is not None else None
+            if fn is not None:
+                rows = ((ref, fn(vals)) for ref, vals in rows)
+            return w.insert(target, cols, counted(t, rows))
 
         def fill(w: Writer) -> LoadResult:
             existing = {t.name: t for t in w.tables()}
@@ -220,7 +300,7 @@ class SnapshotService:
             for t in ordered:
                 if t.name not in existing:
                     # a verified backup comes from a store that enforced its keys
-                    w.create(t, m.engine, defer_keys=check)
+                    w.create(t, m.engine, defer_keys=check if enforced is None else enforced)
                     created.append(t)
             if mode == "replace":
                 w.clear([existing[t.name] for t in ordered if t.name in existing])

@@ -104,6 +104,7 @@ class DataStores:
         # (server URL, database) -> "ready" (provisioned) or "absent" (did not exist)
         self._provisioned: dict[tuple[str, str], str] = {}
         self._probes: dict[tuple[str, str], tuple[float, DatabaseAuth]] = {}
+        self._targets: dict[tuple[str | None, ...], BackupTarget] = {}
 
     def config(self, project: str) -> PipelineConfig:
         return self.api.config_for(project)
@@ -177,8 +178,30 @@ class DataStores:
         return open_datastore(access.admin_url, role=access.role)
 
     def target(self, project: str, environment: str) -> BackupTarget:
+        """The backup target of the owner environment: `backups.target` by URL, else the
+        platform home's `backups/` directory; `<project>/<env>` below it either way."""
         owner = self.owner(project, environment)
-        return LocalDirectoryTarget(self.api.home / "backups" / project / owner)
+        b = self.config(project).env(owner).backups
+        url = b.target
+        if url is None:
+            return LocalDirectoryTarget(self.api.home / "backups" / project / owner)
+        if url.startswith("file://"):
+            return LocalDirectoryTarget(Path(url[len("file://") :]) / project / owner)
+        from ..edges.s3_target import S3Target, parse_s3_url, spool_dir
+
+        bucket, prefix, endpoint = parse_s3_url(url)
+        key = (url, b.endpoint_url, b.region, project, owner)
+        cached = self._targets.get(key)
+        if cached is None:
+            cached = S3Target(
+                bucket,
+                "/".join(p for p in (prefix, project, owner) if p),
+                spool_dir(self.api.home),
+                endpoint or b.endpoint_url,
+                b.region,
+            )
+            self._targets[key] = cached
+        return cached
 
     def tables(self, project: str, environment: str) -> list[Table]:
         with self.open_store(project, environment).read() as r:

@@ -624,6 +624,26 @@ class DeployService:
                 return
             time.sleep(0.2)
 
+    def read_log(
+        self, deployment: str, build: bool, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[str], int]:
+        """The whole lines of a deployment's build or runtime log from byte `offset` on
+        (at most about `limit` bytes of them), and the offset to read on from."""
+        dep = self.get(deployment)
+        path = self.log_path(dep.project, dep.id, build=build)
+        if limit is None:
+            return _new_lines(path, offset)
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read(limit)
+        except FileNotFoundError:
+            return [], offset
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0 and len(chunk) == limit:  # one line longer than the limit: cut it
+            cut = len(chunk)
+        return chunk[:cut].decode("utf-8", "replace").splitlines(), offset + cut
+
     def live_deployment(self, project: str, environment: str) -> str:
         """The deployment an environment serves; NotFound (with what to do) if none."""
         environments = self.api.config_for(project).environments

@@ -87,6 +87,7 @@ class RouterProcess:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
+        self._edge_token: str | None = None
         table.on_replace(self._table_changed)
 
     # -- the control plane's side of `Router` ---------------------------------------------
@@ -127,6 +128,11 @@ class RouterProcess:
 
     def stats(self) -> dict[str, DeploymentStats]:
         return self._stats
+
+    async def trust_edge(self, token: str | None) -> None:
+        """`Router.trust_edge` in the router process (sent again to a restarted one)."""
+        self._edge_token = token
+        await asyncio.to_thread(request, self.control, "edge", CONTROL_TIMEOUT, token=token)
 
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         try:
@@ -242,6 +248,8 @@ class RouterProcess:
             try:
                 await self._spawn()
                 await self._push_now()
+                if self._edge_token is not None:
+                    await self.trust_edge(self._edge_token)
             except (OSError, ValueError) as exc:
                 self.log(f"could not restart the router process: {exc}")
                 continue

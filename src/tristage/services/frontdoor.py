@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from ..domain.hostnames import is_local
 from ..edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
 from ..edges.router import Router, RouteTable
 from ..paths import private_mkdirs
+from .front_door import RouterProcess
 from .releases import LOOPBACK, ProjectRoutes
 
 EDGE_DIR = "edge"
+TOKEN_FILE = "token"
 
 
 def plan_of(routes: Sequence[ProjectRoutes]) -> EdgePlan:
@@ -53,7 +57,7 @@ class FrontDoor:
         return not is_local(host) and self.table.lookup(host) is not None
 
     async def start(
-        self, router: Router, router_port: int, routes: Sequence[ProjectRoutes]
+        self, router: Router | RouterProcess, router_port: int, routes: Sequence[ProjectRoutes]
     ) -> None:
         o = self.options
 
@@ -66,8 +70,15 @@ class FrontDoor:
                 acme_email=o.acme_email, acme_ca_roots=o.acme_ca_roots,
             )  # fmt: skip
 
-        self.edge = CaddyEdge(self.directory, settings, self.allowed, binary=o.caddy, log=self.log)
-        router.trust_edge(self.edge.token)
+        token = self._token()
+        self.edge = CaddyEdge(
+            self.directory, settings, self.allowed, binary=o.caddy, log=self.log, token=token
+        )
+        # the router first: from the edge's first request on, its headers are trusted
+        if isinstance(router, RouterProcess):
+            await router.trust_edge(token)
+        else:
+            router.trust_edge(token)
         self._plan = plan_of(routes)
         await self.edge.start(self._plan)
         bind = o.bind or "*"
@@ -75,6 +86,21 @@ class FrontDoor:
             f"edge: caddy serving https on {bind}:{o.https_port} and http on {bind}:{o.http_port} "
             f"(certificates from {o.acme_ca})"
         )
+
+    def _token(self) -> str:
+        """The token the edge and the router share, kept (0600) across control planes so a
+        Caddy and a router process that outlived one keep trusting each other."""
+        path = self.directory / TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            token = ""
+        if len(token) < 32:
+            token = secrets.token_hex(24)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+        return token
 
     def routes_changed(self, routes: Sequence[ProjectRoutes]) -> None:
         """(loop) After each swap of the router's table: a new edge config only when the

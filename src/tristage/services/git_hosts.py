@@ -45,8 +45,10 @@ from ..domain.git_events import (
     comment_text,
     from_json,
     pr_branch,
+    pr_label,
     to_json,
 )
+from ..domain.hostnames import expand
 from ..edges import git
 from ..edges import git_hosts as hosts
 from ..edges.git_hosts import GitHost, HostApi, HostApiError, VerificationError
@@ -61,6 +63,7 @@ log = logging.getLogger("tristage.git_hosts")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+\Z")
 DELIVERY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 DELIVERY_DAYS = 30  # delivery ids are remembered this long
+CLAIM_LEASE = 900.0  # seconds: a claimed delivery not done by then is taken over
 OUTCOME_TIMEOUT = 1800.0  # how long a preview's status waits for its deployment
 STATUS_CONTEXT = "tristage/preview"
 
@@ -165,7 +168,7 @@ class GitHostService:
         api_base = _http_url(api_url, "--api-url") if api_url else host.api_base(web)
         https, ssh_url = host.clone_urls(web, repo)
         origin = clone_url or (ssh_url if ssh else https)
-        if "@" in origin.split("://", 1)[-1].split("/", 1)[0] and "://" in origin:
+        if origin.startswith(("https://", "http://")) and "@" in origin.split("/")[2]:
             raise UsageError(
                 "the clone URL has credentials in it",
                 "give the URL without them; the token is sent to git in a header",
@@ -216,9 +219,12 @@ class GitHostService:
         return _row(row)
 
     def webhook_url(self, project: str) -> str:
+        """The endpoint on the production environment's public domain if it has one
+        (the host must reach it), else on its local host."""
         cfg = self.api.config_for(project)
         env = cfg.production or next(iter(cfg.environments))
-        return self.api.deploys.environment_url(project, env) + INGEST_PATH
+        public = alias_domain.public_url(cfg.public_names().get(env, alias_domain.NO_NAMES))
+        return (public or self.api.deploys.environment_url(project, env)) + INGEST_PATH
 
     def _sealed(self, row: Row, what: str) -> str:
         return self.api.secret_box.decrypt_text(bytes(row[what]), _context(row["project"], what))
@@ -287,8 +293,20 @@ class GitHostService:
         thread.start()
         return thread
 
-    def run_recorded(self, job: Job) -> str:
-        """`run`, and what it did recorded with the delivery (its event then forgotten)."""
+    def _claim(self, job: Job) -> bool:
+        """Take the delivery for this process (False: another one acts on it, or did)."""
+        now = time.time()
+        return bool(self.api.store.execute(
+            "UPDATE git_deliveries SET claimed_at=? WHERE project=? AND delivery=?"
+            " AND outcome IS NULL AND (claimed_at IS NULL OR claimed_at < ?)",
+            (now, job.project, job.delivery, now - CLAIM_LEASE),
+        ))  # fmt: skip
+
+    def run_recorded(self, job: Job) -> str | None:
+        """`run`, and what it did recorded with the delivery (its event then forgotten);
+        None when another process has claimed it."""
+        if not self._claim(job):
+            return None
         try:
             outcome = self.run(job)
         except Exception as exc:  # recorded with the delivery, whatever it was
@@ -304,17 +322,27 @@ class GitHostService:
             (outcome[:500], project, delivery),
         )
 
-    def resume(self) -> int:
-        """After a restart: act on the deliveries that were answered 202 but not acted on
-        (in the order they came), and report the previews whose status is still pending.
-        The number of deliveries resumed."""
+    def resume(self, *, reports: bool = True, min_age: float = 0.0) -> int:
+        """Act on the deliveries that were answered 202 but not acted on: never claimed
+        (and received at least `min_age` seconds ago), or whose claim expired; in the order
+        they came. With `reports` (a control plane that starts), also report the previews
+        whose status is still pending. The number of deliveries acted on."""
+        now = time.time()
         rows = self.api.store.query(
             "SELECT project, delivery, job FROM git_deliveries WHERE outcome IS NULL"
-            " AND job IS NOT NULL AND received_at > ? ORDER BY received_at",
-            (time.time() - 86400,),
+            " AND job IS NOT NULL AND received_at > ? AND ((claimed_at IS NULL AND"
+            " received_at <= ?) OR claimed_at < ?) ORDER BY received_at",
+            (now - 86400, now - min_age, now - CLAIM_LEASE),
         )
+        done = 0
         for r in rows:
-            self.run_recorded(Job(r["project"], r["delivery"], from_json(json.loads(r["job"]))))
+            job = Job(r["project"], r["delivery"], from_json(json.loads(r["job"])))
+            done += self.run_recorded(job) is not None
+        if reports:
+            self._resume_reports()
+        return done
+
+    def _resume_reports(self) -> None:
         for pr in self.api.store.query(
             "SELECT p.project, p.number, p.deployment FROM pull_requests p"
             " JOIN git_connections c ON c.project = p.project"
@@ -325,7 +353,6 @@ class GitHostService:
             if conn is not None:
                 dep = self.api.deploys.get(pr["deployment"])
                 self._spawn(self._report, f"git-report-{dep.id}", conn, pr["number"], dep)
-        return len(rows)
 
     def deliveries(self, project: str, limit: int = 50) -> list[dict[str, Any]]:
         return self.api.store.query(
@@ -359,20 +386,27 @@ class GitHostService:
             return outcome
         return "ignored"
 
+    def _auth(self, row: Row) -> tuple[str, str] | None:
+        """What git sends with an https origin: the host's user name and the token."""
+        if row["clone_url"].startswith(("https://", "http://")):
+            return hosts.get(row["host"]).basic_user, self._sealed(row, "token")
+        return None
+
     def _fetch(self, row: Row, ref: str, into: str) -> str:
         """Fetch `ref` of the origin into `into` of the hosted repository; its commit."""
-        host = hosts.get(row["host"])
         bare = self.api.deploys.bare_repo(row["project"])
         git.ensure_bare(bare, self.api.home, row["project"])
-        auth = None
-        if row["clone_url"].startswith(("https://", "http://")):
-            auth = (host.basic_user, self._sealed(row, "token"))
-        git.fetch(bare, row["clone_url"], [f"+{ref}:{into}"], basic_auth=auth)
+        git.fetch(bare, row["clone_url"], [f"+{ref}:{into}"], basic_auth=self._auth(row))
         return git.rev_parse(bare, into)
 
     def _push(self, row: Row, event: Push) -> str:
         project, host = row["project"], hosts.get(row["host"])
         if event.deleted:
+            bare = self.api.deploys.bare_repo(project)
+            still = git.remote_commit(bare, row["clone_url"], f"refs/heads/{event.branch}",
+                                      basic_auth=self._auth(row))  # fmt: skip
+            if still is not None:
+                return f"stale: the origin still has {event.branch} (at {still[:12]})"
             stopped = self.api.deploys.stop_branch(
                 project, event.branch, f"branch deleted on {host.title}"
             )
@@ -404,6 +438,9 @@ class GitHostService:
 
     def _open(self, row: Row, event: PullRequest) -> tuple[Deployment | None, str]:
         project, host = row["project"], hosts.get(row["host"])
+        if event.from_fork:
+            # its author's code would run with preview's variables (secrets included)
+            return None, "ignored: a pull request from a fork gets no preview"
         tip = self._fetch(row, host.pull_ref(event.number), _origin_ref("pull", str(event.number)))
         if event.head_sha and tip != event.head_sha:
             return None, f"stale: the pull request's head is {tip[:12]}, not {event.head_sha[:12]}"
@@ -421,7 +458,7 @@ class GitHostService:
             " updated_at=excluded.updated_at",
             (project, event.number, event.head_branch, tip, "open", dep.id, now),
         )
-        url = self.preview_url(project, event.number)
+        url = self.preview_url(project, event.number, env)
         if dep.status == Status.error:
             self._tell(row, event.number, tip, "failure", url, dep, dep.reason)
             return None, f"deployment {dep.id} refused: {dep.reason}"
@@ -448,7 +485,12 @@ class GitHostService:
             self._api_call(row, lambda api: api.upsert_comment(event.number, body, existing))
         return "preview stopped" if stopped else "preview already stopped"
 
-    def preview_url(self, project: str, number: int) -> str:
+    def preview_url(self, project: str, number: int, environment: str) -> str:
+        """`https://` and the environment's `branch_domain` with `pr-N`, if it has one;
+        else the local host `pr-N.APP.localhost`."""
+        names = self.api.config_for(project).public_names().get(environment)
+        if names is not None and names.branch_domain:
+            return "https://" + expand(names.branch_domain, pr_label(number))
         host = alias_domain.branch_host(project, pr_branch(number))
         return alias_domain.url(host, self.api.deploys.router_address()[1])
 
@@ -460,7 +502,7 @@ class GitHostService:
             if dep.status not in ACTIVE or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        url = self.preview_url(row["project"], number)
+        url = self.preview_url(row["project"], number, dep.environment)
         state: StatusState = "success" if dep.status == Status.ready else "failure"
         reason = dep.reason or (f"still {dep.status.value}" if dep.status in ACTIVE else None)
         with self._lock(row["project"]):

@@ -62,6 +62,7 @@ class PlaneCore:
         self.table = RouteTable()
         self.router: Router | RouterProcess | None = None
         self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
+        self._reported_claims: set[tuple[str, str]] = set()  # (host, project) warned about
         self.frontdoor = (
             FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
         )

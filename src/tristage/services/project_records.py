@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from ..edges.store import Row, Store
 
@@ -21,9 +22,11 @@ def project_row(store: Store, name: str) -> Row | None:
     )
 
 
-def save_project(store: Store, name: str, root: str, text: str) -> bool:
+def save_project(
+    store: Store, name: str, root: str, text: str, seal: Callable[[bytes], bytes]
+) -> bool:
     """Register the project, or update its root and configuration; True when it changed.
-    A new project gets a random key salt."""
+    A new project gets a random key, stored as `seal` gives it (the secrets box)."""
     now = time.time()
     with store.transaction():
         row = store.query_one("SELECT root, config FROM projects WHERE name=?", (name,))
@@ -31,7 +34,7 @@ def save_project(store: Store, name: str, root: str, text: str) -> bool:
             store.execute(
                 "INSERT INTO projects (name, root, config, key_salt, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (name, root, text, secrets.token_bytes(32), now, now),
+                (name, root, text, seal(secrets.token_bytes(32)), now, now),
             )
             return True
         if row["config"] == text and row["root"] == root:
@@ -41,3 +44,12 @@ def save_project(store: Store, name: str, root: str, text: str) -> bool:
             (root, text, now, name),
         )
         return True
+
+
+def reseal_key(store: Store, name: str, plain: bytes, sealed: bytes) -> bool:
+    """Replace a key stored in plain text (before keys were sealed) by its sealed form."""
+    return bool(
+        store.execute(
+            "UPDATE projects SET key_salt=? WHERE name=? AND key_salt=?", (sealed, name, plain)
+        )
+    )

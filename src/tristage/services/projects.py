@@ -3,8 +3,11 @@ through `project_records`).
 
 A project is registered the first time a command runs in its working copy, and its
 `tristage.toml` is stored with it on every run, so the control plane and the HTTP API
-act on the last configuration the CLI validated. Each project has a random key salt
-(sanitize transforms and variable scrubbing are keyed by it).
+act on the last configuration the CLI validated. Each project has a random 256-bit key
+(sanitize transforms and variable scrubbing are keyed by it), kept in the state store
+sealed by the secrets box (AES-256-GCM under the master key, bound to the project): the
+state store alone cannot re-identify sanitized data. A key stored in plain text by an
+earlier version is sealed the first time it is used.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import TYPE_CHECKING
 
 from ..domain.config import FILE_NAME, PipelineConfig, find_config, load_config, parse_config
 from ..domain.presets import Preset, render
+from ..edges.secrets import MAGIC
 from ..errors import Conflict, NotFound, UsageError
-from .project_records import project_names, project_row, save_project
+from .project_records import project_names, project_row, reseal_key, save_project
 
 if TYPE_CHECKING:
     from ..api import Tristage
@@ -91,8 +95,11 @@ class ProjectService:
 
     def register(self, config: PipelineConfig, root: Path, text: str) -> None:
         name = config.project.name
-        if save_project(self.api.store, name, str(root), text):
+        if save_project(self.api.store, name, str(root), text, lambda k: self._seal(name, k)):
             self._configs.pop(name, None)
+        row = project_row(self.api.store, name)
+        if row is not None and not bytes(row["key_salt"]).startswith(MAGIC):
+            self.salt(name)  # seals a key an earlier version stored in plain text
 
     def names(self) -> list[str]:
         """Every registered project's name, in name order."""
@@ -123,4 +130,18 @@ class ProjectService:
                 f"no project named {project!r}",
                 "run 'tristage init' (or any command) in its working copy to register it",
             )
-        return bytes(row["key_salt"])
+        blob = bytes(row["key_salt"])
+        box = self.api.secret_box
+        if blob.startswith(MAGIC):
+            return box.decrypt(blob, _key_context(project))
+        # a key stored in plain text by an earlier version: seal it where it is
+        if reseal_key(self.api.store, project, blob, self._seal(project, blob)):
+            self.api.audit.record("project.key.sealed", project=project)
+        return blob
+
+    def _seal(self, project: str, key: bytes) -> bytes:
+        return self.api.secret_box.encrypt(key, _key_context(project))
+
+
+def _key_context(project: str) -> bytes:
+    return f"project-key:{project}".encode()

@@ -49,11 +49,25 @@ STOP_TIMEOUT = 20.0
 
 # The columns of the reference app that hold personal data (docs/example-app.md).
 SANITIZE_RULES = {
+    "users.clerk_id": "keep",  # Clerk's own id: webhooks in preview name the same users
     "users.email": "email",
     "users.first_name": "fake:first_name",
     "users.last_name": "fake:last_name",
     "users.phone": "phone",
+    "users.created_at": "keep",
+    "users.updated_at": "keep",
+    "users.deleted": "keep",
+    "payment_attempts.clerk_payment_id": "keep",
+    "payment_attempts.amount_cents": "keep",
+    "payment_attempts.currency": "keep",
+    "payment_attempts.status": "keep",
     "payment_attempts.card_last4": "redact",
+    "payment_attempts.created_at": "keep",
+    "payment_attempts.updated_at": "keep",
+    "webhook_events.svix_id": "keep",
+    "webhook_events.event_type": "keep",
+    "webhook_events.received_at": "keep",
+    "schema_migrations.applied_at": "keep",
 }
 IDENTITY = "quickstart@example.invalid"
 PUBLIC = {"CLERK_PUBLISHABLE_KEY"}  # a publishable key is not a secret

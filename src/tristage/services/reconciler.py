@@ -191,6 +191,14 @@ class Reconciler(PlaneCore):
         async with self._reconciling:
             self._install_routes(await self._db(self._read_routes), {})
 
+    def _claimed_twice(self, host: str, kept: str, other: str) -> None:
+        if (host, other) not in self._reported_claims:
+            self._reported_claims.add((host, other))
+            self.log(
+                f"warning: {host} is a domain of projects {kept} and {other}; {kept} keeps "
+                f"it (remove it from one tristage.toml)"
+            )
+
     def _read_routes(self) -> list[ProjectRoutes]:
         """(store thread) Each project's hosts: aliases, branches and deployments."""
         store = self.api.store
@@ -251,6 +259,9 @@ class Reconciler(PlaneCore):
                 pr.public,
             )  # fmt: skip
             for host, target in hosts.items():
+                if host in table and table[host].project != pr.project:
+                    self._claimed_twice(host, table[host].project, pr.project)
+                    continue  # a public name two projects claim: the first (by name) keeps it
                 rel = self.releases.get(target.deployment) if target.deployment else None
                 upstream = rel.upstream if rel is not None and rel.status != "draining" else None
                 table[host] = Route(pr.project, target.environment, target.deployment, upstream)

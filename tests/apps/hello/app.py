@@ -43,6 +43,7 @@ class Handler(BaseHTTPRequestHandler):
                 "greeting": os.environ.get("GREETING", "hello"),
                 "url": os.environ.get("TRISTAGE_URL"),
                 "hosts": os.environ.get("TRISTAGE_HOSTS", "").split(","),
+                "proto": self.headers.get("X-Forwarded-Proto"),
             },
         )
 

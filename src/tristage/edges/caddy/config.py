@@ -35,6 +35,7 @@ HSTS = "max-age=31536000"
 # below the router's idle timeout (30 s), so Caddy never reuses a connection the router
 # is closing
 UPSTREAM_IDLE = "20s"
+UPSTREAM_IDLE_CONNS = 512
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,17 @@ def _proxy(s: EdgeSettings) -> dict[str, Any]:
                 "delete": ["Forwarded", "X-Real-IP", "X-Client-IP", "True-Client-IP"],
             }
         },
-        "transport": {"protocol": "http", "keep_alive": {"idle_timeout": UPSTREAM_IDLE}},
+        # every keep-alive field: one given resets the others to Go's defaults (2 idle
+        # connections per host, which made most proxied requests open a new connection)
+        "transport": {
+            "protocol": "http",
+            "keep_alive": {
+                "enabled": True,
+                "probe_interval": "30s",
+                "idle_timeout": UPSTREAM_IDLE,
+                "max_idle_conns_per_host": UPSTREAM_IDLE_CONNS,
+            },
+        },
         "flush_interval": -1,  # stream responses (server-sent events) as they come
     }
 

@@ -10,7 +10,7 @@ await edge.stop()
 Caddy runs as its own process (its own session, so a signal to the control plane's
 group does not reach it); its admin API listens on a unix socket in the private edge
 directory; its pid is in `caddy.pid`. A control plane that died and came back adopts the
-running Caddy and loads a fresh configuration (a new token, a new `ask` address) instead
+running Caddy and loads a fresh configuration (its token, a new `ask` address) instead
 of starting a second one. A Caddy that exits is started again, with a back-off.
 
 The `ask` endpoint (`ask.py`) answers Caddy's question before each certificate: is this a
@@ -56,13 +56,14 @@ class CaddyEdge:
         *,
         binary: str = "caddy",
         log: Callable[[str], None] = lambda line: None,
+        token: str | None = None,
     ) -> None:
         self.directory = directory
         self.settings_for = settings_for
         self.binary = binary
         self.log = log
         self.ask = AskServer(allowed)
-        self.token = os.urandom(24).hex()
+        self.token = token or os.urandom(24).hex()
         self.settings: EdgeSettings | None = None
         self.plan: EdgePlan | None = None
         self.pid: int | None = None
@@ -169,7 +170,7 @@ class CaddyEdge:
         self.pid = self._proc.pid
         self._write_pidfile(self._proc.pid)
         deadline = time.monotonic() + START_TIMEOUT
-        while not await self._admin_alive():
+        while not (await self._admin_alive() and await self._listening()):
             if self._proc.returncode is not None or time.monotonic() > deadline:
                 raise EdgeError(
                     f"caddy did not start: {self._log_tail()}",
@@ -197,6 +198,20 @@ class CaddyEdge:
                 failures = 0
             except EdgeError as exc:
                 self.log(f"edge: {exc}")
+
+    async def _listening(self) -> bool:
+        """Both ports accept connections (Caddy's admin API answers before its apps run)."""
+        assert self.settings is not None
+        host = self.settings.bind or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        for port in (self.settings.http_port, self.settings.https_port):
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+        return True
 
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:

@@ -61,10 +61,27 @@ def value_text(v: Any) -> str:
     return str(v)  # Decimal, UUID
 
 
+def array_text(v: list[Any]) -> str:
+    """A list as a PostgreSQL array literal (`{"a","b",NULL}`), nested lists as nested
+    arrays."""
+    parts = []
+    for x in v:
+        if x is None:
+            parts.append("NULL")
+        elif isinstance(x, list):
+            parts.append(array_text(x))
+        else:
+            t = value_text(x)
+            parts.append('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
+
+
 def encode_field(v: Any) -> bytes:
-    """A Python value (not a list) as one COPY text field."""
+    """A Python value (a list as an array) as one COPY text field."""
     if v is None:
         return NULL
+    if isinstance(v, list):
+        return escape_str(array_text(v)).encode("utf-8")
     return escape_str(value_text(v)).encode("utf-8")
 
 

@@ -88,8 +88,9 @@ class Gitea:
                 raise ValueError("no pull_request in the event")
             n = number(data, "number")
             head_ref, head_sha = text(pr, "head", "ref"), text(pr, "head", "sha")
+            fork = text(pr, "head", "repo", "full_name") != text(pr, "base", "repo", "full_name")
             if action in OPEN_ACTIONS:
-                return PullRequest(n, "open", head_ref, head_sha)
+                return PullRequest(n, "open", head_ref, head_sha, from_fork=fork)
             if action == "closed":
                 return PullRequest(n, "close", head_ref, head_sha, merged=pr.get("merged") is True)
             return Ignored(f"pull_request {action or '?'}")

@@ -95,8 +95,9 @@ class GitLab:
             n = number(attrs, "iid")
             head_ref = text(attrs, "source_branch")
             head_sha = text(attrs, "last_commit", "id")
+            fork = attrs.get("source_project_id") != attrs.get("target_project_id")
             if action in OPEN_ACTIONS and text(attrs, "state") in ("opened", ""):
-                return PullRequest(n, "open", head_ref, head_sha)
+                return PullRequest(n, "open", head_ref, head_sha, from_fork=fork)
             if action in CLOSE_ACTIONS:
                 return PullRequest(n, "close", head_ref, head_sha, merged=action == "merge")
             return Ignored(f"merge_request {action or '?'}")

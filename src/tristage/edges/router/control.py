@@ -10,6 +10,7 @@ one JSON request per connection, one JSON line back.
 | `{"op": "stats"}` | `{"ok", "stats": {deployment: counters}}` |
 | `{"op": "inflight", "upstream": [host, port]}` | `{"ok", "n"}` |
 | `{"op": "listener"}` | `{"ok"}` with the listening socket attached (SCM_RIGHTS) |
+| `{"op": "edge", "token": str or null}` | `{"ok"}` once the router trusts the edge (`trust_edge`) |
 | `{"op": "stop"}` | `{"ok"}`, then the router drains and exits |
 
 The server side answers from a thread of its own (so the listening socket can be handed
@@ -125,6 +126,12 @@ class ControlServer:
         if op == "inflight":
             up = (str(req["upstream"][0]), int(req["upstream"][1]))
             return {"ok": True, "n": self._on_loop(lambda: router.inflight(up))}
+        if op == "edge":
+            token = req.get("token")
+            if token is not None and not isinstance(token, str):
+                return {"ok": False, "error": "token must be a string or null"}
+            self._on_loop(lambda: router.trust_edge(token))
+            return {"ok": True}
         if op == "stop":
             self.loop.call_soon_threadsafe(self.on_stop)
             return {"ok": True}

@@ -19,13 +19,14 @@ client goes away).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import pages
-from .headers import FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
+from .headers import EDGE_HEADER, FORWARDED, FORWARDED_PREFIX, HOP_BY_HOP, PROTECTED
 from .routes import Route, RouteTable
 from .stats import StatsRecorder
 from .upstream import UpstreamConnection, UpstreamPool, UpstreamTimeout
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL = b"/.tristage/"
-_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect"}  # a Content-Length here is 0: kept
+_DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", EDGE_HEADER}  # a Content-Length here is 0: kept
 _DROP_DOWN = HOP_BY_HOP | {b"content-length"}
 
 
@@ -57,14 +58,22 @@ def request_head(
     headers: list[tuple[bytes, bytes]],
     client_ip: bytes,
     scheme: bytes,
+    edge_token: bytes | None = None,
 ) -> bytes | None:
     """The upstream request head of a bodiless request in one pass over its (lowercase)
     headers, or None when the request must take the ASGI path (it has a body, a Host
-    problem, or a Connection header naming a framing header: the ASGI path answers it)."""
+    problem, or a Connection header naming a framing header: the ASGI path answers it).
+
+    With `edge_token`, a request carrying `X-Tristage-Edge: edge_token` (from the
+    production edge) keeps the edge's X-Forwarded-For (last address), -Proto and -Host
+    (as `headers.upstream_request_headers` does)."""
     host = None
     named: set[bytes] | None = None
+    edge: bytes | None = None
     for name, value in headers:
-        if name == b"host":
+        if name == EDGE_HEADER:
+            edge = value
+        elif name == b"host":
             if host is not None:
                 return None
             host = value
@@ -84,6 +93,19 @@ def request_head(
             return None
     if host is None:
         return None
+    forwarded_host = host
+    if (
+        edge is not None
+        and edge_token is not None
+        and hmac.compare_digest(edge.strip(), edge_token)
+    ):
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                client_ip = value.rsplit(b",", 1)[-1].strip() or client_ip
+            elif name == b"x-forwarded-proto":
+                scheme = value
+            elif name == b"x-forwarded-host":
+                forwarded_host = value
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         if name in _DROP_UP or name.startswith(FORWARDED_PREFIX):
@@ -93,7 +115,8 @@ def request_head(
         out += (name, b": ", value, b"\r\n")
     out += (
         b"x-forwarded-for: ", client_ip, b"\r\nx-real-ip: ", client_ip,
-        b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", host, b"\r\n\r\n",
+        b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", forwarded_host,
+        b"\r\n\r\n",
     )  # fmt: skip
     return b"".join(out)
 
@@ -351,6 +374,7 @@ class FastPath:
     ) -> None:
         self.table, self.stats, self.inflight, self.pool = table, stats, inflight, pool
         self.request_timeout = request_timeout
+        self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, coro: Any) -> None:
@@ -382,6 +406,7 @@ class FastPath:
             proto.headers,
             client[0].encode() if client else b"",
             b"https" if proto.scheme == "https" else b"http",
+            self.edge_token,
         )
         if head is None:
             return False

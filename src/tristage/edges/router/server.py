@@ -77,6 +77,7 @@ class Router:
         (from the production edge in front, `edges/caddy`); None trusts no one."""
         raw = token.encode() if token else None
         self._app.edge_token = raw
+        self._fast.edge_token = raw
         self._upgrade.edge_token = raw
 
     @property
