@@ -69,7 +69,12 @@ def test_any_sequence_of_answers_ends_delivered_or_dead_within_the_schedule(
         assert tr.next_attempt_at is not None and tr.next_attempt_at > now
         now = tr.next_attempt_at
     assert tries <= dom.max_attempts(schedule)
-    if any(200 <= c < 300 for c in codes[: dom.max_attempts(schedule)]):
+    made = codes[: dom.max_attempts(schedule)]
+    first_ok = next((i for i, c in enumerate(made) if 200 <= c < 300), None)
+    gone = next((i for i, c in enumerate(made) if c == dom.GONE), None)
+    if gone is not None and (first_ok is None or gone < first_ok):
+        assert status is dom.DeliveryStatus.dead and tries == gone + 1  # 410: no retry
+    elif first_ok is not None:
         assert status is dom.DeliveryStatus.delivered
     elif len(codes) >= dom.max_attempts(schedule):
         assert status is dom.DeliveryStatus.dead
