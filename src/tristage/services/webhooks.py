@@ -965,15 +965,11 @@ class WebhookService:
         return wv.sign(item.kind, ep.secrets[0], item.message_id, int(time.time()), item.body)
 
     # -- listing, show, replay ----------------------------------------------
-    def deliveries(
-        self,
-        project: str,
-        *,
-        environment: str | None = None,
-        status: str | None = None,
-        source: str | None = None,
-        limit: int = 50,
-    ) -> list[Delivery]:
+    def _delivery_filter(
+        self, project: str, environment: str | None, status: str | None, source: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """The WHERE clauses and parameters that select a project's deliveries (listing and
+        replay share them); an unknown environment or status is a clear error."""
         clauses = ["project = ?"]
         params: list[Any] = [project]
         if environment is not None:
@@ -991,6 +987,18 @@ class WebhookService:
         if source is not None:
             clauses.append("source = ?")
             params.append(source)
+        return clauses, params
+
+    def deliveries(
+        self,
+        project: str,
+        *,
+        environment: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        clauses, params = self._delivery_filter(project, environment, status, source)
         rows = self.api.store.query(
             f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
             " ORDER BY received_at DESC, id DESC LIMIT ?",
@@ -1092,23 +1100,7 @@ class WebhookService:
     ) -> list[Delivery]:
         """Deliveries by environment, status, source, event type (a name or a glob such
         as `user.*`) and receipt time (`since` <= received_at < `until`), oldest first."""
-        clauses = ["project = ?"]
-        params: list[Any] = [project]
-        if environment is not None:
-            self.api.config_for(project).env(environment)
-            clauses.append("environment = ?")
-            params.append(environment)
-        if status is not None:
-            if status not in dom.DeliveryStatus.__members__:
-                raise UsageError(
-                    f"unknown delivery status {status!r}",
-                    f"use one of {', '.join(dom.DeliveryStatus.__members__)}",
-                )
-            clauses.append("status = ?")
-            params.append(status)
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(source)
+        clauses, params = self._delivery_filter(project, environment, status, source)
         if event_type is not None and not any(c in event_type for c in "*?["):
             clauses.append("event_type = ?")
             params.append(event_type)
