@@ -168,3 +168,49 @@ def test_scale_refuses_bad_input_and_unknown_types(repo: Path, cp: ControlPlane)
                        (["web=99"], "at most")):  # fmt: skip
         r = run_cli("scale", *args, "--env", "production", cwd=repo)
         assert r.returncode != 0 and what in r.stderr, (args, r.stderr)
+
+
+CRASHING_WORKER = """\
+import sys, time
+print("worker starting, then failing", flush=True)
+time.sleep(1)
+sys.exit(3)
+"""
+
+
+def test_a_crash_looping_worker_is_crashed_and_alerts_while_web_serves(
+    repo: Path, cp: ControlPlane
+) -> None:
+    make_project(repo)
+    procfile = "web: python app.py\nworker: python worker.py\n"
+    commit(repo, {"worker.py": CRASHING_WORKER, "Procfile": procfile}, "a failing worker")
+    assert push(repo, "main", timeout=120).returncode == 0
+    dep = deployments(repo)[0]["id"]
+    with Load(cp.port, "shop.localhost", workers=2) as load:
+        # after TRISTAGE_CRASH_LIMIT (3) exits within the window: the process is crashed
+        worker = wait_for(lambda: next((p for p in ps(repo) if p["process"] == "worker.1"
+                                        and p["status"] == "crashed"), None), 60,
+                          "worker.1 to be marked crashed")  # fmt: skip
+        assert worker["deployment"] == dep and "exit code 3" in str(worker["last_exit"])
+        load.answered(30, 30)
+    # the web process kept serving: the deployment stays ready and live
+    assert load.failures == [], load.failures[:5]
+    assert cp.serves("shop.localhost") == dep
+    row = next(d for d in deployments(repo) if d["id"] == dep)
+    assert row["status"] == "ready" and row["crashed_processes"] == ["worker.1"]
+    r = run_cli("deployments", cwd=repo)
+    assert "worker.1 crashed" in r.stdout and "worker.1 in a crash loop" in r.stdout, r.stdout
+    # one alert through the monitor's path, naming the process and how it ended
+    r = run_cli("alerts", "--json", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    loops = [a for a in json.loads(r.stdout) if a["kind"] == "crash_loop"]
+    assert len(loops) == 1, loops
+    assert loops[0]["deployment"] == dep and loops[0]["resolved_at"] is None
+    assert "worker.1 crash loop: the worker process ended 3 times" in loops[0]["message"]
+    assert "exit code 3" in loops[0]["message"]
+    # it is still retried (at the longest backoff), and stays crashed and alerted once
+    before = int(worker["restarts"])
+    wait_for(lambda: int(next(p for p in ps(repo) if p["process"] == "worker.1")["restarts"])
+             > before, 30, "another retry")  # fmt: skip
+    r = run_cli("alerts", "--json", cwd=repo)
+    assert len([a for a in json.loads(r.stdout) if a["kind"] == "crash_loop"]) == 1

@@ -222,6 +222,7 @@ def deployments(
     deps = svc.list_deployments(ref.name, env, limit)
     al = svc.aliases(ref.name)
     live = {row["routed"] for row in al.values() if row.get("routed")}
+    crashed = get_api().processes.crashed(ref.name)  # a worker's crash loop, say
     if as_json:
         print_json(
             [
@@ -240,6 +241,7 @@ def deployments(
                     "runtime": d.runtime,
                     "url": svc.deployment_url(d),
                     "live": d.id in live,
+                    "crashed_processes": crashed.get(d.id, []),
                 }
                 for d in deps
             ]
@@ -255,7 +257,7 @@ def deployments(
                 d.environment,
                 d.branch,
                 f"{d.commit[:7]} {d.message[:40]}",
-                Text(d.status.value, style=STATUS_STYLE.get(d.status.value, "")),
+                _status_cell(d.status.value, crashed.get(d.id, [])),
                 age(now - d.created_at),
                 d.runtime or "",
                 svc.deployment_url(d),
@@ -267,6 +269,17 @@ def deployments(
     for d in deps[:10]:
         if d.status in (Status.error, Status.crashed) and d.reason:
             console.print(f"[red]{d.id}[/]: {d.reason}", soft_wrap=True, highlight=False)
+        elif crashed.get(d.id):
+            names = ", ".join(crashed[d.id])
+            console.print(f"[red]{d.id}[/]: {names} in a crash loop (web serves; see "
+                          f"'tristage ps' and 'tristage logs {d.id}')", soft_wrap=True,
+                          highlight=False)  # fmt: skip
+
+
+def _status_cell(status: str, crashed: list[str]) -> Text:
+    if not crashed:
+        return Text(status, style=STATUS_STYLE.get(status, ""))
+    return Text(f"{status}, {', '.join(crashed)} crashed", style="red")
 
 
 def status(as_json: bool = typer.Option(False, "--json")) -> None:

@@ -202,7 +202,7 @@ class PlaneCore:
         await self.save_release(rel)
         ok, why = await self._health(rel)
         if ok:
-            rel.status = "healthy"
+            rel.status = "crashed" if rel.crash_loop else "healthy"
             await self.save_release(rel)
             self.reroute()
         else:
@@ -225,6 +225,26 @@ class PlaneCore:
             f"{rel.dep.project}/{rel.dep.environment}: {rel.dep.id} was {how}",
             {"deployment": rel.dep.id},
         )  # fmt: skip
+
+    async def report_crash_loop(self, rel: Release, reason: str) -> Any:
+        """A process is in a crash loop: an alert through the monitor's path (None when
+        no monitor runs)."""
+        if self.monitor_runner is None:
+            return None
+        cfg = await self._db(self.api.config_for, rel.dep.project)
+        return await self._db(
+            self.monitor_runner.raise_alert, cfg, rel.dep.project, rel.dep.environment,
+            rel.dep.id, Kind.crash_loop, "error",
+            f"{rel.dep.project}/{rel.dep.environment}: {rel.dep.id} {rel.process} {reason}",
+            {"deployment": rel.dep.id, "process": str(rel.process)},
+        )  # fmt: skip
+
+    async def resolve_crash_loop(self, rel: Release, why: str) -> None:
+        alert, rel.crash_alert = rel.crash_alert, None
+        if alert is None or self.monitor_runner is None:
+            return
+        cfg = await self._db(self.api.config_for, rel.dep.project)
+        await self._db(self.monitor_runner.resolve_alert, cfg, alert, why)
 
     async def save_release(self, rel: Release) -> None:
         """Record the release as it is now (its row is taken on the loop, written after)."""

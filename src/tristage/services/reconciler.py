@@ -153,7 +153,9 @@ class Reconciler(PlaneCore):
                 self._spawn_task(self._bring_up(dep, p), f"start-{key}")
         # 3. drain and stop what nothing points at (a deployment, or a scaled-down process)
         for key, rel in list(self.releases.items()):
-            if key in self._wanted_keys or key in self.retiring or rel.status != "healthy":
+            if key in self._wanted_keys or key in self.retiring:
+                continue
+            if rel.status not in ("healthy", "crashed"):  # a crashed worker stops too
                 continue
             drain = state.drain_seconds.get(rel.dep.project)
             if drain is None:
