@@ -3,7 +3,9 @@ data store (checked over real HTTP), signals reach it, and production stays out.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -252,3 +254,46 @@ def test_missing_module_lines() -> None:
     assert missing_module("Traceback (most recent call last):") is None
     hint = missing_hint("python", "fastapi.x", ("python 3.12.1, the virtualenv V",))
     assert "'fastapi'" in hint and "python 3.12.1, the virtualenv V" in hint
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dev_gives_a_node_app_the_last_builds_node_modules(repo: Path, home: Path) -> None:
+    from test_deploy_helpers import ControlPlane, commit, push
+
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    make_project(repo, app="node")
+    lib = repo / "vendor" / "tinylib"
+    lib.mkdir(parents=True)
+    (lib / "package.json").write_text('{"name": "tinylib", "version": "1.0.0", "main": "i.js"}')
+    (lib / "i.js").write_text("module.exports = 'from tinylib';\n")
+    pkg = json.loads((repo / "package.json").read_text())
+    pkg["dependencies"] = {"tinylib": "file:./vendor/tinylib"}
+    (repo / "package.json").write_text(json.dumps(pkg))
+    subprocess.run(["npm", "install", "--offline", "--no-audit", "--install-links"],
+                   cwd=repo, check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(repo / "node_modules")
+    (repo / ".gitignore").write_text("node_modules/\n")
+    toml = (repo / "tristage.toml").read_text().replace("health_timeout = 4", "health_timeout = 30")
+    commit(repo, {"tristage.toml": toml}, "a dependency")
+    subprocess.run(["git", "checkout", "-qb", "dev"], cwd=repo, check=True)
+    cp = ControlPlane(home).start()
+    try:
+        r = push(repo, "dev", timeout=180)
+        assert r.returncode == 0, r.stderr
+        assert "node_modules: saved" in r.stderr, r.stderr
+    finally:
+        cp.stop()
+    script = "console.log('got', require('tinylib'))"
+    r = run_cli_process("dev", "--", "node", "-e", script, cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "node_modules copied from development's last build" in r.stdout, r.stdout
+    assert "got from tinylib" in r.stdout
+    # from then on the working copy's own
+    r = run_cli_process("dev", "--", "node", "-e", script, cwd=repo)
+    assert "the working copy's node_modules" in r.stdout and "got from tinylib" in r.stdout
+    # a module nobody installed: the hint names it
+    r = run_cli_process("dev", "--", "node", "-e", "require('left-pad')", cwd=repo)
+    assert r.returncode == 1 and "could not import 'left-pad'" in r.stderr, r.stderr
+    assert "npm install left-pad" in r.stderr
