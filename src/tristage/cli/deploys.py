@@ -475,16 +475,21 @@ def run(
     env: str = typer.Option(..., "--env", "-e", help="The environment whose live deployment."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before it is stopped."),
+    no_tty: bool = typer.Option(False, "--no-tty", help="No terminal even when one is attached."),
 ) -> None:
-    """Run a one-off command (a migration, `createsuperuser`) in a fresh process of an
-    environment's live deployment: its sandbox, variables and data; exits with its code."""
+    """Run a one-off command (a migration, `createsuperuser`, a shell) in a fresh process
+    of an environment's live deployment: its sandbox, variables and data; exits with its
+    code. With a terminal attached the command gets one (prompts, passwords; Ctrl-C ends
+    it). Production asks for --yes; every run is audited with its exit code."""
     ref = current_project()
 
     def out(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    code = get_api().run_command(ref.name, env, tuple(command), out, yes, timeout)
+    code = get_api().run_command(
+        ref.name, env, tuple(command), out, yes, timeout, terminal=not no_tty
+    )
     raise typer.Exit(code)
 
 
