@@ -258,9 +258,11 @@ class PlaneCore:
             return await self._started(rel)
         settings = await self._db(self._settings_for, rel.dep)
         host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
+        where = getattr(rel.runtime, "listening", None)
         return await probe(
-            rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state
-        )
+            rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state,
+            (lambda: where(rel.handle)) if where is not None else None,
+        )  # fmt: skip
 
     # -- store helpers -------------------------------------------------------------
     async def set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:

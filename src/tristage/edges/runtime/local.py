@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...domain.limits import format_size
-from . import bwrap
+from . import bwrap, sockets
 from .base import Handle, ProcessSpec, RuntimeError_, SandboxUnavailable, State, Status
 from .cgroups import Cgroup, CgroupError, hierarchy
 from .logpump import log_max_bytes
@@ -206,6 +206,15 @@ class LocalRuntime:
             "start": started or "?",
             "cgroup": cgroup.to_json() if cgroup else None,
         }
+
+    def listening(self, handle: Handle) -> list[tuple[str, int]]:
+        """The (address, port) pairs the release's processes listen on."""
+        cgroup = Cgroup.from_json(handle["cgroup"]) if handle.get("cgroup") else None
+        try:
+            pids = set(cgroup.pids()) if cgroup else sockets.descendants(int(handle["pid"]))
+        except OSError:
+            return []
+        return sockets.listening(pids)
 
     def _pump(self, handle: Handle) -> Process:
         return Process(int(handle["pid"]), str(handle["start"]))
