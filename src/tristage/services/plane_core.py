@@ -24,7 +24,7 @@ from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
 from .front_door import RouterProcess
 from .frontdoor import FrontDoor
-from .health import probe
+from .health import check_once, probe
 from .release_records import ReleaseRecords
 from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
 from .runtimes import Runtimes
@@ -198,7 +198,7 @@ class PlaneCore:
     async def restart_in_place(self, rel: Release) -> tuple[bool, str]:
         """(supervisor) A new process for `rel` on its port; (healthy, why not)."""
         runtime, handle = await self._spawn(rel.dep, rel.port, rel.process)
-        rel.runtime, rel.handle = runtime, handle
+        rel.runtime, rel.handle, rel.failed_checks = runtime, handle, 0
         await self.save_release(rel)
         ok, why = await self._health(rel)
         if ok:
@@ -263,6 +263,12 @@ class PlaneCore:
             rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state,
             (lambda: where(rel.handle)) if where is not None else None,
         )  # fmt: skip
+
+    async def check_once(self, rel: Release) -> tuple[bool, str]:
+        """One health check of a running web process (its environment's host)."""
+        settings = await self._db(self._settings_for, rel.dep)
+        host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
+        return await check_once(rel.port, settings.health_path or "/", host)
 
     # -- store helpers -------------------------------------------------------------
     async def set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:

@@ -172,7 +172,7 @@ class Reconciler(PlaneCore):
         for key, rel in list(self.releases.items()):
             if key in self._wanted_keys or key in self.retiring:
                 continue
-            if rel.status not in ("healthy", "crashed"):  # a crashed worker stops too
+            if rel.status not in ("healthy", "unhealthy", "crashed"):  # these stop too
                 continue
             drain = state.drain_seconds.get(rel.dep.project)
             if drain is None:
