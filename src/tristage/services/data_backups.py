@@ -59,6 +59,7 @@ from .data_records import (
     RestoreResult,
     WriteFailed,
 )
+from .data_files import DataFiles, Staged
 from .data_snapshots import SnapshotService
 from .data_stores import DataStores, utcnow
 
@@ -91,6 +92,7 @@ class BackupService:
         self.api = api
         self.stores = stores
         self.snapshots = snapshots
+        self.files = DataFiles(api, stores)
 
     def backup(
         self,
@@ -127,6 +129,8 @@ class BackupService:
                     manifest.created_at = now.isoformat(timespec="seconds")
                     if dump:
                         manifest.extra["dump"] = dump
+                    # the data directory's files, beside the tables (edges/data_files.py)
+                    manifest.extra["files"] = self.files.archive(project, owner, sink)
                     sink.finish(manifest)
                 except BaseException:
                     sink.abort()
@@ -152,7 +156,13 @@ class BackupService:
             project=project,
             environment=owner,
             target=bid,
-            details={"kind": kind, "rows": info.rows, "size": size, "encrypted": encrypt},
+            details={
+                "kind": kind,
+                "rows": info.rows,
+                "size": size,
+                "encrypted": encrypt,
+                "files": manifest.extra["files"]["files"],
+            },
         )
         return info
 
@@ -308,7 +318,7 @@ class BackupService:
         """Open a backup and check every file against its manifest; raises if damaged."""
         owner = self.stores.owner(project, environment)
         src = self._open_backup(project, owner, backup_id)
-        problems = src.verify()
+        problems = src.verify() + self.files.problems(src)
         if problems:
             src.close()
             raise BackupDamaged(
@@ -396,6 +406,7 @@ class BackupService:
             )
         self.sweep(project, owner)
         src = self._open_backup(project, owner, backup_id)
+        files: Staged | None = None
         try:
             missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
             if missing:
@@ -403,6 +414,8 @@ class BackupService:
                     f"backup {backup_id} failed verification: no file for {', '.join(missing)}",
                     "nothing was restored; restore another backup",
                 )
+            # the files, unpacked and checked beside the data directory before any change
+            files = self.files.stage(project, owner, src)
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
             store = self.stores.open_store(project, owner)
             dump = src.dump_entry
@@ -429,8 +442,10 @@ class BackupService:
                     self._discard(project, owner, safety.id)
                     raise
                 rows = {t.name: src.manifest.files[t.name].rows for t in src.manifest.tables}
-                self._restored(project, owner, backup_id, safety.id, rows)
-                return RestoreResult(backup_id, safety.id, rows)
+                self._restored(project, owner, backup_id, safety.id, rows, files)
+                return RestoreResult(
+                    backup_id, safety.id, rows, None if files is None else files.files
+                )
             try:
                 # one pass: every file is checked against the manifest while it loads,
                 # and the transaction commits only after the last check passed
@@ -453,20 +468,36 @@ class BackupService:
                             "nothing was restored; restore another backup",
                         ) from None
                 raise
+            self._restored(project, owner, backup_id, safety.id, result.rows, files)
         finally:
             src.close()
-        self._restored(project, owner, backup_id, safety.id, result.rows)
-        return RestoreResult(backup_id, safety.id, result.rows)
+            if files is not None:
+                files.close()
+        return RestoreResult(
+            backup_id, safety.id, result.rows, None if files is None else files.files
+        )
 
     def _restored(
-        self, project: str, owner: str, backup_id: str, safety: str, rows: dict[str, int]
+        self,
+        project: str,
+        owner: str,
+        backup_id: str,
+        safety: str,
+        rows: dict[str, int],
+        files: Staged | None = None,
     ) -> None:
+        if files is not None:
+            files.swap()  # the store is restored: the files follow, all at once
         self.api.audit.record(
             "db.restore",
             project=project,
             environment=owner,
             target=backup_id,
-            details={"safety_backup": safety, "rows": sum(rows.values())},
+            details={
+                "safety_backup": safety,
+                "rows": sum(rows.values()),
+                "files": files.files if files is not None else None,
+            },
         )
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
@@ -508,6 +539,12 @@ class BackupService:
                             bool(got and got.sha256 == exp.sha256),
                         )
                     )
+            archive = self.files.drill_check(src)
+            if archive is not None:
+                want, read, problem = archive
+                report.checks.append(DrillCheck("(files)", want, read, problem is None))
+                if problem:
+                    report.problems.append(problem)
         except TristageError as exc:
             report.problems.append(exc.message)
         finally:

@@ -1,0 +1,507 @@
+"""The files of a data directory on disk: read them into a tar archive, unpack an
+archive beside the directory, and put an unpacked tree in place all-or-nothing.
+
+An app may have written anything into its data directory, and an archive may have been
+altered: symbolic links, hard links, pipes, sockets and device files are refused with
+the path named, symlinks are never followed (every open uses O_NOFOLLOW), and a name
+that leaves the directory is refused. What is written here is private: files 0600
+(0700 when the owner could run them), directories 0700, whatever the umask.
+
+A release sees its data directory through a bind mount of that directory. Renaming the
+directory itself would leave the running release on the old tree (the mount keeps the
+directory it was made of, measured with bubblewrap), so a new tree is put in place by
+renaming the entries *inside* the directory, the store's own files staying where they
+are. The staging directory lives beside the data directory
+(`<parent>/.files-<name>-<token>/`, outside any sandbox's view) and holds a journal; a
+process killed while it swaps leaves the journal, and `recover` finishes or undoes its
+work, so the tree is either the old or the new one. A staging directory is locked
+(flock) by the process working in it, so `recover` leaves a live one alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..domain.data_files import UnsafeEntry, check_name, excluded, refusal
+from ..errors import TristageError
+
+STAGE_PREFIX = ".files-"
+JOURNAL = "journal.json"
+Step = Callable[[str], None]  # called before each step of a swap (names the step)
+
+
+class DataFilesError(TristageError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileItem:
+    rel: str
+    is_dir: bool
+    size: int
+    mode: int
+    mtime: float
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def scan(root: Path, store: frozenset[str]) -> list[FileItem]:
+    """The directories and regular files under `root` (relative paths, sorted, parents
+    first), without the excluded ones; anything else raises DataFilesError."""
+    out: list[FileItem] = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for e in entries:
+            rel = prefix + e.name
+            if excluded(rel, store):
+                continue
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                out.append(FileItem(rel, True, 0, st.st_mode, st.st_mtime))
+                walk(Path(e.path), rel + "/")
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    pass  # a second name of the same file: copied as its own file
+                out.append(FileItem(rel, False, st.st_size, st.st_mode, st.st_mtime))
+            else:
+                raise DataFilesError(
+                    refusal(rel, _kind(st.st_mode), f"data directory {root}"),
+                    "remove it (or replace it with a regular file); nothing was written",
+                )
+
+    walk(root, "")
+    return out
+
+
+def _file_mode(mode: int) -> int:
+    return 0o700 if mode & stat.S_IXUSR else 0o600
+
+
+class _Hashing(io.RawIOBase):
+    """A writer that counts and hashes what passes through to `out`."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self.h.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+
+@dataclass(frozen=True)
+class Archived:
+    sha256: str
+    bytes: int
+    files: int
+    file_bytes: int
+
+
+def write_archive(root: Path, items: list[FileItem], out: IO[bytes]) -> Archived:
+    """A tar archive (PAX) of `items` written to `out`; a file that is no longer a
+    regular file, or shrinks while it is read, raises DataFilesError."""
+    sink = _Hashing(out)
+    files = total = 0
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for item in items:
+            info = tarfile.TarInfo(item.rel)
+            info.mtime = int(item.mtime)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if item.is_dir:
+                info.type, info.mode = tarfile.DIRTYPE, 0o700
+                tar.addfile(info)
+                continue
+            path = root / item.rel
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # removed by the app meanwhile: not part of the backup
+            except OSError as exc:
+                raise DataFilesError(
+                    f"data directory {root}: cannot read {item.rel!r} ({exc.strerror})",
+                    "it may be a symbolic link written meanwhile; nothing was written",
+                ) from None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise DataFilesError(
+                        refusal(item.rel, _kind(st.st_mode), f"data directory {root}"),
+                        "remove it; nothing was written",
+                    )
+                info.type, info.size, info.mode = (
+                    tarfile.REGTYPE,
+                    st.st_size,
+                    _file_mode(st.st_mode),
+                )
+                try:
+                    tar.addfile(info, f)
+                except OSError as exc:
+                    if "unexpected end of data" in str(exc):
+                        raise DataFilesError(
+                            f"data directory {root}: {item.rel!r} shrank while it was read",
+                            "take the backup again; nothing was written",
+                        ) from None
+                    raise
+            files += 1
+            total += info.size
+    return Archived(sink.h.hexdigest(), sink.size, files, total)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (a snapshot member's plain bytes)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.buf = b""
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self.buf and not self.done:
+            try:
+                self.buf = next(self.chunks)
+            except StopIteration:
+                self.done = True
+        n = min(len(b), len(self.buf))
+        b[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+    def drain(self) -> None:
+        """Read to the end, so the chunk iterator runs its final checks."""
+        self.buf = b""
+        for _ in self.chunks:
+            pass
+        self.done = True
+
+
+_TAR_KINDS = {
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.FIFOTYPE: "fifo",
+    tarfile.CHRTYPE: "device",
+    tarfile.BLKTYPE: "device",
+}
+
+
+def read_archive(
+    chunks: Iterator[bytes], into: Path | None, label: str, store: frozenset[str]
+) -> tuple[int, int]:
+    """Check every entry of the archive in `chunks` and, given `into` (an empty private
+    directory), unpack it there; returns (files, bytes). A symlink, hard link, device,
+    pipe, a name leaving the directory, a store file's name or a name given twice raise
+    DataFilesError. `chunks` raises at its end when the archive differs from the
+    manifest, so nothing unpacked may be used before this returns."""
+    reader = _ChunkReader(chunks)
+    stream = io.BufferedReader(reader, 1 << 20)
+    files = total = 0
+    seen: set[str] = set()
+    made: set[str] = set()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for m in tar:
+                try:
+                    rel = check_name(m.name)
+                except UnsafeEntry as exc:
+                    raise DataFilesError(f"{label}: {exc}", "nothing was restored") from None
+                if not (m.isreg() or m.isdir()):
+                    kind = _TAR_KINDS.get(m.type, "special file")
+                    raise DataFilesError(refusal(rel, kind, label), "nothing was restored")
+                if excluded(rel, store):
+                    raise DataFilesError(
+                        f"{label}: {rel!r} is a file of the data store or of tristage itself",
+                        "the archive was altered; nothing was restored",
+                    )
+                if rel in seen:
+                    raise DataFilesError(f"{label}: {rel!r} appears twice", "nothing was restored")
+                seen.add(rel)
+                if into is not None:
+                    _make_parents(into, rel, made)
+                if m.isdir():
+                    if into is not None and rel not in made:
+                        os.mkdir(into / rel, 0o700)
+                        os.chmod(into / rel, 0o700)
+                        made.add(rel)
+                    continue
+                src = tar.extractfile(m)
+                assert src is not None
+                files += 1
+                total += m.size
+                if into is None:
+                    while src.read(1 << 20):
+                        pass
+                    continue
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                mode = _file_mode(m.mode)
+                fd = os.open(into / rel, flags, mode)
+                with os.fdopen(fd, "wb") as dst:
+                    os.fchmod(dst.fileno(), mode)
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                os.utime(into / rel, (m.mtime, m.mtime), follow_symlinks=False)
+        reader.drain()
+    except tarfile.TarError as exc:
+        raise DataFilesError(
+            f"{label}: not a readable archive ({exc})", "nothing was restored"
+        ) from None
+    return files, total
+
+
+def _make_parents(into: Path, rel: str, made: set[str]) -> None:
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        d = "/".join(parts[:i])
+        if d not in made:
+            p = into / d
+            os.mkdir(p, 0o700)
+            os.chmod(p, 0o700)
+            made.add(d)
+
+
+def copy_files(src_root: Path, rels: list[str], into: Path) -> tuple[int, int]:
+    """Copy the regular files `rels` of `src_root` into the empty directory `into`
+    (parents 0700, files 0600/0700; never following a link); returns (files, bytes)."""
+    made: set[str] = set()
+    files = total = 0
+    for rel in rels:
+        check_name(rel)
+        try:
+            fd = os.open(src_root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DataFilesError(
+                f"data directory {src_root}: cannot read {rel!r} ({exc.strerror})",
+                "it may be a symbolic link; nothing was copied",
+            ) from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise DataFilesError(
+                    refusal(rel, _kind(st.st_mode), f"data directory {src_root}"),
+                    "remove it; nothing was copied",
+                )
+            _make_parents(into, rel, made)
+            mode = _file_mode(st.st_mode)
+            out = os.open(into / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(out, "wb") as dst:
+                os.fchmod(dst.fileno(), mode)
+                n = shutil.copyfileobj(f, dst, 1 << 20)  # type: ignore[func-returns-value]
+                del n
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.utime(into / rel, (st.st_atime, st.st_mtime))
+            files += 1
+            total += st.st_size
+    return files, total
+
+
+# -- staging and the swap ------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """A private directory beside `root` holding the new tree (`new/`) and, while the
+    swap runs, the old one (`old/`) and the journal."""
+
+    root: Path
+    path: Path
+    lock_fd: int
+
+    @property
+    def new(self) -> Path:
+        return self.path / "new"
+
+    @property
+    def old(self) -> Path:
+        return self.path / "old"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive lock on the stage's lock file, or None if another process holds it."""
+    try:
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def staging(root: Path) -> Iterator[Stage]:
+    """A locked staging directory beside `root`, removed when the block ends (after a
+    swap, or unused)."""
+    path = root.parent / f"{STAGE_PREFIX}{root.name}-{secrets.token_hex(4)}"
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)
+    fd = _lock(path)
+    assert fd is not None
+    stage = Stage(root, path, fd)
+    try:
+        os.mkdir(stage.new, 0o700)
+        os.chmod(stage.new, 0o700)
+        yield stage
+    finally:
+        try:
+            _remove_stage(path)
+        finally:
+            os.close(fd)
+
+
+def _remove_stage(path: Path) -> None:
+    """Drop a stage: its journal first (a stage without one holds nothing to recover)."""
+    try:
+        (path / JOURNAL).unlink(missing_ok=True)
+        _fsync_dir(path)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _journal(stage: Path, phase: str, names: list[str]) -> None:
+    tmp = stage / f".{JOURNAL}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"phase": phase, "names": names}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, stage / JOURNAL)
+    _fsync_dir(stage)
+
+
+def _top_names(root: Path, store: frozenset[str]) -> list[str]:
+    return sorted(n for n in os.listdir(root) if not excluded(n, store))
+
+
+def swap_in(stage: Stage, store: frozenset[str], step: Step | None = None) -> None:
+    """Replace the entries of `stage.root` (all but the excluded ones) by those of
+    `stage.new`: the old ones are moved into the stage, then the new ones in."""
+    root = stage.root
+    step = step or (lambda _label: None)
+    old_names = _top_names(root, store)
+    os.mkdir(stage.old, 0o700)
+    step("journal:old")
+    _journal(stage.path, "old", old_names)
+    for name in old_names:
+        step(f"old:{name}")
+        _move(root / name, stage.old / name)
+    step("journal:new")
+    _journal(stage.path, "new", sorted(os.listdir(stage.new)))
+    _move_in(stage, store, step)
+    _fsync_dir(root)
+    step("done")
+    (stage.path / JOURNAL).unlink()
+    _fsync_dir(stage.path)
+
+
+def _move(src: Path, dst: Path) -> None:
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        pass  # removed meanwhile (or moved before a kill)
+
+
+def _move_in(stage: Stage, store: frozenset[str], step: Step) -> None:
+    for name in sorted(os.listdir(stage.new)):
+        step(f"new:{name}")
+        target = stage.root / name
+        if os.path.lexists(target) and not excluded(name, store):
+            # written by the app while the old entries were moved: it goes with them
+            _move(target, stage.old / f"{name}.{secrets.token_hex(3)}")
+        _move(stage.new / name, target)
+
+
+def recover(root: Path, store: frozenset[str]) -> int:
+    """Finish or undo the swaps of `root` that a killed process left (a stage in the
+    journal's `new` phase is finished, one in `old` undone, one without a journal
+    dropped); stages locked by a live process are left alone. Returns how many."""
+    n = 0
+    try:
+        names = os.listdir(root.parent)
+    except FileNotFoundError:
+        return 0
+    prefix = f"{STAGE_PREFIX}{root.name}-"
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        path = root.parent / name
+        fd = _lock(path)
+        if fd is None:
+            continue
+        try:
+            stage = Stage(root, path, fd)
+            try:
+                journal = json.loads((path / JOURNAL).read_text())
+            except (FileNotFoundError, ValueError):
+                journal = None
+            if journal and journal.get("phase") == "new":
+                _move_in(stage, store, lambda _label: None)
+            elif journal and journal.get("phase") == "old" and stage.old.is_dir():
+                for entry in sorted(os.listdir(stage.old)):
+                    if not os.path.lexists(root / entry):
+                        _move(stage.old / entry, root / entry)
+            _fsync_dir(root)
+            _remove_stage(path)
+            n += 1
+        finally:
+            os.close(fd)
+    return n
+
+
+def has_stage(root: Path) -> bool:
+    """Whether a staging directory of `root` exists (a swap running or interrupted)."""
+    prefix = f"{STAGE_PREFIX}{root.name}-"
+    try:
+        return any(e.startswith(prefix) for e in os.listdir(root.parent))
+    except FileNotFoundError:
+        return False
