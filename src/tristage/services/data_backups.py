@@ -48,6 +48,7 @@ from ..edges.snapshot_io import (
 )
 from ..errors import NotFound, TristageError
 from ..paths import private_dirs, private_mkdirs, private_open
+from .data_files import DataFiles, Staged
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -59,7 +60,6 @@ from .data_records import (
     RestoreResult,
     WriteFailed,
 )
-from .data_files import DataFiles, Staged
 from .data_snapshots import SnapshotService
 from .data_stores import DataStores, utcnow
 
