@@ -20,11 +20,11 @@ def check(ctx: Context) -> Iterator[Finding]:
     for pattern in rule.copy_:
         if data_files.copies_everything(pattern):
             yield Finding(
-                "sanitize.files-everything",
+                "sanitize_files.copies-everything",
                 WARNING,
                 environment,
                 None,
                 f"[sanitize.files] copy {pattern!r} matches every file, so a clone copies "
                 "all of production's files (uploads may hold personal data); name the "
-                'folders that are public instead, e.g. copy = ["public/**"]',
+                'folders that are public instead in tristage.toml, e.g. copy = ["public/**"]',
             )
