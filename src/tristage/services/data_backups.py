@@ -318,7 +318,7 @@ class BackupService:
         """Open a backup and check every file against its manifest; raises if damaged."""
         owner = self.stores.owner(project, environment)
         src = self._open_backup(project, owner, backup_id)
-        problems = src.verify() + self.files.problems(src)
+        problems = src.verify() + self.files.problems(src, project, owner)
         if problems:
             src.close()
             raise BackupDamaged(
@@ -415,7 +415,7 @@ class BackupService:
                     "nothing was restored; restore another backup",
                 )
             # the files, unpacked and checked beside the data directory before any change
-            files = self.files.stage(project, owner, src)
+            files = self.files.stage(project, owner, src, backup_id)
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
             store = self.stores.open_store(project, owner)
             dump = src.dump_entry
@@ -539,7 +539,7 @@ class BackupService:
                             bool(got and got.sha256 == exp.sha256),
                         )
                     )
-            archive = self.files.drill_check(src)
+            archive = self.files.drill_check(src, project, owner)
             if archive is not None:
                 want, read, problem = archive
                 report.checks.append(DrillCheck("(files)", want, read, problem is None))

@@ -107,39 +107,32 @@ class DataFiles:
     def _read(
         self, src: Source, entry: FilesEntry, into: Path | None, store: frozenset[str]
     ) -> tuple[int, int]:
+        """Read the archive through (unpacking it into `into`, if given); a problem
+        raises DataFilesError naming the member."""
         member = FileEntry(entry.path, 0, entry.sha256, entry.bytes)
-        label = f"{src.label}:{entry.path}"
+        label = entry.path
         try:
             files, size = disk.read_archive(src.checked_chunks(member), into, label, store)
         except SnapshotError as exc:
-            raise BackupDamaged(
-                f"backup {src.label} failed verification: {exc.message}",
-                "nothing was restored; restore another backup",
-            ) from None
-        except DataFilesError as exc:
-            raise BackupDamaged(
-                f"backup {src.label} failed verification: {exc.message}",
-                exc.hint or "nothing was restored",
-            ) from None
+            raise DataFilesError(exc.message.removeprefix(f"{src.label}:")) from None
         if (files, size) != (entry.files, entry.file_bytes):
-            raise BackupDamaged(
-                f"backup {src.label} failed verification: {entry.path} holds {files} file(s) "
-                f"of {size} bytes, the manifest says {entry.files} of {entry.file_bytes}",
-                "nothing was restored; restore another backup",
+            raise DataFilesError(
+                f"{entry.path} holds {files} file(s) of {size} bytes, the manifest says "
+                f"{entry.files} of {entry.file_bytes}"
             )
         return files, size
 
-    def problems(self, src: Source) -> list[str]:
+    def problems(self, src: Source, project: str, owner: str) -> list[str]:
         """What is wrong with a backup's files archive ([] = intact or none)."""
         try:
             entry = self.entry(src)
             if entry is not None:
-                self._read(src, entry, None, frozenset())
-        except BackupDamaged as exc:
+                self._read(src, entry, None, self.store_files(project, owner))
+        except (BackupDamaged, DataFilesError) as exc:
             return [exc.message]
         return []
 
-    def stage(self, project: str, owner: str, src: Source) -> Staged | None:
+    def stage(self, project: str, owner: str, src: Source, backup_id: str) -> Staged | None:
         """Unpack a backup's files (checked) beside the data directory; None for a
         backup without files (the directory is then left as it is)."""
         entry = self.entry(src)
@@ -150,6 +143,12 @@ class DataFiles:
         try:
             stage = closer.enter_context(disk.staging(root))
             files, size = self._read(src, entry, stage.new, store)
+        except DataFilesError as exc:
+            closer.close()
+            raise BackupDamaged(
+                f"backup {backup_id} failed verification: {exc.message}",
+                "nothing was restored; restore another backup",
+            ) from None
         except BaseException:
             closer.close()
             raise
@@ -177,7 +176,9 @@ class DataFiles:
             disk.swap_in(stage, p.store)
         return files
 
-    def drill_check(self, src: Source) -> tuple[int, int, str | None] | None:
+    def drill_check(
+        self, src: Source, project: str, owner: str
+    ) -> tuple[int, int, str | None] | None:
         """(files in the manifest, files read, problem) of a backup's files archive,
         read through and checked without unpacking; None for a backup without one."""
         try:
@@ -187,7 +188,7 @@ class DataFiles:
         if entry is None:
             return None
         try:
-            files, _ = self._read(src, entry, None, frozenset())
-        except BackupDamaged as exc:
+            files, _ = self._read(src, entry, None, self.store_files(project, owner))
+        except DataFilesError as exc:
             return entry.files, -1, exc.message
         return entry.files, files, None
