@@ -497,3 +497,29 @@ def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
     assert all(rx.fullmatch(p) for p in yes), pattern
     assert not any(rx.fullmatch(p) for p in no), pattern
     assert plan.copies_everything(pattern) == (pattern == "**")
+
+
+def test_a_backup_to_s3_holds_the_files_and_restores_and_drills_from_there(
+    api: Tristage, repo: Path
+) -> None:
+    import secrets
+
+    import boto3
+
+    from test_backup_target_conformance import _s3_endpoint
+
+    endpoint = _s3_endpoint()
+    bucket = "files-" + secrets.token_hex(4)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    target = f'target = "s3://{bucket}/t?endpoint={endpoint}"'
+    configure(api, repo, f"\n[environments.production.backups]\n{target}\n")
+    data = api.data.data_dir("shop", "production")
+    app_writes(data, ["to the bucket"])
+    before = tree(data)
+    info = api.data.backup("shop", "production")
+    assert not list((api.home / "backups").rglob("*.zip"))  # in the bucket only
+    (data / "uploads" / "notes.txt").unlink()
+    api.data.restore("shop", "production", info.id, yes=True)
+    assert tree(data) == before
+    report = api.data.drill("shop", "production", info.id)
+    assert report.passed and any(c.table == "(files)" and c.ok for c in report.checks)
