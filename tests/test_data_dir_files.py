@@ -523,3 +523,64 @@ def test_a_backup_to_s3_holds_the_files_and_restores_and_drills_from_there(
     assert tree(data) == before
     report = api.data.drill("shop", "production", info.id)
     assert report.passed and any(c.table == "(files)" and c.ok for c in report.checks)
+
+
+def test_a_store_file_in_a_subdirectory_stays_in_place_through_a_restore(
+    api: Tristage, repo: Path
+) -> None:
+    """`database.url = "app/shop.db"`: the swap works inside `app/`, never moving it."""
+    configure(api, repo, '\n[environments.preview.database]\nurl = "app/shop.db"\n')
+    url = api.data.database_url("shop", "preview")
+    db = sqlite3.connect(url.removeprefix("sqlite://"))
+    db.execute("CREATE TABLE t (v TEXT)")
+    db.execute("INSERT INTO t VALUES ('row')")
+    db.commit()
+    db.close()
+    data = api.data.data_dir("shop", "preview")
+    (data / "app" / "cache.txt").write_text("beside the store")
+    (data / "top.txt").write_text("top")
+    info = api.data.backup("shop", "preview")
+    (data / "app" / "cache.txt").unlink()
+    (data / "top.txt").write_text("changed")
+    (data / "app" / "later.txt").write_text("later")
+    result = api.data.restore("shop", "preview", info.id)
+    assert result.files == 2 and result.rows == {"t": 1}
+    assert (data / "app" / "cache.txt").read_text() == "beside the store"
+    assert (data / "top.txt").read_text() == "top" and not (data / "app" / "later.txt").exists()
+    assert (data / "app" / "shop.db").is_file()
+    db = sqlite3.connect(url.removeprefix("sqlite://"))
+    assert db.execute("SELECT v FROM t").fetchall() == [("row",)]
+    db.close()
+
+
+NESTED = """
+import os, signal, sys
+from pathlib import Path
+from tristage.edges import data_files as disk
+
+root, stop = Path(sys.argv[1]), sys.argv[2]
+def step(label):
+    if label == stop:
+        os.kill(os.getpid(), signal.SIGKILL)
+with disk.staging(root) as stage:
+    (stage.new / "app").mkdir()
+    (stage.new / "app" / "x.txt").write_text("new x")
+    disk.swap_in(stage, frozenset({"app/db"}), step)
+"""
+
+
+@pytest.mark.parametrize("stop", ["old:app/x.txt", "old:top.txt", "new:app/x.txt", "done"])
+def test_a_killed_swap_around_a_nested_store_file(tmp_path: Path, stop: str) -> None:
+    root = tmp_path / "env"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "db").write_text("store")
+    (root / "app" / "x.txt").write_text("old x")
+    (root / "top.txt").write_text("old top")
+    r = subprocess.run([sys.executable, "-c", NESTED, str(root), stop], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    disk.recover(root, frozenset({"app/db"}))
+    got = {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+    old = {"app/db": "store", "app/x.txt": "old x", "top.txt": "old top"}
+    new = {"app/db": "store", "app/x.txt": "new x"}
+    assert got == (old if stop.startswith("old:") else new), got

@@ -408,19 +408,48 @@ def _remove_stage(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _journal(stage: Path, phase: str, names: list[str]) -> None:
+def _journal(stage: Path, phase: str) -> None:
     tmp = stage / f".{JOURNAL}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"phase": phase, "names": names}, f)
+        json.dump({"phase": phase}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, stage / JOURNAL)
     _fsync_dir(stage)
 
 
-def _top_names(root: Path, store: frozenset[str]) -> list[str]:
-    return sorted(n for n in os.listdir(root) if not excluded(n, store))
+def pinned_dirs(store: frozenset[str]) -> frozenset[str]:
+    """The directories holding a store file (`app` for `app/shop.db`): they stay in
+    place, and the swap works inside them."""
+    out: set[str] = set()
+    for rel in store:
+        parts = rel.split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return frozenset(out)
+
+
+def _move_out(root: Path, old: Path, store: frozenset[str], pinned: frozenset[str],
+              step: Step, prefix: str = "") -> None:  # fmt: skip
+    for name in sorted(os.listdir(root)):
+        rel = prefix + name
+        if excluded(rel, store):
+            continue
+        if rel in pinned and os.path.isdir(root / name) and not os.path.islink(root / name):
+            os.makedirs(old / name, 0o700, exist_ok=True)
+            _move_out(root / name, old / name, store, pinned, step, rel + "/")
+            continue
+        step(f"old:{rel}")
+        _move(root / name, old / name)
+
+
+def _move_back(old: Path, root: Path, pinned: frozenset[str], prefix: str = "") -> None:
+    for name in sorted(os.listdir(old)):
+        rel = prefix + name
+        if rel in pinned and os.path.isdir(root / name):
+            _move_back(old / name, root / name, pinned, rel + "/")
+        elif not os.path.lexists(root / name):
+            _move(old / name, root / name)
 
 
 def swap_in(stage: Stage, store: frozenset[str], step: Step | None = None) -> None:
@@ -428,16 +457,14 @@ def swap_in(stage: Stage, store: frozenset[str], step: Step | None = None) -> No
     `stage.new`: the old ones are moved into the stage, then the new ones in."""
     root = stage.root
     step = step or (lambda _label: None)
-    old_names = _top_names(root, store)
+    pinned = pinned_dirs(store)
     os.mkdir(stage.old, 0o700)
     step("journal:old")
-    _journal(stage.path, "old", old_names)
-    for name in old_names:
-        step(f"old:{name}")
-        _move(root / name, stage.old / name)
+    _journal(stage.path, "old")
+    _move_out(root, stage.old, store, pinned, step)
     step("journal:new")
-    _journal(stage.path, "new", sorted(os.listdir(stage.new)))
-    _move_in(stage, store, step)
+    _journal(stage.path, "new")
+    _move_in(stage.new, root, stage.old, store, pinned, step)
     _fsync_dir(root)
     step("done")
     (stage.path / JOURNAL).unlink()
@@ -451,14 +478,20 @@ def _move(src: Path, dst: Path) -> None:
         pass  # removed meanwhile (or moved before a kill)
 
 
-def _move_in(stage: Stage, store: frozenset[str], step: Step) -> None:
-    for name in sorted(os.listdir(stage.new)):
-        step(f"new:{name}")
-        target = stage.root / name
-        if os.path.lexists(target) and not excluded(name, store):
+def _move_in(new: Path, root: Path, aside: Path, store: frozenset[str], pinned: frozenset[str],
+             step: Step, prefix: str = "") -> None:  # fmt: skip
+    for name in sorted(os.listdir(new)):
+        rel = prefix + name
+        target = root / name
+        if rel in pinned and os.path.isdir(target) and not os.path.islink(target):
+            os.makedirs(aside / name, 0o700, exist_ok=True)
+            _move_in(new / name, target, aside / name, store, pinned, step, rel + "/")
+            continue
+        step(f"new:{rel}")
+        if os.path.lexists(target) and not excluded(rel, store):
             # written by the app while the old entries were moved: it goes with them
-            _move(target, stage.old / f"{name}.{secrets.token_hex(3)}")
-        _move(stage.new / name, target)
+            _move(target, aside / f"{name}.{secrets.token_hex(3)}")
+        _move(new / name, target)
 
 
 def recover(root: Path, store: frozenset[str]) -> int:
@@ -471,6 +504,7 @@ def recover(root: Path, store: frozenset[str]) -> int:
     except FileNotFoundError:
         return 0
     prefix = f"{STAGE_PREFIX}{root.name}-"
+    pinned = pinned_dirs(store)
     for name in names:
         if not name.startswith(prefix):
             continue
@@ -484,12 +518,12 @@ def recover(root: Path, store: frozenset[str]) -> int:
                 journal = json.loads((path / JOURNAL).read_text())
             except (FileNotFoundError, ValueError):
                 journal = None
-            if journal and journal.get("phase") == "new":
-                _move_in(stage, store, lambda _label: None)
-            elif journal and journal.get("phase") == "old" and stage.old.is_dir():
-                for entry in sorted(os.listdir(stage.old)):
-                    if not os.path.lexists(root / entry):
-                        _move(stage.old / entry, root / entry)
+            phase = journal.get("phase") if isinstance(journal, dict) else None
+            if phase == "new" and stage.new.is_dir():
+                os.makedirs(stage.old, 0o700, exist_ok=True)
+                _move_in(stage.new, root, stage.old, store, pinned, lambda _label: None)
+            elif phase == "old" and stage.old.is_dir():
+                _move_back(stage.old, root, pinned)
             _fsync_dir(root)
             _remove_stage(path)
             n += 1

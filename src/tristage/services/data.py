@@ -94,7 +94,7 @@ class DataService:
         """The environment's private data directory (0700), the one a release may write
         (a swap of its files that a killed restore or clone left is finished or undone
         first)."""
-        return self.backup_service.files.root(project, self.owner(project, environment))[0]
+        return self.backup_service.files.recovered(project, self.owner(project, environment))
 
     def open_store(self, project: str, environment: str) -> DataStoreT:
         return self.stores.open_store(project, environment)

@@ -74,14 +74,18 @@ class DataFiles:
             return frozenset()
         return plan.store_names(path.relative_to(root).as_posix())
 
-    def root(self, project: str, owner: str) -> tuple[Path, frozenset[str]]:
-        """The data directory (an interrupted swap finished or undone first) and the
-        paths left out of it."""
+    def recovered(self, project: str, owner: str) -> Path:
+        """The data directory, a swap a killed process left finished or undone first."""
         root = self.stores.data_dir(project, owner)
-        store = self.store_files(project, owner)
-        if disk.has_stage(root) and disk.recover(root, store):
-            self.api.audit.record("db.files.recovered", project=project, environment=owner)
-        return root, store
+        if disk.has_stage(root):
+            store = self.store_files(project, owner)
+            if disk.recover(root, store):
+                self.api.audit.record("db.files.recovered", project=project, environment=owner)
+        return root
+
+    def root(self, project: str, owner: str) -> tuple[Path, frozenset[str]]:
+        """The data directory (recovered) and the paths left out of it."""
+        return self.recovered(project, owner), self.store_files(project, owner)
 
     # -- backups -------------------------------------------------------------------
     def archive(self, project: str, owner: str, sink: ZipSink) -> dict[str, Any]:
