@@ -92,7 +92,7 @@ class DataFiles:
         """Write the files into the backup; returns the manifest entry."""
         root, store = self.root(project, owner)
         items = disk.scan(root, store)
-        with sink.member(ARCHIVE_MEMBER) as out:
+        with sink.member(ARCHIVE_MEMBER, compress=False) as out:
             done = disk.write_archive(root, items, out)
         entry = FilesEntry(ARCHIVE_MEMBER, done.sha256, done.bytes, done.files, done.file_bytes)
         return entry.to_json()
