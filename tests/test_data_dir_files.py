@@ -73,6 +73,10 @@ def tree(root: Path) -> dict[str, bytes | None]:
     return out
 
 
+def without_db(t: dict[str, bytes | None]) -> dict[str, bytes | None]:
+    return {k: v for k, v in t.items() if k != "app.sqlite3"}
+
+
 def app_writes(data: Path, notes: list[str]) -> None:
     """What an app such as flaskr does: its own SQLite file, and uploads."""
     (data / "uploads" / "2026").mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,9 @@ def test_a_backup_holds_the_files_and_a_restore_brings_them_back(
     (data / "later.txt").write_text("written after the backup")
     result = shop.data.restore("shop", "production", info.id, yes=True)
     assert result.files == 4
-    assert tree(data) == before and notes(data) == ["first", "second"]
+    # the app's SQLite file comes back as SQLite's consistent copy: same rows, other bytes
+    assert without_db(tree(data)) == without_db(before) and notes(data) == ["first", "second"]
+    assert set(tree(data)) == set(before)
     # what tristage wrote is private whatever the umask; nothing is left beside
     for p in data.rglob("*"):
         if not p.name.startswith("database.sqlite3"):
@@ -520,7 +526,7 @@ def test_a_backup_to_s3_holds_the_files_and_restores_and_drills_from_there(
     assert not list((api.home / "backups").rglob("*.zip"))  # in the bucket only
     (data / "uploads" / "notes.txt").unlink()
     api.data.restore("shop", "production", info.id, yes=True)
-    assert tree(data) == before
+    assert without_db(tree(data)) == without_db(before) and notes(data) == ["to the bucket"]
     report = api.data.drill("shop", "production", info.id)
     assert report.passed and any(c.table == "(files)" and c.ok for c in report.checks)
 
@@ -584,3 +590,39 @@ def test_a_killed_swap_around_a_nested_store_file(tmp_path: Path, stop: str) -> 
     old = {"app/db": "store", "app/x.txt": "old x", "top.txt": "old top"}
     new = {"app/db": "store", "app/x.txt": "new x"}
     assert got == (old if stop.startswith("old:") else new), got
+
+
+def test_an_app_sqlite_file_is_backed_up_consistently_with_what_its_wal_holds(
+    shop: Tristage,
+) -> None:
+    """The app died with its last transaction only in the WAL (never checkpointed): the
+    backup holds a consistent copy made by SQLite, not the file and its -wal apart."""
+    data = data_dir(shop)
+    script = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "c.execute('CREATE TABLE notes (body TEXT)')\n"
+        "c.execute(\"INSERT INTO notes VALUES ('only in the wal')\")\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(data / "db.sqlite3")], check=True,
+                   timeout=30)  # fmt: skip
+    assert (data / "db.sqlite3-wal").stat().st_size > 0
+    info = shop.data.backup("shop", "production")
+    src = shop.data.verify("shop", "production", info.id)
+    try:
+        entry = shop.data.backup_service.files.entry(src)
+        assert entry is not None
+        raw = b"".join(src.checked_chunks(plan_entry(entry)))
+    finally:
+        src.close()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        assert tar.getnames() == ["db.sqlite3"]  # no -wal, -shm: all in the copy
+    for p in list(data.glob("db.sqlite3*")):
+        p.unlink()
+    shop.data.restore("shop", "production", info.id, yes=True)
+    db = sqlite3.connect(data / "db.sqlite3")
+    assert db.execute("SELECT body FROM notes").fetchall() == [("only in the wal",)]
+    db.close()
+    assert not list((shop.home / "tmp").glob("files-sqlite-*"))

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -131,13 +132,76 @@ class Archived:
     file_bytes: int
 
 
-def write_archive(root: Path, items: list[FileItem], out: IO[bytes]) -> Archived:
+SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_SIDE = ("-wal", "-shm", "-journal")
+SQLITE_COPY_PREFIX = "files-sqlite-"  # in the platform's tmp/ while a backup runs
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, kind) of `path` itself (a link is not followed); None if absent."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)
+
+
+def _sqlite_copy(path: Path, scratch: Path) -> Path | None:
+    """A consistent copy of the app's SQLite database `path` (SQLite's backup API: what
+    its WAL holds included), in a private file of `scratch`; None when `path` is not a
+    SQLite database, or SQLite cannot read it (then its files are copied as they are).
+    The file and its -wal/-shm must be the same regular files (or absent) before and
+    after, so a link swapped in meanwhile is never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or f.read(16) != SQLITE_HEADER:
+            return None
+    watched = [path, *(Path(f"{path}{s}") for s in SQLITE_SIDE)]
+    before = [_identity(p) for p in watched]
+    if any(i is not None and i[2] != stat.S_IFREG for i in before):
+        return None  # the caller refuses the link or special file
+    copy = scratch / f"{SQLITE_COPY_PREFIX}{secrets.token_hex(6)}"
+    try:
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            dst = sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        os.chmod(copy, 0o600)
+    except sqlite3.Error:
+        copy.unlink(missing_ok=True)
+        return None
+    after = [_identity(p) for p in watched[:1]]
+    if after != before[:1]:
+        copy.unlink(missing_ok=True)
+        raise DataFilesError(
+            f"data directory: {path.name!r} was replaced while it was backed up",
+            "take the backup again; nothing was written",
+        )
+    return copy
+
+
+def write_archive(
+    root: Path, items: list[FileItem], out: IO[bytes], scratch: Path | None = None
+) -> Archived:
     """A tar archive (PAX) of `items` written to `out`; a file that is no longer a
-    regular file, or shrinks while it is read, raises DataFilesError."""
+    regular file, or shrinks while it is read, raises DataFilesError. Given `scratch`
+    (a private directory), an SQLite database of the app is archived as a consistent
+    copy made by SQLite, without its -wal/-shm."""
     sink = _Hashing(out)
     files = total = 0
+    copied: set[str] = set()
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for item in items:
+            if any(item.rel.endswith(s) and item.rel[: -len(s)] in copied for s in SQLITE_SIDE):
+                continue  # in the consistent copy of its database
             info = tarfile.TarInfo(item.rel)
             info.mtime = int(item.mtime)
             info.uid = info.gid = 0
@@ -147,6 +211,10 @@ def write_archive(root: Path, items: list[FileItem], out: IO[bytes]) -> Archived
                 tar.addfile(info)
                 continue
             path = root / item.rel
+            snapshot = _sqlite_copy(path, scratch) if scratch is not None else None
+            if snapshot is not None:
+                copied.add(item.rel)
+                path = snapshot
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -177,6 +245,9 @@ def write_archive(root: Path, items: list[FileItem], out: IO[bytes]) -> Archived
                             "take the backup again; nothing was written",
                         ) from None
                     raise
+                finally:
+                    if snapshot is not None:
+                        snapshot.unlink(missing_ok=True)
             files += 1
             total += info.size
     return Archived(sink.h.hexdigest(), sink.size, files, total)

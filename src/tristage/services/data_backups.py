@@ -23,6 +23,7 @@ from ..domain import retention
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, Manifest
 from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
+from ..edges.data_files import SQLITE_COPY_PREFIX
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
     DUMP_MEMBER,
@@ -279,6 +280,8 @@ class BackupService:
             *(tmp / "backup-downloads").glob(f"{TMP_PREFIX}*"),
             # a SQLite drill's scratch copy of a drill that was killed
             *tmp.glob(f"drill-{project}-{owner}-*.sqlite3*"),
+            # an app database's consistent copy of a backup that was killed
+            *tmp.glob(f"{SQLITE_COPY_PREFIX}*"),
         ]
         for p in leftovers:
             try:

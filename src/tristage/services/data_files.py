@@ -21,6 +21,7 @@ from ..domain.snapshot import FileEntry
 from ..edges import data_files as disk
 from ..edges.data_files import DataFilesError, Stage
 from ..edges.snapshot_io import SnapshotError, Source, ZipSink
+from ..paths import private_dirs
 from .data_records import BackupDamaged
 
 if TYPE_CHECKING:
@@ -92,8 +93,9 @@ class DataFiles:
         """Write the files into the backup; returns the manifest entry."""
         root, store = self.root(project, owner)
         items = disk.scan(root, store)
+        scratch = private_dirs(self.api.home, "tmp")
         with sink.member(ARCHIVE_MEMBER, compress=False) as out:
-            done = disk.write_archive(root, items, out)
+            done = disk.write_archive(root, items, out, scratch)
         entry = FilesEntry(ARCHIVE_MEMBER, done.sha256, done.bytes, done.files, done.file_bytes)
         return entry.to_json()
 
