@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from ..domain.data_files import UnsafeEntry, check_name, excluded, refusal
 from ..errors import TristageError
@@ -165,7 +166,7 @@ def _sqlite_copy(path: Path, scratch: Path) -> Path | None:
         return None  # the caller refuses the link or special file
     copy = scratch / f"{SQLITE_COPY_PREFIX}{secrets.token_hex(6)}"
     try:
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        src = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5)
         try:
             dst = sqlite3.connect(copy)
             try:
