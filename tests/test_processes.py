@@ -219,10 +219,12 @@ def test_a_crash_looping_worker_is_crashed_and_alerts_while_web_serves(
 def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
     repo: Path, home: Path, cp: ControlPlane
 ) -> None:
-    # each web process takes 2 s to listen (as a real app's boot does)
+    # each web process takes 3 s to listen (as a real app's boot does)
     make_project(repo, processes="{ web = 2 }")
-    procfile = "web: sleep 2 && exec python app.py\n"
-    commit(repo, {"Procfile": procfile, "requirements.txt": "# stdlib only\n"}, "slow boot")
+    procfile = "web: sleep 3 && exec python app.py\n"
+    toml = (repo / "tristage.toml").read_text().replace("health_timeout = 4", "health_timeout = 20")
+    commit(repo, {"Procfile": procfile, "requirements.txt": "# stdlib only\n",
+                  "tristage.toml": toml}, "slow boot")  # fmt: skip
     r = push(repo, "main", timeout=120)
     assert r.returncode == 0, r.stderr
     first = deployments(repo)[0]["id"]
@@ -243,8 +245,8 @@ def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
                 "SELECT desired_at, routed_at, routed FROM aliases WHERE environment=?",
                 ("production",),
             ).fetchone()
-        # switched to the healthy warm web.1 at once, not after web.2's 2 s boot
-        assert routed == first and routed_at - desired_at < 1.0, routed_at - desired_at
+        # switched to the healthy warm web.1 at once, not after web.2's 3 s boot
+        assert routed == first and routed_at - desired_at < 2.0, routed_at - desired_at
         # the missing replica comes up behind it, and then takes requests too
         procs = wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 30, "web.2 behind it")
         assert {p["deployment"] for p in procs.values()} == {first}
