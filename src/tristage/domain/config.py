@@ -485,6 +485,8 @@ class ProcessSettings(Strict):
                 raise ValueError(f"{name} = {count!r}: replicas must be 0 to {MAX_REPLICAS}")
             if name == "release":
                 raise ValueError("'release' runs once per deployment; it has no replicas")
+            if name == "web" and count < 1:
+                raise ValueError("web = 0: web needs at least 1 replica (it serves the release)")
         return v
 
     @field_validator("memory")
