@@ -109,7 +109,7 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.router.trust_edge(None)  # one adopted from a run with the edge
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
-                self.router.stats, self.host, self.port and bound
+                self.edge_stats, self.host, self.port and bound
             )
         self.port = bound
         loop = asyncio.get_running_loop()
@@ -134,7 +134,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
-        self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self.monitor_runner = self.api.monitor.monitor(self.edge_stats, self.log)
         self._spawn_task(
             self.api.webhooks.run_forwarder(
                 stop_event, self.svc.live_upstream, monitor=self.monitor_runner

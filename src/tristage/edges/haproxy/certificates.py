@@ -190,7 +190,7 @@ class AcmeIssuer:
 
     def issue(self, host: str) -> str:
         """(thread) A certificate for `host`: the chain and its key, one PEM."""
-        from acme import challenges, crypto_util
+        from acme import challenges, crypto_util, messages
 
         with self._lock:
             try:
@@ -202,6 +202,8 @@ class AcmeIssuer:
                 tokens: list[str] = []
                 try:
                     for authz in order.authorizations:
+                        if authz.body.status == messages.STATUS_VALID:
+                            continue  # validated earlier (the CA reuses it)
                         for chall in authz.body.challenges:
                             if isinstance(chall.chall, challenges.HTTP01):
                                 response, validation = chall.response_and_validation(acme.net.key)

@@ -350,6 +350,7 @@ class HAProxyEdge:
         with self._lock:
             rows = rt.stat_rows(self.s.admin_socket)
             actual = rt.actual_state(self.s.admin_socket, self.s.hosts_map, SLOT_PREFIX, rows)
+            by_server = {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
             gone = 0
             for backend, name, steps in retire_steps(actual):
                 try:
@@ -358,9 +359,12 @@ class HAProxyEdge:
                 except rt.RuntimeApiError:
                     continue  # idle connections still open: next time
                 gone += 1
-                last = self._last.pop((backend, name), None)
-                if last is not None:
-                    self._base[last[1]] = self._base.get(last[1], Counts()) + last[0]
+                # its final counts (drained, nothing in flight: no more will come)
+                self._last.pop((backend, name), None)
+                row = by_server.get((backend, name))
+                if row is not None:
+                    dep = deployment_of(name)
+                    self._base[dep] = self._base.get(dep, Counts()) + server_counts(row)
             return gone
 
     def _fold_all(self) -> None:
