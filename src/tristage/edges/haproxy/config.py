@@ -44,6 +44,9 @@ ACME_BACKEND = "be_acme"
 SLOT_PREFIX = "be_h"
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 EDGE_HEADER = "X-Tristage-Edge"
+# a dynamic server takes none of `default-server`: without a pool of idle connections
+# every request would open a new connection to the release
+SERVER_OPTIONS = "pool-max-conn -1 pool-purge-delay 5s"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,6 @@ def haproxy_config(s: HAProxySettings) -> str:
         "    retries 2",
         "    option redispatch 1",
         "    http-reuse safe",
-        "    default-server pool-purge-delay 1s",
         "",
         "frontend fe_http",
         f"    bind {_addr(s.bind, s.http_port)}",
@@ -296,7 +298,9 @@ def switch_steps(
         for s in wanted[host]:
             state = have.get(s.name)
             if state is None:
-                steps.append(Step(f"add server {backend}/{s.name} {s.addr[0]}:{s.addr[1]}"))
+                steps.append(
+                    Step(f"add server {backend}/{s.name} {s.addr[0]}:{s.addr[1]} {SERVER_OPTIONS}")
+                )
                 steps.append(Step(f"set server {backend}/{s.name} state ready"))
             elif state.admin != "ready":
                 steps.append(Step(f"set server {backend}/{s.name} state ready"))
