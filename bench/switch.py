@@ -6,7 +6,12 @@ load generator is checked, so any failed request during a switch is counted.
 A few switches are also issued through the CLI (a new interpreter each time) to
 show what a person typing the command sees.
 
-    .venv/bin/python bench/switch.py [--cycles 50] [--workers 4]
+    .venv/bin/python bench/switch.py [--cycles 50] [--workers 4] [--edge haproxy]
+
+With `--edge haproxy` the control plane runs `tristage up --edge haproxy` and the load
+and the probe go through HAProxy's HTTP port, which serves the host straight from the
+release: a switch is servers made ready and drained through HAProxy's runtime API
+(`haproxy_switches`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--edge", choices=["router", "haproxy"], default="router")
     args = ap.parse_args()
+    if args.edge == "haproxy":
+        haproxy_switches(args.cycles, args.workers)
+        return
     s = Scratch()
     try:
         s.project()
@@ -123,6 +132,89 @@ def main() -> None:
             )
         print(f"load requests:     {counts['requests']} from {args.workers} client processes")
         print(f"failed requests:   {counts['failed']} {sorted(set(failures))[:5]}")
+        print(
+            f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
+            f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"
+        )
+    finally:
+        s.close()
+
+
+def haproxy_switches(cycles: int, workers_n: int) -> None:
+    """The same cycles through `tristage up --edge haproxy` (plain HTTP on its port)."""
+    from _util import free_port
+
+    from tristage.edges.haproxy.runtime_api import stat_rows
+
+    http, https = free_port(), free_port()
+    s = Scratch()
+    try:
+        s.project()
+        s.up("--edge", "haproxy", "--edge-bind", "127.0.0.1", "--http-port", str(http),
+             "--https-port", str(https))  # fmt: skip
+        a = deployment_id(s.push())
+        s.commit("second")
+        b = deployment_id(s.push())
+        from tristage.api import Tristage
+
+        api = Tristage(s.home, actor="bench")
+        host, url = "bench.localhost", f"http://127.0.0.1:{http}/"
+        stop = mp.Event()
+        results: mp.Queue[tuple[int, list[str]]] = mp.Queue()
+        workers = [
+            mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
+            for _ in range(workers_n)
+        ]
+        for w in workers:
+            w.start()
+        probe = httpx.Client(timeout=5, trust_env=False)
+
+        def serves() -> str:
+            return str(probe.get(url, headers={"Host": host}).json()["deployment"])
+
+        latencies: list[float] = []
+        for _ in range(cycles):
+            for action, target in (("rollback", a), ("promote", b)):
+                t0 = time.perf_counter()
+                if action == "rollback":
+                    api.deploys.rollback("bench")
+                else:
+                    api.deploys.promote("bench", target)
+                while serves() != target:
+                    pass
+                latencies.append((time.perf_counter() - t0) * 1000)
+        stop.set()
+        requests, failures = 0, []
+        for _ in workers:
+            n, failed = results.get(timeout=30)
+            requests += n
+            failures.extend(failed)
+        for w in workers:
+            w.join()
+        direct = sum(
+            int(r["hrsp_2xx"] or 0)
+            for r in stat_rows(s.home / "edge" / "haproxy" / "admin.sock")
+            if r["pxname"].startswith("be_h") and r["svname"] not in ("FRONTEND", "BACKEND")
+        )
+        p50, p99 = pct(latencies, 50), pct(latencies, 99)
+        print("edge:              haproxy (runtime API switch, straight to the release)")
+        print(f"switches:          {len(latencies)} ({cycles} rollback/promote cycles)")
+        print(
+            f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
+        )
+        took = [
+            float(line.rsplit("; ", 1)[1].split(" ms")[0])
+            for line in (s.dir / "up.log").read_text().splitlines()
+            if "production now serves" in line and "; " in line
+        ]
+        if took:
+            print(
+                f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
+                "(its reconcile, read to recorded with HAProxy serving it, from its log)"
+            )
+        print(f"load requests:     {requests} from {workers_n} client processes; HAProxy's "
+              f"servers of now answered {direct} of them")  # fmt: skip
+        print(f"failed requests:   {len(failures)} {sorted(set(failures))[:5]}")
         print(
             f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
             f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"

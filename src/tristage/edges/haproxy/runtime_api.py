@@ -55,9 +55,10 @@ def run(sock_path: Path, step: Step) -> str:
     return answer
 
 
-def stat_rows(sock_path: Path) -> list[dict[str, str]]:
-    """`show stat`: one dict per frontend, backend and server."""
-    text = call(sock_path, "show stat")
+def stat_rows(sock_path: Path, servers_only: bool = False) -> list[dict[str, str]]:
+    """`show stat`: one dict per frontend, backend and server (servers only: `-1 4 -1`,
+    every proxy, type 4)."""
+    text = call(sock_path, "show stat -1 4 -1" if servers_only else "show stat")
     if not text.startswith("# "):
         raise RuntimeApiError(f"haproxy's 'show stat' answered {text[:100]!r}")
     return list(csv.DictReader(io.StringIO(text[2:])))
@@ -85,7 +86,7 @@ def actual_state(
     sock_path: Path, hosts_map: Path, prefix: str, rows: list[dict[str, str]] | None = None
 ) -> Actual:
     """The host map and every slot backend's servers (address, state, requests in flight)."""
-    rows = stat_rows(sock_path) if rows is None else rows
+    rows = stat_rows(sock_path, servers_only=True) if rows is None else rows
     servers: dict[str, dict[str, ServerState]] = {}
     for row in rows:
         backend, name = row.get("pxname", ""), row.get("svname", "")

@@ -48,7 +48,6 @@ from .config import (
     Step,
     deployment_of,
     haproxy_config,
-    map_payload,
     names_maps,
     retire_steps,
     switch_steps,
@@ -336,19 +335,11 @@ class HAProxyEdge:
                         break
             if failed:
                 self.log(f"edge: {len(failed)} change(s) not made: {failed[0]}")
-            if groups:
-                self._rewrite_hosts_map()
-
-    def _rewrite_hosts_map(self) -> None:
-        """Keep the file as HAProxy has it (read when it starts again: never, it starts
-        empty; kept for whoever looks)."""
-        entries = rt.map_entries(self.s.admin_socket, self.s.hosts_map)
-        self._write(self.s.hosts_map.with_suffix(".now"), map_payload(sorted(entries.items())))
 
     def retire(self) -> int:
         """(thread) Delete drained servers with no request in flight; how many went."""
         with self._lock:
-            rows = rt.stat_rows(self.s.admin_socket)
+            rows = rt.stat_rows(self.s.admin_socket, servers_only=True)
             actual = rt.actual_state(self.s.admin_socket, self.s.hosts_map, SLOT_PREFIX, rows)
             by_server = {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
             gone = 0
@@ -377,7 +368,7 @@ class HAProxyEdge:
         """(thread) Per deployment: every answer HAProxy relayed from its servers since
         this edge started (servers deleted and HAProxy restarts included)."""
         try:
-            rows = rt.stat_rows(self.s.admin_socket)
+            rows = rt.stat_rows(self.s.admin_socket, servers_only=True)
         except rt.RuntimeApiError:
             rows = []
         now = time.time()
