@@ -9,6 +9,7 @@ that exits is started again and a second edge adopts a running one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import ssl
@@ -330,5 +331,36 @@ def test_an_haproxy_that_exits_is_started_again_and_another_edge_adopts_it(
                 finally:
                     assert again._watch is not None
                     again._watch.cancel()
+
+    run(main())
+
+
+def test_a_running_haproxy_with_other_ports_is_replaced_not_adopted(tmp_path: Path) -> None:
+    from acme_ca import free_port
+    from haproxy_front import HAPROXY
+    from tristage.edges.haproxy import HAProxySettings
+    from tristage.edges.runtime import proc_start
+
+    async def main() -> None:
+        assert HAPROXY is not None
+        s = HAProxySettings(tmp_path / "e", ("127.0.0.1", 9), ("127.0.0.1", 9), "t" * 48,
+                            free_port(), free_port(), "127.0.0.1", slots=2)  # fmt: skip
+        first = HAProxyEdge(s, binary=HAPROXY)
+        await first.start({}, ())
+        assert first._watch is not None
+        first._watch.cancel()  # its control plane is gone; haproxy runs on
+        old = first.pid
+        assert old is not None
+        moved = HAProxyEdge(dataclasses.replace(s, http_port=free_port()), binary=HAPROXY)
+        await moved.start({}, ())
+        try:
+            assert moved.pid != old and proc_start(old) is None
+            again = HAProxyEdge(moved.s, binary=HAPROXY)
+            await again.start({}, ())  # the same settings: adopted
+            assert again.pid == moved.pid
+            assert again._watch is not None
+            again._watch.cancel()
+        finally:
+            await moved.stop()
 
     run(main())

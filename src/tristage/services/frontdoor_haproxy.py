@@ -148,6 +148,7 @@ class HAProxyFrontDoor:
 
     async def _syncer(self) -> None:
         assert self.edge is not None
+        failing = False
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -156,10 +157,15 @@ class HAProxyFrontDoor:
                 await asyncio.to_thread(self.edge.set_names, *self._names)
                 await asyncio.to_thread(self.edge.apply, self.table.snapshot())
             except Exception as exc:
-                self.log(f"edge: could not update haproxy: {exc}")
+                if not failing:  # once per outage (an HAProxy being restarted)
+                    self.log(f"edge: could not update haproxy: {exc}")
+                failing = True
                 await asyncio.sleep(0.2)
                 self._dirty.set()
                 continue
+            if failing:
+                self.log("edge: haproxy has the current routes again")
+            failing = False
             self._applied = max(self._applied, generation)
             self._applied_event.set()
 

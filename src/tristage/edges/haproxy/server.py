@@ -128,6 +128,11 @@ class HAProxyEdge:
         private_mkdirs(self.s.certs)
         self._names = names_maps(redirects, hsts)
         adopted = self._running_pid()
+        if adopted is not None and self._fingerprint_file_text() != self._fingerprint():
+            # started with other ports, binds or binary: replaced, not adopted
+            self.log(f"edge: the running haproxy (pid {adopted}) has other settings: replaced")
+            await self._stop_pid(adopted)
+            adopted = None
         if adopted is not None and await asyncio.to_thread(self._api_alive):
             self.pid = adopted
             await asyncio.to_thread(self._point_backends)
@@ -140,22 +145,26 @@ class HAProxyEdge:
             await self._spawn()
         self._watch = asyncio.ensure_future(self._supervise())
 
+    async def _stop_pid(self, pid: int) -> None:
+        if not self._alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)  # soft stop: requests in flight finish
+        deadline = time.monotonic() + 10
+        while self._alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     async def stop(self) -> None:
         self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        pid = self.pid
-        if pid is not None and self._alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGUSR1)  # soft stop: requests in flight finish
-            deadline = time.monotonic() + 10
-            while self._alive(pid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self._alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        if self.pid is not None:
+            await self._stop_pid(self.pid)
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(self._proc.wait, 5)
@@ -277,6 +286,20 @@ class HAProxyEdge:
 
     def _write_pidfile(self, pid: int) -> None:
         self._write(self.pidfile, json.dumps({"pid": pid, "start": proc_start(pid)}))
+        self._write(self.s.directory / "settings.json", self._fingerprint())
+
+    def _fingerprint(self) -> str:
+        """What a running HAProxy must have been started with to be adopted (the router's
+        and the challenge server's addresses are set through the runtime API instead)."""
+        s = self.s
+        return json.dumps([s.http_port, s.https_port, s.bind, s.slots, s.maxconn, s.token,
+                           self.binary])  # fmt: skip
+
+    def _fingerprint_file_text(self) -> str:
+        try:
+            return (self.s.directory / "settings.json").read_text()
+        except OSError:
+            return ""
 
     def _log_tail(self) -> str:
         try:
