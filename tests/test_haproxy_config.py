@@ -103,3 +103,36 @@ def test_the_configuration_routes_everything_unknown_to_the_router(tmp_path: Pat
     router = text.split("\nbackend be_router\n", 1)[1].split("\nbackend ", 1)[0]
     assert "http-request set-header X-Tristage-Edge tok" in router
     assert "strict-sni" in text and "alpn h2,http/1.1" in text
+
+
+def test_up_takes_the_haproxy_edge_with_the_shared_edge_options() -> None:
+    from tristage.cli.service import up_args
+    from tristage.domain.edge import edge_options
+    from tristage.errors import UsageError
+
+    o = edge_options("haproxy", 8000, 8443, 8080, haproxy="/opt/haproxy")
+    assert o.tls and o.kind == "haproxy"
+    args = up_args("127.0.0.1", 8080, o)
+    assert args[args.index("--edge") + 1] == "haproxy"
+    assert args[args.index("--haproxy") + 1] == "/opt/haproxy"
+    with pytest.raises(UsageError, match="--https-port 8080 is also the router's --port"):
+        edge_options("haproxy", 8000, 8080, 8080)
+    with pytest.raises(UsageError, match="is not an https:// ACME directory URL"):
+        edge_options("haproxy", 80, 443, 8080, acme_ca="http://ca.test/dir")
+
+
+def test_a_certificate_is_renewed_30_days_before_it_expires(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography.x509 import load_pem_x509_certificate
+
+    from acme_ca import self_signed
+    from tristage.edges.haproxy import due, expires_at
+
+    cert, _ = self_signed(tmp_path)  # valid 30 days from now
+    pem = cert.read_bytes()
+    end = load_pem_x509_certificate(pem).not_valid_after_utc
+    assert expires_at(pem) == end
+    assert due(pem, end - dt.timedelta(days=29))
+    assert not due(pem, end - dt.timedelta(days=31))
+    assert due(b"not a certificate")
