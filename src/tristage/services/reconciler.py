@@ -72,6 +72,8 @@ class Reconciler(PlaneCore):
         try:
             rel.status = "draining"
             self.reroute()
+            if self.frontdoor is not None:
+                await self.frontdoor.flush()  # HAProxy sends it no new request from here on
             await self.save_release(rel)
             deadline = time.monotonic() + drain
             if rel.process.is_web:
