@@ -10,8 +10,8 @@ its own:
 - it keeps a copy of the listening socket (handed over by an adopted router), so a
   router that dies is replaced on the same socket: connections wait in the backlog
   instead of being refused;
-- every `RouteTable.replace` is sent to the router (the latest table wins; a router
-  that was just restarted gets it at once);
+- every `RouteTable.replace` that changes the table is sent to the router (the latest
+  table wins; a router that was just restarted gets it at once);
 - it watches the process (a pidfd: told the moment it exits) and starts a new one
   within a second, with the last table;
 - counters are fetched twice a second for the monitor and the dashboard.
@@ -89,6 +89,7 @@ class RouterProcess:
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
         self._edge_token: str | None = None
+        self._latest: Mapping[str, Route] | None = None  # the last table to send
         table.on_replace(self._table_changed)
 
     # -- the control plane's side of `Router` ---------------------------------------------
@@ -277,7 +278,12 @@ class RouterProcess:
 
     # -- routes and counters ----------------------------------------------------------------
 
-    def _table_changed(self, _routes: Mapping[str, Route]) -> None:
+    def _table_changed(self, routes: Mapping[str, Route]) -> None:
+        # every reconcile rebuilds the table; only one that differs is sent (the router
+        # parses, swaps and writes each one it gets)
+        if routes == self._latest:
+            return
+        self._latest = routes
         self._generation += 1
         self._dirty.set()
 
