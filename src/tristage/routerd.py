@@ -77,6 +77,7 @@ def _internal_app(home: Path) -> Any:
     from .http.internal import build_internal_app
 
     api = Tristage(home, actor="router")
+
     # a delivery stored here is forwarded by the control plane: nudge it at once
     def nudge(environment: tuple[str, str] | None = None) -> None:
         api.deploys.nudge()
@@ -140,7 +141,7 @@ async def serve(home: Path, listener: socket.socket) -> None:
     def keep(routes: dict[str, Any]) -> None:
         write_atomic(routes_path, routes)
 
-    control = ControlServer(rdir / CONTROL_SOCKET, router, loop, listener, keep, stop.set)
+    control = ControlServer(rdir / CONTROL_SOCKET, router, listener, keep, stop.set)
     me = {
         "pid": os.getpid(),
         "proc_start": proc_start(os.getpid()) or "?",

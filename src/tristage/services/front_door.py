@@ -42,6 +42,7 @@ from ..edges.router.control import (
     ROUTER_DIR,
     ROUTES_FILE,
     ControlError,
+    arequest,
     request,
     take_listener,
 )
@@ -146,12 +147,12 @@ class RouterProcess:
     async def trust_edge(self, token: str | None) -> None:
         """`Router.trust_edge` in the router process (sent again to a restarted one)."""
         self._edge_token = token
-        await asyncio.to_thread(request, self.control, "edge", CONTROL_TIMEOUT, token=token)
+        await arequest(self.control, "edge", CONTROL_TIMEOUT, token=token)
 
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         try:
-            answer = await asyncio.to_thread(
-                request, self.control, "inflight", CONTROL_TIMEOUT, upstream=list(upstream)
+            answer = await arequest(
+                self.control, "inflight", CONTROL_TIMEOUT, upstream=list(upstream)
             )
         except (OSError, ValueError):
             return 0  # no router: nothing is in flight through it
@@ -212,7 +213,7 @@ class RouterProcess:
                     f"see {self.dir / 'router.log'}"
                 )
             try:
-                hello = await asyncio.to_thread(request, self.control, "hello", 1.0)
+                hello = await arequest(self.control, "hello", 1.0)
                 if hello["pid"] == child.pid:
                     return
             except (OSError, ValueError):
@@ -290,7 +291,7 @@ class RouterProcess:
     async def _push_now(self) -> None:
         generation = self._generation
         routes = routes_to_json(self.table.snapshot())
-        await asyncio.to_thread(request, self.control, "routes", CONTROL_TIMEOUT, routes=routes)
+        await arequest(self.control, "routes", CONTROL_TIMEOUT, routes=routes)
         self._pushed = max(self._pushed, generation)
         self._flushed.set()
 
@@ -311,7 +312,7 @@ class RouterProcess:
     async def _stats_poller(self) -> None:
         while True:
             try:
-                answer = await asyncio.to_thread(request, self.control, "stats", CONTROL_TIMEOUT)
+                answer = await arequest(self.control, "stats", CONTROL_TIMEOUT)
                 self._stats = stats_from_json(answer["stats"])
             except (OSError, ValueError, KeyError, TypeError):
                 pass
