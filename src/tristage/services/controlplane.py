@@ -270,9 +270,11 @@ class ControlPlane(DeployPipeline, Reconciler):
         while not stop_event.is_set():
             self.wake.clear()
             try:
+                # the reconcile first: a promote or rollback that woke the loop is served
+                # after one read of the store, not three
+                await self.reconcile()
                 await self._db(self.svc.pin_pushed)
                 await self.claim_queued()
-                await self.reconcile()
             except Exception as exc:  # keep serving whatever happens
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
@@ -305,7 +307,6 @@ class ControlPlane(DeployPipeline, Reconciler):
             await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
-
 
     async def _cron(self, stop_event: asyncio.Event) -> None:
         """Scheduled jobs: start the due ones every few seconds (services/cron.py)."""
