@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import time
@@ -131,6 +132,9 @@ class ControlPlane(DeployPipeline, Reconciler):
             self.log(f"warning: the sandbox cannot run here: {problem} (see 'tristage doctor')")
         if on_ready is not None:
             on_ready(bound)
+        # what startup built lives as long as the process: out of the collector's way, so
+        # a full collection walks only what came since (it paused the loop for tens of ms)
+        gc.freeze()
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
