@@ -86,6 +86,7 @@ class PlaneCore:
         self.build_slots = asyncio.Semaphore(self.tuning.builds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.DatagramTransport | None = None
+        self._waiting: set[tuple[str, int]] = set()  # sent "wait": told after a reconcile
         self._settings: dict[str, ProcessSettings] = {}
         self._types: dict[str, dict[str, str]] = {}
         self.http: Any = None  # the HTTP API + dashboard server
