@@ -89,8 +89,8 @@ def scan(root: Path, store: frozenset[str]) -> list[FileItem]:
                 out.append(FileItem(rel, True, 0, st.st_mode, st.st_mtime))
                 walk(Path(e.path), rel + "/")
             elif stat.S_ISREG(st.st_mode):
-                if st.st_nlink > 1:
-                    pass  # a second name of the same file: copied as its own file
+                # a second name of one file (a hard link inside the directory) is copied
+                # as a file of its own
                 out.append(FileItem(rel, False, st.st_size, st.st_mode, st.st_mtime))
             else:
                 raise DataFilesError(
