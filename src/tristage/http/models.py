@@ -263,6 +263,7 @@ class RestoreOut(Out):
     backup: str
     safety_backup: str | None
     rows: dict[str, int]
+    undo: str | None = None
 
 
 @mirrors(AuditEvent)

@@ -172,6 +172,12 @@ class SnapshotService:
         sanitized = False
         try:
             m = source.manifest
+            if m.dump_only:
+                raise UsageError(
+                    f"{path.name} is a PostgreSQL backup (a pg_dump archive, no table files)",
+                    f"restore it with 'tristage db restore {environment} ID' from the backups "
+                    "of its environment, or export a portable snapshot with 'tristage db export'",
+                )
             tier = cfg.env(environment).tier
             if m.extra.get("tier") == Tier.production.value and tier != Tier.production:
                 raise UsageError(

@@ -152,6 +152,18 @@ def drop_database(server_url: str, dbname: str) -> None:
         )
 
 
+def drop_with_copies(server_url: str, dbname: str) -> None:
+    """Drop `dbname` and the databases kept or left beside it (undo copies of restores,
+    scratch databases of drills and restores)."""
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        kinds: tuple[ScratchKind, ...] = ("undo", "drill", "restore", "old")
+        names = [n for kind in kinds for n in scratch_databases(conn, dbname, kind)]
+        for name in [dbname, *names]:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+            )
+
+
 def drop_role(server_url: str, role: str) -> None:
     """Drop a login role (after the databases it owns are dropped)."""
     with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
@@ -529,6 +541,17 @@ class PostgresSession:
     def count(self, table: str) -> int:
         row = self.conn.execute(f"SELECT count(*) FROM {self.source(table)}").fetchone()
         return int(row[0]) if row else 0
+
+    def counts(self, tables: Sequence[Table]) -> dict[str, int]:
+        """The exact row count of each table, in one statement of this snapshot."""
+        out: dict[str, int] = {}
+        for i in range(0, len(tables), 1000):  # a select list holds at most 1664 entries
+            part = tables[i : i + 1000]
+            cols = ", ".join(f"(SELECT count(*) FROM {self.source(t.name)})" for t in part)
+            row = self.conn.execute(f"SELECT {cols}").fetchone()
+            assert row is not None
+            out.update((t.name, int(n)) for t, n in zip(part, row, strict=True))
+        return out
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
         cols = ", ".join(quote(c) for c in table.column_names)
@@ -1066,11 +1089,14 @@ def normalize_schema(text: str) -> str:
     )
 
 
-def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool = True) -> str:
+def restore_dump(
+    url: str, role: str | None, chunks: Iterable[bytes], swap: bool = True, keep: str = ""
+) -> str:
     """Load a custom-format dump into a new database next to the one at `url` (owned by
     `role`, closed to PUBLIC), in one transaction; with `swap`, that database then takes
-    the place of the live one (renamed in one transaction, the old one dropped), else its
-    URL is returned for the caller to drop. An error leaves the live database as it was."""
+    the place of the live one (both renamed in one transaction; the replaced one is kept
+    under the name `keep`, closed to connections, or else dropped), else its URL is
+    returned for the caller to drop. An error leaves the live database as it was."""
     live = database_of(url)
     server = with_database(url, "postgres")
     fresh = scratch_name(live, "restore" if swap else "drill")
@@ -1087,16 +1113,20 @@ def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool
                 "--dbname", dburl]  # fmt: skip
         _feed(args, env, chunks)
         if swap:
-            _swap(server, live, fresh)
+            _swap(server, live, fresh, keep)
     except BaseException:
         drop_database(server, fresh)
         raise
     return with_database(url, live) if swap else fresh_url
 
 
-def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str = "") -> str:
+ScratchKind = Literal["drill", "restore", "old", "undo"]
+
+
+def scratch_name(live: str, kind: ScratchKind, token: str = "") -> str:
     """The name of a scratch database next to `live` (a drill's, a restore's new
-    database, or the replaced one), within PostgreSQL's 63 bytes."""
+    database, the replaced one, or the one a restore keeps for its undo), within
+    PostgreSQL's 63 bytes."""
     suffix = f"_{kind}_"
     return f"{live[: 63 - len(suffix) - 8]}{suffix}{token or secrets.token_hex(4)}"
 
@@ -1104,63 +1134,107 @@ def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str
 _SCRATCH_TOKEN = re.compile(r"[0-9a-f]{8}")
 
 
+def scratch_databases(conn: psycopg.Connection[Any], live: str, kind: ScratchKind) -> list[str]:
+    """The databases of the server named as scratch databases of `kind` next to `live`."""
+    prefix = scratch_name(live, kind, "x")[:-1]
+    names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    return sorted(
+        n for n in names if n.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(n[len(prefix) :])
+    )
+
+
+def undo_databases(url: str) -> list[str]:
+    """The undo copies restores kept of the database at `url` (by name)."""
+    with _connect(with_database(url, "postgres"), autocommit=True) as conn:
+        return scratch_databases(conn, database_of(url), "undo")
+
+
 @contextmanager
 def exclusive(url: str) -> Iterator[None]:
     """Hold the lock of the restores and drills of the database at `url` (one at a
-    time, across processes) and first drop the scratch databases a killed one left
-    (a killed process's session, and so its lock, is gone)."""
+    time, across processes) and drop the scratch databases a killed one left (a killed
+    process's session, and so its lock, is gone), before and again after (a database
+    still being created by a killed one's session appears late), and open the live
+    database to connections if an earlier version's swap was killed after closing it."""
     live = database_of(url)
     key = "tristage-restore:" + live
     with _connect(with_database(url, "postgres"), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
-            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
-            for kind in ("drill", "restore", "old"):
-                prefix = scratch_name(live, kind, "x")[:-1]
-                for name in names:
-                    rest = name[len(prefix) :]
-                    if name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(rest):
-                        conn.execute(
-                            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                                pgsql.Identifier(name)
-                            )
-                        )
+            _sweep(conn, live)
+            closed = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s AND NOT datallowconn", (live,)
+            ).fetchone()
+            if closed:
+                conn.execute(
+                    pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                        pgsql.Identifier(live)
+                    )
+                )
             yield
+            _sweep(conn, live)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
-def _swap(server: str, live: str, fresh: str) -> None:
-    old = scratch_name(live, "old")
-    ident = pgsql.Identifier
-    with _connect(server, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(live)))
-        try:
+def _sweep(conn: psycopg.Connection[Any], live: str) -> None:
+    kinds: tuple[ScratchKind, ...] = ("drill", "restore", "old")
+    for kind in kinds:
+        for name in scratch_databases(conn, live, kind):
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
             )
-            for _ in range(50):
-                try:
-                    with conn.transaction():
-                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            ident(live), ident(old)))  # fmt: skip
-                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            ident(fresh), ident(live)))  # fmt: skip
-                    break
-                except psycopg.errors.ObjectInUse:  # a session not yet gone
-                    time.sleep(0.1)
-            else:
-                raise DataStoreError(
-                    f"database {live} is still in use; it was not replaced",
-                    "stop the sessions using it and restore again",
-                )
-        except BaseException:
-            conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                ident(live)))  # fmt: skip
-            raise
-        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(old)))
+
+
+def swap_back(url: str, undo: str, keep: str) -> None:
+    """Put the undo copy `undo` back in the place of the live database at `url`; the
+    live one is kept as the undo copy `keep` (so the undo can be undone)."""
+    _swap(with_database(url, "postgres"), database_of(url), undo, keep)
+
+
+def drop_undo(url: str, name: str) -> None:
+    """Drop an undo copy of the database at `url` (only a name of that form)."""
+    live = database_of(url)
+    prefix = scratch_name(live, "undo", "x")[:-1]
+    if not (name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(name[len(prefix) :])):
+        raise DataStoreError(f"{name} is not an undo copy of {live}")
+    drop_database(with_database(url, "postgres"), name)
+
+
+def _swap(server: str, live: str, fresh: str, keep: str = "") -> None:
+    """Rename `live` away (to `keep`, else a scratch name, then dropped) and `fresh` to
+    `live`, in one transaction that also ends the live database's sessions: a kill at
+    any point leaves `live` whole and open to connections, old or new. The kept one is
+    closed to connections; one put back in place is opened."""
+    old = keep or scratch_name(live, "old")
+    ident = pgsql.Identifier
+
+    def sql(text: str, *names: str) -> None:
+        conn.execute(pgsql.SQL(text).format(*(ident(n) for n in names)))
+
+    with _connect(server, autocommit=True) as conn:
+        for _ in range(100):
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity"
+                        " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+                        ([live, fresh],),
+                    )
+                    sql("ALTER DATABASE {} RENAME TO {}", live, old)
+                    sql("ALTER DATABASE {} RENAME TO {}", fresh, live)
+                    sql("ALTER DATABASE {} ALLOW_CONNECTIONS true", live)
+                    sql("ALTER DATABASE {} ALLOW_CONNECTIONS false", old)
+                break
+            except psycopg.errors.ObjectInUse:  # a session came in meanwhile
+                time.sleep(0.05)
+        else:
+            raise DataStoreError(
+                f"database {live} is still in use; it was not replaced",
+                "stop the sessions using it and restore again",
+            )
+        if not keep:
+            sql("DROP DATABASE IF EXISTS {} WITH (FORCE)", old)
 
 
 def clone_with_schema(
