@@ -249,7 +249,7 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
                 f"backup+restore / dump+restore: "
                 f"{(results[2]['seconds'] + results[3]['seconds']) / base['dump+restore']:.2f}x"
             )
-            # a backup holds a pg_dump archive and the JSONL tables; a restore is pg_restore
+            # a backup is the pg_dump archive (encrypted); a restore is pg_restore and a swap
             print(f"{'side by side':<24}{'tristage':>9}{'pg tool':>9}{'ratio':>8}")
             for ours, tool, name in ((results[2], "dump", "backup | pg_dump -Fc"),
                                      (results[3], "restore", "restore | pg_restore")):  # fmt: skip
@@ -259,10 +259,10 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
                 )
     finally:
         if engine == "postgres":
-            from tristage.edges.datastores.postgres import drop_database, drop_role
+            from tristage.edges.datastores.postgres import drop_role, drop_with_copies
 
             for env in ("production", "preview"):
-                drop_database(PG_SERVER, f"tristage_bench{token}_{env}")
+                drop_with_copies(PG_SERVER, f"tristage_bench{token}_{env}")
                 drop_role(PG_SERVER, f"tristage_bench{token}_{env}")
         api.close()
     return results

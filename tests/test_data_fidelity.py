@@ -284,6 +284,18 @@ def test_clone_and_export_of_partitioned_and_inherited_tables(pg: Env) -> None:
     assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
     assert _one(pg, "preview", "SELECT count(*) FROM events_2024") == 2  # still partitioned
+    # tables copied as they are go by pg_dump | pg_restore: names are no patterns there
+    _sql(pg, "production", 'CREATE SCHEMA "Odd *"', 'CREATE TABLE "Odd *"."a""b.c" (n int)',
+         'CREATE TABLE "Odd *"."a_b.c" (n int)',
+         'INSERT INTO "Odd *"."a""b.c" SELECT generate_series(1, 5)')  # fmt: skip
+    pg.configure({"animals.name": "keep", "dogs.name": "keep", "dogs.bark": "keep",
+                  "events.at": "keep", "events.id": "keep", "dogs.id": "keep",
+                  'Odd *.a"b.c.n': "keep", "Odd *.a_b.c.n": "keep"})  # fmt: skip
+    report = pg.api.data.clone("shop", "production", "preview", yes=True)
+    assert report.rows['Odd *.a"b.c'] == 5 and report.rows["Odd *.a_b.c"] == 0
+    assert _one(pg, "preview", 'SELECT count(*) FROM "Odd *"."a""b.c"') == 5
+    assert _one(pg, "preview", 'SELECT count(*) FROM "Odd *"."a_b.c"') == 0
+    assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
 
 
 def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:

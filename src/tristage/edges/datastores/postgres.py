@@ -1243,11 +1243,14 @@ def clone_with_schema(
     target_url: str,
     role: str | None,
     fill: Callable[[PostgresSession], dict[str, int]],
+    direct: Sequence[Table] = (),
 ) -> dict[str, int]:
     """Replace the database at `target_url` by a copy of the reader's: the schema from
     `pg_dump --schema-only` of the reader's snapshot (pre-data, then `fill` writes the
     rows, then post-data: keys, indexes, triggers, policies), sequence values set as
     the source's, in a new database owned by `role` that then takes the target's place.
+    The rows of the `direct` tables (copied as they are) go by `pg_dump --data-only`
+    of the same snapshot piped into `pg_restore`, while `fill` writes the others.
     An error leaves the target as it was."""
     snapshot, major = reader.export_snapshot()
     sequences = reader.conn.execute(
@@ -1278,16 +1281,116 @@ def clone_with_schema(
                 _feed([*args[:1], f"--section={name}", *args[1:]], env, _read_all(archive))
 
             section("pre-data")
-            with PostgresDataStore(fresh_url, role).write() as w:
-                counts = fill(w)
-                for name, value in sequences:
-                    w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+            with _DataPipe(reader, source_url, fresh_url, role, snapshot, major, direct) as pipe:
+                with PostgresDataStore(fresh_url, role).write() as w:
+                    counts = fill(w)
+                    for name, value in sequences:
+                        w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+                counts.update(pipe.wait())
             section("post-data")
             _swap(server, live, fresh)
         except BaseException:
             drop_database(server, fresh)
             raise
     return counts
+
+
+class _DataPipe:
+    """`pg_dump --data-only` of some tables at an exported snapshot, piped into
+    `pg_restore --single-transaction` of another database, running beside the caller;
+    `wait` returns the tables' row counts (of the reader's snapshot) once it is done.
+    Leaving the block before (an error, a signal) kills both programs."""
+
+    def __init__(
+        self,
+        reader: PostgresSession,
+        source_url: str,
+        target_url: str,
+        role: str | None,
+        snapshot: str,
+        major: int,
+        tables: Sequence[Table],
+    ) -> None:
+        self.reader, self.tables = reader, list(tables)
+        self.source_url, self.target_url, self.role = source_url, target_url, role
+        self.snapshot, self.major = snapshot, major
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.errs: list[IO[bytes]] = []
+
+    def _patterns(self) -> list[str]:
+        """`--table` patterns of the tables: a partitioned one by its leaf partitions
+        (whose rows pg_dump writes), every name quoted (no pattern characters)."""
+        rows = self.reader.conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid IN (SELECT t.relid FROM unnest(%s::regclass[]) r(oid),"
+            "  LATERAL (SELECT r.oid AS relid WHERE"
+            "   (SELECT relkind FROM pg_class WHERE oid = r.oid) <> 'p'"
+            "   UNION ALL SELECT p.relid FROM pg_partition_tree(r.oid) p WHERE p.isleaf) t)",
+            ([qualified(t.name) for t in self.tables],),
+        ).fetchall()
+
+        def q(name: str) -> str:
+            return '"' + name.replace('"', '""') + '"'
+
+        return [f"--table={q(nsp)}.{q(rel)}" for nsp, rel in rows]
+
+    def __enter__(self) -> _DataPipe:
+        if not self.tables:
+            return self
+        patterns = self._patterns()
+        if not patterns:
+            return self
+        src, src_env = _libpq(self.source_url)
+        dst, dst_env = _libpq(self.target_url)
+        dump_args = [pg_tool("pg_dump", self.major), "--data-only", "--format=custom",
+                     "--compress=0", "--no-sync", f"--snapshot={self.snapshot}", *patterns,
+                     "--dbname", src]  # fmt: skip
+        restore_args = [pg_tool("pg_restore", self.major), "--data-only", "--exit-on-error",
+                        "--single-transaction", "--no-owner", "--dbname", dst]  # fmt: skip
+        if self.role:
+            restore_args.insert(1, f"--role={self.role}")
+        self.errs = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+        try:
+            dumping = subprocess.Popen(
+                dump_args, stdout=subprocess.PIPE, stderr=self.errs[0], env=src_env
+            )
+            self.procs.append(dumping)
+            assert dumping.stdout is not None
+            restoring = subprocess.Popen(
+                restore_args,
+                stdin=dumping.stdout,
+                stdout=subprocess.DEVNULL,
+                stderr=self.errs[1],
+                env=dst_env,
+            )
+            self.procs.append(restoring)
+            dumping.stdout.close()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def wait(self) -> dict[str, int]:
+        if not self.procs:
+            return {t.name: 0 for t in self.tables}
+        counts = self.reader.counts(self.tables)  # while the copy runs
+        for proc, err, name in zip(self.procs, self.errs, ("pg_dump", "pg_restore"), strict=True):
+            if proc.wait() != 0:
+                err.seek(0)
+                raise DataStoreError(_tool_error(name, err.read()[-4000:]), "nothing was changed")
+        return counts
+
+    def _stop(self) -> None:
+        for proc in self.procs:
+            _stop(proc)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stop()
+        finally:
+            for err in self.errs:
+                err.close()
 
 
 def _read_all(f: IO[bytes]) -> Iterator[bytes]:
