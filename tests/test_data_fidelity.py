@@ -4,11 +4,14 @@ its transaction on the source and fails within seconds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -491,3 +494,76 @@ def _one_row(env: Env, query: str) -> tuple[object, ...]:
         row = conn.execute(query).fetchone()  # type: ignore[arg-type]
         assert row is not None
         return tuple(row)
+
+
+def test_a_backup_is_the_dump_alone_with_counts_of_its_own_snapshot(pg: Env) -> None:
+    """No table files beside the archive; each table's count is exact at the dump's
+    snapshot even while rows go in during the backup (the drill restores and compares
+    them); such a backup is no snapshot to import."""
+    _sql(pg, "production", "CREATE TABLE t (id bigserial PRIMARY KEY, v text)",
+         "CREATE TABLE quiet (id int)", "INSERT INTO quiet VALUES (1), (2)",
+         "INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 20000)")  # fmt: skip
+    stop = threading.Event()
+
+    def writer() -> None:  # the app keeps writing meanwhile
+        with psycopg.connect(pg.url("production"), autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 200)")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        backups = [pg.api.data.backup("shop", "production") for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    for b in backups:
+        path = pg.api.data.target("shop", "production").local_path(b.id)
+        assert path is not None
+        with zipfile.ZipFile(path) as z:
+            assert sorted(z.namelist()) == sorted([DUMP_MEMBER, "manifest.json"])
+            manifest = json.loads(z.read("manifest.json"))
+            dump = z.read(DUMP_MEMBER)
+        assert manifest["files"] == {} and manifest["extra"]["dump"]["bytes"] == len(dump)
+        assert manifest["extra"]["dump"]["sha256"] == hashlib.sha256(dump).hexdigest()
+        counts = manifest["extra"]["dump"]["table_rows"]
+        assert counts["quiet"] == 2 and counts["t"] >= 20000 and b.rows == sum(counts.values())
+        report = pg.api.data.drill("shop", "production", b.id)
+        assert report.passed, (report.problems, report.checks)
+        assert {c.table: c.actual_rows for c in report.checks if c.table != "schema"} == counts
+    assert len({b.rows for b in backups}) > 1  # the writer did write between them
+    last = pg.api.data.target("shop", "production").local_path(backups[-1].id)
+    assert last is not None
+    with pytest.raises(TristageError, match="pg_dump archive"):
+        pg.api.data.import_snapshot("shop", "development", last)
+
+
+def test_an_earlier_backup_with_table_files_beside_the_dump_still_restores(pg: Env) -> None:
+    from tristage.edges.datastores.postgres import PostgresDataStore
+    from tristage.edges.datastores.postgres import dump as pg_dump
+    from tristage.edges.snapshot_io import ZipSink, export_tables
+
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+         "INSERT INTO t VALUES (1, 'then')")  # fmt: skip
+    store = pg.api.data.open_store("shop", "production")
+    assert isinstance(store, PostgresDataStore)
+    bid = "20200101T000000Z-0ld1"
+    # written as backups were before: JSONL tables and the archive, counts in the files
+    with pg.api.data.target("shop", "production").create(bid) as f:
+        sink = ZipSink(f)
+        with store.read() as r:
+            tables = r.tables()
+            snapshot, major = r.export_snapshot()
+            files = export_tables(r, tables, sink)
+            with sink.member(DUMP_MEMBER, compress=False) as out:
+                sha, size = pg_dump(store.url, out, snapshot, major)
+        m = pg.api.data.snapshots.manifest(store, tables, files, "shop", "production", "manual")
+        m.extra["dump"] = {"path": DUMP_MEMBER, "rows": 0, "sha256": sha, "bytes": size,
+                           "tool": "pg_dump", "format": "custom",
+                           "server_major": major}  # fmt: skip
+        sink.finish(m)
+    _sql(pg, "production", "UPDATE t SET v = 'now'")
+    assert [b.id for b in pg.api.data.backups("shop", "production")] == [bid]
+    result = pg.api.data.restore("shop", "production", bid, yes=True)
+    assert result.rows == {"t": 1} and _one(pg, "production", "SELECT v FROM t") == "then"
+    assert pg.api.data.drill("shop", "production", bid).passed
