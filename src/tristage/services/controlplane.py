@@ -306,7 +306,6 @@ class ControlPlane(DeployPipeline, Reconciler):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
 
-
     async def _cron(self, stop_event: asyncio.Event) -> None:
         """Scheduled jobs: start the due ones every few seconds (services/cron.py)."""
         cron = self.api.cron

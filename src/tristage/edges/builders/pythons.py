@@ -67,7 +67,7 @@ def requested(root: Path) -> tuple[SpecifierSet, str] | None:
             except InvalidSpecifier:
                 raise BuildFailed(
                     f"pyproject.toml: requires-python {rp!r} is not a version specifier",
-                    "e.g. requires-python = \">=3.11\"",
+                    'e.g. requires-python = ">=3.11"',
                 ) from None
     return None
 
