@@ -210,9 +210,11 @@ def restore(
         False, "--undo", help="PostgreSQL: put back the database the latest restore replaced."
     ),
 ) -> None:
-    """Restore a backup all-or-nothing. PostgreSQL: pg_restore into a new database that
-    takes the live one's place; the replaced one is kept (backups.keep_undo) for --undo.
-    SQLite: a safety backup is taken first."""
+    """Restore a backup all-or-nothing: the data store and the files of the environment's
+    data directory (files the backup does not hold are removed; a backup taken before files
+    were backed up leaves them as they are). PostgreSQL: pg_restore into a new database
+    that takes the live one's place; the replaced one is kept (backups.keep_undo) for
+    --undo. SQLite: a safety backup is taken first."""
     ref = current_project()
     api = get_api()
     if undo:
@@ -228,16 +230,18 @@ def restore(
         raise typer.BadParameter("pass a BACKUP id (tristage db backups ENV), or --undo")
     with _progress() as progress:
         result = api.data.restore(ref.name, env, backup_id, yes, progress)
-    kept = (
-        f"; the replaced database is kept as {result.undo} (undo: tristage db restore {env} --undo)"
-        if result.undo
-        else f"; safety backup {result.safety_backup}"
-        if result.safety_backup
-        else ""
-    )
+    kept = ""
+    if result.undo:
+        kept += (
+            f"; the replaced database is kept as {result.undo} (tristage db restore {env} --undo)"
+        )
+    if result.safety_backup:
+        kept += f"; safety backup {result.safety_backup}"
     console.print(
         f"[green]restored[/] {env} from {result.backup}: {sum(result.rows.values())} row(s) "
-        f"in {len(result.rows)} table(s){kept}"
+        f"in {len(result.rows)} table(s)"
+        + ("" if result.files is None else f", {result.files} file(s)")
+        + kept
     )
 
 
@@ -247,7 +251,8 @@ def drill(
     backup_id: str | None = typer.Option(None, "--backup", help="Drill this backup instead."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Restore the latest backup into a scratch store and compare counts and checksums."""
+    """Restore the latest backup into a scratch store and compare counts and checksums;
+    the files archive is read through and checked (the "(files)" row)."""
     ref = current_project()
     report = get_api().data.drill(ref.name, env, backup_id)
     if as_json:
@@ -284,7 +289,8 @@ def clone(
     yes: bool = typer.Option(False, "--yes", "-y", help="Replace the target's data."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Copy FROM's data into TO; from production it is sanitized (fails closed)."""
+    """Copy FROM's data into TO; from production it is sanitized (fails closed) and
+    copies only the files `[sanitize.files] copy` names (default: none)."""
     ref = current_project()
     with _progress(not as_json) as progress:
         report = get_api().data.clone(ref.name, source, target, yes, progress)
@@ -304,6 +310,11 @@ def clone(
             f"{scan['values']} production value(s) of ruled columns: none found",
             markup=False,
         )
+    console.print(
+        f"  files: {report.files_copied} copied, {report.files_left_out} left out"
+        + (" (no [sanitize.files] rule names them)" if report.files_left_out else ""),
+        markup=False,
+    )
     how = "sanitized clone" if report.sanitized else "clone"
     console.print(
         f"[green]{how}[/] {report.source} -> {report.target}: "

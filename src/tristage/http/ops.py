@@ -212,7 +212,9 @@ def _restore(c: Call) -> RestoreOut:
     r = c.api.data.restore(
         c.path["project"], c.path["environment"], c.body.backup, yes=c.body.confirm
     )
-    return RestoreOut(backup=r.backup, safety_backup=r.safety_backup, rows=r.rows, undo=r.undo)
+    return RestoreOut(
+        backup=r.backup, safety_backup=r.safety_backup, rows=r.rows, files=r.files, undo=r.undo
+    )
 
 
 def _create_token(c: Call) -> TokenCreatedOut:

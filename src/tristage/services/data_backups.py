@@ -19,7 +19,9 @@ from typing import IO, TYPE_CHECKING
 from ..domain import retention
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, Manifest, Table
+from ..edges import data_files as disk
 from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
+from ..edges.data_files import SQLITE_COPY_PREFIX
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
     DUMP_MEMBER,
@@ -48,6 +50,7 @@ from ..edges.snapshot_io import (
 )
 from ..errors import NotFound, TristageError, UsageError
 from ..paths import private_dirs, private_mkdirs, private_open
+from .data_files import DataFiles, Staged
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -92,6 +95,7 @@ class BackupService:
         self.api = api
         self.stores = stores
         self.snapshots = snapshots
+        self.files = DataFiles(api, stores)
 
     def backup(
         self,
@@ -130,6 +134,8 @@ class BackupService:
                     manifest.created_at = now.isoformat(timespec="seconds")
                     if dump:
                         manifest.extra["dump"] = dump
+                    # the data directory's files, beside the tables (edges/data_files.py)
+                    manifest.extra["files"] = self.files.archive(project, owner, sink)
                     sink.finish(manifest)
                 except BaseException:
                     sink.abort()
@@ -155,7 +161,13 @@ class BackupService:
             project=project,
             environment=owner,
             target=bid,
-            details={"kind": kind, "rows": info.rows, "size": size, "encrypted": encrypt},
+            details={
+                "kind": kind,
+                "rows": info.rows,
+                "size": size,
+                "encrypted": encrypt,
+                "files": manifest.extra["files"]["files"],
+            },
         )
         return info
 
@@ -272,6 +284,8 @@ class BackupService:
             *(tmp / "backup-downloads").glob(f"{TMP_PREFIX}*"),
             # a SQLite drill's scratch copy of a drill that was killed
             *tmp.glob(f"drill-{project}-{owner}-*.sqlite3*"),
+            # an app database's consistent copy of a backup that was killed
+            *tmp.glob(f"{SQLITE_COPY_PREFIX}*"),
         ]
         for p in leftovers:
             try:
@@ -311,7 +325,7 @@ class BackupService:
         """Open a backup and check every file against its manifest; raises if damaged."""
         owner = self.stores.owner(project, environment)
         src = self._open_backup(project, owner, backup_id)
-        problems = src.verify()
+        problems = src.verify() + self.files.problems(src, project, owner)
         if problems:
             src.close()
             raise BackupDamaged(
@@ -400,10 +414,13 @@ class BackupService:
         self.sweep(project, owner)
         store = self.stores.open_store(project, owner)
         src = self._open_backup(project, owner, backup_id)
+        files: Staged | None = None
         try:
             dump = src.dump_entry
             if dump is not None and isinstance(store, PostgresDataStore):
-                return self._restore_dump(project, owner, backup_id, store, src, dump)
+                # the files, unpacked and checked beside the data directory before any change
+                files = self.files.stage(project, owner, src, backup_id)
+                return self._restore_dump(project, owner, backup_id, store, src, dump, files)
             if src.manifest.dump_only:
                 raise UsageError(
                     f"backup {backup_id} is a pg_dump archive; the data store of {owner} is "
@@ -416,6 +433,8 @@ class BackupService:
                     f"backup {backup_id} failed verification: no file for {', '.join(missing)}",
                     "nothing was restored; restore another backup",
                 )
+            # the files, unpacked and checked beside the data directory before any change
+            files = self.files.stage(project, owner, src, backup_id)
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
             try:
                 # one pass: every file is checked against the manifest while it loads,
@@ -439,10 +458,14 @@ class BackupService:
                             "nothing was restored; restore another backup",
                         ) from None
                 raise
+            self._restored(project, owner, backup_id, result.rows, safety.id, files=files)
         finally:
             src.close()
-        self._restored(project, owner, backup_id, result.rows, safety=safety.id)
-        return RestoreResult(backup_id, safety.id, result.rows)
+            if files is not None:
+                files.close()
+        return RestoreResult(
+            backup_id, safety.id, result.rows, None if files is None else files.files
+        )
 
     def _restore_dump(
         self,
@@ -452,11 +475,20 @@ class BackupService:
         store: PostgresDataStore,
         src: Source,
         dump: FileEntry,
+        files: Staged | None,
     ) -> RestoreResult:
         """pg_restore the backup's archive into a new database (its sha256 and size are
         checked while it streams in; a mismatch drops that database), which then takes
         the live one's place; the live one is kept, renamed, as the undo copy. No second
-        dump is taken: the undo copy is the database as it was."""
+        dump is taken: the undo copy is the database as it was. Only when the backup's
+        files would replace files the data directory holds is a safety backup taken
+        first (the undo copy holds no files)."""
+        safety: str | None = None
+        if files is not None:
+            root, store_names = self.files.root(project, owner)
+            if disk.scan(root, store_names):
+                note = f"before restore {backup_id}"
+                safety = self.backup(project, owner, kind="safety", note=note).id
         keep = self.stores.config(project).env(owner).backups.keep_undo
         undo = scratch_name(database_of(store.url), "undo") if keep else ""
         if undo:  # recorded before the swap: a kill after it leaves the copy listed
@@ -467,6 +499,10 @@ class BackupService:
         except BaseException as exc:
             if undo:
                 self._forget_undo(project, owner, undo)
+            if safety:
+                self._discard(project, owner, safety)
+            if files is not None:
+                files.close()
             if isinstance(exc, SnapshotError):
                 raise BackupDamaged(
                     f"backup {backup_id} failed verification: {exc.message}",
@@ -474,9 +510,14 @@ class BackupService:
                 ) from None
             raise
         rows = src.manifest.row_counts
-        self._restored(project, owner, backup_id, rows, undo=undo or None)
+        try:
+            self._restored(project, owner, backup_id, rows, safety, undo or None, files)
+        finally:
+            if files is not None:
+                files.close()
         self.prune_undo(project, owner)
-        return RestoreResult(backup_id, None, rows, undo or None)
+        count = None if files is None else files.files
+        return RestoreResult(backup_id, safety, rows, count, undo or None)
 
     def _restored(
         self,
@@ -486,8 +527,14 @@ class BackupService:
         rows: dict[str, int],
         safety: str | None = None,
         undo: str | None = None,
+        files: Staged | None = None,
     ) -> None:
-        details: dict[str, object] = {"rows": sum(rows.values())}
+        if files is not None:
+            files.swap()  # the store is restored: the files follow, all at once
+        details: dict[str, object] = {
+            "rows": sum(rows.values()),
+            "files": files.files if files is not None else None,
+        }
         if safety:
             details["safety_backup"] = safety
         if undo:
@@ -640,6 +687,12 @@ class BackupService:
                             bool(got and got.sha256 == exp.sha256),
                         )
                     )
+            archive = self.files.drill_check(src, project, owner)
+            if archive is not None:
+                want, read, problem = archive
+                report.checks.append(DrillCheck("(files)", want, read, problem is None))
+                if problem:
+                    report.problems.append(problem)
         except TristageError as exc:
             report.problems.append(exc.message)
         finally:

@@ -46,7 +46,7 @@ COMPLETE = ".complete"
 _VENV_SCRIPT = r"""
 import os, sys, venv
 venv_dir, deps = sys.argv[1], sys.argv[2]
-root = os.path.dirname(venv_dir)
+root = sys.argv[3] if len(sys.argv) > 3 else os.path.dirname(venv_dir)
 venv.EnvBuilder(with_pip=False, clear=True, symlinks=True).create(venv_dir)
 ver = "python%d.%d" % sys.version_info[:2]
 site = os.path.join(venv_dir, "lib", ver, "site-packages")
@@ -213,6 +213,23 @@ def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
             ctx.step(f"pip install {title}", [*installer, *what], env=env, mounts=mounts)
     ctx.step("seal the dependencies", ["/bin/sh", "-c", f"touch {venv}/{COMPLETE}"], env=env,
              mounts=mounts)  # fmt: skip
+
+
+def cache_entry(cache: Path, plan: Plan) -> Path | None:
+    """The installed cache entry of the plan's dependencies, None when there is none."""
+    cached = cache / "python" / plan.key
+    return cached if (cached / COMPLETE).is_file() else None
+
+
+def venv_script() -> str:
+    """The script that makes a venv over a cache entry: `python -c SCRIPT VENV DEPS
+    [CODE_ROOT]` (the code root defaults to the venv's parent)."""
+    return _VENV_SCRIPT
+
+
+def installed(ctx: BuildContext, plan: Plan) -> Path:
+    """The cache entry of the plan's dependencies, installed if it is not there yet."""
+    return _cached(ctx, plan)
 
 
 def _cached(ctx: BuildContext, plan: Plan) -> Path:
