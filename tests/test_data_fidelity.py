@@ -569,3 +569,23 @@ def test_an_earlier_backup_with_table_files_beside_the_dump_still_restores(pg: E
     result = pg.api.data.restore("shop", "production", bid, yes=True)
     assert result.rows == {"t": 1} and _one(pg, "production", "SELECT v FROM t") == "then"
     assert pg.api.data.drill("shop", "production", bid).passed
+
+
+def test_a_restore_over_files_of_the_data_directory_keeps_them_in_a_safety_backup(
+    pg: Env,
+) -> None:
+    """The undo copy is the database alone: files a restore replaces go to a safety
+    backup first; with none to replace, no backup is taken."""
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    data = pg.api.data.data_dir("shop", "production")
+    (data / "upload.txt").write_text("then")
+    b = pg.api.data.backup("shop", "production")
+    (data / "upload.txt").write_text("now")
+    result = pg.api.data.restore("shop", "production", b.id, yes=True)
+    assert (data / "upload.txt").read_text() == "then" and result.files == 1
+    assert result.safety_backup is not None and result.undo is not None
+    safety = pg.api.data.target("shop", "production").local_path(result.safety_backup)
+    assert safety is not None
+    (data / "upload.txt").unlink()
+    again = pg.api.data.restore("shop", "production", b.id, yes=True)
+    assert again.safety_backup is None and (data / "upload.txt").read_text() == "then"
