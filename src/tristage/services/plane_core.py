@@ -20,10 +20,12 @@ from ..domain.processes import WEB_1, ProcessName
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
+from ..edges.router.stats import DeploymentStats, merged
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
 from .front_door import RouterProcess
 from .frontdoor import FrontDoor
+from .frontdoor_haproxy import HAProxyFrontDoor
 from .health import probe
 from .release_records import ReleaseRecords
 from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
@@ -65,9 +67,11 @@ class PlaneCore:
         self.router: Router | RouterProcess | None = None
         self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
         self._reported_claims: set[tuple[str, str]] = set()  # (host, project) warned about
-        self.frontdoor = (
-            FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
-        )
+        self.frontdoor: FrontDoor | HAProxyFrontDoor | None = None
+        if edge is not None and edge.kind == "haproxy":
+            self.frontdoor = HAProxyFrontDoor(api.home, edge, self.table, self._log)
+        elif edge is not None and edge.tls:
+            self.frontdoor = FrontDoor(api.home, edge, self.table, self._log)
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}
@@ -82,6 +86,7 @@ class PlaneCore:
         self.build_slots = asyncio.Semaphore(self.tuning.builds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.DatagramTransport | None = None
+        self._waiting: set[tuple[str, int]] = set()  # sent "wait": told after a reconcile
         self._settings: dict[str, ProcessSettings] = {}
         self._types: dict[str, dict[str, str]] = {}
         self.http: Any = None  # the HTTP API + dashboard server
@@ -97,6 +102,21 @@ class PlaneCore:
         # opened on first use, after `run` holds the home's lock (two `up` at once must
         # not race on creating the state store)
         return ReleaseRecords(self.api.store)
+
+    def edge_stats(self) -> dict[str, DeploymentStats]:
+        """Per-deployment counters of the front door: the router's, and the production
+        edge's when it serves hosts itself (HAProxy)."""
+        own = self.router.stats() if self.router is not None else {}
+        if self.frontdoor is None:
+            return own
+        return merged(own, self.frontdoor.stats())
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        """Requests in flight to `upstream` through the router and the edge."""
+        n = await self.router.inflight_now(upstream) if self.router is not None else 0
+        if self.frontdoor is not None:
+            n += await self.frontdoor.inflight_now(upstream)
+        return n
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
