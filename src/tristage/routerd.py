@@ -45,7 +45,7 @@ from .edges.router.routes import RouteTable
 from .edges.router.server import Router
 from .edges.router.wire import routes_from_json
 from .edges.runtime import proc_start
-from .paths import private_dirs, private_open
+from .paths import private_dirs, private_open, socket_path
 
 OWNER_CHECK = 2.0  # seconds between two looks at router.json
 
@@ -145,7 +145,7 @@ async def serve(home: Path, listener: socket.socket) -> None:
     def keep(routes: dict[str, Any]) -> None:
         write_atomic(routes_path, routes)
 
-    control = ControlServer(rdir / CONTROL_SOCKET, router, listener, keep, stop.set)
+    control = ControlServer(socket_path(rdir / CONTROL_SOCKET), router, listener, keep, stop.set)
     me = {
         "pid": os.getpid(),
         "proc_start": proc_start(os.getpid()) or "?",

@@ -51,7 +51,7 @@ from ..edges.router.routes import Route, RouteTable
 from ..edges.router.stats import DeploymentStats
 from ..edges.router.wire import routes_to_json, stats_from_json
 from ..edges.runtime import proc_start
-from ..paths import private_dirs, private_open
+from ..paths import private_dirs, private_open, socket_path
 
 START_TIMEOUT = 30.0
 STATS_EVERY = 0.5
@@ -72,7 +72,7 @@ class RouterProcess:
     def __init__(self, home: Path, table: RouteTable, log: Callable[[str], None]) -> None:
         self.home = home
         self.dir = private_dirs(home, ROUTER_DIR)
-        self.control = self.dir / CONTROL_SOCKET
+        self.control = socket_path(self.dir / CONTROL_SOCKET)
         self.table = table
         self.log = log
         self.port: int | None = None

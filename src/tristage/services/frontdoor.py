@@ -22,7 +22,7 @@ from ..domain.hostnames import is_local
 from ..edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
 from ..edges.router import Router, RouteTable
 from ..edges.router.stats import DeploymentStats
-from ..paths import private_mkdirs
+from ..paths import private_mkdirs, socket_path
 from .front_door import RouterProcess
 from .releases import LOOPBACK, ProjectRoutes
 
@@ -82,7 +82,8 @@ class FrontDoor:
         def settings(ask_url: str, token: str) -> EdgeSettings:
             return EdgeSettings(
                 router=(LOOPBACK, router_port), ask_url=ask_url, token=token,
-                admin_socket=self.directory / "admin.sock", storage=self.directory / "data",
+                admin_socket=socket_path(self.directory / "admin.sock"),
+                storage=self.directory / "data",
                 log_file=self.directory / "caddy.log", http_port=o.http_port,
                 https_port=o.https_port, bind=o.bind, acme_ca=o.acme_ca,
                 acme_email=o.acme_email, acme_ca_roots=o.acme_ca_roots,

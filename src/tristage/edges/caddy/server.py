@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from ...errors import TristageError
-from ...paths import private_mkdirs
+from ...paths import private_mkdirs, socket_path
 from ..runtime.local import proc_start
 from .ask import AskServer
 from .config import EdgePlan, EdgeSettings, caddy_config
@@ -75,7 +75,7 @@ class CaddyEdge:
     # -- paths ---------------------------------------------------------------------
     @property
     def admin_socket(self) -> Path:
-        return self.directory / "admin.sock"
+        return socket_path(self.directory / "admin.sock")
 
     @property
     def pidfile(self) -> Path:

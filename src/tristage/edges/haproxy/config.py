@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...paths import socket_path
 from ..router.routes import Route
 
 HSTS = "max-age=31536000"
@@ -65,11 +66,11 @@ class HAProxySettings:
 
     @property
     def admin_socket(self) -> Path:
-        return self.directory / "admin.sock"
+        return socket_path(self.directory / "admin.sock")
 
     @property
     def master_socket(self) -> Path:
-        return self.directory / "master.sock"
+        return socket_path(self.directory / "master.sock")
 
     @property
     def config_file(self) -> Path:
