@@ -50,6 +50,7 @@ from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
 from .front_door import RouterProcess
+from .hook_server import HookServer
 from .log_retention import sweep as sweep_logs
 from .reconciler import Reconciler
 from .releases import LOOPBACK, Adoption, Release, process_key
@@ -119,6 +120,12 @@ class ControlPlane(DeployPipeline, Reconciler):
         )
         self._transport = transport
         control_port = transport.get_extra_info("sockname")[1]
+        self.hooks = HookServer(self.api, self.cancel_deployment, self.log)
+        try:
+            await self.hooks.start()
+        except OSError as exc:  # pushes then run the in-process hook
+            self.log(f"warning: the hook socket could not be served: {exc}")
+            self.hooks = None
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
         if self.dashboard_port:
@@ -165,6 +172,8 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.log("stopping")
         if main is not None:
             main.cancel()
+        if self.hooks is not None:
+            await self.hooks.stop()
         for ctx in list(self.contexts.values()):
             ctx.cancel()
         for dep_id, task in list(self.pipelines.items()):
@@ -305,7 +314,6 @@ class ControlPlane(DeployPipeline, Reconciler):
             await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
-
 
     async def _cron(self, stop_event: asyncio.Event) -> None:
         """Scheduled jobs: start the due ones every few seconds (services/cron.py)."""
