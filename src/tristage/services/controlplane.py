@@ -139,6 +139,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         if on_ready is not None:
             on_ready(bound)
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
+        self._spawn_task(asyncio.to_thread(self._warm_up), "warm-up")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
@@ -155,6 +156,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             await stop_event.wait()
         finally:
             await self.shutdown(main)
+
+    def _warm_up(self) -> None:
+        """Import now what the first push needs (the data stores behind the rules a
+        deploy checks: a second or more on a busy machine), not while it waits."""
+        try:
+            _ = self.api.data
+        except Exception as exc:  # the push imports it again and says what failed
+            self.log(f"warm-up: {type(exc).__name__}: {exc}")
 
     def _resume_git_hosts(self, starting: bool = True) -> None:
         """Git host deliveries answered but not acted on (before a stop, or by a router
