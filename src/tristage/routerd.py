@@ -77,6 +77,7 @@ def _internal_app(home: Path) -> Any:
     from .http.internal import build_internal_app
 
     api = Tristage(home, actor="router")
+
     # a delivery stored here is forwarded by the control plane: nudge it at once
     def nudge(environment: tuple[str, str] | None = None) -> None:
         api.deploys.nudge()

@@ -557,7 +557,7 @@ class EnvironmentConfig(ProcessSettings):
     cron: dict[str, str] = Field(
         default_factory=dict,
         description="Scheduled jobs: a cron expression in local time (quoted, e.g. "
-        "`\"0 3 * * *\"`) to the command run in a fresh process of the live release "
+        '`"0 3 * * *"`) to the command run in a fresh process of the live release '
         "(`tristage cron ls`, `tristage cron runs`).",
         json_schema_extra={"key": "SCHEDULE"},
     )
@@ -575,6 +575,7 @@ class EnvironmentConfig(ProcessSettings):
             if not command.strip():
                 raise ValueError(f"{schedule!r}: the command is empty")
         return v
+
     domains: list[str] = Field(
         default_factory=list,
         description="Public host names of the environment's live deployment, e.g. "

@@ -27,7 +27,7 @@ import random
 import secrets as pysecrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
@@ -76,6 +76,18 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 log = logging.getLogger("tristage.webhooks")
+
+
+class DeliverySelection(TypedDict, total=False):
+    """The filters of `select` and `replay_many` (each unset or None: any)."""
+
+    environment: str | None
+    status: str | None
+    source: str | None
+    event_type: str | None
+    since: float | None
+    until: float | None
+
 
 # (project, environment) -> base URL of the live release, e.g. "http://127.0.0.1:41234"
 UpstreamLookup = Callable[[str, str], str | None]
@@ -1121,35 +1133,18 @@ class WebhookService:
         return out[:limit] if limit is not None else out
 
     def replay_many(
-        self,
-        project: str,
-        *,
-        environment: str | None = None,
-        status: str | None = None,
-        source: str | None = None,
-        event_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        dry_run: bool = False,
+        self, project: str, *, dry_run: bool = False, **filters: Unpack[DeliverySelection]
     ) -> list[Delivery]:
         """Queue again every delivery the filters select (stubs past the retention are
         left out); `dry_run` only lists them. Deliveries still waiting are not touched."""
-        if all(v is None for v in (environment, status, source, event_type, since, until)):
+        if all(v is None for v in filters.values()):
             raise UsageError(
                 "replaying every delivery of the project needs a filter",
                 "add --env, --status, --source, --event, --since or --until",
             )
         chosen = [
             d
-            for d in self.select(
-                project,
-                environment=environment,
-                status=status,
-                source=source,
-                event_type=event_type,
-                since=since,
-                until=until,
-            )
+            for d in self.select(project, **filters)
             if d.pruned_at is None and not dom.DeliveryStatus(d.status).waiting
         ]
         if dry_run or not chosen:
@@ -1158,15 +1153,11 @@ class WebhookService:
         self.api.audit.record(
             "webhook.replay",
             project=project,
-            environment=environment,
+            environment=filters.get("environment"),
             target="selection",
             details={
                 "count": len(chosen),
-                "status": status,
-                "source": source,
-                "event_type": event_type,
-                "since": since,
-                "until": until,
+                **{k: filters.get(k) for k in ("status", "source", "event_type", "since", "until")},
             },
         )
         self.notify()

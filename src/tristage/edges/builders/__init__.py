@@ -23,6 +23,7 @@ from .base import BuildContext, BuildFailed, BuildLog, BuildResult
 
 __all__ = ["BuildContext", "BuildFailed", "BuildLog", "BuildResult", "build"]
 
+
 def build(ctx: BuildContext, web: str | None, build_cmd: str | None) -> BuildResult:
     root = ctx.artifact
     procfile = root / "Procfile"

@@ -8,17 +8,12 @@ would: a module that calls `register(...)`, or a package with an entry point in 
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 
 from ...errors import UsageError
+from ..plugins import Registry
 from .base import GitHost, HostApi, HostApiError, VerificationError
 
-log = logging.getLogger("tristage.git_hosts")
-
 ENTRY_POINT_GROUP = "tristage.git_hosts"
-
-_REGISTRY: dict[str, GitHost] = {}
-_entry_points_loaded = False
 
 __all__ = [
     "GitHost",
@@ -36,45 +31,12 @@ class UnknownHost(UsageError):
     """A host name no registered git host answers to."""
 
 
-def register(host: GitHost, *, replace: bool = False) -> GitHost:
-    if not isinstance(host, GitHost):
-        raise TypeError(f"{host!r} does not implement GitHost")
-    if host.name in _REGISTRY and not replace and _REGISTRY[host.name] is not host:
-        raise ValueError(f"a git host {host.name!r} is already registered")
-    _REGISTRY[host.name] = host
-    return host
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = ep.load()
-            register(loaded() if isinstance(loaded, type) else loaded)
-        except Exception as exc:  # one broken plug-in does not take the ingest down
-            log.error("git host %s (%s) could not be loaded: %s", ep.name, ep.value, exc)
-
-
-def names() -> list[str]:
-    _load_entry_points()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> GitHost:
-    host = _REGISTRY.get(name)
-    if host is None:
-        _load_entry_points()
-        host = _REGISTRY.get(name)
-    if host is None:
-        raise UnknownHost(
-            f"no git host {name!r}",
-            f"use one of {', '.join(names())}, or register the host "
-            f"(entry point group {ENTRY_POINT_GROUP})",
-        )
-    return host
+_registry: Registry[GitHost] = Registry(
+    GitHost, ENTRY_POINT_GROUP, "git host", UnknownHost, logging.getLogger("tristage.git_hosts")
+)
+register = _registry.register
+names = _registry.names
+get = _registry.get
 
 
 from . import gitea, github, gitlab  # noqa: E402  (the built-ins register themselves)

@@ -15,10 +15,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 import httpx
 
-from ...domain.git_events import GitEvent, StatusState
+from ...domain.git_events import GitEvent, Ignored, PullRequest, StatusState
 from ...errors import TristageError
 from ..webhook_providers.base import VerificationError
 
@@ -220,3 +221,43 @@ def host_of(web_url: str) -> str:
 def is_zero_after(sha: str) -> bool:
     """A push's `after` of all zeros: the branch was deleted."""
     return bool(sha) and set(sha) == {"0"}
+
+
+def github_pull_request(data: Mapping[str, Any], open_actions: frozenset[str]) -> GitEvent:
+    """A pull-request event in GitHub's payload shape (GitHub's and Gitea's)."""
+    action = text(data, "action")
+    pr = data.get("pull_request")
+    if not isinstance(pr, dict):
+        raise ValueError("no pull_request in the event")
+    n = number(data, "number")
+    head_ref, head_sha = text(pr, "head", "ref"), text(pr, "head", "sha")
+    fork = text(pr, "head", "repo", "full_name") != text(pr, "base", "repo", "full_name")
+    if action in open_actions:
+        return PullRequest(n, "open", head_ref, head_sha, from_fork=fork)
+    if action == "closed":
+        return PullRequest(n, "close", head_ref, head_sha, merged=pr.get("merged") is True)
+    return Ignored(f"pull_request {action or '?'}")
+
+
+class GitHubShapedRest:
+    """The REST calls GitHub and Gitea share: commit statuses, pull refs and issue comments."""
+
+    def pull_ref(self, number: int) -> str:
+        return f"refs/pull/{number}/head"
+
+    def status_request(
+        self, repo: str, sha: str, state: StatusState, target_url: str | None,
+        description: str, context: str,
+    ) -> Request:  # fmt: skip
+        body: dict[str, object] = {"state": state, "description": description, "context": context}
+        if target_url:
+            body["target_url"] = target_url
+        return Request("POST", f"/repos/{repo}/statuses/{sha}", body)
+
+    def comment_create(self, repo: str, number: int, body: str) -> Request:
+        return Request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
+
+    def comment_update(self, repo: str, number: int, comment_id: str, body: str) -> Request:
+        return Request(
+            "PATCH", f"/repos/{repo}/issues/comments/{quote(comment_id)}", {"body": body}
+        )

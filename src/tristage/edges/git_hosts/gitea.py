@@ -12,18 +12,17 @@ REST (`/api/v1`): `POST /repos/{owner}/{repo}/statuses/{sha}`, issue comments
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
-from ...domain.git_events import GitEvent, Ignored, PullRequest, Push, StatusState, branch_of
+from ...domain.git_events import GitEvent, Ignored, Push, branch_of
 from . import register
 from .base import (
-    Request,
+    GitHubShapedRest,
     VerificationError,
+    github_pull_request,
     hmac_sha256_hex,
     host_of,
     is_zero_after,
     json_body,
-    number,
     origin,
     require_header,
     same,
@@ -34,7 +33,7 @@ OPEN_ACTIONS = frozenset({"opened", "reopened", "synchronized"})
 PR_EVENTS = frozenset({"pull_request", "pull_request_sync"})
 
 
-class Gitea:
+class Gitea(GitHubShapedRest):
     name = "gitea"
     title = "Gitea"
     default_url = "https://gitea.com"
@@ -82,42 +81,11 @@ class Gitea:
                 return Ignored(f"delete of a {text(data, 'ref_type') or '?'}")
             return Push(text(data, "ref").removeprefix("refs/heads/"), "", deleted=True)
         if event in PR_EVENTS or kind in PR_EVENTS:
-            action = text(data, "action")
-            pr = data.get("pull_request")
-            if not isinstance(pr, dict):
-                raise ValueError("no pull_request in the event")
-            n = number(data, "number")
-            head_ref, head_sha = text(pr, "head", "ref"), text(pr, "head", "sha")
-            fork = text(pr, "head", "repo", "full_name") != text(pr, "base", "repo", "full_name")
-            if action in OPEN_ACTIONS:
-                return PullRequest(n, "open", head_ref, head_sha, from_fork=fork)
-            if action == "closed":
-                return PullRequest(n, "close", head_ref, head_sha, merged=pr.get("merged") is True)
-            return Ignored(f"pull_request {action or '?'}")
+            return github_pull_request(data, OPEN_ACTIONS)
         return Ignored(f"event {event or '?'}")
-
-    def pull_ref(self, number: int) -> str:
-        return f"refs/pull/{number}/head"
 
     def auth_headers(self, token: str) -> dict[str, str]:
         return {"authorization": f"token {token}", "accept": "application/json"}
-
-    def status_request(
-        self, repo: str, sha: str, state: StatusState, target_url: str | None,
-        description: str, context: str,
-    ) -> Request:  # fmt: skip
-        body: dict[str, object] = {"state": state, "description": description, "context": context}
-        if target_url:
-            body["target_url"] = target_url
-        return Request("POST", f"/repos/{repo}/statuses/{sha}", body)
-
-    def comment_create(self, repo: str, number: int, body: str) -> Request:
-        return Request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
-
-    def comment_update(self, repo: str, number: int, comment_id: str, body: str) -> Request:
-        return Request(
-            "PATCH", f"/repos/{repo}/issues/comments/{quote(comment_id)}", {"body": body}
-        )
 
 
 register(Gitea())

@@ -11,17 +11,16 @@ webhook's secret; `X-GitHub-Delivery` (a GUID, kept on redelivery) and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
-from ...domain.git_events import GitEvent, Ignored, Ping, PullRequest, Push, StatusState, branch_of
+from ...domain.git_events import GitEvent, Ignored, Ping, Push, branch_of
 from . import register
 from .base import (
-    Request,
+    GitHubShapedRest,
     VerificationError,
+    github_pull_request,
     hmac_sha256_hex,
     host_of,
     json_body,
-    number,
     origin,
     require_header,
     same,
@@ -31,7 +30,7 @@ from .base import (
 OPEN_ACTIONS = frozenset({"opened", "reopened", "synchronize"})
 
 
-class GitHub:
+class GitHub(GitHubShapedRest):
     name = "github"
     title = "GitHub"
     default_url = "https://github.com"
@@ -77,22 +76,8 @@ class GitHub:
                 return Push(branch, "", deleted=True)
             return Push(branch, text(data, "after"))
         if event == "pull_request":
-            action = text(data, "action")
-            pr = data.get("pull_request")
-            if not isinstance(pr, dict):
-                raise ValueError("no pull_request in the event")
-            n = number(data, "number")
-            head_ref, head_sha = text(pr, "head", "ref"), text(pr, "head", "sha")
-            fork = text(pr, "head", "repo", "full_name") != text(pr, "base", "repo", "full_name")
-            if action in OPEN_ACTIONS:
-                return PullRequest(n, "open", head_ref, head_sha, from_fork=fork)
-            if action == "closed":
-                return PullRequest(n, "close", head_ref, head_sha, merged=pr.get("merged") is True)
-            return Ignored(f"pull_request {action or '?'}")
+            return github_pull_request(data, OPEN_ACTIONS)
         return Ignored(f"event {event or '?'}")
-
-    def pull_ref(self, number: int) -> str:
-        return f"refs/pull/{number}/head"
 
     def auth_headers(self, token: str) -> dict[str, str]:
         return {
@@ -100,23 +85,6 @@ class GitHub:
             "accept": "application/vnd.github+json",
             "x-github-api-version": "2022-11-28",
         }
-
-    def status_request(
-        self, repo: str, sha: str, state: StatusState, target_url: str | None,
-        description: str, context: str,
-    ) -> Request:  # fmt: skip
-        body: dict[str, object] = {"state": state, "description": description, "context": context}
-        if target_url:
-            body["target_url"] = target_url
-        return Request("POST", f"/repos/{repo}/statuses/{sha}", body)
-
-    def comment_create(self, repo: str, number: int, body: str) -> Request:
-        return Request("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
-
-    def comment_update(self, repo: str, number: int, comment_id: str, body: str) -> Request:
-        return Request(
-            "PATCH", f"/repos/{repo}/issues/comments/{quote(comment_id)}", {"body": body}
-        )
 
 
 register(GitHub())
