@@ -70,6 +70,8 @@ def _finish_venv(venv_dir: str, deps: str, ver: str) -> None:
         src, dst = os.path.join(bin_dir, name), os.path.join(venv_dir, "bin", name)
         if os.path.islink(src) or not os.path.isfile(src) or os.path.lexists(dst):
             continue
+        if os.path.getsize(src) > 1 << 20:  # not a console script
+            continue
         with open(src, "rb") as fh:
             body = fh.read()
         lines = body.split(b"\n", 2)  # a long path puts the interpreter on line 2
