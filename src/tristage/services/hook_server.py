@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 MAX_REQUEST = 4 * 1024 * 1024
+REQUEST_TIMEOUT = 30.0  # a client that connects and sends nothing is let go
 INTERVAL = 0.02  # how often a push's log and status are looked at
 CANCELED = "canceled: the push was interrupted (the pusher disconnected)"
 
@@ -62,6 +63,16 @@ def parse_request(raw: bytes) -> tuple[str, list[str], dict[str, str]]:
     if isinstance(cwd, str) and os.path.isabs(cwd):  # relative git paths: the hook's cwd
         env = {k: os.path.join(cwd, v) for k, v in env.items()}
     return project, lines, env
+
+
+def _settle(job: asyncio.Future[int], code: int | None, exc: BaseException | None) -> None:
+    if job.done():
+        return
+    if exc is not None:
+        job.set_exception(exc)
+    else:
+        assert code is not None
+        job.set_result(code)
 
 
 class HookServer:
@@ -107,8 +118,10 @@ class HookServer:
             if sock is None or _peer_uid(sock) != os.getuid():
                 return
             try:
-                raw = await reader.readline()
+                raw = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
                 project, lines, git_env = parse_request(raw)
+            except TimeoutError:
+                return
             except (ValueError, asyncio.LimitOverrunError) as exc:
                 await self._send(writer, {"out": f"tristage: error: bad hook request: {exc}"})
                 await self._send(writer, {"exit": 2})
@@ -152,14 +165,25 @@ class HookServer:
                 say(f"tristage: error: {exc}")
                 return exc.exit_code
 
-        job = asyncio.ensure_future(asyncio.to_thread(work))
+        # a thread of its own, not the loop's executor: a push follows its deployment
+        # for as long as it builds, and the builds need that executor's threads
+        job: asyncio.Future[int] = loop.create_future()
+
+        def run() -> None:
+            try:
+                code = work()
+            except BaseException as exc:  # handed to the loop
+                loop.call_soon_threadsafe(_settle, job, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, job, code, None)
+
+        threading.Thread(target=run, name=f"push-{project}", daemon=True).start()
         eof = asyncio.ensure_future(reader.read(1))  # the client sends nothing more
         next_out = asyncio.ensure_future(queue.get())
         try:
             while True:
-                done, _ = await asyncio.wait(
-                    {job, eof, next_out}, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiting: set[asyncio.Future[Any]] = {job, eof, next_out}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if next_out in done:
                     await self._send(writer, next_out.result())
                     next_out = asyncio.ensure_future(queue.get())
