@@ -15,6 +15,7 @@ from ..domain.deployments import Deployment, Status
 from ..edges.builders import BuildContext, BuildLog
 from ..errors import TristageError
 from . import pipeline_steps as steps
+from .deploys import READY_MARK
 from .plane_core import PlaneCore
 from .releases import StartFailed
 
@@ -94,10 +95,10 @@ class DeployPipeline(PlaneCore):
             self.pipelines.pop(dep.id, None)
             self.contexts.pop(dep.id, None)
         rel.dep = await self._db(steps.mark_ready, self.api, dep)
-        url = await self._db(self.svc.home_url, rel.dep)
-        log.line(f"ready: {url}")  # before the switch, which ends a push's follower
-        log.close()
         await self.reconcile()
+        url = await self._db(self.svc.home_url, rel.dep)
+        log.line(f"{READY_MARK}{url}")  # routed: a push's follower ends on this line
+        log.close()
         self.log(f"{dep.id} ready: {url}")
 
     async def _with_output(self, dep: Deployment, exc: StartFailed, log: BuildLog) -> str:

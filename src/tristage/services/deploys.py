@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 CONTROL_FILE = "controlplane.json"
+READY_MARK = "ready: "  # the last line of a build log, once its deployment is routed
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROUTER_PORT = 8080
 
@@ -781,19 +782,25 @@ class DeployService:
         path = self.log_path(dep.project, dep.id, build=True)
         deadline = time.monotonic() + timeout
         pos = 0
+        done = False
+        ready_at: float | None = None
         while True:
             lines, pos = _new_lines(path, pos)
             yield from lines
             if stop():
                 return
+            done = done or any(line.startswith(READY_MARK) for line in lines)
             dep = self.get(deployment)
             if dep.status not in ACTIVE:
-                settled = dep.status != Status.ready
-                if not settled:
-                    live = self.live(dep.project, dep.environment)
-                    desired = self.aliases(dep.project).get(dep.environment, {}).get("desired")
-                    settled = live == dep.id or desired != dep.id or self.controlplane() is None
-                if settled:  # what was written while it settled
+                if dep.status != Status.ready or done:
+                    yield from _new_lines(path, pos)[0]  # what it wrote as it settled
+                    return
+                # ready: the pipeline routes it, then writes its last line (READY_MARK)
+                ready_at = ready_at or time.monotonic()
+                live = self.live(dep.project, dep.environment)
+                desired = self.aliases(dep.project).get(dep.environment, {}).get("desired")
+                routed = live == dep.id or desired != dep.id
+                if self.controlplane() is None or (routed and time.monotonic() > ready_at + 2):
                     yield from _new_lines(path, pos)[0]
                     return
             if time.monotonic() > deadline:
