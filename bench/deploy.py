@@ -201,7 +201,8 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"git push failed:\n{out}")
             dep = deployment_id(out)
-            r = probe.get(f"http://127.0.0.1:{s.port}/health", headers={"Host": "bench.localhost"})
+            path = "/health" if args.app == "next" else "/"  # the page of an app naming it
+            r = probe.get(f"http://127.0.0.1:{s.port}{path}", headers={"Host": "bench.localhost"})
             if r.status_code != 200 or r.json()["deployment"] != dep:
                 raise SystemExit(f"{dep} not routed after the push:\n{out}")
             breakdown.append(phases(stamped, total))
