@@ -3,7 +3,9 @@ data store (checked over real HTTP), signals reach it, and production stays out.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,3 +179,121 @@ def test_refusals(env: dict[str, str], refused: list[str]) -> None:
     found = refusals(env, "production", STORES, secrets)
     assert [r.variable for r in found] == refused
     assert all("live-secret-value" not in str(r) for r in found)
+
+
+# -- the app's own environment ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dev_uses_the_last_development_builds_virtualenv_or_builds_one(
+    repo: Path, home: Path
+) -> None:
+    from test_deploy_helpers import ControlPlane, commit, deployments, push
+    from test_real_apps import make_app, make_wheel
+
+    make_app(repo, "web: tinyserve app:app\n")
+    git_env = {"GIT_AUTHOR_NAME": "t", "GIT_COMMITTER_NAME": "t"}
+    subprocess.run(["git", "checkout", "-qb", "dev"], cwd=repo, check=True, env={**os.environ,
+                   **git_env})  # fmt: skip
+    cp = ControlPlane(home).start()
+    try:
+        r = push(repo, "dev", timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        cp.stop()
+    dep = next(d["id"] for d in deployments(repo) if d["environment"] == "development")
+    cache = home / "cache" / "shop" / "development" / "python"
+    # the web command is the dependency's console script: it runs with the build's deps
+    # and the working copy's code; the shell's own virtualenv plays no part
+    port = free_port()
+    (repo / "app.py").write_text((repo / "app.py").read_text() + "# changed locally\n")
+    proc = _start(repo, "--port", str(port), env={"VIRTUAL_ENV": "/nonexistent/venv"})
+    try:
+        body = wait_for(lambda: _get(port), 30, "the local app").json()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert f"uses python {sys.version_info[0]}." in out
+    assert f"the virtualenv of development's last build ({dep})" in out, out
+    assert body["server"].startswith(str(cache)), body
+    assert body["prefix"].startswith(str(home / "dev" / "shop" / "development")), body
+    assert body["prefix"] in out and body["extra"] is False
+    # the requirements changed since that build: it installs them now, and says why
+    extra = make_wheel(repo / "vendor", "extradep", {"extradep/__init__.py": "X = 1\n"}, {})
+    reqs = (repo / "requirements.txt").read_text() + f"./vendor/{extra}\n"
+    (repo / "requirements.txt").write_text(reqs)
+    script = "import extradep, tinyserve, os; print('imports', os.environ['VIRTUAL_ENV'])"
+    r = run_cli_process("dev", "--", "python", "-c", script, cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"the requirements differ from development's last build ({dep})" in r.stdout
+    assert "installing its dependencies" in r.stdout and "imports " in r.stdout
+    assert "a virtualenv built now for this working copy" in r.stdout
+    # and the next run finds what it installed
+    r = run_cli_process("dev", "--", "python", "-c", script, cwd=repo)
+    assert r.returncode == 0 and "installing" not in r.stdout, r.stdout
+    assert "the virtualenv development built for these requirements" in r.stdout
+    # a module that is in no requirement: the failure names it and the environment used
+    r = run_cli_process("dev", "--", "python", "-c", "import flask_login", cwd=repo)
+    assert r.returncode == 1
+    assert "ModuleNotFoundError: No module named 'flask_login'" in r.stderr  # passed through
+    hint = "tristage dev: the app could not import 'flask_login'; it ran with python"
+    assert hint in r.stderr and "add the package that provides 'flask_login'" in r.stderr
+    commit(repo, {}, "local")  # the working copy is still a normal git checkout
+
+
+def test_missing_module_lines() -> None:
+    from tristage.domain.localdev import missing_hint, missing_module
+
+    assert missing_module("ModuleNotFoundError: No module named 'fastapi.x'") == (
+        "python", "fastapi.x")  # fmt: skip
+    assert missing_module("Error: Cannot find module 'express'") == ("node", "express")
+    assert missing_module("Traceback (most recent call last):") is None
+    hint = missing_hint("python", "fastapi.x", ("python 3.12.1, the virtualenv V",))
+    assert "'fastapi'" in hint and "python 3.12.1, the virtualenv V" in hint
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dev_gives_a_node_app_the_last_builds_node_modules(repo: Path, home: Path) -> None:
+    from test_deploy_helpers import ControlPlane, commit, push
+
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    make_project(repo, app="node")
+    lib = repo / "vendor" / "tinylib"
+    lib.mkdir(parents=True)
+    (lib / "package.json").write_text('{"name": "tinylib", "version": "1.0.0", "main": "i.js"}')
+    (lib / "i.js").write_text("module.exports = 'from tinylib';\n")
+    pkg = json.loads((repo / "package.json").read_text())
+    pkg["dependencies"] = {"tinylib": "file:./vendor/tinylib"}
+    (repo / "package.json").write_text(json.dumps(pkg))
+    subprocess.run(["npm", "install", "--offline", "--no-audit", "--install-links"],
+                   cwd=repo, check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(repo / "node_modules")
+    (repo / ".gitignore").write_text("node_modules/\n")
+    toml = (repo / "tristage.toml").read_text().replace("health_timeout = 4", "health_timeout = 30")
+    commit(repo, {"tristage.toml": toml}, "a dependency")
+    subprocess.run(["git", "checkout", "-qb", "dev"], cwd=repo, check=True)
+    cp = ControlPlane(home).start()
+    try:
+        r = push(repo, "dev", timeout=180)
+        assert r.returncode == 0, r.stderr
+        assert "node_modules: saved" in r.stderr, r.stderr
+    finally:
+        cp.stop()
+    script = "console.log('got', require('tinylib'))"
+    r = run_cli_process("dev", "--", "node", "-e", script, cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "node_modules copied from development's last build" in r.stdout, r.stdout
+    assert "got from tinylib" in r.stdout
+    # from then on the working copy's own
+    r = run_cli_process("dev", "--", "node", "-e", script, cwd=repo)
+    assert "the working copy's node_modules" in r.stdout and "got from tinylib" in r.stdout
+    # a module nobody installed: the hint names it
+    r = run_cli_process("dev", "--", "node", "-e", "require('left-pad')", cwd=repo)
+    assert r.returncode == 1 and "could not import 'left-pad'" in r.stderr, r.stderr
+    assert "npm install left-pad" in r.stderr

@@ -168,3 +168,87 @@ def test_scale_refuses_bad_input_and_unknown_types(repo: Path, cp: ControlPlane)
                        (["web=99"], "at most")):  # fmt: skip
         r = run_cli("scale", *args, "--env", "production", cwd=repo)
         assert r.returncode != 0 and what in r.stderr, (args, r.stderr)
+
+
+CRASHING_WORKER = """\
+import sys, time
+print("worker starting, then failing", flush=True)
+time.sleep(1)
+sys.exit(3)
+"""
+
+
+def test_a_crash_looping_worker_is_crashed_and_alerts_while_web_serves(
+    repo: Path, cp: ControlPlane
+) -> None:
+    make_project(repo)
+    procfile = "web: python app.py\nworker: python worker.py\n"
+    commit(repo, {"worker.py": CRASHING_WORKER, "Procfile": procfile}, "a failing worker")
+    assert push(repo, "main", timeout=120).returncode == 0
+    dep = deployments(repo)[0]["id"]
+    with Load(cp.port, "shop.localhost", workers=2) as load:
+        # after TRISTAGE_CRASH_LIMIT (3) exits within the window: the process is crashed
+        worker = wait_for(lambda: next((p for p in ps(repo) if p["process"] == "worker.1"
+                                        and p["status"] == "crashed"), None), 60,
+                          "worker.1 to be marked crashed")  # fmt: skip
+        assert worker["deployment"] == dep and "exit code 3" in str(worker["last_exit"])
+        load.answered(30, 30)
+    # the web process kept serving: the deployment stays ready and live
+    assert load.failures == [], load.failures[:5]
+    assert cp.serves("shop.localhost") == dep
+    row = next(d for d in deployments(repo) if d["id"] == dep)
+    assert row["status"] == "ready" and row["crashed_processes"] == ["worker.1"]
+    r = run_cli("deployments", cwd=repo)
+    assert "worker.1 crashed" in r.stdout and "worker.1 in a crash loop" in r.stdout, r.stdout
+    # one alert through the monitor's path, naming the process and how it ended
+    r = run_cli("alerts", "--json", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    loops = [a for a in json.loads(r.stdout) if a["kind"] == "crash_loop"]
+    assert len(loops) == 1, loops
+    assert loops[0]["deployment"] == dep and loops[0]["resolved_at"] is None
+    assert "worker.1 crash loop: the worker process ended 3 times" in loops[0]["message"]
+    assert "exit code 3" in loops[0]["message"]
+    # it is still retried (at the longest backoff), and stays crashed and alerted once
+    before = int(worker["restarts"])
+    wait_for(lambda: int(next(p for p in ps(repo) if p["process"] == "worker.1")["restarts"])
+             > before, 30, "another retry")  # fmt: skip
+    r = run_cli("alerts", "--json", cwd=repo)
+    assert len([a for a in json.loads(r.stdout) if a["kind"] == "crash_loop"]) == 1
+
+
+def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
+    repo: Path, home: Path, cp: ControlPlane
+) -> None:
+    # each web process takes 2 s to listen (as a real app's boot does)
+    make_project(repo, processes="{ web = 2 }")
+    procfile = "web: sleep 2 && exec python app.py\n"
+    commit(repo, {"Procfile": procfile, "requirements.txt": "# stdlib only\n"}, "slow boot")
+    r = push(repo, "main", timeout=120)
+    assert r.returncode == 0, r.stderr
+    first = deployments(repo)[0]["id"]
+    commit(repo, {"app.py": (repo / "app.py").read_text().replace("hello", "hi")}, "second")
+    assert push(repo, "main", timeout=120).returncode == 0
+    second = deployments(repo)[0]["id"]
+    wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 30, "two replicas of the second")
+    # the previous deployment is warm with one web process
+    wait_for(lambda: [str(p["process"]) for p in ps(repo) if p["deployment"] == first]
+             == ["web.1"], 30, "the warm release to shrink")  # fmt: skip
+    answering(cp, {"web.1", "web.2"})
+    with Load(cp.port, "shop.localhost", workers=4) as load:
+        load.answered(30, 30)
+        r = run_cli("rollback", cwd=repo)
+        assert r.returncode == 0, r.stderr
+        with contextlib.closing(sqlite3.connect(home / "state.db")) as db:
+            desired_at, routed_at, routed = db.execute(
+                "SELECT desired_at, routed_at, routed FROM aliases WHERE environment=?",
+                ("production",),
+            ).fetchone()
+        # switched to the healthy warm web.1 at once, not after web.2's 2 s boot
+        assert routed == first and routed_at - desired_at < 1.0, routed_at - desired_at
+        # the missing replica comes up behind it, and then takes requests too
+        procs = wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 30, "web.2 behind it")
+        assert {p["deployment"] for p in procs.values()} == {first}
+        answering(cp, {"web.1", "web.2"})
+        load.answered(30, 30)
+    assert load.failures == [], load.failures[:5]
+    assert second != first

@@ -4,6 +4,7 @@ the sandbox); a version nothing here provides is one clear build error."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,8 @@ def test_a_deploy_builds_and_runs_with_the_python_it_asks_for(repo: Path, cp: Co
     assert f"> python {minor}." in r.stderr and "from .python-version" not in r.stderr
     assert f".python-version ({minor})" in r.stderr
     assert cp.get("shop.localhost").json()["python"].startswith(minor + ".")
+    r = run_cli("deployments", "--json", cwd=repo)
+    assert json.loads(r.stdout)[0]["runtime"].startswith(f"python {minor}.")  # shown there too
     # a version nothing provides: the build fails naming it, production keeps serving
     commit(repo, {".python-version": "3.99\n"}, "unavailable python")
     r = push(repo, "main", timeout=120)

@@ -192,7 +192,7 @@ def test_a_crash_at_start_shows_the_apps_last_lines_redacted(repo: Path, cp: Con
 def test_an_app_on_the_wrong_port_is_told_about_port(repo: Path, cp: ControlPlane) -> None:
     stdlib_app(repo, WRONG_PORT)
     r = push(repo, "main", timeout=120)
-    assert "nothing listens on port" in r.stderr and "the app must listen on $PORT" in r.stderr
+    assert "the app listens on 127.0.0.1:" in r.stderr and "not on $PORT" in r.stderr
     assert "$PORT" in deployments(repo)[0]["reason"]
 
 

@@ -381,6 +381,20 @@ CASES = [
         else PRO + '\n[sanitize]\n"users.plan" = "keep"\n',
     ),
     Case(
+        "sanitize-files-everything",
+        {},
+        "sanitize_files",
+        {("warning", "production", None)},
+        toml=PRO + '\n[sanitize.files]\ncopy = ["public/**", "**"]\n',
+    ),
+    Case(
+        "sanitize-files-public",
+        {},
+        "sanitize_files",
+        set(),
+        toml=PRO + '\n[sanitize.files]\ncopy = ["public/**", "media/*.png"]\n',
+    ),
+    Case(
         "database-production-trusts",
         {},
         "database.no-password",
@@ -483,6 +497,7 @@ def test_every_rule_module_is_covered() -> None:
         "rotation",
         "sandbox",
         "sanitize",
+        "sanitize_files",
         "secrets",
         "stripe",
         "webhooks",

@@ -252,3 +252,17 @@ def test_a_control_plane_stops_a_release_it_has_no_record_of(home: Path, tmp_pat
         out = up.communicate(timeout=30)[0].decode()
         rt.stop(h, 0.5)
     assert "stopped 1 unrecorded release process group" in out, out
+
+
+def test_proc_net_tcp_listen_rows_are_parsed() -> None:
+    from tristage.edges.runtime.sockets import parse_listening
+
+    text = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+        "  timeout inode\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000"
+        "     0        0 4242 1 0000000000000000 100 0 0 10 0\n"
+        "   1: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000"
+        "     0        0 4343 1 0000000000000000 100 0 0 10 0\n"
+    )
+    assert parse_listening(text) == {4242: ("127.0.0.1", 8080)}

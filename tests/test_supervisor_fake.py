@@ -257,6 +257,10 @@ def test_a_crash_loop_marks_the_deployment_crashed(home: Path, repo: Path) -> No
                 ("deploy.crashed", dep),
             )
             assert len(audit) == 1 and "crash loop" in audit[0]["details"]
+            # and an alert through the monitor's path, as for any process type
+            found = p.api.store.query("SELECT * FROM alerts WHERE kind='crash_loop'")
+            assert len(found) == 1 and found[0]["deployment"] == dep
+            assert "web.1 crash loop" in found[0]["message"], found[0]["message"]
 
     run(main())
 
@@ -415,5 +419,42 @@ def test_production_keeps_previous_releases_warm_and_rolls_back_without_a_start(
             assert switch.routed and switch.deployment.id == deps[-2]
             await p.serving("production", deps[-2])
             assert len(p.fake.started) == started, "an instant rollback starts nothing"
+
+    run(main())
+
+
+def test_a_crash_looping_worker_is_crashed_alerts_once_and_recovers(home: Path, repo: Path) -> None:
+    async def main() -> None:
+        async with plane(home, repo) as p:
+            await asyncio.to_thread(
+                (repo / "Procfile").write_text, "web: python app.py\nworker: python w.py\n"
+            )
+            dep = await p.deploy("main", "a worker")
+            key = f"{dep}/worker.1"
+            await p.until(lambda: key in p.cp.releases, "the worker to start")
+
+            def alerts() -> list[dict[str, Any]]:
+                return p.api.store.query("SELECT * FROM alerts WHERE kind='crash_loop'")
+
+            for _ in range(TUNING.crash_limit):
+                old = p.cp.releases[key].handle
+                p.fake.crash(old, code=4)
+                await p.until(lambda old=old: (r := p.cp.releases.get(key)) is not None
+                              and r.handle != old, "the worker's restart")  # fmt: skip
+            rel = p.cp.releases[key]
+            assert rel.status == "crashed" and rel.crash_loop, rel.status
+            # the web process serves on, the deployment stays ready
+            assert p.healthy(dep) is not None and p.status(dep)[0] == "ready"
+            await p.serving("production", dep)
+            found = await asyncio.to_thread(alerts)
+            assert len(found) == 1 and found[0]["resolved_at"] is None
+            assert "worker.1 crash loop" in found[0]["message"], found[0]["message"]
+            # once it has run a whole crash window without ending: healthy, alert resolved
+            rel.crashes = [time.time() - TUNING.crash_window - 1] * len(rel.crashes)
+            await p.until(lambda: rel.status == "healthy", "the worker to recover")
+            await p.until(lambda: alerts()[0]["resolved_at"], "the alert to be resolved")
+            found = await asyncio.to_thread(alerts)
+            assert len(found) == 1 and not rel.crash_loop
+            assert "ran" in found[0]["resolution"]
 
     run(main())

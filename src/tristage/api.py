@@ -318,13 +318,15 @@ class Tristage:
         output: Callable[[str], None],
         yes: bool = False,
         timeout: float = 3600.0,
+        terminal: bool = False,
     ) -> int:
         """`tristage run`: `command` in a fresh process of the deployment `environment`
         serves (its sandbox, variables and data directory), its redacted output to
-        `output` as it comes; returns its exit code. Audited; production needs `yes`."""
+        `output` as it comes; returns its exit code. Audited; production needs `yes`.
+        `terminal`: give it a terminal of its own when stdin is one (prompts, a shell)."""
         from .services.pipeline_steps import run_one_off
 
-        return run_one_off(self, project, environment, command, output, yes, timeout)
+        return run_one_off(self, project, environment, command, output, yes, timeout, terminal)
 
     # -- projects (services/projects.py) ---------------------------------
     def init_project(

@@ -205,13 +205,17 @@ def restore(
     backup_id: str = typer.Argument(..., metavar="BACKUP", help="A backup id (db backups ENV)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
 ) -> None:
-    """Verify a backup, take a safety backup, then restore all-or-nothing."""
+    """Verify a backup, take a safety backup, then restore all-or-nothing: the data store
+    and the files of the environment's data directory (files the backup does not hold
+    are removed; a backup taken before files were backed up leaves them as they are)."""
     ref = current_project()
     with _progress() as progress:
         result = get_api().data.restore(ref.name, env, backup_id, yes, progress)
     console.print(
         f"[green]restored[/] {env} from {result.backup}: {sum(result.rows.values())} row(s) "
-        f"in {len(result.rows)} table(s); safety backup {result.safety_backup}"
+        f"in {len(result.rows)} table(s)"
+        + ("" if result.files is None else f", {result.files} file(s)")
+        + f"; safety backup {result.safety_backup}"
     )
 
 
@@ -221,7 +225,8 @@ def drill(
     backup_id: str | None = typer.Option(None, "--backup", help="Drill this backup instead."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Restore the latest backup into a scratch store and compare counts and checksums."""
+    """Restore the latest backup into a scratch store and compare counts and checksums;
+    the files archive is read through and checked (the "(files)" row)."""
     ref = current_project()
     report = get_api().data.drill(ref.name, env, backup_id)
     if as_json:
@@ -258,7 +263,8 @@ def clone(
     yes: bool = typer.Option(False, "--yes", "-y", help="Replace the target's data."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Copy FROM's data into TO; from production it is sanitized (fails closed)."""
+    """Copy FROM's data into TO; from production it is sanitized (fails closed) and
+    copies only the files `[sanitize.files] copy` names (default: none)."""
     ref = current_project()
     with _progress(not as_json) as progress:
         report = get_api().data.clone(ref.name, source, target, yes, progress)
@@ -278,6 +284,11 @@ def clone(
             f"{scan['values']} production value(s) of ruled columns: none found",
             markup=False,
         )
+    console.print(
+        f"  files: {report.files_copied} copied, {report.files_left_out} left out"
+        + (" (no [sanitize.files] rule names them)" if report.files_left_out else ""),
+        markup=False,
+    )
     how = "sanitized clone" if report.sanitized else "clone"
     console.print(
         f"[green]{how}[/] {report.source} -> {report.target}: "

@@ -168,6 +168,7 @@ def deployments(
     deps = svc.list_deployments(ref.name, env, limit)
     al = svc.aliases(ref.name)
     live = {row["routed"] for row in al.values() if row.get("routed")}
+    crashed = get_api().processes.crashed(ref.name)  # a worker's crash loop, say
     if as_json:
         print_json(
             [
@@ -186,6 +187,7 @@ def deployments(
                     "runtime": d.runtime,
                     "url": svc.deployment_url(d),
                     "live": d.id in live,
+                    "crashed_processes": crashed.get(d.id, []),
                 }
                 for d in deps
             ]
@@ -201,7 +203,7 @@ def deployments(
                 d.environment,
                 d.branch,
                 f"{d.commit[:7]} {d.message[:40]}",
-                Text(d.status.value, style=STATUS_STYLE.get(d.status.value, "")),
+                _status_cell(d.status.value, crashed.get(d.id, [])),
                 age(now - d.created_at),
                 d.runtime or "",
                 svc.deployment_url(d),
@@ -213,6 +215,17 @@ def deployments(
     for d in deps[:10]:
         if d.status in (Status.error, Status.crashed) and d.reason:
             console.print(f"[red]{d.id}[/]: {d.reason}", soft_wrap=True, highlight=False)
+        elif crashed.get(d.id):
+            names = ", ".join(crashed[d.id])
+            console.print(f"[red]{d.id}[/]: {names} in a crash loop (web serves; see "
+                          f"'tristage ps' and 'tristage logs {d.id}')", soft_wrap=True,
+                          highlight=False)  # fmt: skip
+
+
+def _status_cell(status: str, crashed: list[str]) -> Text:
+    if not crashed:
+        return Text(status, style=STATUS_STYLE.get(status, ""))
+    return Text(f"{status}, {', '.join(crashed)} crashed", style="red")
 
 
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -408,16 +421,21 @@ def run(
     env: str = typer.Option(..., "--env", "-e", help="The environment whose live deployment."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before it is stopped."),
+    no_tty: bool = typer.Option(False, "--no-tty", help="No terminal even when one is attached."),
 ) -> None:
-    """Run a one-off command (a migration, `createsuperuser`) in a fresh process of an
-    environment's live deployment: its sandbox, variables and data; exits with its code."""
+    """Run a one-off command (a migration, `createsuperuser`, a shell) in a fresh process
+    of an environment's live deployment: its sandbox, variables and data; exits with its
+    code. With a terminal attached the command gets one (prompts, passwords; Ctrl-C ends
+    it). Production asks for --yes; every run is audited with its exit code."""
     ref = current_project()
 
     def out(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    code = get_api().run_command(ref.name, env, tuple(command), out, yes, timeout)
+    code = get_api().run_command(
+        ref.name, env, tuple(command), out, yes, timeout, terminal=not no_tty
+    )
     raise typer.Exit(code)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, current_project, get_api
+from .common import console, current_project, err_console, get_api
 
 
 def dev(
@@ -18,21 +18,30 @@ def dev(
 ) -> None:
     """Run the app from this working copy with development's variables and database.
 
+    It runs with the app's own environment: the virtualenv of development's last build
+    (built now when there is none or the requirements changed) and the working copy's
+    node_modules (else the last build's, copied in, else installed), and says which.
+
     Refuses to start when the result would reach production: production's data
     store, one of production's secret values, or a live provider key.
     """
     ref = current_project()
     assert ref.root is not None
     svc = get_api().localdev
-    plan = svc.plan(ref.name, ref.root, env, port, command)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, soft_wrap=True)
+
+    plan = svc.plan(ref.name, ref.root, env, port, command, progress=say)
     shown = plan.command if isinstance(plan.command, str) else " ".join(plan.command)
-    console.print(
+    say(
         f"tristage dev: {plan.project}/{plan.environment} ({plan.variables} variables, "
-        f"database {plan.describe_database()}) on {plan.url}: {shown}",
-        markup=False,
-        soft_wrap=True,
+        f"database {plan.describe_database()}) on {plan.url}: {shown}"
     )
-    raise typer.Exit(svc.run(plan))
+    for using in plan.using:
+        say(f"tristage dev: uses {using}")
+    raise typer.Exit(svc.run(plan, on_hint=lambda text: err_console.print(
+        text, markup=False, soft_wrap=True)))  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,8 @@ from rich.text import Text
 from .common import age, console, current_project, get_api, print_json
 from .tables import print_table
 
+STYLES = {"healthy": "green", "crashed": "red"}
+
 
 def ps(
     env: str | None = typer.Option(None, "--env", "-e", help="Only this environment's."),
@@ -31,7 +33,7 @@ def ps(
         [
             (
                 r["environment"], r["deployment"], "live" if r["live"] else "", r["process"],
-                Text(r["status"], style="green" if r["status"] == "healthy" else "yellow"),
+                Text(r["status"], style=STYLES.get(r["status"], "yellow")),
                 str(r["port"] or "-"), str(r["restarts"]), age(now - r["since"]),
                 r["last_exit"] or "",
             )

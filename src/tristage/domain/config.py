@@ -230,6 +230,29 @@ class SanitizeTable(Strict):
         return out
 
 
+class SanitizeFiles(Strict):
+    """`[sanitize.files]`: the files of production's data directory a clone copies."""
+
+    copy_: list[str] = Field(
+        default_factory=list,
+        alias="copy",
+        description='Glob patterns relative to the data directory (`["public/**"]`): `*` '
+        "and `?` within a path segment, `**` any number of segments. A clone from "
+        "production copies the files they match and no other (default: none); a clone "
+        "from another environment copies every file.",
+    )
+
+    @field_validator("copy_")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        from . import data_files
+
+        try:
+            return data_files.check_patterns(v)
+        except data_files.GlobError as exc:
+            raise ValueError(f"[sanitize.files] copy: {exc}") from None
+
+
 class WebhookDestination(Strict):
     """One place a source's deliveries are forwarded to, with its own attempts and
     status: a path of the environment's live deployment, or a URL."""
@@ -824,20 +847,67 @@ class PipelineConfig(Strict):
         description="The environments by name (at least one).",
         json_schema_extra={"key": "NAME"},
     )
-    sanitize: dict[str, str | SanitizeTable] = Field(
+    sanitize: dict[str, str | SanitizeTable | SanitizeFiles] = Field(
         default_factory=dict,
         description="Clones from production: one transform per column, "
         '`"table.column" = "TRANSFORM"` with TRANSFORM one of `email`, `name`, `phone`, '
         "`address`, `scrub`, `null`, `hash`, `redact`, `keep`, `fake:<provider>`, "
         '`{ json = { "$.path" = "TRANSFORM" } }` or `{ keep = true, reason = "…" }` '
-        "(docs/data.md).",
+        '(docs/data.md); and `[sanitize.files] copy = ["public/**"]`, the files of the '
+        "data directory a clone copies (default: none).",
     )
+
+    @field_validator("sanitize", mode="before")
+    @classmethod
+    def _sanitize_files(cls, v: Any) -> Any:
+        """`[sanitize.files]` is the files rule, checked on its own (clear errors)."""
+        if not isinstance(v, dict) or "files" not in v:
+            return v
+        raw = v["files"]
+        example = '[sanitize.files] copy = ["public/**"]'
+        if not isinstance(raw, dict):
+            raise ValueError(f"[sanitize.files] must be a table, e.g. {example}")
+        unknown = sorted(set(raw) - {"copy"})
+        if unknown:
+            raise ValueError(
+                f"[sanitize.files]: unknown key(s) {', '.join(unknown)}; its one key is "
+                f"copy, e.g. {example}"
+            )
+        copy = raw.get("copy", [])
+        if not isinstance(copy, list) or not all(isinstance(p, str) for p in copy):
+            raise ValueError(
+                f"[sanitize.files] copy must be a list of glob patterns, e.g. {example}"
+            )
+        from . import data_files
+
+        try:
+            data_files.check_patterns(copy)
+        except data_files.GlobError as exc:
+            raise ValueError(f"[sanitize.files] copy: {exc}") from None
+        return {**v, "files": SanitizeFiles.model_validate(raw)}
+
+    @property
+    def sanitize_files(self) -> SanitizeFiles | None:
+        """`[sanitize.files]`, if given."""
+        v = self.sanitize.get("files")
+        return v if isinstance(v, SanitizeFiles) else None
+
+    @property
+    def sanitize_columns(self) -> dict[str, str | SanitizeTable]:
+        """The column rules of `[sanitize]` (without `[sanitize.files]`)."""
+        return {k: v for k, v in self.sanitize.items() if not isinstance(v, SanitizeFiles)}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
         problems: list[str] = []
         if not self.environments:
             raise ValueError("declare at least one environment")
+        for ref, rule in self.sanitize.items():
+            if isinstance(rule, SanitizeFiles) and ref != "files":
+                raise ValueError(
+                    f"[sanitize] {ref!r}: 'copy' belongs in [sanitize.files] "
+                    '(copy = ["public/**"]), not in a column rule'
+                )
         for name, env in self.environments.items():
             if not NAME_RE.match(name):
                 problems.append(

@@ -15,6 +15,7 @@ A refusal names the variable, never its value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -136,3 +137,34 @@ def live_key(name: str, value: str) -> str | None:
         if m and m.group("mode") == "live":
             return family.title
     return None
+
+
+_MISSING = (
+    ("python", re.compile(r"ModuleNotFoundError: No module named '([^']+)'")),
+    ("python", re.compile(r"ImportError: cannot import name '[^']+' from '([^']+)'")),
+    ("node", re.compile(r"Cannot find (?:module|package) '([^']+)'")),
+)
+
+
+def missing_module(line: str) -> tuple[str, str] | None:
+    """(language, module) when an app's output line says a module is not installed."""
+    for kind, pattern in _MISSING:
+        m = pattern.search(line)
+        if m:
+            return kind, m.group(1)
+    return None
+
+
+def missing_hint(kind: str, module: str, using: tuple[str, ...]) -> str:
+    """What to do when the app could not import `module` in the environment `using`."""
+    where = "; ".join(using) or "the shell's environment (no Python or Node app found)"
+    if kind == "node":
+        fix = f"add it to package.json ('npm install {module.split('/')[0]}'), or check the name"
+    else:
+        top = module.split(".")[0]
+        fix = (
+            f"add the package that provides '{top}' to requirements.txt or pyproject.toml "
+            "and run 'tristage dev' again (it installs changed requirements), or check "
+            "the name"
+        )
+    return f"tristage dev: the app could not import '{module}'; it ran with {where}. Fix: {fix}"

@@ -37,6 +37,7 @@ class Kind(StrEnum):
     health = "health"
     auto_rollback = "auto_rollback"
     out_of_memory = "out_of_memory"
+    crash_loop = "crash_loop"  # a process ended N times within the crash window
     cron_failed = "cron_failed"
     webhook_gone = "webhook_gone"  # a webhook destination answered 410 Gone
     webhook_paused = "webhook_paused"  # a webhook destination failed past `pause_after`

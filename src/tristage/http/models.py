@@ -263,6 +263,9 @@ class RestoreOut(Out):
     backup: str
     safety_backup: str | None
     rows: dict[str, int]
+    files: int | None = Field(
+        None, description="files put back in the data directory (null: the backup holds none)"
+    )
 
 
 @mirrors(AuditEvent)

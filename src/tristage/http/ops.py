@@ -212,7 +212,7 @@ def _restore(c: Call) -> RestoreOut:
     r = c.api.data.restore(
         c.path["project"], c.path["environment"], c.body.backup, yes=c.body.confirm
     )
-    return RestoreOut(backup=r.backup, safety_backup=r.safety_backup, rows=r.rows)
+    return RestoreOut(backup=r.backup, safety_backup=r.safety_backup, rows=r.rows, files=r.files)
 
 
 def _create_token(c: Call) -> TokenCreatedOut:

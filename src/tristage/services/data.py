@@ -91,8 +91,10 @@ class DataService:
         return self.stores.database_url(project, environment)
 
     def data_dir(self, project: str, environment: str) -> Path:
-        """The environment's private data directory (0700), the one a release may write."""
-        return self.stores.data_dir(project, environment)
+        """The environment's private data directory (0700), the one a release may write
+        (a swap of its files that a killed restore or clone left is finished or undone
+        first)."""
+        return self.backup_service.files.recovered(project, self.owner(project, environment))
 
     def open_store(self, project: str, environment: str) -> DataStoreT:
         return self.stores.open_store(project, environment)

@@ -23,6 +23,7 @@ from ..domain import retention
 from ..domain.config import Tier
 from ..domain.snapshot import FileEntry, Manifest
 from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
+from ..edges.data_files import SQLITE_COPY_PREFIX
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..edges.datastores.postgres import (
     DUMP_MEMBER,
@@ -48,6 +49,7 @@ from ..edges.snapshot_io import (
 )
 from ..errors import NotFound, TristageError
 from ..paths import private_dirs, private_mkdirs, private_open
+from .data_files import DataFiles, Staged
 from .data_records import (
     BackupDamaged,
     BackupInfo,
@@ -91,6 +93,7 @@ class BackupService:
         self.api = api
         self.stores = stores
         self.snapshots = snapshots
+        self.files = DataFiles(api, stores)
 
     def backup(
         self,
@@ -127,6 +130,8 @@ class BackupService:
                     manifest.created_at = now.isoformat(timespec="seconds")
                     if dump:
                         manifest.extra["dump"] = dump
+                    # the data directory's files, beside the tables (edges/data_files.py)
+                    manifest.extra["files"] = self.files.archive(project, owner, sink)
                     sink.finish(manifest)
                 except BaseException:
                     sink.abort()
@@ -152,7 +157,13 @@ class BackupService:
             project=project,
             environment=owner,
             target=bid,
-            details={"kind": kind, "rows": info.rows, "size": size, "encrypted": encrypt},
+            details={
+                "kind": kind,
+                "rows": info.rows,
+                "size": size,
+                "encrypted": encrypt,
+                "files": manifest.extra["files"]["files"],
+            },
         )
         return info
 
@@ -269,6 +280,8 @@ class BackupService:
             *(tmp / "backup-downloads").glob(f"{TMP_PREFIX}*"),
             # a SQLite drill's scratch copy of a drill that was killed
             *tmp.glob(f"drill-{project}-{owner}-*.sqlite3*"),
+            # an app database's consistent copy of a backup that was killed
+            *tmp.glob(f"{SQLITE_COPY_PREFIX}*"),
         ]
         for p in leftovers:
             try:
@@ -308,7 +321,7 @@ class BackupService:
         """Open a backup and check every file against its manifest; raises if damaged."""
         owner = self.stores.owner(project, environment)
         src = self._open_backup(project, owner, backup_id)
-        problems = src.verify()
+        problems = src.verify() + self.files.problems(src, project, owner)
         if problems:
             src.close()
             raise BackupDamaged(
@@ -396,6 +409,7 @@ class BackupService:
             )
         self.sweep(project, owner)
         src = self._open_backup(project, owner, backup_id)
+        files: Staged | None = None
         try:
             missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
             if missing:
@@ -403,6 +417,8 @@ class BackupService:
                     f"backup {backup_id} failed verification: no file for {', '.join(missing)}",
                     "nothing was restored; restore another backup",
                 )
+            # the files, unpacked and checked beside the data directory before any change
+            files = self.files.stage(project, owner, src, backup_id)
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
             store = self.stores.open_store(project, owner)
             dump = src.dump_entry
@@ -429,8 +445,10 @@ class BackupService:
                     self._discard(project, owner, safety.id)
                     raise
                 rows = {t.name: src.manifest.files[t.name].rows for t in src.manifest.tables}
-                self._restored(project, owner, backup_id, safety.id, rows)
-                return RestoreResult(backup_id, safety.id, rows)
+                self._restored(project, owner, backup_id, safety.id, rows, files)
+                return RestoreResult(
+                    backup_id, safety.id, rows, None if files is None else files.files
+                )
             try:
                 # one pass: every file is checked against the manifest while it loads,
                 # and the transaction commits only after the last check passed
@@ -453,20 +471,36 @@ class BackupService:
                             "nothing was restored; restore another backup",
                         ) from None
                 raise
+            self._restored(project, owner, backup_id, safety.id, result.rows, files)
         finally:
             src.close()
-        self._restored(project, owner, backup_id, safety.id, result.rows)
-        return RestoreResult(backup_id, safety.id, result.rows)
+            if files is not None:
+                files.close()
+        return RestoreResult(
+            backup_id, safety.id, result.rows, None if files is None else files.files
+        )
 
     def _restored(
-        self, project: str, owner: str, backup_id: str, safety: str, rows: dict[str, int]
+        self,
+        project: str,
+        owner: str,
+        backup_id: str,
+        safety: str,
+        rows: dict[str, int],
+        files: Staged | None = None,
     ) -> None:
+        if files is not None:
+            files.swap()  # the store is restored: the files follow, all at once
         self.api.audit.record(
             "db.restore",
             project=project,
             environment=owner,
             target=backup_id,
-            details={"safety_backup": safety, "rows": sum(rows.values())},
+            details={
+                "safety_backup": safety,
+                "rows": sum(rows.values()),
+                "files": files.files if files is not None else None,
+            },
         )
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
@@ -508,6 +542,12 @@ class BackupService:
                             bool(got and got.sha256 == exp.sha256),
                         )
                     )
+            archive = self.files.drill_check(src, project, owner)
+            if archive is not None:
+                want, read, problem = archive
+                report.checks.append(DrillCheck("(files)", want, read, problem is None))
+                if problem:
+                    report.problems.append(problem)
         except TristageError as exc:
             report.problems.append(exc.message)
         finally:

@@ -65,9 +65,15 @@ class CloneService:
             self.stores.open_store(project, src_owner),
             self.stores.open_store(project, dst_owner),
         )
+        # the data directory's files: those [sanitize.files] names (all from another tier)
+        files = self.backup_service.files.plan_clone(project, src_owner, dst_owner, must_sanitize)
         with src.read() as r:
             tables = r.tables()
-            plan = sanitize.plan(tables, cfg.sanitize, self._faker_has) if must_sanitize else None
+            plan = (
+                sanitize.plan(tables, cfg.sanitize_columns, self._faker_has)
+                if must_sanitize
+                else None
+            )
             if plan is not None:
                 by_name = {t.name: t for t in tables}
                 for name, cols in plan.to_sniff().items():
@@ -83,9 +89,11 @@ class CloneService:
                 raise SanitizeRefused(plan.problems)
             with dst.read() as dr:
                 busy = [t.name for t in dr.tables() if dr.count(t.name)]
+            if files.target_files:
+                busy.append(f"{files.target_files} file(s) of its data directory")
             if busy and not yes:
                 raise ConfirmationRequired(
-                    f"cloning replaces the data of {dst_owner} ({', '.join(busy[:5])} hold rows)",
+                    f"cloning replaces the data of {dst_owner} ({', '.join(busy[:5])} hold data)",
                     "pass --yes to confirm (a safety backup is taken first)",
                 )
             safety = (
@@ -145,6 +153,7 @@ class CloneService:
                     if isinstance(exc, LoadError):
                         exc.reason = sanitize.without_values(exc.reason)
                 raise
+        copied = self.backup_service.files.apply_clone(files)
         transformed = plan.transformed() if plan else {}
         report = CloneReport(
             src_owner,
@@ -156,6 +165,8 @@ class CloneService:
             round(time.monotonic() - started, 3),
             scan.as_json() if plan is not None else None,
             plan.forced() if plan is not None else {},
+            copied,
+            files.left_out,
         )
         self.api.audit.record(
             "db.clone",
@@ -168,6 +179,8 @@ class CloneService:
                 "transformed": report.transformed,
                 "forced_keep": report.forced_keep,
                 "scan": report.scan,
+                "files_copied": copied,
+                "files_left_out": files.left_out,
             },
         )
         return report

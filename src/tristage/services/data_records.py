@@ -115,6 +115,7 @@ class RestoreResult:
     backup: str
     safety_backup: str | None
     rows: dict[str, int]
+    files: int | None = None  # files put back in the data directory (None: none backed up)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ class CloneReport:
     # the check of the copy for production values (sampled): tables, rows, values, found
     scan: dict[str, Any] | None = None
     forced_keep: dict[str, str] = field(default_factory=dict)  # "t.c" -> reason
+    files_copied: int = 0  # files of the data directory copied ([sanitize.files])
+    files_left_out: int = 0  # files of the source's data directory not copied
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -183,7 +183,9 @@ class SnapshotService:
             names = [t.name for t in select_tables(m.tables, tables, path.name)]
             if m.engine == "convex" and tier != Tier.production and not not_production:
                 # a Convex ZIP does not say where it came from: sanitized like production
-                transform = self._convex_plan(project, environment, source, names, cfg.sanitize)
+                transform = self._convex_plan(
+                    project, environment, source, names, cfg.sanitize_columns
+                )
                 sanitized = True
             # a tristage snapshot is checked against its manifest (row counts, sha256)
             # while it loads; a mismatch rolls the whole import back

@@ -36,8 +36,10 @@ async def probe(
     timeout: float,
     host: str | None,
     state: Callable[[], Status],
+    listening: Callable[[], list[tuple[str, int]]] | None = None,
 ) -> tuple[bool, str]:
-    """(healthy, why not) after at most `timeout` seconds."""
+    """(healthy, why not) after at most `timeout` seconds; `listening` tells where the
+    app listens instead, for the verdict's hint."""
     url = f"http://{LOOPBACK}:{port}{probe_path(path)}"
     headers = {"Host": host} if host else {}
     deadline = time.monotonic() + timeout
@@ -65,8 +67,27 @@ async def probe(
             await asyncio.sleep(poll_delay(time.monotonic() - started))
     hint = ""
     if last == "connection refused":
-        hint = f"; nothing listens on port {port}: the app must listen on $PORT (127.0.0.1)"
+        found: list[tuple[str, int]] | None = None
+        if listening is not None:
+            try:
+                found = listening()
+            except OSError:
+                found = None
+        hint = port_hint(port, found)
     return (
         False,
         f"health check GET {path} did not answer 2xx/3xx within {timeout:g}s (last: {last}){hint}",
     )
+
+
+def port_hint(port: int, listening: list[tuple[str, int]] | None) -> str:
+    """(pure) Why nothing answered on `port`, given where the app listens (None: unknown)."""
+    if listening:
+        where = ", ".join(f"{a}:{p}" for a, p in listening[:5])
+        return (
+            f"; the app listens on {where}, not on $PORT ({port}): it must listen on the port "
+            "tristage gives in $PORT (127.0.0.1)"
+        )
+    if listening is not None:
+        return f"; the app does not listen on any port: it must listen on $PORT ({port}, 127.0.0.1)"
+    return f"; nothing listens on port {port}: the app must listen on $PORT (127.0.0.1)"

@@ -14,22 +14,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from ..domain import localdev
 from ..domain.config import PipelineConfig, Tier, procfile_web
 from ..domain.rules.isolation import Target, config_target, url_target
 from ..edges import git
 from ..errors import NotFound, TristageError, UsageError
+from .localdev_env import app_environment
 
 if TYPE_CHECKING:
     from ..api import Tristage
 
 DEFAULT_PORT = 3000
+# the shell's own environment markers that would point the app at another interpreter
+_FOREIGN = frozenset({"VIRTUAL_ENV", "PYTHONHOME", "CONDA_PREFIX"})
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -46,6 +50,7 @@ class DevPlan:
     env: dict[str, str]
     port: int
     variables: int  # how many resolved variables the environment gives
+    using: tuple[str, ...] = ()  # the app's environment: which virtualenv, node_modules
 
     @property
     def url(self) -> str:
@@ -69,7 +74,11 @@ class LocalDevService:
         port: int | None = None,
         command: list[str] | None = None,
         shell_env: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> DevPlan:
+        """What `run` starts: the command, its environment (development's variables and
+        data store, the app's own virtualenv / node_modules, made or installed now when
+        the last build's do not fit this working copy: `progress` hears about it)."""
         cfg = self.api.config_for(project)
         env = environment or _development(cfg)
         if cfg.env(env).tier == Tier.production:
@@ -87,13 +96,15 @@ class LocalDevService:
         database_url = (
             "" if resolved.get("DATABASE_URL") else self.api.data.database_url(project, env)
         )
-        prefix = tuple(
-            str(root / sub) for sub in (".venv/bin", "node_modules/.bin") if (root / sub).is_dir()
-        )
+        shown = list(command) if command else _web_command(cfg, env, root)
+        web = shown if isinstance(shown, str) else " ".join(shown)
+        app = app_environment(self.api, cfg, env, root, web, progress or (lambda _line: None))
         full = localdev.compose(
-            shell, resolved, database_url=database_url, port=port, environment=env,
-            branch=branch, commit=commit, path_prefix=prefix,
+            {k: v for k, v in shell.items() if k not in _FOREIGN}, resolved,
+            database_url=database_url, port=port, environment=env,
+            branch=branch, commit=commit, path_prefix=app.path_prefix,
         )  # fmt: skip
+        full.update(app.env)
         prod = cfg.production
         if prod is not None:
             found = localdev.refusals(
@@ -110,8 +121,7 @@ class LocalDevService:
                 )
         return DevPlan(
             project=project, environment=env, root=root,
-            command=list(command) if command else _web_command(cfg, env, root),
-            env=full, port=port, variables=len(resolved),
+            command=shown, env=full, port=port, variables=len(resolved), using=app.using,
         )  # fmt: skip
 
     def _production_stores(self, cfg: PipelineConfig, prod: str) -> dict[Target, str]:
@@ -136,15 +146,29 @@ class LocalDevService:
     def _production_secrets(self, project: str, prod: str) -> dict[str, str]:
         return {e.name: e.value for e in self.api.variables.entries(project, prod) if e.secret}
 
-    def run(self, plan: DevPlan, on_start: Callable[[int], None] | None = None) -> int:
-        """Run the plan in the foreground; returns the exit code (128+N for signal N)."""
+    def run(
+        self,
+        plan: DevPlan,
+        on_start: Callable[[int], None] | None = None,
+        on_hint: Callable[[str], None] | None = None,
+    ) -> int:
+        """Run the plan in the foreground; returns the exit code (128+N for signal N).
+
+        The app's stderr passes through as it comes; a module it could not import
+        (`ModuleNotFoundError`, Node's `Cannot find module`) gets a hint after it ended
+        (to `on_hint`, else stderr) naming the environment it ran with."""
         shell = isinstance(plan.command, str)
         try:
             proc = subprocess.Popen(
-                plan.command, shell=shell, cwd=plan.root, env=plan.env, process_group=0
-            )
+                plan.command, shell=shell, cwd=plan.root, env=plan.env, process_group=0,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
         except OSError as exc:
             raise UsageError(f"cannot start {plan.command!r}: {exc.strerror or exc}") from None
+        missing: list[tuple[str, str]] = []
+        assert proc.stderr is not None
+        tee = threading.Thread(target=_tee, args=(proc.stderr, missing), daemon=True)
+        tee.start()
         pgid = proc.pid
         tty = _terminal()
         if tty is not None:
@@ -166,7 +190,28 @@ class LocalDevService:
                 _foreground(tty, os.getpgrp())
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGTERM)  # whatever the command left behind
+            tee.join(2)
+        if missing and rc != 0:
+            hint = localdev.missing_hint(*missing[0], plan.using)
+            (on_hint or _to_stderr)(hint)
         return rc if rc >= 0 else 128 - rc
+
+
+def _tee(stream: IO[bytes], missing: list[tuple[str, str]]) -> None:
+    """Copy the app's stderr to ours, line by line, noting modules it could not import."""
+    out = sys.stderr.buffer
+    for line in iter(stream.readline, b""):
+        with contextlib.suppress(OSError, ValueError):
+            out.write(line)
+            out.flush()
+        found = localdev.missing_module(line.decode(errors="replace"))
+        if found is not None and not missing:
+            missing.append(found)
+    stream.close()
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _development(cfg: PipelineConfig) -> str:

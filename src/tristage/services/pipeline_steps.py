@@ -12,6 +12,7 @@ environment's data directory (when it runs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,11 +21,13 @@ import re
 import shlex
 import shutil
 import sys
+import termios
 import threading
 import time
+import tty
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..domain import aliases
 from ..domain.config import FILE_NAME, ProcessSettings, Tier, parse_config, procfile_entries
@@ -427,6 +430,52 @@ def mark_ready(api: Tristage, dep: Deployment) -> Deployment:
 # -- one-off commands -------------------------------------------------------------
 
 
+def _terminal_fd() -> int | None:
+    """stdin's fd when it is a terminal (and stdout too)."""
+    try:
+        fd = sys.stdin.fileno()
+        return fd if os.isatty(fd) and os.isatty(sys.stdout.fileno()) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _size(fd: int) -> tuple[int, int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+def _raw(fd: int) -> list[Any] | None:
+    """Put the terminal in raw mode (the command's own terminal does the editing and
+    echo); its previous mode."""
+    try:
+        saved = termios.tcgetattr(fd)
+        tty.setraw(fd, termios.TCSANOW)
+    except termios.error:
+        return None
+    return saved
+
+
+def _typing(fd: int, into: int, canceled: threading.Event) -> None:
+    """Hand what is typed to the command's terminal; Ctrl-C (in raw mode a byte) ends it."""
+    try:
+        while not canceled.is_set():
+            data = os.read(fd, 4096)
+            if not data:
+                break
+            if b"\x03" in data:
+                canceled.set()
+                break
+            os.write(into, data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(into)
+
+
 def one_off_spec(
     api: Tristage, dep: Deployment, command: tuple[str, ...], settings: ProcessSettings
 ) -> ProcessSpec:
@@ -464,10 +513,15 @@ def run_one_off(
     output: Callable[[str], None],
     yes: bool = False,
     timeout: float = 3600.0,
+    terminal: bool = False,
 ) -> int:
     """Run `command` in a fresh process of the deployment `environment` serves, its
     output (redacted) to `output` as it comes; its exit code. Audited, before and after;
-    production asks for `yes`."""
+    production asks for `yes`.
+
+    With `terminal` (and a terminal on stdin) the command gets a terminal of its own
+    (prompts, passwords without echo, a shell): what is typed goes to it, our terminal
+    is raw meanwhile, and Ctrl-C ends the command (130)."""
     if not command:
         raise UsageError("no command to run", "e.g. 'tristage run --env production -- ls'")
     dep_id = api.deploys.live_deployment(project, environment)
@@ -492,17 +546,30 @@ def run_one_off(
     canceled = threading.Event()
     result: list[RunStatus] = []
     errors: list[BaseException] = []
+    tty = _terminal_fd() if terminal else None
+    typed = -1
+    if tty is not None:
+        typed, into = os.pipe()
+        spec = dataclasses.replace(spec, terminal_input=typed, terminal_size=_size(tty))
+        threading.Thread(target=_typing, args=(tty, into, canceled), daemon=True).start()
+
+    def shown_chunk(text: str) -> None:
+        # a chunk as it comes (a prompt has no newline): what the stream holds back in
+        # case a secret goes on is let out masked, never in clear
+        output(stream.feed(text) + (stream.release() if stream.held else ""))
 
     def work() -> None:
         try:
             result.append(choice.runtime.run(
-                spec, lambda text: output(stream.feed(text.rstrip("\n") + "\n")),
+                spec, shown_chunk if tty is not None
+                else lambda text: output(stream.feed(text.rstrip("\n") + "\n")),
                 timeout, canceled.is_set,
             ))  # fmt: skip
         except BaseException as exc:  # handed to the caller's thread
             errors.append(exc)
 
     worker = threading.Thread(target=work, name=f"run-{dep.id}", daemon=True)
+    saved = _raw(tty) if tty is not None else None
     worker.start()
     try:
         while worker.is_alive():
@@ -510,8 +577,14 @@ def run_one_off(
     except KeyboardInterrupt:  # Ctrl-C stops the command (and its whole process group)
         canceled.set()
         worker.join(30)
+    finally:
+        if tty is not None and saved is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(tty, termios.TCSADRAIN, saved)
+        if typed >= 0:
+            os.close(typed)
     output(stream.flush())
-    code = exit_code_of(result[0]) if result else 130 if canceled.is_set() else 1
+    code = 130 if canceled.is_set() else exit_code_of(result[0]) if result else 1
     api.audit.record("deploy.run", project=project, environment=environment, target=dep.id,
                      details={**facts, "exit_code": code})  # fmt: skip
     if errors:

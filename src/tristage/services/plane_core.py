@@ -204,7 +204,7 @@ class PlaneCore:
         await self.save_release(rel)
         ok, why = await self._health(rel)
         if ok:
-            rel.status = "healthy"
+            rel.status = "crashed" if rel.crash_loop else "healthy"
             await self.save_release(rel)
             self.reroute()
         else:
@@ -228,6 +228,26 @@ class PlaneCore:
             {"deployment": rel.dep.id},
         )  # fmt: skip
 
+    async def report_crash_loop(self, rel: Release, reason: str) -> Any:
+        """A process is in a crash loop: an alert through the monitor's path (None when
+        no monitor runs)."""
+        if self.monitor_runner is None:
+            return None
+        cfg = await self._db(self.api.config_for, rel.dep.project)
+        return await self._db(
+            self.monitor_runner.raise_alert, cfg, rel.dep.project, rel.dep.environment,
+            rel.dep.id, Kind.crash_loop, "error",
+            f"{rel.dep.project}/{rel.dep.environment}: {rel.dep.id} {rel.process} {reason}",
+            {"deployment": rel.dep.id, "process": str(rel.process)},
+        )  # fmt: skip
+
+    async def resolve_crash_loop(self, rel: Release, why: str) -> None:
+        alert, rel.crash_alert = rel.crash_alert, None
+        if alert is None or self.monitor_runner is None:
+            return
+        cfg = await self._db(self.api.config_for, rel.dep.project)
+        await self._db(self.monitor_runner.resolve_alert, cfg, alert, why)
+
     async def save_release(self, rel: Release) -> None:
         """Record the release as it is now (its row is taken on the loop, written after)."""
         await self._db(self.records.save, release_row(rel, time.time()))
@@ -240,9 +260,11 @@ class PlaneCore:
             return await self._started(rel)
         settings = await self._db(self._settings_for, rel.dep)
         host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
+        where = getattr(rel.runtime, "listening", None)
         return await probe(
-            rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state
-        )
+            rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state,
+            (lambda: where(rel.handle)) if where is not None else None,
+        )  # fmt: skip
 
     # -- store helpers -------------------------------------------------------------
     async def set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:

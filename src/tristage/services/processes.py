@@ -65,6 +65,18 @@ class ProcessService:
         self.api.deploys.nudge()
         return {**self.scaled(project, environment)}
 
+    def crashed(self, project: str) -> dict[str, list[str]]:
+        """The processes in a crash loop (`crashed`) of the project's running releases,
+        by deployment: a worker's loop leaves its deployment `ready` (web serves)."""
+        out: dict[str, list[str]] = {}
+        for r in self.api.store.query(
+            "SELECT r.deployment, r.process FROM releases r JOIN deployments d"
+            " ON d.id = r.deployment WHERE d.project=? AND r.status='crashed'",
+            (project,),
+        ):
+            out.setdefault(r["deployment"], []).append(r["process"])
+        return {dep: sorted(names, key=_order) for dep, names in out.items()}
+
     def list(self, project: str, environment: str | None = None) -> list[dict[str, Any]]:
         """Every running process of the project's releases (or one environment's):
         deployment, environment, process (`web.1`), status, port, restarts, since,

@@ -28,6 +28,23 @@ from .project_records import project_names
 from .releases import DesiredState, ProjectRoutes, Release, process_key
 
 
+def switch_now(healthy: list[bool], ready_at: float | None, desired_at: float | None) -> bool:
+    """Whether an alias moves to its desired deployment now, given which of the web
+    processes it is to run are healthy.
+
+    A deployment that just became ready (a deploy: the alias is asked to move the moment
+    it is ready) takes the traffic once all its web processes are healthy, so the switch
+    never lowers the capacity serving. One that was ready before the move was asked for
+    (a rollback or a promote within production, to a warm release running one web
+    process) takes it as soon as one is healthy: the switch is instant and the missing
+    replicas come up behind it. Keeping every replica of each rollback target warm
+    instead would run `keep_warm` times the formation for releases that rarely serve."""
+    if healthy and all(healthy):
+        return True
+    moved_to_earlier = ready_at is not None and desired_at is not None and ready_at < desired_at
+    return moved_to_earlier and any(healthy)
+
+
 class Reconciler(PlaneCore):
     """The reconcile half of the control plane (mixed into `ControlPlane`)."""
 
@@ -106,10 +123,10 @@ class Reconciler(PlaneCore):
         for row in state.aliases:
             desired, routed = row["desired"], row["routed"]
             if desired and desired != routed and desired in ready:
-                # every web process it is to run is healthy: it takes the traffic at once
                 webs = [p for p in wanted_procs.get(desired, [WEB_1]) if p.is_web]
                 rels = [self.releases.get(process_key(desired, p)) for p in webs]
-                if all(r is not None and r.status == "healthy" for r in rels):
+                up = [r is not None and r.status == "healthy" for r in rels]
+                if switch_now(up, ready[desired].get("ready_at"), row.get("desired_at")):
                     switched.append(row)
         self._wanted = wanted | set(self.pipelines)
         self._wanted_keys = {
@@ -153,7 +170,9 @@ class Reconciler(PlaneCore):
                 self._spawn_task(self._bring_up(dep, p), f"start-{key}")
         # 3. drain and stop what nothing points at (a deployment, or a scaled-down process)
         for key, rel in list(self.releases.items()):
-            if key in self._wanted_keys or key in self.retiring or rel.status != "healthy":
+            if key in self._wanted_keys or key in self.retiring:
+                continue
+            if rel.status not in ("healthy", "crashed"):  # a crashed worker stops too
                 continue
             drain = state.drain_seconds.get(rel.dep.project)
             if drain is None:

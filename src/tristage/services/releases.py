@@ -66,8 +66,12 @@ class Release:
     handle: Handle
     port: int  # 0: a process without a port (every type but web)
     runtime: Runtime
-    status: str = "starting"  # starting healthy restarting draining stopped
+    status: str = "starting"  # starting healthy restarting crashed draining stopped
     crashes: list[float] = field(default_factory=list)
+    # a non-web process in a crash loop: `crashed` and retried at the longest backoff
+    # until it runs a whole crash window; the alert raised for it (its id)
+    crash_loop: bool = False
+    crash_alert: Any = None  # services.monitor.Alert
     task: asyncio.Task[None] | None = None
     process: ProcessName = WEB_1
 

@@ -50,6 +50,8 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
         st = _state(rel)
         if st.state is State.running and rel.status != "restarting":
             unknown_since = None
+            if rel.crash_loop and time.time() - rel.crashes[-1] >= tuning.crash_window:
+                await _recovered(cp, rel, tuning.crash_window)
             continue
         if st.state is State.unknown:
             if unknown_since is None:
@@ -80,13 +82,15 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
         await cp._db(cp.records.record_exit, rel.dep.id, how, rel.process)
         now = time.time()
         rel.crashes = [t for t in rel.crashes if now - t < tuning.crash_window] + [now]
+        looping = len(rel.crashes) >= tuning.crash_limit
+        reason = (
+            f"crash loop: the {rel.process.type} process ended {len(rel.crashes)} times "
+            f"within {tuning.crash_window:g}s (last: {how})"
+        )
         # a crash-looping web process takes its deployment down (`crashed`); any other
-        # type is retried at the longest backoff for as long as its release runs
-        if len(rel.crashes) >= tuning.crash_limit and rel.process.is_web:
-            reason = (
-                f"crash loop: the web process ended {len(rel.crashes)} times within "
-                f"{tuning.crash_window:g}s (last: {how})"
-            )
+        # type is marked `crashed` itself (the web processes keep serving) and retried
+        # at the longest backoff until it runs a whole crash window
+        if looping and rel.process.is_web:
             # a reconcile that read the store before the status changes must not bring
             # it back up between the two steps
             cp.failed_starts[rel.dep.id] = time.monotonic()
@@ -94,9 +98,17 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             cp.releases.pop(rel.key, None)
             await cp.forget_release(rel.dep.id, rel.process)
             cp.log(f"{rel.key} crashed: {reason}")
+            await cp.report_crash_loop(rel, reason)
             await cp.reconcile()
             return
         backoff = tuning.restart_backoff[min(len(rel.crashes) - 1, len(tuning.restart_backoff) - 1)]
+        if looping:
+            backoff = tuning.restart_backoff[-1]
+            rel.status = "crashed"
+            if not rel.crash_loop:
+                rel.crash_loop = True
+                cp.log(f"{rel.key} crashed: {reason}")
+                rel.crash_alert = await cp.report_crash_loop(rel, reason)
         cp.log(f"{rel.key} {how}; restarting in {backoff:g}s")
         await cp.save_release(rel)
         await asyncio.sleep(backoff)
@@ -111,3 +123,13 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             cp.log(f"{rel.key} restarted")
         else:
             cp.log(f"{rel.key} restart failed: {why}")
+
+
+async def _recovered(cp: PlaneCore, rel: Release, window: float) -> None:
+    """A crash-looping process ran a whole crash window: healthy again, alert resolved."""
+    rel.crash_loop = False
+    rel.status = "healthy"
+    why = f"{rel.process} ran {window:g}s without ending"
+    cp.log(f"{rel.key} recovered: {why}")
+    await cp.save_release(rel)
+    await cp.resolve_crash_loop(rel, why)

@@ -14,7 +14,7 @@ from ._base import ERROR, Context, Finding
 
 def check(ctx: Context) -> Iterator[Finding]:
     environment = ctx.production or next(iter(ctx.config.environments), "-")
-    for ref, value in ctx.config.sanitize.items():
+    for ref, value in ctx.config.sanitize_columns.items():
         problem = None
         if ref.count(".") < 1 or ref.startswith(".") or ref.endswith("."):
             problem = f'{ref!r} must name a column as "table.column"'

@@ -152,6 +152,11 @@ def _install_argv(plan: Plan, pm: list[str]) -> tuple[str, list[str]]:
     return "npm install", [*pm, "install", "--prefer-offline", "--no-audit"]
 
 
+def install_argv(plan: Plan, pm: list[str]) -> tuple[str, list[str]]:
+    """(title, argv) of the install the plan's lock file asks for."""
+    return _install_argv(plan, pm)
+
+
 def _copy(ctx: BuildContext, title: str, src: Path, dst: Path, mounts: tuple[Mount, ...]) -> None:
     ctx.step(title, ["/bin/sh", "-c", 'rm -rf "$2" && mkdir -p "$(dirname "$2")" && '
                      'cp -a --reflink=auto "$1" "$2"', "copy", str(src), str(dst)],

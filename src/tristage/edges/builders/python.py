@@ -47,13 +47,14 @@ DEP_FILES = (
 COMPLETE = ".complete"
 
 
-def _finish_venv(venv_dir: str, deps: str, ver: str) -> None:
+def _finish_venv(venv_dir: str, deps: str, ver: str, root: str = "") -> None:
     """The artifact's .pth files and the dependencies' console scripts (gunicorn, flask,
-    pip), run by the venv's own python. Self-contained: it also runs inside the
-    sandbox (`_VENV_SCRIPT`), by the app's interpreter."""
+    pip), run by the venv's own python; the app's code is `root` (default: the venv's
+    parent). Self-contained: it also runs inside the sandbox (`_VENV_SCRIPT`), by the
+    app's interpreter."""
     import os
 
-    root = os.path.dirname(venv_dir)
+    root = root or os.path.dirname(venv_dir)
     site = os.path.join(venv_dir, "lib", ver, "site-packages")
     code = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -87,9 +88,10 @@ def _finish_venv(venv_dir: str, deps: str, ver: str) -> None:
 _VENV_SCRIPT = (
     "import os, sys, venv\n"
     "venv_dir, deps = sys.argv[1], sys.argv[2]\n"
+    "root = sys.argv[3] if len(sys.argv) > 3 else ''\n"
     "venv.EnvBuilder(with_pip=False, clear=True, symlinks=True).create(venv_dir)\n"
     + inspect.getsource(_finish_venv)
-    + '_finish_venv(venv_dir, deps, "python%d.%d" % sys.version_info[:2])\n'
+    + '_finish_venv(venv_dir, deps, "python%d.%d" % sys.version_info[:2], root)\n'
 )
 
 
@@ -269,6 +271,23 @@ def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
             ctx.step(f"pip install {title}", [*installer, *what], env=env, mounts=mounts)
     ctx.step("seal the dependencies", ["/bin/sh", "-c", f"touch {venv}/{COMPLETE}"], env=env,
              mounts=mounts)  # fmt: skip
+
+
+def cache_entry(cache: Path, plan: Plan) -> Path | None:
+    """The installed cache entry of the plan's dependencies, None when there is none."""
+    cached = cache / "python" / plan.key
+    return cached if (cached / COMPLETE).is_file() else None
+
+
+def venv_script() -> str:
+    """The script that makes a venv over a cache entry: `python -c SCRIPT VENV DEPS
+    [CODE_ROOT]` (the code root defaults to the venv's parent)."""
+    return _VENV_SCRIPT
+
+
+def installed(ctx: BuildContext, plan: Plan) -> Path:
+    """The cache entry of the plan's dependencies, installed if it is not there yet."""
+    return _cached(ctx, plan)
 
 
 def _cached(ctx: BuildContext, plan: Plan) -> Path:

@@ -68,6 +68,11 @@ class ProcessSpec:
     log_prefix: str = ""  # before each line of the log (`[worker.1] `): several processes
     drop_lines: tuple[str, ...] = ()  # lines of the app containing one are not logged
     scope: str = ""  # whose process this is (a platform home): see `Runtime.reap`
+    # a one-off with a terminal (`Runtime.run`): its stdin, stdout and stderr are a new
+    # pseudo-terminal; the bytes read from this fd are typed into it, and its output is
+    # handed on as it comes (chunks, not lines); `terminal_size` is (rows, columns)
+    terminal_input: int | None = None
+    terminal_size: tuple[int, int] | None = None
 
     def argv(self) -> list[str]:
         if isinstance(self.command, str):

@@ -13,15 +13,21 @@ dies takes the app with it, so a release is never left running unsupervised.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
+import fcntl
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...domain.limits import format_size
-from . import bwrap
+from . import bwrap, sockets
 from .base import Handle, ProcessSpec, RuntimeError_, SandboxUnavailable, State, Status
 from .cgroups import Cgroup, CgroupError, hierarchy
 from .logpump import log_max_bytes
@@ -201,6 +207,15 @@ class LocalRuntime:
             "cgroup": cgroup.to_json() if cgroup else None,
         }
 
+    def listening(self, handle: Handle) -> list[tuple[str, int]]:
+        """The (address, port) pairs the release's processes listen on."""
+        cgroup = Cgroup.from_json(handle["cgroup"]) if handle.get("cgroup") else None
+        try:
+            pids = set(cgroup.pids()) if cgroup else sockets.descendants(int(handle["pid"]))
+        except OSError:
+            return []
+        return sockets.listening(pids)
+
     def _pump(self, handle: Handle) -> Process:
         return Process(int(handle["pid"]), str(handle["start"]))
 
@@ -312,21 +327,34 @@ class LocalRuntime:
             if cgroup is not None:
                 cgroup.add(os.getpid())
 
+        terminal = spec.terminal_input is not None
+        master = slave = -1
+        if terminal:
+            master, slave = pty.openpty()
+            if spec.terminal_size is not None:
+                rows, cols = spec.terminal_size
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         try:
             proc = subprocess.Popen(
                 argv,
                 cwd=spec.cwd,
                 env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stdin=slave if terminal else subprocess.DEVNULL,
+                stdout=slave if terminal else subprocess.PIPE,
+                stderr=slave if terminal else subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=preexec,
             )
         except OSError as exc:
             if cgroup is not None:
                 cgroup.remove()
+            if terminal:
+                os.close(master)
+                os.close(slave)
             raise RuntimeError_(f"could not start {spec.argv()[0]}: {exc.strerror}") from None
+        if terminal:
+            os.close(slave)  # the process holds it now
         killed: list[str] = []
 
         def kill(why: str) -> None:
@@ -359,13 +387,19 @@ class LocalRuntime:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                on_output(raw.decode(errors="replace").rstrip("\n"))
+            if terminal:
+                assert spec.terminal_input is not None
+                _terminal_pump(master, spec.terminal_input, on_output, proc)
+            else:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    on_output(raw.decode(errors="replace").rstrip("\n"))
             code = proc.wait()
         finally:
             stop_watch.set()
             watcher.join()
+            if terminal:
+                os.close(master)
         oom = cgroup.oom_kills() > 0 if cgroup is not None else False
         limit = cgroup.memory_limit() if cgroup is not None else None
         if cgroup is not None:
@@ -373,3 +407,37 @@ class LocalRuntime:
             cgroup.remove()
         detail = killed[0] if killed else (f"limit {format_size(limit)}" if oom and limit else "")
         return Status(State.exited, code, oom, detail)
+
+
+def _terminal_pump(
+    master: int, typed: int, on_output: Callable[[str], None], proc: subprocess.Popen[bytes]
+) -> None:
+    """Copy what is typed (`typed`) into the pseudo-terminal and what it shows out,
+    until the process ends and its output is read."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    watching = [master, typed]
+    while True:
+        try:
+            ready, _, _ = select.select(watching, [], [], 0.1)
+        except InterruptedError:
+            continue
+        if master in ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal has closed it
+                chunk = b""
+            if not chunk:
+                break
+            on_output(decoder.decode(chunk))
+        if typed in ready:
+            data = os.read(typed, 4096)
+            if data:
+                with contextlib.suppress(OSError):
+                    os.write(master, data)
+            else:
+                watching.remove(typed)  # no more input: what is typed is over
+        if not ready and proc.poll() is not None:
+            break
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        on_output(tail)
