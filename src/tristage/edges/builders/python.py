@@ -249,6 +249,9 @@ def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
                 # copies, never hard links into the cache: a sealed entry shares no inode
                 # with what a later build may write
                 "UV_LINK_MODE": "copy", "UV_NO_CONFIG": "1",
+                # the entry is read-only to every release: without .pyc files each process
+                # of each release compiles its dependencies again when it starts
+                "UV_COMPILE_BYTECODE": "1",
             }  # fmt: skip
             uv_mounts = (*mounts, Mount(Path(uv)), Mount(uv_cache, writable=True))
             try:
