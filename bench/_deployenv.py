@@ -63,10 +63,10 @@ class Scratch:
         self.sh("git", "add", "-A")
         self.sh("git", "commit", "-qm", message)
 
-    def up(self) -> None:
+    def up(self, *args: str) -> None:
         log = (self.dir / "up.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tristage", "up", "--port", "0"],
+            [sys.executable, "-m", "tristage", "up", "--port", "0", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -204,25 +204,29 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
         snap = work / f"snap-{engine}-{rows}"
         results.append(run_child("export", home, str(snap)))
         results.append(run_child("import", home, str(snap)))
-        b = run_child("backup", home)
-        results.append(b)
-        bid = api.data.backups("bench", "production")[0].id
-        results.append(run_child("restore", home, bid))
-        results.append(run_child("clone", home))
-        total = results[0]["rows"]
         if engine == "postgres":
-            dump = work / f"pg-{rows}.dump"
-            dbname = f"tristage_bench{token}_production"
-            t_dump = timed(["pg_dump", "-Fc", "-f", str(dump), prod_url])
-            scratch = f"tristage_bench{token}_scratch"
+            # each baseline runs right before the operation it is compared with, so a
+            # shared machine's load drifts less between the two
             from tristage.edges.datastores.postgres import drop_database, ensure_database
 
+            dump = work / f"pg-{rows}.dump"
+            scratch = f"tristage_bench{token}_scratch"
+            t_dump = timed(["pg_dump", "-Fc", "-f", str(dump), prod_url])
+            results.append(run_child("backup", home))
+            bid = api.data.backups("bench", "production")[0].id
             ensure_database(PG_SERVER, scratch)
             t_restore = timed(["pg_restore", "-d", f"{PG_SERVER}/{scratch}", str(dump)])
             drop_database(PG_SERVER, scratch)
+            results.append(run_child("restore", home, bid))
+            results.append(run_child("clone", home))
             base = {"dump": t_dump, "restore": t_restore, "dump+restore": t_dump + t_restore}
-            del dbname
         else:
+            results.append(run_child("backup", home))
+            bid = api.data.backups("bench", "production")[0].id
+            results.append(run_child("restore", home, bid))
+            results.append(run_child("clone", home))
+        total = results[0]["rows"]
+        if engine != "postgres":
             d = run_child("sqlite-dump", home, str(work / f"dump-{rows}.sqlite3"))
             s = run_child("sqlite-backup", home, str(work / f"copy-{rows}.sqlite3"))
             base = {".dump|sqlite3": d["seconds"], "backup API": s["seconds"]}
@@ -249,7 +253,7 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
                 f"backup+restore / dump+restore: "
                 f"{(results[2]['seconds'] + results[3]['seconds']) / base['dump+restore']:.2f}x"
             )
-            # a backup holds a pg_dump archive and the JSONL tables; a restore is pg_restore
+            # a backup is the pg_dump archive (encrypted); a restore is pg_restore and a swap
             print(f"{'side by side':<24}{'tristage':>9}{'pg tool':>9}{'ratio':>8}")
             for ours, tool, name in ((results[2], "dump", "backup | pg_dump -Fc"),
                                      (results[3], "restore", "restore | pg_restore")):  # fmt: skip
@@ -259,10 +263,10 @@ def bench_engine(engine: str, rows: int, work: Path) -> list[dict[str, Any]]:
                 )
     finally:
         if engine == "postgres":
-            from tristage.edges.datastores.postgres import drop_database, drop_role
+            from tristage.edges.datastores.postgres import drop_role, drop_with_copies
 
             for env in ("production", "preview"):
-                drop_database(PG_SERVER, f"tristage_bench{token}_{env}")
+                drop_with_copies(PG_SERVER, f"tristage_bench{token}_{env}")
                 drop_role(PG_SERVER, f"tristage_bench{token}_{env}")
         api.close()
     return results

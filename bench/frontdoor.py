@@ -9,12 +9,16 @@
 - caddy-tls-app: the same Caddy configuration forwarding straight to the app (no router):
   what Caddy itself costs, the ceiling of caddy-tls with a router as fast as the app;
 - nginx: nginx 1.22 in front of the app (plain HTTP, keep-alive upstream);
-- nginx-tls: nginx terminating TLS with the same certificate, in front of the app.
+- nginx-tls: nginx terminating TLS with the same certificate, in front of the app;
+- haproxy / haproxy-tls: the production edge of `--edge haproxy`, HAProxy 2.6 with
+  tristage's own configuration (`edges/haproxy/config.py`), the app a dynamic server put
+  there through the runtime API (`HAProxyEdge.apply`), the certificate loaded with
+  `set ssl cert`: plain HTTP and TLS, straight to the app.
 
 Rounds are interleaved (each target once per round); the figures are medians over
-rounds, with ratios to direct (and of caddy-tls to nginx / nginx-tls). Then the HTTPS
-handshake + first byte p50 (a new connection per request: TCP connect, TLS handshake,
-request, first response byte) for caddy-tls and nginx-tls, with plain connect + first
+rounds, with ratios to direct (and of caddy-tls and haproxy to nginx / nginx-tls). Then
+the HTTPS handshake + first byte p50 (a new connection per request: TCP connect, TLS
+handshake, request, first response byte) for the TLS rows, with plain connect + first
 byte for the router as the baseline. The certificate is a self-made ECDSA P-256 one for
 `localhost`, loaded by both (Caddy's on-demand ACME is for real hosts).
 """
@@ -85,6 +89,33 @@ def serve_router(port: int, upstream: int, token: str) -> None:
         router.trust_edge(token)
         await router.start(host="127.0.0.1", port=port)
         await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def serve_haproxy(directory: Path, http: int, https: int, app: int, router: int) -> None:
+    """HAProxy as `tristage up --edge haproxy` runs it, serving HOST from the app."""
+    import signal
+
+    from tristage.edges.haproxy import HAProxyEdge, HAProxySettings
+    from tristage.edges.router import Route
+
+    async def main() -> None:
+        s = HAProxySettings(
+            directory=directory, router=("127.0.0.1", router), acme=("127.0.0.1", 9),
+            token="t" * 48, http_port=http, https_port=https, bind="127.0.0.1", slots=4,
+        )  # fmt: skip
+        edge = HAProxyEdge(s, binary=shutil.which("haproxy") or "/usr/sbin/haproxy")
+        await edge.start({}, ())
+        edge.apply({HOST: Route("bench", "production", "d1", ("127.0.0.1", app))})
+        pem = (directory.parent / "cert.pem").read_text() + (
+            directory.parent / "key.pem"
+        ).read_text()
+        edge.install_certificate(HOST, pem)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await edge.stop()
 
     asyncio.run(main())
 
@@ -247,7 +278,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--handshakes", type=int, default=300)
-    ap.add_argument("--role", choices=["app", "router"], help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=["app", "router", "haproxy"], help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    ap.add_argument("--https", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--token", help=argparse.SUPPRESS)
@@ -258,13 +291,19 @@ def main() -> None:
     if args.role == "router":
         serve_router(args.port, args.upstream, args.token)
         return
-    for tool in ("wrk", "caddy", "nginx"):
-        if shutil.which(tool) is None:
+    if args.role == "haproxy":
+        serve_haproxy(Path(args.dir), args.port, args.https, args.upstream, int(args.token))
+        return
+    for tool in ("wrk", "caddy", "nginx", "haproxy"):
+        if shutil.which(tool) is None and not (
+            tool == "haproxy" and Path("/usr/sbin/haproxy").exists()
+        ):
             sys.exit(f"bench/frontdoor.py needs {tool} on PATH")
 
     me = str(Path(__file__).resolve())
     token = os.urandom(16).hex()
     app, router, c_http, c_https, n_plain, n_tls, a_http, a_https = (free_port() for _ in range(8))
+    h_http, h_https = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="tristage-frontdoor-") as tmp:
         d = Path(tmp)
         cert, key = make_cert(d)
@@ -311,8 +350,9 @@ def main() -> None:
         procs.append(
             subprocess.Popen(["nginx", "-p", tmp, "-c", str(nginx_conf)], stderr=subprocess.DEVNULL)
         )
+        procs.append(haproxy_role(me, d, h_http, h_https, app, router))
         try:
-            for port in (app, router, c_https, a_https, n_plain, n_tls):
+            for port in (app, router, c_https, a_https, n_plain, n_tls, h_http, h_https):
                 wait_port("127.0.0.1", port, 20)
             targets = {
                 "direct": f"http://127.0.0.1:{app}/",
@@ -321,6 +361,8 @@ def main() -> None:
                 "caddy-tls-app": f"https://{HOST}:{a_https}/",
                 "nginx": f"http://127.0.0.1:{n_plain}/",
                 "nginx-tls": f"https://{HOST}:{n_tls}/",
+                "haproxy": f"http://127.0.0.1:{h_http}/",
+                "haproxy-tls": f"https://{HOST}:{h_https}/",
             }
             for url in targets.values():  # warm up (and check each answers)
                 wrk(url, 1, 4)
@@ -354,6 +396,7 @@ def main() -> None:
                 f"caddy-tls-app / nginx-tls: {a / med['nginx-tls']['rps']:.2f}x;  "
                 f"router / nginx (plain): {med['router']['rps'] / med['nginx']['rps']:.2f}x"
             )
+            print(haproxy_ratios(med))
             print(f"-- new connection + first byte, p50 of {args.handshakes}")
             base = first_byte_ms(router, False, args.handshakes)
             print(f"router (plain)   {base:6.2f} ms")
@@ -361,6 +404,7 @@ def main() -> None:
                 ("caddy-tls", c_https),
                 ("caddy-tls-app", a_https),
                 ("nginx-tls", n_tls),
+                ("haproxy-tls", h_https),
             ):
                 v = first_byte_ms(port, True, args.handshakes)
                 print(f"{name:<16} {v:6.2f} ms  ({v / base:.1f}x the plain connect)")
@@ -372,6 +416,25 @@ def main() -> None:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def haproxy_role(
+    me: str, d: Path, http: int, https: int, app: int, router: int
+) -> subprocess.Popen[bytes]:
+    directory = d / "haproxy"
+    directory.mkdir(mode=0o700)
+    return spawn(me, "--role", "haproxy", "--dir", str(directory), "--port", str(http),
+                 "--https", str(https), "--upstream", str(app), "--token", str(router))  # fmt: skip
+
+
+def haproxy_ratios(med: dict[str, dict[str, float]]) -> str:
+    """The goals of the production front door: >= 1.0x nginx plain, >= 0.9x nginx TLS."""
+    plain = med["haproxy"]["rps"] / med["nginx"]["rps"]
+    tls = med["haproxy-tls"]["rps"] / med["nginx-tls"]["rps"]
+    return (
+        f"haproxy / nginx (plain): {plain:.2f}x (goal >= 1.0);  "
+        f"haproxy-tls / nginx-tls: {tls:.2f}x (goal >= 0.9)"
+    )
 
 
 if __name__ == "__main__":

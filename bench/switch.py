@@ -1,12 +1,24 @@
 """Switch latency: 50 promote/rollback cycles under continuous load on production.
 
-Latency is measured from the command being issued (the Python API call that the
-CLI makes) to the first request that the target answers; every request of the
-load generator is checked, so any failed request during a switch is counted.
-A few switches are also issued through the CLI (a new interpreter each time) to
-show what a person typing the command sees.
+Each switch is timed in two parts, on one clock (CLOCK_MONOTONIC, shared by processes):
 
-    .venv/bin/python bench/switch.py [--cycles 50] [--workers 4]
+- **switch latency**: from the start of the promote/rollback call (the Python API call
+  that the CLI makes) to the first response served by the new deployment, whichever
+  client got it (the load generators, or a probe that asks once the call returned);
+- **API call**: the call's own duration (it returns once the router acknowledged the
+  new table and the switch is recorded).
+
+One rollback/promote cycle runs untimed first (the calling process imports what a
+promote needs on its first one). Every request of the load generators is checked, so
+any failed request during a switch is counted. A few switches are also issued through
+the CLI (a new interpreter each time) to show what a person typing the command sees.
+
+    .venv/bin/python bench/switch.py [--cycles 50] [--workers 4] [--edge haproxy]
+
+With `--edge haproxy` the control plane runs `tristage up --edge haproxy` and the load
+and the probe go through HAProxy's HTTP port, which serves the host straight from the
+release: a switch is servers made ready and drained through HAProxy's runtime API
+(`haproxy_switches`).
 """
 
 from __future__ import annotations
@@ -26,24 +38,43 @@ GOAL_P99_MS = 50.0
 
 
 def _load(url: str, host: str, stop: Any, results: Any) -> None:
+    """Requests back to back; each change of the deployment that answers is noted with
+    the time its response arrived."""
     n, failed = 0, []
+    seen: list[tuple[float, str]] = []
+    last = None
     with httpx.Client(timeout=5, trust_env=False) as c:
         while not stop.is_set():
             try:
                 r = c.get(url, headers={"Host": host})
                 if r.status_code != 200:
                     failed.append(f"HTTP {r.status_code}")
+                else:
+                    dep = r.json()["deployment"]
+                    if dep != last:
+                        seen.append((time.monotonic(), dep))
+                        last = dep
             except httpx.HTTPError as exc:
                 failed.append(type(exc).__name__)
             n += 1
-    results.put((n, failed))
+    results.put((n, failed, seen))
+
+
+def first_served(seen: list[tuple[float, str]], target: str, since: float) -> float | None:
+    """When a response from `target` first arrived at or after `since`."""
+    times = [t for t, dep in seen if dep == target and t >= since]
+    return min(times) if times else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--edge", choices=["router", "haproxy"], default="router")
     args = ap.parse_args()
+    if args.edge == "haproxy":
+        haproxy_switches(args.cycles, args.workers)
+        return
     s = Scratch()
     try:
         s.project()
@@ -57,7 +88,7 @@ def main() -> None:
         host = "bench.localhost"
         url = f"http://127.0.0.1:{s.port}/"
         stop = mp.Event()
-        results: mp.Queue[tuple[int, list[str]]] = mp.Queue()
+        results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         # the load runs in its own processes so it does not share the GIL with the timing
         workers = [
             mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
@@ -67,20 +98,26 @@ def main() -> None:
             w.start()
         probe = httpx.Client(timeout=5, trust_env=False)
 
-        def switch(action: str, target: str) -> float:
-            t0 = time.perf_counter()
+        # (target, call started, call returned, the probe's first response from target)
+        switches: list[tuple[str, float, float, float]] = []
+
+        def switch(action: str, target: str) -> None:
+            t0 = time.monotonic()
             if action == "rollback":
                 api.deploys.rollback("bench")
             else:
                 api.deploys.promote("bench", target)
+            t1 = time.monotonic()
             while probe.get(url, headers={"Host": host}).json()["deployment"] != target:
                 pass
-            return (time.perf_counter() - t0) * 1000
+            switches.append((target, t0, t1, time.monotonic()))
 
-        latencies: list[float] = []
+        switch("rollback", a)
+        switch("promote", b)
+        del switches[:]
         for _ in range(args.cycles):
-            latencies.append(switch("rollback", a))
-            latencies.append(switch("promote", b))
+            switch("rollback", a)
+            switch("promote", b)
         cli: list[float] = []
         for i in range(4):
             target = a if i % 2 == 0 else b
@@ -98,17 +135,29 @@ def main() -> None:
         stop.set()
         counts = {"requests": 0, "failed": 0}
         failures: list[str] = []
+        seen: list[tuple[float, str]] = []
         for _ in workers:
-            n, failed = results.get(timeout=30)
+            n, failed, changes = results.get(timeout=30)
             counts["requests"] += n
             counts["failed"] += len(failed)
             failures.extend(failed)
+            seen.extend(changes)
         for w in workers:
             w.join()
+        latencies, calls = [], []
+        for target, t0, t1, probed in switches:
+            first = first_served(seen, target, t0)
+            latencies.append((min(probed, first or probed) - t0) * 1000)
+            calls.append((t1 - t0) * 1000)
         p50, p99 = pct(latencies, 50), pct(latencies, 99)
         print(f"switches:          {len(latencies)} ({args.cycles} rollback/promote cycles)")
         print(
             f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
+            "  (call start to the first response from the new deployment)"
+        )
+        print(
+            f"API call:          p50 {pct(calls, 50):.1f} ms   p99 {pct(calls, 99):.1f} ms   "
+            f"max {max(calls):.1f} ms  (promote/rollback call, start to return)"
         )
         print(f"via the CLI:       p50 {pct(cli, 50):.0f} ms (includes interpreter start)")
         took = [
@@ -123,6 +172,89 @@ def main() -> None:
             )
         print(f"load requests:     {counts['requests']} from {args.workers} client processes")
         print(f"failed requests:   {counts['failed']} {sorted(set(failures))[:5]}")
+        print(
+            f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
+            f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"
+        )
+    finally:
+        s.close()
+
+
+def haproxy_switches(cycles: int, workers_n: int) -> None:
+    """The same cycles through `tristage up --edge haproxy` (plain HTTP on its port)."""
+    from _util import free_port
+
+    from tristage.edges.haproxy.runtime_api import stat_rows
+
+    http, https = free_port(), free_port()
+    s = Scratch()
+    try:
+        s.project()
+        s.up("--edge", "haproxy", "--edge-bind", "127.0.0.1", "--http-port", str(http),
+             "--https-port", str(https))  # fmt: skip
+        a = deployment_id(s.push())
+        s.commit("second")
+        b = deployment_id(s.push())
+        from tristage.api import Tristage
+
+        api = Tristage(s.home, actor="bench")
+        host, url = "bench.localhost", f"http://127.0.0.1:{http}/"
+        stop = mp.Event()
+        results: mp.Queue[tuple[int, list[str]]] = mp.Queue()
+        workers = [
+            mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
+            for _ in range(workers_n)
+        ]
+        for w in workers:
+            w.start()
+        probe = httpx.Client(timeout=5, trust_env=False)
+
+        def serves() -> str:
+            return str(probe.get(url, headers={"Host": host}).json()["deployment"])
+
+        latencies: list[float] = []
+        for _ in range(cycles):
+            for action, target in (("rollback", a), ("promote", b)):
+                t0 = time.perf_counter()
+                if action == "rollback":
+                    api.deploys.rollback("bench")
+                else:
+                    api.deploys.promote("bench", target)
+                while serves() != target:
+                    pass
+                latencies.append((time.perf_counter() - t0) * 1000)
+        stop.set()
+        requests, failures = 0, []
+        for _ in workers:
+            n, failed = results.get(timeout=30)
+            requests += n
+            failures.extend(failed)
+        for w in workers:
+            w.join()
+        direct = sum(
+            int(r["hrsp_2xx"] or 0)
+            for r in stat_rows(s.home / "edge" / "haproxy" / "admin.sock")
+            if r["pxname"].startswith("be_h") and r["svname"] not in ("FRONTEND", "BACKEND")
+        )
+        p50, p99 = pct(latencies, 50), pct(latencies, 99)
+        print("edge:              haproxy (runtime API switch, straight to the release)")
+        print(f"switches:          {len(latencies)} ({cycles} rollback/promote cycles)")
+        print(
+            f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
+        )
+        took = [
+            float(line.rsplit("; ", 1)[1].split(" ms")[0])
+            for line in (s.dir / "up.log").read_text().splitlines()
+            if "production now serves" in line and "; " in line
+        ]
+        if took:
+            print(
+                f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
+                "(its reconcile, read to recorded with HAProxy serving it, from its log)"
+            )
+        print(f"load requests:     {requests} from {workers_n} client processes; HAProxy's "
+              f"servers of now answered {direct} of them")  # fmt: skip
+        print(f"failed requests:   {len(failures)} {sorted(set(failures))[:5]}")
         print(
             f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
             f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"

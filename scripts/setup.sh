@@ -17,11 +17,11 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
-# `--test`: also the system packages the tests drive for real (the production edge, a local ACME
+# `--test`: also the system packages the tests drive for real (the production edges, a local ACME
 # CA, a browser); the main command does not need them.
 if [ "${1:-}" = "--test" ]; then
   missing=()
-  for pkg in caddy pebble chromium; do
+  for pkg in caddy haproxy pebble chromium; do
     command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then

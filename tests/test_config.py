@@ -94,3 +94,16 @@ def test_settings_inherit_app_defaults() -> None:
     assert cfg.settings("preview").health_path == "/ready"
     assert cfg.settings("production").health_path == "/"
     assert cfg.settings("production").health_timeout == 30
+
+
+def test_replicas_per_environment_over_the_apps() -> None:
+    text = render("professional", "a").replace(
+        "[app]\n", "[app]\nprocesses = { web = 2, worker = 1 }\n"
+    )
+    text += "\n[environments.production.processes]\nweb = 3\nclock = 1\n"
+    cfg = parse_config(text)
+    assert cfg.settings("production").processes == {"web": 3, "worker": 1, "clock": 1}
+    assert cfg.settings("preview").processes == {"web": 2, "worker": 1}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text.replace("web = 3", "web = 0"))
+    assert "environments.production.processes" in exc.value.problems[0].path

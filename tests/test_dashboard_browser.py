@@ -320,7 +320,8 @@ def test_back_up_drill_and_restore_with_the_typed_confirmation(page: Any, stage:
     row.locator('input[name="confirm"]').fill("production")
     row.get_by_role("button", name="Restore").click()
     page.wait_for_selector("p.notice")
-    assert text(page, "p.notice") == f"Restored {backup} (a safety backup was taken first)."
+    notice = "Restored {backup}; what it replaced is kept (db restore --undo, or a safety backup)."
+    assert text(page, "p.notice") == notice.format(backup=backup)
     shot(page, stage, "08-restored")
     api = stage.api()
     try:

@@ -25,7 +25,7 @@ from tristage.api import Tristage
 from tristage.domain.snapshot import JsonValue
 from tristage.edges import snapshot_io
 from tristage.edges.datastores import open_datastore
-from tristage.edges.datastores.postgres import drop_database, drop_role
+from tristage.edges.datastores.postgres import DUMP_MEMBER, drop_role, drop_with_copies
 from tristage.edges.snapshot_io import SnapshotError
 from tristage.errors import TristageError, UsageError
 from tristage.services.data import BackupDamaged, ConfirmationRequired, SanitizeRefused
@@ -220,7 +220,7 @@ class Env:
     def cleanup(self) -> None:
         if self.engine == "postgres":
             for env in ("development", "preview", "production"):
-                drop_database(PG_SERVER, f"tristage_t{self.token}_{env}")
+                drop_with_copies(PG_SERVER, f"tristage_t{self.token}_{env}")
                 drop_role(PG_SERVER, f"tristage_t{self.token}_{env}")
 
 
@@ -389,9 +389,15 @@ def test_backup_restore_and_safety_backup(env: Env) -> None:
     result = env.api.data.restore("shop", "production", info.id, yes=True)
     assert env.dump("production") == original
     ids = [b.id for b in env.api.data.backups("shop", "production")]
-    assert result.safety_backup in ids and info.id in ids
-    kinds = {b.id: b.kind for b in env.api.data.backups("shop", "production")}
-    assert kinds[result.safety_backup] == "safety"
+    assert info.id in ids
+    if env.engine == "sqlite":
+        assert result.safety_backup in ids
+        kinds = {b.id: b.kind for b in env.api.data.backups("shop", "production")}
+        assert kinds[result.safety_backup] == "safety"
+    else:  # no second dump: the replaced database is kept for an undo
+        assert result.safety_backup is None and len(ids) == 1
+        copies = env.api.data.undo_copies("shop", "production")
+        assert [c.database for c in copies] == [result.undo]
     actions = [e.action for e in env.api.audit.events(project="shop")]
     assert "db.restore" in actions and "db.backup" in actions
 
@@ -417,9 +423,12 @@ def test_truncated_backup_fails_verification_and_is_never_restored(env: Env) -> 
 def test_flipped_byte_inside_table_fails_verification(env: Env) -> None:
     env.seed("production", users=30)
     info = env.api.data.backup("shop", "production")
-    env.alter_backup(
-        info.id, "tables/users.jsonl", lambda d: d.replace(b"person1@", b"person9@", 1)
-    )
+    if env.engine == "sqlite":
+        env.alter_backup(
+            info.id, "tables/users.jsonl", lambda d: d.replace(b"person1@", b"person9@", 1)
+        )
+    else:  # a PostgreSQL backup is its pg_dump archive
+        env.alter_backup(info.id, DUMP_MEMBER, lambda d: d[:-9] + bytes([d[-9] ^ 1]) + d[-8:])
     with pytest.raises(BackupDamaged, match="sha256"):
         env.api.data.verify("shop", "production", info.id)
 

@@ -4,9 +4,14 @@ its transaction on the source and fails within seconds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
+import signal
 import subprocess
+import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -282,6 +287,18 @@ def test_clone_and_export_of_partitioned_and_inherited_tables(pg: Env) -> None:
     assert _one(pg, "preview", "SELECT count(*) FROM dogs") == 1
     assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
     assert _one(pg, "preview", "SELECT count(*) FROM events_2024") == 2  # still partitioned
+    # tables copied as they are go by pg_dump | pg_restore: names are no patterns there
+    _sql(pg, "production", 'CREATE SCHEMA "Odd *"', 'CREATE TABLE "Odd *"."a""b.c" (n int)',
+         'CREATE TABLE "Odd *"."a_b.c" (n int)',
+         'INSERT INTO "Odd *"."a""b.c" SELECT generate_series(1, 5)')  # fmt: skip
+    pg.configure({"animals.name": "keep", "dogs.name": "keep", "dogs.bark": "keep",
+                  "events.at": "keep", "events.id": "keep", "dogs.id": "keep",
+                  'Odd *.a"b.c.n': "keep", "Odd *.a_b.c.n": "keep"})  # fmt: skip
+    report = pg.api.data.clone("shop", "production", "preview", yes=True)
+    assert report.rows['Odd *.a"b.c'] == 5 and report.rows["Odd *.a_b.c"] == 0
+    assert _one(pg, "preview", 'SELECT count(*) FROM "Odd *"."a""b.c"') == 5
+    assert _one(pg, "preview", 'SELECT count(*) FROM "Odd *"."a_b.c"') == 0
+    assert _one(pg, "preview", "SELECT count(*) FROM events") == 2
 
 
 def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:
@@ -303,13 +320,63 @@ def test_encrypted_backup_restores_while_the_app_is_connected(pg: Env) -> None:
         app.close()
     assert _one(pg, "production", "SELECT v FROM t") == "kept"  # the app reconnects
     assert pg.api.data.drill("shop", "production", b.id).passed
-    # no scratch or old database is left on the server
-    with psycopg.connect(pg.api.data.stores.admin_url("shop", "production")) as conn:
-        names = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s",
-            (f"tristage_t{pg.token}_production%",),
+    # no scratch database is left on the server; the replaced one is kept for an undo
+    live = f"tristage_t{pg.token}_production"
+    (copy,) = pg.api.data.undo_copies("shop", "production")
+    assert _databases(pg) == sorted([live, copy.database])
+    assert copy.database.startswith(f"{live}_undo_") and b.id in copy.note
+
+
+def _databases(env: Env) -> list[str]:
+    with psycopg.connect(env.api.data.stores.admin_url("shop", "production")) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
+            (f"tristage_t{env.token}_production%",),
         ).fetchall()
-    assert names == [(f"tristage_t{pg.token}_production",)]
+    return [r[0] for r in rows]
+
+
+def test_a_restore_keeps_the_replaced_database_to_undo_it_and_retention_drops_it(
+    pg: Env,
+) -> None:
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+         "INSERT INTO t VALUES (1, 'backed up')")  # fmt: skip
+    b = pg.api.data.backup("shop", "production")
+    _sql(pg, "production", "UPDATE t SET v = 'later'")
+    n_backups = len(pg.api.data.backups("shop", "production"))
+    result = pg.api.data.restore("shop", "production", b.id, yes=True)
+    assert result.safety_backup is None and result.undo is not None  # no second dump
+    assert len(pg.api.data.backups("shop", "production")) == n_backups
+    assert _one(pg, "production", "SELECT v FROM t") == "backed up"
+    with pytest.raises(TristageError, match="--yes"):
+        pg.api.data.undo_restore("shop", "production")
+    kept = pg.api.data.undo_restore("shop", "production", yes=True)
+    assert _one(pg, "production", "SELECT v FROM t") == "later"  # as before the restore
+    assert [c.database for c in pg.api.data.undo_copies("shop", "production")] == [kept.database]
+    pg.api.data.undo_restore("shop", "production", yes=True)  # the undo is undone
+    assert _one(pg, "production", "SELECT v FROM t") == "backed up"
+    # a second restore: only the newest copy is kept (backups.keep_undo = 1)
+    pg.api.data.restore("shop", "production", b.id, yes=True)
+    live = f"tristage_t{pg.token}_production"
+    assert len(_databases(pg)) == 2 and live in _databases(pg)
+    actions = [e.action for e in pg.api.audit.events(project="shop", limit=30)]
+    assert "db.restore.undo" in actions and "db.undo.drop" in actions
+    # a copy the store forgot (a kill after the swap) is listed; one gone is forgotten
+    pg.api.store.execute("DELETE FROM data_undo")
+    assert len(pg.api.data.undo_copies("shop", "production")) == 1
+    text = (pg.repo / "tristage.toml").read_text()
+    (pg.repo / "tristage.toml").write_text(
+        text.replace(
+            "[environments.production.backups]\n",
+            "[environments.production.backups]\nkeep_undo = 0\n",
+        )
+    )
+    pg.api.open_project(pg.repo)
+    pg.api.data.prune("shop", "production")
+    assert _databases(pg) == [live]
+    assert pg.api.data.undo_copies("shop", "production") == []
+    with pytest.raises(TristageError, match="no restore to undo"):
+        pg.api.data.undo_restore("shop", "production", yes=True)
 
 
 def test_a_drill_sweeps_what_a_killed_restore_or_drill_left(pg: Env) -> None:
@@ -354,3 +421,171 @@ def test_a_sanitized_clone_keeps_the_whole_schema(pg: Env) -> None:
     assert _one(pg, "preview", "SELECT tableowner FROM pg_tables WHERE tablename = 'dogs'") == role
     with psycopg.connect(pg.url("preview")) as conn:  # the app of preview uses it as before
         conn.execute("INSERT INTO billing.invoices (id, tenant, total) VALUES (9, 1, 1)")
+
+
+_RESTORE = (
+    "import os, sys\n"
+    "from pathlib import Path\n"
+    "from tristage.api import Tristage\n"
+    "api = Tristage(Path(os.environ['TRISTAGE_HOME']))\n"
+    "api.data.restore('shop', 'production', sys.argv[1], yes=True)\n"
+)
+
+
+def test_a_restore_killed_at_any_point_leaves_one_whole_database(pg: Env) -> None:
+    """kill -9 while pg_restore loads, while the swap closes the live database, and at
+    spread-out times: the live database is always open and wholly the old data or wholly
+    the backup's; the next restore sweeps what the killed one left."""
+    n = 50_000
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+         f"INSERT INTO t SELECT i, 'backed up' FROM generate_series(1, {n}) i")  # fmt: skip
+    b = pg.api.data.backup("shop", "production")
+    _sql(pg, "production", "UPDATE t SET v = 'later'")
+    live = f"tristage_t{pg.token}_production"
+    admin = pg.api.data.stores.admin_url("shop", "production").rsplit("/", 1)[0] + "/postgres"
+    env = {**os.environ, "TRISTAGE_HOME": str(pg.api.home)}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _RESTORE, b.id], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    def state(query: str) -> bool:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            return conn.execute(query, (live,)).fetchone() is not None  # type: ignore[arg-type]
+
+    t0 = time.monotonic()
+    full = start()
+    assert full.wait(120) == 0, full.stderr.read() if full.stderr else ""
+    took = time.monotonic() - t0
+    assert _one(pg, "production", "SELECT min(v) FROM t") == "backed up"
+    _sql(pg, "production", "UPDATE t SET v = 'later'")
+    seen: set[str] = set()
+    restoring = "SELECT 1 FROM pg_database WHERE datname LIKE %s || '_restore_%%'"
+    closed = "SELECT 1 FROM pg_database WHERE datname = %s AND NOT datallowconn"
+    fractions = (0.4, 0.7, 0.85, 0.95)
+    points: list[str | float] = [restoring, *(took * f for f in fractions)]
+    for point in points:
+        proc = start()
+        deadline = time.monotonic() + (point if isinstance(point, float) else 60)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if isinstance(point, str) and state(point):
+                break
+            time.sleep(0.002 if isinstance(point, str) else 0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert not state(closed), f"the live database was left closed ({point!r})"
+        rows, values, value = _one_row(pg, "SELECT count(*), count(DISTINCT v), min(v) FROM t")
+        assert (rows, values) == (n, 1) and value in ("later", "backed up"), point
+        seen.add(str(value))
+        if value == "backed up":
+            _sql(pg, "production", "UPDATE t SET v = 'later'")
+    assert "later" in seen  # some kill came before the swap
+    pg.api.data.restore("shop", "production", b.id, yes=True)  # sweeps what was left
+    assert _one(pg, "production", "SELECT min(v) FROM t") == "backed up"
+    left = [d for d in _databases(pg) if "_restore_" in d or "_old_" in d]
+    assert left == []
+    assert len(pg.api.data.undo_copies("shop", "production")) == 1  # keep_undo = 1
+
+
+def _one_row(env: Env, query: str) -> tuple[object, ...]:
+    with psycopg.connect(env.url("production")) as conn:
+        row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+        assert row is not None
+        return tuple(row)
+
+
+def test_a_backup_is_the_dump_alone_with_counts_of_its_own_snapshot(pg: Env) -> None:
+    """No table files beside the archive; each table's count is exact at the dump's
+    snapshot even while rows go in during the backup (the drill restores and compares
+    them); such a backup is no snapshot to import."""
+    _sql(pg, "production", "CREATE TABLE t (id bigserial PRIMARY KEY, v text)",
+         "CREATE TABLE quiet (id int)", "INSERT INTO quiet VALUES (1), (2)",
+         "INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 20000)")  # fmt: skip
+    stop = threading.Event()
+
+    def writer() -> None:  # the app keeps writing meanwhile
+        with psycopg.connect(pg.url("production"), autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 200)")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        backups = [pg.api.data.backup("shop", "production") for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    for b in backups:
+        path = pg.api.data.target("shop", "production").local_path(b.id)
+        assert path is not None
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            assert DUMP_MEMBER in names and not [n for n in names if n.startswith("tables/")]
+            manifest = json.loads(z.read("manifest.json"))
+            dump = z.read(DUMP_MEMBER)
+        assert manifest["files"] == {} and manifest["extra"]["dump"]["bytes"] == len(dump)
+        assert manifest["extra"]["dump"]["sha256"] == hashlib.sha256(dump).hexdigest()
+        counts = manifest["extra"]["dump"]["table_rows"]
+        assert counts["quiet"] == 2 and counts["t"] >= 20000 and b.rows == sum(counts.values())
+        report = pg.api.data.drill("shop", "production", b.id)
+        assert report.passed, (report.problems, report.checks)
+        tables = {c.table: c.actual_rows for c in report.checks}
+        assert {k: v for k, v in tables.items() if k not in ("schema", "(files)")} == counts
+    assert len({b.rows for b in backups}) > 1  # the writer did write between them
+    last = pg.api.data.target("shop", "production").local_path(backups[-1].id)
+    assert last is not None
+    with pytest.raises(TristageError, match="pg_dump archive"):
+        pg.api.data.import_snapshot("shop", "development", last)
+
+
+def test_an_earlier_backup_with_table_files_beside_the_dump_still_restores(pg: Env) -> None:
+    from tristage.edges.datastores.postgres import PostgresDataStore
+    from tristage.edges.datastores.postgres import dump as pg_dump
+    from tristage.edges.snapshot_io import ZipSink, export_tables
+
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+         "INSERT INTO t VALUES (1, 'then')")  # fmt: skip
+    store = pg.api.data.open_store("shop", "production")
+    assert isinstance(store, PostgresDataStore)
+    bid = "20200101T000000Z-0ld1"
+    # written as backups were before: JSONL tables and the archive, counts in the files
+    with pg.api.data.target("shop", "production").create(bid) as f:
+        sink = ZipSink(f)
+        with store.read() as r:
+            tables = r.tables()
+            snapshot, major = r.export_snapshot()
+            files = export_tables(r, tables, sink)
+            with sink.member(DUMP_MEMBER, compress=False) as out:
+                sha, size = pg_dump(store.url, out, snapshot, major)
+        m = pg.api.data.snapshots.manifest(store, tables, files, "shop", "production", "manual")
+        m.extra["dump"] = {"path": DUMP_MEMBER, "rows": 0, "sha256": sha, "bytes": size,
+                           "tool": "pg_dump", "format": "custom",
+                           "server_major": major}  # fmt: skip
+        sink.finish(m)
+    _sql(pg, "production", "UPDATE t SET v = 'now'")
+    assert [b.id for b in pg.api.data.backups("shop", "production")] == [bid]
+    result = pg.api.data.restore("shop", "production", bid, yes=True)
+    assert result.rows == {"t": 1} and _one(pg, "production", "SELECT v FROM t") == "then"
+    assert pg.api.data.drill("shop", "production", bid).passed
+
+
+def test_a_restore_over_files_of_the_data_directory_keeps_them_in_a_safety_backup(
+    pg: Env,
+) -> None:
+    """The undo copy is the database alone: files a restore replaces go to a safety
+    backup first; with none to replace, no backup is taken."""
+    _sql(pg, "production", "CREATE TABLE t (id bigint PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    data = pg.api.data.data_dir("shop", "production")
+    (data / "upload.txt").write_text("then")
+    b = pg.api.data.backup("shop", "production")
+    (data / "upload.txt").write_text("now")
+    result = pg.api.data.restore("shop", "production", b.id, yes=True)
+    assert (data / "upload.txt").read_text() == "then" and result.files == 1
+    assert result.safety_backup is not None and result.undo is not None
+    safety = pg.api.data.target("shop", "production").local_path(result.safety_backup)
+    assert safety is not None
+    (data / "upload.txt").unlink()
+    again = pg.api.data.restore("shop", "production", b.id, yes=True)
+    assert again.safety_backup is None and (data / "upload.txt").read_text() == "then"

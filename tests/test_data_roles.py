@@ -21,8 +21,8 @@ from tristage.api import Tristage
 from tristage.edges.datastores import DataStoreError
 from tristage.edges.datastores.postgres import (
     database_of,
-    drop_database,
     drop_role,
+    drop_with_copies,
     with_credentials,
     with_database,
 )
@@ -75,7 +75,7 @@ class Project:
 
     def cleanup(self) -> None:
         for env in ENVS:
-            drop_database(self.server, self.db(env))
+            drop_with_copies(self.server, self.db(env))  # and the undo copies of restores
             drop_role(self.server, role_name(self.db(env)))
 
 

@@ -17,6 +17,7 @@ from test_data import Env, config_text
 from tristage.api import Tristage
 from tristage.edges.secrets import MAGIC
 from tristage.edges.snapshot_io import ENC_MAGIC, SnapshotError
+from tristage.errors import UsageError
 from tristage.services.data_records import SanitizeRefused
 
 
@@ -168,6 +169,23 @@ def test_convex_import_empty_tables_special_floats_and_stored_files(
         assert event.details["storage_skipped"] == 1
     finally:
         e.cleanup()
+
+
+def test_convex_component_tables_are_refused_by_name_never_dropped(sq: Env, tmp_path: Path) -> None:
+    z = _convex_zip(tmp_path / "convex.zip")
+    with zipfile.ZipFile(z, "a") as zf:  # convex-backend's layout of component tables
+        zf.writestr("_components/ratelimiter/limits/documents.jsonl", '{"_id": "r1"}\n')
+        zf.writestr("_components/auth/_components/otp/codes/documents.jsonl", "")
+    with pytest.raises(UsageError, match="ratelimiter:limits") as caught:
+        sq.api.data.import_snapshot("shop", "development", z, not_production=True)
+    assert "auth/otp:codes" in str(caught.value) and "nothing was imported" in str(caught.value)
+    assert "--table" in (caught.value.hint or "")
+    assert sq.dump("development") == {}
+    # the app's own tables, named: imported, the components' left as said
+    result = sq.api.data.import_snapshot(
+        "shop", "development", z, tables=["users"], not_production=True
+    )
+    assert result.rows == {"users": 5}
 
 
 # What `npx convex import` accepts of a snapshot ZIP (convex-backend: table names are

@@ -47,7 +47,10 @@ def make_project(repo: Path, app: str = "hello", name: str = "shop", **app_setti
     assert r.returncode == 0, r.stderr
     toml = (repo / "tristage.toml").read_text()
     toml = toml.replace('health_path = "/"', 'health_path = "/health"')
-    toml = toml.replace("health_timeout = 30 ", "health_timeout = 4 ")
+    # short, so tests of a failing check are quick; `npm start` itself takes seconds on a
+    # loaded machine (npm, then node), so a Node app gets more
+    timeout = 15 if app == "node" else 4
+    toml = toml.replace("health_timeout = 30 ", f"health_timeout = {timeout} ")
     toml = toml.replace("keep_warm = 2 ", "drain_seconds = 0.5\nkeep_warm = 2 ")
     extra = "".join(f"{k} = {v}\n" for k, v in app_settings.items())
     toml = toml.replace("[app]\n", "[app]\n" + extra)

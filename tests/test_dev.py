@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -297,3 +299,22 @@ def test_dev_gives_a_node_app_the_last_builds_node_modules(repo: Path, home: Pat
     r = run_cli_process("dev", "--", "node", "-e", "require('left-pad')", cwd=repo)
     assert r.returncode == 1 and "could not import 'left-pad'" in r.stderr, r.stderr
     assert "npm install left-pad" in r.stderr
+
+
+def test_dev_passes_a_prompt_on_stderr_through_at_once(project: Path) -> None:
+    script = "import sys, time; sys.stderr.write('name? '); sys.stderr.flush(); time.sleep(5)"
+    proc = _start(project, "--", "python", "-c", script)
+    seen = b""
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + 20
+        while b"name? " not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                seen += os.read(fd, 4096)
+        assert b"name? " in seen, seen  # before the app ends, without a newline
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

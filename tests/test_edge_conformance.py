@@ -25,6 +25,7 @@ import uvicorn
 from acme_ca import CADDY
 from caddy_front import caddy_front
 from fake_edge import FakeEdge
+from haproxy_front import HAPROXY, Front, haproxy_front
 from tristage.edges.embedded_server import bind_socket
 from tristage.edges.router import DeploymentStats, Route, Router, RouteTable
 
@@ -104,7 +105,33 @@ async def open_caddy() -> AsyncIterator[Edge]:
             yield RouterEdge(front.router, client, front.http_port)
 
 
-EDGES = {"router": open_router, "fake": open_fake, "caddy": open_caddy}
+class HAProxyAdapter(RouterEdge):
+    """HAProxy in front of the router: a replace goes to both (what the control plane
+    does), hosts with running releases are served by HAProxy straight, the others by the
+    router; counters and requests in flight are the two edges' together."""
+
+    def __init__(self, front: Front, client: httpx.AsyncClient) -> None:
+        super().__init__(front.router, client, front.http_port)
+        self.front = front
+
+    def replace(self, routes: Mapping[str, Route]) -> None:
+        self.front.replace(routes)
+
+    def inflight(self, upstream: tuple[str, int]) -> int:
+        return self.front.inflight(upstream)
+
+    def stats(self) -> dict[str, DeploymentStats]:
+        return self.front.stats()
+
+
+@contextlib.asynccontextmanager
+async def open_haproxy() -> AsyncIterator[Edge]:
+    with tempfile.TemporaryDirectory(prefix="tristage-edge-") as tmp:
+        async with haproxy_front(Path(tmp)) as front, httpx.AsyncClient(timeout=10) as client:
+            yield HAProxyAdapter(front, client)
+
+
+EDGES = {"router": open_router, "fake": open_fake, "caddy": open_caddy, "haproxy": open_haproxy}
 
 
 @pytest.fixture(params=sorted(EDGES))
@@ -113,6 +140,8 @@ def opener(
 ) -> Callable[[], contextlib.AbstractAsyncContextManager[Edge]]:
     if request.param == "caddy" and CADDY is None:
         pytest.skip("caddy is not installed (apt-get install caddy)")
+    if request.param == "haproxy" and HAPROXY is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
     return EDGES[request.param]
 
 

@@ -86,3 +86,34 @@ def test_a_clean_stop_stops_the_router_too(repo: Path, home: Path) -> None:
     pid = router_info(home)["pid"]
     plane.stop()
     assert not alive(pid) or wait_for(lambda: not alive(pid), 10, "the router to stop")
+
+
+def test_a_reconcile_that_changes_no_route_sends_the_router_nothing(
+    repo: Path, cp: ControlPlane
+) -> None:
+    # the control plane reconciles every second; only a table that changed is sent
+    # (each one is parsed, swapped and written to disk by the router process)
+    project = make_project(repo)
+    prod = deployment_id(push(project, "main").stderr)
+    assert cp.serves("shop.localhost") == prod
+    routes = cp.home / "router" / "routes.json"
+    wait_for(lambda: prod in routes.read_text() or None, 10, "the router to keep the routes")
+    before = routes.stat().st_ino
+    time.sleep(3.5)  # three reconciles at least
+    assert routes.stat().st_ino == before, "an unchanged table was sent to the router again"
+    assert cp.serves("shop.localhost") == prod
+
+
+def test_a_wait_datagram_is_answered_once_the_next_reconcile_is_done(
+    repo: Path, cp: ControlPlane
+) -> None:
+    # a promote or rollback sends "wait" instead of "wake" and is told when the reconcile
+    # that read its switch is over, instead of polling the store at a fixed interval
+    import socket
+
+    port = json.loads((cp.home / "controlplane.json").read_text())["control_port"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(10)
+        s.sendto(b"wait", ("127.0.0.1", port))
+        assert s.recv(64) == b"reconciled"

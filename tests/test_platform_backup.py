@@ -4,6 +4,8 @@ that restores under the same master key and is refused under another or when alt
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,32 @@ def test_another_master_key_cannot_restore(
     with pytest.raises(PlatformBackupError, match="another master key"):
         other.platform_restore(out, yes=True)
     other.close()
+
+
+_HOLD = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from tristage.edges.homelock import HomeLock\n"
+    "HomeLock(Path(sys.argv[1])).acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_restore_is_refused_while_the_control_plane_holds_the_home(api: Tristage) -> None:
+    out = api.home.parent / "p.tsplatform"
+    api.platform_backup(out)
+    # another process holds the home's lock, as `tristage up` does while it runs
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(api.home)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(UsageError, match=rf"control plane runs.*pid {holder.pid}"):
+            api.platform_restore(out, yes=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [e.action for e in api.audit.events(action="platform.restore")] == []
+    api.platform_restore(out, yes=True)  # stopped: the restore goes ahead
+    assert [e.action for e in api.audit.events(action="platform.restore")] == ["platform.restore"]

@@ -219,10 +219,12 @@ def test_a_crash_looping_worker_is_crashed_and_alerts_while_web_serves(
 def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
     repo: Path, home: Path, cp: ControlPlane
 ) -> None:
-    # each web process takes 2 s to listen (as a real app's boot does)
+    # each web process takes 3 s to listen (as a real app's boot does)
     make_project(repo, processes="{ web = 2 }")
-    procfile = "web: sleep 2 && exec python app.py\n"
-    commit(repo, {"Procfile": procfile, "requirements.txt": "# stdlib only\n"}, "slow boot")
+    procfile = "web: sleep 3 && exec python app.py\n"
+    toml = (repo / "tristage.toml").read_text().replace("health_timeout = 4", "health_timeout = 20")
+    commit(repo, {"Procfile": procfile, "requirements.txt": "# stdlib only\n",
+                  "tristage.toml": toml}, "slow boot")  # fmt: skip
     r = push(repo, "main", timeout=120)
     assert r.returncode == 0, r.stderr
     first = deployments(repo)[0]["id"]
@@ -243,8 +245,8 @@ def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
                 "SELECT desired_at, routed_at, routed FROM aliases WHERE environment=?",
                 ("production",),
             ).fetchone()
-        # switched to the healthy warm web.1 at once, not after web.2's 2 s boot
-        assert routed == first and routed_at - desired_at < 1.0, routed_at - desired_at
+        # switched to the healthy warm web.1 at once, not after web.2's 3 s boot
+        assert routed == first and routed_at - desired_at < 2.0, routed_at - desired_at
         # the missing replica comes up behind it, and then takes requests too
         procs = wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 30, "web.2 behind it")
         assert {p["deployment"] for p in procs.values()} == {first}
@@ -252,3 +254,58 @@ def test_a_rollback_to_a_warm_release_with_replicas_switches_at_once(
         load.answered(30, 30)
     assert load.failures == [], load.failures[:5]
     assert second != first
+
+
+SICKLY = """\
+import json, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+me = os.environ["TRISTAGE_PROCESS"]
+sick = Path(os.environ["TRISTAGE_DATA_DIR"]) / f"sick-{me}"
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        code = 500 if sick.exists() else 200
+        body = json.dumps({"process": me}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def test_a_replica_failing_its_health_check_leaves_the_rotation_and_comes_back(
+    repo: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRISTAGE_REPLICA_CHECK", "0.2")
+    plane = ControlPlane(home).start()
+    try:
+        make_project(repo, processes="{ web = 2 }")
+        commit(repo, {"app.py": SICKLY}, "a replica that can fall sick")
+        assert push(repo, "main", timeout=120).returncode == 0
+        wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 30, "two replicas")
+        answering(plane, {"web.1", "web.2"})
+        # web.2 still runs but answers 500: out of the rotation after 3 failed checks
+        sick = home / "data" / "shop" / "production" / "sick-web.2"
+        sick.write_text("")
+        wait_for(lambda: live_processes(repo)["web.2"]["status"] == "unhealthy", 20,
+                 "web.2 to be unhealthy")  # fmt: skip
+        answers = [plane.get("shop.localhost") for _ in range(40)]
+        assert {(r.status_code, r.json()["process"]) for r in answers} == {(200, "web.1")}
+        assert int(live_processes(repo)["web.2"]["restarts"]) == 0  # not restarted: it runs
+        # it answers again: back in
+        sick.unlink()
+        wait_for(lambda: healthy(repo, {"web.1", "web.2"}), 20, "web.2 back")
+        answering(plane, {"web.1", "web.2"})
+    finally:
+        plane.stop()

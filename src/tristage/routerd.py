@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -114,6 +115,9 @@ class LaterApp:
     def build(self) -> None:
         loop = asyncio.get_running_loop()
         self._app = asyncio.ensure_future(loop.run_in_executor(None, _internal_app, self.home))
+        # the internal app and its imports live as long as the router: out of the
+        # collector's way, so a full collection never walks them while requests wait
+        self._app.add_done_callback(lambda _: gc.freeze())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None:
@@ -141,7 +145,7 @@ async def serve(home: Path, listener: socket.socket) -> None:
     def keep(routes: dict[str, Any]) -> None:
         write_atomic(routes_path, routes)
 
-    control = ControlServer(rdir / CONTROL_SOCKET, router, loop, listener, keep, stop.set)
+    control = ControlServer(rdir / CONTROL_SOCKET, router, listener, keep, stop.set)
     me = {
         "pid": os.getpid(),
         "proc_start": proc_start(os.getpid()) or "?",

@@ -202,20 +202,46 @@ def delete(
 @db_app.command("restore")
 def restore(
     env: str = typer.Argument(..., help="The environment to restore."),
-    backup_id: str = typer.Argument(..., metavar="BACKUP", help="A backup id (db backups ENV)."),
+    backup_id: str | None = typer.Argument(
+        None, metavar="[BACKUP]", help="A backup id (db backups ENV)."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm (required for production)."),
+    undo: bool = typer.Option(
+        False, "--undo", help="PostgreSQL: put back the database the latest restore replaced."
+    ),
 ) -> None:
-    """Verify a backup, take a safety backup, then restore all-or-nothing: the data store
-    and the files of the environment's data directory (files the backup does not hold
-    are removed; a backup taken before files were backed up leaves them as they are)."""
+    """Restore a backup all-or-nothing: the data store and the files of the environment's
+    data directory (files the backup does not hold are removed; a backup taken before files
+    were backed up leaves them as they are). PostgreSQL: pg_restore into a new database
+    that takes the live one's place; the replaced one is kept (backups.keep_undo) for
+    --undo. SQLite: a safety backup is taken first."""
     ref = current_project()
+    api = get_api()
+    if undo:
+        if backup_id is not None:
+            raise typer.BadParameter("--undo takes no BACKUP")
+        copy = api.data.undo_restore(ref.name, env, yes)
+        console.print(
+            f"[green]undone[/] the latest restore of {env}; what it had restored is kept as "
+            f"{copy.database} (--undo again to put it back)"
+        )
+        return
+    if backup_id is None:
+        raise typer.BadParameter("pass a BACKUP id (tristage db backups ENV), or --undo")
     with _progress() as progress:
-        result = get_api().data.restore(ref.name, env, backup_id, yes, progress)
+        result = api.data.restore(ref.name, env, backup_id, yes, progress)
+    kept = ""
+    if result.undo:
+        kept += (
+            f"; the replaced database is kept as {result.undo} (tristage db restore {env} --undo)"
+        )
+    if result.safety_backup:
+        kept += f"; safety backup {result.safety_backup}"
     console.print(
         f"[green]restored[/] {env} from {result.backup}: {sum(result.rows.values())} row(s) "
         f"in {len(result.rows)} table(s)"
         + ("" if result.files is None else f", {result.files} file(s)")
-        + f"; safety backup {result.safety_backup}"
+        + kept
     )
 
 

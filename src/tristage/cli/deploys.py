@@ -45,6 +45,7 @@ def up(
     acme_email: str | None = service.acme_email_option(),
     acme_ca_root: list[Path] = service.acme_root_option(),
     caddy: str = service.caddy_option(),
+    haproxy: str = service.haproxy_option(),
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -54,9 +55,9 @@ def up(
     ),
 ) -> None:
     """Run the control plane in the foreground: router, deploy worker, supervisor, scheduler;
-    with --edge caddy, the production edge (HTTPS through ACME) in front of the router."""
+    with --edge caddy or --edge haproxy, the production edge (HTTPS through ACME) in front."""
     options = service.build_edge(edge, port, http_port, https_port, edge_bind, acme_ca,
-                                 acme_email, acme_ca_root, caddy)  # fmt: skip
+                                 acme_email, acme_ca_root, caddy, haproxy)  # fmt: skip
     if detach:
         service.detach(host, port, options)
         return

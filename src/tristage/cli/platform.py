@@ -38,8 +38,8 @@ def restore(
     path: Path = typer.Argument(..., help="A file from 'tristage platform backup'."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Confirm: the whole state is replaced."),
 ) -> None:
-    """Replace the state store by a platform backup (stop 'tristage up' first; the
-    same master key is needed)."""
+    """Replace the state store by a platform backup (refused while 'tristage up' runs
+    for this home; the same master key is needed)."""
     get_api().platform_restore(path, yes)
     console.print(f"[green]restored[/] the platform's state from {path}")
 

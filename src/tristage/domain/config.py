@@ -144,6 +144,13 @@ class BackupConfig(Strict):
         description="How many manual backups (`tristage db backup`) `prune` keeps, newest "
         "first; unset: every one, until deleted by hand (`tristage db delete`).",
     )
+    keep_undo: int = Field(
+        default=1,
+        ge=0,
+        description="PostgreSQL: how many databases replaced by `tristage db restore` are "
+        "kept (renamed, closed to connections) so the restore can be undone with `tristage "
+        "db restore ENV --undo`, newest first; `0`: none (each is dropped after its restore).",
+    )
     target: str | None = Field(
         default=None,
         description="Where backups go, by URL: `file:///abs/dir` or `s3://bucket/prefix` "
@@ -485,6 +492,8 @@ class ProcessSettings(Strict):
                 raise ValueError(f"{name} = {count!r}: replicas must be 0 to {MAX_REPLICAS}")
             if name == "release":
                 raise ValueError("'release' runs once per deployment; it has no replicas")
+            if name == "web" and count < 1:
+                raise ValueError("web = 0: web needs at least 1 replica (it serves the release)")
         return v
 
     @field_validator("memory")

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-EDGES = ("router", "caddy")
+EDGES = ("router", "caddy", "haproxy")
 
 
 @dataclass(frozen=True)
 class EdgeOptions:
-    """`kind`: `router` (the embedded router alone, plain HTTP) or `caddy` (Caddy in front
-    of it: TLS with certificates through ACME on `https_port`, redirects on `http_port`).
+    """`kind`: `router` (the embedded router alone, plain HTTP), `caddy` (Caddy in front
+    of it: TLS with certificates through ACME on `https_port`, redirects on `http_port`)
+    or `haproxy` (HAProxy terminating TLS and sending each routed host straight to its
+    release, the router keeping the hosts that need it; certificates through ACME).
     `acme_ca`: the ACME directory URL; `acme_ca_roots`: PEM files trusted for the CA's own
     TLS (a private or test CA); `bind`: the address Caddy listens on ("" = all)."""
 
@@ -24,10 +26,11 @@ class EdgeOptions:
     acme_email: str | None = None
     acme_ca_roots: tuple[Path, ...] = ()
     caddy: str = "caddy"
+    haproxy: str = "haproxy"
 
     @property
     def tls(self) -> bool:
-        return self.kind == "caddy"
+        return self.kind in ("caddy", "haproxy")
 
 
 def edge_options(
@@ -40,6 +43,7 @@ def edge_options(
     acme_email: str | None = None,
     acme_ca_roots: tuple[Path, ...] = (),
     caddy: str = "caddy",
+    haproxy: str = "haproxy",
 ) -> EdgeOptions:
     """The options of `tristage up`, checked: one UsageError saying what and how to fix."""
     from ..errors import UsageError
@@ -51,7 +55,7 @@ def edge_options(
     for flag, port in (("--http-port", http_port), ("--https-port", https_port)):
         if not 0 < port < 65536:
             raise UsageError(f"{flag} {port} is not a port number", "use 1-65535 (80, 443)")
-    if kind == "caddy":
+    if kind in ("caddy", "haproxy"):
         used = {router_port: "the router's --port"}
         for flag, port in (("--http-port", http_port), ("--https-port", https_port)):
             if port in used:
@@ -73,5 +77,13 @@ def edge_options(
                     f"--acme-ca-root {root}: no such file", "give a PEM file of the CA's root"
                 )
     return EdgeOptions(
-        kind, http_port, https_port, bind, acme_ca, acme_email, tuple(acme_ca_roots), caddy
+        kind,
+        http_port,
+        https_port,
+        bind,
+        acme_ca,
+        acme_email,
+        tuple(acme_ca_roots),
+        caddy,
+        haproxy,
     )

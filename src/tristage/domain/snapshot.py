@@ -146,7 +146,24 @@ class Manifest:
 
     @property
     def total_rows(self) -> int:
-        return sum(f.rows for f in self.files.values())
+        return sum(self.row_counts.values())
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table: of its JSONL file, or (a backup that is an engine's dump
+        only) as counted in the dump's own snapshot."""
+        if self.files:
+            return {k: f.rows for k, f in self.files.items()}
+        dump = self.extra.get("dump")
+        counts = dump.get("table_rows") if isinstance(dump, dict) else None
+        if not isinstance(counts, dict):
+            return {}
+        return {str(k): v for k, v in counts.items() if type(v) is int and v >= 0}
+
+    @property
+    def dump_only(self) -> bool:
+        """A backup holding the engine's own dump and no table files."""
+        return not self.files and isinstance(self.extra.get("dump"), dict)
 
     def table(self, name: str) -> Table | None:
         for t in self.tables:

@@ -707,8 +707,13 @@ def _convex_manifest(zf: zipfile.ZipFile) -> Manifest:
     """Read a Convex snapshot ZIP: a folder per table with `documents.jsonl`."""
     tables: list[Table] = []
     files: dict[str, FileEntry] = {}
+    components: list[str] = []
     for member in sorted(zf.namelist()):
         parts = member.split("/")
+        component = convex_component_table(parts)
+        if component is not None:
+            components.append(component)
+            continue
         if len(parts) != 2 or parts[1] != "documents.jsonl" or parts[0].startswith("_"):
             continue
         name = parts[0]
@@ -753,7 +758,18 @@ def _convex_manifest(zf: zipfile.ZipFile) -> Manifest:
         )
         tables.append(Table(name, cols, ("_id",) if "_id" in samples else ()))
         files[name] = FileEntry(path=member, rows=n, sha256=h.hexdigest(), bytes=size)
-    return Manifest(engine="convex", tables=tables, files=files, kind="convex")
+    extra: dict[str, Any] = {"components": components} if components else {}
+    return Manifest(engine="convex", tables=tables, files=files, kind="convex", extra=extra)
+
+
+def convex_component_table(parts: Sequence[str]) -> str | None:
+    """`component/path:table` of a Convex ZIP member that is a table of a component
+    (`_components/<name>/[_components/<name>/…]<table>/documents.jsonl`), else None;
+    a component's system tables (`_storage`, …) count too (its stored files)."""
+    if len(parts) < 4 or parts[-1] != "documents.jsonl" or "_components" not in parts[:-2]:
+        return None
+    path = [parts[i + 1] for i in range(len(parts) - 3) if parts[i] == "_components"]
+    return f"{'/'.join(path)}:{parts[-2]}"
 
 
 def remove_tree(path: Path) -> None:

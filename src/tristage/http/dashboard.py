@@ -68,7 +68,7 @@ NOTICES = {
     "to it), and the environments it reaches redeploy ([app] redeploy_on_change).",
     "var-removed": "{id} removed.",
     "backed-up": "Backup {id} taken and verified.",
-    "restored": "Restored {id} (a safety backup was taken first).",
+    "restored": "Restored {id}; what it replaced is kept (db restore --undo, or a safety backup).",
     "revoked": "Token {id} revoked; its sessions ended.",
 }
 NOTICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,80}\Z")

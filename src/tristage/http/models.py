@@ -266,6 +266,7 @@ class RestoreOut(Out):
     files: int | None = Field(
         None, description="files put back in the data directory (null: the backup holds none)"
     )
+    undo: str | None = None
 
 
 @mirrors(AuditEvent)

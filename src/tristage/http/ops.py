@@ -186,7 +186,7 @@ OPS: list[Op] = [
            c.path["project"], c.path["environment"], note=c.body.note)),
        BackupOut, body=BackupIn, status=201),
     Op("POST", "/projects/{project}/environments/{environment}/restore", "restoreBackup",
-       "Restore a backup (verified first; a safety backup is taken)", "data", Role.admin,
+       "Restore a backup all-or-nothing (what it replaces is kept for an undo)", "data", Role.admin,
        lambda c: _restore(c), RestoreOut, body=RestoreIn),
     Op("GET", "/audit", "listAudit", "Who changed what, when, where", "audit", Role.viewer,
        lambda c: audit_events(c.api, c.query.get("project"), _env_q(c), c.query.get("action"),
@@ -212,7 +212,9 @@ def _restore(c: Call) -> RestoreOut:
     r = c.api.data.restore(
         c.path["project"], c.path["environment"], c.body.backup, yes=c.body.confirm
     )
-    return RestoreOut(backup=r.backup, safety_backup=r.safety_backup, rows=r.rows, files=r.files)
+    return RestoreOut(
+        backup=r.backup, safety_backup=r.safety_backup, rows=r.rows, files=r.files, undo=r.undo
+    )
 
 
 def _create_token(c: Call) -> TokenCreatedOut:

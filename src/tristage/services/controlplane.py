@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import time
@@ -110,12 +111,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.router.trust_edge(None)  # one adopted from a run with the edge
         if serve_http is not None:
             self.http, self.dashboard_port = await serve_http(
-                self.router.stats, self.host, self.port and bound
+                self.edge_stats, self.host, self.port and bound
             )
         self.port = bound
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Nudge(self.wake, self.api.webhooks.notify, self.wake_deployment),
+            lambda: _Nudge(
+                self.wake, self.api.webhooks.notify, self.wake_deployment, self._waiting.add
+            ),
             local_addr=(LOOPBACK, 0),
         )
         self._transport = transport
@@ -138,11 +141,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             self.log(f"warning: the sandbox cannot run here: {problem} (see 'tristage doctor')")
         if on_ready is not None:
             on_ready(bound)
+        # what startup built lives as long as the process: out of the collector's way, so
+        # a full collection walks only what came since (it paused the loop for tens of ms)
+        gc.freeze()
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
         self._spawn_task(asyncio.to_thread(self._warm_up), "warm-up")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
-        self.monitor_runner = self.api.monitor.monitor(self.router.stats, self.log)
+        self.monitor_runner = self.api.monitor.monitor(self.edge_stats, self.log)
         self._spawn_task(
             self.api.webhooks.run_forwarder(
                 stop_event, self.svc.live_upstream, monitor=self.monitor_runner
@@ -287,14 +293,26 @@ class ControlPlane(DeployPipeline, Reconciler):
     async def _main_loop(self, stop_event: asyncio.Event) -> None:
         while not stop_event.is_set():
             self.wake.clear()
+            # those who sent "wait" before this turn: its reconcile read their change
+            waiting, self._waiting = self._waiting, set()
             try:
+                # the reconcile first: a promote or rollback that woke the loop is served
+                # after one read of the store, not three
+                await self.reconcile()
+                self._tell(waiting)
                 await self._db(self.svc.pin_pushed)
                 await self.claim_queued()
-                await self.reconcile()
             except Exception as exc:  # keep serving whatever happens
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.tuning.tick)
+
+    def _tell(self, waiting: set[tuple[str, int]]) -> None:
+        """Tell the commands that sent "wait" that a reconcile since is done."""
+        if self._transport is not None:
+            for addr in waiting:
+                with contextlib.suppress(OSError):
+                    self._transport.sendto(b"reconciled", addr)
 
     async def _scheduler(self, stop_event: asyncio.Event) -> None:
         while not stop_event.is_set():
@@ -349,20 +367,26 @@ class ControlPlane(DeployPipeline, Reconciler):
 
 class _Nudge(asyncio.DatagramProtocol):
     """A command changed the desired state, or the router process stored a webhook
-    delivery: reconcile, and look for deliveries to forward, now."""
+    delivery: reconcile, and look for deliveries to forward, now. A command that sent
+    `wait` (a promote, a rollback) is sent `reconciled` once a reconcile that started
+    after it is done, so it looks at the store then instead of polling it."""
 
     def __init__(
         self,
         wake: asyncio.Event,
         deliveries: Callable[[], None],
         wake_deployment: Callable[[str], None],
+        waiter: Callable[[tuple[str, int]], None],
     ) -> None:
         self.wake = wake
         self.deliveries = deliveries
         self.wake_deployment = wake_deployment
+        self.waiter = waiter
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if data.startswith(b"wake ") and len(data) < 128:
+        if data == b"wait":
+            self.waiter((str(addr[0]), int(addr[1])))
+        elif data.startswith(b"wake ") and len(data) < 128:
             # the router holds a request for a sleeping deployment
             self.wake_deployment(data[5:].decode("ascii", "replace").strip())
         self.wake.set()

@@ -38,6 +38,7 @@ from .data_records import (
     PruneResult,
     RestoreResult,
     SanitizeRefused,
+    UndoCopy,
 )
 from .data_schedule import BackupScheduler
 from .data_snapshots import SnapshotService, file_sha256
@@ -62,6 +63,7 @@ __all__ = [
     "PruneResult",
     "RestoreResult",
     "SanitizeRefused",
+    "UndoCopy",
     "file_sha256",
 ]
 
@@ -172,7 +174,10 @@ class DataService:
     def prune(self, project: str, environment: str, dry_run: bool = False) -> PruneResult:
         """Apply retention to scheduled, pre-migration and safety backups; manual ones
         are kept until deleted by hand, or the newest `keep_manual`."""
-        return self.backup_service.prune(project, environment, dry_run)
+        result = self.backup_service.prune(project, environment, dry_run)
+        if not dry_run:
+            self.backup_service.prune_undo(project, environment)
+        return result
 
     def delete_backup(
         self, project: str, environment: str, backup_id: str, yes: bool = False
@@ -191,6 +196,16 @@ class DataService:
     ) -> RestoreResult:
         with self._audited("db.restore", project, environment):
             return self.backup_service.restore(project, environment, backup_id, yes, progress)
+
+    def undo_restore(self, project: str, environment: str, yes: bool = False) -> UndoCopy:
+        """Undo the latest PostgreSQL restore (its replaced database is put back; the
+        live one is kept in its place, so the undo can be undone); returns that copy."""
+        with self._audited("db.restore.undo", project, environment):
+            return self.backup_service.undo(project, environment, yes)
+
+    def undo_copies(self, project: str, environment: str) -> list[UndoCopy]:
+        """The databases restores replaced and kept for `undo_restore`, newest first."""
+        return self.backup_service.undo_copies(project, environment)
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
         """Restore a backup (default: the latest) into a scratch store and compare."""

@@ -10,9 +10,6 @@ import datetime as dt
 import io
 import secrets
 import shutil
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +18,8 @@ from typing import IO, TYPE_CHECKING
 
 from ..domain import retention
 from ..domain.config import Tier
-from ..domain.snapshot import FileEntry, Manifest
+from ..domain.snapshot import FileEntry, Manifest, Table
+from ..edges import data_files as disk
 from ..edges.backup_targets import SUFFIX, TMP_PREFIX, BackupTarget, check_name
 from ..edges.data_files import SQLITE_COPY_PREFIX
 from ..edges.datastores import PostgresDataStore, SqliteDataStore
@@ -29,12 +27,15 @@ from ..edges.datastores.postgres import (
     DUMP_MEMBER,
     database_of,
     drop_database,
+    drop_undo,
     dump_schema_text,
     ensure_database,
     exclusive,
     restore_dump,
     schema_text,
     scratch_name,
+    swap_back,
+    undo_databases,
     with_database,
 )
 from ..edges.datastores.postgres import PostgresSession as PgSession
@@ -47,7 +48,7 @@ from ..edges.snapshot_io import (
     export_tables,
     open_source,
 )
-from ..errors import NotFound, TristageError
+from ..errors import NotFound, TristageError, UsageError
 from ..paths import private_dirs, private_mkdirs, private_open
 from .data_files import DataFiles, Staged
 from .data_records import (
@@ -59,6 +60,7 @@ from .data_records import (
     DrillReport,
     PruneResult,
     RestoreResult,
+    UndoCopy,
     WriteFailed,
 )
 from .data_snapshots import SnapshotService
@@ -118,12 +120,14 @@ class BackupService:
             with target.create(bid) as f:
                 sink = ZipSink(f, box, _context(project, owner, bid))
                 try:
+                    dump: dict[str, object] | None = None
                     with store.read() as r:
                         tables = r.tables()
-                        # pg_dump runs beside the table export, from the same snapshot
-                        with _ConcurrentDump(self.api.home, store, r) as dumping:
+                        if isinstance(r, PgSession):
+                            # the pg_dump archive alone, streamed into the snapshot
+                            files, dump = {}, _dump_into(store.url, r, tables, sink, progress)
+                        else:
                             files = export_tables(r, tables, sink, progress)
-                            dump = dumping.finish(sink)
                     manifest = self.snapshots.manifest(
                         store, tables, files, project, owner, kind, note, encrypt
                     )
@@ -408,9 +412,21 @@ class BackupService:
                 "pass --yes to confirm",
             )
         self.sweep(project, owner)
+        store = self.stores.open_store(project, owner)
         src = self._open_backup(project, owner, backup_id)
         files: Staged | None = None
         try:
+            dump = src.dump_entry
+            if dump is not None and isinstance(store, PostgresDataStore):
+                # the files, unpacked and checked beside the data directory before any change
+                files = self.files.stage(project, owner, src, backup_id)
+                return self._restore_dump(project, owner, backup_id, store, src, dump, files)
+            if src.manifest.dump_only:
+                raise UsageError(
+                    f"backup {backup_id} is a pg_dump archive; the data store of {owner} is "
+                    f"{store.engine}",
+                    "restore it into a PostgreSQL store (pg_restore reads it too)",
+                )
             missing = [t.name for t in src.manifest.tables if t.name not in src.manifest.files]
             if missing:
                 raise BackupDamaged(
@@ -420,40 +436,11 @@ class BackupService:
             # the files, unpacked and checked beside the data directory before any change
             files = self.files.stage(project, owner, src, backup_id)
             safety = self.backup(project, owner, kind="safety", note=f"before restore {backup_id}")
-            store = self.stores.open_store(project, owner)
-            dump = src.dump_entry
-            if dump is not None and isinstance(store, PostgresDataStore):
-                # the whole backup must be intact (the dump is checked while it loads)
-                problems = src.verify(list(src.manifest.files))
-                if problems:
-                    self._discard(project, owner, safety.id)
-                    raise BackupDamaged(
-                        f"backup {backup_id} failed verification: {'; '.join(problems[:5])}",
-                        "nothing was restored; restore another backup",
-                    )
-                try:
-                    # pg_restore into a new database, which then takes the live one's place
-                    with exclusive(store.url):
-                        restore_dump(store.url, store.role, src.checked_chunks(dump), swap=True)
-                except SnapshotError as exc:
-                    self._discard(project, owner, safety.id)
-                    raise BackupDamaged(
-                        f"backup {backup_id} failed verification: {exc.message}",
-                        "nothing was restored; restore another backup",
-                    ) from None
-                except BaseException:
-                    self._discard(project, owner, safety.id)
-                    raise
-                rows = {t.name: src.manifest.files[t.name].rows for t in src.manifest.tables}
-                self._restored(project, owner, backup_id, safety.id, rows, files)
-                return RestoreResult(
-                    backup_id, safety.id, rows, None if files is None else files.files
-                )
             try:
                 # one pass: every file is checked against the manifest while it loads,
                 # and the transaction commits only after the last check passed
                 result = self.snapshots.load(
-                    self.stores.open_store(project, owner),
+                    store,
                     src,
                     [t.name for t in src.manifest.tables],
                     "recreate",
@@ -471,7 +458,7 @@ class BackupService:
                             "nothing was restored; restore another backup",
                         ) from None
                 raise
-            self._restored(project, owner, backup_id, safety.id, result.rows, files)
+            self._restored(project, owner, backup_id, result.rows, safety.id, files=files)
         finally:
             src.close()
             if files is not None:
@@ -480,28 +467,176 @@ class BackupService:
             backup_id, safety.id, result.rows, None if files is None else files.files
         )
 
+    def _restore_dump(
+        self,
+        project: str,
+        owner: str,
+        backup_id: str,
+        store: PostgresDataStore,
+        src: Source,
+        dump: FileEntry,
+        files: Staged | None,
+    ) -> RestoreResult:
+        """pg_restore the backup's archive into a new database (its sha256 and size are
+        checked while it streams in; a mismatch drops that database), which then takes
+        the live one's place; the live one is kept, renamed, as the undo copy. No second
+        dump is taken: the undo copy is the database as it was. Only when the backup's
+        files would replace files the data directory holds is a safety backup taken
+        first (the undo copy holds no files)."""
+        safety: str | None = None
+        if files is not None:
+            root, store_names = self.files.root(project, owner)
+            if disk.scan(root, store_names):
+                note = f"before restore {backup_id}"
+                safety = self.backup(project, owner, kind="safety", note=note).id
+        keep = self.stores.config(project).env(owner).backups.keep_undo
+        undo = scratch_name(database_of(store.url), "undo") if keep else ""
+        if undo:  # recorded before the swap: a kill after it leaves the copy listed
+            self._record_undo(project, owner, undo, f"restore of {backup_id}")
+        try:
+            with exclusive(store.url):
+                restore_dump(store.url, store.role, src.checked_chunks(dump), True, undo)
+        except BaseException as exc:
+            if undo:
+                self._forget_undo(project, owner, undo)
+            if safety:
+                self._discard(project, owner, safety)
+            if files is not None:
+                files.close()
+            if isinstance(exc, SnapshotError):
+                raise BackupDamaged(
+                    f"backup {backup_id} failed verification: {exc.message}",
+                    "nothing was restored; restore another backup",
+                ) from None
+            raise
+        rows = src.manifest.row_counts
+        try:
+            self._restored(project, owner, backup_id, rows, safety, undo or None, files)
+        finally:
+            if files is not None:
+                files.close()
+        self.prune_undo(project, owner)
+        count = None if files is None else files.files
+        return RestoreResult(backup_id, safety, rows, count, undo or None)
+
     def _restored(
         self,
         project: str,
         owner: str,
         backup_id: str,
-        safety: str,
         rows: dict[str, int],
+        safety: str | None = None,
+        undo: str | None = None,
         files: Staged | None = None,
     ) -> None:
         if files is not None:
             files.swap()  # the store is restored: the files follow, all at once
+        details: dict[str, object] = {
+            "rows": sum(rows.values()),
+            "files": files.files if files is not None else None,
+        }
+        if safety:
+            details["safety_backup"] = safety
+        if undo:
+            details["undo"] = undo
         self.api.audit.record(
-            "db.restore",
+            "db.restore", project=project, environment=owner, target=backup_id, details=details
+        )
+
+    # -- undo copies of PostgreSQL restores ----------------------------------------
+    def _record_undo(self, project: str, owner: str, database: str, note: str) -> None:
+        self.api.store.execute(
+            "INSERT INTO data_undo (project, environment, database, created_at, note)"
+            " VALUES (?,?,?,?,?)",
+            (project, owner, database, time.time(), note),
+        )
+
+    def _forget_undo(self, project: str, owner: str, database: str) -> None:
+        self.api.store.execute(
+            "DELETE FROM data_undo WHERE project=? AND environment=? AND database=?",
+            (project, owner, database),
+        )
+
+    def undo_copies(self, project: str, environment: str) -> list[UndoCopy]:
+        """The kept databases of restores, newest first. The server is the truth: a row
+        whose database is gone is forgotten, a kept database without a row is listed."""
+        owner = self.stores.owner(project, environment)
+        store = self.stores.open_store(project, owner)
+        if not isinstance(store, PostgresDataStore):
+            return []
+        present = set(undo_databases(store.url))
+        rows = {
+            r["database"]: UndoCopy(r["database"], r["created_at"], r["note"])
+            for r in self.api.store.query(
+                "SELECT * FROM data_undo WHERE project=? AND environment=?", (project, owner)
+            )
+        }
+        for gone in set(rows) - present:
+            self._forget_undo(project, owner, gone)
+            del rows[gone]
+        for name in present - set(rows):
+            rows[name] = UndoCopy(name, time.time(), "kept by an interrupted restore")
+            self._record_undo(project, owner, name, rows[name].note)
+        return sorted(rows.values(), key=lambda u: (u.created_at, u.database), reverse=True)
+
+    def prune_undo(self, project: str, environment: str) -> list[str]:
+        """Drop the undo copies past `backups.keep_undo` (newest kept); returns them."""
+        owner = self.stores.owner(project, environment)
+        keep = self.stores.config(project).env(owner).backups.keep_undo
+        copies = self.undo_copies(project, owner)
+        dropped = [u.database for u in copies[keep:]]
+        if not dropped:
+            return []
+        url = self.stores.open_store(project, owner).url
+        for name in dropped:
+            drop_undo(url, name)
+            self._forget_undo(project, owner, name)
+        self.api.audit.record(
+            "db.undo.drop", project=project, environment=owner, details={"dropped": dropped}
+        )
+        return dropped
+
+    def undo(self, project: str, environment: str, yes: bool = False) -> UndoCopy:
+        """Undo the latest PostgreSQL restore: its kept database takes the live one's
+        place again; the live one is kept in turn (so this can be undone too)."""
+        cfg = self.stores.config(project)
+        owner = cfg.owner(environment)
+        store = self.stores.open_store(project, owner)
+        if not isinstance(store, PostgresDataStore):
+            raise UsageError(
+                f"the data store of {owner} is {store.engine}: a restore keeps no undo copy",
+                f"restore its safety backup instead (tristage db backups {owner})",
+            )
+        copies = self.undo_copies(project, owner)
+        if not copies:
+            raise NotFound(
+                f"{project}/{owner} has no restore to undo",
+                "a PostgreSQL restore keeps the database it replaces (backups.keep_undo)",
+            )
+        if cfg.env(owner).tier == Tier.production and not yes:
+            raise ConfirmationRequired(
+                f"undoing the restore of {owner} replaces its live data with "
+                f"{copies[0].database} ({copies[0].note})",
+                "pass --yes to confirm",
+            )
+        latest = copies[0]
+        kept = scratch_name(database_of(store.url), "undo")
+        self._record_undo(project, owner, kept, f"undo of {latest.note}")
+        try:
+            with exclusive(store.url):
+                swap_back(store.url, latest.database, kept)
+        except BaseException:
+            self._forget_undo(project, owner, kept)
+            raise
+        self._forget_undo(project, owner, latest.database)
+        self.api.audit.record(
+            "db.restore.undo",
             project=project,
             environment=owner,
-            target=backup_id,
-            details={
-                "safety_backup": safety,
-                "rows": sum(rows.values()),
-                "files": files.files if files is not None else None,
-            },
+            target=latest.database,
+            details={"kept": kept, "was": latest.note},
         )
+        return UndoCopy(kept, time.time(), f"undo of {latest.note}")
 
     def drill(self, project: str, environment: str, backup_id: str | None = None) -> DrillReport:
         """Restore a backup (default: the latest) into a scratch store and compare."""
@@ -530,7 +665,17 @@ class BackupService:
                 with scratch.read() as r:
                     actual = {t.name: t for t in r.tables()}
                     tables = [actual[n] for n in names if n in actual]
-                    files = export_tables(r, tables, _HashSink())
+                    if src.manifest.dump_only and isinstance(r, PgSession):
+                        # the archive's sha256 was checked as it loaded: compare counts
+                        counts = r.counts(tables)
+                        expected = src.manifest.row_counts
+                        for name in names:
+                            n = counts.get(name, -1)
+                            want = expected.get(name, -1)
+                            report.checks.append(DrillCheck(name, want, n, n == want))
+                        names = []
+                    else:
+                        files = export_tables(r, tables, _HashSink())
                 for name in names:
                     exp = src.manifest.files[name]
                     got = files.get(name)
@@ -623,76 +768,36 @@ class _Restored(PostgresDataStore):
     """A scratch database already restored from a backup's dump."""
 
 
-class _ConcurrentDump:
-    """`pg_dump --format=custom` of the reader's snapshot in a thread, into a private
-    unlinked temporary file, while the caller exports the tables; `finish` waits for it
-    and copies it into the backup. Leaving the block early (an error, Ctrl-C) kills
-    pg_dump, so its session on the database ends at once too."""
-
-    def __init__(self, home: Path, store: DataStoreT, reader: object) -> None:
-        self.home, self.store, self.reader = home, store, reader
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.thread: threading.Thread | None = None
-        self.result: tuple[str, int] | None = None
-        self.error: BaseException | None = None
-        self.file: IO[bytes] | None = None
-        self.major = 0
-
-    def __enter__(self) -> _ConcurrentDump:
-        if not isinstance(self.store, PostgresDataStore) or not isinstance(self.reader, PgSession):
-            return self
-        snapshot, self.major = self.reader.export_snapshot()
-        self.file = tempfile.TemporaryFile(dir=private_dirs(self.home, "tmp"))
-
-        def run() -> None:
-            assert self.file is not None
-            try:
-                self.result = pg_dump(
-                    self.store.url, self.file, snapshot, self.major, started=self._started
-                )
-            except BaseException as exc:  # handed to the caller's thread
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name="pg_dump", daemon=True)
-        self.thread.start()
-        return self
-
-    def _started(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-
-    def finish(self, sink: ZipSink) -> dict[str, object] | None:
-        if self.thread is None or self.file is None:
-            return None
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        sha, size = self.result
-        self.file.seek(0)
-        with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
-            shutil.copyfileobj(self.file, out, 1 << 20)
-        return {
-            "path": DUMP_MEMBER,
-            "rows": 0,
-            "sha256": sha,
-            "bytes": size,
-            "tool": "pg_dump",
-            "format": "custom",
-            "server_major": self.major,
-        }
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.thread is not None and self.thread.is_alive():
-                deadline = time.monotonic() + 5
-                while self.proc is None and time.monotonic() < deadline:
-                    time.sleep(0.01)  # the process is being started
-                if self.proc is not None and self.proc.poll() is None:
-                    self.proc.kill()
-                self.thread.join(5)
-        finally:
-            if self.file is not None:
-                self.file.close()
+def _dump_into(
+    url: str,
+    reader: PgSession,
+    tables: list[Table],
+    sink: ZipSink,
+    progress: Progress | None = None,
+) -> dict[str, object]:
+    """Stream `pg_dump --format=custom` of the reader's snapshot into the backup (sealed
+    by the sink when it encrypts) and count each table's rows in that same snapshot;
+    returns the manifest's dump entry. An error or a signal while it runs (a full disk,
+    Ctrl-C) kills pg_dump, so its session on the database ends at once too."""
+    snapshot, major = reader.export_snapshot()
+    counts = reader.counts(tables)
+    total = sum(counts.values())
+    if progress:
+        progress("pg_dump", 0, total)
+    with sink.member(DUMP_MEMBER, compress=False) as out:  # pg_dump compresses it
+        sha, size = pg_dump(url, out, snapshot, major)
+    if progress:
+        progress("pg_dump", total, total)
+    return {
+        "path": DUMP_MEMBER,
+        "rows": total,
+        "sha256": sha,
+        "bytes": size,
+        "tool": "pg_dump",
+        "format": "custom",
+        "server_major": major,
+        "table_rows": counts,
+    }
 
 
 def _context(project: str, owner: str, backup_id: str) -> bytes:

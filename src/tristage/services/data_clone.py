@@ -116,6 +116,15 @@ class CloneService:
             try:
                 if isinstance(r, PgSession) and isinstance(dst, PostgresDataStore):
                     # the whole schema as pg_dump sees it; rows through the transforms
+                    # tables copied as they are go by pg_dump | pg_restore, beside
+                    # the others, whose rows stream through the transforms
+                    def changed(t: Table) -> bool:
+                        return plan is not None and any(
+                            c.rule != "keep" for c in plan.columns.get(t.name, [])
+                        )
+
+                    direct = [t for t in tables if not changed(t)]
+
                     def fill(w: PgSession) -> dict[str, int]:
                         counts = {
                             t.name: w.copy_text(
@@ -127,11 +136,15 @@ class CloneService:
                                 t.name,
                             )
                             for t in tables
+                            if changed(t)
                         }  # fmt: skip
                         check(w)
                         return counts
 
-                    counts = clone_with_schema(r, src.url, dst.url, dst.role, fill)
+                    counts = clone_with_schema(r, src.url, dst.url, dst.role, fill, direct)
+                    if progress:
+                        for t in direct:
+                            progress(t.name, counts[t.name], counts[t.name])
                 else:
                     counts = self._copy(
                         r, dst, tables, src.engine, plan, transformer, progress, check

@@ -116,6 +116,19 @@ class RestoreResult:
     safety_backup: str | None
     rows: dict[str, int]
     files: int | None = None  # files put back in the data directory (None: none backed up)
+    undo: str | None = None  # PostgreSQL: the replaced database, kept for `--undo`
+
+
+@dataclass(frozen=True)
+class UndoCopy:
+    """A database a PostgreSQL restore replaced, kept so the restore can be undone."""
+
+    database: str
+    created_at: float
+    note: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"database": self.database, "created_at": self.created_at, "note": self.note}
 
 
 @dataclass(frozen=True)

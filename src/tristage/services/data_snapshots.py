@@ -172,6 +172,25 @@ class SnapshotService:
         sanitized = False
         try:
             m = source.manifest
+            if m.dump_only:
+                raise UsageError(
+                    f"{path.name} is a PostgreSQL backup (a pg_dump archive, no table files)",
+                    f"restore it with 'tristage db restore {environment} ID' from the backups "
+                    "of its environment, or export a portable snapshot with 'tristage db export'",
+                )
+            components = m.extra.get("components") if m.engine == "convex" else None
+            if components and not tables:
+                # tables of Convex components have no place in one SQL database: named,
+                # never dropped without a word
+                shown = ", ".join(str(c) for c in components[:10])
+                more = f" and {len(components) - 10} more" if len(components) > 10 else ""
+                raise UsageError(
+                    f"{path.name} holds tables of Convex components, which are not imported: "
+                    f"{shown}{more}; nothing was imported",
+                    "import the app's own tables by naming them (--table NAME for each: "
+                    f"{', '.join(t.name for t in m.tables) or 'none'}), or export without the "
+                    "components",
+                )
             tier = cfg.env(environment).tier
             if m.extra.get("tier") == Tier.production.value and tier != Tier.production:
                 raise UsageError(

@@ -30,8 +30,8 @@ from ..domain.snapshot import Table
 from ..edges.backup_targets import BackupTarget, LocalDirectoryTarget
 from ..edges.datastores import open_datastore
 from ..edges.datastores.postgres import (
-    drop_database,
     drop_role,
+    drop_with_copies,
     probe_auth,
     provision,
     server_of,
@@ -244,7 +244,7 @@ class DataStores:
             if cfg.owner(name) != name or db.engine != "postgres" or not db.url:
                 continue
             dbname = database_name(project, name, db)
-            drop_database(db.url, dbname)
+            drop_with_copies(db.url, dbname)  # and the undo copies of its restores
             drop_role(db.url, role_name(dbname))
             with self._lock:
                 self._provisioned.pop((db.url, dbname), None)

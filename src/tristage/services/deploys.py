@@ -8,8 +8,10 @@ control plane is down the intent is kept and carried out when it comes up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -134,6 +136,22 @@ class DeployService:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"wake", (LOOPBACK, info.control_port))
         return True
+
+    def _nudge_waiting(self) -> socket.socket | None:
+        """`nudge`, from a socket the control plane answers `reconciled` on once a
+        reconcile that read the change is done (None: no control plane runs)."""
+        info = self.controlplane()
+        if info is None:
+            return None
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((LOOPBACK, 0))
+            s.setblocking(False)
+            s.sendto(b"wait", (LOOPBACK, info.control_port))
+        except OSError:
+            s.close()
+            return None
+        return s
 
     def stop_controlplane(self, timeout: float = 30.0) -> ControlPlaneInfo | None:
         """Ask the running control plane to stop (SIGTERM: it stops its releases too).
@@ -662,8 +680,7 @@ class DeployService:
             self.api.audit.record(
                 "deploy.promote", project=project, environment=prod, target=dep.id
             )
-            self.nudge()
-            routed = self.wait_routed(project, prod, dep.id, wait)
+            routed = self._switch_now(project, prod, dep.id, wait)
             return Switch(dep, prod, False, routed, time.monotonic() - started,
                           f"production -> {dep.id}")  # fmt: skip
         prod_hash = self.api.variables.build_hash(project, prod, dep.branch)
@@ -731,13 +748,30 @@ class DeployService:
             target=target,
             details={"from": current},
         )
-        self.nudge()
-        routed = self.wait_routed(project, prod, target, wait)
+        routed = self._switch_now(project, prod, target, wait)
         return Switch(self.get(target), prod, False, routed, time.monotonic() - started,
                       f"production -> {target} (was {current})")  # fmt: skip
 
-    def wait_routed(self, project: str, environment: str, deployment: str, timeout: float) -> bool:
-        """Wait until the router serves `deployment` (False if the control plane is down)."""
+    def _switch_now(self, project: str, environment: str, deployment: str, wait: float) -> bool:
+        """Nudge the control plane and wait until the router serves `deployment`."""
+        told = self._nudge_waiting()
+        try:
+            return self.wait_routed(project, environment, deployment, wait, told)
+        finally:
+            if told is not None:
+                told.close()
+
+    def wait_routed(
+        self,
+        project: str,
+        environment: str,
+        deployment: str,
+        timeout: float,
+        told: socket.socket | None = None,
+    ) -> bool:
+        """Wait until the router serves `deployment` (False if the control plane is down).
+        With `told` (from `_nudge_waiting`), each wait between two looks at the store ends
+        early when the control plane says a reconcile is done."""
         if self.controlplane() is None:
             return False
         deadline = time.monotonic() + timeout
@@ -753,8 +787,15 @@ class DeployService:
             if row and row["status"] in (Status.error.value, Status.crashed.value,
                                          Status.canceled.value):  # fmt: skip
                 return False
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.005)
+            if told is None:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.005)
+                continue
+            if select.select([told], [], [], delay)[0]:
+                with contextlib.suppress(OSError):
+                    while told.recv(64):
+                        pass
+            delay = min(delay * 1.5, 0.02)
         return False
 
     # -- following -----------------------------------------------------------

@@ -10,8 +10,8 @@ its own:
 - it keeps a copy of the listening socket (handed over by an adopted router), so a
   router that dies is replaced on the same socket: connections wait in the backlog
   instead of being refused;
-- every `RouteTable.replace` is sent to the router (the latest table wins; a router
-  that was just restarted gets it at once);
+- every `RouteTable.replace` that changes the table is sent to the router (the latest
+  table wins; a router that was just restarted gets it at once);
 - it watches the process (a pidfd: told the moment it exits) and starts a new one
   within a second, with the last table;
 - counters are fetched twice a second for the monitor and the dashboard.
@@ -42,6 +42,7 @@ from ..edges.router.control import (
     ROUTER_DIR,
     ROUTES_FILE,
     ControlError,
+    arequest,
     request,
     take_listener,
 )
@@ -89,6 +90,7 @@ class RouterProcess:
         self._restarts = 0
         self._restart_task: asyncio.Task[None] | None = None
         self._edge_token: str | None = None
+        self._latest: Mapping[str, Route] | None = None  # the last table to send
         table.on_replace(self._table_changed)
 
     # -- the control plane's side of `Router` ---------------------------------------------
@@ -145,12 +147,12 @@ class RouterProcess:
     async def trust_edge(self, token: str | None) -> None:
         """`Router.trust_edge` in the router process (sent again to a restarted one)."""
         self._edge_token = token
-        await asyncio.to_thread(request, self.control, "edge", CONTROL_TIMEOUT, token=token)
+        await arequest(self.control, "edge", CONTROL_TIMEOUT, token=token)
 
     async def inflight_now(self, upstream: tuple[str, int]) -> int:
         try:
-            answer = await asyncio.to_thread(
-                request, self.control, "inflight", CONTROL_TIMEOUT, upstream=list(upstream)
+            answer = await arequest(
+                self.control, "inflight", CONTROL_TIMEOUT, upstream=list(upstream)
             )
         except (OSError, ValueError):
             return 0  # no router: nothing is in flight through it
@@ -211,7 +213,7 @@ class RouterProcess:
                     f"see {self.dir / 'router.log'}"
                 )
             try:
-                hello = await asyncio.to_thread(request, self.control, "hello", 1.0)
+                hello = await arequest(self.control, "hello", 1.0)
                 if hello["pid"] == child.pid:
                     return
             except (OSError, ValueError):
@@ -277,14 +279,19 @@ class RouterProcess:
 
     # -- routes and counters ----------------------------------------------------------------
 
-    def _table_changed(self, _routes: Mapping[str, Route]) -> None:
+    def _table_changed(self, routes: Mapping[str, Route]) -> None:
+        # every reconcile rebuilds the table; only one that differs is sent (the router
+        # parses, swaps and writes each one it gets)
+        if routes == self._latest:
+            return
+        self._latest = routes
         self._generation += 1
         self._dirty.set()
 
     async def _push_now(self) -> None:
         generation = self._generation
         routes = routes_to_json(self.table.snapshot())
-        await asyncio.to_thread(request, self.control, "routes", CONTROL_TIMEOUT, routes=routes)
+        await arequest(self.control, "routes", CONTROL_TIMEOUT, routes=routes)
         self._pushed = max(self._pushed, generation)
         self._flushed.set()
 
@@ -305,7 +312,7 @@ class RouterProcess:
     async def _stats_poller(self) -> None:
         while True:
             try:
-                answer = await asyncio.to_thread(request, self.control, "stats", CONTROL_TIMEOUT)
+                answer = await arequest(self.control, "stats", CONTROL_TIMEOUT)
                 self._stats = stats_from_json(answer["stats"])
             except (OSError, ValueError, KeyError, TypeError):
                 pass

@@ -1,5 +1,6 @@
 """The front door of `tristage up`: the embedded router alone, or the production edge
-(Caddy terminating TLS in front of it) when `tristage up --edge caddy` asks for it.
+(Caddy terminating TLS in front of it) when `tristage up --edge caddy` asks for it
+(`--edge haproxy`: `frontdoor_haproxy.py`).
 
 The control plane keeps switching aliases in the router's table (the zero-drop switch);
 the edge's configuration follows only the public names of the projects' `tristage.toml`
@@ -20,6 +21,7 @@ from ..domain.edge import EdgeOptions
 from ..domain.hostnames import is_local
 from ..edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
 from ..edges.router import Router, RouteTable
+from ..edges.router.stats import DeploymentStats
 from ..paths import private_mkdirs
 from .front_door import RouterProcess
 from .releases import LOOPBACK, ProjectRoutes
@@ -36,6 +38,22 @@ def plan_of(routes: Sequence[ProjectRoutes]) -> EdgePlan:
             if public.domains:
                 names[f"{pr.project}/{env}"] = (public.domains, env == pr.production)
     return EdgePlan.of(names)
+
+
+def edge_token(directory: Path) -> str:
+    """The token the edge and the router share, kept (0600) across control planes so an
+    edge and a router process that outlived one keep trusting each other."""
+    path = directory / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if len(token) < 32:
+        token = secrets.token_hex(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    return token
 
 
 class FrontDoor:
@@ -88,19 +106,7 @@ class FrontDoor:
         )
 
     def _token(self) -> str:
-        """The token the edge and the router share, kept (0600) across control planes so a
-        Caddy and a router process that outlived one keep trusting each other."""
-        path = self.directory / TOKEN_FILE
-        try:
-            token = path.read_text().strip()
-        except FileNotFoundError:
-            token = ""
-        if len(token) < 32:
-            token = secrets.token_hex(24)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
-        return token
+        return edge_token(self.directory)
 
     def routes_changed(self, routes: Sequence[ProjectRoutes]) -> None:
         """(loop) After each swap of the router's table: a new edge config only when the
@@ -126,6 +132,17 @@ class FrontDoor:
 
     def healthy(self) -> bool:
         return self.edge is not None and self.edge.healthy()
+
+    # Caddy forwards every request to the router: its counters, requests in flight and
+    # the switch are the router's
+    async def flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+    def stats(self) -> dict[str, DeploymentStats]:
+        return {}
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        return 0
 
     async def stop(self) -> None:
         if self._apply is not None:

@@ -80,6 +80,19 @@ async def probe(
     )
 
 
+async def check_once(
+    port: int, path: str, host: str | None, timeout: float = 2.0
+) -> tuple[bool, str]:
+    """One GET of a running process's health path: (answered 2xx/3xx, what it did)."""
+    headers = {"Host": host} if host else {}
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        try:
+            resp = await client.get(f"http://{LOOPBACK}:{port}{probe_path(path)}", headers=headers)
+        except httpx.HTTPError as exc:
+            return False, type(exc).__name__
+    return resp.status_code < 400, f"HTTP {resp.status_code}"
+
+
 def port_hint(port: int, listening: list[tuple[str, int]] | None) -> str:
     """(pure) Why nothing answered on `port`, given where the app listens (None: unknown)."""
     if listening:

@@ -198,14 +198,24 @@ class LocalDevService:
 
 
 def _tee(stream: IO[bytes], missing: list[tuple[str, str]]) -> None:
-    """Copy the app's stderr to ours, line by line, noting modules it could not import."""
+    """Copy the app's stderr to ours as it comes (a prompt without a newline too),
+    noting the first module it could not import."""
     out = sys.stderr.buffer
-    for line in iter(stream.readline, b""):
+    fd = stream.fileno()
+    line = b""
+    while chunk := os.read(fd, 65536):
         with contextlib.suppress(OSError, ValueError):
-            out.write(line)
+            out.write(chunk)
             out.flush()
+        *done, line = (line + chunk).split(b"\n")
+        line = line[-4096:]  # a line never ending is not kept whole
+        for text in done:
+            found = localdev.missing_module(text.decode(errors="replace"))
+            if found is not None and not missing:
+                missing.append(found)
+    if line and not missing:
         found = localdev.missing_module(line.decode(errors="replace"))
-        if found is not None and not missing:
+        if found is not None:
             missing.append(found)
     stream.close()
 

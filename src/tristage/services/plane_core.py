@@ -20,11 +20,13 @@ from ..domain.processes import WEB_1, ProcessName
 from ..edges.builders import BuildContext, BuildLog
 from ..edges.homelock import HomeLock
 from ..edges.router import Router, RouteTable
+from ..edges.router.stats import DeploymentStats, merged
 from ..edges.runtime import Runtime, free_port
 from . import pipeline_steps as steps
 from .front_door import RouterProcess
 from .frontdoor import FrontDoor
-from .health import probe
+from .frontdoor_haproxy import HAProxyFrontDoor
+from .health import check_once, probe
 from .release_records import ReleaseRecords
 from .releases import ProjectRoutes, Release, StartFailed, Tuning, release_row
 from .runtimes import Runtimes
@@ -65,9 +67,11 @@ class PlaneCore:
         self.router: Router | RouterProcess | None = None
         self.last_routes: list[ProjectRoutes] = []  # what the table was last built from
         self._reported_claims: set[tuple[str, str]] = set()  # (host, project) warned about
-        self.frontdoor = (
-            FrontDoor(api.home, edge, self.table, self._log) if edge and edge.tls else None
-        )
+        self.frontdoor: FrontDoor | HAProxyFrontDoor | None = None
+        if edge is not None and edge.kind == "haproxy":
+            self.frontdoor = HAProxyFrontDoor(api.home, edge, self.table, self._log)
+        elif edge is not None and edge.tls:
+            self.frontdoor = FrontDoor(api.home, edge, self.table, self._log)
         self.releases: dict[str, Release] = {}
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}
@@ -83,6 +87,7 @@ class PlaneCore:
         self.build_slots = asyncio.Semaphore(self.tuning.builds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.DatagramTransport | None = None
+        self._waiting: set[tuple[str, int]] = set()  # sent "wait": told after a reconcile
         self._settings: dict[str, ProcessSettings] = {}
         self._types: dict[str, dict[str, str]] = {}
         self.http: Any = None  # the HTTP API + dashboard server
@@ -99,6 +104,21 @@ class PlaneCore:
         # opened on first use, after `run` holds the home's lock (two `up` at once must
         # not race on creating the state store)
         return ReleaseRecords(self.api.store)
+
+    def edge_stats(self) -> dict[str, DeploymentStats]:
+        """Per-deployment counters of the front door: the router's, and the production
+        edge's when it serves hosts itself (HAProxy)."""
+        own = self.router.stats() if self.router is not None else {}
+        if self.frontdoor is None:
+            return own
+        return merged(own, self.frontdoor.stats())
+
+    async def inflight_now(self, upstream: tuple[str, int]) -> int:
+        """Requests in flight to `upstream` through the router and the edge."""
+        n = await self.router.inflight_now(upstream) if self.router is not None else 0
+        if self.frontdoor is not None:
+            n += await self.frontdoor.inflight_now(upstream)
+        return n
 
     def log(self, msg: str) -> None:
         self._log(f"{time.strftime('%H:%M:%S')} {msg}")
@@ -200,7 +220,7 @@ class PlaneCore:
     async def restart_in_place(self, rel: Release) -> tuple[bool, str]:
         """(supervisor) A new process for `rel` on its port; (healthy, why not)."""
         runtime, handle = await self._spawn(rel.dep, rel.port, rel.process)
-        rel.runtime, rel.handle = runtime, handle
+        rel.runtime, rel.handle, rel.failed_checks = runtime, handle, 0
         await self.save_release(rel)
         ok, why = await self._health(rel)
         if ok:
@@ -265,6 +285,12 @@ class PlaneCore:
             rel.port, settings.health_path or "/", settings.health_timeout or 30.0, host, rel.state,
             (lambda: where(rel.handle)) if where is not None else None,
         )  # fmt: skip
+
+    async def check_once(self, rel: Release) -> tuple[bool, str]:
+        """One health check of a running web process (its environment's host)."""
+        settings = await self._db(self._settings_for, rel.dep)
+        host = await self._db(self.svc.environment_host, rel.dep.project, rel.dep.environment)
+        return await check_once(rel.port, settings.health_path or "/", host)
 
     # -- store helpers -------------------------------------------------------------
     async def set_status(self, dep_id: str, status: Status, reason: str | None = None) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..edges.homelock import AlreadyRunning, HomeLock
 from ..edges.secrets import SecretBoxError
 from ..edges.store.sqlite import SqliteStore
 from ..errors import StoreError, TristageError, UsageError
@@ -104,6 +105,23 @@ class PlatformBackupService:
                 "deployments, tokens) with the backup's",
                 "stop 'tristage up' first, then pass --yes to confirm",
             )
+        # the control plane of this home must not run meanwhile (its state would be
+        # replaced under it), nor start before the restore is done
+        lock = HomeLock(self.api.home)
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            raise UsageError(
+                f"cannot restore the platform's state while its control plane runs: {exc.message}",
+                "stop it first ('tristage down', or stop 'tristage up'), then restore",
+            ) from None
+        try:
+            self._restore(path)
+        finally:
+            lock.release()
+        self.api.audit.record("platform.restore", details={"from": path.name})
+
+    def _restore(self, path: Path) -> None:
         tmp = private_dirs(self.api.home, "tmp") / f"platform-{secrets.token_hex(6)}.sqlite3"
         try:
             self._decrypt(path, tmp)
@@ -115,7 +133,6 @@ class PlatformBackupService:
                 ) from None
         finally:
             tmp.unlink(missing_ok=True)
-        self.api.audit.record("platform.restore", details={"from": path.name})
 
     def _decrypt(self, path: Path, out: Path) -> None:
         box = self.api.secret_box

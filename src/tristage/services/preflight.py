@@ -52,7 +52,10 @@ def promote_preflight(
     except RuleViolation as exc:
         errors = [f"[{f.rule}] {f.variable or '-'}: {f.message}" for f in exc.findings]
     as_prod = dataclasses.replace(dep, environment=prod)
-    release = steps.commit_settings(api, as_prod).migrate
+    # the release command (read from the commit, in git) is named only for a deployment
+    # of another environment, and run only for the dry run: a rollback-like promote of a
+    # production deployment does not read it
+    release = steps.commit_settings(api, as_prod).migrate if run_dry or source != prod else None
     dry = None
     if release and run_dry and dep.artifact and Path(dep.artifact).is_dir():
         command = migration_dry_run(release)

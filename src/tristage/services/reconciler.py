@@ -72,15 +72,13 @@ class Reconciler(PlaneCore):
         try:
             rel.status = "draining"
             self.reroute()
+            if self.frontdoor is not None:
+                await self.frontdoor.flush()  # HAProxy sends it no new request from here on
             await self.save_release(rel)
             deadline = time.monotonic() + drain
             if rel.process.is_web:
                 await asyncio.sleep(min(0.2, drain))
-                while (
-                    time.monotonic() < deadline
-                    and self.router
-                    and await self.router.inflight_now(rel.upstream)
-                ):
+                while time.monotonic() < deadline and await self.inflight_now(rel.upstream):
                     await asyncio.sleep(0.05)
             if key in self._wanted_keys:
                 rel.status = "healthy"
@@ -137,6 +135,8 @@ class Reconciler(PlaneCore):
         self._install_routes(state.routes, pending)
         if switched and self.router is not None and not await self.router.flush():
             self.log("the router process did not take the new routes in time")
+        if switched and self.frontdoor is not None and not await self.frontdoor.flush():
+            self.log("the edge did not take the new routes in time")
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
@@ -172,7 +172,7 @@ class Reconciler(PlaneCore):
         for key, rel in list(self.releases.items()):
             if key in self._wanted_keys or key in self.retiring:
                 continue
-            if rel.status not in ("healthy", "crashed"):  # a crashed worker stops too
+            if rel.status not in ("healthy", "unhealthy", "crashed"):  # these stop too
                 continue
             drain = state.drain_seconds.get(rel.dep.project)
             if drain is None:
@@ -185,7 +185,7 @@ class Reconciler(PlaneCore):
         request, by the router's counters) for their environment's `sleep_after`."""
         now = time.time()
         self.asleep &= set(state.sleepers)  # one that became an environment's: awake
-        stats = self.router.stats() if self.router is not None else {}
+        stats = self.edge_stats()
         for dep_id, after in state.sleepers.items():
             rel = self.releases.get(dep_id)
             if dep_id in self.asleep or rel is None or rel.status != "healthy":

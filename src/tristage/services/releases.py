@@ -37,6 +37,10 @@ class Tuning:
     tick: float = 1.0
     stop_grace: float = 5.0
     builds: int = 1
+    # a running web process is health-checked this often; after `replica_failures`
+    # failures in a row it leaves the rotation (`unhealthy`) until it answers again
+    replica_check: float = 5.0
+    replica_failures: int = 3
 
     @classmethod
     def from_env(cls) -> Tuning:
@@ -45,6 +49,8 @@ class Tuning:
             restart_backoff=_floats(env.get("TRISTAGE_RESTART_BACKOFF"), cls.restart_backoff),
             crash_limit=int(env.get("TRISTAGE_CRASH_LIMIT", cls.crash_limit)),
             crash_window=float(env.get("TRISTAGE_CRASH_WINDOW", cls.crash_window)),
+            replica_check=float(env.get("TRISTAGE_REPLICA_CHECK", cls.replica_check)),
+            replica_failures=int(env.get("TRISTAGE_REPLICA_FAILURES", cls.replica_failures)),
         )
 
 
@@ -66,12 +72,13 @@ class Release:
     handle: Handle
     port: int  # 0: a process without a port (every type but web)
     runtime: Runtime
-    status: str = "starting"  # starting healthy restarting crashed draining stopped
+    status: str = "starting"  # starting healthy unhealthy restarting crashed draining stopped
     crashes: list[float] = field(default_factory=list)
     # a non-web process in a crash loop: `crashed` and retried at the longest backoff
     # until it runs a whole crash window; the alert raised for it (its id)
     crash_loop: bool = False
     crash_alert: Any = None  # services.monitor.Alert
+    failed_checks: int = 0  # health checks failed in a row while running (web)
     task: asyncio.Task[None] | None = None
     process: ProcessName = WEB_1
 

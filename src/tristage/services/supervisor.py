@@ -37,6 +37,7 @@ def _state(rel: Release) -> Status:
 async def supervise(cp: PlaneCore, rel: Release) -> None:
     tuning = cp.tuning
     unknown_since: float | None = None
+    next_check = time.monotonic() + tuning.replica_check
     while not cp.stopping:
         await asyncio.sleep(POLL)
         current = cp.releases.get(rel.key)
@@ -52,6 +53,9 @@ async def supervise(cp: PlaneCore, rel: Release) -> None:
             unknown_since = None
             if rel.crash_loop and time.time() - rel.crashes[-1] >= tuning.crash_window:
                 await _recovered(cp, rel, tuning.crash_window)
+            if rel.process.is_web and time.monotonic() >= next_check:
+                await _check(cp, rel, tuning.replica_failures)
+                next_check = time.monotonic() + tuning.replica_check
             continue
         if st.state is State.unknown:
             if unknown_since is None:
@@ -133,3 +137,28 @@ async def _recovered(cp: PlaneCore, rel: Release, window: float) -> None:
     cp.log(f"{rel.key} recovered: {why}")
     await cp.save_release(rel)
     await cp.resolve_crash_loop(rel, why)
+
+
+async def _check(cp: PlaneCore, rel: Release, failures: int) -> None:
+    """One health check of a running web process: `unhealthy` (out of the rotation)
+    after `failures` failures in a row, `healthy` (back in) once it answers again."""
+    if rel.status not in ("healthy", "unhealthy"):
+        return
+    ok, why = await cp.check_once(rel)
+    if cp.releases.get(rel.key) is not rel or rel.status not in ("healthy", "unhealthy"):
+        return  # it was restarted, drained or stopped meanwhile
+    if ok:
+        rel.failed_checks = 0
+        if rel.status == "unhealthy":
+            rel.status = "healthy"
+            cp.log(f"{rel.key} answers its health check again: back in the rotation")
+            await cp.save_release(rel)
+            cp.reroute()
+        return
+    rel.failed_checks += 1
+    if rel.failed_checks >= failures and rel.status == "healthy":
+        rel.status = "unhealthy"
+        cp.log(f"{rel.key} failed its health check {rel.failed_checks} times in a row "
+               f"({why}): out of the rotation until it answers again")  # fmt: skip
+        await cp.save_release(rel)
+        cp.reroute()

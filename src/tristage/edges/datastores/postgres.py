@@ -152,6 +152,18 @@ def drop_database(server_url: str, dbname: str) -> None:
         )
 
 
+def drop_with_copies(server_url: str, dbname: str) -> None:
+    """Drop `dbname` and the databases kept or left beside it (undo copies of restores,
+    scratch databases of drills and restores)."""
+    with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
+        kinds: tuple[ScratchKind, ...] = ("undo", "drill", "restore", "old")
+        names = [n for kind in kinds for n in scratch_databases(conn, dbname, kind)]
+        for name in [dbname, *names]:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+            )
+
+
 def drop_role(server_url: str, role: str) -> None:
     """Drop a login role (after the databases it owns are dropped)."""
     with _connect(with_database(server_url, "postgres"), autocommit=True) as conn:
@@ -529,6 +541,17 @@ class PostgresSession:
     def count(self, table: str) -> int:
         row = self.conn.execute(f"SELECT count(*) FROM {self.source(table)}").fetchone()
         return int(row[0]) if row else 0
+
+    def counts(self, tables: Sequence[Table]) -> dict[str, int]:
+        """The exact row count of each table, in one statement of this snapshot."""
+        out: dict[str, int] = {}
+        for i in range(0, len(tables), 1000):  # a select list holds at most 1664 entries
+            part = tables[i : i + 1000]
+            cols = ", ".join(f"(SELECT count(*) FROM {self.source(t.name)})" for t in part)
+            row = self.conn.execute(f"SELECT {cols}").fetchone()
+            assert row is not None
+            out.update((t.name, int(n)) for t, n in zip(part, row, strict=True))
+        return out
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
         cols = ", ".join(quote(c) for c in table.column_names)
@@ -1066,11 +1089,14 @@ def normalize_schema(text: str) -> str:
     )
 
 
-def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool = True) -> str:
+def restore_dump(
+    url: str, role: str | None, chunks: Iterable[bytes], swap: bool = True, keep: str = ""
+) -> str:
     """Load a custom-format dump into a new database next to the one at `url` (owned by
     `role`, closed to PUBLIC), in one transaction; with `swap`, that database then takes
-    the place of the live one (renamed in one transaction, the old one dropped), else its
-    URL is returned for the caller to drop. An error leaves the live database as it was."""
+    the place of the live one (both renamed in one transaction; the replaced one is kept
+    under the name `keep`, closed to connections, or else dropped), else its URL is
+    returned for the caller to drop. An error leaves the live database as it was."""
     live = database_of(url)
     server = with_database(url, "postgres")
     fresh = scratch_name(live, "restore" if swap else "drill")
@@ -1087,16 +1113,20 @@ def restore_dump(url: str, role: str | None, chunks: Iterable[bytes], swap: bool
                 "--dbname", dburl]  # fmt: skip
         _feed(args, env, chunks)
         if swap:
-            _swap(server, live, fresh)
+            _swap(server, live, fresh, keep)
     except BaseException:
         drop_database(server, fresh)
         raise
     return with_database(url, live) if swap else fresh_url
 
 
-def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str = "") -> str:
+ScratchKind = Literal["drill", "restore", "old", "undo"]
+
+
+def scratch_name(live: str, kind: ScratchKind, token: str = "") -> str:
     """The name of a scratch database next to `live` (a drill's, a restore's new
-    database, or the replaced one), within PostgreSQL's 63 bytes."""
+    database, the replaced one, or the one a restore keeps for its undo), within
+    PostgreSQL's 63 bytes."""
     suffix = f"_{kind}_"
     return f"{live[: 63 - len(suffix) - 8]}{suffix}{token or secrets.token_hex(4)}"
 
@@ -1104,63 +1134,107 @@ def scratch_name(live: str, kind: Literal["drill", "restore", "old"], token: str
 _SCRATCH_TOKEN = re.compile(r"[0-9a-f]{8}")
 
 
+def scratch_databases(conn: psycopg.Connection[Any], live: str, kind: ScratchKind) -> list[str]:
+    """The databases of the server named as scratch databases of `kind` next to `live`."""
+    prefix = scratch_name(live, kind, "x")[:-1]
+    names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    return sorted(
+        n for n in names if n.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(n[len(prefix) :])
+    )
+
+
+def undo_databases(url: str) -> list[str]:
+    """The undo copies restores kept of the database at `url` (by name)."""
+    with _connect(with_database(url, "postgres"), autocommit=True) as conn:
+        return scratch_databases(conn, database_of(url), "undo")
+
+
 @contextmanager
 def exclusive(url: str) -> Iterator[None]:
     """Hold the lock of the restores and drills of the database at `url` (one at a
-    time, across processes) and first drop the scratch databases a killed one left
-    (a killed process's session, and so its lock, is gone)."""
+    time, across processes) and drop the scratch databases a killed one left (a killed
+    process's session, and so its lock, is gone), before and again after (a database
+    still being created by a killed one's session appears late), and open the live
+    database to connections if an earlier version's swap was killed after closing it."""
     live = database_of(url)
     key = "tristage-restore:" + live
     with _connect(with_database(url, "postgres"), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
-            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
-            for kind in ("drill", "restore", "old"):
-                prefix = scratch_name(live, kind, "x")[:-1]
-                for name in names:
-                    rest = name[len(prefix) :]
-                    if name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(rest):
-                        conn.execute(
-                            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                                pgsql.Identifier(name)
-                            )
-                        )
+            _sweep(conn, live)
+            closed = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s AND NOT datallowconn", (live,)
+            ).fetchone()
+            if closed:
+                conn.execute(
+                    pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                        pgsql.Identifier(live)
+                    )
+                )
             yield
+            _sweep(conn, live)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
-def _swap(server: str, live: str, fresh: str) -> None:
-    old = scratch_name(live, "old")
-    ident = pgsql.Identifier
-    with _connect(server, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(live)))
-        try:
+def _sweep(conn: psycopg.Connection[Any], live: str) -> None:
+    kinds: tuple[ScratchKind, ...] = ("drill", "restore", "old")
+    for kind in kinds:
+        for name in scratch_databases(conn, live, kind):
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
             )
-            for _ in range(50):
-                try:
-                    with conn.transaction():
-                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            ident(live), ident(old)))  # fmt: skip
-                        conn.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            ident(fresh), ident(live)))  # fmt: skip
-                    break
-                except psycopg.errors.ObjectInUse:  # a session not yet gone
-                    time.sleep(0.1)
-            else:
-                raise DataStoreError(
-                    f"database {live} is still in use; it was not replaced",
-                    "stop the sessions using it and restore again",
-                )
-        except BaseException:
-            conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                ident(live)))  # fmt: skip
-            raise
-        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(old)))
+
+
+def swap_back(url: str, undo: str, keep: str) -> None:
+    """Put the undo copy `undo` back in the place of the live database at `url`; the
+    live one is kept as the undo copy `keep` (so the undo can be undone)."""
+    _swap(with_database(url, "postgres"), database_of(url), undo, keep)
+
+
+def drop_undo(url: str, name: str) -> None:
+    """Drop an undo copy of the database at `url` (only a name of that form)."""
+    live = database_of(url)
+    prefix = scratch_name(live, "undo", "x")[:-1]
+    if not (name.startswith(prefix) and _SCRATCH_TOKEN.fullmatch(name[len(prefix) :])):
+        raise DataStoreError(f"{name} is not an undo copy of {live}")
+    drop_database(with_database(url, "postgres"), name)
+
+
+def _swap(server: str, live: str, fresh: str, keep: str = "") -> None:
+    """Rename `live` away (to `keep`, else a scratch name, then dropped) and `fresh` to
+    `live`, in one transaction that also ends the live database's sessions: a kill at
+    any point leaves `live` whole and open to connections, old or new. The kept one is
+    closed to connections; one put back in place is opened."""
+    old = keep or scratch_name(live, "old")
+    ident = pgsql.Identifier
+
+    def sql(text: str, *names: str) -> None:
+        conn.execute(pgsql.SQL(text).format(*(ident(n) for n in names)))
+
+    with _connect(server, autocommit=True) as conn:
+        for _ in range(100):
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity"
+                        " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+                        ([live, fresh],),
+                    )
+                    sql("ALTER DATABASE {} RENAME TO {}", live, old)
+                    sql("ALTER DATABASE {} RENAME TO {}", fresh, live)
+                    sql("ALTER DATABASE {} ALLOW_CONNECTIONS true", live)
+                    sql("ALTER DATABASE {} ALLOW_CONNECTIONS false", old)
+                break
+            except psycopg.errors.ObjectInUse:  # a session came in meanwhile
+                time.sleep(0.05)
+        else:
+            raise DataStoreError(
+                f"database {live} is still in use; it was not replaced",
+                "stop the sessions using it and restore again",
+            )
+        if not keep:
+            sql("DROP DATABASE IF EXISTS {} WITH (FORCE)", old)
 
 
 def clone_with_schema(
@@ -1169,11 +1243,14 @@ def clone_with_schema(
     target_url: str,
     role: str | None,
     fill: Callable[[PostgresSession], dict[str, int]],
+    direct: Sequence[Table] = (),
 ) -> dict[str, int]:
     """Replace the database at `target_url` by a copy of the reader's: the schema from
     `pg_dump --schema-only` of the reader's snapshot (pre-data, then `fill` writes the
     rows, then post-data: keys, indexes, triggers, policies), sequence values set as
     the source's, in a new database owned by `role` that then takes the target's place.
+    The rows of the `direct` tables (copied as they are) go by `pg_dump --data-only`
+    of the same snapshot piped into `pg_restore`, while `fill` writes the others.
     An error leaves the target as it was."""
     snapshot, major = reader.export_snapshot()
     sequences = reader.conn.execute(
@@ -1204,16 +1281,116 @@ def clone_with_schema(
                 _feed([*args[:1], f"--section={name}", *args[1:]], env, _read_all(archive))
 
             section("pre-data")
-            with PostgresDataStore(fresh_url, role).write() as w:
-                counts = fill(w)
-                for name, value in sequences:
-                    w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+            with _DataPipe(reader, source_url, fresh_url, role, snapshot, major, direct) as pipe:
+                with PostgresDataStore(fresh_url, role).write() as w:
+                    counts = fill(w)
+                    for name, value in sequences:
+                        w.conn.execute("SELECT setval(%s::regclass, %s, true)", (name, value))
+                counts.update(pipe.wait())
             section("post-data")
             _swap(server, live, fresh)
         except BaseException:
             drop_database(server, fresh)
             raise
     return counts
+
+
+class _DataPipe:
+    """`pg_dump --data-only` of some tables at an exported snapshot, piped into
+    `pg_restore --single-transaction` of another database, running beside the caller;
+    `wait` returns the tables' row counts (of the reader's snapshot) once it is done.
+    Leaving the block before (an error, a signal) kills both programs."""
+
+    def __init__(
+        self,
+        reader: PostgresSession,
+        source_url: str,
+        target_url: str,
+        role: str | None,
+        snapshot: str,
+        major: int,
+        tables: Sequence[Table],
+    ) -> None:
+        self.reader, self.tables = reader, list(tables)
+        self.source_url, self.target_url, self.role = source_url, target_url, role
+        self.snapshot, self.major = snapshot, major
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.errs: list[IO[bytes]] = []
+
+    def _patterns(self) -> list[str]:
+        """`--table` patterns of the tables: a partitioned one by its leaf partitions
+        (whose rows pg_dump writes), every name quoted (no pattern characters)."""
+        rows = self.reader.conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid IN (SELECT t.relid FROM unnest(%s::regclass[]) r(oid),"
+            "  LATERAL (SELECT r.oid AS relid WHERE"
+            "   (SELECT relkind FROM pg_class WHERE oid = r.oid) <> 'p'"
+            "   UNION ALL SELECT p.relid FROM pg_partition_tree(r.oid) p WHERE p.isleaf) t)",
+            ([qualified(t.name) for t in self.tables],),
+        ).fetchall()
+
+        def q(name: str) -> str:
+            return '"' + name.replace('"', '""') + '"'
+
+        return [f"--table={q(nsp)}.{q(rel)}" for nsp, rel in rows]
+
+    def __enter__(self) -> _DataPipe:
+        if not self.tables:
+            return self
+        patterns = self._patterns()
+        if not patterns:
+            return self
+        src, src_env = _libpq(self.source_url)
+        dst, dst_env = _libpq(self.target_url)
+        dump_args = [pg_tool("pg_dump", self.major), "--data-only", "--format=custom",
+                     "--compress=0", "--no-sync", f"--snapshot={self.snapshot}", *patterns,
+                     "--dbname", src]  # fmt: skip
+        restore_args = [pg_tool("pg_restore", self.major), "--data-only", "--exit-on-error",
+                        "--single-transaction", "--no-owner", "--dbname", dst]  # fmt: skip
+        if self.role:
+            restore_args.insert(1, f"--role={self.role}")
+        self.errs = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+        try:
+            dumping = subprocess.Popen(
+                dump_args, stdout=subprocess.PIPE, stderr=self.errs[0], env=src_env
+            )
+            self.procs.append(dumping)
+            assert dumping.stdout is not None
+            restoring = subprocess.Popen(
+                restore_args,
+                stdin=dumping.stdout,
+                stdout=subprocess.DEVNULL,
+                stderr=self.errs[1],
+                env=dst_env,
+            )
+            self.procs.append(restoring)
+            dumping.stdout.close()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def wait(self) -> dict[str, int]:
+        if not self.procs:
+            return {t.name: 0 for t in self.tables}
+        counts = self.reader.counts(self.tables)  # while the copy runs
+        for proc, err, name in zip(self.procs, self.errs, ("pg_dump", "pg_restore"), strict=True):
+            if proc.wait() != 0:
+                err.seek(0)
+                raise DataStoreError(_tool_error(name, err.read()[-4000:]), "nothing was changed")
+        return counts
+
+    def _stop(self) -> None:
+        for proc in self.procs:
+            _stop(proc)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stop()
+        finally:
+            for err in self.errs:
+                err.close()
 
 
 def _read_all(f: IO[bytes]) -> Iterator[bytes]:

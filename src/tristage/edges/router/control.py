@@ -13,8 +13,12 @@ one JSON request per connection, one JSON line back.
 | `{"op": "edge", "token": str or null}` | `{"ok"}` once the router trusts the edge (`trust_edge`) |
 | `{"op": "stop"}` | `{"ok"}`, then the router drains and exits |
 
-The server side answers from a thread of its own (so the listening socket can be handed
-over with `socket.send_fds`) and runs everything that touches the router on its loop.
+The server side runs on the router's own loop: a new table is swapped in by the
+coroutine that read it, with no thread to hand it over (a thread of a process whose
+loop is busy waits up to the interpreter's switch interval, 5 ms, for each turn). A
+table is written to `routes.json` after it is acknowledged, by a thread of its own, in
+the order received. The control plane's end has a blocking `request` (for threads) and
+`arequest` (for its loop).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import contextlib
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ CONTROL_SOCKET = "control.sock"
 INFO_FILE = "router.json"  # {"pid", "proc_start", "port", "started_at"} of the live router
 ROUTES_FILE = "routes.json"  # the last table it was given
 MAX_REQUEST = 64 * 1024 * 1024  # a route table of many thousands of hosts still fits
+PARSE_INLINE = 64 * 1024  # larger requests are parsed off the loop
 TIMEOUT = 10.0
 
 
@@ -57,19 +62,19 @@ def _read_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
 
 
 class ControlServer:
-    """Serves the control socket for `router` (running on `loop`) from a thread."""
+    """Serves the control socket for `router`, on the running loop."""
 
     def __init__(
         self,
         path: Path,
         router: Router,
-        loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
         on_routes: Callable[[dict[str, Any]], None],
         on_stop: Callable[[], None],
     ) -> None:
-        self.path, self.router, self.loop, self.listener = path, router, loop, listener
+        self.path, self.router, self.listener = path, router, listener
         self.on_routes, self.on_stop = on_routes, on_stop
+        self.loop = asyncio.get_running_loop()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -80,69 +85,96 @@ class ControlServer:
             os.umask(old)
         os.chmod(path, 0o600)
         self.sock.listen(16)
-        self._thread = threading.Thread(target=self._serve, name="router-control", daemon=True)
-        self._thread.start()
+        self.sock.setblocking(False)
+        # routes.json is written in the order the tables came, off the loop
+        self._keeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-keep")
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._task = self.loop.create_task(self._serve())
 
-    def _serve(self) -> None:
+    async def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = await self.loop.sock_accept(self.sock)
             except OSError:
                 return  # closed
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            task = self.loop.create_task(self._handle(conn))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
 
-    def _on_loop(self, fn: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return fn()
+    async def _read(self, conn: socket.socket) -> bytes:
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            chunk = await self.loop.sock_recv(conn, 1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_REQUEST:
+                raise ControlError("control request too large")
+        return bytes(buf)
 
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(TIMEOUT)
-
-    def _handle(self, conn: socket.socket) -> None:
+    async def _handle(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(TIMEOUT)
+            conn.setblocking(False)
+            after: Callable[[], None] | None = None
             try:
-                req = json.loads(_read_line(conn))
+                line = await asyncio.wait_for(self._read(conn), TIMEOUT)
+                if len(line) > PARSE_INLINE:
+                    req = await asyncio.to_thread(json.loads, line)
+                else:
+                    req = json.loads(line)
                 op = req.get("op")
                 if op == "listener":
                     socket.send_fds(conn, [b'{"ok": true}\n'], [self.listener.fileno()])
                     return
-                answer = self._answer(op, req)
+                answer, after = await self._answer(op, req)
             except Exception as exc:  # a bad request gets an answer, never kills the router
                 answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+            with contextlib.suppress(OSError, TimeoutError):
+                data = json.dumps(answer).encode() + b"\n"
+                await asyncio.wait_for(self.loop.sock_sendall(conn, data), TIMEOUT)
+            if after is not None:
+                after()
 
-    def _answer(self, op: Any, req: dict[str, Any]) -> dict[str, Any]:
+    async def _answer(
+        self, op: Any, req: dict[str, Any]
+    ) -> tuple[dict[str, Any], Callable[[], None] | None]:
         router = self.router
         if op == "hello":
-            return {"ok": True, "pid": os.getpid(), "port": router.port}
+            return {"ok": True, "pid": os.getpid(), "port": router.port}, None
         if op == "routes":
-            routes = routes_from_json(req["routes"])
-            self._on_loop(lambda: router.table.replace(routes))
-            self.on_routes(req["routes"])
-            return {"ok": True}
+            raw = req["routes"]
+            if len(raw) * 200 > PARSE_INLINE:
+                routes = await asyncio.to_thread(routes_from_json, raw)
+            else:
+                routes = routes_from_json(raw)
+            router.table.replace(routes)
+            return {"ok": True}, lambda: self._keep(raw)
         if op == "stats":
-            return {"ok": True, "stats": stats_to_json(self._on_loop(router.stats))}
+            return {"ok": True, "stats": stats_to_json(router.stats())}, None
         if op == "inflight":
             up = (str(req["upstream"][0]), int(req["upstream"][1]))
-            return {"ok": True, "n": self._on_loop(lambda: router.inflight(up))}
+            return {"ok": True, "n": router.inflight(up)}, None
         if op == "edge":
             token = req.get("token")
             if token is not None and not isinstance(token, str):
-                return {"ok": False, "error": "token must be a string or null"}
-            self._on_loop(lambda: router.trust_edge(token))
-            return {"ok": True}
+                return {"ok": False, "error": "token must be a string or null"}, None
+            router.trust_edge(token)
+            return {"ok": True}, None
         if op == "stop":
-            self.loop.call_soon_threadsafe(self.on_stop)
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown op {op!r}"}
+            return {"ok": True}, self.on_stop
+        return {"ok": False, "error": f"unknown op {op!r}"}, None
+
+    def _keep(self, routes: dict[str, Any]) -> None:
+        self._keeper.submit(self.on_routes, routes)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+        self._task.cancel()
+        for task in list(self._handlers):
+            task.cancel()
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        self._keeper.shutdown(wait=True)  # the last table reaches the disk
 
 
 # -- the control plane's end -------------------------------------------------------------
@@ -155,6 +187,26 @@ def request(path: Path, op: str, timeout: float = TIMEOUT, **fields: Any) -> dic
         s.connect(str(path))
         s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
         line = _read_line(s)
+    if not line:
+        raise ControlError(f"the router process closed the control socket on {op!r}")
+    answer: dict[str, Any] = json.loads(line)
+    if not answer.get("ok"):
+        raise ControlError(f"the router process refused {op!r}: {answer.get('error')}")
+    return answer
+
+
+async def arequest(path: Path, op: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
+    """`request` from a running loop, without a thread."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REQUEST)
+        try:
+            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            try:
+                line = await reader.readline()
+            except ValueError as exc:  # longer than the limit
+                raise ControlError(f"the router process's answer to {op!r} is too large") from exc
+        finally:
+            writer.close()
     if not line:
         raise ControlError(f"the router process closed the control socket on {op!r}")
     answer: dict[str, Any] = json.loads(line)

@@ -98,3 +98,27 @@ class StatsRecorder:
                 last_request_at=c.last or None,
             )
         return out
+
+
+def merged(*sources: dict[str, DeploymentStats]) -> dict[str, DeploymentStats]:
+    """Counters of the same deployments from several edges (the router and HAProxy):
+    counts added, the worse latency and the latest request kept."""
+    out: dict[str, DeploymentStats] = {}
+    for source in sources:
+        for dep, s in source.items():
+            o = out.get(dep)
+            if o is None:
+                out[dep] = s
+                continue
+
+            def worst(a: float | None, b: float | None) -> float | None:
+                return b if a is None else a if b is None else max(a, b)
+
+            out[dep] = DeploymentStats(
+                dep, o.requests + s.requests, o.status_2xx + s.status_2xx,
+                o.status_3xx + s.status_3xx, o.status_4xx + s.status_4xx,
+                o.status_5xx + s.status_5xx, o.upstream_errors + s.upstream_errors,
+                worst(o.p50_ms, s.p50_ms), worst(o.p99_ms, s.p99_ms),
+                worst(o.last_request_at, s.last_request_at),
+            )  # fmt: skip
+    return out
