@@ -49,6 +49,7 @@ class Scratch:
         for item in APP.iterdir():
             shutil.copy(item, self.repo / item.name)
         for name, text in (files or {}).items():
+            (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
             (self.repo / name).write_text(text)
         self.sh(sys.executable, "-m", "tristage", "init", "--name", "bench")
         toml = (self.repo / "tristage.toml").read_text()

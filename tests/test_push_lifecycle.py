@@ -225,3 +225,145 @@ def test_hook_falls_back_to_the_tristage_on_path(project: Path, home: Path, tmp_
     assert "control plane is not running" in r.stderr
     assert hosted_ref(home, "main") == git(project, "rev-parse", "HEAD")
     assert deployment_id(r.stderr)
+
+
+def test_push_goes_through_the_hook_client_and_the_quarantine(
+    project: Path, home: Path, tmp_path: Path, cp: ControlPlane
+) -> None:
+    import stat
+    import sys
+
+    sock = home / "hook.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "hook-client.py").stat().st_mode) == 0o600
+    # the interpreter the hook runs, wrapped to record how it is started
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    (home / "hook-python").write_text(f"{wrapper}\n")
+    r = push(project, "main")
+    assert r.returncode == 0, r.stderr
+    dep = deployment_id(r.stderr)
+    assert cp.serves("shop.localhost") == dep
+    assert f"ready: http://shop.localhost:{cp.port}" in r.stderr  # the whole log came back
+    started = calls.read_text().splitlines()
+    # the client only: no second interpreter importing tristage for this push
+    assert len(started) == 1 and started[0].startswith("-I -S ") and "hook-client.py" in started[0]
+    assert hosted_ref(home, "main") == git(project, "rev-parse", "HEAD")
+    # a refused push through the client: exit code and output as the in-process hook's
+    commit(project, {"MODE": "unhealthy\n"}, "break health")
+    r = push(project, "main")
+    assert r.returncode != 0 and "push refused" in r.stderr
+    assert r.stderr.count("did not answer 2xx/3xx") == 1, r.stderr
+    assert cp.serves("shop.localhost") == dep
+    # the in-process hook on request, with the same outcome
+    r = subprocess.run(
+        ["git", "push", "tristage", "main"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV, "TRISTAGE_HOOK_CLIENT": "off"},
+        timeout=120,
+    )
+    assert r.returncode != 0 and "push refused" in r.stderr
+    assert "-m tristage.cli.githook" in calls.read_text()
+
+
+def test_ctrl_c_of_the_pusher_cancels_its_deployment(
+    project: Path, home: Path, cp: ControlPlane
+) -> None:
+    import signal
+    import time
+
+    r = push(project, "main")
+    assert r.returncode == 0, r.stderr
+    live = deployment_id(r.stderr)
+    before = hosted_ref(home, "main")
+    toml = (project / "tristage.toml").read_text()
+    toml = toml.replace("[app]\n", '[app]\nbuild = "sleep 31.5"\n')
+    commit(project, {"tristage.toml": toml}, "a slow build")
+    proc = subprocess.Popen(
+        ["git", "push", "tristage", "main"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "> build: sleep 31.5" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    assert "> build: sleep 31.5" in seen, seen
+    dep = deployment_id(seen)
+
+    def sleeping() -> bool:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes() == b"sleep\x0031.5\x00":
+                    return True
+            except OSError:
+                continue
+        return False
+
+    assert wait_for(sleeping, 10, "the build step")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the pusher's terminal sends
+    proc.wait(20)
+    assert proc.returncode != 0
+    status = wait_for(
+        lambda: next(
+            (d for d in deployments(project) if d["id"] == dep and d["status"] == "canceled"),
+            None,
+        ),
+        20,
+        "the deployment to be canceled",
+    )
+    assert "the push was interrupted" in status["reason"]
+    wait_for(lambda: not sleeping(), 10, "the build step to be stopped")
+    assert hosted_ref(home, "main") == before
+    assert cp.serves("shop.localhost") == live
+    r = run_cli("logs", dep, "--build", cwd=project)
+    assert "canceled: the push was interrupted" in r.stdout
+
+
+def test_a_stale_hook_socket_falls_back_to_the_in_process_hook(project: Path, home: Path) -> None:
+    import socket
+
+    from tristage.edges import git as git_edge
+
+    # what a control plane killed with -9 leaves: a socket nothing listens on
+    git_edge.install_hooks(home / "repos" / "shop.git", home, "shop")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(home / "hook.sock"))
+    s.close()
+    r = git_push(project, "tristage", "main")
+    assert r.returncode == 0, r.stderr  # no control plane: accepted, queued for 'up'
+    assert "control plane is not running" in r.stderr
+    assert deployment_id(r.stderr)
+    assert hosted_ref(home, "main") == git(project, "rev-parse", "HEAD")
+
+
+def test_hook_client_reaches_a_socket_under_a_long_home(tmp_path: Path) -> None:
+    import socket
+
+    from tristage.edges import hook_client
+
+    home = tmp_path / ("h" * 60) / ("o" * 60)
+    home.mkdir(parents=True)
+    assert hook_client.connect(str(home)) is None  # nothing there
+    address, fd = hook_client.socket_address(str(home))
+    assert fd is not None and len(address) < 108
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(address)
+    os.close(fd)
+    server.listen(1)
+    try:
+        assert (home / "hook.sock").exists()
+        client = hook_client.connect(str(home))
+        assert client is not None
+        client.close()
+    finally:
+        server.close()

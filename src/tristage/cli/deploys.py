@@ -80,39 +80,13 @@ def down(
     console.print(f"stopped the control plane (pid {info.pid}, router port {info.router_port})")
 
 
+def _say(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
 def _follow(dep: Deployment) -> int:
     """Print the build log until the deployment settles; return an exit code."""
-    api = get_api()
-    svc = api.deploys
-    if svc.controlplane() is None:
-        status = svc.get(dep.id).status
-        if status == Status.queued:
-            message = (
-                "the control plane is not running: the deployment starts when 'tristage up' runs"
-            )
-        else:  # it had taken the deployment, then stopped before this command looked
-            message = api.deploys.stopped_message(status)
-        console.print(message, markup=False)
-        return 0
-    last = ""
-    for line in svc.follow(dep.id):
-        console.print(line, markup=False, soft_wrap=True)
-        last = line
-    final = svc.get(dep.id)
-    if final.status == Status.ready:
-        where = final.environment if final.takes_host else f"{final.environment} ({final.branch})"
-        console.print(
-            f"{where}: {svc.home_url(final)}  (deployment {svc.deployment_url(final)})",
-            markup=False,
-            soft_wrap=True,
-        )
-        return 0
-    reason = final.reason or ""
-    if reason and reason in last:  # the log's last line said it: name the outcome only
-        console.print(f"deployment {final.id} {final.status.value}", markup=False)
-    else:
-        console.print(f"deployment {final.id} {final.status.value}: {reason}", markup=False)
-    return EXIT_FAILED
+    return 0 if get_api().deploys.follow_deploy(dep, _say) else EXIT_FAILED
 
 
 class Hook(StrEnum):
@@ -132,35 +106,7 @@ def receive(
         for line in api.deploys.received(project, lines):
             console.print(f"tristage: {line}", markup=False)
         raise typer.Exit(0)
-    failed: list[str] = []
-    for pushed in api.deploys.receive(project, lines):
-        branch, dep = pushed.branch, pushed.deployment
-        if dep is None:
-            console.print(f"tristage: {branch}: {pushed.note}", markup=False)
-            if not pushed.accepted:
-                failed.append(branch)
-            continue
-        if dep.status == Status.error:
-            console.print(f"tristage: {branch}: deploy refused: {dep.reason}", markup=False)
-            failed.append(branch)
-            continue
-        console.print(
-            f"tristage: {branch} -> {dep.environment}: deployment {dep.id} queued", markup=False
-        )
-        for warning in filter(None, pushed.note.splitlines()):
-            console.print(f"tristage: warning: {warning}", markup=False)
-        if _follow(dep) != 0:
-            failed.append(branch)
-    if failed:
-        console.print(
-            f"tristage: push refused: the deploy of {', '.join(failed)} failed, so the branch"
-            " stays where it was; fix it and push again (or 'git push -o skip-deploy' to push"
-            " without deploying)",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(0)
+    raise typer.Exit(api.deploys.pre_receive(project, lines, _say))
 
 
 def receive_main(argv: list[str] | None = None) -> None:

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from .variables import MASK
+from .mask import MASK
 
 __all__ = [
     "HELD_SECRET",

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .config import VAR_RE, PipelineConfig
+from .mask import MASK as MASK  # re-exported: where the faces import it from
 
 SHARED = "*"  # the scope of a value shared by every environment
-MASK = "****"
 
 Source = Literal["branch", "environment", "shared"]
 

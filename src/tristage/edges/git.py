@@ -15,10 +15,13 @@ import sys
 import tarfile
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 from ..errors import GitError, NotFound, UsageError
+from . import hook_client
+from .hook_client import SOCKET_NAME
 
 ZERO = "0" * 40
 REMOTE = "tristage"
@@ -39,11 +42,13 @@ def _env(objects: Path | str | None = None) -> dict[str, str]:
     return env
 
 
-def quarantine_dir(repo: Path) -> Path | None:
+def quarantine_dir(repo: Path, environ: Mapping[str, str] | None = None) -> Path | None:
     """In a pre-receive hook: the directory git holds the pushed objects in until the
-    push is accepted (`GIT_QUARANTINE_PATH`, else `GIT_OBJECT_DIRECTORY`), when it is
-    inside `repo`; None elsewhere."""
-    raw = os.environ.get("GIT_QUARANTINE_PATH") or os.environ.get("GIT_OBJECT_DIRECTORY")
+    push is accepted (`GIT_QUARANTINE_PATH`, else `GIT_OBJECT_DIRECTORY`, of `environ`:
+    the hook's environment, by default this process's), when it is inside `repo`;
+    None elsewhere."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("GIT_QUARANTINE_PATH") or environ.get("GIT_OBJECT_DIRECTORY")
     if not raw:
         return None
     path = Path(raw)
@@ -87,6 +92,8 @@ def run(
 # (written by `install_hooks`, i.e. by `tristage up` and `init`): a hook resolves it
 # when it runs, so a moved or deleted checkout is fixed by the next `tristage up`.
 PYTHON_FILE = "hook-python"
+# the pre-receive hook's client of a running control plane (a copy of `hook_client.py`)
+CLIENT_FILE = "hook-client.py"
 HOOKS = ("pre-receive", "post-receive")
 HOOK_MARK = "# installed by tristage"
 
@@ -97,9 +104,13 @@ def hook_script(home: Path, project: str, hook: str) -> str:
     `pre-receive` deploys each pushed branch and refuses the push when a deploy fails;
     `post-receive` stops deleted branches (it starts tristage only for a push that
     deleted one; the control plane pins the accepted commits). Both are skipped by
-    `git push -o skip-deploy`. They run `python -m tristage.cli.githook`
-    with the interpreter named in `HOME/hook-python` when it can import tristage,
-    else the `tristage` on PATH, else they say what to do (and pre-receive refuses).
+    `git push -o skip-deploy`. While the home's control plane serves its hook socket,
+    pre-receive runs the small client (`hook_client.py`, copied to `HOME/hook-client.py`)
+    with the interpreter named in `HOME/hook-python`, without site packages: the control
+    plane deploys and the client relays its output. Otherwise (and when the client
+    cannot connect, or `TRISTAGE_HOOK_CLIENT=off`) they run `python -m
+    tristage.cli.githook` with that interpreter when it can import tristage, else the
+    `tristage` on PATH, else they say what to do (and pre-receive refuses).
     """
     q_home, q_project = shlex.quote(str(home)), shlex.quote(project)
     pre = hook == "pre-receive"
@@ -140,6 +151,18 @@ def hook_script(home: Path, project: str, hook: str) -> str:
             ]
         ),
         f'py=$(cat "$home/{PYTHON_FILE}" 2>/dev/null)',
+        *(
+            [
+                "# a running control plane: the small client, which imports nothing",
+                f'if [ "${{TRISTAGE_HOOK_CLIENT:-on}}" != off ] && [ -S "$home/{SOCKET_NAME}" ] \\',
+                f'  && [ -n "$py" ] && [ -x "$py" ] && [ -f "$home/{CLIENT_FILE}" ]; then',
+                '  TRISTAGE_HOOK_SCRIPT="$0" && export TRISTAGE_HOOK_SCRIPT',
+                f'  exec "$py" -I -S "$home/{CLIENT_FILE}" --home "$home" --project "$project"',
+                "fi",
+            ]
+            if pre
+            else []
+        ),
         """if [ -n "$py" ] && [ -x "$py" ] && "$py" -c 'import tristage' >/dev/null 2>&1; then""",
         f'  exec "$py" -m tristage.cli.githook {hook} --home "$home" --project "$project"',
         "fi",
@@ -168,12 +191,23 @@ def install_hooks(path: Path, home: Path, project: str) -> None:
             tmp.write_text(text)
             tmp.chmod(0o755)
             tmp.replace(hook)
-    pyfile = home / PYTHON_FILE
-    if not pyfile.exists() or pyfile.read_text().strip() != sys.executable:
-        tmp = pyfile.with_name(PYTHON_FILE + ".tmp")
-        tmp.write_text(sys.executable + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(pyfile)
+    _write_private(home / PYTHON_FILE, sys.executable + "\n")
+    _write_private(home / CLIENT_FILE, Path(hook_client.__file__).read_text())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`text` into `path` (0600), when it differs."""
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
 
 
 def ensure_bare(path: Path, home: Path, project: str) -> bool:

@@ -51,6 +51,7 @@ from . import pipeline_steps as steps
 from .deploy_pipeline import DeployPipeline
 from .deploys import CONTROL_FILE
 from .front_door import RouterProcess
+from .hook_server import HookServer
 from .log_retention import sweep as sweep_logs
 from .reconciler import Reconciler
 from .releases import LOOPBACK, Adoption, Release, process_key
@@ -122,6 +123,12 @@ class ControlPlane(DeployPipeline, Reconciler):
         )
         self._transport = transport
         control_port = transport.get_extra_info("sockname")[1]
+        self.hooks = HookServer(self.api, self.cancel_deployment, self.log)
+        try:
+            await self.hooks.start()
+        except OSError as exc:  # pushes then run the in-process hook
+            self.log(f"warning: the hook socket could not be served: {exc}")
+            self.hooks = None
         self._write_control_file(control_port)
         self.log(f"router listening on http://{self.host}:{bound}")
         if self.dashboard_port:
@@ -138,6 +145,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         # a full collection walks only what came since (it paused the loop for tens of ms)
         gc.freeze()
         main = self._spawn_task(self._main_loop(stop_event), "reconcile")
+        self._spawn_task(asyncio.to_thread(self._warm_up), "warm-up")
         self._spawn_task(self._scheduler(stop_event), "scheduler")
         self._spawn_task(asyncio.to_thread(self._resume_git_hosts), "git-hosts")
         self.monitor_runner = self.api.monitor.monitor(self.edge_stats, self.log)
@@ -155,6 +163,14 @@ class ControlPlane(DeployPipeline, Reconciler):
         finally:
             await self.shutdown(main)
 
+    def _warm_up(self) -> None:
+        """Import now what the first push needs (the data stores behind the rules a
+        deploy checks: a second or more on a busy machine), not while it waits."""
+        try:
+            _ = self.api.data
+        except Exception as exc:  # the push imports it again and says what failed
+            self.log(f"warm-up: {type(exc).__name__}: {exc}")
+
     def _resume_git_hosts(self, starting: bool = True) -> None:
         """Git host deliveries answered but not acted on (before a stop, or by a router
         process that stopped); when `starting`, also the previews still to report."""
@@ -171,6 +187,8 @@ class ControlPlane(DeployPipeline, Reconciler):
         self.log("stopping")
         if main is not None:
             main.cancel()
+        if self.hooks is not None:
+            await self.hooks.stop()
         for ctx in list(self.contexts.values()):
             ctx.cancel()
         for dep_id, task in list(self.pipelines.items()):

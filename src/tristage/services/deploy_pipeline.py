@@ -15,6 +15,7 @@ from ..domain.deployments import Deployment, Status
 from ..edges.builders import BuildContext, BuildLog
 from ..errors import TristageError
 from . import pipeline_steps as steps
+from .deploys import READY_MARK
 from .plane_core import PlaneCore
 from .releases import StartFailed
 
@@ -77,7 +78,10 @@ class DeployPipeline(PlaneCore):
             rel = await self.start_release(dep)
             log.line(f"  healthy in {time.monotonic() - started:.2f}s on port {rel.port}")
         except asyncio.CancelledError:
-            log.line("canceled: the control plane stopped")
+            reason = self.cancel_reasons.pop(dep.id, None)
+            log.line(reason or "canceled: the control plane stopped")
+            if reason is not None:  # not the control plane stopping (it marks them itself)
+                await asyncio.shield(self.set_status(dep.id, Status.canceled, reason))
             raise
         except (TristageError, OSError) as exc:
             reason = str(exc)
@@ -93,7 +97,7 @@ class DeployPipeline(PlaneCore):
         rel.dep = await self._db(steps.mark_ready, self.api, dep)
         await self.reconcile()
         url = await self._db(self.svc.home_url, rel.dep)
-        log.line(f"ready: {url}")
+        log.line(f"{READY_MARK}{url}")  # routed: a push's follower ends on this line
         log.close()
         self.log(f"{dep.id} ready: {url}")
 
@@ -109,6 +113,40 @@ class DeployPipeline(PlaneCore):
         if last is None:
             return str(exc)
         return str(StartFailed(f"{exc.message}; the app's last line: {last}", exc.hint))
+
+    async def cancel_deployment(self, dep_id: str, reason: str) -> bool:
+        """Cancel a deployment that has not settled: a queued one is marked `canceled`;
+        a running pipeline is stopped (its build step killed, a starting release
+        stopped) and marked. False when it had already settled."""
+        for _ in range(500):
+            task = self.pipelines.get(dep_id)
+            if task is not None and not task.done():
+                self.cancel_reasons[dep_id] = reason
+                ctx = self.contexts.get(dep_id)
+                if ctx is not None:
+                    ctx.cancel()
+                task.cancel()
+                return True
+            status = await self._db(self._cancel_queued, dep_id, reason)
+            if status is None or status not in (Status.building, Status.starting):
+                return status is Status.canceled
+            await asyncio.sleep(0.01)  # just claimed: its pipeline is about to exist
+        return False
+
+    def _cancel_queued(self, dep_id: str, reason: str) -> Status | None:
+        """(store thread) Mark a queued deployment canceled; its status (`canceled` only
+        when this did it), None when it does not exist."""
+        store = self.api.store
+        if store.execute(
+            "UPDATE deployments SET status=?, reason=?, updated_at=? WHERE id=? AND status=?",
+            (Status.canceled.value, reason, time.time(), dep_id, Status.queued.value),
+        ):
+            return Status.canceled
+        row = store.query_one("SELECT status FROM deployments WHERE id=?", (dep_id,))
+        if row is None:
+            return None
+        status = Status(row["status"])
+        return None if status is Status.canceled else status
 
     def _track(self, dep_id: str, ctx: BuildContext) -> None:
         """Remember a deployment's running build step so shutdown can cancel it."""

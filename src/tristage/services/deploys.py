@@ -15,7 +15,7 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..api import Tristage
 
 CONTROL_FILE = "controlplane.json"
+READY_MARK = "ready: "  # the last line of a build log, once its deployment is routed
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROUTER_PORT = 8080
 
@@ -425,12 +426,16 @@ class DeployService:
         )
         return {r["branch"] for r in rows}
 
-    def receive(self, project: str, lines: list[str]) -> list[PushedRef]:
+    def receive(
+        self, project: str, lines: list[str], git_env: Mapping[str, str] | None = None
+    ) -> list[PushedRef]:
         """The pre-receive hook: one deployment per pushed branch, built from git's
-        quarantine (the objects of a push being decided); a branch no rule takes is
-        refused. Deletions and other refs pass (the post-receive hook handles them)."""
+        quarantine (the objects of a push being decided; `git_env`: the hook's `GIT_*`
+        variables when it runs in another process, else this one's); a branch no rule
+        takes is refused. Deletions and other refs pass (the post-receive hook handles
+        them)."""
         bare = self.bare_repo(project)
-        objects = git.quarantine_dir(bare)
+        objects = git.quarantine_dir(bare, git_env)
         out: list[PushedRef] = []
         for old, new, ref in _ref_updates(lines):
             if not ref.startswith("refs/heads/"):
@@ -446,6 +451,88 @@ class DeployService:
                 continue
             out.append(PushedRef(branch, old, dep, "\n".join(warnings), True))
         return out
+
+    def pre_receive(
+        self,
+        project: str,
+        lines: list[str],
+        say: Callable[[str], None],
+        *,
+        git_env: Mapping[str, str] | None = None,
+        interval: float = 0.05,
+        stop: Callable[[], bool] = lambda: False,
+        started: list[str] | None = None,
+    ) -> int:
+        """The whole pre-receive hook: a deployment per pushed branch, its build log
+        followed (each line to `say`), and the exit code that accepts the push (0) or
+        refuses it. `started` collects the ids of the deployments it queued; `stop`
+        ends the following early (the pusher went away), refusing the push."""
+        failed: list[str] = []
+        for pushed in self.receive(project, lines, git_env):
+            branch, dep = pushed.branch, pushed.deployment
+            if dep is None:
+                say(f"tristage: {branch}: {pushed.note}")
+                if not pushed.accepted:
+                    failed.append(branch)
+                continue
+            if dep.status == Status.error:
+                say(f"tristage: {branch}: deploy refused: {dep.reason}")
+                failed.append(branch)
+                continue
+            if started is not None:
+                started.append(dep.id)
+            say(f"tristage: {branch} -> {dep.environment}: deployment {dep.id} queued")
+            for warning in filter(None, pushed.note.splitlines()):
+                say(f"tristage: warning: {warning}")
+            if stop() or not self.follow_deploy(dep, say, interval, stop):
+                failed.append(branch)
+        if failed:
+            say(
+                f"tristage: push refused: the deploy of {', '.join(failed)} failed, so the"
+                " branch stays where it was; fix it and push again (or 'git push -o"
+                " skip-deploy' to push without deploying)"
+            )
+            return 1
+        return 0
+
+    def follow_deploy(
+        self,
+        dep: Deployment,
+        say: Callable[[str], None],
+        interval: float = 0.05,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Print `dep`'s build log until it settles, then its URL or why it failed;
+        True when it is ready (or waits for a control plane that is not running)."""
+        if self.controlplane() is None:
+            status = self.get(dep.id).status
+            if status == Status.queued:
+                say(
+                    "the control plane is not running: the deployment starts when "
+                    "'tristage up' runs"
+                )
+            else:  # it had taken the deployment, then stopped before this looked
+                say(self.stopped_message(status))
+            return True
+        last = ""
+        for line in self.follow(dep.id, interval=interval, stop=stop):
+            say(line)
+            last = line
+        if stop():
+            return False
+        final = self.get(dep.id)
+        if final.status == Status.ready:
+            where = (
+                final.environment if final.takes_host else f"{final.environment} ({final.branch})"
+            )
+            say(f"{where}: {self.home_url(final)}  (deployment {self.deployment_url(final)})")
+            return True
+        reason = final.reason or ""
+        if reason and reason in last:  # the log's last line said it: name the outcome only
+            say(f"deployment {final.id} {final.status.value}")
+        else:
+            say(f"deployment {final.id} {final.status.value}: {reason}")
+        return False
 
     def received(self, project: str, lines: list[str]) -> list[str]:
         """The post-receive hook of a push that deleted branches (the hook runs tristage
@@ -723,29 +810,46 @@ class DeployService:
             "'tristage up', then deploy again"
         )
 
-    def follow(self, deployment: str, timeout: float = 900.0) -> Iterator[str]:
-        """Build log lines as they are written, until the deployment settles."""
+    def follow(
+        self,
+        deployment: str,
+        timeout: float = 900.0,
+        interval: float = 0.05,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str]:
+        """Build log lines as they are written, until the deployment settles (or
+        `stop` says so), looking every `interval` seconds."""
         dep = self.get(deployment)
         path = self.log_path(dep.project, dep.id, build=True)
         deadline = time.monotonic() + timeout
         pos = 0
+        done = False
+        ready_at: float | None = None
         while True:
             lines, pos = _new_lines(path, pos)
             yield from lines
+            if stop():
+                return
+            done = done or any(line.startswith(READY_MARK) for line in lines)
             dep = self.get(deployment)
             if dep.status not in ACTIVE:
-                if dep.status != Status.ready:
+                if dep.status != Status.ready or done:
+                    yield from _new_lines(path, pos)[0]  # what it wrote as it settled
                     return
+                # ready: the pipeline routes it, then writes its last line (READY_MARK)
+                ready_at = ready_at or time.monotonic()
                 live = self.live(dep.project, dep.environment)
                 desired = self.aliases(dep.project).get(dep.environment, {}).get("desired")
-                if live == dep.id or desired != dep.id or self.controlplane() is None:
+                routed = live == dep.id or desired != dep.id
+                if self.controlplane() is None or (routed and time.monotonic() > ready_at + 2):
+                    yield from _new_lines(path, pos)[0]
                     return
             if time.monotonic() > deadline:
                 return
             if self.controlplane() is None:
                 yield self.stopped_message(dep.status)
                 return
-            time.sleep(0.05)
+            time.sleep(interval)
 
     def tail(self, deployment: str, build: bool, follow: bool) -> Iterator[str]:
         dep = self.get(deployment)

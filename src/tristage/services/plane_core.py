@@ -76,6 +76,7 @@ class PlaneCore:
         self.bringing_up: set[str] = set()
         self.pipelines: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, BuildContext] = {}
+        self.cancel_reasons: dict[str, str] = {}  # pipelines canceled by a request
         self.failed_starts: dict[str, float] = {}
         self.retiring: set[str] = set()
         self.asleep: set[str] = set()  # idle previews stopped until a request comes
@@ -90,6 +91,7 @@ class PlaneCore:
         self._settings: dict[str, ProcessSettings] = {}
         self._types: dict[str, dict[str, str]] = {}
         self.http: Any = None  # the HTTP API + dashboard server
+        self.hooks: Any = None  # the hook socket (hook_server.HookServer)
         self.dashboard_port: int | None = None
         self.monitor_runner: Any = None
         self._lock = HomeLock(api.home)

@@ -180,8 +180,9 @@ def build(ctx: BuildContext, plan: Plan) -> tuple[tuple[str, ...], str | None]:
         "npm_config_update_notifier": "false", "COREPACK_HOME": str(corepack_home),
         "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0", "COREPACK_DEFAULT_TO_LATEST": "0",
         "YARN_CACHE_FOLDER": str(cache / "yarn"),
-        "npm_config_store_dir": str(cache / "pnpm-store"),
     }  # fmt: skip
+    if plan.manager == "pnpm":  # npm warns about a setting it does not know
+        env["npm_config_store_dir"] = str(cache / "pnpm-store")
     # the install and the build see the download caches; only the copy steps see the
     # cache of installed node_modules (read-only to reuse it, writable to save it)
     mounts = (Mount(cache, writable=True), Mount(corepack_home, writable=True))

@@ -20,10 +20,14 @@ succeeded; afterwards the entry is only ever mounted read-only, so no later buil
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
+import re
 import secrets
 import shutil
 import sys
+import types
+import venv as venv_module
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,21 +46,24 @@ DEP_FILES = (
 )
 COMPLETE = ".complete"
 
-# Runs inside the sandbox: the artifact's own venv and its .pth files.
-_VENV_SCRIPT = r"""
-import os, sys, venv
-venv_dir, deps = sys.argv[1], sys.argv[2]
-root = sys.argv[3] if len(sys.argv) > 3 else os.path.dirname(venv_dir)
-venv.EnvBuilder(with_pip=False, clear=True, symlinks=True).create(venv_dir)
-ver = "python%d.%d" % sys.version_info[:2]
-site = os.path.join(venv_dir, "lib", ver, "site-packages")
-code = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
-with open(os.path.join(site, "00-tristage-app.pth"), "w") as f:
-    f.write(code + "\n")
-if deps:
-    with open(os.path.join(site, "10-tristage-deps.pth"), "w") as f:
+
+def _finish_venv(venv_dir: str, deps: str, ver: str, root: str = "") -> None:
+    """The artifact's .pth files and the dependencies' console scripts (gunicorn, flask,
+    pip), run by the venv's own python; the app's code is `root` (default: the venv's
+    parent). Self-contained: it also runs inside the sandbox (`_VENV_SCRIPT`), by the
+    app's interpreter."""
+    import os
+
+    root = root or os.path.dirname(venv_dir)
+    site = os.path.join(venv_dir, "lib", ver, "site-packages")
+    code = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(os.path.join(site, "00-tristage-app.pth"), flags, 0o644), "w") as f:
+        f.write(code + "\n")
+    if not deps:
+        return
+    with os.fdopen(os.open(os.path.join(site, "10-tristage-deps.pth"), flags, 0o644), "w") as f:
         f.write(os.path.join(deps, "lib", ver, "site-packages") + "\n")
-    # the dependencies' console scripts (gunicorn, flask, pip), run by this venv's python
     ours = os.path.join(venv_dir, "bin", "python").encode()
     theirs = os.path.join(deps, "bin", "python").encode()
     bin_dir = os.path.join(deps, "bin")
@@ -64,17 +71,68 @@ if deps:
         src, dst = os.path.join(bin_dir, name), os.path.join(venv_dir, "bin", name)
         if os.path.islink(src) or not os.path.isfile(src) or os.path.lexists(dst):
             continue
-        with open(src, "rb") as f:
-            body = f.read()
+        if os.path.getsize(src) > 1 << 20:  # not a console script
+            continue
+        with open(src, "rb") as fh:
+            body = fh.read()
         lines = body.split(b"\n", 2)  # a long path puts the interpreter on line 2
         head = [i for i, line in enumerate(lines[:2]) if theirs in line]
         if not body.startswith(b"#!") or not head:
             continue
         lines[head[0]] = lines[head[0]].replace(theirs, ours)
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"\n".join(lines))
-"""
+        with os.fdopen(os.open(dst, flags, 0o755), "wb") as fh:
+            fh.write(b"\n".join(lines))
+
+
+# Runs inside the sandbox: the artifact's own venv and its .pth files.
+_VENV_SCRIPT = (
+    "import os, sys, venv\n"
+    "venv_dir, deps = sys.argv[1], sys.argv[2]\n"
+    "root = sys.argv[3] if len(sys.argv) > 3 else ''\n"
+    "venv.EnvBuilder(with_pip=False, clear=True, symlinks=True).create(venv_dir)\n"
+    + inspect.getsource(_finish_venv)
+    + '_finish_venv(venv_dir, deps, "python%d.%d" % sys.version_info[:2], root)\n'
+)
+
+
+def write_venv(venv: Path, python: pythons.Interpreter, deps: Path | None) -> bool:
+    """Write the artifact's venv for `python` from here, without starting an
+    interpreter in the sandbox (about 0.3 s of a cached build on a busy machine): the
+    layout, `pyvenv.cfg` and activation scripts `venv` writes, with symlinks to the
+    interpreter. Only while nothing is in the way: `.venv` absent from the artifact as
+    git gave it (no step has run in it yet), so nothing planted redirects a write;
+    False leaves it to the sandboxed step."""
+    m = re.fullmatch(r"(\d+)\.(\d+)\.\d+.*", python.version)
+    if m is None or os.path.lexists(venv) or venv.parent.is_symlink():
+        return False
+    ver = f"python{m.group(1)}.{m.group(2)}"
+    exe = venv / "bin" / "python"
+    try:
+        venv.mkdir(mode=0o755)  # fails when something appeared meanwhile
+        for sub in ("bin", "include", f"lib/{ver}/site-packages"):
+            (venv / sub).mkdir(parents=True)
+        if sys.maxsize > 2**32:
+            os.symlink("lib", venv / "lib64")
+        cfg = (
+            f"home = {os.path.dirname(python.path)}\ninclude-system-site-packages = false\n"
+            f"version = {python.version}\nexecutable = {os.path.realpath(python.path)}\n"
+        )
+        fd = os.open(venv / "pyvenv.cfg", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+        with os.fdopen(fd, "w") as f:
+            f.write(cfg)
+        os.symlink(python.path, exe)
+        for alias in ("python3", ver):
+            os.symlink("python", venv / "bin" / alias)
+        context = types.SimpleNamespace(
+            env_dir=str(venv), env_name=venv.name, prompt=f"({venv.name}) ",
+            bin_name="bin", bin_path=str(venv / "bin"), env_exe=str(exe),
+        )  # fmt: skip
+        venv_module.EnvBuilder(symlinks=True).setup_scripts(context)
+        _finish_venv(str(venv), str(deps or ""), ver)
+    except OSError:
+        shutil.rmtree(venv, ignore_errors=True)
+        return False
+    return True
 
 
 def detect(root: Path) -> bool:
@@ -191,6 +249,9 @@ def _install(ctx: BuildContext, plan: Plan, venv: Path, mount: Mount) -> None:
                 # copies, never hard links into the cache: a sealed entry shares no inode
                 # with what a later build may write
                 "UV_LINK_MODE": "copy", "UV_NO_CONFIG": "1",
+                # the entry is read-only to every release: without .pyc files each process
+                # of each release compiles its dependencies again when it starts
+                "UV_COMPILE_BYTECODE": "1",
             }  # fmt: skip
             uv_mounts = (*mounts, Mount(Path(uv)), Mount(uv_cache, writable=True))
             try:
@@ -276,11 +337,13 @@ def build(ctx: BuildContext, plan: Plan) -> tuple[tuple[str, ...], tuple[str, ..
     layers = tuple(str(p) for p in ((deps,) if deps else ())) + tuple(
         str(m.source) for m in plan.interpreter_mounts
     )
-    ctx.step(
-        "virtualenv",
-        [plan.interpreter, "-c", _VENV_SCRIPT, str(venv), str(deps or "")],
-        mounts=tuple(Mount(Path(p)) for p in layers),
-    )
+    ctx.log.line("> virtualenv")
+    if plan.python is None or not write_venv(venv, plan.python, deps):
+        ctx.step(
+            "virtualenv (in the sandbox)",
+            [plan.interpreter, "-c", _VENV_SCRIPT, str(venv), str(deps or "")],
+            mounts=tuple(Mount(Path(p)) for p in layers),
+        )
     ctx.log.line(
         f"> virtualenv ready ({'cached dependencies' if deps else 'standard library only'})"
     )

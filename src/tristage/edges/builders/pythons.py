@@ -84,7 +84,26 @@ def _spec(text: str, where: str) -> SpecifierSet:
     return SpecifierSet(f"=={major}.{minor}.{patch}" if patch else f"=={major}.{minor}.*")
 
 
+_PROBED: dict[tuple[str, int, int, int], tuple[str, str]] = {}
+
+
 def _probe(path: str) -> tuple[str, str] | None:
+    """(version, base prefix) of the interpreter at `path`, asked once per version of
+    its file (its inode, size and modification time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _PROBED:
+        found = _ask(path)
+        if found is None:
+            return None
+        _PROBED[key] = found
+    return _PROBED[key]
+
+
+def _ask(path: str) -> tuple[str, str] | None:
     try:
         out = subprocess.run([path, "-I", "-c", _PROBE], capture_output=True, text=True,
                              timeout=10, check=True).stdout.split("\n")  # fmt: skip

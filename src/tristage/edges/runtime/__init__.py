@@ -7,17 +7,39 @@ Chosen by name: `sandbox` (bubblewrap + cgroups, the default), `unsandboxed`
 
 from __future__ import annotations
 
-from .base import (
-    Handle,
-    Mount,
-    ProcessSpec,
-    Runtime,
-    RuntimeError_,
-    SandboxUnavailable,
-    State,
-    Status,
-)
-from .local import free_port, proc_start
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import (
+        Handle,
+        Mount,
+        ProcessSpec,
+        Runtime,
+        RuntimeError_,
+        SandboxUnavailable,
+        State,
+        Status,
+    )
+    from .local import free_port, proc_start
+
+# imported when first asked for: a release's log pump (`logpump`, a module of this
+# package started for every release) then imports only what it uses itself
+_LAZY = {
+    "Handle": "base", "Mount": "base", "ProcessSpec": "base", "Runtime": "base",
+    "RuntimeError_": "base", "SandboxUnavailable": "base", "State": "base", "Status": "base",
+    "free_port": "local", "proc_start": "local",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 NAMES = ("sandbox", "unsandboxed", "fake")
 
@@ -35,6 +57,8 @@ def open_runtime(name: str) -> Runtime:
         from .fake import FakeRuntime
 
         return FakeRuntime()
+    from .base import RuntimeError_
+
     raise RuntimeError_(f"unknown runtime {name!r}", f"use one of: {', '.join(NAMES)}")
 
 
