@@ -11,6 +11,7 @@ from pathlib import Path
 from acme_ca import CADDY, free_port
 from tristage.edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
 from tristage.edges.router import Router, RouteTable
+from tristage.paths import socket_path
 
 
 @dataclass
@@ -38,7 +39,7 @@ async def caddy_front(
     def settings(ask_url: str, token: str) -> EdgeSettings:
         return EdgeSettings(
             router=("127.0.0.1", router_port), ask_url=ask_url, token=token,
-            admin_socket=directory / "admin.sock", storage=directory / "data",
+            admin_socket=socket_path(directory / "admin.sock"), storage=directory / "data",
             log_file=directory / "caddy.log", http_port=http_port, https_port=https_port,
             bind="127.0.0.1", acme_ca=acme_ca, acme_ca_roots=ca_roots,
         )  # fmt: skip

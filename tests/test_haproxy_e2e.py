@@ -20,6 +20,7 @@ from haproxy_front import needs_haproxy
 from test_deploy_helpers import ControlPlane, commit, deployment_id, push, wait_for
 from test_frontdoor_e2e import HttpsLoad, project  # noqa: F401  (a fixture)
 from tristage.edges.haproxy import runtime_api
+from tristage.paths import socket_path
 
 pytestmark = [pytest.mark.slow, needs_haproxy, needs_pebble, pytest.mark.timeout(300)]
 
@@ -72,7 +73,7 @@ def has_certificate(port: int, host: str, root: str) -> bool:
 
 def served_by_haproxy(home: Path, deployment: str) -> int:
     """Answers HAProxy relayed from `deployment`'s servers (its runtime API)."""
-    rows = runtime_api.stat_rows(edge_dir(home) / "admin.sock")
+    rows = runtime_api.stat_rows(socket_path(edge_dir(home) / "admin.sock"))
     return sum(
         int(r["hrsp_2xx"] or 0)
         for r in rows
@@ -87,9 +88,9 @@ def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_n
     home: Path,
 ) -> None:
     https, http = cp.https_port, cp.http_port  # type: ignore[attr-defined]
-    sock = edge_dir(home) / "admin.sock"
+    sock = socket_path(edge_dir(home) / "admin.sock")
     assert sock.stat().st_mode & 0o777 == 0o600
-    assert (edge_dir(home) / "master.sock").stat().st_mode & 0o777 == 0o600
+    assert socket_path(edge_dir(home) / "master.sock").stat().st_mode & 0o777 == 0o600
     r = push(project, "main")
     assert r.returncode == 0, r.stderr + cp.output()
     first = deployment_id(r.stderr)

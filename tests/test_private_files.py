@@ -4,7 +4,9 @@ state store with its WAL and shared-memory files, and the master key."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +118,33 @@ def test_concurrent_first_uses_agree_on_one_key(tmp_path: Path, no_key_env: None
         keys, errors = _first_uses(home, 8)
         assert errors == [] and len(set(keys)) == 1 and len(keys) == 8
         assert [p.name for p in home.iterdir()] == ["master.key"]  # no temporary file left
+
+
+def test_a_socket_path_too_long_for_an_address_gets_a_private_stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket as socketlib
+
+    from tristage.paths import SOCKET_PATH_MAX, socket_path
+
+    short = tmp_path / "a.sock"
+    assert socket_path(short) == short  # a path that fits stays where it is
+    deep = tmp_path.joinpath(*["d" * 20] * 6)
+    deep.mkdir(parents=True)
+    runtime = Path(tempfile.mkdtemp(prefix="ts-run-", dir="/tmp"))  # short, this test's own
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    wanted = deep / "admin.sock"
+    got = socket_path(wanted)
+    assert got.parent == runtime / "tristage" and got.name.endswith("-admin.sock")
+    assert len(str(got)) <= SOCKET_PATH_MAX
+    assert got == socket_path(wanted)  # every process finds the same one
+    assert socket_path(deep / "other" / "admin.sock") != got
+    assert got.parent.stat().st_mode & 0o777 == 0o700
+    with socketlib.socket(socketlib.AF_UNIX) as s:  # and it binds
+        s.bind(str(got))
+    got.parent.chmod(0o755)  # a stand-in directory others can read is refused
+    try:
+        with pytest.raises(PermissionError, match="not a private directory"):
+            socket_path(wanted)
+    finally:
+        shutil.rmtree(runtime)
