@@ -226,7 +226,7 @@ PROJECT_TABLES = (
     "data_backups", "data_backup_schedule", "data_roles", "webhook_deliveries",
     "webhook_rejections", "webhook_endpoint_state", "metric_samples", "health_probes",
     "alerts", "git_connections", "git_deliveries", "pull_requests", "data_jobs",
-    "cron_runs", "cron_state", "process_scale",
+    "cron_runs", "cron_state", "process_scale", "data_undo",
 )  # fmt: skip
 
 
