@@ -185,6 +185,7 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
     from _util import free_port
 
     from tristage.edges.haproxy.runtime_api import stat_rows
+    from tristage.paths import socket_path
 
     http, https = free_port(), free_port()
     s = Scratch()
@@ -200,7 +201,7 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
         api = Tristage(s.home, actor="bench")
         host, url = "bench.localhost", f"http://127.0.0.1:{http}/"
         stop = mp.Event()
-        results: mp.Queue[tuple[int, list[str]]] = mp.Queue()
+        results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         workers = [
             mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
             for _ in range(workers_n)
@@ -212,28 +213,36 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
         def serves() -> str:
             return str(probe.get(url, headers={"Host": host}).json()["deployment"])
 
-        latencies: list[float] = []
+        switches: list[tuple[str, float, float]] = []
         for _ in range(cycles):
             for action, target in (("rollback", a), ("promote", b)):
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 if action == "rollback":
                     api.deploys.rollback("bench")
                 else:
                     api.deploys.promote("bench", target)
                 while serves() != target:
                     pass
-                latencies.append((time.perf_counter() - t0) * 1000)
+                switches.append((target, t0, time.monotonic()))
         stop.set()
         requests, failures = 0, []
+        seen: list[tuple[float, str]] = []
         for _ in workers:
-            n, failed = results.get(timeout=30)
+            n, failed, changes = results.get(timeout=30)
             requests += n
             failures.extend(failed)
+            seen.extend(changes)
+        # as in router mode: from the call to the first response of the new deployment,
+        # by any client (the probe's own answer when it came first)
+        latencies = []
+        for target, t0, probed in switches:
+            first = first_served(seen, target, t0)
+            latencies.append((min(probed, first or probed) - t0) * 1000)
         for w in workers:
             w.join()
         direct = sum(
             int(r["hrsp_2xx"] or 0)
-            for r in stat_rows(s.home / "edge" / "haproxy" / "admin.sock")
+            for r in stat_rows(socket_path(s.home / "edge" / "haproxy" / "admin.sock"))
             if r["pxname"].startswith("be_h") and r["svname"] not in ("FRONTEND", "BACKEND")
         )
         p50, p99 = pct(latencies, 50), pct(latencies, 99)
