@@ -177,6 +177,10 @@ def test_forwarding_headers_come_from_the_edge_and_the_parser_refuses_ambiguity(
                 smuggle,
                 b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nHost: evil.localhost\r\n",
                 b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: host\r\n",
+                # a listed value, in any case, on any Connection line
+                b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: keep-alive, Host\r\n",
+                b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: keep-alive\r\n"
+                b"Connection: close,Transfer-Encoding\r\n",
             ):
                 answer = await raw_exchange(f.http_port, head)
                 assert answer.startswith(b"HTTP/1.1 400 "), (head, answer[:80])
