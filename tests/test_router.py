@@ -1171,3 +1171,63 @@ def test_fast_path_reframes_chunked_and_close_delimited_responses_and_drops_hop_
             server.close()
 
     run(main())
+
+
+async def _in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers by path with a Content-Length body sent in several writes; `/extra` sends
+    bytes past the end of its body (an upstream out of step with its connection)."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1]
+            if path == b"/split":
+                parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", b"hello", b" world"]
+            elif path == b"/extra":
+                parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", b"k" + b"HTTP/1.1 200 OK"]
+            else:
+                parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"]
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+def test_fast_path_reads_a_body_in_pieces_and_drops_an_upstream_out_of_step() -> None:
+    async def main() -> None:
+        connections = 0
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await _in_pieces(reader, writer)
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()[:2]
+        table = RouteTable({"myapp.localhost": Route("myapp", "production", "d", addr)})
+        router = Router(table)
+        port = await router.start(host="127.0.0.1", port=0)
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                base, host = f"http://127.0.0.1:{port}", {"host": "myapp.localhost"}
+                for _ in range(3):
+                    r = await c.get(f"{base}/split", headers=host)
+                    assert (r.status_code, r.text) == (200, "hello world")
+                    r = await c.get(f"{base}/plain", headers=host)
+                    assert (r.status_code, r.text) == (200, "plain")
+                assert connections == 1  # one upstream connection, kept alive throughout
+                r = await c.get(f"{base}/extra", headers=host)
+                assert (r.status_code, r.text) == (200, "ok")
+                await asyncio.sleep(0.2)
+                r = await c.get(f"{base}/plain", headers=host)
+                assert (r.status_code, r.text) == (200, "plain")
+                assert connections == 2  # the one out of step was not used again
+            s = router.stats()["d"]
+            assert (s.requests, s.upstream_errors) == (8, 0)
+            assert router.inflight(addr) == 0
+        finally:
+            await router.stop()
+            server.close()
+
+    run(main())

@@ -23,6 +23,7 @@ import hmac
 import http
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import pages
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERNAL = b"/.tristage/"
+_INTERNAL_LEN, _PREFIX_LEN = len(INTERNAL), len(FORWARDED_PREFIX)  # slices: cheaper than startswith
+HOSTS_REMEMBERED = 4096  # raw Host values whose route `FastPath` remembers
 REPLAYABLE = (b"GET", b"HEAD", b"OPTIONS")  # sent again to another replica
 _DROP_UP = HOP_BY_HOP | FORWARDED | {b"expect", EDGE_HEADER}  # a Content-Length here is 0: kept
 _DROP_DOWN = HOP_BY_HOP | {b"content-length"}
@@ -62,8 +65,21 @@ def request_head(
     scheme: bytes,
     edge_token: bytes | None = None,
 ) -> bytes | None:
-    """The upstream request head of a bodiless request in one pass over its (lowercase)
-    headers, or None when the request must take the ASGI path (it has a body, a Host
+    """`build_head`'s request head alone."""
+    built = build_head(method, target, headers, client_ip, scheme, edge_token)
+    return None if built is None else built[0]
+
+
+def build_head(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client_ip: bytes,
+    scheme: bytes,
+    edge_token: bytes | None = None,
+) -> tuple[bytes, bytes] | None:
+    """The upstream request head of a bodiless request and its Host, in one pass over
+    its (lowercase) headers, or None when the request must take the ASGI path (it has a body, a Host
     problem, or a Connection header naming a framing header: the ASGI path answers it).
 
     With `edge_token`, a request carrying `X-Tristage-Edge: edge_token` (from the
@@ -110,7 +126,7 @@ def request_head(
                 forwarded_host = value
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
-        if name in _DROP_UP or name.startswith(FORWARDED_PREFIX):
+        if name in _DROP_UP or name[:_PREFIX_LEN] == FORWARDED_PREFIX:
             continue
         if named is not None and name in named:
             continue
@@ -120,31 +136,34 @@ def request_head(
         b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", forwarded_host,
         b"\r\n\r\n",
     )  # fmt: skip
-    return b"".join(out)
+    return b"".join(out), host
 
 
 def response_head(
     status: int, headers: list[tuple[bytes, bytes]], no_body: bool, keep_alive: bool
 ) -> tuple[bytes, bool]:
     """The client's response head and whether its body is sent chunked (the upstream's
-    framing is the upstream's: the client's is the router's own)."""
+    framing is the upstream's: the client's is the router's own). `headers` have
+    lowercase names, as `UpstreamConnection` keeps them."""
     length: bytes | None = None
     chunked = False
     named: set[bytes] | None = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            length = value
-        elif lname == b"transfer-encoding":
-            chunked = True
-        elif lname == b"connection":
-            named = {t.strip().lower() for t in value.split(b",")}
     out = [STATUS_LINE.get(status) or _status_line(status)]
     for name, value in headers:
-        lname = name.lower()
-        if lname in _DROP_DOWN or (named is not None and lname in named):
+        if name in _DROP_DOWN:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                named = {t.strip().lower() for t in value.split(b",")}
             continue
-        out += (lname, b": ", value, b"\r\n")
+        out += (name, b": ", value, b"\r\n")
+    if named is not None:  # rare: drop what the upstream's Connection header names
+        out = [out[0]]
+        for name, value in headers:
+            if name not in _DROP_DOWN and name not in named:
+                out += (name, b": ", value, b"\r\n")
     if no_body:
         if length is not None:
             out += (b"content-length: ", length, b"\r\n")
@@ -173,7 +192,6 @@ class FastExchange:
     """One bodiless request proxied by callbacks (see the module's docstring)."""
 
     __slots__ = (
-        "body",
         "chunked",
         "conn",
         "deployment",
@@ -212,12 +230,11 @@ class FastExchange:
         self.fast, self.owner, self.upstream, self.head = fast, owner, upstream, head
         # the route's other replicas, tried in turn when this one fails before answering
         # (refused: any request; closed without a byte: a GET, HEAD or OPTIONS)
-        self.others = others or []
+        self.others = others
         self.replayable = replayable
         self.deployment = route.deployment
         self.timeout = route.request_timeout or fast.request_timeout
         self.head_only, self.keep_alive, self.host = head_only, keep_alive, host
-        self.body = bytearray()  # what uvicorn's protocol expects a cycle to have
         self.more_body = True
         self.disconnected = self.response_complete = self.done = False
         self.head_sent = self.chunked = self.retried = False
@@ -424,11 +441,30 @@ class FastPath:
         self.edge_token: bytes | None = None  # set by `Router.trust_edge`
         self.tasks: set[asyncio.Task[None]] = set()
         self.balancer = balancer or Balancer()
+        self._routes_seen: Mapping[str, Route] | None = None
+        self._by_host: dict[bytes, tuple[Route | None, str, str]] = {}
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _route(self, host: bytes) -> tuple[Route | None, str, str]:
+        """The route of a raw Host value, its text and canonical form (remembered per
+        table: most requests name one of a few hosts)."""
+        routes = self.table.snapshot()
+        if routes is not self._routes_seen:
+            self._routes_seen = routes
+            self._by_host = {}
+        hit = self._by_host.get(host)
+        if hit is None:
+            text = host.decode("latin-1")
+            canonical = normalize_host(text)
+            hit = (routes.get(canonical), text, canonical)
+            if len(self._by_host) >= HOSTS_REMEMBERED:
+                self._by_host = {}  # a client sending ever new Host values
+            self._by_host[host] = hit
+        return hit
 
     def take(self, proto: Any) -> bool:
         """Serve `proto`'s just-parsed request head here; False: the ASGI path serves it.
@@ -445,45 +481,43 @@ class FastPath:
         target: bytes = proto.url
         q = target.find(b"?")
         path = target if q == -1 else target[:q]
-        if not path.startswith(b"/") or path.startswith(INTERNAL) or b"%" in path:
+        if path[:1] != b"/" or path[:_INTERNAL_LEN] == INTERNAL or path.find(b"%") != -1:
             return False
         client = proto.client
-        head = request_head(
-            parser.get_method(),
+        method = parser.get_method()
+        headers = proto.headers
+        built = build_head(
+            method,
             target,
-            proto.headers,
+            headers,
             client[0].encode() if client else b"",
             b"https" if proto.scheme == "https" else b"http",
             self.edge_token,
         )
-        if head is None:
+        if built is None:
             return False
-        host = b""
-        for name, value in proto.headers:
-            if name == b"host":
-                host = value
-                break
-        host_text = host.decode("latin-1")
-        route = self.table.lookup(host_text)
+        head, host = built
+        route, host_text, canonical = self._route(host)
         if route is None or route.upstream is None:
             return False  # the ASGI path answers 404/503 with its page
-        if route.access is not None and not self.guard.allows(
-            route, proto.headers, normalize_host(host_text)
-        ):
+        if route.access is not None and not self.guard.allows(route, headers, canonical):
             return False  # the ASGI path answers with the sign-in page
-        tries = self.balancer.order(route) if route.replicas else [route.upstream]
-        upstream = tries[0]
+        if route.replicas:
+            tries = self.balancer.order(route)
+            upstream, others = tries[0], tries[1:]
+        else:
+            upstream, others = route.upstream, None
         ex = FastExchange(
             self,
             proto,
             route,
             upstream,
             head,
-            parser.get_method() == b"HEAD",
+            method == b"HEAD",
             parser.should_keep_alive(),
             host_text,
-            tries[1:],
-            parser.get_method() in REPLAYABLE,
+            others,
+            method in REPLAYABLE,
         )
         proto.cycle = ex
         self.inflight.enter(upstream)

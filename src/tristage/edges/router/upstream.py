@@ -17,7 +17,22 @@ from typing import Protocol, cast
 import httptools
 
 HIGH_WATER = 256 * 1024
+QUICK_BODY = 64 * 1024  # largest body of a response read without httptools
 IDLE_EXPIRY = 1.5  # seconds; below common upstream keep-alive timeouts (gunicorn 2 s, uvicorn 5 s)
+
+
+# For a whole, plain HTTP/1.1 response in one read (`UpstreamConnection._whole`), two
+# translation tables (a byte method with an argument costs more than a table lookup).
+# `_HEAD_BYTES`: what a head may hold besides its CRLFs (HTAB, visible ASCII, obs-text)
+# becomes "a", CR and LF stay, any other byte becomes 0xFF. `_NAME_BYTES`: a field name's
+# bytes (RFC 9110 tokens) lowercased, any other byte 0xFF (so `isascii()` checks a name).
+# Anything else is left to httptools.
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+_HEAD_BYTES = bytes(
+    b if b in (0x0D, 0x0A) else 0x61 if b == 0x09 or 0x20 <= b < 0x7F or b >= 0x80 else 0xFF
+    for b in range(256)
+)
+_NAME_BYTES = bytes(b + 32 if 0x41 <= b <= 0x5A else b if b in _TOKEN else 0xFF for b in range(256))
 
 
 class UpstreamClosed(ConnectionError):
@@ -73,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self.relay: Relay | None = None
+        self.parsed = False  # httptools is in the middle of a response: it gets every byte
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._reset()
@@ -91,6 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self.error: BaseException | None = None
+        self._left = 0  # body bytes still to come of a response `_whole` took
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -99,6 +116,27 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.any_bytes = True
+        left = self._left
+        if left:  # the rest of a body framed by a Content-Length (see `_whole`)
+            n = len(data)
+            if n > left:  # more than the response: the upstream is out of step
+                data, n = data[:left], left
+                self.keep_alive = False
+            self.chunks.append(data)
+            self.buffered += n
+            self._left = left = left - n
+            if not left:
+                self.complete = True
+            elif self.buffered > HIGH_WATER and not self.read_paused and self.transport:
+                self.read_paused = True
+                self.transport.pause_reading()
+            self._wake()
+            return
+        if not self.parsed:
+            if self._whole(data):
+                self._wake()
+                return
+            self.parsed = True  # until the end of this response (`on_message_complete`)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -124,13 +162,68 @@ class UpstreamConnection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
+    def _whole(self, data: bytes) -> bool:
+        """Take `data` as the start of a plain HTTP/1.1 response framed by a
+        Content-Length (the common small response): its whole head, and none of the next
+        response; its body is counted in by `data_received`, without the parser's
+        callbacks. False leaves the response to httptools."""
+        if self.head_only or self.headers_done or data[:9] != b"HTTP/1.1 ":
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end == -1:
+            return False
+        head = data[:end]
+        lines = head.split(b"\r\n")
+        # no control byte but the CRLFs between the lines (no bare CR or LF, no NUL...)
+        # (the split found n CRLFs: all but n CRs and n LFs must be allowed bytes)
+        kinds = head.translate(_HEAD_BYTES)
+        if len(kinds) - kinds.count(b"a") != 2 * (len(lines) - 1):
+            return False
+        line = lines[0]
+        code = line[9:12]
+        if not code.isdigit() or line[12:13] not in (b" ", b""):
+            return False
+        status = int(code)
+        if status < 200 or status == 204 or status == 304:
+            return False
+        length = -1
+        headers = []
+        for i in range(1, len(lines)):
+            name, colon, value = lines[i].partition(b":")
+            name = name.translate(_NAME_BYTES)
+            if not colon or not name or not name.isascii():
+                return False
+            value = value.strip()  # only SP and HTAB can be there
+            if name == b"content-length":
+                if length != -1 or not value.isdigit():
+                    return False
+                length = int(value)
+            elif name == b"transfer-encoding" or name == b"connection":
+                return False
+            headers.append((name, value))
+        body = end + 4
+        got = len(data) - body
+        if length < got or length > QUICK_BODY:
+            return False
+        self.deadline = None
+        self.status, self.headers = status, headers
+        self.headers_done = self.framed = self.keep_alive = True
+        if got:
+            self.chunks.append(data[body:])
+            self.buffered = got
+        if got == length:
+            self.complete = True
+        else:
+            self._left = length - got
+        return True
+
     # -- httptools callbacks --------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
+        lname = name.lower()  # kept lowercase: the ASGI path and the fast path want it so
         if lname == b"content-length" or lname == b"transfer-encoding":
             self.framed = True
-        self.headers.append((name, value))
+        self.headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -149,10 +242,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def on_message_begin(self) -> None:
+        self.parsed = True  # (bytes after the end of a response)
+
     def on_message_complete(self) -> None:
         if not self.headers_done:
             self.headers = []  # end of an interim response
             return
+        self.parsed = False  # the next response may be read without httptools
         self.keep_alive = self.parser.should_keep_alive()  # only valid inside the callback
         self.complete = True
 
