@@ -317,7 +317,17 @@ class FastExchange:
         if self.deployment is not None:
             self.fast.stats.record(self.deployment, conn.status, time.perf_counter() - self.started)
         no_body = self.head_only or conn.status in (204, 304)
-        head, self.chunked = response_head(conn.status, conn.headers, no_body, self.keep_alive)
+        plain = conn.plain
+        if plain is None:
+            head, self.chunked = response_head(conn.status, conn.headers, no_body, self.keep_alive)
+        else:  # a head seen before: its client head too
+            key = (no_body, self.keep_alive)
+            made = plain.client_heads.get(key)
+            if made is None:
+                made = plain.client_heads[key] = response_head(
+                    plain.status, plain.headers, no_body, self.keep_alive
+                )
+            head, self.chunked = made
         self.head_sent = True
         if no_body:
             conn.chunks.clear()

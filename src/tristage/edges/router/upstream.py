@@ -35,6 +35,63 @@ _HEAD_BYTES = bytes(
 _NAME_BYTES = bytes(b + 32 if 0x41 <= b <= 0x5A else b if b in _TOKEN else 0xFF for b in range(256))
 
 
+PLAIN_HEAD_MAX = 4096  # longest response head `plain_head` results are kept for
+PLAIN_HEADS_KEPT = 256  # response heads remembered (an app repeats its own but for Date)
+
+
+class PlainHead:
+    """A plain response head: status, header fields (lowercase names; shared by every
+    response with this head, never changed), its Content-Length, and the heads sent to
+    clients for it (`fastpath.response_head`, by no-body and keep-alive)."""
+
+    __slots__ = ("client_heads", "headers", "length", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], length: int) -> None:
+        self.status, self.headers, self.length = status, headers, length
+        self.client_heads: dict[tuple[bool, bool], tuple[bytes, bool]] = {}
+
+
+NOT_PLAIN = PlainHead(0, [], -1)
+
+
+def plain_head(head: bytes) -> PlainHead:
+    """A response head (without its final CRLF CRLF) read when it is plain: HTTP/1.1, a
+    final status that has a body, a single Content-Length, no Transfer-Encoding or
+    Connection header, no byte out of place; else NOT_PLAIN."""
+    lines = head.split(b"\r\n")
+    # no control byte but the CRLFs between the lines (no bare CR or LF, no NUL...):
+    # the split found n CRLFs, so all but n CRs and n LFs must be allowed bytes
+    kinds = head.translate(_HEAD_BYTES)
+    if len(kinds) - kinds.count(b"a") != 2 * (len(lines) - 1):
+        return NOT_PLAIN
+    line = lines[0]
+    code = line[9:12]
+    if line[:9] != b"HTTP/1.1 " or not code.isdigit() or line[12:13] not in (b" ", b""):
+        return NOT_PLAIN
+    status = int(code)
+    if status < 200 or status == 204 or status == 304:
+        return NOT_PLAIN
+    length = -1
+    headers = []
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(b":")
+        name = name.translate(_NAME_BYTES)
+        if not colon or not name or not name.isascii():
+            return NOT_PLAIN
+        value = value.strip()  # only SP and HTAB can be there
+        if name == b"content-length":
+            if length != -1 or not value.isdigit():
+                return NOT_PLAIN
+            length = int(value)
+        elif name == b"transfer-encoding" or name == b"connection":
+            return NOT_PLAIN
+        headers.append((name, value))
+    return NOT_PLAIN if length == -1 else PlainHead(status, headers, length)
+
+
+_plain_heads: dict[bytes, PlainHead] = {}
+
+
 class UpstreamClosed(ConnectionError):
     """The upstream closed the connection before the response was complete."""
 
@@ -108,6 +165,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self.error: BaseException | None = None
         self._left = 0  # body bytes still to come of a response `_whole` took
+        self.plain: PlainHead | None = None  # the head of that response
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -170,43 +228,25 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_only or self.headers_done or data[:9] != b"HTTP/1.1 ":
             return False
         end = data.find(b"\r\n\r\n")
-        if end == -1:
+        if end == -1 or end > PLAIN_HEAD_MAX:
             return False
         head = data[:end]
-        lines = head.split(b"\r\n")
-        # no control byte but the CRLFs between the lines (no bare CR or LF, no NUL...)
-        # (the split found n CRLFs: all but n CRs and n LFs must be allowed bytes)
-        kinds = head.translate(_HEAD_BYTES)
-        if len(kinds) - kinds.count(b"a") != 2 * (len(lines) - 1):
+        plain = _plain_heads.get(head)
+        if plain is None:
+            plain = plain_head(head)
+            if len(_plain_heads) >= PLAIN_HEADS_KEPT:
+                _plain_heads.clear()
+            _plain_heads[head] = plain
+        if plain is NOT_PLAIN:
             return False
-        line = lines[0]
-        code = line[9:12]
-        if not code.isdigit() or line[12:13] not in (b" ", b""):
-            return False
-        status = int(code)
-        if status < 200 or status == 204 or status == 304:
-            return False
-        length = -1
-        headers = []
-        for i in range(1, len(lines)):
-            name, colon, value = lines[i].partition(b":")
-            name = name.translate(_NAME_BYTES)
-            if not colon or not name or not name.isascii():
-                return False
-            value = value.strip()  # only SP and HTAB can be there
-            if name == b"content-length":
-                if length != -1 or not value.isdigit():
-                    return False
-                length = int(value)
-            elif name == b"transfer-encoding" or name == b"connection":
-                return False
-            headers.append((name, value))
+        length = plain.length
         body = end + 4
         got = len(data) - body
         if length < got or length > QUICK_BODY:
             return False
         self.deadline = None
-        self.status, self.headers = status, headers
+        self.plain = plain
+        self.status, self.headers = plain.status, plain.headers
         self.headers_done = self.framed = self.keep_alive = True
         if got:
             self.chunks.append(data[body:])
@@ -244,6 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.parsed = True  # (bytes after the end of a response)
+        self.headers = []  # (not a `PlainHead`'s)
 
     def on_message_complete(self) -> None:
         if not self.headers_done:
