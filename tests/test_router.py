@@ -1183,7 +1183,8 @@ async def _in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
             if path == b"/split":
                 parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", b"hello", b" world"]
             elif path == b"/extra":
-                parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", b"k" + b"HTTP/1.1 200 OK"]
+                # the end of the body and the start of something else in one write
+                parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", b"kHTTP/1.1 200 OK"]
             else:
                 parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"]
             for part in parts:

@@ -335,8 +335,9 @@ class FastExchange:
             self._finish(reuse=True)
             return
         if conn.complete and conn.error is None:
-            body = b"".join(conn.chunks)
-            conn.chunks.clear()
+            chunks = conn.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
             conn.buffered = 0
             if self.chunked:
                 body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"

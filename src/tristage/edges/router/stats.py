@@ -63,7 +63,9 @@ class StatsRecorder:
         return c
 
     def record(self, deployment: str, status: int, latency_s: float | None) -> None:
-        c = self._counter(deployment)
+        c = self._by_deployment.get(deployment)
+        if c is None:
+            c = self._counter(deployment)
         c.requests += 1
         cls = status // 100
         if 0 <= cls < 6:
