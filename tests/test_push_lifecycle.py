@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 @pytest.fixture
 def project(repo: Path) -> Path:
     return make_project(repo)
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def hosted_ref(home: Path, branch: str) -> str | None:
