@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from tristage.edges import hook_client
+from tristage.edges.git import write_hook_client
 
 PROBE = "import json, sys; {load}; print(json.dumps(sorted(sys.modules)))"
 
@@ -19,14 +20,15 @@ def modules(code: str, *flags: str) -> set[str]:
     return set(json.loads(out))
 
 
-def test_the_hook_client_runs_on_the_standard_library_alone() -> None:
-    path = hook_client.__file__
+def test_the_hook_client_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
+    path = write_hook_client(tmp_path)  # the copy the hook runs, and its unix_sockets copy
+    deep = str(tmp_path / ("h" * 100))  # its socket has a stand-in: the module is loaded
     loaded = modules(
-        f"import importlib.util as u; s = u.spec_from_file_location('c', {path!r}); "
-        "m = u.module_from_spec(s); s.loader.exec_module(m)",
+        f"import importlib.util as u; s = u.spec_from_file_location('c', {str(path)!r}); "
+        f"m = u.module_from_spec(s); s.loader.exec_module(m); m.socket_address({deep!r})",
         "-I", "-S",
     )  # fmt: skip
-    assert "socket" in loaded and "select" in loaded
+    assert "socket" in loaded and "select" in loaded and "hashlib" in loaded  # (the stand-in)
     assert not {m for m in loaded if m.split(".")[0] in {"tristage", "pydantic", "typer"}}
     stdlib = set(sys.stdlib_module_names) | {"c", "__main__"}
     assert {m.split(".")[0] for m in loaded} <= stdlib | set(sys.builtin_module_names)
