@@ -1,6 +1,7 @@
 """What runs on every push and every release start imports little: the pre-receive
 hook's client only the standard library (it runs with `python -I -S`, no site
-packages), a release's log pump neither the configuration schema nor pydantic."""
+packages), a release's log pump neither the configuration schema nor pydantic, the control
+plane no data store before it serves."""
 
 from __future__ import annotations
 
@@ -40,3 +41,12 @@ def test_a_release_log_pump_imports_no_configuration_schema() -> None:
     )
     assert "tristage.domain.redaction" in loaded
     assert not {"tristage.domain.config", "pydantic", "tristage.edges.runtime.local"} & loaded
+
+
+def test_the_control_plane_serves_before_it_imports_the_data_stores() -> None:
+    # what `tristage up` imports before it serves (the HTTP API's models name the data
+    # services' records); the data stores come in a thread once it serves
+    loaded = modules("import tristage.services.controlplane, tristage.up, tristage.http.app", "-I")
+    assert "tristage.services.data_records" in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "psycopg"}
+    assert not {m for m in loaded if m.startswith("tristage.edges.datastores")}
