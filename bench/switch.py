@@ -213,21 +213,25 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
         def serves() -> str:
             return str(probe.get(url, headers={"Host": host}).json()["deployment"])
 
-        switches: list[tuple[str, float, float]] = []
+        # (target, call started, call returned, the probe's first response from target)
+        switches: list[tuple[str, float, float, float]] = []
         # one untimed cycle first, as in router mode (a fresh process's first promote
         # imports the preflight's modules)
         for cycle in range(cycles + 1):
             if cycle == 1:
                 del switches[:]
+                began = time.monotonic()
             for action, target in (("rollback", a), ("promote", b)):
                 t0 = time.monotonic()
                 if action == "rollback":
                     api.deploys.rollback("bench")
                 else:
                     api.deploys.promote("bench", target)
+                t1 = time.monotonic()
                 while serves() != target:
                     pass
-                switches.append((target, t0, time.monotonic()))
+                switches.append((target, t0, t1, time.monotonic()))
+        elapsed = time.monotonic() - began
         stop.set()
         requests, failures = 0, []
         seen: list[tuple[float, str]] = []
@@ -238,10 +242,11 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
             seen.extend(changes)
         # as in router mode: from the call to the first response of the new deployment,
         # by any client (the probe's own answer when it came first)
-        latencies = []
-        for target, t0, probed in switches:
+        latencies, calls = [], []
+        for target, t0, t1, probed in switches:
             first = first_served(seen, target, t0)
             latencies.append((min(probed, first or probed) - t0) * 1000)
+            calls.append((t1 - t0) * 1000)
         for w in workers:
             w.join()
         direct = sum(
@@ -255,6 +260,10 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
         print(
             f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
         )
+        print(
+            f"API call:          p50 {pct(calls, 50):.1f} ms   p99 {pct(calls, 99):.1f} ms   "
+            f"max {max(calls):.1f} ms  (promote/rollback call, start to return)"
+        )
         took = [
             float(line.rsplit("; ", 1)[1].split(" ms")[0])
             for line in (s.dir / "up.log").read_text().splitlines()
@@ -265,8 +274,9 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
                 f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
                 "(its reconcile, read to recorded with HAProxy serving it, from its log)"
             )
-        print(f"load requests:     {requests} from {workers_n} client processes; HAProxy's "
-              f"servers of now answered {direct} of them")  # fmt: skip
+        print(f"load requests:     {requests} from {workers_n} client processes in "
+              f"{elapsed:.1f} s of switching; HAProxy's servers of now answered {direct} of "
+              "them")  # fmt: skip
         print(f"failed requests:   {len(failures)} {sorted(set(failures))[:5]}")
         print(
             f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "

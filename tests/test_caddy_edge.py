@@ -13,42 +13,30 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
 
-from acme_ca import (
-    Pebble,
-    async_https_client,
-    needs_caddy,
-    needs_pebble,
-    negotiated_protocol,
-    peer_certificate,
-    trust,
-)
+from acme_ca import Pebble, async_https_client, needs_caddy, needs_pebble, peer_certificate
 from caddy_front import caddy_front
+from edge_fixtures import (
+    FORGED,
+    answers_during_switches,
+    assert_forwarding_headers_from_the_edge,
+    assert_https_redirects_and_hsts,
+    assert_websocket_echo,
+    headers_seen,
+    pebble_fixture,  # noqa: F401  (the fixture `pebble`)
+    run,
+    websocket_echo,
+)
 from test_edge_conformance import Upstream, route
 from tristage.edges.caddy import CaddyEdge, EdgePlan
 from tristage.edges.router import Route
 
 pytestmark = [needs_caddy, needs_pebble, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    with Pebble(tmp_path_factory.mktemp("pebble")) as ca:
-        yield ca
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 100))
-
 
 PLAN = EdgePlan.of(
     {
@@ -68,24 +56,7 @@ def test_https_serves_with_a_certificate_from_the_acme_server_and_http_redirects
     async def main() -> None:
         async with front(tmp_path, pebble) as f, Upstream("prod") as up:
             f.router.table.replace({"shop.test": route("d1", up), "www.shop.test": route("d1", up)})
-            async with async_https_client(pebble.root_pem, timeout=60) as client:
-                r = await client.get(f"https://shop.test:{f.https_port}/")
-                assert (r.status_code, r.content) == (200, b"prod")
-                assert r.headers["strict-transport-security"] == "max-age=31536000"
-                plain = await client.get(f"http://shop.test:{f.http_port}/a/b?c=d")
-                assert plain.status_code == 308
-                assert plain.headers["location"] == f"https://shop.test:{f.https_port}/a/b?c=d"
-                alias = await client.get(f"https://www.shop.test:{f.https_port}/x?y=1")
-                assert alias.status_code == 308
-                assert alias.headers["location"] == f"https://shop.test:{f.https_port}/x?y=1"
-            der = await asyncio.to_thread(
-                peer_certificate, f.https_port, "shop.test", pebble.root_pem
-            )
-            assert pebble.issued_by_pebble(der)
-            alpn = await asyncio.to_thread(
-                negotiated_protocol, f.https_port, "shop.test", pebble.root_pem
-            )
-            assert alpn == "h2"
+            await assert_https_redirects_and_hsts(pebble, f.https_port, f.http_port)
             assert f.router.stats()["d1"].requests == 1  # the redirects never reached it
 
     run(main())
@@ -124,25 +95,13 @@ def test_forwarding_headers_come_from_the_edge_and_never_from_the_client(
     async def main() -> None:
         async with front(tmp_path, pebble) as f, Upstream("prod") as up:
             f.router.table.replace({"shop.test": route("d1", up)})
-            forged = {
-                "X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6",
-                "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.test",
-                "X-Tristage-Edge": "guess",
-            }  # fmt: skip
-            async with async_https_client(pebble.root_pem, timeout=60) as client:
-                r = await client.get(f"https://shop.test:{f.https_port}/", headers=forged)
-                assert r.status_code == 200
-            seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
-            assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-real-ip"] == "127.0.0.1"
-            assert seen["x-forwarded-proto"] == "https"
-            assert seen["x-forwarded-host"].startswith("shop.test")
-            assert "forwarded" not in seen and "x-tristage-edge" not in seen
+            await assert_forwarding_headers_from_the_edge(pebble, f.https_port, up.seen)
             # straight to the router with a forged token: nothing trusted
             async with httpx.AsyncClient(timeout=10) as client:
                 await client.get(f"http://127.0.0.1:{f.router.port}/", headers={
-                    **forged, "Host": "shop.test", "X-Forwarded-Proto": "https"
+                    **FORGED, "Host": "shop.test", "X-Forwarded-Proto": "https"
                 })  # fmt: skip
-            seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
+            seen = headers_seen(up.seen[-1][1])
             assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-for"] == "127.0.0.1"
             assert "x-tristage-edge" not in seen
 
@@ -150,23 +109,10 @@ def test_forwarding_headers_come_from_the_edge_and_never_from_the_client(
 
 
 def test_a_websocket_echo_works_through_caddy(tmp_path: Path, pebble: Pebble) -> None:
-    async def echo(ws: ServerConnection) -> None:
-        async for message in ws:
-            await ws.send(message)
-
     async def main() -> None:
-        async with front(tmp_path, pebble) as f, ws_serve(echo, "127.0.0.1", 0) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            f.router.table.replace(
-                {"shop.test": Route("shop", "production", "d1", ("127.0.0.1", port))}
-            )
-            async with ws_connect(
-                f"wss://shop.test:{f.https_port}/socket", host="127.0.0.1", port=f.https_port,
-                ssl=trust(pebble.root_pem), server_hostname="shop.test", open_timeout=60,
-            ) as ws:  # fmt: skip
-                for text in ("hello", "x" * 100_000):
-                    await ws.send(text)
-                    assert await ws.recv() == text
+        async with front(tmp_path, pebble) as f, websocket_echo() as addr:
+            f.router.table.replace({"shop.test": Route("shop", "production", "d1", addr)})
+            await assert_websocket_echo(f.https_port, pebble.root_pem)
 
     run(main())
 
@@ -178,25 +124,14 @@ def test_requests_through_caddy_during_route_swaps_all_succeed(
         async with front(tmp_path, pebble) as f, Upstream("one") as one, Upstream("two") as two:
             tables = [{"shop.test": route("d1", one)}, {"shop.test": route("d2", two)}]
             f.router.table.replace(tables[0])
-            answers: list[tuple[int, bytes] | str] = []
-            done = asyncio.Event()
+            url = f"https://shop.test:{f.https_port}/"
             async with async_https_client(pebble.root_pem, timeout=60) as client:
-                await client.get(f"https://shop.test:{f.https_port}/")  # the certificate first
+                await client.get(url)  # the certificate first
 
-                async def load() -> None:
-                    while not done.is_set():
-                        try:
-                            r = await client.get(f"https://shop.test:{f.https_port}/")
-                            answers.append((r.status_code, r.content))
-                        except httpx.HTTPError as exc:
-                            answers.append(repr(exc))
+            async def switch(i: int) -> None:
+                f.router.table.replace(tables[(i + 1) % 2])
 
-                clients = [asyncio.ensure_future(load()) for _ in range(8)]
-                for i in range(100):
-                    f.router.table.replace(tables[(i + 1) % 2])
-                    await asyncio.sleep(0.01)
-                done.set()
-                await asyncio.gather(*clients)
+            answers = await answers_during_switches(pebble.root_pem, url, switch)
             assert len(answers) > 100
             assert {a for a in answers} <= {(200, b"one"), (200, b"two")}, [
                 a for a in answers if a not in ((200, b"one"), (200, b"two"))
@@ -265,8 +200,7 @@ def test_a_caddy_that_exits_is_started_again_and_a_restarted_control_plane_adopt
                     f.router.trust_edge(again.token)
                     r = await client.get(url, headers={"Host": "shop.localhost"})
                     assert r.content == b"prod"
-                    seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
-                    assert "x-tristage-edge" not in seen
+                    assert "x-tristage-edge" not in headers_seen(up.seen[-1][1])
                 finally:
                     again._watch.cancel()  # type: ignore[union-attr]
                     await again.ask.stop()

@@ -173,11 +173,17 @@ class Load:
             target = self.requests + more
         wait_for(lambda: self.requests >= target, timeout, f"{more} more requests")
 
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=5, trust_env=False)
+
+    def _get(self, client: httpx.Client) -> httpx.Response:
+        return client.get(f"http://127.0.0.1:{self.port}/", headers={"Host": self.host})
+
     def _run(self) -> None:
-        with httpx.Client(timeout=5, trust_env=False) as client:
+        with self._client() as client:
             while not self._stop.is_set():
                 try:
-                    r = client.get(f"http://127.0.0.1:{self.port}/", headers={"Host": self.host})
+                    r = self._get(client)
                     ok = r.status_code == 200
                     dep = r.json()["deployment"] if ok else f"HTTP {r.status_code}"
                 except (httpx.HTTPError, ValueError) as exc:

@@ -136,3 +136,13 @@ def test_a_certificate_is_renewed_30_days_before_it_expires(tmp_path: Path) -> N
     assert due(pem, end - dt.timedelta(days=29))
     assert not due(pem, end - dt.timedelta(days=31))
     assert due(b"not a certificate")
+
+
+def test_haproxy_takes_half_the_cores_it_shares_with_the_apps(tmp_path: Path) -> None:
+    from tristage.edges.haproxy.config import edge_threads
+
+    assert [edge_threads(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+    text = haproxy_config(
+        HAProxySettings(tmp_path, ("127.0.0.1", 1), ("127.0.0.1", 2), "t", threads=3)
+    )
+    assert "\n    nbthread 3\n" in text

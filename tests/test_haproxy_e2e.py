@@ -7,28 +7,30 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from acme_ca import Pebble, free_port, https_client, needs_pebble, peer_certificate
-from conftest import git, run_cli
+from acme_ca import Pebble, https_client, needs_pebble, peer_certificate
+from conftest import run_cli
+from edge_fixtures import (
+    assert_edge_outlives_a_kill9,
+    assert_production_over_https,
+    assert_start_errors,
+    edge_control_plane,
+    pebble_fixture,  # noqa: F401  (the fixture `pebble`)
+    project_fixture,  # noqa: F401  (the fixture `project`)
+    promote_and_roll_back_under_load,
+    push_a_branch,
+)
 from haproxy_front import needs_haproxy
-from test_deploy_helpers import ControlPlane, commit, deployment_id, push, wait_for
-from test_frontdoor_e2e import HttpsLoad, project  # noqa: F401  (a fixture)
+from test_deploy_helpers import ControlPlane, deployment_id, push, wait_for
 from tristage.edges.haproxy import runtime_api
 from tristage.paths import socket_path
 
 pytestmark = [pytest.mark.slow, needs_haproxy, needs_pebble, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def pebble(tmp_path: Path) -> Iterator[Pebble]:
-    with Pebble(tmp_path / "pebble") as ca:
-        yield ca
 
 
 def edge_dir(home: Path) -> Path:
@@ -49,13 +51,7 @@ def stop_haproxy(home: Path) -> None:
 
 @pytest.fixture
 def cp(home: Path, pebble: Pebble) -> Iterator[ControlPlane]:
-    http_port, https_port = free_port(), free_port()
-    plane = ControlPlane(home, args=(
-        "--edge", "haproxy", "--edge-bind", "127.0.0.1", "--http-port", str(http_port),
-        "--https-port", str(https_port), "--acme-ca", pebble.directory_url,
-        "--acme-ca-root", str(pebble.listener_cert),
-    )).start()  # fmt: skip
-    plane.http_port, plane.https_port = http_port, https_port  # type: ignore[attr-defined]
+    plane = edge_control_plane(home, pebble, "haproxy")
     try:
         yield plane
     finally:
@@ -82,7 +78,7 @@ def served_by_haproxy(home: Path, deployment: str) -> int:
 
 
 def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_nothing(
-    project: Path,  # noqa: F811
+    project: Path,
     cp: ControlPlane,
     pebble: Pebble,
     home: Path,
@@ -96,13 +92,7 @@ def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_n
     first = deployment_id(r.stderr)
     wait_for(lambda: has_certificate(https, "shop.test", pebble.root_pem), 60, "a certificate")
     with https_client(pebble.root_pem, timeout=60) as client:
-        body = client.get(f"https://shop.test:{https}/").json()
-        assert body["deployment"] == first and body["environment"] == "production"
-        assert body["url"] == "https://shop.test"
-        assert body["proto"] == "https"
-        redirect = client.get(f"http://shop.test:{http}/pricing")
-        assert redirect.status_code == 308
-        assert redirect.headers["location"] == f"https://shop.test:{https}/pricing"
+        assert_production_over_https(client, https, http, first)
         wait_for(lambda: has_certificate(https, "www.shop.test", pebble.root_pem), 60, "www")
         alias = client.get(f"https://www.shop.test:{https}/")
         assert alias.headers["location"] == f"https://shop.test:{https}/"
@@ -115,11 +105,7 @@ def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_n
     assert cp.serves("shop.localhost") == first  # the router keeps serving local names
 
     # a branch host: its certificate once it is routed; an unknown host: none
-    git(project, "checkout", "-qb", "test")
-    commit(project, {"note.txt": "v2\n"}, "v2")
-    r = push(project, "test")
-    assert r.returncode == 0, r.stderr
-    preview = deployment_id(r.stderr)
+    preview = push_a_branch(project)
     host = "test.preview.shop.test"
     wait_for(lambda: has_certificate(https, host, pebble.root_pem), 60, "the branch's cert")
     with https_client(pebble.root_pem, timeout=60) as client:
@@ -129,20 +115,9 @@ def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_n
         peer_certificate(https, "nobody.preview.shop.test", pebble.root_pem)
 
     # promote and rollback, several times, under load through HAProxy
-    with HttpsLoad(f"https://shop.test:{https}/", pebble.root_pem) as load:
-        load.answered()
-        r = run_cli("promote", preview, cwd=project)
-        assert r.returncode == 0, r.stderr
-        promoted = r.stdout.split("production deployment ")[1].split()[0]
-        load.answered()
-        for target in (first, promoted, first, promoted):
-            r = run_cli("rollback", "--to", target, cwd=project)
-            assert r.returncode == 0, r.stderr
-            wait_for(lambda t=target: cp.serves("shop.localhost") == t, 20, f"{target} live")
-            load.answered()
-    assert load.failures == [], load.failures[:5]
-    assert load.requests > 100
-    assert set(load.seen) == {first, promoted}
+    load, promoted = promote_and_roll_back_under_load(
+        project, cp, https, pebble.root_pem, first, preview
+    )
     assert served_by_haproxy(home, promoted) > 0
     assert "Reload" not in (edge_dir(home) / "haproxy.log").read_text()
 
@@ -154,37 +129,10 @@ def test_production_on_its_domain_over_https_through_haproxy_and_switches_drop_n
 
     wait_for(counted, 20, "the monitor to count HAProxy's answers")
 
-    # kill -9 of the control plane: HAProxy keeps serving production
-    live = promoted
-    cp.kill9()
-    with https_client(pebble.root_pem, timeout=30) as client:
-        for _ in range(20):
-            body = client.get(f"https://shop.test:{https}/").json()
-            assert body["deployment"] == live and body["proto"] == "https"
-    # the next control plane takes it over instead of starting another
-    cp.start()
-    wait_for(lambda: "adopted the running haproxy" in cp.output(), 30, "haproxy adopted")
-    with https_client(pebble.root_pem, timeout=30) as client:
-        body = client.get(f"https://shop.test:{https}/").json()
-        assert body["deployment"] == live and body["proto"] == "https"
+    # kill -9 of the control plane: HAProxy keeps serving production; the next control
+    # plane takes it over instead of starting another
+    assert_edge_outlives_a_kill9(cp, "haproxy", https, pebble.root_pem, promoted)
 
 
 def test_an_haproxy_edge_that_cannot_start_is_one_clear_error(home: Path) -> None:
-    ports = ["--http-port", str(free_port()), "--https-port", str(free_port())]
-    r = run_cli("up", "--port", "0", "--edge", "haproxy", "--haproxy", "/nonexistent/haproxy",
-                *ports)  # fmt: skip
-    assert r.returncode == 1
-    assert (
-        "error: the production edge needs haproxy, and '/nonexistent/haproxy' was not found"
-        in r.stderr
-    )
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = str(taken.getsockname()[1])
-        r = run_cli("up", "--port", "0", "--edge", "haproxy", "--edge-bind", "127.0.0.1",
-                    "--http-port", busy, "--https-port", str(free_port()))  # fmt: skip
-    assert r.returncode == 1
-    assert "error: haproxy did not start" in r.stderr, r.stderr
-    assert f"ports {busy} and" in r.stderr
-    assert not (home / "controlplane.json").exists()
+    assert_start_errors(home, "haproxy")

@@ -14,23 +14,21 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
 
-from acme_ca import (
-    Pebble,
-    async_https_client,
-    needs_pebble,
-    negotiated_protocol,
-    peer_certificate,
-    trust,
+from acme_ca import Pebble, async_https_client, needs_pebble, peer_certificate
+from edge_fixtures import (
+    answers_during_switches,
+    assert_forwarding_headers_from_the_edge,
+    assert_https_redirects_and_hsts,
+    assert_websocket_echo,
+    pebble_fixture,  # noqa: F401  (the fixture `pebble`)
+    run,
+    websocket_echo,
 )
 from haproxy_front import Front, haproxy_front, needs_haproxy
 from test_edge_conformance import Upstream, raw_exchange, route
@@ -39,16 +37,6 @@ from tristage.edges.haproxy.config import haproxy_config
 from tristage.edges.router import Route
 
 pytestmark = [needs_haproxy, needs_pebble, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    with Pebble(tmp_path_factory.mktemp("pebble")) as ca:
-        yield ca
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 100))
 
 
 def front(tmp_path: Path, pebble: Pebble) -> Any:
@@ -76,24 +64,7 @@ def test_https_serves_with_a_certificate_from_the_acme_server_and_http_redirects
             path = f.edge.certificate_path("shop.test")
             assert path.stat().st_mode & 0o777 == 0o600
             assert f.edge.pid == pid  # loaded through the runtime API, no restart
-            async with async_https_client(pebble.root_pem, timeout=60) as client:
-                r = await client.get(f"https://shop.test:{f.https_port}/")
-                assert (r.status_code, r.content) == (200, b"prod")
-                assert r.headers["strict-transport-security"] == "max-age=31536000"
-                plain = await client.get(f"http://shop.test:{f.http_port}/a/b?c=d")
-                assert plain.status_code == 308
-                assert plain.headers["location"] == f"https://shop.test:{f.https_port}/a/b?c=d"
-                alias = await client.get(f"https://www.shop.test:{f.https_port}/x?y=1")
-                assert alias.status_code == 308
-                assert alias.headers["location"] == f"https://shop.test:{f.https_port}/x?y=1"
-            der = await asyncio.to_thread(
-                peer_certificate, f.https_port, "shop.test", pebble.root_pem
-            )
-            assert pebble.issued_by_pebble(der)
-            alpn = await asyncio.to_thread(
-                negotiated_protocol, f.https_port, "shop.test", pebble.root_pem
-            )
-            assert alpn == "h2"
+            der = await assert_https_redirects_and_hsts(pebble, f.https_port, f.http_port)
             # straight to the release: the router saw none of it
             assert f.router.stats() == {}
             assert f.edge.stats()["d1"].requests == 1  # the redirects never reached it
@@ -155,19 +126,7 @@ def test_forwarding_headers_come_from_the_edge_and_the_parser_refuses_ambiguity(
         async with front(tmp_path, pebble) as f, Upstream("prod") as up:
             f.replace({"shop.test": route("d1", up), "shop.localhost": route("d1", up)})
             await certify(f, "shop.test")
-            forged = {
-                "X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6",
-                "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.test",
-                "X-Tristage-Edge": "guess",
-            }  # fmt: skip
-            async with async_https_client(pebble.root_pem, timeout=60) as client:
-                r = await client.get(f"https://shop.test:{f.https_port}/", headers=forged)
-                assert r.status_code == 200
-            seen = {k.decode(): v.decode() for k, v in up.seen[-1][1]}
-            assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-real-ip"] == "127.0.0.1"
-            assert seen["x-forwarded-proto"] == "https"
-            assert seen["x-forwarded-host"].startswith("shop.test")
-            assert "forwarded" not in seen and "x-tristage-edge" not in seen
+            await assert_forwarding_headers_from_the_edge(pebble, f.https_port, up.seen)
             n = len(up.seen)
             smuggle = (
                 b"POST / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: content-length\r\n"
@@ -177,6 +136,10 @@ def test_forwarding_headers_come_from_the_edge_and_the_parser_refuses_ambiguity(
                 smuggle,
                 b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nHost: evil.localhost\r\n",
                 b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: host\r\n",
+                # a listed value, in any case, on any Connection line
+                b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: keep-alive, Host\r\n",
+                b"GET / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: keep-alive\r\n"
+                b"Connection: close,Transfer-Encoding\r\n",
             ):
                 answer = await raw_exchange(f.http_port, head)
                 assert answer.startswith(b"HTTP/1.1 400 "), (head, answer[:80])
@@ -217,22 +180,11 @@ def test_a_slowloris_client_is_cut_at_the_header_timeout(tmp_path: Path, pebble:
 
 
 def test_a_websocket_echo_works_through_haproxy(tmp_path: Path, pebble: Pebble) -> None:
-    async def echo(ws: ServerConnection) -> None:
-        async for message in ws:
-            await ws.send(message)
-
     async def main() -> None:
-        async with front(tmp_path, pebble) as f, ws_serve(echo, "127.0.0.1", 0) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            f.replace({"shop.test": Route("shop", "production", "d1", ("127.0.0.1", port))})
+        async with front(tmp_path, pebble) as f, websocket_echo() as addr:
+            f.replace({"shop.test": Route("shop", "production", "d1", addr)})
             await certify(f, "shop.test")
-            async with ws_connect(
-                f"wss://shop.test:{f.https_port}/socket", host="127.0.0.1", port=f.https_port,
-                ssl=trust(pebble.root_pem), server_hostname="shop.test", open_timeout=60,
-            ) as ws:  # fmt: skip
-                for text in ("hello", "x" * 100_000):
-                    await ws.send(text)
-                    assert await ws.recv() == text
+            await assert_websocket_echo(f.https_port, pebble.root_pem)
 
     run(main())
 
@@ -254,26 +206,14 @@ def test_requests_through_haproxy_during_switches_all_succeed_without_a_reload(
             f.replace(tables[0])
             await certify(f, "shop.test")
             pid = f.edge.pid
-            answers: list[tuple[int, bytes] | str] = []
-            done = asyncio.Event()
-            async with async_https_client(pebble.root_pem, timeout=60) as client:
 
-                async def load() -> None:
-                    while not done.is_set():
-                        try:
-                            r = await client.get(f"https://shop.test:{f.https_port}/")
-                            answers.append((r.status_code, r.content))
-                        except httpx.HTTPError as exc:
-                            answers.append(repr(exc))
+            async def switch(i: int) -> None:
+                await asyncio.to_thread(f.replace, tables[(i + 1) % 2])
+                if i % 10 == 0:
+                    await asyncio.to_thread(f.edge.retire)
 
-                clients = [asyncio.ensure_future(load()) for _ in range(8)]
-                for i in range(100):
-                    await asyncio.to_thread(f.replace, tables[(i + 1) % 2])
-                    if i % 10 == 0:
-                        await asyncio.to_thread(f.edge.retire)
-                    await asyncio.sleep(0.01)
-                done.set()
-                await asyncio.gather(*clients)
+            url = f"https://shop.test:{f.https_port}/"
+            answers = await answers_during_switches(pebble.root_pem, url, switch)
             good = {(200, b"one"), (200, b"two"), (200, b"two-b")}
             assert len(answers) > 100
             assert {a for a in answers} <= good, [a for a in answers if a not in good][:5]

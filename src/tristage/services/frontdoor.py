@@ -16,18 +16,22 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from ..domain.edge import EdgeOptions
 from ..domain.hostnames import is_local
 from ..edges.caddy import CaddyEdge, EdgePlan, EdgeSettings
 from ..edges.router import Router, RouteTable
 from ..edges.router.stats import DeploymentStats
+from ..edges.supervised import SupervisedEdge
 from ..paths import private_mkdirs, socket_path
 from .front_door import RouterProcess
 from .releases import LOOPBACK, ProjectRoutes
 
 EDGE_DIR = "edge"
 TOKEN_FILE = "token"
+
+E = TypeVar("E", bound=SupervisedEdge)
 
 
 def plan_of(routes: Sequence[ProjectRoutes]) -> EdgePlan:
@@ -56,8 +60,12 @@ def edge_token(directory: Path) -> str:
     return token
 
 
-class FrontDoor:
-    """Caddy in front of the router, for the control plane's lifetime."""
+class EdgeFrontDoor(Generic[E]):
+    """What the front doors of the production edges share: the private edge directory
+    under the platform home, the start (the router trusts the edge's token before the
+    edge takes its first request) and the edge's health."""
+
+    edge_name: str  # for the log: "caddy", "haproxy"
 
     def __init__(
         self, home: Path, options: EdgeOptions, table: RouteTable, log: Callable[[str], None]
@@ -66,7 +74,42 @@ class FrontDoor:
         self.table = table
         self.log = log
         self.directory = private_mkdirs(home / EDGE_DIR)
-        self.edge: CaddyEdge | None = None
+        self.edge: E | None = None
+
+    async def start(
+        self, router: Router | RouterProcess, router_port: int, routes: Sequence[ProjectRoutes]
+    ) -> None:
+        token = edge_token(self.directory)
+        # the router first: from the edge's first request on, its headers are trusted
+        if isinstance(router, RouterProcess):
+            await router.trust_edge(token)
+        else:
+            router.trust_edge(token)
+        await self._start_edge(token, router_port, plan_of(routes))
+        o = self.options
+        bind = o.bind or "*"
+        self.log(
+            f"edge: {self.edge_name} serving https on {bind}:{o.https_port} and http on "
+            f"{bind}:{o.http_port} (certificates from {o.acme_ca})"
+        )
+
+    async def _start_edge(self, token: str, router_port: int, plan: EdgePlan) -> None:
+        """The edge made and started in front of the router on `router_port`."""
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        return self.edge is not None and self.edge.healthy()
+
+
+class FrontDoor(EdgeFrontDoor[CaddyEdge]):
+    """Caddy in front of the router, for the control plane's lifetime."""
+
+    edge_name = "caddy"
+
+    def __init__(
+        self, home: Path, options: EdgeOptions, table: RouteTable, log: Callable[[str], None]
+    ) -> None:
+        super().__init__(home, options, table, log)
         self._plan = EdgePlan()
         self._apply: asyncio.Task[None] | None = None
 
@@ -74,9 +117,7 @@ class FrontDoor:
         """A certificate only for a public host the router serves."""
         return not is_local(host) and self.table.lookup(host) is not None
 
-    async def start(
-        self, router: Router | RouterProcess, router_port: int, routes: Sequence[ProjectRoutes]
-    ) -> None:
+    async def _start_edge(self, token: str, router_port: int, plan: EdgePlan) -> None:
         o = self.options
 
         def settings(ask_url: str, token: str) -> EdgeSettings:
@@ -89,25 +130,11 @@ class FrontDoor:
                 acme_email=o.acme_email, acme_ca_roots=o.acme_ca_roots,
             )  # fmt: skip
 
-        token = self._token()
         self.edge = CaddyEdge(
             self.directory, settings, self.allowed, binary=o.caddy, log=self.log, token=token
         )
-        # the router first: from the edge's first request on, its headers are trusted
-        if isinstance(router, RouterProcess):
-            await router.trust_edge(token)
-        else:
-            router.trust_edge(token)
-        self._plan = plan_of(routes)
+        self._plan = plan
         await self.edge.start(self._plan)
-        bind = o.bind or "*"
-        self.log(
-            f"edge: caddy serving https on {bind}:{o.https_port} and http on {bind}:{o.http_port} "
-            f"(certificates from {o.acme_ca})"
-        )
-
-    def _token(self) -> str:
-        return edge_token(self.directory)
 
     def routes_changed(self, routes: Sequence[ProjectRoutes]) -> None:
         """(loop) After each swap of the router's table: a new edge config only when the
@@ -130,9 +157,6 @@ class FrontDoor:
                 self.log(f"edge: could not update the configuration: {exc}")
 
         self._apply = asyncio.ensure_future(apply())
-
-    def healthy(self) -> bool:
-        return self.edge is not None and self.edge.healthy()
 
     # Caddy forwards every request to the router: its counters, requests in flight and
     # the switch are the router's

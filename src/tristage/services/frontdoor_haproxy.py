@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..domain.edge import EdgeOptions
 from ..domain.hostnames import is_local
+from ..edges.caddy import EdgePlan
 from ..edges.haproxy import (
     AcmeError,
     AcmeIssuer,
@@ -32,11 +33,10 @@ from ..edges.haproxy import (
     due,
     expires_at,
 )
-from ..edges.router import Router, RouteTable
+from ..edges.router import Route, RouteTable
 from ..edges.router.stats import DeploymentStats
 from ..paths import private_mkdirs
-from .front_door import RouterProcess
-from .frontdoor import EDGE_DIR, edge_token, plan_of
+from .frontdoor import EdgeFrontDoor, plan_of
 from .releases import LOOPBACK, ProjectRoutes
 
 STATS_EVERY = 0.5
@@ -45,17 +45,15 @@ RENEW_CHECK = 3600.0
 RETRY_AFTER = (30.0, 60.0, 300.0, 1800.0, 3600.0)
 
 
-class HAProxyFrontDoor:
+class HAProxyFrontDoor(EdgeFrontDoor[HAProxyEdge]):
     """HAProxy in front of the router, for the control plane's lifetime."""
+
+    edge_name = "haproxy"
 
     def __init__(
         self, home: Path, options: EdgeOptions, table: RouteTable, log: Callable[[str], None]
     ) -> None:
-        self.options = options
-        self.table = table
-        self.log = log
-        self.directory = private_mkdirs(home / EDGE_DIR)
-        self.edge: HAProxyEdge | None = None
+        super().__init__(home, options, table, log)
         self.challenges = ChallengeServer()
         self.issuer: AcmeIssuer | None = None
         self._stats: dict[str, DeploymentStats] = {}
@@ -70,15 +68,8 @@ class HAProxyFrontDoor:
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
-    async def start(
-        self, router: Router | RouterProcess, router_port: int, routes: Sequence[ProjectRoutes]
-    ) -> None:
+    async def _start_edge(self, token: str, router_port: int, plan: EdgePlan) -> None:
         o = self.options
-        token = edge_token(self.directory)
-        if isinstance(router, RouterProcess):
-            await router.trust_edge(token)
-        else:
-            router.trust_edge(token)
         acme_port = await self.challenges.start(LOOPBACK)
         settings = HAProxySettings(
             directory=private_mkdirs(self.directory / "haproxy"), router=(LOOPBACK, router_port),
@@ -87,7 +78,6 @@ class HAProxyFrontDoor:
         )  # fmt: skip
         self.edge = HAProxyEdge(settings, binary=o.haproxy, log=self.log)
         self.edge.on_restart = self._changed
-        plan = plan_of(routes)
         self._names = (dict(plan.redirects), plan.hsts)
         try:
             await self.edge.start(plan.redirects, plan.hsts)
@@ -103,11 +93,6 @@ class HAProxyFrontDoor:
             task = asyncio.ensure_future(coro)
             self._tasks.add(task)
         self._certs_wanted.set()
-        bind = o.bind or "*"
-        self.log(
-            f"edge: haproxy serving https on {bind}:{o.https_port} and http on "
-            f"{bind}:{o.http_port} (certificates from {o.acme_ca})"
-        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -117,9 +102,6 @@ class HAProxyFrontDoor:
         if self.edge is not None:
             await self.edge.stop()
         await self.challenges.stop()
-
-    def healthy(self) -> bool:
-        return self.edge is not None and self.edge.healthy()
 
     # -- routes ----------------------------------------------------------------------
     def _changed(self) -> None:
@@ -154,8 +136,7 @@ class HAProxyFrontDoor:
             self._dirty.clear()
             generation = self._generation
             try:
-                await asyncio.to_thread(self.edge.set_names, *self._names)
-                await asyncio.to_thread(self.edge.apply, self.table.snapshot())
+                await asyncio.to_thread(self._sync, self._names, self.table.snapshot())
             except Exception as exc:
                 if not failing:  # once per outage (an HAProxy being restarted)
                     self.log(f"edge: could not update haproxy: {exc}")
@@ -168,6 +149,14 @@ class HAProxyFrontDoor:
             failing = False
             self._applied = max(self._applied, generation)
             self._applied_event.set()
+
+    def _sync(
+        self, names: tuple[dict[str, str], frozenset[str]], routes: Mapping[str, Route]
+    ) -> None:
+        """(thread) One hop to the thread for both: a switch waits on this."""
+        assert self.edge is not None
+        self.edge.set_names(*names)
+        self.edge.apply(routes)
 
     async def _retirer(self) -> None:
         assert self.edge is not None

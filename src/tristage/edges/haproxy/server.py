@@ -25,20 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import TristageError
-from ...paths import private_mkdirs, private_open
+from ...paths import private_mkdirs
 from ..router.routes import Route
 from ..router.stats import DeploymentStats
-from ..runtime.local import proc_start
+from ..supervised import EdgeError, SupervisedEdge, write_private
 from . import runtime_api as rt
 from .config import (
     ACME_BACKEND,
@@ -54,12 +51,7 @@ from .config import (
     wanted_servers,
 )
 
-RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
-START_TIMEOUT = 15.0
-
-
-class EdgeError(TristageError):
-    """The production edge could not be started or configured."""
+__all__ = ["EdgeError", "HAProxyEdge"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,12 @@ def server_counts(row: Mapping[str, str]) -> Counts:
     return Counts(sum(hr) + errors, hr[1], hr[2], hr[3], hr[4] + errors, errors)
 
 
-class HAProxyEdge:
+class HAProxyEdge(SupervisedEdge):
+    name = "haproxy"
+    stop_signal = signal.SIGUSR1  # soft stop: requests in flight finish
+    log_mark = "ALERT"
+    restart_errors = (EdgeError, rt.RuntimeApiError)
+
     def __init__(
         self,
         settings: HAProxySettings,
@@ -97,13 +94,8 @@ class HAProxyEdge:
         binary: str = "haproxy",
         log: Callable[[str], None] = lambda line: None,
     ) -> None:
+        super().__init__(settings.directory, binary, log)
         self.s = settings
-        self.binary = binary
-        self.log = log
-        self.pid: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
         self._lock = threading.RLock()  # one change of HAProxy's state at a time
         self._routes: Mapping[str, Route] = {}
         self._names: tuple[str, str] = ("", "")
@@ -111,155 +103,53 @@ class HAProxyEdge:
         self._last: dict[tuple[str, str], tuple[Counts, str]] = {}  # (backend, server) ->
         self._latency: dict[str, tuple[float, float, float]] = {}
         self.left_to_router: list[str] = []
-        self.on_restart: Callable[[], None] | None = None
-
-    # -- paths ---------------------------------------------------------------------
-    @property
-    def pidfile(self) -> Path:
-        return self.s.directory / "haproxy.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.s.directory / "haproxy.log"
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self, redirects: Mapping[str, str], hsts: Iterable[str]) -> None:
         private_mkdirs(self.s.directory)
         private_mkdirs(self.s.certs)
         self._names = names_maps(redirects, hsts)
-        adopted = self._running_pid()
-        if adopted is not None and self._fingerprint_file_text() != self._fingerprint():
-            # started with other ports, binds or binary: replaced, not adopted
-            self.log(f"edge: the running haproxy (pid {adopted}) has other settings: replaced")
-            await self._stop_pid(adopted)
-            adopted = None
-        if adopted is not None and await asyncio.to_thread(self._api_alive):
-            self.pid = adopted
-            await asyncio.to_thread(self._point_backends)
-            await asyncio.to_thread(self._load_names, *self._names)
-            self.log(f"edge: adopted the running haproxy (pid {adopted})")
-        else:
-            if adopted is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(adopted, signal.SIGTERM)
-            await self._spawn()
-        self._watch = asyncio.ensure_future(self._supervise())
-
-    async def _stop_pid(self, pid: int) -> None:
-        if not self._alive(pid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGUSR1)  # soft stop: requests in flight finish
-        deadline = time.monotonic() + 10
-        while self._alive(pid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self._alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-        if self.pid is not None:
-            await self._stop_pid(self.pid)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(self._proc.wait, 5)
-        with contextlib.suppress(FileNotFoundError):
-            self.pidfile.unlink()
-
-    def healthy(self) -> bool:
-        """HAProxy is running (the process this edge started or adopted)."""
-        return self.pid is not None and self._alive(self.pid)
+        await self._start_process()
 
     # -- the process ---------------------------------------------------------------
-    def _write(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with private_open(tmp) as f:
-            f.write(text.encode())
-        tmp.replace(path)
-
     def _crt_list_text(self) -> str:
         return "".join(f"{p}\n" for p in sorted(self.s.certs.glob("*.pem")))
 
-    async def _spawn(self) -> None:
+    def _command(self) -> list[str]:
         s = self.s
-        self._write(s.config_file, haproxy_config(s))
-        self._write(s.hosts_map, "")  # every host to the router until servers are added
-        self._write(s.redirects_map, self._names[0])
-        self._write(s.hsts_map, self._names[1])
-        self._write(s.crt_list, self._crt_list_text())
+        return [self.binary, "-W", "-S", f"{s.master_socket},mode,600", "-f", str(s.config_file)]
+
+    def _prepare(self) -> None:
+        s = self.s
+        write_private(s.config_file, haproxy_config(s))
+        write_private(s.hosts_map, "")  # every host to the router until servers are added
+        write_private(s.redirects_map, self._names[0])
+        write_private(s.hsts_map, self._names[1])
+        write_private(s.crt_list, self._crt_list_text())
         for sock in (s.admin_socket, s.master_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-        out = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        try:
-            self._proc = subprocess.Popen(
-                [self.binary, "-W", "-S", f"{s.master_socket},mode,600", "-f",
-                 str(s.config_file)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                start_new_session=True, cwd=s.directory,
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise EdgeError(
-                f"the production edge needs haproxy, and {self.binary!r} was not found",
-                "install it (Debian: apt-get install haproxy) or set --haproxy to its path",
-            ) from None
-        finally:
-            os.close(out)
-        self.pid = self._proc.pid
-        self._write_pidfile(self._proc.pid)
+
+    def _ports(self) -> tuple[str | None, int, int]:
+        return self.s.bind, self.s.http_port, self.s.https_port
+
+    def _spawned(self) -> None:
+        write_private(self.s.directory / "settings.json", self._fingerprint())
         self._fold_all()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (await asyncio.to_thread(self._api_alive) and await self._listening()):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                raise EdgeError(
-                    f"haproxy did not start: {self._log_tail()}",
-                    f"see {self.log_file}; ports {s.http_port} and {s.https_port} must be "
-                    "free (and bindable by this user)",
-                )
-            await asyncio.sleep(0.05)
+
+    async def _started(self) -> None:
         if self._routes:
             await asyncio.to_thread(self.apply, self._routes)
 
-    async def _supervise(self) -> None:
-        failures = 0
-        while not self._stopping:
-            await asyncio.sleep(0.5)
-            if self.pid is not None and self._alive(self.pid):
-                continue
-            if self._stopping:
-                return
-            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
-            self.log(f"edge: haproxy exited ({self._log_tail()}); starting it again in {delay}s")
-            await asyncio.sleep(delay)
-            failures += 1
-            try:
-                await self._spawn()
-                self.log(f"edge: haproxy started again (pid {self.pid})")
-                failures = 0
-                if self.on_restart is not None:
-                    self.on_restart()
-            except (EdgeError, rt.RuntimeApiError) as exc:
-                self.log(f"edge: {exc}")
+    async def _answers(self) -> bool:
+        return await asyncio.to_thread(self._api_alive)
 
-    async def _listening(self) -> bool:
-        host = self.s.bind or "127.0.0.1"
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        for port in (self.s.http_port, self.s.https_port):
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-            except (OSError, TimeoutError):
-                return False
-            writer.close()
-        return True
+    async def _adopt(self) -> None:
+        await asyncio.to_thread(self._point_backends)
+        await asyncio.to_thread(self._load_names, *self._names)
+
+    def _adoptable(self) -> bool:
+        return self._fingerprint_file_text() == self._fingerprint()
 
     def _api_alive(self) -> bool:
         if not self.s.admin_socket.exists():
@@ -268,25 +158,6 @@ class HAProxyEdge:
             return "Name: HAProxy" in rt.call(self.s.admin_socket, "show info")
         except rt.RuntimeApiError:
             return False
-
-    def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        return self._running_pid() == pid
-
-    def _running_pid(self) -> int | None:
-        try:
-            data = json.loads(self.pidfile.read_text())
-        except (OSError, ValueError):
-            return None
-        pid = data.get("pid")
-        if isinstance(pid, int) and proc_start(pid) == data.get("start"):
-            return pid
-        return None
-
-    def _write_pidfile(self, pid: int) -> None:
-        self._write(self.pidfile, json.dumps({"pid": pid, "start": proc_start(pid)}))
-        self._write(self.s.directory / "settings.json", self._fingerprint())
 
     def _fingerprint(self) -> str:
         """What a running HAProxy must have been started with to be adopted (the router's
@@ -300,14 +171,6 @@ class HAProxyEdge:
             return (self.s.directory / "settings.json").read_text()
         except OSError:
             return ""
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        alerts = [line for line in lines if "ALERT" in line] or lines
-        return alerts[-1][-300:] if alerts else "no output"
 
     # -- the runtime API -------------------------------------------------------------
     def _run(self, step: Step) -> str:
@@ -327,7 +190,7 @@ class HAProxyEdge:
             if text:
                 self._run(Step(f"add map @{version} {map_file}", text))
             self._run(Step(f"commit map @{version} {map_file}"))
-            self._write(map_file, text)
+            write_private(map_file, text)
 
     def set_names(self, redirects: Mapping[str, str], hsts: Iterable[str]) -> None:
         """(thread) The public names changed: the redirect and HSTS maps, replaced whole."""
@@ -454,11 +317,11 @@ class HAProxyEdge:
         path = self.certificate_path(host)
         with self._lock:
             known = str(path) in rt.call(self.s.admin_socket, "show ssl cert")
-            self._write(path, pem)
+            write_private(path, pem)
             if not known:
                 self._run(Step(f"new ssl cert {path}"))
             self._run(Step(f"set ssl cert {path}", pem))
             self._run(Step(f"commit ssl cert {path}"))
             if not known:
                 self._run(Step(f"add ssl crt-list {self.s.crt_list} {path}"))
-            self._write(self.s.crt_list, self._crt_list_text())
+            write_private(self.s.crt_list, self._crt_list_text())
