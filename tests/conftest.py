@@ -18,6 +18,9 @@ from typer.testing import CliRunner
 
 from tristage.api import Tristage
 
+# helper modules whose asserts fail with pytest's comparison, as a test module's do
+pytest.register_assert_rewrite("edge_fixtures", "haproxy_front", "caddy_front")
+
 if TYPE_CHECKING:
     from test_deploy_helpers import ControlPlane
 
