@@ -1,6 +1,7 @@
 """The front door, side by side in one run with the same client (wrk):
 
     .venv/bin/python bench/frontdoor.py [--seconds 5] [--connections 32] [--rounds 3]
+                                        [--nginx-workers auto|N]
 
 - direct: the app itself (uvicorn + httptools, a small response);
 - router: the embedded router in front of it (plain HTTP);
@@ -13,7 +14,9 @@
 - haproxy / haproxy-tls: the production edge of `--edge haproxy`, HAProxy 2.6 with
   tristage's own configuration (`edges/haproxy/config.py`), the app a dynamic server put
   there through the runtime API (`HAProxyEdge.apply`), the certificate loaded with
-  `set ssl cert`: plain HTTP and TLS, straight to the app.
+  `set ssl cert`: plain HTTP and TLS, straight to the app. It runs with one thread per
+  two CPUs (`edge_threads`), as `tristage up --edge haproxy` runs it; nginx runs as it
+  ships (`worker_processes auto`) unless `--nginx-workers` says otherwise.
 
 Rounds are interleaved (each target once per round); the figures are medians over
 rounds, with ratios to direct (and of caddy-tls and haproxy to nginx / nginx-tls). Then
@@ -184,7 +187,7 @@ def caddy_json(
 
 
 NGINX = """
-worker_processes auto;
+worker_processes {workers};
 {user}
 daemon off;
 pid {d}/nginx.pid;
@@ -278,6 +281,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--handshakes", type=int, default=300)
+    ap.add_argument(
+        "--nginx-workers",
+        default="auto",
+        help="nginx's worker_processes (default auto: one per CPU, as nginx ships)",
+    )
     ap.add_argument("--role", choices=["app", "router", "haproxy"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--https", type=int, help=argparse.SUPPRESS)
@@ -345,6 +353,7 @@ def main() -> None:
                 cert=cert,
                 key=key,
                 user="user root;" if os.geteuid() == 0 else "",
+                workers=args.nginx_workers,
             )
         )
         procs.append(

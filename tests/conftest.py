@@ -11,11 +11,18 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
 
 from tristage.api import Tristage
+
+# helper modules whose asserts fail with pytest's comparison, as a test module's do
+pytest.register_assert_rewrite("edge_fixtures", "haproxy_front", "caddy_front")
+
+if TYPE_CHECKING:
+    from test_deploy_helpers import ControlPlane
 
 # The PostgreSQL server the data-store tests create (and drop) their databases on.
 PG_SERVER = os.environ.get("TRISTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -73,6 +80,19 @@ def api(home: Path) -> Iterator[Tristage]:
     t = Tristage(home, actor="tester")
     yield t
     t.close()
+
+
+@pytest.fixture
+def cp(home: Path) -> Iterator[ControlPlane]:
+    """A real control plane (`tristage up`) on `home`, stopped (with its router) afterwards.
+    A module that needs other arguments or environment defines its own `cp`."""
+    from test_deploy_helpers import ControlPlane  # imported here: it imports this module
+
+    plane = ControlPlane(home).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ from test_deploy_helpers import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 LOCK_SECONDS = 2.0
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 class WriteLock:

@@ -6,7 +6,6 @@ through a real control plane, router and git push."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -72,13 +71,6 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 """
 
 HOST = "shop.localhost"
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def state(cp: ControlPlane) -> dict[str, object]:

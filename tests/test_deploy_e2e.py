@@ -4,7 +4,6 @@ plane process, real releases on loopback ports, real HTTP through the router."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 @pytest.fixture
 def project(repo: Path) -> Path:
     return make_project(repo)
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def test_push_main_and_test_serve_production_and_preview(project: Path, cp: ControlPlane) -> None:

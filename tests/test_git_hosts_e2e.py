@@ -94,13 +94,6 @@ def recorder() -> Iterator[RecordingApi]:
     server.stop()
 
 
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
-
-
 def connect(project: Path, host: str, origin: Origin, recorder: RecordingApi) -> dict[str, Any]:
     r = run_cli(
         "connect", host, REPO, "--clone-url", origin.url, "--api-url", recorder.url,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from test_deploy_helpers import (
 )
 from tristage.api import Tristage
 from tristage.cli.main import hoist_project
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def test_hoist_project_moves_only_what_is_not_the_commands_own() -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,13 +83,6 @@ def test_a_node_range_the_installed_node_misses_is_one_clear_error(tmp_path: Pat
     (tmp_path / ".nvmrc").write_text("12\n")
     with pytest.raises(BuildFailed, match=r"asked for in \.nvmrc \(12\)"):
         node.Plan.of(tmp_path)
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ def test_a_socket_path_too_long_for_an_address_gets_a_private_stand_in(
 ) -> None:
     import socket as socketlib
 
-    from tristage.paths import SOCKET_PATH_MAX, socket_path
+    from tristage.paths import socket_path
+    from tristage.unix_sockets import SOCKET_PATH_MAX
 
     short = tmp_path / "a.sock"
     assert socket_path(short) == short  # a path that fits stays where it is

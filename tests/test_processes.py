@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,6 @@ while True:
     out.write_text(f"{os.environ['TRISTAGE_DEPLOYMENT']} {os.environ['TRISTAGE_PROCESS']} {n}\\n")
     time.sleep(0.1)
 """
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def ps(repo: Path, env: str = "production") -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +19,6 @@ from tristage.errors import ConfigError
 
 pytestmark = [pytest.mark.timeout(180)]
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def protect(project: Path, how: str = '"password"') -> None:

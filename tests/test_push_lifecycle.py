@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 @pytest.fixture
 def project(repo: Path) -> Path:
     return make_project(repo)
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def hosted_ref(home: Path, branch: str) -> str | None:
@@ -347,23 +339,64 @@ def test_a_stale_hook_socket_falls_back_to_the_in_process_hook(project: Path, ho
 
 
 def test_hook_client_reaches_a_socket_under_a_long_home(tmp_path: Path) -> None:
+    import importlib.util
     import socket
 
     from tristage.edges import hook_client
+    from tristage.edges.git import write_hook_client
+    from tristage.paths import socket_path
 
     home = tmp_path / ("h" * 60) / ("o" * 60)
     home.mkdir(parents=True)
     assert hook_client.connect(str(home)) is None  # nothing there
-    address, fd = hook_client.socket_address(str(home))
-    assert fd is not None and len(address) < 108
+    address = hook_client.socket_address(str(home))
+    # the stand-in every other socket of the platform would get
+    assert address == str(socket_path(home / "hook.sock")) and len(address) < 108
+    # the copy in the home finds the same one, with the copy of unix_sockets beside it
+    spec = importlib.util.spec_from_file_location("client", write_hook_client(home))
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert copy.socket_address(str(home)) == address
     server = socket.socket(socket.AF_UNIX)
     server.bind(address)
-    os.close(fd)
     server.listen(1)
     try:
-        assert (home / "hook.sock").exists()
-        client = hook_client.connect(str(home))
-        assert client is not None
-        client.close()
+        for client in (hook_client.connect(str(home)), copy.connect(str(home))):
+            assert client is not None
+            client.close()
     finally:
         server.close()
+        os.unlink(address)
+
+
+def test_a_push_under_a_long_home_goes_through_the_hook_client(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+    import sys
+
+    home = tmp_path / ("h" * 60)  # HOME/hook.sock is too long for a socket address
+    home.mkdir()
+    monkeypatch.setenv("TRISTAGE_HOME", str(home))
+    monkeypatch.setenv("TRISTAGE_MASTER_KEY_FILE", str(home / "master.key"))
+    project = make_project(repo)
+    cp = ControlPlane(home).start()
+    try:
+        link = home / "hook.sock"
+        stand_in = Path(os.readlink(link))
+        assert len(str(stand_in)) < 108 and stat.S_ISSOCK(stand_in.stat().st_mode)
+        assert stat.S_IMODE(stand_in.stat().st_mode) == 0o600
+        calls = tmp_path / "calls"
+        wrapper = tmp_path / "python"
+        wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+        wrapper.chmod(0o755)
+        (home / "hook-python").write_text(f"{wrapper}\n")
+        r = push(project, "main")
+        assert r.returncode == 0, r.stderr
+        assert cp.serves("shop.localhost") == deployment_id(r.stderr)
+        started = calls.read_text().splitlines()
+        assert len(started) == 1 and started[0].startswith("-I -S "), started  # no fallback
+    finally:
+        cp.stop()
+    assert not link.exists() and not link.is_symlink() and not stand_in.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,13 +52,6 @@ def test_a_version_not_installed_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / ".python-version").write_text("latest, please\n")
     with pytest.raises(BuildFailed, match="is not a CPython version"):
         pythons.choose(tmp_path)
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ import pty
 import select
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +119,6 @@ def make_app(repo: Path) -> Path:
     r = run_cli("env", "set", "ALLOWED_HOSTS", "shop.localhost", "--env", "production", cwd=repo)
     assert r.returncode == 0, r.stderr
     return repo
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def served(cp: ControlPlane, deployment: str | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,13 +98,6 @@ def make_app(repo: Path, procfile: str, **app_settings: str) -> Path:
     (repo / "tristage.toml").write_text(toml.replace("[app]\n", "[app]\n" + extra, 1))
     commit(repo, {}, "first")
     return repo
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def test_a_dependencys_console_script_runs_with_the_apps_code_and_venv(

@@ -4,7 +4,6 @@ real router process, real HTTP); production and the environments' own hosts neve
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,15 +15,6 @@ from tristage.domain.config import parse_config
 from tristage.errors import ConfigError
 
 pytestmark = [pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def test_an_idle_branch_preview_sleeps_and_the_next_request_wakes_it(

@@ -5,7 +5,6 @@ listens on no port at all (real sandbox, real control plane, real sockets)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,6 @@ import time
 print("waiting for the queue", flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def cp(home: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(home).start()
-    yield plane
-    plane.stop()
 
 
 def test_an_app_on_another_port_is_told_which_and_about_port(repo: Path, cp: ControlPlane) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
+
+from . import unix_sockets
 
 
 def platform_home() -> Path:
@@ -20,37 +21,11 @@ def platform_home() -> Path:
     return private_mkdirs(home).resolve()
 
 
-# A unix socket's address holds 107 bytes; HAProxy first binds `NAME.PID.tmp` beside it.
-SOCKET_PATH_MAX = 90
-
-
 def socket_path(preferred: Path) -> Path:
     """Where to bind the unix socket meant to be at `preferred`: there when its path is
-    short enough for a socket address, else the same name in a private directory of this
-    user's (`$XDG_RUNTIME_DIR/tristage`, else `/tmp/tristage-UID`), prefixed by a hash of
-    `preferred`'s directory, so every process asking for `preferred` gets the same path.
-    A stand-in directory that is a link, another user's or open to others is refused."""
-    if len(os.fsencode(preferred)) <= SOCKET_PATH_MAX:
-        return preferred
-    uid = os.getuid()
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    base = Path(runtime) / "tristage" if runtime.startswith("/") else Path(f"/tmp/tristage-{uid}")
-    digest = hashlib.sha256(os.fsencode(preferred.parent)).hexdigest()[:16]
-    path = base / f"{digest}-{preferred.name}"
-    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
-        base = Path(f"/tmp/tristage-{uid}")
-        path = base / f"{digest}-{preferred.name}"
-    try:
-        base.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(base)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
-        raise PermissionError(
-            f"{base} (for the unix socket {preferred}) is not a private directory of this "
-            "user's; remove it, or use a shorter TRISTAGE_HOME"
-        )
-    return path
+    short enough for a socket address, else a stand-in in a private directory of this
+    user's (`unix_sockets.socket_path`, shared with the hook client)."""
+    return Path(unix_sockets.socket_path(os.fspath(preferred)))
 
 
 def safe_child(root: Path, *parts: str) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from .. import unix_sockets
 from ..errors import GitError, NotFound, UsageError
 from . import hook_client
 from .hook_client import SOCKET_NAME
@@ -92,7 +93,8 @@ def run(
 # (written by `install_hooks`, i.e. by `tristage up` and `init`): a hook resolves it
 # when it runs, so a moved or deleted checkout is fixed by the next `tristage up`.
 PYTHON_FILE = "hook-python"
-# the pre-receive hook's client of a running control plane (a copy of `hook_client.py`)
+# the pre-receive hook's client of a running control plane (a copy of `hook_client.py`,
+# and of `unix_sockets.py` beside it)
 CLIENT_FILE = "hook-client.py"
 HOOKS = ("pre-receive", "post-receive")
 HOOK_MARK = "# installed by tristage"
@@ -192,7 +194,15 @@ def install_hooks(path: Path, home: Path, project: str) -> None:
             tmp.chmod(0o755)
             tmp.replace(hook)
     _write_private(home / PYTHON_FILE, sys.executable + "\n")
-    _write_private(home / CLIENT_FILE, Path(hook_client.__file__).read_text())
+    write_hook_client(home)
+
+
+def write_hook_client(directory: Path) -> Path:
+    """The hook client's copy in `directory` (the platform home), with the copy of
+    `unix_sockets.py` it loads beside it (written first); the client's path."""
+    _write_private(directory / hook_client.SOCKETS_FILE, Path(unix_sockets.__file__).read_text())
+    _write_private(directory / CLIENT_FILE, Path(hook_client.__file__).read_text())
+    return directory / CLIENT_FILE
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -15,6 +15,10 @@ closing) closes the socket, and the control plane cancels the deployments this
 push started. Without a control plane to talk to (no socket, or a stale one after
 a `kill -9`), it runs the hook again with `TRISTAGE_HOOK_CLIENT=off`: the in-process
 hook, which imports tristage.
+
+A home too deep for a socket address has its socket at a stand-in path, which the client
+finds as the control plane does: with `unix_sockets.socket_path`, from the copy of that
+module beside the client (`HOME/hook-sockets.py`).
 """
 
 from __future__ import annotations
@@ -27,27 +31,37 @@ import socket
 import sys
 
 SOCKET_NAME = "hook.sock"
+# the copy of `tristage/unix_sockets.py` beside the client's copy in the platform home
+SOCKETS_FILE = "hook-sockets.py"
 VERSION = 1
 # what the control plane needs of the hook's environment to read the pushed objects
 GIT_KEYS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
-MAX_PATH = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
 
 
-def socket_address(home: str) -> tuple[str, int | None]:
-    """The address of `home`'s hook socket, and a directory descriptor to close after
-    binding or connecting when the path is too long for a unix socket address."""
-    path = os.path.join(home, SOCKET_NAME)
-    if len(path.encode()) <= MAX_PATH:
-        return path, None
-    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
-    return f"/proc/self/fd/{fd}/{SOCKET_NAME}", fd
+def socket_address(home: str) -> str:
+    """The path to bind or connect `home`'s hook socket at: `HOME/hook.sock`, or its
+    stand-in when that is too long for a socket address (OSError when the stand-in's
+    directory is not private, or the copy of `unix_sockets.py` cannot be loaded)."""
+    if __package__:  # imported from the tristage package
+        from ..unix_sockets import socket_path
+    else:  # the copy in the platform home, run with `python -I -S`
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), SOCKETS_FILE)
+        spec = importlib.util.spec_from_file_location("tristage_unix_sockets", path)
+        if spec is None or spec.loader is None:
+            raise OSError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        socket_path = module.socket_path
+    return socket_path(os.path.join(home, SOCKET_NAME))
 
 
 def connect(home: str, timeout: float = 5.0) -> socket.socket | None:
     """A connection to the control plane's hook socket, None when nothing listens."""
     try:
-        address, fd = socket_address(home)
-    except OSError:
+        address = socket_address(home)
+    except Exception:  # a stand-in refused, the module's copy missing or broken
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -56,9 +70,6 @@ def connect(home: str, timeout: float = 5.0) -> socket.socket | None:
     except OSError:
         sock.close()
         return None
-    finally:
-        if fd is not None:
-            os.close(fd)
     sock.settimeout(None)
     return sock
 

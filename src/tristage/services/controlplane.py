@@ -58,7 +58,7 @@ from .releases import LOOPBACK, Adoption, Release, process_key
 from .supervisor import supervise
 
 if TYPE_CHECKING:
-    pass
+    from .lifecycle import CleanupReport
 
 T = TypeVar("T")
 HttpFactory = Callable[[Any, str, int], Awaitable[tuple[Any, int]]]
@@ -164,10 +164,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             await self.shutdown(main)
 
     def _warm_up(self) -> None:
-        """Import now what the first push needs (the data stores behind the rules a
-        deploy checks: a second or more on a busy machine), not while it waits."""
+        """Import, once the control plane serves, what the first push needs: the data
+        stores (`api.data`: psycopg and the rest, a second or more on a busy machine),
+        which no module of the control plane imports at its top, so that starting does
+        not wait for them and the first push does not either. Only imports: a push that
+        comes first waits on the same modules' import locks and finds them loaded, and
+        `api.data` is still made where a push first asks for it."""
         try:
-            _ = self.api.data
+            from .data import DataService  # noqa: F401
         except Exception as exc:  # the push imports it again and says what failed
             self.log(f"warm-up: {type(exc).__name__}: {exc}")
 
@@ -317,15 +321,13 @@ class ControlPlane(DeployPipeline, Reconciler):
     async def _scheduler(self, stop_event: asyncio.Event) -> None:
         while not stop_event.is_set():
             try:
-                ids = await asyncio.to_thread(
-                    self.api.data.run_due_backups, dt.datetime.now(dt.UTC)
-                )
+                ids = await asyncio.to_thread(self._due_backups)
                 for backup in ids:
                     self.log(f"backup {backup} done")
             except Exception as exc:
                 self.log(f"scheduled backups failed: {type(exc).__name__}: {exc}")
             try:
-                for report in await asyncio.to_thread(self.api.lifecycle.cleanup.run_due):
+                for report in await asyncio.to_thread(self._due_cleanups):
                     if report.removed or report.retired:
                         self.log(
                             f"cleanup {report.project}: removed {len(report.removed)} "
@@ -341,6 +343,14 @@ class ControlPlane(DeployPipeline, Reconciler):
             await asyncio.to_thread(self._resume_git_hosts, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_event.wait(), 30.0)
+
+    # `api.data` and `api.lifecycle` looked up in the thread too: made first, the data
+    # stores are imported (seconds on a busy machine), which would stop the loop
+    def _due_backups(self) -> list[str]:
+        return self.api.data.run_due_backups(dt.datetime.now(dt.UTC))
+
+    def _due_cleanups(self) -> list[CleanupReport]:
+        return self.api.lifecycle.cleanup.run_due()
 
     async def _cron(self, stop_event: asyncio.Event) -> None:
         """Scheduled jobs: start the due ones every few seconds (services/cron.py)."""

@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from ..domain import sanitize
 from ..domain.snapshot import Manifest
-from ..edges.datastores import PostgresDataStore, SqliteDataStore
 from ..errors import TristageError, UsageError
 
-DataStoreT = SqliteDataStore | PostgresDataStore
+if TYPE_CHECKING:  # the data stores import psycopg: not for who only needs these records
+    from ..edges.datastores import PostgresDataStore, SqliteDataStore
+
+DataStoreT: TypeAlias = "SqliteDataStore | PostgresDataStore"
 T = TypeVar("T")
 ImportMode = Literal["replace", "append"] | None
 BACKUP_KINDS = ("manual", "scheduled", "pre-migration", "safety")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..domain.edge import EdgeOptions
@@ -33,7 +33,7 @@ from ..edges.haproxy import (
     due,
     expires_at,
 )
-from ..edges.router import RouteTable
+from ..edges.router import Route, RouteTable
 from ..edges.router.stats import DeploymentStats
 from ..paths import private_mkdirs
 from .frontdoor import EdgeFrontDoor, plan_of
@@ -136,8 +136,7 @@ class HAProxyFrontDoor(EdgeFrontDoor[HAProxyEdge]):
             self._dirty.clear()
             generation = self._generation
             try:
-                await asyncio.to_thread(self.edge.set_names, *self._names)
-                await asyncio.to_thread(self.edge.apply, self.table.snapshot())
+                await asyncio.to_thread(self._sync, self._names, self.table.snapshot())
             except Exception as exc:
                 if not failing:  # once per outage (an HAProxy being restarted)
                     self.log(f"edge: could not update haproxy: {exc}")
@@ -150,6 +149,14 @@ class HAProxyFrontDoor(EdgeFrontDoor[HAProxyEdge]):
             failing = False
             self._applied = max(self._applied, generation)
             self._applied_event.set()
+
+    def _sync(
+        self, names: tuple[dict[str, str], frozenset[str]], routes: Mapping[str, Route]
+    ) -> None:
+        """(thread) One hop to the thread for both: a switch waits on this."""
+        assert self.edge is not None
+        self.edge.set_names(*names)
+        self.edge.apply(routes)
 
     async def _retirer(self) -> None:
         assert self.edge is not None

@@ -1,6 +1,7 @@
 """The control plane's hook socket: pushes decided without starting the platform again.
 
-`HOME/hook.sock` (0600, in the 0700 home; only the home's own user may connect) takes
+`HOME/hook.sock` (0600, in the 0700 home; only the home's own user may connect; for a
+home too deep for a socket address, a link to a stand-in, `unix_sockets.socket_path`) takes
 one push per connection from the pre-receive hook's client (`edges/hook_client.py`):
 a JSON line with the project, the ref updates and the hook's `GIT_*` variables. The
 push runs as the in-process hook would (`DeployService.pre_receive`: a deployment
@@ -83,34 +84,40 @@ class HookServer:
         self.cancel = cancel
         self.log = log
         self.path = api.home / SOCKET_NAME
+        self.address = str(self.path)  # where it is bound (a stand-in for a deep home)
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):  # one left by a control plane killed
-            self.path.unlink()
-        address, fd = socket_address(str(self.api.home))
+        self.address = socket_address(str(self.api.home))
+        self._unlink()  # one left by a control plane killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             old = os.umask(0o177)
             try:
-                sock.bind(address)
+                sock.bind(self.address)
             finally:
                 os.umask(old)
-                if fd is not None:
-                    os.close(fd)
-            os.chmod(self.path, 0o600)
+            os.chmod(self.address, 0o600)
+            if self.address != str(self.path):  # a stand-in: the hook looks for HOME/hook.sock
+                os.symlink(self.address, self.path)
             sock.listen(16)
         except BaseException:
             sock.close()
+            self._unlink()
             raise
         self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self._unlink()
             self._server = None
+
+    def _unlink(self) -> None:
+        """Remove `HOME/hook.sock`, and the stand-in it links to for a deep home."""
+        for path in {str(self.path), self.address}:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -92,6 +92,20 @@ class Reconciler(PlaneCore):
         finally:
             self.retiring.discard(key)
 
+    async def _flush_edges(self) -> None:
+        """Wait until the router process and the edge in front of it (each working on
+        the new table since `_install_routes`) both serve it: at the same time, so a
+        switch takes the slower of the two, not their sum."""
+        waits: list[tuple[str, Any]] = []
+        if self.router is not None:
+            waits.append(("the router process", self.router.flush()))
+        if self.frontdoor is not None:
+            waits.append(("the edge", self.frontdoor.flush()))
+        done = await asyncio.gather(*(w for _, w in waits))
+        for (who, _), ok in zip(waits, done, strict=True):
+            if not ok:
+                self.log(f"{who} did not take the new routes in time")
+
     def reroute(self) -> None:
         if self._routes_cache is not None:
             self._install_routes(self._routes_cache, {})
@@ -133,10 +147,8 @@ class Reconciler(PlaneCore):
         # 1. swap the router first, then record what it serves
         pending = {(r["project"], r["environment"]): r["desired"] for r in switched}
         self._install_routes(state.routes, pending)
-        if switched and self.router is not None and not await self.router.flush():
-            self.log("the router process did not take the new routes in time")
-        if switched and self.frontdoor is not None and not await self.frontdoor.flush():
-            self.log("the edge did not take the new routes in time")
+        if switched:
+            await self._flush_edges()
         if switched:
             await self._db(self._record_switches, switched, time.time())
             took = (time.perf_counter() - began) * 1000
