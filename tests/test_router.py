@@ -889,6 +889,16 @@ def test_slowloris_and_idle_connections_are_closed_by_the_timeouts() -> None:
             assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
             assert await r.readexactly(1) == b"A"
             assert await _closed_within(r, 3.0)
+            # one kept busy (a request every 0.5 s) outlives the idle timeout many times over
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(5):
+                w.write(b"GET / HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+                head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 2.0)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await r.readexactly(length)
+                await asyncio.sleep(0.5)
+            assert await _closed_within(r, 3.0)
             # a client that stalls mid-upload is not an upstream failure
             s = router.stats()["dep-a"]
             assert s.upstream_errors == 0 and s.status_5xx == 0
