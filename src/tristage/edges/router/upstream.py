@@ -21,7 +21,7 @@ QUICK_BODY = 64 * 1024  # largest body of a response read without httptools
 IDLE_EXPIRY = 1.5  # seconds; below common upstream keep-alive timeouts (gunicorn 2 s, uvicorn 5 s)
 
 
-# For a whole, plain HTTP/1.1 response in one read (`UpstreamConnection._whole`), two
+# For a plain HTTP/1.1 response head read without httptools (`plain_head`), two
 # translation tables (a byte method with an argument costs more than a table lookup).
 # `_HEAD_BYTES`: what a head may hold besides its CRLFs (HTAB, visible ASCII, obs-text)
 # becomes "a", CR and LF stay, any other byte becomes 0xFF. `_NAME_BYTES`: a field name's
