@@ -4,7 +4,7 @@
                                         [--nginx-workers auto|N]
 
 - direct: the app itself (uvicorn + httptools, a small response);
-- router: the embedded router in front of it (plain HTTP);
+- router: the embedded router in front of it (plain HTTP, on uvloop as `routerd` runs it);
 - caddy-tls: the production edge, Caddy with tristage's own configuration
   (`edges/caddy/config.py`) terminating TLS in front of the router;
 - caddy-tls-app: the same Caddy configuration forwarding straight to the app (no router):
@@ -93,7 +93,9 @@ def serve_router(port: int, upstream: int, token: str) -> None:
         await router.start(host="127.0.0.1", port=port)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    import uvloop  # the router's own process (routerd) runs on uvloop
+
+    uvloop.run(main())
 
 
 def serve_haproxy(directory: Path, http: int, https: int, app: int, router: int) -> None:
