@@ -102,8 +102,16 @@ def test_a_wait_datagram_is_answered_once_the_next_reconcile_is_done(
     import socket
 
     port = json.loads((cp.home / "controlplane.json").read_text())["control_port"]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(10)
-        s.sendto(b"wait", ("127.0.0.1", port))
-        assert s.recv(64) == b"reconciled"
+    # every time, not only on the control plane's first turn (nothing else answers "wait":
+    # a command that is not told falls back to polling the store)
+    for i in range(5):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(10)
+            s.sendto(b"wait", ("127.0.0.1", port))
+            try:
+                answer = s.recv(64)
+            except TimeoutError:
+                raise AssertionError(f"wait {i + 1} was not answered") from None
+            assert answer == b"reconciled"
+        time.sleep(0.3)

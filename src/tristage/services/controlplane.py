@@ -117,7 +117,7 @@ class ControlPlane(DeployPipeline, Reconciler):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Nudge(
-                self.wake, self.api.webhooks.notify, self.wake_deployment, self._waiting.add
+                self.wake, self.api.webhooks.notify, self.wake_deployment, self._add_waiter
             ),
             local_addr=(LOOPBACK, 0),
         )
@@ -310,6 +310,10 @@ class ControlPlane(DeployPipeline, Reconciler):
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.tuning.tick)
+
+    def _add_waiter(self, addr: tuple[str, int]) -> None:
+        # into the set of now: each turn of the main loop takes the set and starts another
+        self._waiting.add(addr)
 
     def _tell(self, waiting: set[tuple[str, int]]) -> None:
         """Tell the commands that sent "wait" that a reconcile since is done."""
