@@ -14,6 +14,7 @@ any failed request during a switch is counted. A few switches are also issued th
 the CLI (a new interpreter each time) to show what a person typing the command sees.
 
     .venv/bin/python bench/switch.py [--cycles 50] [--workers 4] [--edge haproxy]
+                                     [--rate 250]
 
 With `--edge haproxy` the control plane runs `tristage up --edge haproxy` and the load
 and the probe go through HAProxy's HTTP port, which serves the host straight from the
@@ -37,14 +38,20 @@ GOAL_P50_MS = 20.0
 GOAL_P99_MS = 50.0
 
 
-def _load(url: str, host: str, stop: Any, results: Any) -> None:
-    """Requests back to back; each change of the deployment that answers is noted with
-    the time its response arrived."""
+def _load(url: str, host: str, stop: Any, results: Any, rate: float = 0.0) -> None:
+    """Requests back to back (or `rate` a second, paced); each change of the deployment
+    that answers is noted with the time its response arrived."""
     n, failed = 0, []
     seen: list[tuple[float, str]] = []
     last = None
+    next_at = time.monotonic()
     with httpx.Client(timeout=5, trust_env=False) as c:
         while not stop.is_set():
+            if rate:  # paced, with no catching up after a stall
+                now = time.monotonic()
+                if next_at > now:
+                    time.sleep(next_at - now)
+                next_at = max(next_at, now) + 1 / rate
             try:
                 r = c.get(url, headers={"Host": host})
                 if r.status_code != 200:
@@ -71,9 +78,16 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--edge", choices=["router", "haproxy"], default="router")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests a second per load process (default: back to back, which takes "
+        "more CPU from what is measured the faster the edge is)",
+    )
     args = ap.parse_args()
     if args.edge == "haproxy":
-        haproxy_switches(args.cycles, args.workers)
+        haproxy_switches(args.cycles, args.workers, args.rate)
         return
     s = Scratch()
     try:
@@ -91,7 +105,7 @@ def main() -> None:
         results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         # the load runs in its own processes so it does not share the GIL with the timing
         workers = [
-            mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
+            mp.Process(target=_load, args=(url, host, stop, results, args.rate), daemon=True)
             for _ in range(args.workers)
         ]
         for w in workers:
@@ -180,7 +194,7 @@ def main() -> None:
         s.close()
 
 
-def haproxy_switches(cycles: int, workers_n: int) -> None:
+def haproxy_switches(cycles: int, workers_n: int, rate: float = 0.0) -> None:
     """The same cycles through `tristage up --edge haproxy` (plain HTTP on its port)."""
     from _util import free_port
 
@@ -203,7 +217,7 @@ def haproxy_switches(cycles: int, workers_n: int) -> None:
         stop = mp.Event()
         results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         workers = [
-            mp.Process(target=_load, args=(url, host, stop, results), daemon=True)
+            mp.Process(target=_load, args=(url, host, stop, results, rate), daemon=True)
             for _ in range(workers_n)
         ]
         for w in workers:
