@@ -18,8 +18,7 @@ the CLI (a new interpreter each time) to show what a person typing the command s
 
 With `--edge haproxy` the control plane runs `tristage up --edge haproxy` and the load
 and the probe go through HAProxy's HTTP port, which serves the host straight from the
-release: a switch is servers made ready and drained through HAProxy's runtime API
-(`haproxy_switches`).
+release: a switch is servers made ready and drained through HAProxy's runtime API.
 """
 
 from __future__ import annotations
@@ -86,13 +85,22 @@ def main() -> None:
         "more CPU from what is measured the faster the edge is)",
     )
     args = ap.parse_args()
-    if args.edge == "haproxy":
-        haproxy_switches(args.cycles, args.workers, args.rate)
-        return
+    switches_under_load(args.edge, args.cycles, args.workers, args.rate)
+
+
+def switches_under_load(edge: str, cycles: int, workers_n: int, rate: float) -> None:
+    from _util import free_port
+
+    haproxy = edge == "haproxy"
+    http, https = free_port(), free_port()
     s = Scratch()
     try:
         s.project()
-        s.up()
+        if haproxy:
+            s.up("--edge", "haproxy", "--edge-bind", "127.0.0.1", "--http-port", str(http),
+                 "--https-port", str(https))  # fmt: skip
+        else:
+            s.up()
         a = deployment_id(s.push())
         s.commit("second")
         b = deployment_id(s.push())
@@ -100,122 +108,10 @@ def main() -> None:
 
         api = Tristage(s.home, actor="bench")
         host = "bench.localhost"
-        url = f"http://127.0.0.1:{s.port}/"
+        url = f"http://127.0.0.1:{http if haproxy else s.port}/"
         stop = mp.Event()
         results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         # the load runs in its own processes so it does not share the GIL with the timing
-        workers = [
-            mp.Process(target=_load, args=(url, host, stop, results, args.rate), daemon=True)
-            for _ in range(args.workers)
-        ]
-        for w in workers:
-            w.start()
-        probe = httpx.Client(timeout=5, trust_env=False)
-
-        # (target, call started, call returned, the probe's first response from target)
-        switches: list[tuple[str, float, float, float]] = []
-
-        def switch(action: str, target: str) -> None:
-            t0 = time.monotonic()
-            if action == "rollback":
-                api.deploys.rollback("bench")
-            else:
-                api.deploys.promote("bench", target)
-            t1 = time.monotonic()
-            while probe.get(url, headers={"Host": host}).json()["deployment"] != target:
-                pass
-            switches.append((target, t0, t1, time.monotonic()))
-
-        switch("rollback", a)
-        switch("promote", b)
-        del switches[:]
-        for _ in range(args.cycles):
-            switch("rollback", a)
-            switch("promote", b)
-        cli: list[float] = []
-        for i in range(4):
-            target = a if i % 2 == 0 else b
-            t0 = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "tristage", "rollback", "--to", target],
-                cwd=s.repo,
-                env=s.env,
-                check=True,
-                capture_output=True,
-            )
-            while probe.get(url, headers={"Host": host}).json()["deployment"] != target:
-                pass
-            cli.append((time.perf_counter() - t0) * 1000)
-        stop.set()
-        counts = {"requests": 0, "failed": 0}
-        failures: list[str] = []
-        seen: list[tuple[float, str]] = []
-        for _ in workers:
-            n, failed, changes = results.get(timeout=30)
-            counts["requests"] += n
-            counts["failed"] += len(failed)
-            failures.extend(failed)
-            seen.extend(changes)
-        for w in workers:
-            w.join()
-        latencies, calls = [], []
-        for target, t0, t1, probed in switches:
-            first = first_served(seen, target, t0)
-            latencies.append((min(probed, first or probed) - t0) * 1000)
-            calls.append((t1 - t0) * 1000)
-        p50, p99 = pct(latencies, 50), pct(latencies, 99)
-        print(f"switches:          {len(latencies)} ({args.cycles} rollback/promote cycles)")
-        print(
-            f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
-            "  (call start to the first response from the new deployment)"
-        )
-        print(
-            f"API call:          p50 {pct(calls, 50):.1f} ms   p99 {pct(calls, 99):.1f} ms   "
-            f"max {max(calls):.1f} ms  (promote/rollback call, start to return)"
-        )
-        print(f"via the CLI:       p50 {pct(cli, 50):.0f} ms (includes interpreter start)")
-        took = [
-            float(line.rsplit("; ", 1)[1].split(" ms")[0])
-            for line in (s.dir / "up.log").read_text().splitlines()
-            if "production now serves" in line and "; " in line
-        ]
-        if took:
-            print(
-                f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
-                "(its reconcile, read to recorded, from its log)"
-            )
-        print(f"load requests:     {counts['requests']} from {args.workers} client processes")
-        print(f"failed requests:   {counts['failed']} {sorted(set(failures))[:5]}")
-        print(
-            f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
-            f"p99 / {GOAL_P99_MS:.0f} ms {p99 / GOAL_P99_MS:.2f}"
-        )
-    finally:
-        s.close()
-
-
-def haproxy_switches(cycles: int, workers_n: int, rate: float = 0.0) -> None:
-    """The same cycles through `tristage up --edge haproxy` (plain HTTP on its port)."""
-    from _util import free_port
-
-    from tristage.edges.haproxy.runtime_api import stat_rows
-    from tristage.paths import socket_path
-
-    http, https = free_port(), free_port()
-    s = Scratch()
-    try:
-        s.project()
-        s.up("--edge", "haproxy", "--edge-bind", "127.0.0.1", "--http-port", str(http),
-             "--https-port", str(https))  # fmt: skip
-        a = deployment_id(s.push())
-        s.commit("second")
-        b = deployment_id(s.push())
-        from tristage.api import Tristage
-
-        api = Tristage(s.home, actor="bench")
-        host, url = "bench.localhost", f"http://127.0.0.1:{http}/"
-        stop = mp.Event()
-        results: mp.Queue[tuple[int, list[str], list[tuple[float, str]]]] = mp.Queue()
         workers = [
             mp.Process(target=_load, args=(url, host, stop, results, rate), daemon=True)
             for _ in range(workers_n)
@@ -229,23 +125,42 @@ def haproxy_switches(cycles: int, workers_n: int, rate: float = 0.0) -> None:
 
         # (target, call started, call returned, the probe's first response from target)
         switches: list[tuple[str, float, float, float]] = []
-        # one untimed cycle first, as in router mode (a fresh process's first promote
-        # imports the preflight's modules)
-        for cycle in range(cycles + 1):
-            if cycle == 1:
-                del switches[:]
-                began = time.monotonic()
-            for action, target in (("rollback", a), ("promote", b)):
-                t0 = time.monotonic()
-                if action == "rollback":
-                    api.deploys.rollback("bench")
-                else:
-                    api.deploys.promote("bench", target)
-                t1 = time.monotonic()
-                while serves() != target:
-                    pass
-                switches.append((target, t0, t1, time.monotonic()))
+
+        def switch(action: str, target: str) -> None:
+            t0 = time.monotonic()
+            if action == "rollback":
+                api.deploys.rollback("bench")
+            else:
+                api.deploys.promote("bench", target)
+            t1 = time.monotonic()
+            while serves() != target:
+                pass
+            switches.append((target, t0, t1, time.monotonic()))
+
+        # one untimed cycle first (a fresh process's first promote imports the
+        # preflight's modules)
+        switch("rollback", a)
+        switch("promote", b)
+        del switches[:]
+        began = time.monotonic()
+        for _ in range(cycles):
+            switch("rollback", a)
+            switch("promote", b)
         elapsed = time.monotonic() - began
+        cli: list[float] = []
+        for i in range(0 if haproxy else 4):
+            target = a if i % 2 == 0 else b
+            t0 = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "tristage", "rollback", "--to", target],
+                cwd=s.repo,
+                env=s.env,
+                check=True,
+                capture_output=True,
+            )
+            while serves() != target:
+                pass
+            cli.append((time.perf_counter() - t0) * 1000)
         stop.set()
         requests, failures = 0, []
         seen: list[tuple[float, str]] = []
@@ -254,43 +169,53 @@ def haproxy_switches(cycles: int, workers_n: int, rate: float = 0.0) -> None:
             requests += n
             failures.extend(failed)
             seen.extend(changes)
-        # as in router mode: from the call to the first response of the new deployment,
-        # by any client (the probe's own answer when it came first)
+        for w in workers:
+            w.join()
+        # from the call to the first response of the new deployment, by any client (the
+        # probe's own answer when it came first)
         latencies, calls = [], []
         for target, t0, t1, probed in switches:
             first = first_served(seen, target, t0)
             latencies.append((min(probed, first or probed) - t0) * 1000)
             calls.append((t1 - t0) * 1000)
-        for w in workers:
-            w.join()
-        direct = sum(
-            int(r["hrsp_2xx"] or 0)
-            for r in stat_rows(socket_path(s.home / "edge" / "haproxy" / "admin.sock"))
-            if r["pxname"].startswith("be_h") and r["svname"] not in ("FRONTEND", "BACKEND")
-        )
         p50, p99 = pct(latencies, 50), pct(latencies, 99)
-        print("edge:              haproxy (runtime API switch, straight to the release)")
+        if haproxy:
+            print("edge:              haproxy (runtime API switch, straight to the release)")
         print(f"switches:          {len(latencies)} ({cycles} rollback/promote cycles)")
         print(
             f"switch latency:    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
+            "  (call start to the first response from the new deployment)"
         )
         print(
             f"API call:          p50 {pct(calls, 50):.1f} ms   p99 {pct(calls, 99):.1f} ms   "
             f"max {max(calls):.1f} ms  (promote/rollback call, start to return)"
         )
+        if cli:
+            print(f"via the CLI:       p50 {pct(cli, 50):.0f} ms (includes interpreter start)")
         took = [
             float(line.rsplit("; ", 1)[1].split(" ms")[0])
             for line in (s.dir / "up.log").read_text().splitlines()
             if "production now serves" in line and "; " in line
         ]
         if took:
+            serving = " with HAProxy serving it" if haproxy else ""
             print(
                 f"control plane:     p50 {pct(took, 50):.1f} ms   p99 {pct(took, 99):.1f} ms "
-                "(its reconcile, read to recorded with HAProxy serving it, from its log)"
+                f"(its reconcile, read to recorded{serving}, from its log)"
             )
-        print(f"load requests:     {requests} from {workers_n} client processes in "
-              f"{elapsed:.1f} s of switching; HAProxy's servers of now answered {direct} of "
-              "them")  # fmt: skip
+        load = f"load requests:     {requests} from {workers_n} client processes"
+        if haproxy:
+            from tristage.edges.haproxy.runtime_api import stat_rows
+            from tristage.paths import socket_path
+
+            direct = sum(
+                int(r["hrsp_2xx"] or 0)
+                for r in stat_rows(socket_path(s.home / "edge" / "haproxy" / "admin.sock"))
+                if r["pxname"].startswith("be_h") and r["svname"] not in ("FRONTEND", "BACKEND")
+            )
+            load += f"; HAProxy's servers of now answered {direct} of them"
+        print(f"{load} ({elapsed:.1f} s of switching, then the CLI's)" if cli else
+              f"{load} ({elapsed:.1f} s of switching)")  # fmt: skip
         print(f"failed requests:   {len(failures)} {sorted(set(failures))[:5]}")
         print(
             f"ratio to goal: p50 / {GOAL_P50_MS:.0f} ms {p50 / GOAL_P50_MS:.2f}, "
